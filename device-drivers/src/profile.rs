@@ -1,0 +1,645 @@
+//! Device profiles: what a model of device offers, parsed from the TOML files in
+//! `firmware-configs/profiles/`. The format is documented in `firmware-configs/README.md`.
+//!
+//! A profile is checked when it is loaded (addresses, types, bit fields, JSON pointers), so
+//! a running driver never meets a malformed point.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::config::{ConfigError, parse_toml};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Modbus,
+    Mqtt,
+}
+
+/// What a point's values mean over time; rollups treat counters as deltas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PointKind {
+    /// A level that can go up and down (power, temperature).
+    #[default]
+    Gauge,
+    /// A total that only grows, except when it wraps or the meter is reset (energy, volume).
+    Counter,
+    /// A discrete state (on/off, mode).
+    State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegisterTable {
+    Holding,
+    Input,
+    Coil,
+    Discrete,
+}
+
+impl RegisterTable {
+    pub fn is_bit_table(self) -> bool {
+        matches!(self, RegisterTable::Coil | RegisterTable::Discrete)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataType {
+    Bool,
+    U16,
+    I16,
+    U32,
+    I32,
+    U64,
+    I64,
+    F32,
+    F64,
+}
+
+impl DataType {
+    /// How many 16-bit registers a value of this type occupies.
+    pub fn registers(self) -> u16 {
+        match self {
+            DataType::Bool | DataType::U16 | DataType::I16 => 1,
+            DataType::U32 | DataType::I32 | DataType::F32 => 2,
+            DataType::U64 | DataType::I64 | DataType::F64 => 4,
+        }
+    }
+
+    pub fn is_integer(self) -> bool {
+        !matches!(self, DataType::F32 | DataType::F64 | DataType::Bool)
+    }
+
+    /// The largest raw value, for integer types; counters wrap there.
+    pub fn max_raw(self) -> Option<f64> {
+        match self {
+            DataType::U16 => Some(u16::MAX as f64),
+            DataType::I16 => Some(i16::MAX as f64),
+            DataType::U32 => Some(u32::MAX as f64),
+            DataType::I32 => Some(i32::MAX as f64),
+            DataType::U64 => Some(u64::MAX as f64),
+            DataType::I64 => Some(i64::MAX as f64),
+            _ => None,
+        }
+    }
+}
+
+/// Order of bytes within one 16-bit register, or of registers within a multi-register value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    #[default]
+    Big,
+    Little,
+}
+
+/// The file form of a profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileConfig {
+    pub id: String,
+    pub protocol: Protocol,
+    pub manufacturer: String,
+    pub model: String,
+    #[serde(default)]
+    pub description: String,
+    /// Where the register or payload map comes from (the vendor document and its version).
+    pub source: String,
+    #[serde(default)]
+    pub modbus: ModbusDefaultsConfig,
+    #[serde(default)]
+    pub mqtt: MqttDefaultsConfig,
+    #[serde(rename = "point")]
+    pub points: Vec<PointConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusDefaultsConfig {
+    #[serde(default)]
+    pub byte_order: Order,
+    #[serde(default)]
+    pub word_order: Order,
+    /// At most this many registers in one block read (the protocol allows 125).
+    #[serde(default = "default_max_block")]
+    pub max_block_registers: u16,
+    /// Registers between two points that may be read and thrown away to join two blocks.
+    #[serde(default)]
+    pub max_gap_registers: u16,
+}
+
+impl Default for ModbusDefaultsConfig {
+    fn default() -> Self {
+        ModbusDefaultsConfig {
+            byte_order: Order::Big,
+            word_order: Order::Big,
+            max_block_registers: default_max_block(),
+            max_gap_registers: 0,
+        }
+    }
+}
+
+fn default_max_block() -> u16 {
+    125
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttDefaultsConfig {
+    /// Topic where the device's online state is published (a retained message or its last
+    /// will); `{device}` stands for the device's topic id.
+    pub status_topic: Option<String>,
+    #[serde(default = "default_online")]
+    pub online_payload: String,
+    #[serde(default = "default_offline")]
+    pub offline_payload: String,
+    /// Points not heard from for this long turn stale.
+    pub stale_after_s: Option<u64>,
+}
+
+fn default_online() -> String {
+    "online".into()
+}
+
+fn default_offline() -> String {
+    "offline".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointConfig {
+    pub name: String,
+    #[serde(default)]
+    pub unit: Option<String>,
+    #[serde(default)]
+    pub kind: PointKind,
+    #[serde(default)]
+    pub description: Option<String>,
+    // Modbus.
+    pub table: Option<RegisterTable>,
+    /// Zero-based protocol address (the PDU address, not the 3xxxx/4xxxx reference number).
+    pub address: Option<u16>,
+    #[serde(rename = "type")]
+    pub data_type: Option<DataType>,
+    pub byte_order: Option<Order>,
+    pub word_order: Option<Order>,
+    /// A single bit (0 = least significant) of a 16-bit register, read as a boolean.
+    pub bit: Option<u8>,
+    // Both.
+    #[serde(default = "one")]
+    pub scale: f64,
+    #[serde(default)]
+    pub offset: f64,
+    #[serde(default)]
+    pub writable: bool,
+    /// Plausible range: values outside are marked uncertain; writes outside are refused.
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    // MQTT.
+    /// Topic the value arrives on; `{device}` stands for the device's topic id.
+    pub topic: Option<String>,
+    /// JSON pointer (RFC 6901) to the value inside the payload; empty for the whole payload.
+    pub pointer: Option<String>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A loaded, checked profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub id: String,
+    pub protocol: Protocol,
+    pub manufacturer: String,
+    pub model: String,
+    pub description: String,
+    pub source: String,
+    pub modbus: ModbusDefaults,
+    pub mqtt: MqttDefaults,
+    pub points: Vec<PointSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModbusDefaults {
+    pub max_block_registers: u16,
+    pub max_gap_registers: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttDefaults {
+    pub status_topic: Option<String>,
+    pub online_payload: String,
+    pub offline_payload: String,
+    pub stale_after_s: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointSpec {
+    pub name: String,
+    pub unit: Option<String>,
+    pub kind: PointKind,
+    pub description: Option<String>,
+    pub scale: f64,
+    pub offset: f64,
+    pub writable: bool,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub source: PointSource,
+}
+
+impl PointSpec {
+    /// Where a counter wraps, in engineering units, when its register type bounds it.
+    pub fn counter_wrap(&self) -> Option<f64> {
+        match (&self.source, self.kind) {
+            (PointSource::Modbus(m), PointKind::Counter) => {
+                m.data_type.max_raw().map(|raw| (raw + 1.0) * self.scale)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PointSource {
+    Modbus(ModbusPoint),
+    Mqtt(MqttPoint),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModbusPoint {
+    pub table: RegisterTable,
+    pub address: u16,
+    pub data_type: DataType,
+    pub byte_order: Order,
+    pub word_order: Order,
+    pub bit: Option<u8>,
+}
+
+impl ModbusPoint {
+    /// Registers (or bits, for coils and discrete inputs) that the point occupies.
+    pub fn width(&self) -> u16 {
+        if self.table.is_bit_table() {
+            1
+        } else {
+            self.data_type.registers()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttPoint {
+    pub topic: String,
+    pub pointer: String,
+}
+
+impl Profile {
+    pub fn point(&self, name: &str) -> Option<&PointSpec> {
+        self.points.iter().find(|p| p.name == name)
+    }
+
+    /// Parses and checks a profile file's text.
+    pub fn parse(file: &Path, text: &str) -> Result<Profile, ConfigError> {
+        let config: ProfileConfig = parse_toml(file, text)?;
+        config.build(file, text)
+    }
+
+    pub fn read(file: &Path) -> Result<Profile, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            key: String::new(),
+            reason: format!("cannot read the file: {e}"),
+        })?;
+        Profile::parse(file, &text)
+    }
+}
+
+impl ProfileConfig {
+    pub fn build(self, file: &Path, text: &str) -> Result<Profile, ConfigError> {
+        let invalid = |key: String, reason: String| ConfigError::invalid(file, text, key, reason);
+        if !is_name(&self.id) {
+            return Err(invalid(
+                "id".into(),
+                format!(
+                    "{:?} is not a valid id (letters, digits, '-', '_', '.')",
+                    self.id
+                ),
+            ));
+        }
+        if self.points.is_empty() {
+            return Err(invalid(
+                "point".into(),
+                "a profile needs at least one point".into(),
+            ));
+        }
+        let d = &self.modbus;
+        if d.max_block_registers == 0 || d.max_block_registers > 125 {
+            return Err(invalid(
+                "modbus.max_block_registers".into(),
+                "must be between 1 and 125".into(),
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut points = Vec::with_capacity(self.points.len());
+        for (i, p) in self.points.into_iter().enumerate() {
+            let key = |field: &str| format!("point[{i}].{field}");
+            if !is_name(&p.name) {
+                return Err(invalid(
+                    key("name"),
+                    format!("{:?} is not a valid point name", p.name),
+                ));
+            }
+            if !names.insert(p.name.clone()) {
+                return Err(invalid(
+                    key("name"),
+                    format!("point {:?} is defined twice", p.name),
+                ));
+            }
+            if !p.scale.is_finite() || p.scale == 0.0 || !p.offset.is_finite() {
+                return Err(invalid(
+                    key("scale"),
+                    "scale must be a finite non-zero number and offset finite".into(),
+                ));
+            }
+            if let (Some(min), Some(max)) = (p.min, p.max)
+                && min > max
+            {
+                return Err(invalid(key("min"), format!("min {min} is above max {max}")));
+            }
+            let source = match self.protocol {
+                Protocol::Modbus => {
+                    if p.topic.is_some() || p.pointer.is_some() {
+                        return Err(invalid(
+                            key("topic"),
+                            "topic and pointer belong to MQTT profiles".into(),
+                        ));
+                    }
+                    let table = p.table.ok_or_else(|| {
+                        invalid(key("table"), "required for Modbus points".into())
+                    })?;
+                    let address = p.address.ok_or_else(|| {
+                        invalid(key("address"), "required for Modbus points".into())
+                    })?;
+                    let data_type = match (table.is_bit_table(), p.data_type, p.bit) {
+                        (true, None | Some(DataType::Bool), None) => DataType::Bool,
+                        (true, _, Some(_)) => {
+                            return Err(invalid(
+                                key("bit"),
+                                "coils and discrete inputs are single bits already".into(),
+                            ));
+                        }
+                        (true, Some(t), None) => {
+                            return Err(invalid(
+                                key("type"),
+                                format!("{t:?} cannot be read from a bit table; use bool"),
+                            ));
+                        }
+                        (false, None, Some(_)) => DataType::U16,
+                        (false, Some(t), Some(_)) if t != DataType::U16 && t != DataType::Bool => {
+                            return Err(invalid(
+                                key("bit"),
+                                "a bit field is taken from one 16-bit register (type u16)".into(),
+                            ));
+                        }
+                        (false, Some(DataType::Bool), None) => {
+                            return Err(invalid(
+                                key("type"),
+                                "a bool in a register needs `bit`".into(),
+                            ));
+                        }
+                        (false, Some(t), _) => t,
+                        (false, None, None) => {
+                            return Err(invalid(
+                                key("type"),
+                                "required for register points".into(),
+                            ));
+                        }
+                    };
+                    if let Some(bit) = p.bit
+                        && bit > 15
+                    {
+                        return Err(invalid(
+                            key("bit"),
+                            format!("bit {bit} is outside a 16-bit register"),
+                        ));
+                    }
+                    let width = if table.is_bit_table() {
+                        1
+                    } else {
+                        data_type.registers()
+                    };
+                    if address as u32 + width as u32 > 65536 {
+                        return Err(invalid(
+                            key("address"),
+                            format!("address {address} plus {width} registers runs past 65535"),
+                        ));
+                    }
+                    if p.writable && matches!(table, RegisterTable::Input | RegisterTable::Discrete)
+                    {
+                        return Err(invalid(
+                            key("writable"),
+                            "input registers and discrete inputs are read-only".into(),
+                        ));
+                    }
+                    PointSource::Modbus(ModbusPoint {
+                        table,
+                        address,
+                        data_type,
+                        byte_order: p.byte_order.unwrap_or(d.byte_order),
+                        word_order: p.word_order.unwrap_or(d.word_order),
+                        bit: p.bit,
+                    })
+                }
+                Protocol::Mqtt => {
+                    if p.table.is_some() || p.address.is_some() || p.bit.is_some() {
+                        return Err(invalid(
+                            key("table"),
+                            "table, address and bit belong to Modbus profiles".into(),
+                        ));
+                    }
+                    let topic = p
+                        .topic
+                        .ok_or_else(|| invalid(key("topic"), "required for MQTT points".into()))?;
+                    if topic.is_empty() || topic.contains('#') || topic.contains('+') {
+                        return Err(invalid(
+                            key("topic"),
+                            format!("{topic:?} must be a concrete topic without wildcards"),
+                        ));
+                    }
+                    let pointer = p.pointer.unwrap_or_default();
+                    if !pointer.is_empty() && !pointer.starts_with('/') {
+                        return Err(invalid(
+                            key("pointer"),
+                            format!("{pointer:?} is not a JSON pointer (it must start with '/')"),
+                        ));
+                    }
+                    PointSource::Mqtt(MqttPoint { topic, pointer })
+                }
+            };
+            points.push(PointSpec {
+                name: p.name,
+                unit: p.unit,
+                kind: p.kind,
+                description: p.description,
+                scale: p.scale,
+                offset: p.offset,
+                writable: p.writable,
+                min: p.min,
+                max: p.max,
+                source,
+            });
+        }
+        Ok(Profile {
+            id: self.id,
+            protocol: self.protocol,
+            manufacturer: self.manufacturer,
+            model: self.model,
+            description: self.description,
+            source: self.source,
+            modbus: ModbusDefaults {
+                max_block_registers: d.max_block_registers,
+                max_gap_registers: d.max_gap_registers,
+            },
+            mqtt: MqttDefaults {
+                status_topic: self.mqtt.status_topic,
+                online_payload: self.mqtt.online_payload,
+                offline_payload: self.mqtt.offline_payload,
+                stale_after_s: self.mqtt.stale_after_s,
+            },
+            points,
+        })
+    }
+}
+
+/// Ids and names: ASCII letters, digits, `-`, `_` and `.`; no `/`, which separates keys.
+pub fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// All profiles in a folder (`*.toml`), keyed by id. Fails on the first bad file, naming it.
+pub fn load_profiles(dir: &Path) -> Result<BTreeMap<String, Arc<Profile>>, ConfigError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| ConfigError {
+        file: dir.to_path_buf(),
+        line: None,
+        key: String::new(),
+        reason: format!("cannot read the profile folder: {e}"),
+    })?;
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut out = BTreeMap::new();
+    for file in files {
+        let profile = Profile::read(&file)?;
+        if out.contains_key(&profile.id) {
+            return Err(ConfigError::invalid(
+                &file,
+                "",
+                "id",
+                format!("profile id {:?} is used by another file too", profile.id),
+            ));
+        }
+        out.insert(profile.id.clone(), Arc::new(profile));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const METER: &str = r#"
+id = "test-meter"
+protocol = "modbus"
+manufacturer = "Acme"
+model = "M1"
+source = "made up for a test"
+
+[modbus]
+word_order = "little"
+
+[[point]]
+name = "power"
+table = "input"
+address = 12
+type = "f32"
+unit = "W"
+
+[[point]]
+name = "alarm_bit"
+table = "holding"
+address = 3
+bit = 4
+"#;
+
+    #[test]
+    fn a_modbus_profile_loads_with_defaults_applied() {
+        let p = Profile::parse(Path::new("m.toml"), METER).unwrap();
+        let PointSource::Modbus(m) = &p.point("power").unwrap().source else {
+            panic!()
+        };
+        assert_eq!(m.word_order, Order::Little);
+        assert_eq!(m.width(), 2);
+        let PointSource::Modbus(b) = &p.point("alarm_bit").unwrap().source else {
+            panic!()
+        };
+        assert_eq!(b.data_type, DataType::U16);
+        assert_eq!(b.bit, Some(4));
+    }
+
+    #[test]
+    fn a_modbus_point_without_an_address_is_refused_by_key() {
+        let text = METER.replace("address = 12\n", "");
+        let err = Profile::parse(Path::new("m.toml"), &text).unwrap_err();
+        assert_eq!(err.key, "point[0].address");
+        assert!(err.reason.contains("required"), "{err}");
+    }
+
+    #[test]
+    fn an_input_register_cannot_be_writable() {
+        let text = METER.replace("unit = \"W\"", "unit = \"W\"\nwritable = true");
+        let err = Profile::parse(Path::new("m.toml"), &text).unwrap_err();
+        assert_eq!(err.key, "point[0].writable");
+    }
+
+    #[test]
+    fn mqtt_points_need_a_topic_and_a_proper_pointer() {
+        let text = r#"
+id = "s"
+protocol = "mqtt"
+manufacturer = "A"
+model = "B"
+source = "x"
+[[point]]
+name = "t"
+topic = "tele/{device}/SENSOR"
+pointer = "AM2301/Temperature"
+"#;
+        let err = Profile::parse(Path::new("s.toml"), text).unwrap_err();
+        assert_eq!(err.key, "point[0].pointer");
+        assert_eq!(err.line, Some(10));
+    }
+
+    #[test]
+    fn counters_wrap_where_their_register_type_ends() {
+        let text = METER.replace(
+            "type = \"f32\"",
+            "type = \"u32\"\nkind = \"counter\"\nscale = 0.01",
+        );
+        let p = Profile::parse(Path::new("m.toml"), &text).unwrap();
+        assert_eq!(
+            p.point("power").unwrap().counter_wrap(),
+            Some(4294967296.0 * 0.01)
+        );
+    }
+}

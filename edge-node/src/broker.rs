@@ -1,0 +1,87 @@
+//! The building's embedded MQTT broker (rumqttd), for door controllers, cameras and
+//! sensors, with MQTT 3.1.1 and MQTT 5 on separate listeners.
+//!
+//! rumqttd starts its own runtimes and blocks, so it runs on a thread of its own; the node
+//! talks to it through an in-process link. It has no shutdown: it ends with the process.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+
+use anyhow::Context as _;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+
+use crate::config::MqttSettings;
+
+/// Starts the broker. Returns the addresses it listens on and the node's link to it.
+pub fn start(settings: &MqttSettings) -> anyhow::Result<(SocketAddr, SocketAddr, LinkTx, LinkRx)> {
+    let v4 = concrete(settings.listen_v4)?;
+    let v5 = concrete(settings.listen_v5)?;
+    let connections = ConnectionSettings {
+        connection_timeout_ms: 10_000,
+        max_payload_size: settings.max_payload_bytes,
+        max_inflight_count: 100,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = |name: &str, listen: SocketAddr| ServerSettings {
+        name: name.to_string(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: connections.clone(),
+    };
+    let config = Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: 2000,
+            max_outgoing_packet_count: 200,
+            // Segments hold messages per filter in memory; a building's traffic is small,
+            // so small segments keep the broker's memory bounded.
+            max_segment_size: 1 << 20,
+            max_segment_count: 4,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([("1".to_string(), server("v4", v4))])),
+        v5: Some(HashMap::from([("1".to_string(), server("v5", v5))])),
+        ..Default::default()
+    };
+    let mut broker = Broker::new(config);
+    let (link_tx, link_rx) = broker
+        .link("smartpark-edge")
+        .context("cannot link to the MQTT broker")?;
+    std::thread::Builder::new()
+        .name("mqtt-broker".into())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "The MQTT broker stopped.");
+            }
+        })
+        .context("cannot start the MQTT broker thread")?;
+    wait_listening(v4)?;
+    wait_listening(v5)?;
+    Ok((v4, v5, link_tx, link_rx))
+}
+
+/// rumqttd cannot report the port it bound, so port 0 is resolved here: the port is taken
+/// from the OS and released just before the broker binds it. A port in use is reported by
+/// name instead of letting the broker thread fail quietly.
+fn concrete(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let l = TcpListener::bind(addr).with_context(|| {
+        format!("cannot listen on {addr} for MQTT (is another broker running there?)")
+    })?;
+    Ok(l.local_addr()?)
+}
+
+fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    anyhow::bail!("the MQTT broker did not start listening on {addr}")
+}

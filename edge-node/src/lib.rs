@@ -1,0 +1,15 @@
+//! The edge node: the runtime of one building. It wires the device drivers to the point
+//! bus and the SQLite store, runs the building's MQTT broker, and serves the LAN API.
+//!
+//! Everything a building needs to run is here and works without the hub.
+
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod metrics;
+pub mod node;
+pub mod rollup;
+pub mod store;
+
+pub use config::{DEFAULT_CONFIG, EdgeSettings};
+pub use node::EdgeNode;

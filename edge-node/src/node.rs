@@ -1,0 +1,337 @@
+//! Wiring of the edge node: the store, the device drivers (one task per device or serial
+//! bus), the embedded MQTT broker and its device mapping, and the LAN API.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use device_drivers::mqtt::{MqttDevices, MqttInput};
+use device_drivers::profile::PointSource;
+use device_drivers::{
+    Connection, DeviceSpec, DeviceStatus, DriverOutput, PointKey, Sample, Timestamp, WriteRequest,
+    now_micros,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::EdgeSettings;
+use crate::metrics::Metrics;
+use crate::store::{PointInfo, Store, StoreConfig};
+
+/// One device as the node tracks it.
+pub struct DeviceEntry {
+    pub spec: DeviceSpec,
+    status: Mutex<(DeviceStatus, Timestamp)>,
+    writes: Option<mpsc::Sender<WriteRequest>>,
+}
+
+impl DeviceEntry {
+    pub fn status(&self) -> (DeviceStatus, Timestamp) {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn writer(&self) -> Option<&mpsc::Sender<WriteRequest>> {
+        self.writes.as_ref()
+    }
+}
+
+/// All devices of the building, by id.
+pub type Devices = Arc<BTreeMap<String, DeviceEntry>>;
+
+/// What drivers talk to: samples go to the store, status changes to the device table.
+#[derive(Clone)]
+struct NodeOutput {
+    store: Store,
+    devices: Devices,
+}
+
+impl DriverOutput for NodeOutput {
+    async fn samples(&self, batch: Vec<Sample>) {
+        self.store.ingest(batch).await;
+    }
+
+    fn status(&self, device: &str, status: DeviceStatus) {
+        set_status(&self.devices, device, status);
+    }
+}
+
+fn set_status(devices: &Devices, device: &str, status: DeviceStatus) {
+    let Some(entry) = devices.get(device) else {
+        return;
+    };
+    let mut s = entry.status.lock().unwrap_or_else(|e| e.into_inner());
+    if s.0 != status {
+        match &status {
+            DeviceStatus::Online => tracing::info!(device, "Device online."),
+            DeviceStatus::Offline { reason } => tracing::warn!(device, %reason, "Device offline."),
+        }
+        *s = (status, now_micros());
+    }
+}
+
+/// A running edge node.
+pub struct EdgeNode {
+    pub settings: EdgeSettings,
+    pub api_addr: SocketAddr,
+    pub mqtt_v4: Option<SocketAddr>,
+    pub mqtt_v5: Option<SocketAddr>,
+    pub store: Store,
+    pub devices: Devices,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl EdgeNode {
+    /// Opens the store, starts every device, the broker and the API. Returns once all are
+    /// listening.
+    pub async fn start(settings: EdgeSettings) -> anyhow::Result<EdgeNode> {
+        let metrics = Arc::new(Metrics::default());
+        let points: Vec<PointInfo> = settings
+            .devices
+            .iter()
+            .flat_map(|d| {
+                d.profile.points.iter().map(|p| PointInfo {
+                    key: PointKey::new(&d.id, &p.name),
+                    unit: p.unit.clone(),
+                    kind: p.kind,
+                    wrap: p.counter_wrap(),
+                })
+            })
+            .collect();
+        let store_config = StoreConfig {
+            path: settings.data_dir.join("edge.sqlite"),
+            raw_retention_days: settings.storage.raw_retention_days,
+            rollup_retention_days: settings.storage.rollup_retention_days,
+            budget_bytes: settings.storage.disk_budget_mb * 1024 * 1024,
+            max_batch_samples: settings.storage.max_batch_samples,
+        };
+        let store = {
+            let metrics = metrics.clone();
+            tokio::task::spawn_blocking(move || Store::open(store_config, &points, metrics))
+                .await??
+        };
+
+        let mut write_rx = BTreeMap::new();
+        let mut entries = BTreeMap::new();
+        for spec in &settings.devices {
+            let writable = spec.profile.points.iter().any(|p| p.writable)
+                && !matches!(spec.connection, Connection::Mqtt { .. });
+            let writes = writable.then(|| {
+                let (tx, rx) = mpsc::channel(16);
+                write_rx.insert(spec.id.clone(), rx);
+                tx
+            });
+            entries.insert(
+                spec.id.clone(),
+                DeviceEntry {
+                    spec: spec.clone(),
+                    status: Mutex::new((
+                        DeviceStatus::Offline {
+                            reason: "not yet connected".into(),
+                        },
+                        now_micros(),
+                    )),
+                    writes,
+                },
+            );
+        }
+        let devices: Devices = Arc::new(entries);
+        let output = NodeOutput {
+            store: store.clone(),
+            devices: devices.clone(),
+        };
+        let mut tasks = Vec::new();
+
+        let mut rtu_buses: BTreeMap<String, Vec<(DeviceSpec, mpsc::Receiver<WriteRequest>)>> =
+            BTreeMap::new();
+        for spec in &settings.devices {
+            let rx = write_rx
+                .remove(&spec.id)
+                .unwrap_or_else(|| mpsc::channel(1).1);
+            // The drivers open their own spans, per device or per serial port.
+            match &spec.connection {
+                Connection::ModbusTcp { .. } => {
+                    let fut =
+                        device_drivers::modbus::run_tcp_device(spec.clone(), output.clone(), rx);
+                    tasks.push(tokio::spawn(fut));
+                }
+                Connection::ModbusRtu(line) => rtu_buses
+                    .entry(line.port.clone())
+                    .or_default()
+                    .push((spec.clone(), rx)),
+                Connection::Mqtt { .. } => {}
+            }
+        }
+        for bus in rtu_buses.into_values() {
+            let fut = device_drivers::modbus::run_rtu_bus(bus, output.clone());
+            tasks.push(tokio::spawn(fut));
+        }
+
+        let (mqtt_v4, mqtt_v5) = match &settings.mqtt {
+            Some(m) => {
+                let (v4, v5, link_tx, link_rx) = crate::broker::start(m)?;
+                let mapping = Arc::new(Mutex::new(MqttDevices::new(&settings.devices)));
+                tasks.extend(mqtt_tasks(
+                    mapping,
+                    link_tx,
+                    link_rx,
+                    output.clone(),
+                    metrics.clone(),
+                ));
+                (Some(v4), Some(v5))
+            }
+            None => (None, None),
+        };
+
+        let listener = tokio::net::TcpListener::bind(settings.api_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} for the API", settings.api_listen))?;
+        let api_addr = listener.local_addr()?;
+        let state = crate::api::ApiState {
+            park: settings.park.clone(),
+            building: settings.building.clone(),
+            store: store.clone(),
+            devices: devices.clone(),
+            metrics,
+        };
+        let app = crate::api::router(state);
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "The API server stopped.");
+            }
+        }));
+        Ok(EdgeNode {
+            settings,
+            api_addr,
+            mqtt_v4,
+            mqtt_v5,
+            store,
+            devices,
+            tasks,
+        })
+    }
+
+    /// Stops the drivers and the API, then waits until every sample already handed to the
+    /// store is committed.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.store.flush().await;
+    }
+}
+
+fn mqtt_tasks(
+    mapping: Arc<Mutex<MqttDevices>>,
+    mut link_tx: rumqttd::local::LinkTx,
+    mut link_rx: rumqttd::local::LinkRx,
+    output: NodeOutput,
+    metrics: Arc<Metrics>,
+) -> Vec<JoinHandle<()>> {
+    let topics = mapping.lock().unwrap_or_else(|e| e.into_inner()).topics();
+    for t in &topics {
+        if let Err(e) = link_tx.subscribe(t.clone()) {
+            tracing::error!(topic = %t, error = %e, "Cannot subscribe to a device topic.");
+        }
+    }
+    let ingest = {
+        let mapping = mapping.clone();
+        let output = output.clone();
+        tokio::spawn(async move {
+            // The link must stay alive as long as we read from it.
+            let _keep = link_tx;
+            loop {
+                let notification = match link_rx.next().await {
+                    Ok(Some(n)) => n,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::error!(error = %e, "The MQTT broker link closed.");
+                        return;
+                    }
+                };
+                let rumqttd::Notification::Forward(forward) = notification else {
+                    continue;
+                };
+                metrics
+                    .mqtt_messages_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let topic = String::from_utf8_lossy(&forward.publish.topic).to_string();
+                let result = mapping
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .handle_publish(&topic, &forward.publish.payload, now_micros());
+                match result {
+                    Ok(MqttInput::Samples(s)) => {
+                        if let Some(first) = s.first() {
+                            output.status(first.point.device(), DeviceStatus::Online);
+                        }
+                        output.samples(s).await
+                    }
+                    Ok(MqttInput::Status { device, online }) => {
+                        let status = if online {
+                            DeviceStatus::Online
+                        } else {
+                            DeviceStatus::Offline {
+                                reason: "last will or status topic".into(),
+                            }
+                        };
+                        output.status(&device, status);
+                    }
+                    Ok(MqttInput::Unmapped) => {
+                        metrics
+                            .mqtt_unmapped_messages_total
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        metrics.invalid_input("mqtt_payload");
+                        tracing::warn!(topic = %e.topic, reason = %e.reason, "Refused an MQTT payload.");
+                    }
+                }
+            }
+        })
+    };
+    let timeouts = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let (stale, changes) = mapping
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .poll_timeouts(now_micros());
+            for c in changes {
+                let status = if c.online {
+                    DeviceStatus::Online
+                } else {
+                    DeviceStatus::Offline { reason: c.reason }
+                };
+                output.status(&c.device, status);
+            }
+            output.samples(stale).await;
+        }
+    });
+    vec![ingest, timeouts]
+}
+
+/// The points of a device with their profile facts, in profile order.
+pub fn device_points(
+    spec: &DeviceSpec,
+) -> impl Iterator<Item = (PointKey, &device_drivers::profile::PointSpec)> {
+    spec.profile
+        .points
+        .iter()
+        .map(move |p| (PointKey::new(&spec.id, &p.name), p))
+}
+
+/// Whether a point is read from a register or from a topic, for display.
+pub fn point_source(p: &device_drivers::profile::PointSpec) -> String {
+    match &p.source {
+        PointSource::Modbus(m) => {
+            format!("{:?} {} {:?}", m.table, m.address, m.data_type).to_lowercase()
+        }
+        PointSource::Mqtt(m) => format!("{} {}", m.topic, m.pointer),
+    }
+}

@@ -1,0 +1,1037 @@
+//! The telemetry store: one SQLite file in WAL mode, written by one writer thread with group
+//! commit, read by API handlers on their own connections.
+//!
+//! What a power cut can lose: nothing that was committed. The writer commits with
+//! `synchronous = FULL`, so a commit is on disk (the WAL is fsynced) before the samples in it
+//! are counted as committed, shown by the API, or streamed live. Samples still queued for the
+//! writer (at most one group commit's worth, a few milliseconds at full load) are lost with
+//! the process; they were never reported stored. The writer takes whatever has queued up
+//! while the previous commit was being synced, so batches grow with load and the fsync cost
+//! is shared.
+//!
+//! Raw samples are stored in arrival order with an index on time, so that a commit touches
+//! only the last pages of the table; per-point reads of long ranges go to the rollups.
+//! Retention and the disk budget delete the oldest raw telemetry first; rollups of closed
+//! buckets are kept longer.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use device_drivers::profile::PointKind;
+use device_drivers::{PointKey, Quality, Sample, Timestamp, Value, now_micros};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::rollup::{Agg, CounterEvent, LEVELS, Level, PointMeta, RollupRow, Rollups};
+
+const SCHEMA_VERSION: i64 = 1;
+
+/// How long after a bucket ends the writer waits for late samples before closing it.
+const ROLLUP_GRACE: i64 = 5_000_000;
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    pub raw_retention_days: u32,
+    pub rollup_retention_days: u32,
+    pub budget_bytes: u64,
+    /// The most samples one transaction takes; more wait for the next commit.
+    pub max_batch_samples: usize,
+}
+
+/// A point as the store knows it.
+#[derive(Debug, Clone)]
+pub struct PointInfo {
+    pub key: PointKey,
+    pub unit: Option<String>,
+    pub kind: PointKind,
+    pub wrap: Option<f64>,
+}
+
+/// A security-relevant action, kept in the store's audit table.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub ts: Timestamp,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+    pub outcome: String,
+}
+
+enum WriterMsg {
+    Samples(Vec<Sample>, Instant),
+    Audit(AuditEntry, oneshot::Sender<()>),
+    Tick,
+    Flush(oneshot::Sender<()>),
+}
+
+/// Shared between the writer, the API and the node.
+pub struct StoreShared {
+    pub metrics: Arc<Metrics>,
+    latest: RwLock<HashMap<PointKey, Sample>>,
+    live: broadcast::Sender<Arc<Vec<Sample>>>,
+    healthy: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// The handle that drivers and the API use. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<WriterMsg>,
+    shared: Arc<StoreShared>,
+}
+
+impl Store {
+    /// Opens (or creates) the store, registers the configured points, rebuilds the open
+    /// rollup state, and starts the writer thread.
+    pub fn open(
+        config: StoreConfig,
+        points: &[PointInfo],
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Store> {
+        if let Some(dir) = config.path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let conn = open_writer(&config.path)?;
+        let mut writer = Writer::new(conn, config.clone(), metrics.clone())?;
+        for p in points {
+            writer.register(p)?;
+        }
+        writer.rebuild_rollups()?;
+        writer.measure_size()?;
+        let (tx, rx) = mpsc::channel(4096);
+        let (live, _) = broadcast::channel(1024);
+        let shared = Arc::new(StoreShared {
+            metrics,
+            latest: RwLock::new(writer.load_latest()?),
+            live,
+            healthy: AtomicBool::new(true),
+            last_error: Mutex::new(None),
+            path: config.path.clone(),
+            readers: Mutex::new(Vec::new()),
+        });
+        let s2 = shared.clone();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer.run(rx, s2))
+            .context("cannot start the writer thread")?;
+        let tick_tx = tx.clone();
+        std::thread::Builder::new()
+            .name("store-ticker".into())
+            .spawn(move || {
+                while tick_tx.blocking_send(WriterMsg::Tick).is_ok() {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })
+            .context("cannot start the store ticker")?;
+        Ok(Store { tx, shared })
+    }
+
+    /// Queues samples for the writer; waits while the writer's queue is full.
+    pub async fn ingest(&self, samples: Vec<Sample>) {
+        if samples.is_empty() {
+            return;
+        }
+        self.shared
+            .metrics
+            .samples_received_total
+            .fetch_add(samples.len() as u64, Relaxed);
+        self.shared
+            .metrics
+            .writer_queue_batches
+            .fetch_add(1, Relaxed);
+        if self
+            .tx
+            .send(WriterMsg::Samples(samples, Instant::now()))
+            .await
+            .is_err()
+        {
+            tracing::error!("The store writer has stopped; samples are not being stored.");
+        }
+    }
+
+    /// Returns once everything queued before the call is committed.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(WriterMsg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Records an audit entry; returns once it is committed.
+    pub async fn audit(&self, entry: AuditEntry) -> anyhow::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(WriterMsg::Audit(entry, tx))
+            .await
+            .map_err(|_| anyhow::anyhow!("the store writer has stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("the store writer has stopped"))
+    }
+
+    pub fn shared(&self) -> &Arc<StoreShared> {
+        &self.shared
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<Sample>>> {
+        self.shared.live.subscribe()
+    }
+
+    pub fn latest(&self) -> HashMap<PointKey, Sample> {
+        self.shared
+            .latest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn latest_of(&self, key: &PointKey) -> Option<Sample> {
+        self.shared
+            .latest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Whether the writer is committing; `Err` carries the reason it is not.
+    pub fn health(&self) -> Result<(), String> {
+        if self.shared.healthy.load(Relaxed) {
+            Ok(())
+        } else {
+            Err(self
+                .shared
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_default())
+        }
+    }
+
+    /// Runs `f` on a read connection, on a blocking thread.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = {
+                let mut pool = shared.readers.lock().unwrap_or_else(|e| e.into_inner());
+                pool.pop()
+            };
+            let conn = match conn {
+                Some(c) => c,
+                None => open_reader(&shared.path)?,
+            };
+            let result = f(&conn).context("store read failed");
+            let mut pool = shared.readers.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < 4 {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .context("store read task failed")?
+    }
+
+    /// Raw samples of one point in `[from, to)`, oldest first, at most `limit`.
+    pub async fn raw_history(
+        &self,
+        key: &PointKey,
+        from: Timestamp,
+        to: Timestamp,
+        limit: usize,
+    ) -> anyhow::Result<Vec<Sample>> {
+        let key = key.clone();
+        self.read(move |c| {
+            let Some(id) = point_id(c, &key)? else {
+                return Ok(Vec::new());
+            };
+            let mut stmt = c.prepare_cached(
+                "SELECT ts, value, q, reason FROM samples INDEXED BY samples_ts
+                 WHERE ts >= ?1 AND ts < ?2 AND point_id = ?3 ORDER BY ts LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(params![from, to, id, limit as i64], |r| {
+                Ok(decode_sample(
+                    key.clone(),
+                    r.get(0)?,
+                    r.get_ref(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Rollup rows of one point at `level` with buckets in `[from, to)`.
+    pub async fn rollup_history(
+        &self,
+        key: &PointKey,
+        level: Level,
+        from: Timestamp,
+        to: Timestamp,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(i64, Agg)>> {
+        let key = key.clone();
+        self.read(move |c| {
+            let Some(id) = point_id(c, &key)? else { return Ok(Vec::new()) };
+            let mut stmt = c.prepare_cached(
+                "SELECT bucket, min, max, sum, count, last, last_ts, delta, bad FROM rollups
+                 WHERE level = ?1 AND point_id = ?2 AND bucket >= ?3 AND bucket < ?4 ORDER BY bucket LIMIT ?5",
+            )?;
+            let rows = stmt.query_map(params![level.code(), id, from, to, limit as i64], |r| Ok((r.get(0)?, agg_from_row(r, 1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// How many raw samples the store holds for each point (for tests and the API).
+    pub async fn counts(&self) -> anyhow::Result<HashMap<String, u64>> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT p.key, count(*) FROM samples s JOIN points p ON p.id = s.point_id GROUP BY p.key")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+            rows.collect()
+        })
+        .await
+    }
+}
+
+fn agg_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Agg> {
+    Ok(Agg {
+        min: r.get::<_, Option<f64>>(at)?.unwrap_or(f64::NAN),
+        max: r.get::<_, Option<f64>>(at + 1)?.unwrap_or(f64::NAN),
+        sum: r.get(at + 2)?,
+        count: r.get::<_, i64>(at + 3)? as u64,
+        last: r.get::<_, Option<f64>>(at + 4)?.unwrap_or(f64::NAN),
+        last_ts: r.get(at + 5)?,
+        delta: r.get(at + 6)?,
+        bad: r.get::<_, i64>(at + 7)? as u64,
+    })
+}
+
+fn point_id(c: &Connection, key: &PointKey) -> rusqlite::Result<Option<i64>> {
+    c.prepare_cached("SELECT id FROM points WHERE key = ?1")?
+        .query_row([key.as_str()], |r| r.get(0))
+        .optional()
+}
+
+// Values are stored in a column without type affinity, with their kind and the quality
+// packed into `q`, so that a boolean comes back as a boolean and an integer keeps its digits.
+const VK_NONE: i64 = 0;
+const VK_BOOL: i64 = 1;
+const VK_INT: i64 = 2;
+const VK_FLOAT: i64 = 3;
+const VK_TEXT: i64 = 4;
+
+fn encode_value(v: &Option<Value>) -> (ToSqlOutput<'_>, i64) {
+    use rusqlite::types::Value as V;
+    match v {
+        None => (ToSqlOutput::Owned(V::Null), VK_NONE),
+        Some(Value::Bool(b)) => (ToSqlOutput::Owned(V::Integer(*b as i64)), VK_BOOL),
+        Some(Value::Int(i)) => (ToSqlOutput::Owned(V::Integer(*i)), VK_INT),
+        Some(Value::Float(f)) => (ToSqlOutput::Owned(V::Real(*f)), VK_FLOAT),
+        Some(Value::Text(t)) => (ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())), VK_TEXT),
+    }
+}
+
+fn decode_sample(
+    point: PointKey,
+    ts: Timestamp,
+    value: ValueRef<'_>,
+    q: i64,
+    reason: Option<String>,
+) -> Sample {
+    let value = match (q >> 4, value) {
+        (VK_BOOL, ValueRef::Integer(i)) => Some(Value::Bool(i != 0)),
+        (VK_INT, ValueRef::Integer(i)) => Some(Value::Int(i)),
+        (VK_FLOAT, ValueRef::Real(f)) => Some(Value::Float(f)),
+        (VK_FLOAT, ValueRef::Integer(i)) => Some(Value::Float(i as f64)),
+        (VK_TEXT, ValueRef::Text(t)) => Some(Value::Text(String::from_utf8_lossy(t).into())),
+        _ => None,
+    };
+    Sample {
+        point,
+        ts,
+        value,
+        quality: Quality::from_code((q & 0xf) as u8, reason.as_deref()),
+    }
+}
+
+fn open_writer(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path)
+        .with_context(|| format!("cannot open the store {}", path.display()))?;
+    // auto_vacuum must be chosen before the first table exists; it lets the disk budget
+    // hand freed pages back to the file system.
+    conn.execute_batch(
+        "PRAGMA auto_vacuum = INCREMENTAL;
+         PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA cache_size = -16000;
+         PRAGMA busy_timeout = 5000;",
+    )
+    .context("cannot configure the store")?;
+    let integrity: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .context("store integrity check failed")?;
+    anyhow::ensure!(
+        integrity == "ok",
+        "the store {} is damaged: {integrity}",
+        path.display()
+    );
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS points (
+             id INTEGER PRIMARY KEY,
+             key TEXT NOT NULL UNIQUE,
+             unit TEXT,
+             kind TEXT NOT NULL DEFAULT 'gauge',
+             wrap REAL
+         );
+         CREATE TABLE IF NOT EXISTS samples (
+             ts INTEGER NOT NULL,
+             point_id INTEGER NOT NULL,
+             value ANY,
+             q INTEGER NOT NULL,
+             reason TEXT
+         );
+         CREATE INDEX IF NOT EXISTS samples_ts ON samples (ts);
+         CREATE TABLE IF NOT EXISTS rollups (
+             level INTEGER NOT NULL,
+             point_id INTEGER NOT NULL,
+             bucket INTEGER NOT NULL,
+             min REAL, max REAL, sum REAL NOT NULL, count INTEGER NOT NULL,
+             last REAL, last_ts INTEGER NOT NULL, delta REAL NOT NULL, bad INTEGER NOT NULL,
+             PRIMARY KEY (level, point_id, bucket)
+         ) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS rollups_bucket ON rollups (level, bucket);
+         CREATE TABLE IF NOT EXISTS audit (
+             id INTEGER PRIMARY KEY,
+             ts INTEGER NOT NULL,
+             actor TEXT NOT NULL,
+             action TEXT NOT NULL,
+             target TEXT NOT NULL,
+             detail TEXT NOT NULL,
+             outcome TEXT NOT NULL
+         );",
+    )
+    .context("cannot create the store schema")?;
+    let version: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match version {
+        None => {
+            conn.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?1)",
+                [SCHEMA_VERSION],
+            )?;
+        }
+        Some(SCHEMA_VERSION) => {}
+        Some(v) => anyhow::bail!(
+            "the store {} has schema version {v}; this build knows {SCHEMA_VERSION}",
+            path.display()
+        ),
+    }
+    Ok(conn)
+}
+
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    c.busy_timeout(Duration::from_secs(5))?;
+    Ok(c)
+}
+
+struct Writer {
+    conn: Connection,
+    config: StoreConfig,
+    metrics: Arc<Metrics>,
+    ids: HashMap<PointKey, i64>,
+    rollups: Rollups,
+    rows: Vec<RollupRow>,
+    last_maintenance: Instant,
+}
+
+impl Writer {
+    fn new(conn: Connection, config: StoreConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let mut wm = [0i64; 3];
+        for (i, l) in LEVELS.iter().enumerate() {
+            wm[i] = conn
+                .query_row(
+                    "SELECT value FROM meta WHERE key = ?1",
+                    [format!("rollup_watermark_{}", l.name())],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0);
+        }
+        let mut ids = HashMap::new();
+        let mut rollups = Rollups::new(wm);
+        {
+            let mut stmt = conn.prepare("SELECT id, key, kind, wrap FROM points")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<f64>>(3)?,
+                ))
+            })?;
+            for row in rows {
+                let (id, key, kind, wrap) = row?;
+                if let Some(k) = PointKey::parse(&key) {
+                    ids.insert(k, id);
+                    rollups.set_meta(
+                        id,
+                        PointMeta {
+                            kind: kind_from_str(&kind),
+                            wrap,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(Writer {
+            conn,
+            config,
+            metrics,
+            ids,
+            rollups,
+            rows: Vec::new(),
+            last_maintenance: Instant::now(),
+        })
+    }
+
+    fn register(&mut self, p: &PointInfo) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO points (key, unit, kind, wrap) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (key) DO UPDATE SET unit = excluded.unit, kind = excluded.kind, wrap = excluded.wrap",
+            params![p.key.as_str(), p.unit, kind_name(p.kind), p.wrap],
+        )?;
+        let id: i64 = self.conn.query_row(
+            "SELECT id FROM points WHERE key = ?1",
+            [p.key.as_str()],
+            |r| r.get(0),
+        )?;
+        self.ids.insert(p.key.clone(), id);
+        self.rollups.set_meta(
+            id,
+            PointMeta {
+                kind: p.kind,
+                wrap: p.wrap,
+            },
+        );
+        Ok(())
+    }
+
+    /// Rebuilds the open rollup buckets after a restart: higher levels from the closed
+    /// minutes after their watermarks, minutes from the raw samples after the 1-minute
+    /// watermark, and each counter's previous value from the last closed minute.
+    fn rebuild_rollups(&mut self) -> anyhow::Result<()> {
+        let [wm1, wm15, wm60] = self.rollups.watermarks();
+        {
+            let mut stmt = self.conn.prepare(
+                "SELECT point_id, last, last_ts FROM rollups r WHERE level = 1 AND count > 0 AND bucket = (
+                    SELECT max(bucket) FROM rollups r2 WHERE r2.level = 1 AND r2.point_id = r.point_id AND r2.count > 0)",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<f64>>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (id, last, ts) = row?;
+                if let Some(last) = last {
+                    self.rollups.seed_counter(id, last, ts);
+                }
+            }
+        }
+        {
+            let mut stmt = self.conn.prepare(
+                "SELECT point_id, bucket, min, max, sum, count, last, last_ts, delta, bad FROM rollups
+                 WHERE level = 1 AND bucket >= ?1 AND bucket < ?2 ORDER BY bucket",
+            )?;
+            let rows = stmt.query_map(params![wm15.min(wm60), wm1], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    agg_from_row(r, 2)?,
+                ))
+            })?;
+            for row in rows {
+                let (id, bucket, agg) = row?;
+                self.rollups.replay_closed_minute(id, bucket, &agg);
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT point_id, ts, value, q FROM samples WHERE ts >= ?1 ORDER BY ts")?;
+        let mut rows = stmt.query([wm1])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let q: i64 = r.get(3)?;
+            let v = numeric(r.get_ref(2)?, q);
+            self.rollups.add(r.get(0)?, r.get(1)?, v, &mut out);
+        }
+        // Rows for closed buckets were written before the crash; the replay only restores
+        // the open state, so what it would write again is dropped.
+        Ok(())
+    }
+
+    fn load_latest(&self) -> anyhow::Result<HashMap<PointKey, Sample>> {
+        let mut out = HashMap::new();
+        let mut stmt = self.conn.prepare(
+            "SELECT p.key, s.ts, s.value, s.q, s.reason FROM points p
+             JOIN samples s ON s.rowid = (SELECT rowid FROM samples WHERE point_id = p.id ORDER BY ts DESC LIMIT 1)",
+        )?;
+        // The subquery scans per point; it runs once at start-up only.
+        let rows = stmt.query_map([], |r| {
+            let key: String = r.get(0)?;
+            Ok((
+                key,
+                r.get::<_, i64>(1)?,
+                r.get::<_, rusqlite::types::Value>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })?;
+        for row in rows {
+            let (key, ts, v, q, reason) = row?;
+            if let Some(k) = PointKey::parse(&key) {
+                let s = decode_sample(k.clone(), ts, ValueRef::from(&v), q, reason);
+                out.insert(k, s);
+            }
+        }
+        Ok(out)
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<WriterMsg>, shared: Arc<StoreShared>) {
+        let mut pending: Vec<(Vec<Sample>, Instant)> = Vec::new();
+        let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+        let mut audits: Vec<AuditEntry> = Vec::new();
+        let mut tick = false;
+        loop {
+            if pending.is_empty() && flushes.is_empty() && audits.is_empty() && !tick {
+                match rx.blocking_recv() {
+                    Some(m) => self.take(m, &mut pending, &mut flushes, &mut audits, &mut tick),
+                    None => return,
+                }
+            }
+            // Group commit: take everything that queued up while the last commit was syncing.
+            let mut n: usize = pending.iter().map(|(s, _)| s.len()).sum();
+            while n < self.config.max_batch_samples {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        if let WriterMsg::Samples(s, _) = &m {
+                            n += s.len();
+                        }
+                        self.take(m, &mut pending, &mut flushes, &mut audits, &mut tick);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let batches = pending.len() as u64;
+            match self.commit(&pending, &audits, tick) {
+                Ok(()) => {
+                    shared
+                        .metrics
+                        .writer_queue_batches
+                        .fetch_sub(batches, Relaxed);
+                    shared.healthy.store(true, Relaxed);
+                    let done = Instant::now();
+                    let mut all = Vec::with_capacity(n);
+                    for (samples, at) in pending.drain(..) {
+                        let us = done.duration_since(at).as_micros() as u64;
+                        shared
+                            .metrics
+                            .commit_latency
+                            .observe_n_us(us, samples.len() as u64);
+                        all.extend(samples);
+                    }
+                    if !all.is_empty() {
+                        self.publish(&shared, all);
+                    }
+                    audits.clear();
+                    for f in flushes.drain(..) {
+                        let _ = f.send(());
+                    }
+                    tick = false;
+                }
+                Err(e) => {
+                    // Nothing is dropped: the batch stays pending and is retried, and the
+                    // drivers wait on the full queue meanwhile.
+                    self.metrics.commit_errors_total.fetch_add(1, Relaxed);
+                    let full = is_disk_full(&e);
+                    let msg = if full {
+                        format!("disk full: {e:#}")
+                    } else {
+                        format!("{e:#}")
+                    };
+                    tracing::error!(error = %msg, "Store commit failed; retrying.");
+                    *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+                    shared.healthy.store(false, Relaxed);
+                    if full && let Err(e) = self.free_space(50_000) {
+                        tracing::error!(error = %format!("{e:#}"), "Could not free space in the store.");
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    fn take(
+        &mut self,
+        m: WriterMsg,
+        pending: &mut Vec<(Vec<Sample>, Instant)>,
+        flushes: &mut Vec<oneshot::Sender<()>>,
+        audits: &mut Vec<AuditEntry>,
+        tick: &mut bool,
+    ) {
+        match m {
+            WriterMsg::Samples(s, at) => pending.push((s, at)),
+            WriterMsg::Audit(a, done) => {
+                audits.push(a);
+                flushes.push(done);
+            }
+            WriterMsg::Tick => *tick = true,
+            WriterMsg::Flush(f) => flushes.push(f),
+        }
+    }
+
+    fn publish(&self, shared: &StoreShared, all: Vec<Sample>) {
+        {
+            let mut latest = shared.latest.write().unwrap_or_else(|e| e.into_inner());
+            for s in &all {
+                match latest.get_mut(&s.point) {
+                    Some(old) if old.ts > s.ts => {}
+                    Some(old) => *old = s.clone(),
+                    None => {
+                        latest.insert(s.point.clone(), s.clone());
+                    }
+                }
+            }
+        }
+        let _ = shared.live.send(Arc::new(all));
+    }
+
+    fn commit(
+        &mut self,
+        pending: &[(Vec<Sample>, Instant)],
+        audits: &[AuditEntry],
+        tick: bool,
+    ) -> anyhow::Result<()> {
+        self.rows.clear();
+        let tx = self.conn.transaction()?;
+        for a in audits {
+            tx.prepare_cached("INSERT INTO audit (ts, actor, action, target, detail, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+                .execute(params![a.ts, a.actor, a.action, a.target, a.detail, a.outcome])?;
+        }
+        let mut committed = 0u64;
+        let mut bad = 0u64;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO samples (ts, point_id, value, q, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (samples, _) in pending {
+                for s in samples {
+                    let id = match self.ids.get(&s.point) {
+                        Some(id) => *id,
+                        None => {
+                            tx.execute(
+                                "INSERT OR IGNORE INTO points (key) VALUES (?1)",
+                                [s.point.as_str()],
+                            )?;
+                            let id: i64 = tx.query_row(
+                                "SELECT id FROM points WHERE key = ?1",
+                                [s.point.as_str()],
+                                |r| r.get(0),
+                            )?;
+                            self.ids.insert(s.point.clone(), id);
+                            id
+                        }
+                    };
+                    let (value, vk) = encode_value(&s.value);
+                    let q = (vk << 4) | s.quality.code() as i64;
+                    insert.execute(params![s.ts, id, value, q, s.quality.reason()])?;
+                    let numeric = match s.quality {
+                        Quality::Good | Quality::Uncertain(_) => {
+                            s.value.as_ref().and_then(Value::as_f64)
+                        }
+                        Quality::Bad(_) | Quality::Stale => None,
+                    };
+                    if numeric.is_none() {
+                        bad += 1;
+                    }
+                    match self.rollups.add(id, s.ts, numeric, &mut self.rows) {
+                        CounterEvent::None => {}
+                        CounterEvent::Wrapped => {
+                            self.metrics.counter_wraps_total.fetch_add(1, Relaxed);
+                        }
+                        CounterEvent::Reset => {
+                            self.metrics.counter_resets_total.fetch_add(1, Relaxed);
+                        }
+                    }
+                    committed += 1;
+                }
+            }
+        }
+        if tick {
+            let wm = self
+                .rollups
+                .sweep(now_micros() - ROLLUP_GRACE, &mut self.rows);
+            let mut set = tx.prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")?;
+            for (l, w) in LEVELS.iter().zip(wm) {
+                set.execute(params![format!("rollup_watermark_{}", l.name()), w])?;
+            }
+        }
+        if !self.rows.is_empty() {
+            let mut up = tx.prepare_cached(
+                "INSERT INTO rollups (level, point_id, bucket, min, max, sum, count, last, last_ts, delta, bad)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (level, point_id, bucket) DO UPDATE SET
+                   min = min(coalesce(min, excluded.min), coalesce(excluded.min, min)),
+                   max = max(coalesce(max, excluded.max), coalesce(excluded.max, max)),
+                   sum = sum + excluded.sum,
+                   count = count + excluded.count,
+                   last = CASE WHEN excluded.count > 0 AND excluded.last_ts >= last_ts THEN excluded.last ELSE last END,
+                   last_ts = CASE WHEN excluded.count > 0 AND excluded.last_ts >= last_ts THEN excluded.last_ts ELSE last_ts END,
+                   delta = delta + excluded.delta,
+                   bad = bad + excluded.bad",
+            )?;
+            for r in &self.rows {
+                let a = &r.agg;
+                let f = |x: f64| x.is_finite().then_some(x);
+                up.execute(params![
+                    r.level.code(),
+                    r.point,
+                    r.bucket,
+                    f(a.min),
+                    f(a.max),
+                    a.sum,
+                    a.count as i64,
+                    f(a.last),
+                    a.last_ts.max(0),
+                    a.delta,
+                    a.bad as i64
+                ])?;
+            }
+            self.metrics
+                .rollup_rows_written_total
+                .fetch_add(self.rows.len() as u64, Relaxed);
+        }
+        tx.commit()?;
+        if committed > 0 {
+            self.metrics.commits_total.fetch_add(1, Relaxed);
+            self.metrics
+                .samples_committed_total
+                .fetch_add(committed, Relaxed);
+            self.metrics
+                .samples_bad_quality_total
+                .fetch_add(bad, Relaxed);
+        }
+        if tick && self.last_maintenance.elapsed() >= Duration::from_secs(10) {
+            self.last_maintenance = Instant::now();
+            if let Err(e) = self.maintain() {
+                tracing::warn!(error = %format!("{e:#}"), "Store maintenance failed.");
+            }
+        }
+        Ok(())
+    }
+
+    /// Retention and the disk budget. Runs in short transactions so that ingest is never
+    /// held up for long.
+    fn maintain(&mut self) -> anyhow::Result<()> {
+        let now = now_micros();
+        let day = 86_400_000_000i64;
+        let raw_cutoff = now - self.config.raw_retention_days as i64 * day;
+        let n = self.conn.execute(
+            "DELETE FROM samples WHERE rowid IN (SELECT rowid FROM samples WHERE ts < ?1 ORDER BY ts LIMIT 100000)",
+            [raw_cutoff],
+        )?;
+        self.metrics
+            .raw_rows_deleted_retention_total
+            .fetch_add(n as u64, Relaxed);
+        let rollup_cutoff = now - self.config.rollup_retention_days as i64 * day;
+        self.conn.execute(
+            "DELETE FROM rollups WHERE level = 1 AND bucket < ?1",
+            [rollup_cutoff],
+        )?;
+        self.conn.execute(
+            "DELETE FROM rollups WHERE bucket < ?1",
+            [rollup_cutoff - 365 * day],
+        )?;
+        let mut rounds = 0;
+        while self.measure_size()? > self.config.budget_bytes && rounds < 20 {
+            rounds += 1;
+            if self.free_space(20_000)? == 0 {
+                tracing::warn!(
+                    used = self.metrics.store_bytes.load(Relaxed),
+                    budget = self.config.budget_bytes,
+                    "The store is over its disk budget with no raw telemetry left that may go."
+                );
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes up to `rows` of the oldest raw samples whose minutes are already rolled up,
+    /// and hands the freed pages back. Returns how many went.
+    fn free_space(&mut self, rows: i64) -> anyhow::Result<u64> {
+        let wm = self.rollups.watermarks()[0];
+        let n = self.conn.execute(
+            "DELETE FROM samples WHERE rowid IN (SELECT rowid FROM samples WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
+            params![wm, rows],
+        )? as u64;
+        if n > 0 {
+            self.metrics
+                .raw_rows_deleted_budget_total
+                .fetch_add(n, Relaxed);
+            tracing::warn!(
+                deleted = n,
+                "Deleted the oldest raw telemetry to stay within the disk budget."
+            );
+        }
+        self.conn.execute_batch("PRAGMA incremental_vacuum;")?;
+        Ok(n)
+    }
+
+    fn measure_size(&self) -> anyhow::Result<u64> {
+        let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let free: i64 = self
+            .conn
+            .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+        let size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let used = ((pages - free) * size) as u64;
+        self.metrics.store_bytes.store(used, Relaxed);
+        self.metrics
+            .store_budget_bytes
+            .store(self.config.budget_bytes, Relaxed);
+        Ok(used)
+    }
+}
+
+fn numeric(v: ValueRef<'_>, q: i64) -> Option<f64> {
+    if !matches!(q & 0xf, 0 | 1) {
+        return None;
+    }
+    match v {
+        ValueRef::Integer(i) => Some(i as f64),
+        ValueRef::Real(f) => Some(f),
+        _ => None,
+    }
+}
+
+fn is_disk_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DiskFull
+        )
+    })
+}
+
+fn kind_name(k: PointKind) -> &'static str {
+    match k {
+        PointKind::Gauge => "gauge",
+        PointKind::Counter => "counter",
+        PointKind::State => "state",
+    }
+}
+
+fn kind_from_str(s: &str) -> PointKind {
+    match s {
+        "counter" => PointKind::Counter,
+        "state" => PointKind::State,
+        _ => PointKind::Gauge,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> StoreConfig {
+        StoreConfig {
+            path: dir.join("edge.sqlite"),
+            raw_retention_days: 7,
+            rollup_retention_days: 400,
+            budget_bytes: 1 << 30,
+            max_batch_samples: 10_000,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn committed_samples_come_back_with_their_types_and_quality() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(config(dir.path()), &[], Arc::new(Metrics::default())).unwrap();
+        let k = |p: &str| PointKey::new("dev", p);
+        let samples = vec![
+            Sample::good(k("b"), 1, Value::Bool(true)),
+            Sample::good(k("i"), 2, Value::Int(i64::MAX - 1)),
+            Sample::good(k("f"), 3, Value::Float(1.5)),
+            Sample::good(k("t"), 4, Value::Text("auto".into())),
+            Sample::bad(k("f"), 5, "timeout after 500ms"),
+            Sample::stale(k("i"), 6),
+        ];
+        store.ingest(samples.clone()).await;
+        store.flush().await;
+        let mut back = Vec::new();
+        for p in ["b", "i", "f", "t"] {
+            back.extend(store.raw_history(&k(p), 0, 100, 10).await.unwrap());
+        }
+        back.sort_by_key(|s| s.ts);
+        assert_eq!(back, samples);
+        assert_eq!(
+            store.latest_of(&k("f")).unwrap().quality,
+            Quality::bad("timeout after 500ms")
+        );
+        assert_eq!(store.metrics().samples_committed_total.load(Relaxed), 6);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reopened_store_keeps_everything_and_the_latest_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = PointKey::new("m", "p");
+        {
+            let store = Store::open(config(dir.path()), &[], Arc::new(Metrics::default())).unwrap();
+            for i in 0..100 {
+                store
+                    .ingest(vec![Sample::good(key.clone(), i, Value::Float(i as f64))])
+                    .await;
+            }
+            store.flush().await;
+        }
+        let store = Store::open(config(dir.path()), &[], Arc::new(Metrics::default())).unwrap();
+        assert_eq!(
+            store.raw_history(&key, 0, 1000, 1000).await.unwrap().len(),
+            100
+        );
+        assert_eq!(store.latest_of(&key).unwrap().ts, 99);
+    }
+}

@@ -1,0 +1,220 @@
+//! Benchmarks. Each prints `name: value unit` lines; where a plain anchor can run here (raw
+//! SQLite inserts of the same schema) it is measured in the same run so that the ratio
+//! holds on a noisy machine.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+use device_drivers::profile::PointKind;
+use device_drivers::{PointKey, Sample, Value, now_micros};
+use edge_node::metrics::Metrics;
+use edge_node::store::{PointInfo, Store, StoreConfig};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum BenchName {
+    /// 5,000 points from driver output to durable commit, beside raw SQLite inserts.
+    Ingest,
+}
+
+pub async fn run(name: BenchName, seconds: u64) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "note: this is a debug build; benchmark figures come from `cargo run --release -- bench ...`"
+        );
+    }
+    match name {
+        BenchName::Ingest => ingest(Duration::from_secs(seconds.max(1))).await,
+    }
+}
+
+const DEVICES: usize = 50;
+const POINTS_PER_DEVICE: usize = 100;
+
+fn points() -> Vec<Vec<PointKey>> {
+    (0..DEVICES)
+        .map(|d| {
+            (0..POINTS_PER_DEVICE)
+                .map(|p| PointKey::new(&format!("dev{d:02}"), &format!("p{p:03}")))
+                .collect()
+        })
+        .collect()
+}
+
+fn open_store(dir: &std::path::Path, keys: &[Vec<PointKey>]) -> anyhow::Result<Store> {
+    let infos: Vec<PointInfo> = keys
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, k)| PointInfo {
+            key: k.clone(),
+            unit: None,
+            kind: if i % 10 == 0 {
+                PointKind::Counter
+            } else {
+                PointKind::Gauge
+            },
+            wrap: None,
+        })
+        .collect();
+    let config = StoreConfig {
+        path: dir.join("edge.sqlite"),
+        raw_retention_days: 7,
+        rollup_retention_days: 400,
+        budget_bytes: 64 << 30,
+        max_batch_samples: 20_000,
+    };
+    Store::open(config, &infos, Arc::new(Metrics::default()))
+}
+
+/// One device's poll cycle: every point, one timestamp, as a driver hands it over.
+fn cycle(keys: &[PointKey], n: u64) -> Vec<Sample> {
+    let ts = now_micros();
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let v = if i % 10 == 0 {
+                Value::Float(n as f64 * 0.5)
+            } else {
+                Value::Float(220.0 + (n as f64 * 0.1 + i as f64).sin())
+            };
+            Sample::good(k.clone(), ts, v)
+        })
+        .collect()
+}
+
+async fn ingest(phase: Duration) -> anyhow::Result<()> {
+    let keys = Arc::new(points());
+
+    // Saturation: every simulated device hands over cycles as fast as the store takes them.
+    let dir = tempfile::tempdir()?;
+    let store = open_store(dir.path(), &keys)?;
+    let start = Instant::now();
+    let mut producers = Vec::new();
+    for d in 0..DEVICES {
+        let (store, keys) = (store.clone(), keys.clone());
+        producers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while start.elapsed() < phase {
+                store.ingest(cycle(&keys[d], n)).await;
+                n += 1;
+            }
+        }));
+    }
+    for p in producers {
+        p.await?;
+    }
+    store.flush().await;
+    let elapsed = start.elapsed();
+    let committed = store.metrics().samples_committed_total.load(Relaxed);
+    let rate = committed as f64 / elapsed.as_secs_f64();
+
+    // Latency at the goal's rate: 100,000 samples/s offered, paced like real polling.
+    let dir2 = tempfile::tempdir()?;
+    let paced = open_store(dir2.path(), &keys)?;
+    let target_rate = 100_000.0;
+    let cycles_per_s = target_rate / (DEVICES * POINTS_PER_DEVICE) as f64;
+    let period = Duration::from_secs_f64(1.0 / cycles_per_s);
+    let start2 = Instant::now();
+    let mut producers = Vec::new();
+    for d in 0..DEVICES {
+        let (store, keys) = (paced.clone(), keys.clone());
+        producers.push(tokio::spawn(async move {
+            // Devices are spread over the period, as real polls are.
+            tokio::time::sleep(period.mul_f64(d as f64 / DEVICES as f64)).await;
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n = 0;
+            while start2.elapsed() < phase {
+                tick.tick().await;
+                store.ingest(cycle(&keys[d], n)).await;
+                n += 1;
+            }
+        }));
+    }
+    for p in producers {
+        p.await?;
+    }
+    paced.flush().await;
+    let paced_elapsed = start2.elapsed();
+    let paced_committed = paced.metrics().samples_committed_total.load(Relaxed);
+    let h = &paced.metrics().commit_latency;
+    let rss = peak_rss_mb();
+
+    let raw = sqlite_raw_rows_per_s(phase)?;
+    println!("ingest_points: {} points", DEVICES * POINTS_PER_DEVICE);
+    println!("ingest_samples_per_s: {rate:.0} samples/s");
+    println!("ingest_samples_committed: {committed} samples");
+    println!("sqlite_raw_rows_per_s: {raw:.0} rows/s");
+    println!("ingest_vs_sqlite_raw_pct: {:.1} %", rate / raw * 100.0);
+    println!("ingest_paced_offered_per_s: {target_rate:.0} samples/s");
+    println!(
+        "ingest_paced_committed_per_s: {:.0} samples/s",
+        paced_committed as f64 / paced_elapsed.as_secs_f64()
+    );
+    println!(
+        "ingest_commit_p50_ms: {:.2} ms",
+        h.quantile_us(0.50) as f64 / 1000.0
+    );
+    println!(
+        "ingest_commit_p99_ms: {:.2} ms",
+        h.quantile_us(0.99) as f64 / 1000.0
+    );
+    println!(
+        "ingest_commit_max_ms: {:.2} ms",
+        h.quantile_us(1.0) as f64 / 1000.0
+    );
+    println!("edge_peak_rss_mb: {rss:.1} MB");
+    Ok(())
+}
+
+/// The anchor: the same rows into the same table with the same durability settings, with
+/// nothing else going on — big transactions and one prepared statement.
+fn sqlite_raw_rows_per_s(phase: Duration) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let conn = rusqlite::Connection::open(dir.path().join("raw.sqlite"))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+         CREATE TABLE samples (ts INTEGER NOT NULL, point_id INTEGER NOT NULL, value ANY, q INTEGER NOT NULL, reason TEXT);
+         CREATE INDEX samples_ts ON samples (ts);",
+    )?;
+    let points = (DEVICES * POINTS_PER_DEVICE) as i64;
+    let start = Instant::now();
+    let mut rows = 0i64;
+    let mut conn = conn;
+    while start.elapsed() < phase {
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO samples (ts, point_id, value, q, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let ts = now_micros();
+            for i in 0..20_000i64 {
+                stmt.execute(rusqlite::params![
+                    ts,
+                    (rows + i) % points,
+                    220.0 + (i as f64).sin(),
+                    3 << 4,
+                    Option::<&str>::None
+                ])?;
+            }
+        }
+        tx.commit()?;
+        rows += 20_000;
+    }
+    Ok(rows as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The process's peak resident set (VmHWM), in MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,227 @@
+//! The `smartpark` command: runs an edge node, the demo, benchmarks, simulated devices, and
+//! prints or checks configuration. Only this binary installs tracing and owns the runtime.
+
+mod bench;
+mod demo;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use edge_node::{EdgeNode, EdgeSettings};
+
+#[derive(Parser)]
+#[command(
+    name = "smartpark",
+    version,
+    about = "Edge-first runtime for smart industrial and science parks"
+)]
+struct Cli {
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the edge node of one building.
+    Edge {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print the default edge config, with comments, to standard output.
+    GenerateConfig,
+    /// Check an edge config file and its device profiles; print what is wrong, if anything.
+    CheckConfig { file: PathBuf },
+    /// Run a demo: simulated devices and an edge node, with the URLs printed.
+    Demo {
+        /// Where the demo keeps its data; a fresh temporary folder when left out.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The device profiles folder.
+        #[arg(long, default_value = "firmware-configs/profiles")]
+        profiles: PathBuf,
+        /// Preferred port of the edge console; a free one is taken if it is in use.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+    /// Run a benchmark and print its figures as `name: value unit` lines.
+    Bench {
+        #[arg(value_enum)]
+        name: bench::BenchName,
+        /// How long each measured phase runs, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Run a simulated device.
+    Sim {
+        #[command(subcommand)]
+        device: SimDevice,
+    },
+}
+
+#[derive(Subcommand)]
+enum SimDevice {
+    /// A Modbus TCP three-phase energy meter (Eastron SDM630 register map).
+    EnergyMeter {
+        /// Address to listen on; port 0 picks a free one (printed).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// An MQTT temperature and humidity sensor (Tasmota telemetry).
+    MqttSensor {
+        /// Broker as host:port.
+        #[arg(long)]
+        broker: String,
+        #[arg(long)]
+        topic_id: String,
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Edge { config } => {
+            let settings = EdgeSettings::load(&config)?;
+            let node = EdgeNode::start(settings).await?;
+            print_endpoints(&node);
+            wait_for_stop().await;
+            tracing::info!("Stopping: committing what is queued.");
+            node.shutdown().await;
+            Ok(())
+        }
+        Command::GenerateConfig => {
+            print!("{}", edge_node::DEFAULT_CONFIG);
+            Ok(())
+        }
+        Command::CheckConfig { file } => {
+            let s = EdgeSettings::load(&file)?;
+            println!(
+                "{}: ok ({} devices, {} points, {} profiles)",
+                file.display(),
+                s.devices.len(),
+                s.devices
+                    .iter()
+                    .map(|d| d.profile.points.len())
+                    .sum::<usize>(),
+                s.profiles.len()
+            );
+            Ok(())
+        }
+        Command::Demo {
+            data_dir,
+            profiles,
+            port,
+        } => demo::run(data_dir, profiles, port).await,
+        Command::Bench { name, seconds } => bench::run(name, seconds).await,
+        Command::Sim { device } => match device {
+            SimDevice::EnergyMeter { listen, seed } => {
+                let listener = tokio::net::TcpListener::bind(&listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                println!("ready modbus={}", listener.local_addr()?);
+                device_sim::serve_energy_meter(listener, seed).await
+            }
+            SimDevice::MqttSensor {
+                broker,
+                topic_id,
+                interval_ms,
+                seed,
+            } => {
+                let (host, port) = broker
+                    .rsplit_once(':')
+                    .context("--broker must be host:port")?;
+                let port: u16 = port.parse().context("--broker must be host:port")?;
+                device_sim::run_mqtt_sensor(
+                    host,
+                    port,
+                    &topic_id,
+                    std::time::Duration::from_millis(interval_ms),
+                    seed,
+                )
+                .await
+            }
+        },
+    }
+}
+
+/// One line that scripts and tests can read, then the same for people.
+pub(crate) fn print_endpoints(node: &EdgeNode) {
+    let mqtt =
+        |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
+    println!(
+        "ready api=http://{} mqtt_v4={} mqtt_v5={}",
+        node.api_addr,
+        mqtt(node.mqtt_v4),
+        mqtt(node.mqtt_v5)
+    );
+}
+
+pub(crate) async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,289 @@
+//! What the hardware-in-the-loop tests share: starting the real `smartpark` binary with a
+//! config, third-party peers (pymodbus devices, socat, Mosquitto clients), and a small
+//! HTTP client for the edge's API. Every process started here is killed when its guard
+//! drops, so a failing test leaves nothing running.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python that has pymodbus: the one `scripts/test` prepared, or `.venv` in the repo.
+pub fn python() -> PathBuf {
+    match std::env::var_os("SMARTPARK_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let p = repo().join(".venv/bin/python");
+            assert!(
+                p.exists(),
+                "no Python with pymodbus: run the tests through scripts/test, which prepares .venv"
+            );
+            p
+        }
+    }
+}
+
+/// A child process killed on drop, with its standard output readable line by line.
+pub struct Proc {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        cmd.stdout(Stdio::piped()).stdin(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines,
+            name: name.to_string(),
+        }
+    }
+
+    /// The first output line starting with `prefix`, waiting up to `within`.
+    pub fn wait_line(&mut self, prefix: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => continue,
+                Err(_) => {
+                    let status = self.child.try_wait().ok().flatten();
+                    panic!(
+                        "{} printed no line starting with {prefix:?} (exit status: {status:?})",
+                        self.name
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "cannot send SIG{sig} to {}", self.name);
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A pymodbus device serving the register map described in `tests/hil/peers/modbus_device.py`.
+pub fn modbus_tcp_device() -> (Proc, SocketAddr) {
+    let mut p = Proc::spawn(
+        "pymodbus TCP device",
+        Command::new(python())
+            .arg(repo().join("tests/hil/peers/modbus_device.py"))
+            .args(["--tcp", "127.0.0.1:0"]),
+    );
+    let line = p.wait_line("READY", Duration::from_secs(30));
+    let port: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.rsplit(':').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("bad READY line {line:?}"));
+    (p, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// A running edge node started from the real binary.
+pub struct Edge {
+    pub proc: Proc,
+    pub api: String,
+    pub mqtt_v4: SocketAddr,
+    pub mqtt_v5: SocketAddr,
+    pub config: PathBuf,
+}
+
+pub fn edge_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_smartpark")
+}
+
+impl Edge {
+    /// Writes a config with `devices` (TOML `[[device]]` tables) and the test profiles, and
+    /// starts the node on free ports.
+    pub fn start(dir: &Path, devices: &str) -> Edge {
+        let config = dir.join("edge.toml");
+        // The node sees the shipped profiles and the test devices' profiles side by side.
+        let profiles = dir.join("profiles");
+        std::fs::create_dir_all(&profiles).unwrap();
+        for src in [
+            repo().join("firmware-configs/profiles"),
+            repo().join("tests/hil/profiles"),
+        ] {
+            for e in std::fs::read_dir(src).unwrap() {
+                let path = e.unwrap().path();
+                if path.extension().is_some_and(|x| x == "toml") {
+                    std::fs::copy(&path, profiles.join(path.file_name().unwrap())).unwrap();
+                }
+            }
+        }
+        let text = format!(
+            "[node]\npark = \"hil\"\nbuilding = \"b1\"\ndata_dir = \"data\"\nprofiles_dir = \"{profiles}\"\n\n\
+             [api]\nlisten = \"127.0.0.1:0\"\n\n[mqtt]\nlisten_v4 = \"127.0.0.1:0\"\nlisten_v5 = \"127.0.0.1:0\"\n\n{devices}\n",
+            profiles = profiles.display(),
+        );
+        std::fs::write(&config, text).unwrap();
+        Self::start_with(config)
+    }
+
+    /// Starts the node on an existing config (for restarts).
+    pub fn start_with(config: PathBuf) -> Edge {
+        let mut proc = Proc::spawn(
+            "smartpark edge",
+            Command::new(edge_binary())
+                .args(["edge", "--config"])
+                .arg(&config)
+                .env("RUST_LOG", "info,rumqttd=error"),
+        );
+        let line = proc.wait_line("ready ", Duration::from_secs(30));
+        let field = |name: &str| -> String {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+                .to_string()
+        };
+        Edge {
+            api: field("api"),
+            mqtt_v4: field("mqtt_v4").parse().unwrap(),
+            mqtt_v5: field("mqtt_v5").parse().unwrap(),
+            proc,
+            config,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        http("GET", &format!("{}{path}", self.api), None)
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        http("POST", &format!("{}{path}", self.api), Some(body))
+    }
+
+    pub fn metrics(&self) -> String {
+        let agent = agent();
+        let mut res = agent
+            .get(&format!("{}/metrics", self.api))
+            .call()
+            .expect("metrics");
+        res.body_mut().read_to_string().unwrap()
+    }
+
+    /// One metric's value (the first series that starts with `series`).
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// The latest sample of a point, as the API shows it.
+    pub fn latest(&self, key: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/v1/points/{key}"));
+        assert_eq!(status, 200, "GET point {key}: {body}");
+        body["latest"].clone()
+    }
+
+    pub fn raw_count(&self, key: &str) -> u64 {
+        let (_, body) = self.get("/api/v1/store");
+        body["rawSamplesPerPoint"][key].as_u64().unwrap_or(0)
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into()
+}
+
+pub fn http(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
+    let agent = agent();
+    let res = match (method, body) {
+        ("GET", _) => agent.get(url).call(),
+        (_, Some(b)) => agent.post(url).send_json(b),
+        (_, None) => agent.post(url).send_empty(),
+    };
+    let mut res = res.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = res.status().as_u16();
+    let text = res.body_mut().read_to_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, for at most `within`.
+pub fn eventually<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs a Mosquitto client command to completion.
+pub fn mosquitto_pub(broker: SocketAddr, args: &[&str]) {
+    let out = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            &broker.ip().to_string(),
+            "-p",
+            &broker.port().to_string(),
+        ])
+        .args(args)
+        .output()
+        .expect("mosquitto_pub is missing: scripts/test installs mosquitto-clients");
+    assert!(
+        out.status.success(),
+        "mosquitto_pub {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
