@@ -59,11 +59,8 @@ fn open_store(dir: &std::path::Path, keys: &[Vec<PointKey>]) -> anyhow::Result<S
         })
         .collect();
     let config = StoreConfig {
-        path: dir.join("edge.sqlite"),
-        raw_retention_days: 7,
-        rollup_retention_days: 400,
         budget_bytes: 64 << 30,
-        max_batch_samples: 20_000,
+        ..StoreConfig::new(dir.join("edge.sqlite"))
     };
     Store::open(config, &infos, Arc::new(Metrics::default()))
 }

@@ -61,15 +61,14 @@ pub fn parse_toml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Con
     })
 }
 
-/// Reads and parses a TOML file.
-pub fn read_toml<T: DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+/// Reads a config file's text, with an error that names the file.
+pub fn read_text(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|e| ConfigError {
         file: file.to_path_buf(),
         line: None,
         key: String::new(),
         reason: format!("cannot read the file: {e}"),
-    })?;
-    parse_toml(file, &text)
+    })
 }
 
 fn toml_error(file: &Path, text: &str, key: String, e: toml::de::Error) -> ConfigError {

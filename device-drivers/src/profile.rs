@@ -310,12 +310,7 @@ impl Profile {
     }
 
     pub fn read(file: &Path) -> Result<Profile, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
-            file: file.to_path_buf(),
-            line: None,
-            key: String::new(),
-            reason: format!("cannot read the file: {e}"),
-        })?;
+        let text = crate::config::read_text(file)?;
         Profile::parse(file, &text)
     }
 }

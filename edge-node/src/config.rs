@@ -169,12 +169,7 @@ pub struct MqttSettings {
 
 impl EdgeSettings {
     pub fn load(file: &Path) -> Result<EdgeSettings, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
-            file: file.to_path_buf(),
-            line: None,
-            key: String::new(),
-            reason: format!("cannot read the file: {e}"),
-        })?;
+        let text = device_drivers::config::read_text(file)?;
         Self::parse(file, &text)
     }
 

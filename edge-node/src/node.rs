@@ -103,11 +103,11 @@ impl EdgeNode {
             })
             .collect();
         let store_config = StoreConfig {
-            path: settings.data_dir.join("edge.sqlite"),
             raw_retention_days: settings.storage.raw_retention_days,
             rollup_retention_days: settings.storage.rollup_retention_days,
             budget_bytes: settings.storage.disk_budget_mb * 1024 * 1024,
             max_batch_samples: settings.storage.max_batch_samples,
+            ..StoreConfig::new(settings.data_dir.join("edge.sqlite"))
         };
         let store = {
             let metrics = metrics.clone();

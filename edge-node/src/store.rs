@@ -43,6 +43,25 @@ pub struct StoreConfig {
     pub budget_bytes: u64,
     /// The most samples one transaction takes; more wait for the next commit.
     pub max_batch_samples: usize,
+    /// How often retention and the disk budget are enforced.
+    pub maintenance_interval: Duration,
+    /// A size the file can never pass (SQLite's `max_page_count`); reaching it is handled
+    /// like a full disk. `None` leaves the file system as the only limit.
+    pub hard_limit_bytes: Option<u64>,
+}
+
+impl StoreConfig {
+    pub fn new(path: PathBuf) -> Self {
+        StoreConfig {
+            path,
+            raw_retention_days: 14,
+            rollup_retention_days: 400,
+            budget_bytes: 4 << 30,
+            max_batch_samples: 20_000,
+            maintenance_interval: Duration::from_secs(10),
+            hard_limit_bytes: None,
+        }
+    }
 }
 
 /// A point as the store knows it.
@@ -103,6 +122,14 @@ impl Store {
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         let conn = open_writer(&config.path)?;
+        if let Some(limit) = config.hard_limit_bytes {
+            let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            conn.query_row(
+                &format!("PRAGMA max_page_count = {}", limit as i64 / page),
+                [],
+                |_| Ok(()),
+            )?;
+        }
         let mut writer = Writer::new(conn, config.clone(), metrics.clone())?;
         for p in points {
             writer.register(p)?;
@@ -854,7 +881,7 @@ impl Writer {
                 .samples_bad_quality_total
                 .fetch_add(bad, Relaxed);
         }
-        if tick && self.last_maintenance.elapsed() >= Duration::from_secs(10) {
+        if tick && self.last_maintenance.elapsed() >= self.config.maintenance_interval {
             self.last_maintenance = Instant::now();
             if let Err(e) = self.maintain() {
                 tracing::warn!(error = %format!("{e:#}"), "Store maintenance failed.");
@@ -975,15 +1002,195 @@ fn kind_from_str(s: &str) -> PointKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rollup::Level;
 
     fn config(dir: &Path) -> StoreConfig {
-        StoreConfig {
-            path: dir.join("edge.sqlite"),
-            raw_retention_days: 7,
-            rollup_retention_days: 400,
-            budget_bytes: 1 << 30,
-            max_batch_samples: 10_000,
+        StoreConfig::new(dir.join("edge.sqlite"))
+    }
+
+    const MINUTE: i64 = 60_000_000;
+
+    /// Samples of `points` points every `step` µs over `[from, to)`, as one driver batch per
+    /// time step.
+    fn series(
+        points: usize,
+        from: i64,
+        to: i64,
+        step: i64,
+        value: impl Fn(usize, i64) -> Value,
+    ) -> Vec<Vec<Sample>> {
+        (from..to)
+            .step_by(step as usize)
+            .map(|ts| {
+                (0..points)
+                    .map(|p| Sample::good(PointKey::new("m", &format!("p{p}")), ts, value(p, ts)))
+                    .collect()
+            })
+            .collect()
+    }
+
+    async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+        for _ in 0..300 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closed_minutes_roll_up_into_all_levels_with_counter_consumption() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = PointKey::new("meter", "energy");
+        let info = PointInfo {
+            key: key.clone(),
+            unit: Some("kWh".into()),
+            kind: PointKind::Counter,
+            wrap: Some(1000.0),
+        };
+        let store = Store::open(config(dir.path()), &[info], Arc::new(Metrics::default())).unwrap();
+        // Two hours ago, one reading every 10 s for 90 minutes, growing 1 kWh a reading,
+        // wrapping at 1000 on the way.
+        let start = (now_micros() - 2 * 60 * MINUTE).div_euclid(60 * MINUTE) * 60 * MINUTE;
+        let mut v = 900.0;
+        for i in 0..540 {
+            store
+                .ingest(vec![Sample::good(
+                    key.clone(),
+                    start + i * 10_000_000,
+                    Value::Float(v),
+                )])
+                .await;
+            v = (v + 1.0) % 1000.0;
+        }
+        store.flush().await;
+        let s = store.clone();
+        let k = key.clone();
+        let mut hours = Vec::new();
+        for _ in 0..100 {
+            hours = s
+                .rollup_history(&k, Level::H1, start, start + 120 * MINUTE, 10)
+                .await
+                .unwrap();
+            if !hours.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(hours.len(), 2, "both hours are closed by the sweep");
+        let minutes = store
+            .rollup_history(&key, Level::M1, start, start + 120 * MINUTE, 1000)
+            .await
+            .unwrap();
+        assert_eq!(minutes.len(), 90);
+        assert!(minutes.iter().all(|(_, a)| a.count == 6));
+        let quarters = store
+            .rollup_history(&key, Level::M15, start, start + 120 * MINUTE, 100)
+            .await
+            .unwrap();
+        assert_eq!(quarters.len(), 6);
+        // 539 increases of 1 kWh each, one of them across the wrap.
+        let total: f64 = hours.iter().map(|(_, a)| a.delta).sum();
+        assert_eq!(total, 539.0);
+        assert_eq!(store.metrics().counter_wraps_total.load(Relaxed), 1);
+        assert_eq!(hours[0].1.count, 360);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_disk_budget_deletes_the_oldest_raw_telemetry_and_keeps_rollups() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.budget_bytes = 2 << 20;
+        cfg.maintenance_interval = Duration::ZERO;
+        let store = Store::open(cfg, &[], Arc::new(Metrics::default())).unwrap();
+        let start = now_micros() - 24 * 60 * MINUTE;
+        for batch in series(20, start, start + 120 * MINUTE, 100_000, |p, ts| {
+            Value::Float((p as i64 + ts) as f64)
+        }) {
+            store.ingest(batch).await;
+        }
+        store.flush().await;
+        let m = store.metrics().clone();
+        wait_for("the store to shrink within its budget", || {
+            m.store_bytes.load(Relaxed) <= 2 << 20
+                && m.raw_rows_deleted_budget_total.load(Relaxed) > 0
+        })
+        .await;
+        let key = PointKey::new("m", "p0");
+        let raw = store
+            .raw_history(&key, start, start + 120 * MINUTE, 100_000)
+            .await
+            .unwrap();
+        assert!(
+            !raw.is_empty() && raw.len() < 72_000,
+            "some, not all, raw samples remain: {}",
+            raw.len()
+        );
+        assert!(raw[0].ts > start, "the oldest went first");
+        assert_eq!(
+            raw.last().unwrap().ts,
+            start + 120 * MINUTE - 100_000,
+            "the newest stay"
+        );
+        let minutes = store
+            .rollup_history(&key, Level::M1, start, start + 120 * MINUTE, 1000)
+            .await
+            .unwrap();
+        assert_eq!(
+            minutes.len(),
+            120,
+            "rollups of the deleted raw samples are kept"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_delays_commits_but_loses_no_new_sample() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        // The hard limit stands in for a full file system: SQLite reports SQLITE_FULL at it.
+        cfg.hard_limit_bytes = Some(3 << 20);
+        let store = Store::open(cfg, &[], Arc::new(Metrics::default())).unwrap();
+        let old = now_micros() - 24 * 60 * MINUTE;
+        for batch in series(20, old, old + 60 * MINUTE, 100_000, |_, _| {
+            Value::Float(1.0)
+        }) {
+            store.ingest(batch).await;
+            if store.metrics().commit_errors_total.load(Relaxed) > 0 {
+                break;
+            }
+        }
+        store.flush().await;
+        // New samples keep coming while the store is full; every one must be kept.
+        let fresh_from = now_micros() - MINUTE;
+        let fresh = series(20, fresh_from, fresh_from + 30_000_000, 100_000, |p, ts| {
+            Value::Int(ts + p as i64)
+        });
+        let sent: usize = fresh.iter().map(Vec::len).sum();
+        for batch in fresh {
+            store.ingest(batch).await;
+        }
+        store.flush().await;
+        assert!(
+            store.metrics().commit_errors_total.load(Relaxed) > 0,
+            "the limit was reached"
+        );
+        assert!(
+            store.metrics().raw_rows_deleted_budget_total.load(Relaxed) > 0,
+            "old raw telemetry made room"
+        );
+        let mut kept = 0;
+        for p in 0..20 {
+            let key = PointKey::new("m", &format!("p{p}"));
+            let rows = store
+                .raw_history(&key, fresh_from, fresh_from + 30_000_000, 100_000)
+                .await
+                .unwrap();
+            assert!(rows.iter().all(|s| s.value == Some(Value::Int(s.ts + p))));
+            kept += rows.len();
+        }
+        assert_eq!(kept, sent);
+        assert!(store.health().is_ok());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
