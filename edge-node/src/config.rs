@@ -110,6 +110,10 @@ fn default_max_payload() -> usize {
 pub struct StorageConfig {
     #[serde(default = "default_raw_days")]
     pub raw_retention_days: u32,
+    /// How long 1-minute rollups are kept.
+    #[serde(default = "default_minute_rollup_days")]
+    pub minute_rollup_retention_days: u32,
+    /// How long 15-minute and hourly rollups are kept.
     #[serde(default = "default_rollup_days")]
     pub rollup_retention_days: u32,
     /// The most disk the store may use; the oldest raw telemetry goes first beyond it.
@@ -123,6 +127,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             raw_retention_days: default_raw_days(),
+            minute_rollup_retention_days: default_minute_rollup_days(),
             rollup_retention_days: default_rollup_days(),
             disk_budget_mb: default_budget(),
             max_batch_samples: default_max_batch(),
@@ -134,8 +139,12 @@ fn default_raw_days() -> u32 {
     14
 }
 
+fn default_minute_rollup_days() -> u32 {
+    31
+}
+
 fn default_rollup_days() -> u32 {
-    400
+    800
 }
 
 fn default_budget() -> u64 {
@@ -226,8 +235,24 @@ impl EdgeConfig {
             None
         };
         let s = &self.storage;
-        if s.raw_retention_days == 0 || s.rollup_retention_days < s.raw_retention_days {
-            return Err(invalid("storage.rollup_retention_days", "retention must be at least one day, and rollups kept at least as long as raw samples".into()));
+        if s.raw_retention_days == 0 {
+            return Err(invalid(
+                "storage.raw_retention_days",
+                "must be at least 1".into(),
+            ));
+        }
+        if s.minute_rollup_retention_days < s.raw_retention_days {
+            return Err(invalid(
+                "storage.minute_rollup_retention_days",
+                "1-minute rollups must be kept at least as long as raw samples".into(),
+            ));
+        }
+        if s.rollup_retention_days < s.minute_rollup_retention_days {
+            return Err(invalid(
+                "storage.rollup_retention_days",
+                "15-minute and hourly rollups must be kept at least as long as 1-minute rollups"
+                    .into(),
+            ));
         }
         if s.disk_budget_mb < 16 {
             return Err(invalid(

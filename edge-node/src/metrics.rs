@@ -106,6 +106,7 @@ pub struct Metrics {
     pub rollup_rows_written_total: AtomicU64,
     pub raw_rows_deleted_retention_total: AtomicU64,
     pub raw_rows_deleted_budget_total: AtomicU64,
+    pub rollup_rows_deleted_budget_total: AtomicU64,
     pub counter_resets_total: AtomicU64,
     pub counter_wraps_total: AtomicU64,
     pub store_bytes: AtomicU64,
@@ -142,7 +143,7 @@ impl Metrics {
     /// the caller (device states, for instance).
     pub fn render(&self, extra: &[ExtraGauge<'_>]) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &AtomicU64, &str); 18] = [
+        let counters: [(&str, &AtomicU64, &str); 19] = [
             (
                 "smartpark_edge_samples_received_total",
                 &self.samples_received_total,
@@ -182,6 +183,11 @@ impl Metrics {
                 "smartpark_edge_raw_rows_deleted_budget_total",
                 &self.raw_rows_deleted_budget_total,
                 "Raw samples deleted early to keep within the disk budget.",
+            ),
+            (
+                "smartpark_edge_rollup_rows_deleted_budget_total",
+                &self.rollup_rows_deleted_budget_total,
+                "1-minute rollups deleted to keep within the disk budget once no raw telemetry was left to delete.",
             ),
             (
                 "smartpark_edge_counter_resets_total",

@@ -157,6 +157,15 @@ impl Rollups {
         self.meta.insert(point, meta);
     }
 
+    /// The points whose rollups are counter consumption.
+    pub fn counters(&self) -> Vec<i64> {
+        self.meta
+            .iter()
+            .filter(|(_, m)| m.kind == PointKind::Counter)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     pub fn watermarks(&self) -> [i64; 3] {
         self.watermark
     }

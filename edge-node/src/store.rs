@@ -28,7 +28,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::metrics::Metrics;
-use crate::rollup::{Agg, CounterEvent, LEVELS, Level, PointMeta, RollupRow, Rollups};
+use crate::rollup::{self, Agg, CounterEvent, LEVELS, Level, PointMeta, RollupRow, Rollups};
 
 const SCHEMA_VERSION: i64 = 1;
 
@@ -39,6 +39,9 @@ const ROLLUP_GRACE: i64 = 5_000_000;
 pub struct StoreConfig {
     pub path: PathBuf,
     pub raw_retention_days: u32,
+    /// How long 1-minute rollups are kept.
+    pub minute_rollup_retention_days: u32,
+    /// How long 15-minute and hourly rollups are kept.
     pub rollup_retention_days: u32,
     pub budget_bytes: u64,
     /// The most samples one transaction takes; more wait for the next commit.
@@ -55,7 +58,8 @@ impl StoreConfig {
         StoreConfig {
             path,
             raw_retention_days: 14,
-            rollup_retention_days: 400,
+            minute_rollup_retention_days: 31,
+            rollup_retention_days: 800,
             budget_bytes: 4 << 30,
             max_batch_samples: 20_000,
             maintenance_interval: Duration::from_secs(10),
@@ -136,11 +140,12 @@ impl Store {
         }
         writer.rebuild_rollups()?;
         writer.measure_size()?;
+        let latest = writer.load_latest()?;
         let (tx, rx) = mpsc::channel(4096);
         let (live, _) = broadcast::channel(1024);
         let shared = Arc::new(StoreShared {
             metrics,
-            latest: RwLock::new(writer.load_latest()?),
+            latest: RwLock::new(latest),
             live,
             healthy: AtomicBool::new(true),
             last_error: Mutex::new(None),
@@ -449,6 +454,13 @@ fn open_writer(path: &Path) -> anyhow::Result<Connection> {
              PRIMARY KEY (level, point_id, bucket)
          ) WITHOUT ROWID;
          CREATE INDEX IF NOT EXISTS rollups_bucket ON rollups (level, bucket);
+         CREATE TABLE IF NOT EXISTS latest (
+             point_id INTEGER PRIMARY KEY,
+             ts INTEGER NOT NULL,
+             value ANY,
+             q INTEGER NOT NULL,
+             reason TEXT
+         );
          CREATE TABLE IF NOT EXISTS audit (
              id INTEGER PRIMARY KEY,
              ts INTEGER NOT NULL,
@@ -500,6 +512,9 @@ struct Writer {
     rollups: Rollups,
     rows: Vec<RollupRow>,
     last_maintenance: Instant,
+    /// Per point, the newest sample committed since the last snapshot of `latest`.
+    dirty_latest: HashMap<i64, Sample>,
+    latest_ts: HashMap<i64, i64>,
 }
 
 impl Writer {
@@ -549,6 +564,8 @@ impl Writer {
             rollups,
             rows: Vec::new(),
             last_maintenance: Instant::now(),
+            dirty_latest: HashMap::new(),
+            latest_ts: HashMap::new(),
         })
     }
 
@@ -580,20 +597,18 @@ impl Writer {
     fn rebuild_rollups(&mut self) -> anyhow::Result<()> {
         let [wm1, wm15, wm60] = self.rollups.watermarks();
         {
+            // One index seek per counter: the last closed minute that had a value.
             let mut stmt = self.conn.prepare(
-                "SELECT point_id, last, last_ts FROM rollups r WHERE level = 1 AND count > 0 AND bucket = (
-                    SELECT max(bucket) FROM rollups r2 WHERE r2.level = 1 AND r2.point_id = r.point_id AND r2.count > 0)",
+                "SELECT last, last_ts FROM rollups WHERE level = 1 AND point_id = ?1 AND count > 0
+                 ORDER BY bucket DESC LIMIT 1",
             )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Option<f64>>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (id, last, ts) = row?;
-                if let Some(last) = last {
+            for id in self.rollups.counters() {
+                let row = stmt
+                    .query_row([id], |r| {
+                        Ok((r.get::<_, Option<f64>>(0)?, r.get::<_, i64>(1)?))
+                    })
+                    .optional()?;
+                if let Some((Some(last), ts)) = row {
                     self.rollups.seed_counter(id, last, ts);
                 }
             }
@@ -630,33 +645,92 @@ impl Writer {
         Ok(())
     }
 
-    fn load_latest(&self) -> anyhow::Result<HashMap<PointKey, Sample>> {
-        let mut out = HashMap::new();
-        let mut stmt = self.conn.prepare(
-            "SELECT p.key, s.ts, s.value, s.q, s.reason FROM points p
-             JOIN samples s ON s.rowid = (SELECT rowid FROM samples WHERE point_id = p.id ORDER BY ts DESC LIMIT 1)",
-        )?;
-        // The subquery scans per point; it runs once at start-up only.
-        let rows = stmt.query_map([], |r| {
-            let key: String = r.get(0)?;
-            Ok((
-                key,
-                r.get::<_, i64>(1)?,
-                r.get::<_, rusqlite::types::Value>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, Option<String>>(4)?,
-            ))
-        })?;
-        for row in rows {
-            let (key, ts, v, q, reason) = row?;
-            if let Some(k) = PointKey::parse(&key) {
-                let s = decode_sample(k.clone(), ts, ValueRef::from(&v), q, reason);
-                out.insert(k, s);
+    /// The latest sample of every point: the snapshot in `latest` (taken every second),
+    /// brought up to date from the raw samples appended after it, a short scan by rowid.
+    fn load_latest(&mut self) -> anyhow::Result<HashMap<PointKey, Sample>> {
+        let keys: HashMap<i64, PointKey> =
+            self.ids.iter().map(|(k, id)| (*id, k.clone())).collect();
+        let mut by_id: HashMap<i64, Sample> = HashMap::new();
+        let since: i64 = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'latest_rowid'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let max_rowid: i64 =
+            self.conn
+                .query_row("SELECT coalesce(max(rowid), 0) FROM samples", [], |r| {
+                    r.get(0)
+                })?;
+        // Rowids only grow while the newest rows exist; if the table was emptied they may
+        // start again, and then everything left is newer than the snapshot.
+        let since = if since > max_rowid { 0 } else { since };
+        for sql in [
+            "SELECT point_id, ts, value, q, reason FROM latest",
+            "SELECT point_id, ts, value, q, reason FROM samples WHERE rowid > ?1",
+        ] {
+            let mut stmt = self.conn.prepare(sql)?;
+            let mut rows = if sql.contains("?1") {
+                stmt.query([since])?
+            } else {
+                stmt.query([])?
+            };
+            while let Some(r) = rows.next()? {
+                let id: i64 = r.get(0)?;
+                let ts: i64 = r.get(1)?;
+                let Some(key) = keys.get(&id) else { continue };
+                if by_id.get(&id).is_some_and(|s| s.ts > ts) {
+                    continue;
+                }
+                by_id.insert(
+                    id,
+                    decode_sample(key.clone(), ts, r.get_ref(2)?, r.get(3)?, r.get(4)?),
+                );
             }
         }
-        Ok(out)
+        self.latest_ts = by_id.iter().map(|(id, s)| (*id, s.ts)).collect();
+        Ok(by_id.into_values().map(|s| (s.point.clone(), s)).collect())
     }
+}
 
+/// Writes the newest sample of every point that changed since the last snapshot, and the
+/// rowid up to which the snapshot is complete.
+fn snapshot_latest(
+    dirty: &mut HashMap<i64, Sample>,
+    tx: &rusqlite::Transaction<'_>,
+) -> anyhow::Result<()> {
+    if dirty.is_empty() {
+        return Ok(());
+    }
+    let mut up = tx.prepare_cached(
+            "INSERT INTO latest (point_id, ts, value, q, reason) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (point_id) DO UPDATE SET ts = excluded.ts, value = excluded.value, q = excluded.q, reason = excluded.reason
+             WHERE excluded.ts >= latest.ts",
+        )?;
+    for (id, s) in dirty.drain() {
+        let (value, vk) = encode_value(&s.value);
+        up.execute(params![
+            id,
+            s.ts,
+            value,
+            (vk << 4) | s.quality.code() as i64,
+            s.quality.reason()
+        ])?;
+    }
+    let rowid: i64 = tx.query_row("SELECT coalesce(max(rowid), 0) FROM samples", [], |r| {
+        r.get(0)
+    })?;
+    tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('latest_rowid', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [rowid],
+        )?;
+    Ok(())
+}
+
+impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<WriterMsg>, shared: Arc<StoreShared>) {
         let mut pending: Vec<(Vec<Sample>, Instant)> = Vec::new();
         let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
@@ -805,6 +879,11 @@ impl Writer {
                     let (value, vk) = encode_value(&s.value);
                     let q = (vk << 4) | s.quality.code() as i64;
                     insert.execute(params![s.ts, id, value, q, s.quality.reason()])?;
+                    let newest = self.latest_ts.entry(id).or_insert(i64::MIN);
+                    if s.ts >= *newest {
+                        *newest = s.ts;
+                        self.dirty_latest.insert(id, s.clone());
+                    }
                     let numeric = match s.quality {
                         Quality::Good | Quality::Uncertain(_) => {
                             s.value.as_ref().and_then(Value::as_f64)
@@ -828,6 +907,7 @@ impl Writer {
             }
         }
         if tick {
+            snapshot_latest(&mut self.dirty_latest, &tx)?;
             let wm = self
                 .rollups
                 .sweep(now_micros() - ROLLUP_GRACE, &mut self.rows);
@@ -903,26 +983,47 @@ impl Writer {
         self.metrics
             .raw_rows_deleted_retention_total
             .fetch_add(n as u64, Relaxed);
+        let minute_cutoff = now - self.config.minute_rollup_retention_days as i64 * day;
         let rollup_cutoff = now - self.config.rollup_retention_days as i64 * day;
-        self.conn.execute(
-            "DELETE FROM rollups WHERE level = 1 AND bucket < ?1",
-            [rollup_cutoff],
-        )?;
-        self.conn.execute(
-            "DELETE FROM rollups WHERE bucket < ?1",
-            [rollup_cutoff - 365 * day],
-        )?;
+        for (level, cutoff) in [(1, minute_cutoff), (15, rollup_cutoff), (60, rollup_cutoff)] {
+            self.conn.execute(
+                "DELETE FROM rollups WHERE level = ?1 AND bucket < ?2",
+                params![level, cutoff],
+            )?;
+        }
         let mut rounds = 0;
         while self.measure_size()? > self.config.budget_bytes && rounds < 20 {
             rounds += 1;
-            if self.free_space(20_000)? == 0 {
-                tracing::warn!(
-                    used = self.metrics.store_bytes.load(Relaxed),
-                    budget = self.config.budget_bytes,
-                    "The store is over its disk budget with no raw telemetry left that may go."
-                );
-                break;
+            if self.free_space(20_000)? > 0 {
+                continue;
             }
+            // No raw telemetry is left that may go: the oldest 1-minute rollups go next, the
+            // 15-minute and hourly ones stay.
+            let oldest: Option<i64> = self.conn.query_row(
+                "SELECT min(bucket) FROM rollups WHERE level = 1",
+                [],
+                |r| r.get(0),
+            )?;
+            let Some(oldest) = oldest else { break };
+            let n = self.conn.execute(
+                "DELETE FROM rollups WHERE level = 1 AND bucket <= ?1",
+                [oldest + 60 * rollup::MINUTE],
+            )?;
+            self.metrics
+                .rollup_rows_deleted_budget_total
+                .fetch_add(n as u64, Relaxed);
+            tracing::warn!(
+                deleted = n,
+                "Deleted the oldest 1-minute rollups to stay within the disk budget."
+            );
+            self.conn.execute_batch("PRAGMA incremental_vacuum;")?;
+        }
+        if self.measure_size()? > self.config.budget_bytes {
+            tracing::warn!(
+                used = self.metrics.store_bytes.load(Relaxed),
+                budget = self.config.budget_bytes,
+                "The store is still over its disk budget."
+            );
         }
         Ok(())
     }
