@@ -6,6 +6,9 @@
 pub mod api;
 pub mod broker;
 pub mod config;
+pub mod docs;
+pub mod events;
+pub mod field;
 pub mod metrics;
 pub mod node;
 pub mod rollup;

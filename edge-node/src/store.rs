@@ -88,9 +88,20 @@ pub struct AuditEntry {
     pub outcome: String,
 }
 
+/// A write that rides along in the writer's next group commit. It runs in a savepoint of
+/// its own, so an op that fails is rolled back alone and told so; the others commit. It may
+/// run more than once if the whole commit fails and is retried, hence `FnMut`.
+pub type WriteOp = Box<dyn FnMut(&Connection) -> rusqlite::Result<()> + Send>;
+
+struct PendingOp {
+    op: WriteOp,
+    result: Option<rusqlite::Error>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
 enum WriterMsg {
     Samples(Vec<Sample>, Instant),
-    Audit(AuditEntry, oneshot::Sender<()>),
+    Op(WriteOp, oneshot::Sender<Result<(), String>>),
     Tick,
     Flush(oneshot::Sender<()>),
 }
@@ -200,15 +211,27 @@ impl Store {
         }
     }
 
-    /// Records an audit entry; returns once it is committed.
-    pub async fn audit(&self, entry: AuditEntry) -> anyhow::Result<()> {
+    /// Runs `op` in the writer's next group commit; returns once it is durably committed,
+    /// or with the op's own error (then nothing of it was written).
+    pub async fn write(&self, op: WriteOp) -> anyhow::Result<()> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(WriterMsg::Audit(entry, tx))
+            .send(WriterMsg::Op(op, tx))
             .await
             .map_err(|_| anyhow::anyhow!("the store writer has stopped"))?;
         rx.await
-            .map_err(|_| anyhow::anyhow!("the store writer has stopped"))
+            .map_err(|_| anyhow::anyhow!("the store writer has stopped"))?
+            .map_err(|e| anyhow::anyhow!("store write refused: {e}"))
+    }
+
+    /// Records an audit entry; returns once it is committed.
+    pub async fn audit(&self, entry: AuditEntry) -> anyhow::Result<()> {
+        self.write(Box::new(move |c| {
+            c.prepare_cached("INSERT INTO audit (ts, actor, action, target, detail, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+                .execute(params![entry.ts, entry.actor, entry.action, entry.target, entry.detail, entry.outcome])?;
+            Ok(())
+        }))
+        .await
     }
 
     pub fn shared(&self) -> &Arc<StoreShared> {
@@ -454,6 +477,27 @@ fn open_writer(path: &Path) -> anyhow::Result<Connection> {
              PRIMARY KEY (level, point_id, bucket)
          ) WITHOUT ROWID;
          CREATE INDEX IF NOT EXISTS rollups_bucket ON rollups (level, bucket);
+         CREATE TABLE IF NOT EXISTS events (
+             seq INTEGER PRIMARY KEY,
+             id TEXT NOT NULL UNIQUE,
+             ts INTEGER NOT NULL,
+             kind TEXT NOT NULL,
+             subject TEXT NOT NULL,
+             body TEXT NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+         CREATE INDEX IF NOT EXISTS events_kind_ts ON events (kind, ts);
+         CREATE TABLE IF NOT EXISTS documents (
+             doc_id TEXT PRIMARY KEY,
+             snapshot BLOB NOT NULL,
+             updated INTEGER NOT NULL
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS doc_chunks (
+             doc_id TEXT NOT NULL,
+             seq INTEGER NOT NULL,
+             data BLOB NOT NULL,
+             PRIMARY KEY (doc_id, seq)
+         ) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS latest (
              point_id INTEGER PRIMARY KEY,
              ts INTEGER NOT NULL,
@@ -734,12 +778,12 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<WriterMsg>, shared: Arc<StoreShared>) {
         let mut pending: Vec<(Vec<Sample>, Instant)> = Vec::new();
         let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
-        let mut audits: Vec<AuditEntry> = Vec::new();
+        let mut ops: Vec<PendingOp> = Vec::new();
         let mut tick = false;
         loop {
-            if pending.is_empty() && flushes.is_empty() && audits.is_empty() && !tick {
+            if pending.is_empty() && flushes.is_empty() && ops.is_empty() && !tick {
                 match rx.blocking_recv() {
-                    Some(m) => self.take(m, &mut pending, &mut flushes, &mut audits, &mut tick),
+                    Some(m) => self.take(m, &mut pending, &mut flushes, &mut ops, &mut tick),
                     None => return,
                 }
             }
@@ -751,13 +795,13 @@ impl Writer {
                         if let WriterMsg::Samples(s, _) = &m {
                             n += s.len();
                         }
-                        self.take(m, &mut pending, &mut flushes, &mut audits, &mut tick);
+                        self.take(m, &mut pending, &mut flushes, &mut ops, &mut tick);
                     }
                     Err(_) => break,
                 }
             }
             let batches = pending.len() as u64;
-            match self.commit(&pending, &audits, tick) {
+            match self.commit(&pending, &mut ops, tick) {
                 Ok(()) => {
                     shared
                         .metrics
@@ -777,7 +821,11 @@ impl Writer {
                     if !all.is_empty() {
                         self.publish(&shared, all);
                     }
-                    audits.clear();
+                    for op in ops.drain(..) {
+                        let _ = op
+                            .done
+                            .send(op.result.map_or(Ok(()), |e| Err(e.to_string())));
+                    }
                     for f in flushes.drain(..) {
                         let _ = f.send(());
                     }
@@ -810,15 +858,16 @@ impl Writer {
         m: WriterMsg,
         pending: &mut Vec<(Vec<Sample>, Instant)>,
         flushes: &mut Vec<oneshot::Sender<()>>,
-        audits: &mut Vec<AuditEntry>,
+        ops: &mut Vec<PendingOp>,
         tick: &mut bool,
     ) {
         match m {
             WriterMsg::Samples(s, at) => pending.push((s, at)),
-            WriterMsg::Audit(a, done) => {
-                audits.push(a);
-                flushes.push(done);
-            }
+            WriterMsg::Op(op, done) => ops.push(PendingOp {
+                op,
+                result: None,
+                done,
+            }),
             WriterMsg::Tick => *tick = true,
             WriterMsg::Flush(f) => flushes.push(f),
         }
@@ -843,14 +892,21 @@ impl Writer {
     fn commit(
         &mut self,
         pending: &[(Vec<Sample>, Instant)],
-        audits: &[AuditEntry],
+        ops: &mut [PendingOp],
         tick: bool,
     ) -> anyhow::Result<()> {
         self.rows.clear();
-        let tx = self.conn.transaction()?;
-        for a in audits {
-            tx.prepare_cached("INSERT INTO audit (ts, actor, action, target, detail, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-                .execute(params![a.ts, a.actor, a.action, a.target, a.detail, a.outcome])?;
+        let mut tx = self.conn.transaction()?;
+        for p in ops.iter_mut() {
+            let sp = tx.savepoint()?;
+            match (p.op)(&sp) {
+                Ok(()) => {
+                    sp.commit()?;
+                    p.result = None;
+                }
+                Err(e) if is_full(&e) => return Err(e.into()),
+                Err(e) => p.result = Some(e), // Dropping the savepoint rolls it back.
+            }
         }
         let mut committed = 0u64;
         let mut bad = 0u64;
@@ -1073,6 +1129,10 @@ fn numeric(v: ValueRef<'_>, q: i64) -> Option<f64> {
         ValueRef::Real(f) => Some(f),
         _ => None,
     }
+}
+
+fn is_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
 }
 
 fn is_disk_full(e: &anyhow::Error) -> bool {
