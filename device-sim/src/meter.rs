@@ -44,7 +44,7 @@ pub fn daily_power_kw(seconds_of_day: f64, peak_kw: f64) -> f64 {
 }
 
 /// 0 below `edge0`, 1 above `edge1`, and a smooth S-curve between.
-fn smoothstep(edge0: f64, edge1: f64, x: f64) -> f64 {
+pub(crate) fn smoothstep(edge0: f64, edge1: f64, x: f64) -> f64 {
     let t = ((x - edge0) / (edge1 - edge0)).clamp(0.0, 1.0);
     t * t * (3.0 - 2.0 * t)
 }
