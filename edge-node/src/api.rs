@@ -111,6 +111,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/points/{device}/{point}/write", post(write_point))
         .route("/stream", get(stream))
         .route("/audit", get(audit))
+        .route("/events", get(list_events))
         .route("/store", get(store_stats));
     Router::new()
         .nest("/api/v1", api)
@@ -583,6 +584,47 @@ where
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(f(tx));
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// A kind (`access.decision`) or a family (`access`, `parking`).
+    kind: Option<String>,
+    /// A door or lane id.
+    subject: Option<String>,
+    from: Option<i64>,
+    to: Option<i64>,
+    /// Page backwards: only events older than this sequence number.
+    before: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// Access and parking logs, newest first, with filters.
+async fn list_events(
+    State(s): State<ApiState>,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::bad_request("limit must be between 1 and 10000"));
+    }
+    let query = crate::events::EventQuery {
+        kind: q.kind,
+        subject: q.subject,
+        from: q.from,
+        to: q.to,
+        before_seq: q.before,
+        limit,
+    };
+    let rows = crate::events::query(&s.store, query).await.map_err(ApiError::internal)?;
+    let next = rows.last().map(|(seq, _)| *seq);
+    let events: Vec<Json_> = rows
+        .into_iter()
+        .map(|(seq, e)| json!({"seq": seq, "id": e.id, "ts": e.ts, "kind": e.kind, "subject": e.subject, "body": e.body}))
+        .collect();
+    Ok(Json(json!({"events": events, "before": next})))
 }
 
 #[derive(Debug, Deserialize)]

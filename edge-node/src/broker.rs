@@ -85,3 +85,39 @@ fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
     }
     anyhow::bail!("the MQTT broker did not start listening on {addr}")
 }
+
+/// Publishes the edge's own commands (unlock, barrier, display) to the building broker
+/// with QoS 1. The in-process link can only publish at QoS 0, so commands go through an
+/// MQTT client on loopback instead, and the broker then delivers them at the QoS the
+/// device subscribed with.
+#[derive(Clone)]
+pub struct Publisher {
+    client: rumqttc::AsyncClient,
+}
+
+impl Publisher {
+    /// Connects to the broker at `addr` and keeps the connection going in a task.
+    pub fn connect(addr: SocketAddr) -> (Publisher, tokio::task::JoinHandle<()>) {
+        let mut options = rumqttc::MqttOptions::new("smartpark-edge-commands", addr.ip().to_string(), addr.port());
+        options.set_keep_alive(std::time::Duration::from_secs(10));
+        options.set_max_packet_size(256 * 1024, 256 * 1024);
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 1024);
+        let task = tokio::spawn(async move {
+            loop {
+                if let Err(e) = eventloop.poll().await {
+                    tracing::warn!(error = %e, "The command publisher lost the broker; reconnecting.");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        });
+        (Publisher { client }, task)
+    }
+
+    /// Queues a QoS 1 publish; the client retries it until the broker acknowledges it.
+    pub async fn publish(&self, topic: &str, payload: Vec<u8>) -> anyhow::Result<()> {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            .await
+            .with_context(|| format!("cannot publish to {topic}"))
+    }
+}

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::EdgeSettings;
+use crate::field::FieldMessage;
 use crate::metrics::Metrics;
 use crate::store::{PointInfo, Store, StoreConfig};
 
@@ -182,6 +183,7 @@ impl EdgeNode {
                     link_rx,
                     output.clone(),
                     metrics.clone(),
+                    None,
                 ));
                 (Some(v4), Some(v5))
             }
@@ -232,8 +234,12 @@ fn mqtt_tasks(
     mut link_rx: rumqttd::local::LinkRx,
     output: NodeOutput,
     metrics: Arc<Metrics>,
+    field: Option<mpsc::Sender<FieldMessage>>,
 ) -> Vec<JoinHandle<()>> {
-    let topics = mapping.lock().unwrap_or_else(|e| e.into_inner()).topics();
+    let mut topics = mapping.lock().unwrap_or_else(|e| e.into_inner()).topics();
+    if field.is_some() {
+        topics.extend(crate::field::SUBSCRIPTIONS.iter().map(|t| t.to_string()));
+    }
     for t in &topics {
         if let Err(e) = link_tx.subscribe(t.clone()) {
             tracing::error!(topic = %t, error = %e, "Cannot subscribe to a device topic.");
@@ -261,6 +267,21 @@ fn mqtt_tasks(
                     .mqtt_messages_total
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let topic = String::from_utf8_lossy(&forward.publish.topic).to_string();
+                if let Some(field) = field.as_ref().filter(|_| crate::field::is_field_topic(&topic)) {
+                    match crate::field::parse(&topic, &forward.publish.payload, now_micros()) {
+                        Ok(Some(m)) => {
+                            if field.send(m).await.is_err() {
+                                tracing::error!("The door and lane service has stopped.");
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            metrics.invalid_input("mqtt_payload");
+                            tracing::warn!(topic = %e.topic, reason = %e.reason, "Refused an MQTT message.");
+                        }
+                    }
+                    continue;
+                }
                 let result = mapping
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

@@ -1,6 +1,38 @@
-//! Domain types of a park (buildings, spaces, enterprises, leases, credentials, passes,
-//! tariffs) and the pure decision logic over them.
+//! Domain types of a park (enterprises, spaces, leases, people, credentials, access groups,
+//! doors, car parks, passes, tariffs), the CRDT documents that hold them, and the pure decisions
+//! an edge node makes from them: door access, parking gate entry and exit, parking fees.
 //!
-//! This crate does no IO, reads no clock and spawns nothing: time and input are arguments.
-//! It holds nothing yet; the business documents and decisions arrive with the access and
-//! parking work.
+//! This crate does no IO, reads no clock and spawns nothing: time (a [`Timestamp`], integer
+//! microseconds since the Unix epoch, UTC) and state that changes with every event (who is
+//! inside an anti-passback area, lot occupancy) are arguments. Money is integer fen with a
+//! currency code, never floating point.
+//!
+//! - Documents ([`document`], [`directory`], [`building`], [`parking`]; typing rules shared with
+//!   JavaScript in [`compat`]): one [`ParkDirectory`] per park, one [`BuildingDoc`] per building,
+//!   one [`ParkingDoc`] per park or car park. Load, save, merge, edit, and list the entities
+//!   changed between two heads.
+//! - Decisions: [`access::AccessIndex`] (built from the documents, updated incrementally,
+//!   `decide` per credential read), [`gate::ParkingIndex`] (entry and exit at a barrier),
+//!   [`tariff::parking_fee`].
+//! - [`sample`]: deterministic sample parks for tests, benchmarks and the demo.
+
+pub mod compat;
+
+pub mod access;
+pub mod building;
+pub mod directory;
+pub mod document;
+pub mod gate;
+pub mod parking;
+pub mod sample;
+pub mod tariff;
+pub mod time;
+
+pub use access::{AccessDecision, AccessIndex, ReasonCode};
+pub use building::BuildingDoc;
+pub use compat::UnknownValue;
+pub use directory::ParkDirectory;
+pub use document::{ChangeSet, Collection, DocError, Document, Entity, Rejected};
+pub use gate::{ParkingIndex, ParkingReason};
+pub use parking::ParkingDoc;
+pub use time::Timestamp;
