@@ -36,6 +36,7 @@ pub struct ApiState {
     pub store: Store,
     pub devices: Devices,
     pub metrics: Arc<Metrics>,
+    pub park_service: Option<crate::park::ParkService>,
 }
 
 /// An API error as the client sees it.
@@ -112,6 +113,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/stream", get(stream))
         .route("/audit", get(audit))
         .route("/events", get(list_events))
+        .route("/doors", get(list_doors))
+        .route("/doors/{id}/open", post(open_door))
+        .route("/lots", get(list_lots))
+        .route("/parking/sessions", get(list_sessions))
+        .route("/parking/review", get(list_review))
+        .route("/parking/review/{id}", post(resolve_review))
+        .route("/credentials", post(put_credential))
+        .route("/credentials/{id}/status", post(credential_status))
+        .route("/passes", post(put_pass))
+        .route("/passes/{id}/status", post(pass_status))
         .route("/store", get(store_stats));
     Router::new()
         .nest("/api/v1", api)
@@ -618,7 +629,9 @@ async fn list_events(
         before_seq: q.before,
         limit,
     };
-    let rows = crate::events::query(&s.store, query).await.map_err(ApiError::internal)?;
+    let rows = crate::events::query(&s.store, query)
+        .await
+        .map_err(ApiError::internal)?;
     let next = rows.last().map(|(seq, _)| *seq);
     let events: Vec<Json_> = rows
         .into_iter()
@@ -669,4 +682,323 @@ async fn store_stats(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
         "rawSamplesPerPoint": counts,
         "healthy": s.store.health().is_ok(),
     })))
+}
+
+fn park(s: &ApiState) -> ApiResult<&crate::park::ParkService> {
+    s.park_service.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this node does not decide doors and barriers (business.enabled is off)",
+        )
+    })
+}
+
+impl From<crate::park::ParkError> for ApiError {
+    fn from(e: crate::park::ParkError) -> Self {
+        match e {
+            crate::park::ParkError::NotFound(m) => ApiError::not_found(m),
+            crate::park::ParkError::Invalid(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m)
+            }
+            crate::park::ParkError::Store(e) => ApiError::internal(e),
+        }
+    }
+}
+
+/// Records a facility engineer's action in the audit log, whatever its outcome.
+async fn audited<T>(
+    s: &ApiState,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: Json_,
+    result: ApiResult<T>,
+) -> ApiResult<T> {
+    let outcome = match &result {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("refused: {}", e.message),
+    };
+    let entry = AuditEntry {
+        ts: now_micros(),
+        actor: actor.to_string(),
+        action: action.to_string(),
+        target: target.to_string(),
+        detail: detail.to_string(),
+        outcome,
+    };
+    s.store.audit(entry).await.map_err(ApiError::internal)?;
+    result
+}
+
+async fn list_doors(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
+    Ok(Json(park(&s)?.doors()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManualOpen {
+    reason: String,
+    actor: String,
+}
+
+fn need_text(field: &str, v: &str) -> ApiResult<()> {
+    if v.trim().is_empty() || v.len() > 500 {
+        return Err(ApiError::bad_request(format!(
+            "{field} must be 1 to 500 characters"
+        )));
+    }
+    Ok(())
+}
+
+async fn open_door(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<ManualOpen>, JsonRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Json(b) = body?;
+    need_text("reason", &b.reason)?;
+    need_text("actor", &b.actor)?;
+    let result = match park(&s) {
+        Ok(p) => p
+            .manual_open(&id, &b.reason, &b.actor)
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    let out = audited(
+        &s,
+        &b.actor,
+        "door_manual_open",
+        &id,
+        json!({"reason": b.reason}),
+        result,
+    )
+    .await?;
+    Ok(Json(out))
+}
+
+async fn list_lots(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
+    Ok(Json(park(&s)?.lots()))
+}
+
+async fn list_sessions(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
+    Ok(Json(park(&s)?.sessions()))
+}
+
+async fn list_review(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
+    Ok(Json(park(&s)?.review_queue()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Review {
+    admit: bool,
+    /// The plate as the person reads it, when the camera got it wrong.
+    plate: Option<String>,
+    actor: String,
+}
+
+async fn resolve_review(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<Review>, JsonRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Json(b) = body?;
+    need_text("actor", &b.actor)?;
+    if let Some(p) = &b.plate {
+        let n = crate::field::normalize_plate(p);
+        if n.is_empty() || n.chars().count() > 12 {
+            return Err(ApiError::bad_request(format!("{p:?} is not a plate")));
+        }
+    }
+    let result = match park(&s) {
+        Ok(p) => p
+            .resolve_review(&id, b.plate.as_deref(), b.admit, &b.actor)
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    let out = audited(
+        &s,
+        &b.actor,
+        "plate_review",
+        &id,
+        json!({"admit": b.admit, "plate": b.plate}),
+        result,
+    )
+    .await?;
+    Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCredential {
+    id: String,
+    person_id: String,
+    kind: String,
+    value: String,
+    valid_from: Option<i64>,
+    valid_to: Option<i64>,
+    actor: String,
+}
+
+async fn put_credential(
+    State(s): State<ApiState>,
+    body: Result<Json<NewCredential>, JsonRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Json(b) = body?;
+    need_text("actor", &b.actor)?;
+    let kind = b
+        .kind
+        .parse::<park_model::directory::CredentialKind>()
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "kind {:?} is not one of card, qr, pin, plate",
+                b.kind
+            ))
+        })?;
+    let c = park_model::directory::Credential {
+        id: b.id.clone(),
+        person_id: b.person_id.clone(),
+        kind,
+        value: b.value.clone(),
+        status: park_model::directory::CredentialStatus::Active,
+        valid_from: b.valid_from,
+        valid_to: b.valid_to,
+    };
+    let result = match park(&s) {
+        Ok(p) => p.put_credential(c).await.map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    let detail = json!({"person": b.person_id, "kind": b.kind, "validFrom": b.valid_from, "validTo": b.valid_to});
+    Ok(Json(
+        audited(&s, &b.actor, "credential_put", &b.id, detail, result).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusChange {
+    status: String,
+    actor: String,
+    reason: Option<String>,
+}
+
+async fn credential_status(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<StatusChange>, JsonRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Json(b) = body?;
+    need_text("actor", &b.actor)?;
+    let status = b
+        .status
+        .parse::<park_model::directory::CredentialStatus>()
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "status {:?} is not one of active, suspended, lost",
+                b.status
+            ))
+        })?;
+    let result = match park(&s) {
+        Ok(p) => p
+            .set_credential_status(&id, status)
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    Ok(Json(
+        audited(
+            &s,
+            &b.actor,
+            "credential_status",
+            &id,
+            json!({"status": b.status, "reason": b.reason}),
+            result,
+        )
+        .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPass {
+    id: String,
+    plate: String,
+    kind: String,
+    lot_ids: Vec<String>,
+    valid_from: i64,
+    valid_to: i64,
+    enterprise_id: Option<String>,
+    actor: String,
+}
+
+async fn put_pass(
+    State(s): State<ApiState>,
+    body: Result<Json<NewPass>, JsonRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Json(b) = body?;
+    need_text("actor", &b.actor)?;
+    let kind = b
+        .kind
+        .parse::<park_model::parking::PassKind>()
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "kind {:?} is not one of monthly, enterprise_allowance, visitor",
+                b.kind
+            ))
+        })?;
+    let pass = park_model::parking::Pass {
+        id: b.id.clone(),
+        plate: crate::field::normalize_plate(&b.plate),
+        kind,
+        lot_ids: b.lot_ids.clone(),
+        valid_from: b.valid_from,
+        valid_to: b.valid_to,
+        status: park_model::parking::PassStatus::Active,
+        enterprise_id: b.enterprise_id.clone(),
+    };
+    let result = match park(&s) {
+        Ok(p) => p.put_pass(pass).await.map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    let detail =
+        json!({"plate": b.plate, "kind": b.kind, "lots": b.lot_ids, "validTo": b.valid_to});
+    Ok(Json(
+        audited(&s, &b.actor, "pass_put", &b.id, detail, result).await?,
+    ))
+}
+
+async fn pass_status(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<StatusChange>, JsonRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Json(b) = body?;
+    need_text("actor", &b.actor)?;
+    let status = b
+        .status
+        .parse::<park_model::parking::PassStatus>()
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "status {:?} is not one of active, suspended",
+                b.status
+            ))
+        })?;
+    let result = match park(&s) {
+        Ok(p) => p.set_pass_status(&id, status).await.map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    Ok(Json(
+        audited(
+            &s,
+            &b.actor,
+            "pass_status",
+            &id,
+            json!({"status": b.status, "reason": b.reason}),
+            result,
+        )
+        .await?,
+    ))
 }

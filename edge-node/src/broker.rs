@@ -98,7 +98,11 @@ pub struct Publisher {
 impl Publisher {
     /// Connects to the broker at `addr` and keeps the connection going in a task.
     pub fn connect(addr: SocketAddr) -> (Publisher, tokio::task::JoinHandle<()>) {
-        let mut options = rumqttc::MqttOptions::new("smartpark-edge-commands", addr.ip().to_string(), addr.port());
+        let mut options = rumqttc::MqttOptions::new(
+            "smartpark-edge-commands",
+            addr.ip().to_string(),
+            addr.port(),
+        );
         options.set_keep_alive(std::time::Duration::from_secs(10));
         options.set_max_packet_size(256 * 1024, 256 * 1024);
         let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 1024);

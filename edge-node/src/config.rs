@@ -27,6 +27,8 @@ pub struct EdgeConfig {
     pub mqtt: MqttConfig,
     #[serde(default)]
     pub storage: StorageConfig,
+    #[serde(default)]
+    pub business: BusinessConfig,
     #[serde(default, rename = "device")]
     pub devices: Vec<DeviceConfig>,
 }
@@ -60,6 +62,42 @@ impl Default for ApiConfig {
 
 fn default_api_listen() -> String {
     "127.0.0.1:8080".into()
+}
+
+/// Doors, barriers and the park documents they are decided from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusinessConfig {
+    /// Decide at doors and barriers (needs the MQTT broker).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// A folder of automerge files merged into the stored documents at start.
+    pub seed_dir: Option<PathBuf>,
+    /// Plate reads below this confidence wait for a person to confirm them.
+    #[serde(default = "default_confidence")]
+    pub plate_confidence_threshold: f64,
+    /// The park's offset from UTC, used only when the edge has to create the documents.
+    #[serde(default = "default_utc_offset")]
+    pub utc_offset_minutes: i32,
+}
+
+impl Default for BusinessConfig {
+    fn default() -> Self {
+        BusinessConfig {
+            enabled: true,
+            seed_dir: None,
+            plate_confidence_threshold: default_confidence(),
+            utc_offset_minutes: default_utc_offset(),
+        }
+    }
+}
+
+fn default_confidence() -> f64 {
+    0.6
+}
+
+fn default_utc_offset() -> i32 {
+    480
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +203,8 @@ pub struct EdgeSettings {
     pub api_listen: SocketAddr,
     pub mqtt: Option<MqttSettings>,
     pub storage: StorageConfig,
+    /// `None` when doors and barriers are not decided here.
+    pub business: Option<crate::park::ParkSettings>,
     pub profiles: BTreeMap<String, Arc<Profile>>,
     pub devices: Vec<DeviceSpec>,
 }
@@ -280,6 +320,32 @@ impl EdgeConfig {
             }
             devices.push(d.build(file, text, &key, &profiles)?);
         }
+        let b = &self.business;
+        if !(0.0..=1.0).contains(&b.plate_confidence_threshold) {
+            return Err(invalid(
+                "business.plate_confidence_threshold",
+                "must be between 0 and 1".into(),
+            ));
+        }
+        if !(-720..=840).contains(&b.utc_offset_minutes) {
+            return Err(invalid(
+                "business.utc_offset_minutes",
+                "must be between -720 and 840".into(),
+            ));
+        }
+        if b.enabled && mqtt.is_none() {
+            return Err(invalid(
+                "business.enabled",
+                "doors and barriers need the MQTT broker (mqtt.enabled)".into(),
+            ));
+        }
+        let business = b.enabled.then(|| crate::park::ParkSettings {
+            park: self.node.park.clone(),
+            building: self.node.building.clone(),
+            seed_dir: b.seed_dir.as_deref().map(resolve),
+            plate_confidence_threshold: b.plate_confidence_threshold,
+            utc_offset_minutes: b.utc_offset_minutes,
+        });
         Ok(EdgeSettings {
             file: file.to_path_buf(),
             park: self.node.park,
@@ -288,6 +354,7 @@ impl EdgeConfig {
             api_listen,
             mqtt,
             storage: self.storage,
+            business,
             profiles,
             devices,
         })

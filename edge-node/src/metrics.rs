@@ -115,6 +115,8 @@ pub struct Metrics {
     pub mqtt_messages_total: AtomicU64,
     pub mqtt_unmapped_messages_total: AtomicU64,
     pub point_writes_total: AtomicU64,
+    pub access_granted_total: AtomicU64,
+    pub access_denied_total: AtomicU64,
     pub point_write_failures_total: AtomicU64,
     pub http_requests_total: AtomicU64,
     pub http_client_errors_total: AtomicU64,
@@ -143,7 +145,17 @@ impl Metrics {
     /// the caller (device states, for instance).
     pub fn render(&self, extra: &[ExtraGauge<'_>]) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &AtomicU64, &str); 19] = [
+        let counters: [(&str, &AtomicU64, &str); 21] = [
+            (
+                "smartpark_edge_access_granted_total",
+                &self.access_granted_total,
+                "Door access decisions that granted entry.",
+            ),
+            (
+                "smartpark_edge_access_denied_total",
+                &self.access_denied_total,
+                "Door access decisions that denied entry.",
+            ),
             (
                 "smartpark_edge_samples_received_total",
                 &self.samples_received_total,

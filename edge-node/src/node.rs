@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::config::EdgeSettings;
 use crate::field::FieldMessage;
 use crate::metrics::Metrics;
+use crate::park::ParkService;
 use crate::store::{PointInfo, Store, StoreConfig};
 
 /// One device as the node tracks it.
@@ -83,6 +84,8 @@ pub struct EdgeNode {
     pub mqtt_v5: Option<SocketAddr>,
     pub store: Store,
     pub devices: Devices,
+    /// Doors and barriers, when this node decides them.
+    pub park: Option<ParkService>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -173,9 +176,31 @@ impl EdgeNode {
             tasks.push(tokio::spawn(fut));
         }
 
-        let (mqtt_v4, mqtt_v5) = match &settings.mqtt {
+        let (mqtt_v4, mqtt_v5, park_service) = match &settings.mqtt {
             Some(m) => {
                 let (v4, v5, link_tx, link_rx) = crate::broker::start(m)?;
+                let (field, park_service) = match &settings.business {
+                    Some(b) => {
+                        let (publisher, task) = crate::broker::Publisher::connect(v4);
+                        tasks.push(task);
+                        let service = ParkService::open(
+                            store.clone(),
+                            b.clone(),
+                            Some(publisher),
+                            metrics.clone(),
+                        )
+                        .await?;
+                        let (tx, mut rx) = mpsc::channel::<FieldMessage>(1024);
+                        let s2 = service.clone();
+                        tasks.push(tokio::spawn(async move {
+                            while let Some(m) = rx.recv().await {
+                                s2.handle(m).await;
+                            }
+                        }));
+                        (Some(tx), Some(service))
+                    }
+                    None => (None, None),
+                };
                 let mapping = Arc::new(Mutex::new(MqttDevices::new(&settings.devices)));
                 tasks.extend(mqtt_tasks(
                     mapping,
@@ -183,11 +208,11 @@ impl EdgeNode {
                     link_rx,
                     output.clone(),
                     metrics.clone(),
-                    None,
+                    field,
                 ));
-                (Some(v4), Some(v5))
+                (Some(v4), Some(v5), park_service)
             }
-            None => (None, None),
+            None => (None, None, None),
         };
 
         let listener = tokio::net::TcpListener::bind(settings.api_listen)
@@ -200,6 +225,7 @@ impl EdgeNode {
             store: store.clone(),
             devices: devices.clone(),
             metrics,
+            park_service: park_service.clone(),
         };
         let app = crate::api::router(state);
         tasks.push(tokio::spawn(async move {
@@ -208,6 +234,7 @@ impl EdgeNode {
             }
         }));
         Ok(EdgeNode {
+            park: park_service,
             settings,
             api_addr,
             mqtt_v4,
@@ -267,7 +294,10 @@ fn mqtt_tasks(
                     .mqtt_messages_total
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let topic = String::from_utf8_lossy(&forward.publish.topic).to_string();
-                if let Some(field) = field.as_ref().filter(|_| crate::field::is_field_topic(&topic)) {
+                if let Some(field) = field
+                    .as_ref()
+                    .filter(|_| crate::field::is_field_topic(&topic))
+                {
                     match crate::field::parse(&topic, &forward.publish.payload, now_micros()) {
                         Ok(Some(m)) => {
                             if field.send(m).await.is_err() {

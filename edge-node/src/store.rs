@@ -224,6 +224,25 @@ impl Store {
             .map_err(|e| anyhow::anyhow!("store write refused: {e}"))
     }
 
+    /// Queues `op` for the writer now, in call order, and returns a future that resolves
+    /// once it is committed. Callers that must keep writes in order but need not wait for
+    /// each one (decisions at a busy door) submit in order and await elsewhere.
+    pub async fn submit(
+        &self,
+        op: WriteOp,
+    ) -> anyhow::Result<impl Future<Output = anyhow::Result<()>> + Send + 'static> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(WriterMsg::Op(op, tx))
+            .await
+            .map_err(|_| anyhow::anyhow!("the store writer has stopped"))?;
+        Ok(async move {
+            rx.await
+                .map_err(|_| anyhow::anyhow!("the store writer has stopped"))?
+                .map_err(|e| anyhow::anyhow!("store write refused: {e}"))
+        })
+    }
+
     /// Records an audit entry; returns once it is committed.
     pub async fn audit(&self, entry: AuditEntry) -> anyhow::Result<()> {
         self.write(Box::new(move |c| {
@@ -497,6 +516,47 @@ fn open_writer(path: &Path) -> anyhow::Result<Connection> {
              seq INTEGER NOT NULL,
              data BLOB NOT NULL,
              PRIMARY KEY (doc_id, seq)
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS parking_sessions (
+             id TEXT PRIMARY KEY,
+             lot TEXT NOT NULL,
+             plate TEXT NOT NULL,
+             entry_lane TEXT NOT NULL,
+             entered_at INTEGER NOT NULL,
+             kind TEXT NOT NULL,
+             state TEXT NOT NULL,
+             exit_lane TEXT,
+             exited_at INTEGER,
+             fee_fen INTEGER,
+             currency TEXT,
+             paid_fen INTEGER NOT NULL DEFAULT 0
+         ) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS parking_sessions_state ON parking_sessions (state, lot);
+         CREATE TABLE IF NOT EXISTS parking_payments (
+             id TEXT PRIMARY KEY,
+             session TEXT NOT NULL,
+             amount_fen INTEGER NOT NULL,
+             currency TEXT NOT NULL,
+             method TEXT NOT NULL,
+             ts INTEGER NOT NULL
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS presence (
+             person TEXT NOT NULL,
+             area TEXT NOT NULL,
+             inside INTEGER NOT NULL,
+             ts INTEGER NOT NULL,
+             PRIMARY KEY (person, area)
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS review_queue (
+             id TEXT PRIMARY KEY,
+             lane TEXT NOT NULL,
+             plate TEXT NOT NULL,
+             confidence REAL NOT NULL,
+             direction TEXT NOT NULL,
+             image TEXT,
+             ts INTEGER NOT NULL,
+             resolved_at INTEGER,
+             resolution TEXT
          ) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS latest (
              point_id INTEGER PRIMARY KEY,

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 async fn node(dir: &Path) -> EdgeNode {
     let profiles = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware-configs/profiles");
     let text = format!(
-        "[node]\npark = \"p\"\nbuilding = \"b\"\ndata_dir = \"data\"\nprofiles_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nenabled = false\n\n\
+        "[node]\npark = \"p\"\nbuilding = \"b\"\ndata_dir = \"data\"\nprofiles_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nenabled = false\n[business]\nenabled = false\n\n\
          [[device]]\nid = \"env\"\nprofile = \"tasmota-am2301\"\nmqtt = {{ topic_id = \"env\" }}\n",
         profiles.display()
     );

@@ -9,3 +9,4 @@ mod crash;
 mod demo;
 mod modbus;
 mod mqtt;
+mod park;

@@ -1,0 +1,1227 @@
+//! The park's business state at the edge: the automerge documents this building needs (the
+//! park directory, this building's doors, the car parks), the decision indexes derived from
+//! them, and the services that decide at doors and barriers with no uplink.
+//!
+//! Order of work for every decision: decide from the in-memory index (microseconds), queue
+//! one write with the event and the state it changes (session, presence, review item) in
+//! call order, and publish the command only once that write is durable. Local edits to the
+//! documents are saved incrementally and the indexes are refreshed from the changed
+//! entities only, never rebuilt per decision.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use automerge::ChangeHash;
+use device_drivers::{Timestamp, now_micros};
+use park_model::access::{AccessIndex, Presence, PresenceMap, PresenceUpdate};
+use park_model::directory::{Credential, CredentialKind, CredentialStatus};
+use park_model::gate::{EntryKind, ExitDecision, Occupancy, ParkingIndex, ParkingSession, Payer};
+use park_model::parking::{Pass, PassStatus};
+use park_model::{BuildingDoc, ParkDirectory, ParkingDoc};
+use rusqlite::types::Value as Sql;
+use serde_json::{Value as Json, json};
+
+use crate::broker::Publisher;
+use crate::events::Event;
+use crate::field::{self, CredentialRead, FieldDevice, FieldMessage, Payment, PlateRead, Side};
+use crate::metrics::Metrics;
+use crate::store::{Store, WriteOp};
+
+/// Settings for the park services of one edge.
+#[derive(Debug, Clone)]
+pub struct ParkSettings {
+    pub park: String,
+    pub building: String,
+    /// Automerge files merged into the stored documents at start (`directory.automerge`,
+    /// `building-<id>.automerge`, `parking.automerge`), if present.
+    pub seed_dir: Option<std::path::PathBuf>,
+    /// Plate reads below this confidence wait for a person to confirm them.
+    pub plate_confidence_threshold: f64,
+    /// The UTC offset used when the edge has to create the documents itself.
+    pub utc_offset_minutes: i32,
+}
+
+/// Document ids in the store.
+const DIRECTORY: &str = "directory";
+const PARKING: &str = "parking";
+
+fn building_doc_id(building: &str) -> String {
+    format!("building/{building}")
+}
+
+/// A document with the heads of what is already stored, so that a save writes exactly the
+/// changes not yet on disk.
+struct Stored<D> {
+    doc: D,
+    stored_heads: Vec<ChangeHash>,
+    chunks: usize,
+}
+
+#[derive(Debug, Clone)]
+struct OpenSession {
+    id: String,
+    plate: String,
+    lane: String,
+    session: ParkingSession,
+    /// Set once an exit has been decided with a fee still to pay.
+    fee_due: Option<(ExitDecision, String)>,
+    paid_fen: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct DoorLive {
+    online: Option<bool>,
+    state: Option<(String, Timestamp)>,
+    last_decision: Option<(bool, String, Timestamp)>,
+}
+
+#[derive(Debug, Clone)]
+struct ReviewItem {
+    id: String,
+    lane: String,
+    read: PlateRead,
+}
+
+struct State {
+    directory: Stored<ParkDirectory>,
+    building: Stored<BuildingDoc>,
+    parking: Stored<ParkingDoc>,
+    access: AccessIndex,
+    gates: ParkingIndex,
+    /// Lane → lot, kept with `gates`.
+    lane_lots: HashMap<String, String>,
+    presence: PresenceMap,
+    occupancy: Occupancy,
+    /// Open sessions by (lot, plate).
+    sessions: HashMap<(String, String), OpenSession>,
+    doors: BTreeMap<String, DoorLive>,
+    cameras: BTreeMap<String, bool>,
+    review: BTreeMap<String, ReviewItem>,
+}
+
+/// The door and barrier services of one building.
+#[derive(Clone)]
+pub struct ParkService {
+    state: Arc<Mutex<State>>,
+    store: Store,
+    publisher: Option<Publisher>,
+    settings: Arc<ParkSettings>,
+    metrics: Arc<Metrics>,
+}
+
+/// A statement and its parameters, for one atomic write.
+type Stmt = (&'static str, Vec<Sql>);
+
+fn batch(stmts: Vec<Stmt>) -> WriteOp {
+    Box::new(move |c| {
+        for (sql, params) in &stmts {
+            c.prepare_cached(sql)?
+                .execute(rusqlite::params_from_iter(params.iter()))?;
+        }
+        Ok(())
+    })
+}
+
+fn event_stmt(e: &Event) -> Stmt {
+    (
+        "INSERT OR IGNORE INTO events (id, ts, kind, subject, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        vec![
+            Sql::Text(e.id.clone()),
+            Sql::Integer(e.ts),
+            Sql::Text(e.kind.clone()),
+            Sql::Text(e.subject.clone()),
+            Sql::Text(e.body.to_string()),
+        ],
+    )
+}
+
+fn text(s: &str) -> Sql {
+    Sql::Text(s.to_string())
+}
+
+fn entry_kind_json(k: &EntryKind) -> Json {
+    match k {
+        EntryKind::Monthly { pass_id } => json!({"kind": "monthly", "pass": pass_id}),
+        EntryKind::Allowance {
+            pass_id,
+            enterprise_id,
+        } => json!({"kind": "allowance", "pass": pass_id, "enterprise": enterprise_id}),
+        EntryKind::Visitor {
+            pass_id,
+            enterprise_id,
+        } => json!({"kind": "visitor", "pass": pass_id, "enterprise": enterprise_id}),
+    }
+}
+
+fn entry_kind_from_json(j: &Json) -> Option<EntryKind> {
+    let s = |k: &str| j.get(k).and_then(Json::as_str).map(str::to_string);
+    match j.get("kind")?.as_str()? {
+        "monthly" => Some(EntryKind::Monthly {
+            pass_id: s("pass")?,
+        }),
+        "allowance" => Some(EntryKind::Allowance {
+            pass_id: s("pass")?,
+            enterprise_id: s("enterprise")?,
+        }),
+        "visitor" => Some(EntryKind::Visitor {
+            pass_id: s("pass"),
+            enterprise_id: s("enterprise"),
+        }),
+        _ => None,
+    }
+}
+
+fn payer_json(p: &Payer) -> Json {
+    match p {
+        Payer::Driver => json!("driver"),
+        Payer::Enterprise(e) => json!({"enterprise": e}),
+    }
+}
+
+fn side(s: Option<Side>) -> Option<&'static str> {
+    s.map(|s| match s {
+        Side::In => "in",
+        Side::Out => "out",
+    })
+}
+
+fn credential_kind(k: field::CredentialKind) -> CredentialKind {
+    match k {
+        field::CredentialKind::Card => CredentialKind::Card,
+        field::CredentialKind::Qr => CredentialKind::Qr,
+        field::CredentialKind::Pin => CredentialKind::Pin,
+        field::CredentialKind::Plate => CredentialKind::Plate,
+    }
+}
+
+impl ParkService {
+    /// Loads the documents from the store (merging any seed files), derives the indexes,
+    /// and restores sessions, presence and the review queue.
+    pub async fn open(
+        store: Store,
+        settings: ParkSettings,
+        publisher: Option<Publisher>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<ParkService> {
+        let now = now_micros();
+        let seed = |name: &str| -> anyhow::Result<Option<Vec<u8>>> {
+            let Some(dir) = &settings.seed_dir else {
+                return Ok(None);
+            };
+            let path = dir.join(name);
+            match std::fs::read(&path) {
+                Ok(b) => Ok(Some(b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+            }
+        };
+        let building_id = building_doc_id(&settings.building);
+        let directory = open_doc(&store, DIRECTORY, seed("directory.automerge")?, || {
+            ParkDirectory::new(&settings.park, settings.utc_offset_minutes, now)
+        })
+        .await?;
+        let building = open_doc(
+            &store,
+            &building_id,
+            seed(&format!("building-{}.automerge", settings.building))?,
+            || BuildingDoc::new(&settings.park, &settings.building, now),
+        )
+        .await?;
+        let parking = open_doc(&store, PARKING, seed("parking.automerge")?, || {
+            ParkingDoc::new(&settings.park, settings.utc_offset_minutes, now)
+        })
+        .await?;
+        let dir_snapshot = directory.doc.snapshot()?;
+        let building_snapshot = building.doc.snapshot()?;
+        for r in dir_snapshot
+            .rejected
+            .iter()
+            .chain(&building_snapshot.rejected)
+        {
+            tracing::warn!(collection = %r.collection, id = %r.id, reason = %r.reason, "A document entity cannot be read and takes no part in decisions.");
+        }
+        let access = AccessIndex::build(&dir_snapshot, [&building_snapshot]);
+        let parking_snapshot = parking.doc.snapshot()?;
+        let gates = ParkingIndex::build(&parking_snapshot);
+        let lane_lots = lane_lots(&parking_snapshot);
+        let (sessions, presence, review) = restore(&store).await?;
+        let mut occupancy = Occupancy::default();
+        for s in sessions.values() {
+            *occupancy
+                .occupied
+                .entry(s.session.lot_id.clone())
+                .or_default() += 1;
+            if let EntryKind::Allowance { enterprise_id, .. } = &s.session.kind {
+                *occupancy
+                    .allowance_in_use
+                    .entry((enterprise_id.clone(), s.session.lot_id.clone()))
+                    .or_default() += 1;
+            }
+        }
+        let doors = building_snapshot
+            .doors
+            .keys()
+            .map(|d| (d.clone(), DoorLive::default()))
+            .collect();
+        let mut state = State {
+            directory,
+            building,
+            parking,
+            access,
+            gates,
+            lane_lots,
+            presence,
+            occupancy,
+            sessions,
+            doors,
+            cameras: BTreeMap::new(),
+            review,
+        };
+        state.directory.doc.track_changes();
+        state.building.doc.track_changes();
+        tracing::info!(
+            credentials = state.access.credential_count(),
+            doors = state.access.door_count(),
+            open_sessions = state.sessions.len(),
+            "Park documents loaded."
+        );
+        Ok(ParkService {
+            state: Arc::new(Mutex::new(state)),
+            store,
+            publisher,
+            settings: Arc::new(settings),
+            metrics,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Handles one message from a door controller, camera or pay terminal. Returns once the
+    /// resulting write is queued; the command goes out when it is durable.
+    pub async fn handle(&self, msg: FieldMessage) {
+        let now = now_micros();
+        let result = match msg {
+            FieldMessage::DoorRead { door, read } => self.door_read(&door, read, now).await,
+            FieldMessage::DoorState { door, state, ts } => {
+                self.lock().doors.entry(door.clone()).or_default().state =
+                    Some((state.as_str().to_string(), ts));
+                let e = Event::new(ts, "door.state", &door, json!({"state": state.as_str()}));
+                self.commit_then(vec![event_stmt(&e)], Vec::new()).await
+            }
+            FieldMessage::Status { device, online } => {
+                let mut s = self.lock();
+                match device {
+                    FieldDevice::Door(d) => s.doors.entry(d).or_default().online = Some(online),
+                    FieldDevice::Camera(l) => {
+                        s.cameras.insert(l, online);
+                    }
+                }
+                Ok(())
+            }
+            FieldMessage::Plate { lane, plate } => self.plate(&lane, plate, now).await,
+            FieldMessage::Payment { lane, payment } => self.payment(&lane, payment, now).await,
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %format!("{e:#}"), "A door or lane message could not be handled.");
+        }
+    }
+
+    /// Queues `stmts` as one write now, and publishes `commands` once it is durable.
+    async fn commit_then(
+        &self,
+        stmts: Vec<Stmt>,
+        commands: Vec<(String, Json)>,
+    ) -> anyhow::Result<()> {
+        let done = self.store.submit(batch(stmts)).await?;
+        let publisher = self.publisher.clone();
+        tokio::spawn(async move {
+            if let Err(e) = done.await {
+                tracing::error!(error = %format!("{e:#}"), "A decision could not be stored; its command is not sent.");
+                return;
+            }
+            let Some(p) = publisher else { return };
+            for (topic, payload) in commands {
+                if let Err(e) = p.publish(&topic, payload.to_string().into_bytes()).await {
+                    tracing::error!(%topic, error = %format!("{e:#}"), "Cannot publish a command.");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn door_read(
+        &self,
+        door: &str,
+        read: CredentialRead,
+        now: Timestamp,
+    ) -> anyhow::Result<()> {
+        let (decision, event) = {
+            let mut s = self.lock();
+            let d = s.access.decide(
+                credential_kind(read.kind),
+                &read.value,
+                door,
+                now,
+                &s.presence,
+            );
+            if let Some(update) = &d.presence_update {
+                s.presence.apply(update);
+            }
+            let e = Event::new(
+                read.ts,
+                "access.decision",
+                door,
+                json!({
+                    "granted": d.granted,
+                    "reason": d.reason.as_str(),
+                    "sentence": d.reason.sentence(),
+                    "credentialKind": format!("{:?}", read.kind).to_lowercase(),
+                    "credentialValue": read.value,
+                    "credential": d.credential.as_deref(),
+                    "person": d.person.as_deref(),
+                    "enterprise": d.enterprise.as_deref(),
+                    "reader": side(read.reader),
+                    "readId": read.id,
+                    "decidedAt": now,
+                }),
+            );
+            s.doors.entry(door.to_string()).or_default().last_decision =
+                Some((d.granted, d.reason.as_str().to_string(), now));
+            (d, e)
+        };
+        let counter = if decision.granted {
+            &self.metrics.access_granted_total
+        } else {
+            &self.metrics.access_denied_total
+        };
+        counter.fetch_add(1, Relaxed);
+        let mut stmts = vec![event_stmt(&event)];
+        if let Some(u) = &decision.presence_update {
+            stmts.push(presence_stmt(u, now));
+        }
+        let command = if decision.granted {
+            json!({"command": "unlock", "duration_ms": decision.unlock_duration_ms, "decision": event.id})
+        } else {
+            json!({"command": "deny", "reason": decision.reason.as_str(), "decision": event.id})
+        };
+        self.commit_then(stmts, vec![(format!("door/{door}/command"), command)])
+            .await
+    }
+
+    async fn plate(&self, lane: &str, read: PlateRead, now: Timestamp) -> anyhow::Result<()> {
+        if read.confidence < self.settings.plate_confidence_threshold {
+            let e = Event::new(
+                read.ts,
+                "parking.review",
+                lane,
+                json!({"plate": read.plate, "confidence": read.confidence, "direction": side(Some(read.direction)), "image": read.image, "state": "waiting"}),
+            );
+            let item = ReviewItem {
+                id: e.id.clone(),
+                lane: lane.to_string(),
+                read: read.clone(),
+            };
+            self.lock().review.insert(item.id.clone(), item);
+            let stmts = vec![
+                event_stmt(&e),
+                (
+                    "INSERT OR IGNORE INTO review_queue (id, lane, plate, confidence, direction, image, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    vec![
+                        text(&e.id),
+                        text(lane),
+                        text(&read.plate),
+                        Sql::Real(read.confidence),
+                        text(side(Some(read.direction)).unwrap_or("in")),
+                        read.image.clone().map(Sql::Text).unwrap_or(Sql::Null),
+                        Sql::Integer(read.ts),
+                    ],
+                ),
+            ];
+            let display = json!({"text": "Please wait: an attendant is checking your plate."});
+            return self
+                .commit_then(stmts, vec![(format!("lane/{lane}/display"), display)])
+                .await;
+        }
+        match read.direction {
+            Side::In => self.entry(lane, &read.plate, read.ts, now, None).await,
+            Side::Out => self.exit(lane, &read.plate, read.ts, now).await,
+        }
+    }
+
+    async fn entry(
+        &self,
+        lane: &str,
+        plate: &str,
+        ts: Timestamp,
+        now: Timestamp,
+        confirmed_by: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let (stmts, commands) = {
+            let mut s = self.lock();
+            let d = s.gates.decide_entry(plate, lane, now, &s.occupancy);
+            let session_id = d
+                .granted
+                .then(|| Event::new(ts, "parking.session", lane, Json::Null).id);
+            let e = Event::new(
+                ts,
+                "parking.entry",
+                lane,
+                json!({
+                    "plate": d.plate,
+                    "lot": d.lot_id,
+                    "granted": d.granted,
+                    "reason": d.reason.as_str(),
+                    "sentence": d.reason.sentence(),
+                    "session": session_id,
+                    "entry": d.kind.as_ref().map(entry_kind_json),
+                    "confirmedBy": confirmed_by,
+                }),
+            );
+            let mut stmts = vec![event_stmt(&e)];
+            let mut commands = Vec::new();
+            match (&session_id, &d.lot_id, &d.kind) {
+                (Some(id), Some(lot), Some(kind)) if d.granted => {
+                    // A car already inside by this plate (a missed exit) is closed first so the
+                    // lot is not counted twice.
+                    if let Some(old) = s.sessions.remove(&(lot.clone(), d.plate.clone())) {
+                        release(&mut s.occupancy, &old.session);
+                        stmts.push(("UPDATE parking_sessions SET state = 'closed', exited_at = ?2 WHERE id = ?1", vec![text(&old.id), Sql::Integer(ts)]));
+                    }
+                    s.occupancy.record_entry(&d);
+                    let session = ParkingSession {
+                        lot_id: lot.clone(),
+                        entered_at: ts,
+                        kind: kind.clone(),
+                    };
+                    s.sessions.insert(
+                        (lot.clone(), d.plate.clone()),
+                        OpenSession {
+                            id: id.clone(),
+                            plate: d.plate.clone(),
+                            lane: lane.to_string(),
+                            session,
+                            fee_due: None,
+                            paid_fen: 0,
+                        },
+                    );
+                    stmts.push((
+                        "INSERT INTO parking_sessions (id, lot, plate, entry_lane, entered_at, kind, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open')",
+                        vec![text(id), text(lot), text(&d.plate), text(lane), Sql::Integer(ts), Sql::Text(entry_kind_json(kind).to_string())],
+                    ));
+                    commands.push((
+                        format!("barrier/{lane}/command"),
+                        json!({"command": "open", "decision": e.id, "session": id}),
+                    ));
+                    commands.push((
+                        format!("lane/{lane}/display"),
+                        json!({"text": format!("Welcome, {}", d.plate)}),
+                    ));
+                }
+                _ => {
+                    commands.push((
+                        format!("barrier/{lane}/command"),
+                        json!({"command": "hold", "reason": d.reason.as_str(), "decision": e.id}),
+                    ));
+                    commands.push((
+                        format!("lane/{lane}/display"),
+                        json!({"text": d.reason.sentence()}),
+                    ));
+                }
+            }
+            (stmts, commands)
+        };
+        self.commit_then(stmts, commands).await
+    }
+
+    async fn exit(
+        &self,
+        lane: &str,
+        plate: &str,
+        ts: Timestamp,
+        now: Timestamp,
+    ) -> anyhow::Result<()> {
+        let (stmts, commands) = {
+            let mut s = self.lock();
+            let plate = field::normalize_plate(plate);
+            let lot = s.lane_lots.get(lane).cloned();
+            let key = lot.clone().map(|l| (l, plate.clone()));
+            let open = key.as_ref().and_then(|k| s.sessions.get(k)).cloned();
+            let d = s
+                .gates
+                .decide_exit(&plate, lane, open.as_ref().map(|o| &o.session), now);
+            let e = Event::new(
+                ts,
+                if d.open {
+                    "parking.exit"
+                } else {
+                    "parking.fee_due"
+                },
+                lane,
+                json!({
+                    "plate": d.plate,
+                    "lot": lot,
+                    "session": open.as_ref().map(|o| o.id.clone()),
+                    "open": d.open,
+                    "reason": d.reason.as_str(),
+                    "sentence": d.reason.sentence(),
+                    "feeFen": d.fee_fen,
+                    "currency": d.currency,
+                    "payer": payer_json(&d.payer),
+                    "enteredAt": open.as_ref().map(|o| o.session.entered_at),
+                }),
+            );
+            let mut stmts = vec![event_stmt(&e)];
+            let mut commands = Vec::new();
+            if d.open {
+                if let (Some(k), Some(o)) = (&key, &open) {
+                    s.sessions.remove(k);
+                    s.occupancy.record_exit(&o.session.lot_id, &d);
+                    stmts.push(close_session_stmt(&o.id, lane, ts, d.fee_fen, &d.currency));
+                }
+                commands.push((format!("barrier/{lane}/command"), json!({"command": "open", "decision": e.id, "session": open.as_ref().map(|o| o.id.clone())})));
+                commands.push((
+                    format!("lane/{lane}/display"),
+                    json!({"text": d.reason.sentence()}),
+                ));
+            } else if d.fee_fen > 0 {
+                // The car waits for payment; a lost ticket gets a session of its own so that
+                // the payment has something to settle.
+                let session_id = match (&key, &open) {
+                    (Some(k), Some(o)) => {
+                        if let Some(so) = s.sessions.get_mut(k) {
+                            so.fee_due = Some((d.clone(), lane.to_string()));
+                        }
+                        stmts.push(("UPDATE parking_sessions SET state = 'fee_due', fee_fen = ?2, currency = ?3, exit_lane = ?4 WHERE id = ?1", vec![text(&o.id), Sql::Integer(d.fee_fen), text(&d.currency), text(lane)]));
+                        o.id.clone()
+                    }
+                    _ => {
+                        let id = Event::new(ts, "parking.session", lane, Json::Null).id;
+                        let lot_id = lot.clone().unwrap_or_default();
+                        let session = ParkingSession {
+                            lot_id: lot_id.clone(),
+                            entered_at: ts,
+                            kind: EntryKind::Visitor {
+                                pass_id: None,
+                                enterprise_id: None,
+                            },
+                        };
+                        stmts.push((
+                            "INSERT INTO parking_sessions (id, lot, plate, entry_lane, entered_at, kind, state, exit_lane, fee_fen, currency) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'fee_due', ?4, ?7, ?8)",
+                            vec![text(&id), text(&lot_id), text(&plate), text(lane), Sql::Integer(ts), Sql::Text(entry_kind_json(&session.kind).to_string()), Sql::Integer(d.fee_fen), text(&d.currency)],
+                        ));
+                        // Counted as inside until it leaves, as the car is in the lot.
+                        *s.occupancy.occupied.entry(lot_id.clone()).or_default() += 1;
+                        s.sessions.insert(
+                            (lot_id, plate.clone()),
+                            OpenSession {
+                                id: id.clone(),
+                                plate: plate.clone(),
+                                lane: lane.to_string(),
+                                session,
+                                fee_due: Some((d.clone(), lane.to_string())),
+                                paid_fen: 0,
+                            },
+                        );
+                        id
+                    }
+                };
+                commands.push((format!("lane/{lane}/display"), json!({"text": d.reason.sentence(), "fee_fen": d.fee_fen, "currency": d.currency, "session": session_id})));
+                commands.push((
+                    format!("barrier/{lane}/command"),
+                    json!({"command": "hold", "reason": d.reason.as_str(), "decision": e.id}),
+                ));
+            } else {
+                commands.push((
+                    format!("barrier/{lane}/command"),
+                    json!({"command": "hold", "reason": d.reason.as_str(), "decision": e.id}),
+                ));
+                commands.push((
+                    format!("lane/{lane}/display"),
+                    json!({"text": d.reason.sentence()}),
+                ));
+            }
+            (stmts, commands)
+        };
+        self.commit_then(stmts, commands).await
+    }
+
+    /// A payment at an exit lane, recorded once by its id (offline payments reach the hub's
+    /// billing later as these events); the barrier opens when the fee is covered.
+    async fn payment(&self, lane: &str, p: Payment, _now: Timestamp) -> anyhow::Result<()> {
+        let (stmts, commands) = {
+            let mut s = self.lock();
+            let found = s
+                .sessions
+                .iter()
+                .find(|(_, o)| o.id == p.session)
+                .map(|(k, _)| k.clone());
+            let e = Event::new(
+                p.ts,
+                "parking.payment",
+                lane,
+                json!({"session": p.session, "payment": p.id, "amountFen": p.amount_fen, "currency": p.currency, "method": format!("{:?}", p.method).to_lowercase()}),
+            );
+            let mut stmts = vec![
+                event_stmt(&e),
+                (
+                    "INSERT OR IGNORE INTO parking_payments (id, session, amount_fen, currency, method, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    vec![
+                        text(&p.id),
+                        text(&p.session),
+                        Sql::Integer(p.amount_fen),
+                        text(&p.currency),
+                        text(&format!("{:?}", p.method).to_lowercase()),
+                        Sql::Integer(p.ts),
+                    ],
+                ),
+            ];
+            let mut commands = Vec::new();
+            match found {
+                None => {
+                    tracing::warn!(session = %p.session, payment = %p.id, "A payment names no open session; it is recorded for billing.")
+                }
+                Some(key) => {
+                    let seen_before = s
+                        .sessions
+                        .get(&key)
+                        .is_some_and(|o| o.paid_fen > 0 && o.fee_due.is_none());
+                    if !seen_before {
+                        let o = s.sessions.get_mut(&key).expect("found above");
+                        o.paid_fen += p.amount_fen;
+                        stmts.push((
+                            "UPDATE parking_sessions SET paid_fen = paid_fen + ?2 WHERE id = ?1",
+                            vec![text(&o.id), Sql::Integer(p.amount_fen)],
+                        ));
+                        if let Some((d, exit_lane)) = o.fee_due.clone()
+                            && o.paid_fen >= d.fee_fen
+                        {
+                            let o = s.sessions.remove(&key).expect("found above");
+                            s.occupancy.record_exit(&o.session.lot_id, &d);
+                            let exit = Event::new(
+                                p.ts,
+                                "parking.exit",
+                                &exit_lane,
+                                json!({"plate": o.plate, "lot": o.session.lot_id, "session": o.id, "open": true, "reason": "paid", "feeFen": d.fee_fen, "paidFen": o.paid_fen, "currency": d.currency, "payer": payer_json(&d.payer), "enteredAt": o.session.entered_at}),
+                            );
+                            stmts.push(event_stmt(&exit));
+                            stmts.push(close_session_stmt(
+                                &o.id,
+                                &exit_lane,
+                                p.ts,
+                                d.fee_fen,
+                                &d.currency,
+                            ));
+                            commands.push((
+                                format!("barrier/{exit_lane}/command"),
+                                json!({"command": "open", "decision": exit.id, "session": o.id}),
+                            ));
+                            commands.push((
+                                format!("lane/{exit_lane}/display"),
+                                json!({"text": "Paid, thank you."}),
+                            ));
+                        }
+                    }
+                }
+            }
+            (stmts, commands)
+        };
+        self.commit_then(stmts, commands).await
+    }
+
+    /// A person at the console confirms (with the plate as read or corrected) or rejects a
+    /// low-confidence plate read.
+    pub async fn resolve_review(
+        &self,
+        id: &str,
+        plate: Option<&str>,
+        admit: bool,
+        actor: &str,
+    ) -> Result<Json, ParkError> {
+        let item = self
+            .lock()
+            .review
+            .remove(id)
+            .ok_or_else(|| ParkError::NotFound(format!("no waiting plate read {id}")))?;
+        let now = now_micros();
+        let plate = plate
+            .map(str::to_string)
+            .unwrap_or_else(|| item.read.plate.clone());
+        let resolution = if admit {
+            format!("admitted as {plate} by {actor}")
+        } else {
+            format!("rejected by {actor}")
+        };
+        let e = Event::new(
+            now,
+            "parking.review",
+            &item.lane,
+            json!({"review": id, "plate": plate, "state": if admit { "admitted" } else { "rejected" }, "actor": actor}),
+        );
+        let stmts = vec![
+            event_stmt(&e),
+            (
+                "UPDATE review_queue SET resolved_at = ?2, resolution = ?3 WHERE id = ?1",
+                vec![text(id), Sql::Integer(now), text(&resolution)],
+            ),
+        ];
+        self.commit_then(stmts, Vec::new())
+            .await
+            .map_err(ParkError::Store)?;
+        if admit {
+            let result = match item.read.direction {
+                Side::In => self.entry(&item.lane, &plate, now, now, Some(actor)).await,
+                Side::Out => self.exit(&item.lane, &plate, now, now).await,
+            };
+            result.map_err(ParkError::Store)?;
+        } else {
+            let display = json!({"text": "Please see the attendant."});
+            self.commit_then(
+                Vec::new(),
+                vec![(format!("lane/{}/display", item.lane), display)],
+            )
+            .await
+            .map_err(ParkError::Store)?;
+        }
+        Ok(json!({"review": id, "plate": plate, "admitted": admit}))
+    }
+
+    /// Opens a door by hand, with a reason, recorded as an event (and audited by the caller).
+    pub async fn manual_open(
+        &self,
+        door: &str,
+        reason: &str,
+        actor: &str,
+    ) -> Result<Json, ParkError> {
+        let duration = {
+            let s = self.lock();
+            if !s.doors.contains_key(door) {
+                return Err(ParkError::NotFound(format!("no door {door}")));
+            }
+            s.building
+                .doc
+                .snapshot()
+                .ok()
+                .and_then(|b| b.doors.get(door).map(|d| d.unlock_duration_ms))
+                .unwrap_or(5000)
+        };
+        let now = now_micros();
+        let e = Event::new(
+            now,
+            "access.manual_open",
+            door,
+            json!({"reason": reason, "actor": actor, "durationMs": duration}),
+        );
+        let command = json!({"command": "unlock", "duration_ms": duration, "decision": e.id});
+        self.commit_then(
+            vec![event_stmt(&e)],
+            vec![(format!("door/{door}/command"), command)],
+        )
+        .await
+        .map_err(ParkError::Store)?;
+        Ok(json!({"door": door, "event": e.id, "durationMs": duration}))
+    }
+
+    /// Adds (or replaces) a credential in the directory, as a local edit that merges with
+    /// the hub's edits later.
+    pub async fn put_credential(&self, c: Credential) -> Result<Json, ParkError> {
+        let id = c.id.clone();
+        self.edit_directory(&format!("put credential {id}"), move |d| d.upsert(&c))
+            .await?;
+        Ok(json!({"credential": id}))
+    }
+
+    /// Suspends or reactivates a credential.
+    pub async fn set_credential_status(
+        &self,
+        id: &str,
+        status: CredentialStatus,
+    ) -> Result<Json, ParkError> {
+        let id2 = id.to_string();
+        self.edit_directory(
+            &format!("set credential {id} {}", status.as_str()),
+            move |d| d.set_credential_status(&id2, status),
+        )
+        .await?;
+        Ok(json!({"credential": id, "status": status.as_str()}))
+    }
+
+    /// Adds (or replaces) a parking pass.
+    pub async fn put_pass(&self, p: Pass) -> Result<Json, ParkError> {
+        let id = p.id.clone();
+        self.edit_parking(&format!("put pass {id}"), move |d| d.upsert(&p))
+            .await?;
+        Ok(json!({"pass": id}))
+    }
+
+    /// Suspends or reactivates a pass.
+    pub async fn set_pass_status(&self, id: &str, status: PassStatus) -> Result<Json, ParkError> {
+        let id2 = id.to_string();
+        self.edit_parking(&format!("set pass {id}"), move |d| {
+            d.set_pass_status(&id2, status)
+        })
+        .await?;
+        Ok(json!({"pass": id, "status": status.as_str()}))
+    }
+
+    async fn edit_directory(
+        &self,
+        what: &str,
+        edit: impl FnOnce(&mut ParkDirectory) -> Result<(), park_model::DocError>,
+    ) -> Result<(), ParkError> {
+        let (bytes, heads) = {
+            let mut s = self.lock();
+            edit(&mut s.directory.doc).map_err(|e| ParkError::Invalid(e.to_string()))?;
+            s.directory.doc.commit(what, now_micros());
+            let changes = s.directory.doc.take_changes();
+            let State {
+                access, directory, ..
+            } = &mut *s;
+            access
+                .refresh_directory(&directory.doc, &changes)
+                .map_err(|e| ParkError::Invalid(e.to_string()))?;
+            let heads = s.directory.doc.heads();
+            let stored = s.directory.stored_heads.clone();
+            (s.directory.doc.save_after(&stored), heads)
+        };
+        crate::docs::append(&self.store, DIRECTORY, bytes)
+            .await
+            .map_err(ParkError::Store)?;
+        let compact = {
+            let mut s = self.lock();
+            s.directory.stored_heads = heads;
+            s.directory.chunks += 1;
+            (s.directory.chunks >= COMPACT_AFTER).then(|| {
+                s.directory.chunks = 0;
+                s.directory.doc.save()
+            })
+        };
+        if let Some(full) = compact {
+            crate::docs::compact(&self.store, DIRECTORY, full)
+                .await
+                .map_err(ParkError::Store)?;
+        }
+        Ok(())
+    }
+
+    async fn edit_parking(
+        &self,
+        what: &str,
+        edit: impl FnOnce(&mut ParkingDoc) -> Result<(), park_model::DocError>,
+    ) -> Result<(), ParkError> {
+        let (bytes, heads) = {
+            let mut s = self.lock();
+            edit(&mut s.parking.doc).map_err(|e| ParkError::Invalid(e.to_string()))?;
+            s.parking.doc.commit(what, now_micros());
+            // The parking index is small: it is rebuilt from the document on each edit.
+            let snapshot = s
+                .parking
+                .doc
+                .snapshot()
+                .map_err(|e| ParkError::Invalid(e.to_string()))?;
+            s.gates = ParkingIndex::build(&snapshot);
+            s.lane_lots = lane_lots(&snapshot);
+            let heads = s.parking.doc.heads();
+            let stored = s.parking.stored_heads.clone();
+            (s.parking.doc.save_after(&stored), heads)
+        };
+        crate::docs::append(&self.store, PARKING, bytes)
+            .await
+            .map_err(ParkError::Store)?;
+        let compact = {
+            let mut s = self.lock();
+            s.parking.stored_heads = heads;
+            s.parking.chunks += 1;
+            (s.parking.chunks >= COMPACT_AFTER).then(|| {
+                s.parking.chunks = 0;
+                s.parking.doc.save()
+            })
+        };
+        if let Some(full) = compact {
+            crate::docs::compact(&self.store, PARKING, full)
+                .await
+                .map_err(ParkError::Store)?;
+        }
+        Ok(())
+    }
+
+    /// Doors with their configuration and live status.
+    pub fn doors(&self) -> Json {
+        let s = self.lock();
+        let building = s.building.doc.snapshot().ok();
+        let doors: Vec<Json> = s
+            .doors
+            .iter()
+            .map(|(id, live)| {
+                let d = building.as_ref().and_then(|b| b.doors.get(id));
+                json!({
+                    "id": id,
+                    "name": d.map(|d| d.name.clone()),
+                    "enabled": d.map(|d| d.status.as_str() == "enabled"),
+                    "antiPassback": d.map(|d| d.anti_passback),
+                    "online": live.online,
+                    "state": live.state.as_ref().map(|(st, ts)| json!({"state": st, "ts": ts})),
+                    "lastDecision": live.last_decision.as_ref().map(|(g, r, ts)| json!({"granted": g, "reason": r, "ts": ts})),
+                })
+            })
+            .collect();
+        json!({"doors": doors})
+    }
+
+    /// Lots with capacity, live occupancy and lanes.
+    pub fn lots(&self) -> Json {
+        let s = self.lock();
+        let parking = s.parking.doc.snapshot().ok();
+        let lots: Vec<Json> = parking
+            .iter()
+            .flat_map(|p| p.lots.values().map(move |l| (p, l)))
+            .map(|(p, l)| {
+                let lanes: Vec<Json> = p
+                    .lanes
+                    .values()
+                    .filter(|lane| lane.lot_id == l.id)
+                    .map(|lane| json!({"id": lane.id, "direction": lane.direction.as_str(), "cameraOnline": s.cameras.get(&lane.id)}))
+                    .collect();
+                let occupied = s.occupancy.occupied.get(&l.id).copied().unwrap_or(0);
+                json!({"id": l.id, "name": l.name, "capacity": l.capacity, "occupied": occupied, "free": l.capacity.saturating_sub(occupied), "lanes": lanes})
+            })
+            .collect();
+        json!({"lots": lots})
+    }
+
+    /// Cars inside now.
+    pub fn sessions(&self) -> Json {
+        let s = self.lock();
+        let mut list: Vec<Json> = s
+            .sessions
+            .values()
+            .map(|o| {
+                json!({
+                    "id": o.id, "plate": o.plate, "lot": o.session.lot_id, "entryLane": o.lane,
+                    "enteredAt": o.session.entered_at, "entry": entry_kind_json(&o.session.kind),
+                    "feeDueFen": o.fee_due.as_ref().map(|(d, _)| d.fee_fen), "paidFen": o.paid_fen,
+                })
+            })
+            .collect();
+        list.sort_by(|a, b| a["enteredAt"].as_i64().cmp(&b["enteredAt"].as_i64()));
+        json!({"sessions": list})
+    }
+
+    /// Plate reads waiting for a person.
+    pub fn review_queue(&self) -> Json {
+        let s = self.lock();
+        let items: Vec<Json> = s
+            .review
+            .values()
+            .map(|r| json!({"id": r.id, "lane": r.lane, "plate": r.read.plate, "confidence": r.read.confidence, "direction": side(Some(r.read.direction)), "image": r.read.image, "ts": r.read.ts}))
+            .collect();
+        json!({"waiting": items})
+    }
+
+    pub fn credential_count(&self) -> usize {
+        self.lock().access.credential_count()
+    }
+}
+
+/// Documents get a fresh snapshot after this many incremental saves.
+const COMPACT_AFTER: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParkError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the store failed: {0:#}")]
+    Store(anyhow::Error),
+}
+
+fn lane_lots(p: &park_model::parking::Parking) -> HashMap<String, String> {
+    p.lanes
+        .values()
+        .map(|l| (l.id.clone(), l.lot_id.clone()))
+        .collect()
+}
+
+fn release(occupancy: &mut Occupancy, session: &ParkingSession) {
+    if let Some(n) = occupancy.occupied.get_mut(&session.lot_id) {
+        *n = n.saturating_sub(1);
+    }
+    if let EntryKind::Allowance { enterprise_id, .. } = &session.kind
+        && let Some(n) = occupancy
+            .allowance_in_use
+            .get_mut(&(enterprise_id.clone(), session.lot_id.clone()))
+    {
+        *n = n.saturating_sub(1);
+    }
+}
+
+fn presence_stmt(u: &PresenceUpdate, now: Timestamp) -> Stmt {
+    (
+        "INSERT INTO presence (person, area, inside, ts) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (person, area) DO UPDATE SET inside = excluded.inside, ts = excluded.ts",
+        vec![
+            text(&u.person_id),
+            text(&u.area_id),
+            Sql::Integer((u.presence == Presence::Inside) as i64),
+            Sql::Integer(now),
+        ],
+    )
+}
+
+fn close_session_stmt(id: &str, lane: &str, ts: Timestamp, fee: i64, currency: &str) -> Stmt {
+    (
+        "UPDATE parking_sessions SET state = 'closed', exit_lane = ?2, exited_at = ?3, fee_fen = ?4, currency = ?5 WHERE id = ?1",
+        vec![
+            text(id),
+            text(lane),
+            Sql::Integer(ts),
+            Sql::Integer(fee),
+            text(currency),
+        ],
+    )
+}
+
+/// Loads a stored document, merges a seed file into it if one is given, and saves what the
+/// merge added; creates the document if there is neither.
+async fn open_doc<D: DocLike>(
+    store: &Store,
+    id: &str,
+    seed: Option<Vec<u8>>,
+    create: impl FnOnce() -> Result<D, park_model::DocError>,
+) -> anyhow::Result<Stored<D>> {
+    let stored = crate::docs::load(store, id).await?;
+    let (mut doc, chunks, fresh) = match &stored {
+        Some(s) => (
+            D::load_bytes(&s.bytes)
+                .with_context(|| format!("the stored document {id} cannot be loaded"))?,
+            s.chunks,
+            false,
+        ),
+        None => match &seed {
+            Some(bytes) => (
+                D::load_bytes(bytes)
+                    .with_context(|| format!("the seed document for {id} cannot be loaded"))?,
+                0,
+                true,
+            ),
+            None => (create()?, 0, true),
+        },
+    };
+    if !fresh && let Some(bytes) = &seed {
+        doc.merge_bytes(bytes)
+            .with_context(|| format!("the seed document for {id} cannot be merged"))?;
+    }
+    let full = doc.save_all();
+    let before = if fresh {
+        None
+    } else {
+        stored.map(|s| s.bytes.len())
+    };
+    // A fresh document, or one that a seed changed, is stored as a new snapshot.
+    if before.is_none() || seed.is_some() {
+        crate::docs::compact(store, id, full).await?;
+    }
+    let heads = doc.heads_now();
+    Ok(Stored {
+        doc,
+        stored_heads: heads,
+        chunks: if seed.is_some() || fresh { 0 } else { chunks },
+    })
+}
+
+/// What `open_doc` needs of the three document types.
+trait DocLike: Sized {
+    fn load_bytes(bytes: &[u8]) -> Result<Self, park_model::DocError>;
+    fn merge_bytes(&mut self, bytes: &[u8]) -> Result<(), park_model::DocError>;
+    fn save_all(&mut self) -> Vec<u8>;
+    fn heads_now(&mut self) -> Vec<ChangeHash>;
+}
+
+impl<S: park_model::document::Schema> DocLike for park_model::document::Document<S> {
+    fn load_bytes(bytes: &[u8]) -> Result<Self, park_model::DocError> {
+        Self::load(bytes)
+    }
+
+    fn merge_bytes(&mut self, bytes: &[u8]) -> Result<(), park_model::DocError> {
+        self.load_incremental(bytes)
+    }
+
+    fn save_all(&mut self) -> Vec<u8> {
+        self.save()
+    }
+
+    fn heads_now(&mut self) -> Vec<ChangeHash> {
+        self.heads()
+    }
+}
+
+type Restored = (
+    HashMap<(String, String), OpenSession>,
+    PresenceMap,
+    BTreeMap<String, ReviewItem>,
+);
+
+async fn restore(store: &Store) -> anyhow::Result<Restored> {
+    store
+        .read(|c| {
+            let mut sessions = HashMap::new();
+            let mut stmt = c.prepare("SELECT id, lot, plate, entry_lane, entered_at, kind, paid_fen FROM parking_sessions WHERE state != 'closed'")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let kind: String = r.get(5)?;
+                let Some(kind) = serde_json::from_str::<Json>(&kind).ok().as_ref().and_then(entry_kind_from_json) else { continue };
+                let (id, lot, plate): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                let session = ParkingSession { lot_id: lot.clone(), entered_at: r.get(4)?, kind };
+                // A fee decided before a restart is decided again when the car comes back to
+                // the exit: the tariff may have changed, and the time has.
+                sessions.insert((lot, plate.clone()), OpenSession { id, plate, lane: r.get(3)?, session, fee_due: None, paid_fen: r.get(6)? });
+            }
+            let mut presence = PresenceMap::default();
+            let mut stmt = c.prepare("SELECT person, area, inside FROM presence")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let inside: i64 = r.get(2)?;
+                presence.set(&r.get::<_, String>(0)?, &r.get::<_, String>(1)?, if inside != 0 { Presence::Inside } else { Presence::Outside });
+            }
+            let mut review = BTreeMap::new();
+            let mut stmt = c.prepare("SELECT id, lane, plate, confidence, direction, image, ts FROM review_queue WHERE resolved_at IS NULL")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let direction: String = r.get(4)?;
+                let read = PlateRead {
+                    plate: r.get(2)?,
+                    confidence: r.get(3)?,
+                    direction: if direction == "out" { Side::Out } else { Side::In },
+                    image: r.get(5)?,
+                    ts: r.get(6)?,
+                    id: None,
+                };
+                let id: String = r.get(0)?;
+                review.insert(id.clone(), ReviewItem { id, lane: r.get(1)?, read });
+            }
+            Ok((sessions, presence, review))
+        })
+        .await
+}
+
+/// Writes the sample park's documents (for the demo, tests and benchmarks) as seed files.
+pub fn write_sample_documents(
+    dir: &Path,
+    credentials: usize,
+    doors: usize,
+    passes: usize,
+    seed: u64,
+) -> anyhow::Result<park_model::sample::SamplePark> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut sample = park_model::sample::sample_directory(credentials, doors, seed)?;
+    let mut parking = park_model::sample::sample_parking(passes, seed)?;
+    std::fs::write(dir.join("directory.automerge"), sample.directory.save())?;
+    std::fs::write(dir.join("building-b1.automerge"), sample.building.save())?;
+    std::fs::write(dir.join("parking.automerge"), parking.save())?;
+    Ok(sample)
+}
