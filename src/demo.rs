@@ -60,7 +60,12 @@ listen_v5 = "127.0.0.1:0"
 
 [storage]
 raw_retention_days = 2
+minute_rollup_retention_days = 2
+rollup_retention_days = 30
 disk_budget_mb = 256
+
+[business]
+seed_dir = "{seed}"
 
 [[device]]
 id = "main-meter"
@@ -91,10 +96,21 @@ profile = "tasmota-am2301"
 mqtt = {{ topic_id = "lab-env" }}
 "#,
         data = toml_path(&data_dir.join("b1")),
+        seed = toml_path(&data_dir.join("seed-b1")),
         profiles = toml_path(&profiles),
         m1 = meters[0],
         m2 = meters[1],
     );
+    // The park's documents know the simulated cards and plates.
+    let credentials = device_sim::demo_credentials(7, 40);
+    let plates = device_sim::demo_plates(7, 30, 2);
+    crate::demo_park::write(
+        &data_dir.join("seed-b1"),
+        "b1",
+        device_drivers::now_micros(),
+        &credentials,
+        &plates,
+    )?;
     let file = data_dir.join("b1.toml");
     std::fs::write(&file, config).with_context(|| format!("cannot write {}", file.display()))?;
     let node = EdgeNode::start(EdgeSettings::load(&file)?).await?;
@@ -116,16 +132,68 @@ mqtt = {{ topic_id = "lab-env" }}
         });
     }
 
+    // Door controllers and plate cameras, with a day compressed into an hour so that the
+    // demo shows the morning peak and the evening outflow while someone watches.
+    let host = broker.ip().to_string();
+    let doors = crate::demo_park::DOORS
+        .iter()
+        .enumerate()
+        .map(|(i, d)| device_sim::DoorConfig::new(d, if i == 0 { 1.0 } else { 0.3 }))
+        .collect();
+    let mut door_config =
+        device_sim::DoorControllerConfig::new(&host, broker.port(), doors, credentials);
+    door_config.seed = 7;
+    door_config.utc_offset_s = 8 * 3600;
+    door_config.time_compression = 24.0;
+    let door_sim = door_config.build()?;
+    tokio::spawn(async move {
+        if let Err(e) = door_sim.run().await {
+            tracing::error!(error = %format!("{e:#}"), "Simulated door controllers stopped.");
+        }
+    });
+    let lanes = crate::demo_park::LANES
+        .iter()
+        .map(|(id, d)| {
+            device_sim::LaneConfig::new(
+                id,
+                if *d == park_model::parking::LaneDirection::In {
+                    device_sim::Direction::In
+                } else {
+                    device_sim::Direction::Out
+                },
+            )
+        })
+        .collect();
+    let mut lot_config = device_sim::PlateCameraConfig::new(
+        &host,
+        broker.port(),
+        device_sim::LotConfig::new(lanes, plates),
+    );
+    lot_config.seed = 7;
+    lot_config.utc_offset_s = 8 * 3600;
+    lot_config.time_compression = 24.0;
+    let lot_sim = lot_config.build()?;
+    tokio::spawn(async move {
+        if let Err(e) = lot_sim.run().await {
+            tracing::error!(error = %format!("{e:#}"), "Simulated plate cameras stopped.");
+        }
+    });
+
     crate::print_endpoints(&node);
     let a = node.api_addr;
     println!();
     println!(
-        "smartpark demo: building b1 of demo-park, with 2 simulated Modbus TCP energy meters and 2 MQTT sensors."
+        "smartpark demo: building b1 of demo-park, with 2 simulated Modbus TCP energy meters, 2 MQTT sensors, 3 door controllers and a car park with 2 camera lanes (a simulated day passes in an hour)."
     );
     println!("  Devices:        http://{a}/api/v1/devices");
     println!("  Latest values:  http://{a}/api/v1/points");
     println!("  History:        http://{a}/api/v1/points/main-meter/power_total/history");
     println!("  Live stream:    http://{a}/api/v1/stream");
+    println!("  Doors:          http://{a}/api/v1/doors");
+    println!("  Access log:     http://{a}/api/v1/events?kind=access");
+    println!("  Car park:       http://{a}/api/v1/lots");
+    println!("  Parking log:    http://{a}/api/v1/events?kind=parking");
+    println!("  Plate reviews:  http://{a}/api/v1/parking/review");
     println!("  Metrics:        http://{a}/metrics");
     println!(
         "  MQTT broker:    {} (MQTT 3.1.1), {} (MQTT 5)",

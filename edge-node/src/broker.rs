@@ -61,8 +61,8 @@ pub fn start(settings: &MqttSettings) -> anyhow::Result<(SocketAddr, SocketAddr,
             }
         })
         .context("cannot start the MQTT broker thread")?;
-    wait_listening(v4)?;
-    wait_listening(v5)?;
+    wait_listening(v4, false)?;
+    wait_listening(v5, true)?;
     Ok((v4, v5, link_tx, link_rx))
 }
 
@@ -76,14 +76,59 @@ fn concrete(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
-fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(addr).is_ok() {
+/// Waits until the broker answers a real MQTT connect on `addr` (3.1.1, or 5 when `v5`). A
+/// bare TCP probe would make the broker log a failed client, and a bind probe could take the
+/// port from under it.
+fn wait_listening(addr: SocketAddr, v5: bool) -> anyhow::Result<()> {
+    for _ in 0..500 {
+        if mqtt_probe(addr, v5).is_ok() {
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     anyhow::bail!("the MQTT broker did not start listening on {addr}")
+}
+
+fn mqtt_probe(addr: SocketAddr, v5: bool) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(1);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    // CONNECT with protocol name MQTT, clean session, keep-alive 60 s, client id "smartpark-probe".
+    let id = b"smartpark-probe";
+    let mut body = vec![
+        0,
+        4,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',
+        if v5 { 5 } else { 4 },
+        0x02,
+        0,
+        60,
+    ];
+    if v5 {
+        body.push(0); // No properties.
+    }
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id);
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
+    s.write_all(&packet)?;
+    let mut ack = [0u8; 2];
+    s.read_exact(&mut ack)?;
+    if ack[0] != 0x20 {
+        return Err(std::io::Error::other("not a CONNACK"));
+    }
+    let mut rest = vec![0u8; ack[1] as usize];
+    s.read_exact(&mut rest)?;
+    // Disconnect politely and wait for the broker to close, so that nobody sees a reset.
+    s.write_all(&[0xE0, 0x00])?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut sink = [0u8; 16];
+    while s.read(&mut sink)? > 0 {}
+    Ok(())
 }
 
 /// Publishes the edge's own commands (unlock, barrier, display) to the building broker
