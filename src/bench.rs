@@ -16,9 +16,13 @@ use edge_node::store::{PointInfo, Store, StoreConfig};
 pub enum BenchName {
     /// 5,000 points from driver output to durable commit, beside raw SQLite inserts.
     Ingest,
+    /// Door decisions: pure, and end to end over MQTT at 50 and 2,000 reads/s with telemetry.
+    Access,
+    /// Barrier decisions: the fee, and plate read to barrier command over MQTT.
+    Parking,
 }
 
-pub async fn run(name: BenchName, seconds: u64) -> anyhow::Result<()> {
+pub async fn run(name: BenchName, seconds: u64, credentials: usize) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         eprintln!(
             "note: this is a debug build; benchmark figures come from `cargo run --release -- bench ...`"
@@ -26,6 +30,8 @@ pub async fn run(name: BenchName, seconds: u64) -> anyhow::Result<()> {
     }
     match name {
         BenchName::Ingest => ingest(Duration::from_secs(seconds.max(1))).await,
+        BenchName::Access => crate::bench_park::access(seconds.max(1), credentials).await,
+        BenchName::Parking => crate::bench_park::parking(seconds.max(1)).await,
     }
 }
 
@@ -203,8 +209,17 @@ fn sqlite_raw_rows_per_s(phase: Duration) -> anyhow::Result<f64> {
     Ok(rows as f64 / start.elapsed().as_secs_f64())
 }
 
+/// The `q` quantile of sorted values (nearest rank); 0 when there are none.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64) * q).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
 /// The process's peak resident set (VmHWM), in MB.
-fn peak_rss_mb() -> f64 {
+pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -2,8 +2,10 @@
 //! prints or checks configuration. Only this binary installs tracing and owns the runtime.
 
 mod bench;
+mod bench_park;
 mod demo;
 mod demo_park;
+mod hub_cli;
 
 use std::path::PathBuf;
 
@@ -61,7 +63,15 @@ enum Command {
         /// How long each measured phase runs, in seconds.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Credentials in the sample park (access).
+        #[arg(long, default_value_t = 100_000)]
+        credentials: usize,
     },
+    /// Run the cloud hub (`--config FILE`), or manage it: generate-config, enroll, revoke.
+    Hub(hub_cli::HubArgs),
+    /// Enroll this building's edge with the hub: make a key, redeem a token, save the
+    /// certificate.
+    EdgeEnroll(hub_cli::EdgeEnrollArgs),
     /// Run a simulated device.
     Sim {
         #[command(subcommand)]
@@ -165,7 +175,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             profiles,
             port,
         } => demo::run(data_dir, profiles, port).await,
-        Command::Bench { name, seconds } => bench::run(name, seconds).await,
+        Command::Bench { name, seconds, credentials } => bench::run(name, seconds, credentials).await,
+        Command::Hub(args) => hub_cli::run_hub(args).await,
+        Command::EdgeEnroll(args) => hub_cli::edge_enroll(args).await,
         Command::Sim { device } => match device {
             SimDevice::EnergyMeter { listen, seed } => {
                 let listener = tokio::net::TcpListener::bind(&listen)

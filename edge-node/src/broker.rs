@@ -151,6 +151,10 @@ impl Publisher {
         options.set_keep_alive(std::time::Duration::from_secs(10));
         options.set_max_packet_size(256 * 1024, 256 * 1024);
         let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 1024);
+        // Commands are small and latency matters more than packing: no Nagle delay.
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         let task = tokio::spawn(async move {
             loop {
                 if let Err(e) = eventloop.poll().await {

@@ -404,11 +404,14 @@ impl ParkService {
         if let Some(u) = &decision.presence_update {
             stmts.push(presence_stmt(u, now));
         }
-        let command = if decision.granted {
+        let mut command = if decision.granted {
             json!({"command": "unlock", "duration_ms": decision.unlock_duration_ms, "decision": event.id})
         } else {
             json!({"command": "deny", "reason": decision.reason.as_str(), "decision": event.id})
         };
+        if let Some(id) = &read.id {
+            command["read"] = json!(id);
+        }
         self.commit_then(stmts, vec![(format!("door/{door}/command"), command)])
             .await
     }
@@ -448,8 +451,8 @@ impl ParkService {
                 .await;
         }
         match read.direction {
-            Side::In => self.entry(lane, &read.plate, read.ts, now, None).await,
-            Side::Out => self.exit(lane, &read.plate, read.ts, now).await,
+            Side::In => self.entry(lane, &read.plate, read.ts, now, None, read.id.as_deref()).await,
+            Side::Out => self.exit(lane, &read.plate, read.ts, now, read.id.as_deref()).await,
         }
     }
 
@@ -460,6 +463,7 @@ impl ParkService {
         ts: Timestamp,
         now: Timestamp,
         confirmed_by: Option<&str>,
+        read_id: Option<&str>,
     ) -> anyhow::Result<()> {
         let (stmts, commands) = {
             let mut s = self.lock();
@@ -535,7 +539,7 @@ impl ParkService {
             }
             (stmts, commands)
         };
-        self.commit_then(stmts, commands).await
+        self.commit_then(stmts, echo_read(commands, read_id)).await
     }
 
     async fn exit(
@@ -544,6 +548,7 @@ impl ParkService {
         plate: &str,
         ts: Timestamp,
         now: Timestamp,
+        read_id: Option<&str>,
     ) -> anyhow::Result<()> {
         let (stmts, commands) = {
             let mut s = self.lock();
@@ -647,7 +652,7 @@ impl ParkService {
             }
             (stmts, commands)
         };
-        self.commit_then(stmts, commands).await
+        self.commit_then(stmts, echo_read(commands, read_id)).await
     }
 
     /// A payment at an exit lane, recorded once by its id (offline payments reach the hub's
@@ -774,8 +779,8 @@ impl ParkService {
             .map_err(ParkError::Store)?;
         if admit {
             let result = match item.read.direction {
-                Side::In => self.entry(&item.lane, &plate, now, now, Some(actor)).await,
-                Side::Out => self.exit(&item.lane, &plate, now, now).await,
+                Side::In => self.entry(&item.lane, &plate, now, now, Some(actor), item.read.id.as_deref()).await,
+                Side::Out => self.exit(&item.lane, &plate, now, now, item.read.id.as_deref()).await,
             };
             result.map_err(ParkError::Store)?;
         } else {
@@ -1038,6 +1043,19 @@ pub enum ParkError {
     Invalid(String),
     #[error("the store failed: {0:#}")]
     Store(anyhow::Error),
+}
+
+/// Barrier commands echo the plate read's id, when the camera gave one, so a lane
+/// controller can tell which car a command is for.
+fn echo_read(mut commands: Vec<(String, Json)>, read_id: Option<&str>) -> Vec<(String, Json)> {
+    if let Some(id) = read_id {
+        for (topic, payload) in &mut commands {
+            if topic.starts_with("barrier/") {
+                payload["read"] = json!(id);
+            }
+        }
+    }
+    commands
 }
 
 fn lane_lots(p: &park_model::parking::Parking) -> HashMap<String, String> {

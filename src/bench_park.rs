@@ -1,0 +1,309 @@
+//! `smartpark bench access` and `smartpark bench parking`: the pure decisions on a large
+//! sample park, and the whole path over MQTT on a real edge node (read published → command
+//! received, the decision durable first), at a light rate and under load.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use device_drivers::{PointKey, Sample, Value, now_micros};
+use edge_node::{EdgeNode, EdgeSettings};
+use park_model::access::{AccessIndex, NoPresence};
+use park_model::sample::{SAMPLE_WORKDAY_MORNING, SampleRng, sample_directory, sample_parking};
+use park_model::{BuildingDoc, ParkDirectory};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::json;
+
+use crate::bench::{peak_rss_mb, quantile};
+
+/// Starts an edge node with no devices whose documents come from `seed`.
+async fn edge(dir: &Path, seed: &Path) -> anyhow::Result<EdgeNode> {
+    let config = dir.join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\npark = \"sample-park\"\nbuilding = \"b1\"\ndata_dir = \"data\"\nprofiles_dir = \"{}\"\n\
+             [api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nlisten_v4 = \"127.0.0.1:0\"\nlisten_v5 = \"127.0.0.1:0\"\n\
+             [business]\nseed_dir = \"{}\"\n",
+            Path::new("firmware-configs/profiles").canonicalize().context("run benchmarks from the repository root")?.display(),
+            seed.display()
+        ),
+    )?;
+    EdgeNode::start(EdgeSettings::load(&config)?).await
+}
+
+/// An MQTT client that timestamps what it sends by read id and records the latency of the
+/// answer that echoes it.
+struct Prober {
+    client: AsyncClient,
+    sent: Arc<Mutex<HashMap<String, Instant>>>,
+    latencies: Arc<Mutex<Vec<f64>>>,
+}
+
+impl Prober {
+    /// Publishes on one connection and listens for answers on another, as a controller with
+    /// separate reader and actuator links would. On one shared connection, the broker's
+    /// acknowledgement of the read and the command that follows it meet Nagle's algorithm on
+    /// the broker's socket (rumqttd does not set TCP_NODELAY on accepted connections), which
+    /// adds a delayed-ACK wait; `shared` measures that case too.
+    async fn connect(broker: std::net::SocketAddr, answers: &str, shared: bool) -> anyhow::Result<Prober> {
+        let connect = |name: &str| {
+            let mut options = MqttOptions::new(format!("bench-{name}-{}", fastrand::u32(..)), broker.ip().to_string(), broker.port());
+            options.set_inflight(1000);
+            options.set_keep_alive(Duration::from_secs(30));
+            let (client, mut eventloop) = AsyncClient::new(options, 10_000);
+            let mut network = rumqttc::NetworkOptions::new();
+            network.set_tcp_nodelay(true);
+            eventloop.set_network_options(network);
+            (client, eventloop)
+        };
+        let (listener, mut eventloop) = connect("sub");
+        listener.subscribe(answers, QoS::AtLeastOnce).await?;
+        let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+        let (s2, l2) = (sent.clone(), latencies.clone());
+        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+        let mut subscribed_tx = Some(subscribed_tx);
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(tx) = subscribed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let at = Instant::now();
+                        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload) else { continue };
+                        let Some(id) = v["read"].as_str() else { continue };
+                        if let Some(t) = s2.lock().unwrap().remove(id) {
+                            l2.lock().unwrap().push(at.duration_since(t).as_secs_f64() * 1000.0);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Benchmark MQTT client lost the broker.");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), subscribed_rx).await.context("no SUBACK from the edge's broker")??;
+        let client = if shared {
+            listener
+        } else {
+            let (client, mut eventloop) = connect("pub");
+            tokio::spawn(async move {
+                loop {
+                    if eventloop.poll().await.is_err() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            });
+            client
+        };
+        Ok(Prober { client, sent, latencies })
+    }
+
+    async fn send(&self, topic: String, id: String, payload: serde_json::Value) -> anyhow::Result<()> {
+        self.sent.lock().unwrap().insert(id, Instant::now());
+        self.client.publish(topic, QoS::AtLeastOnce, false, payload.to_string()).await?;
+        Ok(())
+    }
+
+    /// Waits for outstanding answers, then returns and clears the latencies (ms).
+    async fn drain(&self) -> (Vec<f64>, usize) {
+        for _ in 0..100 {
+            if self.sent.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let missing = std::mem::take(&mut *self.sent.lock().unwrap()).len();
+        let mut l = std::mem::take(&mut *self.latencies.lock().unwrap());
+        l.sort_by(f64::total_cmp);
+        (l, missing)
+    }
+}
+
+/// Sends `per_tick` messages every millisecond-ish tick so that `rate` per second goes out.
+async fn paced(seconds: u64, rate: f64, mut send: impl AsyncFnMut(u64) -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let phase = Duration::from_secs(seconds);
+    let mut n = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while start.elapsed() < phase {
+        tick.tick().await;
+        let due = (start.elapsed().as_secs_f64() * rate) as u64;
+        while n < due {
+            send(n).await?;
+            n += 1;
+        }
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let mut sample = sample_directory(credentials, 500, 1)?;
+    let build_s = t.elapsed().as_secs_f64();
+    let bytes = sample.directory.save();
+    let building_bytes = sample.building.save();
+    let t = Instant::now();
+    let directory = ParkDirectory::load(&bytes)?;
+    let building = BuildingDoc::load(&building_bytes)?;
+    let index = AccessIndex::build(&directory.snapshot()?, [&building.snapshot()?]);
+    let load_ms = t.elapsed().as_secs_f64() * 1000.0;
+
+    // The pure decision: random credentials (most valid, some not) at random doors.
+    let mut rng = SampleRng::new(7);
+    let mut times = Vec::with_capacity(200_000);
+    let mut granted = 0;
+    for _ in 0..200_000 {
+        let (kind, value) = &sample.credentials[rng.below(sample.credentials.len() as u64) as usize];
+        let door = &sample.doors[rng.below(sample.doors.len() as u64) as usize];
+        let t = Instant::now();
+        let d = index.decide(*kind, value, door, SAMPLE_WORKDAY_MORNING, &NoPresence);
+        times.push(t.elapsed().as_nanos() as f64 / 1000.0);
+        granted += d.granted as usize;
+    }
+    times.sort_by(f64::total_cmp);
+    println!("access_credentials: {credentials} credentials");
+    println!("access_doors: {} doors", sample.doors.len());
+    println!("directory_build_s: {build_s:.1} s");
+    println!("directory_bytes: {} bytes", bytes.len());
+    println!("directory_load_ms: {load_ms:.0} ms");
+    println!("access_decision_p50_us: {:.2} us", quantile(&times, 0.50));
+    println!("access_decision_p99_us: {:.2} us", quantile(&times, 0.99));
+    println!("access_decision_granted_pct: {:.1} %", granted as f64 / times.len() as f64 * 100.0);
+
+    // End to end over MQTT on a real edge node.
+    let dir = tempfile::tempdir()?;
+    let seed = dir.path().join("seed");
+    std::fs::create_dir_all(&seed)?;
+    std::fs::write(seed.join("directory.automerge"), &bytes)?;
+    std::fs::write(seed.join("building-b1.automerge"), &building_bytes)?;
+    let t = Instant::now();
+    let node = edge(dir.path(), &seed).await?;
+    println!("edge_start_with_directory_ms: {:.0} ms", t.elapsed().as_secs_f64() * 1000.0);
+    let broker = node.mqtt_v4.context("the edge has no broker")?;
+    let prober = Prober::connect(broker, "door/+/command", false).await?;
+    let creds = Arc::new(sample.credentials.clone());
+    let doors = Arc::new(sample.doors.clone());
+    let read = |n: u64| {
+        let (kind, value) = &creds[(n.wrapping_mul(2_654_435_761) % creds.len() as u64) as usize];
+        let door = &doors[(n % doors.len() as u64) as usize];
+        (format!("door/{door}/read"), format!("r{n}"), json!({"type": kind.as_str(), "value": value, "id": format!("r{n}")}))
+    };
+    let rate = paced(seconds, 50.0, async |n| {
+        let (topic, id, payload) = read(n);
+        prober.send(topic, id, payload).await
+    })
+    .await?;
+    let (light, missing_light) = prober.drain().await;
+    println!("access_e2e_light_reads_per_s: {rate:.0} reads/s");
+    println!("access_e2e_light_p50_ms: {:.2} ms", quantile(&light, 0.50));
+    println!("access_e2e_light_p99_ms: {:.2} ms", quantile(&light, 0.99));
+    // The same, with reads and commands on one connection (see `Prober::connect`).
+    let shared = Prober::connect(broker, "door/+/command", true).await?;
+    paced(seconds.min(5), 50.0, async |n| {
+        let (topic, id, payload) = read(500_000_000 + n);
+        shared.send(topic, id, payload).await
+    })
+    .await?;
+    let (one_link, _) = shared.drain().await;
+    println!("access_e2e_one_connection_p50_ms: {:.2} ms", quantile(&one_link, 0.50));
+    println!("access_e2e_one_connection_p99_ms: {:.2} ms", quantile(&one_link, 0.99));
+
+    // 2,000 reads/s while telemetry flows into the same store at 50,000 samples/s.
+    let store = node.store.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let ingest = tokio::spawn(async move {
+        let keys: Vec<PointKey> = (0..5000).map(|i| PointKey::new(&format!("meter{:02}", i / 100), &format!("p{:03}", i % 100))).collect();
+        let start = Instant::now();
+        let mut sent = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            tick.tick().await;
+            let due = (start.elapsed().as_secs_f64() * 50_000.0) as u64;
+            while sent < due {
+                let ts = now_micros();
+                let batch: Vec<Sample> = (0..500).map(|i| Sample::good(keys[((sent + i) % 5000) as usize].clone(), ts, Value::Float(i as f64))).collect();
+                store.ingest(batch).await;
+                sent += 500;
+            }
+        }
+        sent as f64 / start.elapsed().as_secs_f64()
+    });
+    let offset = 1_000_000_000u64;
+    let rate = paced(seconds, 2000.0, async |n| {
+        let (topic, id, payload) = read(offset + n);
+        prober.send(topic, id, payload).await
+    })
+    .await?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ingest_rate = ingest.await?;
+    let (loaded, missing_loaded) = prober.drain().await;
+    println!("access_e2e_reads_per_s: {rate:.0} reads/s");
+    println!("access_e2e_ingest_samples_per_s: {ingest_rate:.0} samples/s");
+    println!("access_e2e_p50_ms: {:.2} ms", quantile(&loaded, 0.50));
+    println!("access_e2e_p99_ms: {:.2} ms", quantile(&loaded, 0.99));
+    println!("access_e2e_max_ms: {:.2} ms", quantile(&loaded, 1.0));
+    println!("access_e2e_unanswered: {} reads", missing_light + missing_loaded);
+    println!("edge_peak_rss_mb: {:.1} MB", peak_rss_mb());
+    node.shutdown().await;
+    Ok(())
+}
+
+pub async fn parking(seconds: u64) -> anyhow::Result<()> {
+    let mut doc = sample_parking(2000, 1)?;
+    let snapshot = doc.snapshot()?;
+    // The pure fee: random stays of up to three days against the standard tariff.
+    let tariff = snapshot.tariffs.get("standard").context("the sample has a standard tariff")?;
+    let mut rng = SampleRng::new(3);
+    let mut times = Vec::with_capacity(100_000);
+    for _ in 0..100_000 {
+        let entered = SAMPLE_WORKDAY_MORNING + rng.below(86_400) as i64 * 1_000_000;
+        let stay = rng.below(3 * 86_400) as i64 * 1_000_000;
+        let t = Instant::now();
+        let fee = park_model::tariff::parking_fee(tariff, entered, entered + stay, 480)?;
+        times.push(t.elapsed().as_nanos() as f64 / 1000.0);
+        std::hint::black_box(fee);
+    }
+    times.sort_by(f64::total_cmp);
+    println!("parking_fee_p99_us: {:.2} us", quantile(&times, 0.99));
+
+    let dir = tempfile::tempdir()?;
+    let seed = dir.path().join("seed");
+    std::fs::create_dir_all(&seed)?;
+    std::fs::write(seed.join("parking.automerge"), doc.save())?;
+    let node = edge(dir.path(), &seed).await?;
+    let broker = node.mqtt_v4.context("the edge has no broker")?;
+    let prober = Prober::connect(broker, "barrier/+/command", false).await?;
+    let passes: Vec<(String, String)> = snapshot
+        .passes
+        .values()
+        .map(|p| (p.plate.clone(), p.lot_ids.first().cloned().unwrap_or_else(|| "lot-north".into())))
+        .collect();
+    // Cars enter, and each leaves again 50 reads later, so both decisions are measured.
+    let rate = paced(seconds, 50.0, async |n| {
+        let (direction, i) = if n % 2 == 0 { ("in", n / 2) } else { ("out", (n / 2).saturating_sub(25)) };
+        let (plate, lot) = &passes[(i as usize) % passes.len()];
+        let id = format!("p{n}");
+        let payload = json!({"plate": plate, "confidence": 0.95, "direction": direction, "id": id});
+        prober.send(format!("lpr/{lot}-{direction}/plate"), id, payload).await
+    })
+    .await?;
+    let (lat, missing) = prober.drain().await;
+    println!("parking_e2e_reads_per_s: {rate:.0} reads/s");
+    println!("parking_e2e_p50_ms: {:.2} ms", quantile(&lat, 0.50));
+    println!("parking_e2e_p99_ms: {:.2} ms", quantile(&lat, 0.99));
+    println!("parking_e2e_unanswered: {missing} reads");
+    println!("edge_peak_rss_mb: {:.1} MB", peak_rss_mb());
+    node.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The `smartpark hub ...` and `smartpark edge-enroll` commands: command-line glue around
+//! `cloud_hub` and the sync transport. It holds no logic of its own beyond reading
+//! arguments and printing results.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use cloud_hub::transport::{self, EnrollmentToken, OperatorCa};
+use cloud_hub::{Hub, HubSettings};
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct HubArgs {
+    /// Run the hub with this config file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    action: Option<HubAction>,
+}
+
+#[derive(clap::Subcommand)]
+enum HubAction {
+    /// Print the default hub config, with comments, to standard output.
+    GenerateConfig,
+    /// Make a one-time enrollment token for a building's edge and print it.
+    Enroll {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        park: String,
+        #[arg(long)]
+        building: String,
+        /// How long the token stays valid; the config's `enrollment.token_ttl_hours` when
+        /// left out.
+        #[arg(long)]
+        ttl_hours: Option<u32>,
+    },
+    /// Revoke an edge certificate: by serial, or the current one of a building. A running
+    /// hub refuses it within seconds.
+    Revoke {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, conflicts_with_all = ["park", "building"])]
+        serial: Option<String>,
+        #[arg(long, requires = "building")]
+        park: Option<String>,
+        #[arg(long, requires = "park")]
+        building: Option<String>,
+        #[arg(long, default_value = "revoked by an operator")]
+        reason: String,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct EdgeEnrollArgs {
+    /// The hub's QUIC address, host:port.
+    #[arg(long)]
+    hub: String,
+    /// The token that `smartpark hub enroll` printed.
+    #[arg(long)]
+    token: String,
+    /// The edge's data dir; the key, certificate and CA are saved there.
+    #[arg(long)]
+    data_dir: PathBuf,
+}
+
+pub async fn run_hub(args: HubArgs) -> anyhow::Result<()> {
+    match (args.action, args.config) {
+        (Some(HubAction::GenerateConfig), _) => {
+            print!("{}", cloud_hub::DEFAULT_CONFIG);
+            Ok(())
+        }
+        (
+            Some(HubAction::Enroll {
+                config,
+                park,
+                building,
+                ttl_hours,
+            }),
+            _,
+        ) => {
+            let settings = HubSettings::load(&config)?;
+            let (ca, created) =
+                OperatorCa::load_or_create(&settings.ca_cert, &settings.ca_key, &settings.operator)?;
+            if created {
+                eprintln!("Created a new operator CA at {}.", settings.ca_cert.display());
+            }
+            let ttl = match ttl_hours {
+                Some(h) if h == 0 || h > 720 => anyhow::bail!("--ttl-hours must be between 1 and 720"),
+                Some(h) => std::time::Duration::from_secs(u64::from(h) * 3600),
+                None => settings.token_ttl,
+            };
+            let created = cloud_hub::create_token(&settings.db_path(), &ca, &park, &building, ttl)?;
+            // The token alone on standard output, for scripts; guidance on standard error.
+            println!("{}", created.token);
+            eprintln!(
+                "One-time token for {park}/{building}, valid for {} h. On the edge, run:\n  smartpark edge-enroll --hub HUB_HOST:{} --token <the token above> --data-dir DIR",
+                ttl.as_secs() / 3600,
+                settings.quic_listen.port()
+            );
+            Ok(())
+        }
+        (
+            Some(HubAction::Revoke {
+                config,
+                serial,
+                park,
+                building,
+                reason,
+            }),
+            _,
+        ) => {
+            let settings = HubSettings::load(&config)?;
+            let building = park.as_deref().zip(building.as_deref());
+            let serials = cloud_hub::revoke(&settings.db_path(), serial.as_deref(), building, &reason)?;
+            for s in serials {
+                println!("revoked {s}");
+            }
+            Ok(())
+        }
+        (None, Some(config)) => {
+            let settings = HubSettings::load(&config)?;
+            let hub = Hub::start(settings).await?;
+            println!("ready quic={} api=http://{}", hub.quic_addr, hub.api_addr);
+            crate::wait_for_stop().await;
+            tracing::info!("Stopping the hub.");
+            hub.shutdown().await;
+            Ok(())
+        }
+        (None, None) => anyhow::bail!("say `smartpark hub --config FILE`, or one of its subcommands (see --help)"),
+    }
+}
+
+pub async fn edge_enroll(args: EdgeEnrollArgs) -> anyhow::Result<()> {
+    let token = EnrollmentToken::parse(&args.token)?;
+    let hub = tokio::net::lookup_host(&args.hub)
+        .await
+        .with_context(|| format!("cannot resolve the hub address {:?}", args.hub))?
+        .next()
+        .with_context(|| format!("the hub address {:?} resolves to nothing", args.hub))?;
+    let config = transport::enroll(hub, &token, &args.data_dir).await?;
+    let id = config.identity();
+    println!(
+        "enrolled park={} building={} serial={} data_dir={}",
+        id.park,
+        id.building,
+        id.serial,
+        args.data_dir.display()
+    );
+    Ok(())
+}
