@@ -100,7 +100,9 @@ fn wait_listening(addr: SocketAddr, v5: bool) -> anyhow::Result<()> {
 fn listening_in_proc(port: u16) -> Option<bool> {
     let mut any_file = false;
     for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(file) else { continue };
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
         any_file = true;
         let want = format!(":{port:04X}");
         // Columns: sl, local_address (ADDR:PORT in hex), rem_address, st (0A is LISTEN).

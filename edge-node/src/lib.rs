@@ -11,6 +11,7 @@ pub mod events;
 pub mod field;
 pub mod metrics;
 pub mod node;
+pub mod outbox;
 pub mod park;
 pub mod rollup;
 pub mod store;

@@ -451,8 +451,14 @@ impl ParkService {
                 .await;
         }
         match read.direction {
-            Side::In => self.entry(lane, &read.plate, read.ts, now, None, read.id.as_deref()).await,
-            Side::Out => self.exit(lane, &read.plate, read.ts, now, read.id.as_deref()).await,
+            Side::In => {
+                self.entry(lane, &read.plate, read.ts, now, None, read.id.as_deref())
+                    .await
+            }
+            Side::Out => {
+                self.exit(lane, &read.plate, read.ts, now, read.id.as_deref())
+                    .await
+            }
         }
     }
 
@@ -779,8 +785,21 @@ impl ParkService {
             .map_err(ParkError::Store)?;
         if admit {
             let result = match item.read.direction {
-                Side::In => self.entry(&item.lane, &plate, now, now, Some(actor), item.read.id.as_deref()).await,
-                Side::Out => self.exit(&item.lane, &plate, now, now, item.read.id.as_deref()).await,
+                Side::In => {
+                    self.entry(
+                        &item.lane,
+                        &plate,
+                        now,
+                        now,
+                        Some(actor),
+                        item.read.id.as_deref(),
+                    )
+                    .await
+                }
+                Side::Out => {
+                    self.exit(&item.lane, &plate, now, now, item.read.id.as_deref())
+                        .await
+                }
             };
             result.map_err(ParkError::Store)?;
         } else {

@@ -558,6 +558,15 @@ fn open_writer(path: &Path) -> anyhow::Result<Connection> {
              resolved_at INTEGER,
              resolution TEXT
          ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS rollup_outbox (
+             seq INTEGER PRIMARY KEY,
+             keys TEXT NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS sync_cursors (
+             stream TEXT PRIMARY KEY,
+             acked INTEGER NOT NULL,
+             base INTEGER NOT NULL DEFAULT 0
+         ) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS latest (
              point_id INTEGER PRIMARY KEY,
              ts INTEGER NOT NULL,
@@ -1066,6 +1075,15 @@ impl Writer {
             self.metrics
                 .rollup_rows_written_total
                 .fetch_add(self.rows.len() as u64, Relaxed);
+            // What changed goes to the hub: the outbox names the rows, and the upload reads
+            // them as they are then (a later merge into the same bucket is a later record).
+            let keys: Vec<[i64; 3]> = self
+                .rows
+                .iter()
+                .map(|r| [r.level.code(), r.point, r.bucket])
+                .collect();
+            tx.prepare_cached("INSERT INTO rollup_outbox (keys) VALUES (?1)")?
+                .execute([serde_json::to_string(&keys).unwrap_or_default()])?;
         }
         tx.commit()?;
         if committed > 0 {
