@@ -27,7 +27,10 @@ async fn edge(dir: &Path, seed: &Path) -> anyhow::Result<EdgeNode> {
             "[node]\npark = \"sample-park\"\nbuilding = \"b1\"\ndata_dir = \"data\"\nprofiles_dir = \"{}\"\n\
              [api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nlisten_v4 = \"127.0.0.1:0\"\nlisten_v5 = \"127.0.0.1:0\"\n\
              [business]\nseed_dir = \"{}\"\n",
-            Path::new("firmware-configs/profiles").canonicalize().context("run benchmarks from the repository root")?.display(),
+            Path::new("firmware-configs/profiles")
+                .canonicalize()
+                .context("run benchmarks from the repository root")?
+                .display(),
             seed.display()
         ),
     )?;
@@ -48,9 +51,17 @@ impl Prober {
     /// acknowledgement of the read and the command that follows it meet Nagle's algorithm on
     /// the broker's socket (rumqttd does not set TCP_NODELAY on accepted connections), which
     /// adds a delayed-ACK wait; `shared` measures that case too.
-    async fn connect(broker: std::net::SocketAddr, answers: &str, shared: bool) -> anyhow::Result<Prober> {
+    async fn connect(
+        broker: std::net::SocketAddr,
+        answers: &str,
+        shared: bool,
+    ) -> anyhow::Result<Prober> {
         let connect = |name: &str| {
-            let mut options = MqttOptions::new(format!("bench-{name}-{}", fastrand::u32(..)), broker.ip().to_string(), broker.port());
+            let mut options = MqttOptions::new(
+                format!("bench-{name}-{}", fastrand::u32(..)),
+                broker.ip().to_string(),
+                broker.port(),
+            );
             options.set_inflight(1000);
             options.set_keep_alive(Duration::from_secs(30));
             let (client, mut eventloop) = AsyncClient::new(options, 10_000);
@@ -76,10 +87,16 @@ impl Prober {
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let at = Instant::now();
-                        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload) else { continue };
-                        let Some(id) = v["read"].as_str() else { continue };
+                        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload) else {
+                            continue;
+                        };
+                        let Some(id) = v["read"].as_str() else {
+                            continue;
+                        };
                         if let Some(t) = s2.lock().unwrap().remove(id) {
-                            l2.lock().unwrap().push(at.duration_since(t).as_secs_f64() * 1000.0);
+                            l2.lock()
+                                .unwrap()
+                                .push(at.duration_since(t).as_secs_f64() * 1000.0);
                         }
                     }
                     Ok(_) => {}
@@ -90,7 +107,9 @@ impl Prober {
                 }
             }
         });
-        tokio::time::timeout(Duration::from_secs(10), subscribed_rx).await.context("no SUBACK from the edge's broker")??;
+        tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
+            .await
+            .context("no SUBACK from the edge's broker")??;
         let client = if shared {
             listener
         } else {
@@ -104,12 +123,23 @@ impl Prober {
             });
             client
         };
-        Ok(Prober { client, sent, latencies })
+        Ok(Prober {
+            client,
+            sent,
+            latencies,
+        })
     }
 
-    async fn send(&self, topic: String, id: String, payload: serde_json::Value) -> anyhow::Result<()> {
+    async fn send(
+        &self,
+        topic: String,
+        id: String,
+        payload: serde_json::Value,
+    ) -> anyhow::Result<()> {
         self.sent.lock().unwrap().insert(id, Instant::now());
-        self.client.publish(topic, QoS::AtLeastOnce, false, payload.to_string()).await?;
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
+            .await?;
         Ok(())
     }
 
@@ -129,7 +159,11 @@ impl Prober {
 }
 
 /// Sends `per_tick` messages every millisecond-ish tick so that `rate` per second goes out.
-async fn paced(seconds: u64, rate: f64, mut send: impl AsyncFnMut(u64) -> anyhow::Result<()>) -> anyhow::Result<f64> {
+async fn paced(
+    seconds: u64,
+    rate: f64,
+    mut send: impl AsyncFnMut(u64) -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
     let start = Instant::now();
     let phase = Duration::from_secs(seconds);
     let mut n = 0u64;
@@ -163,7 +197,8 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
     let mut times = Vec::with_capacity(200_000);
     let mut granted = 0;
     for _ in 0..200_000 {
-        let (kind, value) = &sample.credentials[rng.below(sample.credentials.len() as u64) as usize];
+        let (kind, value) =
+            &sample.credentials[rng.below(sample.credentials.len() as u64) as usize];
         let door = &sample.doors[rng.below(sample.doors.len() as u64) as usize];
         let t = Instant::now();
         let d = index.decide(*kind, value, door, SAMPLE_WORKDAY_MORNING, &NoPresence);
@@ -178,7 +213,10 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
     println!("directory_load_ms: {load_ms:.0} ms");
     println!("access_decision_p50_us: {:.2} us", quantile(&times, 0.50));
     println!("access_decision_p99_us: {:.2} us", quantile(&times, 0.99));
-    println!("access_decision_granted_pct: {:.1} %", granted as f64 / times.len() as f64 * 100.0);
+    println!(
+        "access_decision_granted_pct: {:.1} %",
+        granted as f64 / times.len() as f64 * 100.0
+    );
 
     // End to end over MQTT on a real edge node.
     let dir = tempfile::tempdir()?;
@@ -188,7 +226,10 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
     std::fs::write(seed.join("building-b1.automerge"), &building_bytes)?;
     let t = Instant::now();
     let node = edge(dir.path(), &seed).await?;
-    println!("edge_start_with_directory_ms: {:.0} ms", t.elapsed().as_secs_f64() * 1000.0);
+    println!(
+        "edge_start_with_directory_ms: {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
     let broker = node.mqtt_v4.context("the edge has no broker")?;
     let prober = Prober::connect(broker, "door/+/command", false).await?;
     let creds = Arc::new(sample.credentials.clone());
@@ -196,7 +237,11 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
     let read = |n: u64| {
         let (kind, value) = &creds[(n.wrapping_mul(2_654_435_761) % creds.len() as u64) as usize];
         let door = &doors[(n % doors.len() as u64) as usize];
-        (format!("door/{door}/read"), format!("r{n}"), json!({"type": kind.as_str(), "value": value, "id": format!("r{n}")}))
+        (
+            format!("door/{door}/read"),
+            format!("r{n}"),
+            json!({"type": kind.as_str(), "value": value, "id": format!("r{n}")}),
+        )
     };
     let rate = paced(seconds, 50.0, async |n| {
         let (topic, id, payload) = read(n);
@@ -215,15 +260,23 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
     })
     .await?;
     let (one_link, _) = shared.drain().await;
-    println!("access_e2e_one_connection_p50_ms: {:.2} ms", quantile(&one_link, 0.50));
-    println!("access_e2e_one_connection_p99_ms: {:.2} ms", quantile(&one_link, 0.99));
+    println!(
+        "access_e2e_one_connection_p50_ms: {:.2} ms",
+        quantile(&one_link, 0.50)
+    );
+    println!(
+        "access_e2e_one_connection_p99_ms: {:.2} ms",
+        quantile(&one_link, 0.99)
+    );
 
     // 2,000 reads/s while telemetry flows into the same store at 50,000 samples/s.
     let store = node.store.clone();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
     let ingest = tokio::spawn(async move {
-        let keys: Vec<PointKey> = (0..5000).map(|i| PointKey::new(&format!("meter{:02}", i / 100), &format!("p{:03}", i % 100))).collect();
+        let keys: Vec<PointKey> = (0..5000)
+            .map(|i| PointKey::new(&format!("meter{:02}", i / 100), &format!("p{:03}", i % 100)))
+            .collect();
         let start = Instant::now();
         let mut sent = 0u64;
         let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -232,7 +285,15 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
             let due = (start.elapsed().as_secs_f64() * 50_000.0) as u64;
             while sent < due {
                 let ts = now_micros();
-                let batch: Vec<Sample> = (0..500).map(|i| Sample::good(keys[((sent + i) % 5000) as usize].clone(), ts, Value::Float(i as f64))).collect();
+                let batch: Vec<Sample> = (0..500)
+                    .map(|i| {
+                        Sample::good(
+                            keys[((sent + i) % 5000) as usize].clone(),
+                            ts,
+                            Value::Float(i as f64),
+                        )
+                    })
+                    .collect();
                 store.ingest(batch).await;
                 sent += 500;
             }
@@ -253,7 +314,10 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
     println!("access_e2e_p50_ms: {:.2} ms", quantile(&loaded, 0.50));
     println!("access_e2e_p99_ms: {:.2} ms", quantile(&loaded, 0.99));
     println!("access_e2e_max_ms: {:.2} ms", quantile(&loaded, 1.0));
-    println!("access_e2e_unanswered: {} reads", missing_light + missing_loaded);
+    println!(
+        "access_e2e_unanswered: {} reads",
+        missing_light + missing_loaded
+    );
     println!("edge_peak_rss_mb: {:.1} MB", peak_rss_mb());
     node.shutdown().await;
     Ok(())
@@ -263,7 +327,10 @@ pub async fn parking(seconds: u64) -> anyhow::Result<()> {
     let mut doc = sample_parking(2000, 1)?;
     let snapshot = doc.snapshot()?;
     // The pure fee: random stays of up to three days against the standard tariff.
-    let tariff = snapshot.tariffs.get("standard").context("the sample has a standard tariff")?;
+    let tariff = snapshot
+        .tariffs
+        .get("standard")
+        .context("the sample has a standard tariff")?;
     let mut rng = SampleRng::new(3);
     let mut times = Vec::with_capacity(100_000);
     for _ in 0..100_000 {
@@ -287,15 +354,29 @@ pub async fn parking(seconds: u64) -> anyhow::Result<()> {
     let passes: Vec<(String, String)> = snapshot
         .passes
         .values()
-        .map(|p| (p.plate.clone(), p.lot_ids.first().cloned().unwrap_or_else(|| "lot-north".into())))
+        .map(|p| {
+            (
+                p.plate.clone(),
+                p.lot_ids
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "lot-north".into()),
+            )
+        })
         .collect();
     // Cars enter, and each leaves again 50 reads later, so both decisions are measured.
     let rate = paced(seconds, 50.0, async |n| {
-        let (direction, i) = if n % 2 == 0 { ("in", n / 2) } else { ("out", (n / 2).saturating_sub(25)) };
+        let (direction, i) = if n % 2 == 0 {
+            ("in", n / 2)
+        } else {
+            ("out", (n / 2).saturating_sub(25))
+        };
         let (plate, lot) = &passes[(i as usize) % passes.len()];
         let id = format!("p{n}");
         let payload = json!({"plate": plate, "confidence": 0.95, "direction": direction, "id": id});
-        prober.send(format!("lpr/{lot}-{direction}/plate"), id, payload).await
+        prober
+            .send(format!("lpr/{lot}-{direction}/plate"), id, payload)
+            .await
     })
     .await?;
     let (lat, missing) = prober.drain().await;
