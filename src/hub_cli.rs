@@ -80,13 +80,21 @@ pub async fn run_hub(args: HubArgs) -> anyhow::Result<()> {
             _,
         ) => {
             let settings = HubSettings::load(&config)?;
-            let (ca, created) =
-                OperatorCa::load_or_create(&settings.ca_cert, &settings.ca_key, &settings.operator)?;
+            let (ca, created) = OperatorCa::load_or_create(
+                &settings.ca_cert,
+                &settings.ca_key,
+                &settings.operator,
+            )?;
             if created {
-                eprintln!("Created a new operator CA at {}.", settings.ca_cert.display());
+                eprintln!(
+                    "Created a new operator CA at {}.",
+                    settings.ca_cert.display()
+                );
             }
             let ttl = match ttl_hours {
-                Some(h) if h == 0 || h > 720 => anyhow::bail!("--ttl-hours must be between 1 and 720"),
+                Some(h) if h == 0 || h > 720 => {
+                    anyhow::bail!("--ttl-hours must be between 1 and 720")
+                }
                 Some(h) => std::time::Duration::from_secs(u64::from(h) * 3600),
                 None => settings.token_ttl,
             };
@@ -112,7 +120,8 @@ pub async fn run_hub(args: HubArgs) -> anyhow::Result<()> {
         ) => {
             let settings = HubSettings::load(&config)?;
             let building = park.as_deref().zip(building.as_deref());
-            let serials = cloud_hub::revoke(&settings.db_path(), serial.as_deref(), building, &reason)?;
+            let serials =
+                cloud_hub::revoke(&settings.db_path(), serial.as_deref(), building, &reason)?;
             for s in serials {
                 println!("revoked {s}");
             }
@@ -127,7 +136,9 @@ pub async fn run_hub(args: HubArgs) -> anyhow::Result<()> {
             hub.shutdown().await;
             Ok(())
         }
-        (None, None) => anyhow::bail!("say `smartpark hub --config FILE`, or one of its subcommands (see --help)"),
+        (None, None) => anyhow::bail!(
+            "say `smartpark hub --config FILE`, or one of its subcommands (see --help)"
+        ),
     }
 }
 

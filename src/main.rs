@@ -175,7 +175,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             profiles,
             port,
         } => demo::run(data_dir, profiles, port).await,
-        Command::Bench { name, seconds, credentials } => bench::run(name, seconds, credentials).await,
+        Command::Bench {
+            name,
+            seconds,
+            credentials,
+        } => bench::run(name, seconds, credentials).await,
         Command::Hub(args) => hub_cli::run_hub(args).await,
         Command::EdgeEnroll(args) => hub_cli::edge_enroll(args).await,
         Command::Sim { device } => match device {

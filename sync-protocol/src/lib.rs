@@ -6,19 +6,24 @@
 //! come out of `poll_*` methods, and storage is reached through traits the caller
 //! implements ([`EdgeOutbox`], [`HubSink`]). It stores nothing and knows no business
 //! rules: event bodies, config, commands and document sync messages are opaque bytes. The
-//! QUIC transport that carries the frames lives with the binaries that own a runtime.
+//! QUIC transport that carries the frames is an optional module behind the `transport`
+//! feature; the binaries that own a runtime turn it on.
 //!
 //! - [`codec`]: the frame envelope (version, stream, kind, sequence number, payload) and
 //!   its limits. The byte layout is also in `docs/sync-wire-format.md`.
 //! - [`message`]: the messages and their payload layouts.
 //! - [`telemetry`]: columnar raw and rollup batches.
 //! - [`session`]: [`EdgeSession`] and [`HubSession`].
+//! - `transport` (feature `transport`): QUIC with mutual TLS, enrollment, and frames over a
+//!   QUIC stream. The only part of the crate that does IO; the rest never depends on it.
 
 pub mod codec;
 pub mod message;
 pub mod session;
 pub mod telemetry;
 mod time;
+#[cfg(feature = "transport")]
+pub mod transport;
 mod wire;
 
 pub use codec::{DecodeError, EncodeError, Frame, Kind, MAX_FRAME_LEN, PROTOCOL_VERSION, StreamId};

@@ -1,0 +1,992 @@
+//! The hub's SQLite store: one file in WAL mode with `synchronous = FULL`, one writer
+//! thread with group commit for everything the edges upload, read connections for the API.
+//!
+//! Upload records are stored idempotently by (building, stream, sequence): the store keeps
+//! a durable cursor per building and stream, advances it in the same transaction that
+//! stores the records, and treats a record at or below the cursor as a duplicate. A
+//! record is acknowledged to the edge only after the transaction that holds it is
+//! committed (the connection tasks are woken by [`HubStore::subscribe_commits`]).
+//!
+//! Administrative writes that need an answer (enrollment tokens, certificates,
+//! revocations) are rare and run in their own short immediate transactions on their own
+//! connection, so that `smartpark hub enroll` can run beside a live hub; SQLite
+//! serialises them with the writer.
+//!
+//! One edge per building: the key of everything uploaded is (park, building), the
+//! identity the edge's certificate names, so a re-enrolled edge continues its building's
+//! streams.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use sync_protocol::{
+    EdgeIdentity, EventRecord, HubSink, Quality, RawBatch, Record, RollupBatch, SinkBusy,
+    UploadStream, Value,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::metrics::Metrics;
+
+const SCHEMA_VERSION: i64 = 1;
+/// The most items (events, rollup rows, raw samples) queued for the writer; beyond it the
+/// sink answers busy and the edge resends later.
+const MAX_QUEUED_ITEMS: u64 = 1_000_000;
+/// The most items one transaction takes.
+const MAX_BATCH_ITEMS: u64 = 200_000;
+
+/// A building, the unit of everything an edge uploads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BuildingKey {
+    pub park: String,
+    pub building: String,
+}
+
+impl BuildingKey {
+    pub fn new(park: &str, building: &str) -> Self {
+        BuildingKey {
+            park: park.to_string(),
+            building: building.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for BuildingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.park, self.building)
+    }
+}
+
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug)]
+enum OwnedRecord {
+    Event(EventRecord),
+    Rollups(RollupBatch),
+    Raw(RawBatch),
+    Gap { through: u64 },
+}
+
+impl OwnedRecord {
+    fn items(&self) -> u64 {
+        match self {
+            OwnedRecord::Event(_) | OwnedRecord::Gap { .. } => 1,
+            OwnedRecord::Rollups(b) => b.rows.len().max(1) as u64,
+            OwnedRecord::Raw(b) => b.sample_count().max(1) as u64,
+        }
+    }
+}
+
+/// A write that rides along in the next group commit, without an answer. It may run again
+/// if the commit fails and is retried, so it must be idempotent.
+pub type WriteOp = Box<dyn FnMut(&Connection) -> rusqlite::Result<()> + Send>;
+
+enum WriterMsg {
+    Upload {
+        key: BuildingKey,
+        stream: UploadStream,
+        seq: u64,
+        record: OwnedRecord,
+    },
+    Op(WriteOp),
+    Flush(oneshot::Sender<()>),
+}
+
+type CursorMap = HashMap<(BuildingKey, UploadStream), u64>;
+
+struct Shared {
+    metrics: Arc<Metrics>,
+    /// What the store holds durably, per building and stream.
+    durable: Mutex<CursorMap>,
+    /// What has been handed to the writer, in order, per building and stream.
+    accepted: Mutex<CursorMap>,
+    queued_items: AtomicU64,
+    commits: watch::Sender<u64>,
+    healthy: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// The hub's store. Cheap to clone.
+#[derive(Clone)]
+pub struct HubStore {
+    tx: mpsc::UnboundedSender<WriterMsg>,
+    shared: Arc<Shared>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl HubStore {
+    /// Opens (or creates) the database and starts the writer thread.
+    pub fn open(path: &Path, metrics: Arc<Metrics>) -> anyhow::Result<HubStore> {
+        let conn = open_db(path)?;
+        let mut durable = CursorMap::new();
+        {
+            let mut stmt = conn.prepare(
+                "SELECT b.park, b.building, c.stream, c.durable FROM cursors c JOIN buildings b ON b.id = c.building_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    BuildingKey {
+                        park: r.get(0)?,
+                        building: r.get(1)?,
+                    },
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
+            for row in rows {
+                let (key, stream, cursor) = row?;
+                if let Some(s) = stream_of(stream) {
+                    durable.insert((key, s), cursor as u64);
+                }
+            }
+        }
+        // Edges that were connected when the hub stopped are not connected now.
+        conn.execute(
+            "UPDATE edges SET state = 'disconnected' WHERE state NOT IN ('disconnected', 'never_connected')",
+            [],
+        )?;
+        let (commits, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            metrics,
+            accepted: Mutex::new(durable.clone()),
+            durable: Mutex::new(durable),
+            queued_items: AtomicU64::new(0),
+            commits,
+            healthy: AtomicBool::new(true),
+            last_error: Mutex::new(None),
+            path: path.to_path_buf(),
+            readers: Mutex::new(Vec::new()),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut writer = Writer::new(conn, shared.clone())?;
+        std::thread::Builder::new()
+            .name("hub-store-writer".into())
+            .spawn(move || writer.run(rx))
+            .context("cannot start the store writer thread")?;
+        Ok(HubStore { tx, shared })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Ticks after every commit; connection tasks wait on it to acknowledge.
+    pub fn subscribe_commits(&self) -> watch::Receiver<u64> {
+        self.shared.commits.subscribe()
+    }
+
+    /// Queues a write for the next group commit.
+    pub fn write_nowait(&self, op: WriteOp) {
+        let _ = self.tx.send(WriterMsg::Op(op));
+    }
+
+    /// Returns once everything queued before the call is committed.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(WriterMsg::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Whether the writer is committing; `Err` carries why not.
+    pub fn health(&self) -> Result<(), String> {
+        if self.shared.healthy.load(Relaxed) {
+            Ok(())
+        } else {
+            Err(lock(&self.shared.last_error).clone().unwrap_or_default())
+        }
+    }
+
+    /// The durable cursor of a building's stream.
+    pub fn durable(&self, key: &BuildingKey, stream: UploadStream) -> u64 {
+        lock(&self.shared.durable)
+            .get(&(key.clone(), stream))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// A sink for the sessions of one building.
+    pub fn sink(&self, key: BuildingKey) -> BuildingSink {
+        BuildingSink {
+            store: self.clone(),
+            key,
+        }
+    }
+
+    /// Runs `f` on a read connection, on a blocking thread.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = lock(&shared.readers).pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open_reader(&shared.path)?,
+            };
+            let result = f(&conn).context("store read failed");
+            let mut pool = lock(&shared.readers);
+            if pool.len() < 4 {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .context("store read task failed")?
+    }
+
+    /// Runs `f` in an immediate transaction on a connection of its own (administrative
+    /// writes that need an answer), on a blocking thread.
+    pub async fn admin<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let path = self.shared.path.clone();
+        tokio::task::spawn_blocking(move || admin_transaction(&path, f))
+            .await
+            .context("store admin task failed")?
+    }
+}
+
+/// Runs `f` in an immediate transaction on a new connection to the database at `path`:
+/// for the hub's administrative writes and for CLI commands beside a running hub.
+pub fn admin_transaction<T>(
+    path: &Path,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let mut conn = open_db(path)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+/// The [`HubSink`] of one building's connection.
+#[derive(Clone)]
+pub struct BuildingSink {
+    store: HubStore,
+    key: BuildingKey,
+}
+
+impl HubSink for BuildingSink {
+    fn accept(
+        &mut self,
+        edge: &EdgeIdentity,
+        stream: UploadStream,
+        seq: u64,
+        record: Record<'_>,
+    ) -> Result<(), SinkBusy> {
+        // The session was made for this building and refuses any other; a mismatch here
+        // would be a bug, and storing under the certificate's building is the safe side.
+        debug_assert_eq!(
+            (&edge.park, &edge.building),
+            (&self.key.park, &self.key.building)
+        );
+        let shared = &self.store.shared;
+        let record = match record {
+            Record::Event(e) => OwnedRecord::Event(e.clone()),
+            Record::Rollups(b) => OwnedRecord::Rollups(b.clone()),
+            Record::Raw(b) => OwnedRecord::Raw(b.clone()),
+            Record::Gap { through } => OwnedRecord::Gap { through },
+        };
+        let through = match record {
+            OwnedRecord::Gap { through } => through,
+            _ => seq,
+        };
+        let items = record.items();
+        if shared.queued_items.load(Relaxed) + items > MAX_QUEUED_ITEMS
+            && shared.queued_items.load(Relaxed) > 0
+        {
+            Metrics::add(&shared.metrics.sink_busy_total, 1);
+            return Err(SinkBusy);
+        }
+        let mut accepted = lock(&shared.accepted);
+        let cursor = accepted.entry((self.key.clone(), stream)).or_insert(0);
+        if seq > cursor.saturating_add(1) {
+            // Another connection of this building may have taken less than this session
+            // believes; it resends after its timeout, by which time the order is whole.
+            Metrics::add(&shared.metrics.sink_busy_total, 1);
+            return Err(SinkBusy);
+        }
+        let msg = WriterMsg::Upload {
+            key: self.key.clone(),
+            stream,
+            seq,
+            record,
+        };
+        if self.store.tx.send(msg).is_err() {
+            return Err(SinkBusy);
+        }
+        *cursor = (*cursor).max(through);
+        shared.queued_items.fetch_add(items, Relaxed);
+        Ok(())
+    }
+
+    fn durable_cursor(&self, _edge: &EdgeIdentity, stream: UploadStream) -> u64 {
+        self.store.durable(&self.key, stream)
+    }
+}
+
+fn stream_of(code: i64) -> Option<UploadStream> {
+    UploadStream::ALL.into_iter().find(|s| *s as i64 == code)
+}
+
+/// Opens the database read-write, creating the schema if needed.
+pub fn open_db(path: &Path) -> anyhow::Result<Connection> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let conn = Connection::open(path)
+        .with_context(|| format!("cannot open the hub database {}", path.display()))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 10000;
+         PRAGMA cache_size = -32000;",
+    )
+    .context("cannot configure the hub database")?;
+    conn.execute_batch(SCHEMA)
+        .context("cannot create the hub schema")?;
+    let version: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match version {
+        None => {
+            conn.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?1)",
+                [SCHEMA_VERSION],
+            )?;
+        }
+        Some(SCHEMA_VERSION) => {}
+        Some(v) => anyhow::bail!(
+            "the hub database {} has schema version {v}; this build knows {SCHEMA_VERSION}",
+            path.display()
+        ),
+    }
+    Ok(conn)
+}
+
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    c.busy_timeout(Duration::from_secs(5))?;
+    Ok(c)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS parks (park TEXT PRIMARY KEY, created INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS buildings (
+    id INTEGER PRIMARY KEY,
+    park TEXT NOT NULL REFERENCES parks (park),
+    building TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    UNIQUE (park, building)
+);
+-- One edge per building; the row carries what the dashboard shows about it.
+CREATE TABLE IF NOT EXISTS edges (
+    building_id INTEGER PRIMARY KEY REFERENCES buildings (id),
+    serial TEXT,
+    edge_id TEXT,
+    enrolled_at INTEGER,
+    cert_not_after INTEGER,
+    state TEXT NOT NULL DEFAULT 'never_connected',
+    state_since INTEGER,
+    last_seen INTEGER,
+    last_error TEXT,
+    remote TEXT,
+    health TEXT,
+    health_at INTEGER,
+    backlog_events INTEGER,
+    backlog_rollups INTEGER,
+    backlog_raw INTEGER,
+    newest_event_ts INTEGER,
+    newest_sample_ts INTEGER
+);
+CREATE TABLE IF NOT EXISTS certificates (
+    serial TEXT PRIMARY KEY,
+    building_id INTEGER NOT NULL REFERENCES buildings (id),
+    issued_at INTEGER NOT NULL,
+    not_after INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY,
+    building_id INTEGER NOT NULL REFERENCES buildings (id),
+    created INTEGER NOT NULL,
+    expires INTEGER NOT NULL,
+    used_at INTEGER,
+    used_by_serial TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS revocations (
+    serial TEXT PRIMARY KEY,
+    revoked_at INTEGER NOT NULL,
+    reason TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cursors (
+    building_id INTEGER NOT NULL REFERENCES buildings (id),
+    stream INTEGER NOT NULL,
+    durable INTEGER NOT NULL,
+    PRIMARY KEY (building_id, stream)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    building_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    ts INTEGER,
+    body BLOB NOT NULL,
+    received INTEGER NOT NULL,
+    PRIMARY KEY (building_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_id ON events (id);
+CREATE TABLE IF NOT EXISTS gaps (
+    building_id INTEGER NOT NULL,
+    stream INTEGER NOT NULL,
+    from_seq INTEGER NOT NULL,
+    through INTEGER NOT NULL,
+    recorded INTEGER NOT NULL,
+    PRIMARY KEY (building_id, stream, from_seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS points (
+    id INTEGER PRIMARY KEY,
+    building_id INTEGER NOT NULL,
+    point TEXT NOT NULL,
+    UNIQUE (building_id, point)
+);
+CREATE TABLE IF NOT EXISTS raw (
+    point_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    value ANY,
+    q INTEGER NOT NULL,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS raw_point_ts ON raw (point_id, ts);
+CREATE TABLE IF NOT EXISTS rollups (
+    point_id INTEGER NOT NULL,
+    period INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    count INTEGER NOT NULL, bad INTEGER NOT NULL,
+    min REAL, max REAL, sum REAL, last REAL, last_ts INTEGER NOT NULL, delta REAL,
+    PRIMARY KEY (point_id, period, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS latest (
+    point_id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    value ANY,
+    q INTEGER NOT NULL,
+    reason TEXT
+);
+CREATE TABLE IF NOT EXISTS documents (
+    park TEXT NOT NULL,
+    doc_id TEXT NOT NULL,
+    snapshot BLOB NOT NULL,
+    updated INTEGER NOT NULL,
+    PRIMARY KEY (park, doc_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS doc_chunks (
+    park TEXT NOT NULL,
+    doc_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (park, doc_id, seq)
+) WITHOUT ROWID;
+";
+
+/// The id of a building, creating the park and building rows if needed.
+pub fn building_id(c: &Connection, park: &str, building: &str) -> rusqlite::Result<i64> {
+    let now = now_micros();
+    c.prepare_cached("INSERT OR IGNORE INTO parks (park, created) VALUES (?1, ?2)")?
+        .execute(params![park, now])?;
+    c.prepare_cached(
+        "INSERT OR IGNORE INTO buildings (park, building, created) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![park, building, now])?;
+    let id: i64 = c
+        .prepare_cached("SELECT id FROM buildings WHERE park = ?1 AND building = ?2")?
+        .query_row(params![park, building], |r| r.get(0))?;
+    c.prepare_cached("INSERT OR IGNORE INTO edges (building_id) VALUES (?1)")?
+        .execute([id])?;
+    Ok(id)
+}
+
+// Values are stored in a column without type affinity, with their kind and the quality
+// packed into `q`, as the edge's store does.
+const VK_NONE: i64 = 0;
+const VK_BOOL: i64 = 1;
+const VK_INT: i64 = 2;
+const VK_FLOAT: i64 = 3;
+const VK_TEXT: i64 = 4;
+
+fn encode_value(v: &Option<Value>) -> (ToSqlOutput<'_>, i64) {
+    use rusqlite::types::Value as V;
+    match v {
+        None => (ToSqlOutput::Owned(V::Null), VK_NONE),
+        Some(Value::Bool(b)) => (ToSqlOutput::Owned(V::Integer(*b as i64)), VK_BOOL),
+        Some(Value::Int(i)) => (ToSqlOutput::Owned(V::Integer(*i)), VK_INT),
+        Some(Value::Float(f)) => (ToSqlOutput::Owned(V::Real(*f)), VK_FLOAT),
+        Some(Value::Text(t)) => (ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())), VK_TEXT),
+    }
+}
+
+fn quality_code(q: &Quality) -> (i64, Option<&str>) {
+    match q {
+        Quality::Good => (0, None),
+        Quality::Uncertain(r) => (1, Some(r)),
+        Quality::Bad(r) => (2, Some(r)),
+        Quality::Stale => (3, None),
+    }
+}
+
+/// A stored sample as JSON: `{"ts", "value", "quality", "reason"}`.
+pub fn sample_json(
+    ts: i64,
+    value: ValueRef<'_>,
+    q: i64,
+    reason: Option<String>,
+) -> serde_json::Value {
+    let value = match (q >> 4, value) {
+        (VK_BOOL, ValueRef::Integer(i)) => serde_json::json!(i != 0),
+        (VK_INT, ValueRef::Integer(i)) => serde_json::json!(i),
+        (VK_FLOAT, ValueRef::Real(f)) if f.is_finite() => serde_json::json!(f),
+        (VK_FLOAT, ValueRef::Integer(i)) => serde_json::json!(i as f64),
+        (VK_TEXT, ValueRef::Text(t)) => serde_json::json!(String::from_utf8_lossy(t)),
+        _ => serde_json::Value::Null,
+    };
+    let quality = match q & 0xf {
+        0 => "good",
+        1 => "uncertain",
+        2 => "bad",
+        _ => "stale",
+    };
+    serde_json::json!({"ts": ts, "value": value, "quality": quality, "reason": reason})
+}
+
+/// The time in a UUIDv7 event id, in microseconds; `None` for other ids.
+fn uuid7_micros(id: &[u8; 16]) -> Option<i64> {
+    if id[6] >> 4 != 7 {
+        return None;
+    }
+    let ms = id[..6]
+        .iter()
+        .fold(0i64, |acc, b| (acc << 8) | i64::from(*b));
+    Some(ms * 1000)
+}
+
+struct Writer {
+    conn: Connection,
+    shared: Arc<Shared>,
+    buildings: HashMap<BuildingKey, i64>,
+    points: HashMap<(i64, String), i64>,
+    /// The durable cursors as of the open transaction.
+    cursors: CursorMap,
+}
+
+/// What one transaction did, applied to the shared state once it is committed.
+#[derive(Default)]
+struct Outcome {
+    events: u64,
+    rollup_rows: u64,
+    raw_samples: u64,
+    duplicates: u64,
+    gaps: u64,
+    holes: Vec<(BuildingKey, UploadStream)>,
+}
+
+impl Writer {
+    fn new(conn: Connection, shared: Arc<Shared>) -> anyhow::Result<Writer> {
+        let cursors = lock(&shared.durable).clone();
+        Ok(Writer {
+            conn,
+            shared,
+            buildings: HashMap::new(),
+            points: HashMap::new(),
+            cursors,
+        })
+    }
+
+    fn run(&mut self, mut rx: mpsc::UnboundedReceiver<WriterMsg>) {
+        let mut pending: Vec<WriterMsg> = Vec::new();
+        loop {
+            if pending.is_empty() {
+                match rx.blocking_recv() {
+                    Some(m) => pending.push(m),
+                    None => return,
+                }
+            }
+            // Group commit: take what queued up while the last commit was syncing.
+            let mut items: u64 = pending.iter().map(msg_items).sum();
+            while items < MAX_BATCH_ITEMS {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        items += msg_items(&m);
+                        pending.push(m);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let saved = self.cursors.clone();
+            match self.commit(&mut pending) {
+                Ok(outcome) => {
+                    self.after_commit(outcome, items);
+                    for m in pending.drain(..) {
+                        if let WriterMsg::Flush(done) = m {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Nothing is dropped: the batch stays pending and is retried; the
+                    // sinks answer busy meanwhile once the queue is full.
+                    self.cursors = saved;
+                    self.buildings.clear();
+                    self.points.clear();
+                    Metrics::add(&self.shared.metrics.commit_errors_total, 1);
+                    let msg = format!("{e:#}");
+                    tracing::error!(error = %msg, "Hub store commit failed; retrying.");
+                    *lock(&self.shared.last_error) = Some(msg);
+                    self.shared.healthy.store(false, Relaxed);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    fn after_commit(&mut self, outcome: Outcome, items: u64) {
+        let m = &self.shared.metrics;
+        Metrics::add(&m.commits_total, 1);
+        Metrics::add(&m.events_stored_total, outcome.events);
+        Metrics::add(&m.rollup_rows_stored_total, outcome.rollup_rows);
+        Metrics::add(&m.raw_samples_stored_total, outcome.raw_samples);
+        Metrics::add(&m.records_duplicate_total, outcome.duplicates);
+        Metrics::add(&m.records_gap_total, outcome.gaps);
+        self.shared.healthy.store(true, Relaxed);
+        let _ = self
+            .shared
+            .queued_items
+            .fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(items)));
+        *lock(&self.shared.durable) = self.cursors.clone();
+        if !outcome.holes.is_empty() {
+            let mut accepted = lock(&self.shared.accepted);
+            for key in outcome.holes {
+                let durable = self.cursors.get(&key).copied().unwrap_or(0);
+                accepted.insert(key, durable);
+            }
+        }
+        self.shared.commits.send_modify(|n| *n += 1);
+    }
+
+    fn commit(&mut self, pending: &mut [WriterMsg]) -> anyhow::Result<Outcome> {
+        let tx = self.conn.transaction()?;
+        let mut outcome = Outcome::default();
+        for m in pending.iter_mut() {
+            match m {
+                WriterMsg::Upload {
+                    key,
+                    stream,
+                    seq,
+                    record,
+                } => {
+                    let key = key.clone();
+                    let bid = match self.buildings.get(&key) {
+                        Some(id) => *id,
+                        None => {
+                            let id = building_id(&tx, &key.park, &key.building)?;
+                            self.buildings.insert(key.clone(), id);
+                            id
+                        }
+                    };
+                    apply_upload(
+                        &tx,
+                        &mut self.points,
+                        &mut self.cursors,
+                        (&key, bid),
+                        *stream,
+                        *seq,
+                        record,
+                        &mut outcome,
+                    )?;
+                }
+                WriterMsg::Op(op) => {
+                    tx.execute_batch("SAVEPOINT op")?;
+                    match op(&tx) {
+                        Ok(()) => tx.execute_batch("RELEASE op")?,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "A store write failed; it was rolled back alone.");
+                            tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
+                        }
+                    }
+                }
+                WriterMsg::Flush(_) => {}
+            }
+        }
+        tx.commit()?;
+        Ok(outcome)
+    }
+}
+
+fn msg_items(m: &WriterMsg) -> u64 {
+    match m {
+        WriterMsg::Upload { record, .. } => record.items(),
+        _ => 1,
+    }
+}
+
+fn point_id(
+    tx: &Connection,
+    points: &mut HashMap<(i64, String), i64>,
+    bid: i64,
+    point: &str,
+) -> rusqlite::Result<i64> {
+    if let Some(id) = points.get(&(bid, point.to_string())) {
+        return Ok(*id);
+    }
+    tx.prepare_cached("INSERT OR IGNORE INTO points (building_id, point) VALUES (?1, ?2)")?
+        .execute(params![bid, point])?;
+    let id: i64 = tx
+        .prepare_cached("SELECT id FROM points WHERE building_id = ?1 AND point = ?2")?
+        .query_row(params![bid, point], |r| r.get(0))?;
+    points.insert((bid, point.to_string()), id);
+    Ok(id)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply_upload(
+    tx: &Connection,
+    points: &mut HashMap<(i64, String), i64>,
+    cursors: &mut CursorMap,
+    (key, bid): (&BuildingKey, i64),
+    stream: UploadStream,
+    seq: u64,
+    record: &OwnedRecord,
+    outcome: &mut Outcome,
+) -> rusqlite::Result<()> {
+    let cursor = cursors.get(&(key.clone(), stream)).copied().unwrap_or(0);
+    let through = match record {
+        OwnedRecord::Gap { through } => *through,
+        _ => seq,
+    };
+    if through <= cursor {
+        outcome.duplicates += 1;
+        return Ok(());
+    }
+    if seq > cursor + 1 {
+        // The sinks hand records over in order; a hole means two connections raced.
+        // Storing nothing keeps the cursor honest, and the edge resends.
+        tracing::warn!(building = %key, ?stream, seq, cursor, "Upload record out of order; not stored.");
+        outcome.holes.push((key.clone(), stream));
+        return Ok(());
+    }
+    let now = now_micros();
+    match record {
+        OwnedRecord::Event(e) => {
+            let ts = uuid7_micros(&e.id);
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO events (building_id, seq, id, ts, body, received) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![bid, seq as i64, &e.id[..], ts, e.body, now])?;
+            if let Some(ts) = ts {
+                tx.prepare_cached(
+                    "UPDATE edges SET newest_event_ts = max(coalesce(newest_event_ts, ?2), ?2) WHERE building_id = ?1",
+                )?
+                .execute(params![bid, ts])?;
+            }
+            outcome.events += 1;
+        }
+        OwnedRecord::Rollups(batch) => {
+            let mut newest = i64::MIN;
+            for row in &batch.rows {
+                let pid = point_id(tx, points, bid, &row.point)?;
+                let f = |v: f64| v.is_finite().then_some(v);
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO rollups (point_id, period, bucket, count, bad, min, max, sum, last, last_ts, delta)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )?
+                .execute(params![
+                    pid,
+                    row.period_s,
+                    row.bucket,
+                    row.count as i64,
+                    row.bad as i64,
+                    f(row.min),
+                    f(row.max),
+                    f(row.sum),
+                    f(row.last),
+                    row.last_ts,
+                    f(row.delta)
+                ])?;
+                if row.count > 0 && row.last.is_finite() {
+                    upsert_latest(
+                        tx,
+                        pid,
+                        row.last_ts,
+                        &Some(Value::Float(row.last)),
+                        &Quality::Good,
+                    )?;
+                    newest = newest.max(row.last_ts);
+                }
+                outcome.rollup_rows += 1;
+            }
+            update_sample_freshness(tx, bid, newest)?;
+        }
+        OwnedRecord::Raw(batch) => {
+            let mut newest = i64::MIN;
+            for series in &batch.series {
+                let pid = point_id(tx, points, bid, &series.point)?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO raw (point_id, ts, value, q, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for s in &series.samples {
+                    let (value, vk) = encode_value(&s.value);
+                    let (q, reason) = quality_code(&s.quality);
+                    insert.execute(params![pid, s.ts, value, (vk << 4) | q, reason])?;
+                }
+                if let Some(last) = series.samples.iter().max_by_key(|s| s.ts) {
+                    upsert_latest(tx, pid, last.ts, &last.value, &last.quality)?;
+                    newest = newest.max(last.ts);
+                }
+                outcome.raw_samples += series.samples.len() as u64;
+            }
+            update_sample_freshness(tx, bid, newest)?;
+        }
+        OwnedRecord::Gap { through } => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO gaps (building_id, stream, from_seq, through, recorded) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![bid, stream as i64, seq as i64, *through as i64, now])?;
+            outcome.gaps += through - seq.max(cursor + 1) + 1;
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO cursors (building_id, stream, durable) VALUES (?1, ?2, ?3)
+         ON CONFLICT (building_id, stream) DO UPDATE SET durable = excluded.durable",
+    )?
+    .execute(params![bid, stream as i64, through as i64])?;
+    cursors.insert((key.clone(), stream), through);
+    Ok(())
+}
+
+fn upsert_latest(
+    tx: &Connection,
+    pid: i64,
+    ts: i64,
+    value: &Option<Value>,
+    quality: &Quality,
+) -> rusqlite::Result<()> {
+    let (v, vk) = encode_value(value);
+    let (q, reason) = quality_code(quality);
+    tx.prepare_cached(
+        "INSERT INTO latest (point_id, ts, value, q, reason) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (point_id) DO UPDATE SET ts = excluded.ts, value = excluded.value, q = excluded.q, reason = excluded.reason
+         WHERE excluded.ts >= latest.ts",
+    )?
+    .execute(params![pid, ts, v, (vk << 4) | q, reason])?;
+    Ok(())
+}
+
+fn update_sample_freshness(tx: &Connection, bid: i64, newest: i64) -> rusqlite::Result<()> {
+    if newest > i64::MIN {
+        tx.prepare_cached(
+            "UPDATE edges SET newest_sample_ts = max(coalesce(newest_sample_ts, ?2), ?2) WHERE building_id = ?1",
+        )?
+        .execute(params![bid, newest])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_protocol::{RawSample, RawSeries};
+
+    fn identity() -> EdgeIdentity {
+        EdgeIdentity {
+            edge_id: "e".into(),
+            park: "p".into(),
+            building: "b".into(),
+        }
+    }
+
+    fn raw(n: usize) -> RawBatch {
+        RawBatch {
+            series: vec![RawSeries {
+                point: "m/p".into(),
+                samples: (0..n)
+                    .map(|i| RawSample {
+                        ts: i as i64,
+                        value: Some(Value::Float(i as f64)),
+                        quality: Quality::Good,
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_stored_twice_is_kept_once_and_the_cursor_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.sqlite");
+        let key = BuildingKey::new("p", "b");
+        {
+            let store = HubStore::open(&path, Arc::default()).unwrap();
+            let mut sink = store.sink(key.clone());
+            let batch = raw(10);
+            sink.accept(&identity(), UploadStream::Raw, 1, Record::Raw(&batch))
+                .unwrap();
+            sink.accept(&identity(), UploadStream::Raw, 1, Record::Raw(&batch))
+                .unwrap();
+            assert_eq!(
+                sink.accept(&identity(), UploadStream::Raw, 3, Record::Raw(&batch)),
+                Err(SinkBusy),
+                "a hole is refused"
+            );
+            sink.accept(
+                &identity(),
+                UploadStream::Raw,
+                2,
+                Record::Gap { through: 4 },
+            )
+            .unwrap();
+            store.flush().await;
+            assert_eq!(sink.durable_cursor(&identity(), UploadStream::Raw), 4);
+        }
+        let store = HubStore::open(&path, Arc::default()).unwrap();
+        assert_eq!(store.durable(&key, UploadStream::Raw), 4);
+        let n: i64 = store
+            .read(|c| c.query_row("SELECT count(*) FROM raw", [], |r| r.get(0)))
+            .await
+            .unwrap();
+        assert_eq!(n, 10);
+    }
+
+    #[test]
+    fn the_time_of_a_uuid7_event_id_is_read_from_its_first_48_bits() {
+        let mut id = [0u8; 16];
+        id[..6].copy_from_slice(&1_700_000_000_123u64.to_be_bytes()[2..]);
+        id[6] = 0x70;
+        assert_eq!(uuid7_micros(&id), Some(1_700_000_000_123_000));
+        id[6] = 0x40;
+        assert_eq!(uuid7_micros(&id), None);
+    }
+}

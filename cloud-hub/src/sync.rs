@@ -1,0 +1,558 @@
+//! The edges' sync connections: one task per connection drives a
+//! [`HubSession::for_building`] made for the building the certificate names, over the
+//! QUIC frame channel, into the store; and the hub's replica of each park's automerge
+//! documents, synced with every connected edge of the park.
+//!
+//! A building has at most one live connection: a newer one replaces the older. The hub
+//! never takes the building from what the edge says: the session refuses a hello naming
+//! another building, and the sink stores under the certificate's building.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use automerge::sync::SyncDoc as _;
+use rusqlite::params;
+use sync_protocol::transport::{CloseCode, FrameChannel, PeerIdentity, TransportError};
+use sync_protocol::{
+    DocumentMessage, HubEvent, HubSession, LostReason, SessionConfig, Time, UploadStream,
+};
+use tokio::sync::broadcast;
+
+use crate::metrics::Metrics;
+use crate::store::{BuildingKey, HubStore, building_id, now_micros};
+
+/// What the hub knows about a live connection, for the API.
+#[derive(Debug)]
+pub struct LiveEdge {
+    pub id: u64,
+    pub serial: String,
+    pub remote: String,
+    pub connected_since: i64,
+    pub last_seen: AtomicI64,
+    pub edge_id: Mutex<Option<String>>,
+    closer: sync_protocol::transport::ChannelCloser,
+}
+
+/// The live connections, by building.
+#[derive(Debug, Default)]
+pub struct Registry {
+    live: Mutex<HashMap<BuildingKey, Arc<LiveEdge>>>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    pub fn get(&self, key: &BuildingKey) -> Option<Arc<LiveEdge>> {
+        lock(&self.live).get(key).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.live).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Closes the live connections whose certificate serial is in `revoked`.
+    pub fn close_revoked(&self, is_revoked: impl Fn(&str) -> bool) {
+        for (key, edge) in lock(&self.live).iter() {
+            if is_revoked(&edge.serial) {
+                tracing::warn!(building = %key, serial = %edge.serial, "Closing the connection of a revoked certificate.");
+                edge.closer.close(
+                    CloseCode::Refused,
+                    "this edge's certificate has been revoked",
+                );
+            }
+        }
+    }
+
+    /// Closes every live connection (shutdown).
+    pub fn close_all(&self, reason: &str) {
+        for edge in lock(&self.live).values() {
+            edge.closer.close(CloseCode::ShuttingDown, reason);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A document changed on the hub's replica: connections of the park send it on.
+#[derive(Debug, Clone)]
+struct DocChanged {
+    park: String,
+    doc_id: String,
+    origin: u64,
+}
+
+/// The hub's replicas of the parks' automerge documents, loaded at start, kept in memory
+/// and stored as a snapshot plus incremental chunks.
+pub struct Documents {
+    docs: Mutex<BTreeMap<(String, String), automerge::Automerge>>,
+    changed: broadcast::Sender<DocChanged>,
+    chunks: Mutex<HashMap<(String, String), u64>>,
+}
+
+/// A document of a park: (park, document id).
+type DocKey = (String, String);
+/// A stored document: its snapshot and the incremental chunks after it.
+type StoredDoc = (Vec<u8>, Vec<Vec<u8>>);
+
+/// Chunks after which a document is saved whole again.
+const COMPACT_AFTER_CHUNKS: u64 = 64;
+
+impl Documents {
+    /// Loads every stored document.
+    pub async fn load(store: &HubStore) -> anyhow::Result<Documents> {
+        let rows = store
+            .read(|c| {
+                let mut out: BTreeMap<DocKey, StoredDoc> = BTreeMap::new();
+                let mut stmt = c.prepare("SELECT park, doc_id, snapshot FROM documents")?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                for row in rows {
+                    let (park, doc, snap): (String, String, Vec<u8>) = row?;
+                    out.insert((park, doc), (snap, Vec::new()));
+                }
+                let mut stmt = c.prepare(
+                    "SELECT park, doc_id, data FROM doc_chunks ORDER BY park, doc_id, seq",
+                )?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                for row in rows {
+                    let (park, doc, data): (String, String, Vec<u8>) = row?;
+                    out.entry((park, doc)).or_default().1.push(data);
+                }
+                Ok(out)
+            })
+            .await?;
+        let mut docs = BTreeMap::new();
+        let mut chunks = HashMap::new();
+        for (key, (snapshot, incremental)) in rows {
+            let mut doc = if snapshot.is_empty() {
+                automerge::Automerge::new()
+            } else {
+                match automerge::Automerge::load(&snapshot) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::error!(park = %key.0, doc = %key.1, error = %e, "A stored document does not load; starting it empty.");
+                        automerge::Automerge::new()
+                    }
+                }
+            };
+            for c in &incremental {
+                if let Err(e) = doc.load_incremental(c) {
+                    tracing::error!(park = %key.0, doc = %key.1, error = %e, "A stored document chunk does not load; skipped.");
+                }
+            }
+            chunks.insert(key.clone(), incremental.len() as u64);
+            docs.insert(key, doc);
+        }
+        let (changed, _) = broadcast::channel(1024);
+        Ok(Documents {
+            docs: Mutex::new(docs),
+            changed,
+            chunks: Mutex::new(chunks),
+        })
+    }
+
+    /// The ids of a park's documents.
+    pub fn ids(&self, park: &str) -> Vec<String> {
+        lock(&self.docs)
+            .keys()
+            .filter(|(p, _)| p == park)
+            .map(|(_, d)| d.clone())
+            .collect()
+    }
+
+    /// A copy of a document, for tests and the API.
+    pub fn get(&self, park: &str, doc_id: &str) -> Option<automerge::Automerge> {
+        lock(&self.docs)
+            .get(&(park.to_string(), doc_id.to_string()))
+            .cloned()
+    }
+
+    /// Applies an edge's sync message and returns the answer to send back, if any.
+    fn receive(
+        &self,
+        store: &HubStore,
+        metrics: &Metrics,
+        park: &str,
+        origin: u64,
+        state: &mut automerge::sync::State,
+        message: &DocumentMessage,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let msg = automerge::sync::Message::decode(&message.message)
+            .map_err(|e| format!("undecodable automerge sync message: {e}"))?;
+        let key = (park.to_string(), message.doc_id.clone());
+        let mut docs = lock(&self.docs);
+        let doc = docs.entry(key.clone()).or_default();
+        let before = doc.get_heads();
+        doc.receive_sync_message(state, msg)
+            .map_err(|e| format!("automerge refused the sync message: {e}"))?;
+        if doc.get_heads() != before {
+            Metrics::add(&metrics.documents_changed_total, 1);
+            let chunk = doc.save_after(&before);
+            let n = {
+                let mut chunks = lock(&self.chunks);
+                let n = chunks.entry(key.clone()).or_insert(0);
+                *n += 1;
+                *n
+            };
+            let (p, d) = key.clone();
+            if n >= COMPACT_AFTER_CHUNKS {
+                let snapshot = doc.save();
+                lock(&self.chunks).insert(key.clone(), 0);
+                store.write_nowait(Box::new(move |c| {
+                    c.execute(
+                        "INSERT INTO documents (park, doc_id, snapshot, updated) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (park, doc_id) DO UPDATE SET snapshot = excluded.snapshot, updated = excluded.updated",
+                        params![p, d, snapshot, now_micros()],
+                    )?;
+                    c.execute("DELETE FROM doc_chunks WHERE park = ?1 AND doc_id = ?2", params![p, d])?;
+                    Ok(())
+                }));
+            } else {
+                store.write_nowait(Box::new(move |c| {
+                    c.execute(
+                        "INSERT OR IGNORE INTO documents (park, doc_id, snapshot, updated) VALUES (?1, ?2, x'', ?3)",
+                        params![p, d, now_micros()],
+                    )?;
+                    c.execute(
+                        "INSERT INTO doc_chunks (park, doc_id, seq, data)
+                         VALUES (?1, ?2, (SELECT coalesce(max(seq), 0) + 1 FROM doc_chunks WHERE park = ?1 AND doc_id = ?2), ?3)",
+                        params![p, d, chunk],
+                    )?;
+                    Ok(())
+                }));
+            }
+            let _ = self.changed.send(DocChanged {
+                park: park.to_string(),
+                doc_id: message.doc_id.clone(),
+                origin,
+            });
+        }
+        Ok(doc.generate_sync_message(state).map(|m| m.encode()))
+    }
+
+    /// The next sync message for a peer, if it lacks anything.
+    fn generate(
+        &self,
+        park: &str,
+        doc_id: &str,
+        state: &mut automerge::sync::State,
+    ) -> Option<Vec<u8>> {
+        let docs = lock(&self.docs);
+        let doc = docs.get(&(park.to_string(), doc_id.to_string()))?;
+        doc.generate_sync_message(state).map(|m| m.encode())
+    }
+}
+
+/// Everything a connection task needs.
+pub struct SyncContext {
+    pub store: HubStore,
+    pub registry: Arc<Registry>,
+    pub documents: Arc<Documents>,
+    pub metrics: Arc<Metrics>,
+    pub session: SessionConfig,
+    pub epoch: Instant,
+}
+
+impl SyncContext {
+    fn now(&self) -> Time {
+        Time::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+}
+
+/// Runs one edge connection to its end.
+pub async fn run_connection(
+    cx: Arc<SyncContext>,
+    identity: PeerIdentity,
+    mut channel: FrameChannel,
+) {
+    let key = BuildingKey::new(&identity.park, &identity.building);
+    let id = cx.registry.next_id.fetch_add(1, Relaxed);
+    let remote = channel.remote_address().to_string();
+    let live = Arc::new(LiveEdge {
+        id,
+        serial: identity.serial.clone(),
+        remote: remote.clone(),
+        connected_since: now_micros(),
+        last_seen: AtomicI64::new(now_micros()),
+        edge_id: Mutex::new(None),
+        closer: channel.closer(),
+    });
+    if let Some(old) = lock(&cx.registry.live).insert(key.clone(), live.clone()) {
+        Metrics::add(&cx.metrics.connections_replaced_total, 1);
+        tracing::info!(old = %old.remote, "A newer connection of this building replaces the older one.");
+        old.closer.close(
+            CloseCode::Replaced,
+            "replaced by a newer connection of the same building",
+        );
+    }
+    Metrics::add(&cx.metrics.connections_total, 1);
+    cx.metrics
+        .edges_connected
+        .store(cx.registry.len() as u64, Relaxed);
+    set_state(&cx.store, &key, "handshaking", None, Some(&remote), None);
+
+    let mut session = HubSession::for_building(cx.session.clone(), &key.park, &key.building);
+    let mut sink = cx.store.sink(key.clone());
+    let mut commits = cx.store.subscribe_commits();
+    let mut doc_changes = cx.documents.changed.subscribe();
+    let mut sync_states: HashMap<String, automerge::sync::State> = HashMap::new();
+    session.handle_connected(cx.now());
+    let mut end: Option<String> = None;
+    let mut persisted_seen = Instant::now();
+
+    while end.is_none() {
+        // Drain outputs: frames first (in order), then events.
+        while let Some(frame) = session.poll_transmit(cx.now()) {
+            Metrics::add(&cx.metrics.frames_sent_total, 1);
+            if let Err(e) = channel.send(&frame).await {
+                session.handle_disconnected(cx.now());
+                end.get_or_insert(e.to_string());
+                break;
+            }
+        }
+        while let Some(event) = session.poll_event() {
+            match event {
+                HubEvent::Connected {
+                    identity: hello,
+                    edge_cursors,
+                    durable,
+                } => {
+                    tracing::info!(edge = %hello.edge_id, ?edge_cursors, ?durable, "Edge connected.");
+                    *lock(&live.edge_id) = Some(hello.edge_id.clone());
+                    set_state(
+                        &cx.store,
+                        &key,
+                        "connected",
+                        Some(&hello.edge_id),
+                        Some(&remote),
+                        None,
+                    );
+                    // Offer the edge every document of its park; automerge works out what
+                    // each side lacks.
+                    for doc_id in cx.documents.ids(&key.park) {
+                        let state = sync_states.entry(doc_id.clone()).or_default();
+                        if let Some(m) = cx.documents.generate(&key.park, &doc_id, state) {
+                            let _ = session.send_document(DocumentMessage { doc_id, message: m });
+                        }
+                    }
+                }
+                HubEvent::EdgeAhead {
+                    stream,
+                    edge_cursor,
+                    hub_cursor,
+                } => {
+                    tracing::warn!(
+                        ?stream,
+                        edge_cursor,
+                        hub_cursor,
+                        "The edge believes the hub holds more than it does; it resends what it still has."
+                    );
+                }
+                HubEvent::Skipped {
+                    stream,
+                    from,
+                    through,
+                } => {
+                    tracing::warn!(
+                        ?stream,
+                        from,
+                        through,
+                        "The edge reports records gone before upload."
+                    );
+                }
+                HubEvent::Health(h) => record_health(&cx.store, &key, &h.body),
+                HubEvent::CommandResult(r) => {
+                    tracing::info!(id = r.id, ok = r.ok, "Command result.");
+                }
+                HubEvent::Document(d) => {
+                    Metrics::add(&cx.metrics.documents_messages_total, 1);
+                    let state = sync_states.entry(d.doc_id.clone()).or_default();
+                    match cx
+                        .documents
+                        .receive(&cx.store, &cx.metrics, &key.park, id, state, &d)
+                    {
+                        Ok(Some(answer)) => {
+                            let _ = session.send_document(DocumentMessage {
+                                doc_id: d.doc_id,
+                                message: answer,
+                            });
+                        }
+                        Ok(None) => {}
+                        Err(reason) => {
+                            tracing::warn!(doc = %d.doc_id, %reason, "Refused a document message.")
+                        }
+                    }
+                }
+                HubEvent::ConnectionLost { reason } => {
+                    if matches!(
+                        reason,
+                        LostReason::ProtocolViolation(_) | LostReason::BadFrame(_)
+                    ) {
+                        Metrics::add(&cx.metrics.protocol_errors_total, 1);
+                    }
+                    if matches!(reason, LostReason::Refused(_)) {
+                        Metrics::add(&cx.metrics.connections_refused_total, 1);
+                    }
+                    end.get_or_insert(reason.to_string());
+                }
+            }
+        }
+        if end.is_some() {
+            // Let a close frame the session queued go out before the connection closes.
+            while let Some(frame) = session.poll_transmit(cx.now()) {
+                let _ = channel.send(&frame).await;
+            }
+            break;
+        }
+        let deadline = session.poll_timeout();
+        let sleep_until = deadline.map(|t| {
+            let wait = t.saturating_duration_since(cx.now());
+            tokio::time::Instant::now() + wait
+        });
+        tokio::select! {
+            frame = channel.recv() => match frame {
+                Ok(Some(frame)) => {
+                    Metrics::add(&cx.metrics.frames_received_total, 1);
+                    Metrics::add(&cx.metrics.bytes_received_total, frame.len() as u64);
+                    live.last_seen.store(now_micros(), Relaxed);
+                    session.handle_frame(cx.now(), &frame, &mut sink);
+                }
+                Ok(None) => {
+                    session.handle_disconnected(cx.now());
+                    end.get_or_insert("the edge finished its stream".into());
+                }
+                Err(e) => {
+                    session.handle_disconnected(cx.now());
+                    end.get_or_insert(describe_end(&e));
+                }
+            },
+            _ = commits.changed() => session.handle_durable(cx.now(), &sink),
+            _ = sleep_or_never(sleep_until) => session.handle_timeout(cx.now()),
+            change = doc_changes.recv() => match change {
+                Ok(c) if c.park == key.park && c.origin != id && session.state() == sync_protocol::ConnectionState::Connected => {
+                    let state = sync_states.entry(c.doc_id.clone()).or_default();
+                    if let Some(m) = cx.documents.generate(&key.park, &c.doc_id, state) {
+                        let _ = session.send_document(DocumentMessage { doc_id: c.doc_id, message: m });
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Missed notices: offer every document of the park again.
+                    for doc_id in cx.documents.ids(&key.park) {
+                        let state = sync_states.entry(doc_id.clone()).or_default();
+                        if let Some(m) = cx.documents.generate(&key.park, &doc_id, state) {
+                            let _ = session.send_document(DocumentMessage { doc_id, message: m });
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => {}
+            },
+        }
+        if persisted_seen.elapsed() >= std::time::Duration::from_secs(5) {
+            persisted_seen = Instant::now();
+            let seen = live.last_seen.load(Relaxed);
+            let k = key.clone();
+            cx.store.write_nowait(Box::new(move |c| {
+                let bid = building_id(c, &k.park, &k.building)?;
+                c.execute(
+                    "UPDATE edges SET last_seen = ?2 WHERE building_id = ?1",
+                    params![bid, seen],
+                )?;
+                Ok(())
+            }));
+        }
+    }
+
+    let reason = end.unwrap_or_default();
+    channel.close(CloseCode::SessionEnded, &reason);
+    {
+        let mut reg = lock(&cx.registry.live);
+        if reg.get(&key).is_some_and(|l| l.id == id) {
+            reg.remove(&key);
+        }
+        cx.metrics.edges_connected.store(reg.len() as u64, Relaxed);
+    }
+    let still_live = cx.registry.get(&key).is_some();
+    if !still_live {
+        set_state(&cx.store, &key, "disconnected", None, None, Some(&reason));
+    }
+    let k = key.clone();
+    let seen = live.last_seen.load(Relaxed);
+    cx.store.write_nowait(Box::new(move |c| {
+        let bid = building_id(c, &k.park, &k.building)?;
+        c.execute(
+            "UPDATE edges SET last_seen = max(coalesce(last_seen, 0), ?2) WHERE building_id = ?1",
+            params![bid, seen],
+        )?;
+        Ok(())
+    }));
+    tracing::info!(%reason, durable_events = cx.store.durable(&key, UploadStream::Events), "Edge disconnected.");
+}
+
+fn describe_end(e: &TransportError) -> String {
+    e.to_string()
+}
+
+async fn sleep_or_never(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn set_state(
+    store: &HubStore,
+    key: &BuildingKey,
+    state: &'static str,
+    edge_id: Option<&str>,
+    remote: Option<&str>,
+    error: Option<&str>,
+) {
+    let k = key.clone();
+    let edge_id = edge_id.map(str::to_string);
+    let remote = remote.map(str::to_string);
+    let error = error.map(str::to_string);
+    let now = now_micros();
+    store.write_nowait(Box::new(move |c| {
+        let bid = building_id(c, &k.park, &k.building)?;
+        c.execute(
+            "UPDATE edges SET state = ?2, state_since = ?3, last_seen = ?3,
+                 edge_id = coalesce(?4, edge_id), remote = coalesce(?5, remote), last_error = coalesce(?6, last_error)
+             WHERE building_id = ?1",
+            params![bid, state, now, edge_id, remote, error],
+        )?;
+        Ok(())
+    }));
+}
+
+/// Health reports are opaque to the protocol. The hub reads a JSON object and takes
+/// `backlog.events`, `backlog.rollups` and `backlog.raw` from it when present; it keeps the
+/// whole report for the API either way.
+fn record_health(store: &HubStore, key: &BuildingKey, body: &[u8]) {
+    let text = String::from_utf8_lossy(body).into_owned();
+    let json: Option<serde_json::Value> = serde_json::from_str(&text).ok();
+    let backlog = |s: &str| {
+        json.as_ref()
+            .and_then(|j| j.pointer(&format!("/backlog/{s}")))
+            .and_then(|v| v.as_i64())
+    };
+    let (events, rollups, raw) = (backlog("events"), backlog("rollups"), backlog("raw"));
+    let k = key.clone();
+    let now = now_micros();
+    store.write_nowait(Box::new(move |c| {
+        let bid = building_id(c, &k.park, &k.building)?;
+        c.execute(
+            "UPDATE edges SET health = ?2, health_at = ?3, backlog_events = coalesce(?4, backlog_events),
+                 backlog_rollups = coalesce(?5, backlog_rollups), backlog_raw = coalesce(?6, backlog_raw)
+             WHERE building_id = ?1",
+            params![bid, text, now, events, rollups, raw],
+        )?;
+        Ok(())
+    }));
+}

@@ -1,0 +1,271 @@
+//! The QUIC transport on its own, over real sockets on 127.0.0.1 with real rustls: mutual
+//! TLS, refusals of foreign, expired and revoked certificates, and enrollment tokens that
+//! work once. The hub side here is the transport's `HubEndpoint` with an in-memory
+//! enroller; `hub.rs` tests the same against the real hub and its database.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use cloud_hub::transport::{
+    EdgeKey, EdgeTlsConfig, EnrollFuture, Enroller, EnrollmentRequest, EnrollmentToken,
+    Fingerprint, HubEndpoint, HubTlsConfig, OperatorCa, RevocationList, TransportError, Validity,
+    connect, enroll,
+};
+
+/// Tokens by secret hash: (park, building, expired, used).
+#[derive(Default)]
+struct MemEnroller {
+    ca: Option<Arc<OperatorCa>>,
+    tokens: Mutex<HashMap<String, (String, String, bool, bool)>>,
+}
+
+impl Enroller for MemEnroller {
+    fn enroll(&self, request: EnrollmentRequest) -> EnrollFuture<'_> {
+        Box::pin(async move {
+            let mut tokens = self.tokens.lock().unwrap();
+            let Some((park, building, expired, used)) =
+                tokens.get_mut(&request.token.secret_hash())
+            else {
+                return Err("unknown enrollment token".into());
+            };
+            if *used {
+                return Err("this enrollment token was already used".into());
+            }
+            if *expired {
+                return Err("this enrollment token has expired".into());
+            }
+            *used = true;
+            let ca = self.ca.as_ref().unwrap();
+            ca.issue_edge_cert(&request.csr, park, building, Validity::days_from_now(30))
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+struct TestHub {
+    ca: Arc<OperatorCa>,
+    endpoint: HubEndpoint,
+    revocations: RevocationList,
+    enroller: Arc<MemEnroller>,
+}
+
+fn start_hub() -> TestHub {
+    let ca = Arc::new(OperatorCa::create("test").unwrap());
+    let revocations = RevocationList::default();
+    let tls = HubTlsConfig::new(&ca, &[], revocations.clone()).unwrap();
+    let enroller = Arc::new(MemEnroller {
+        ca: Some(ca.clone()),
+        tokens: Mutex::default(),
+    });
+    let endpoint =
+        HubEndpoint::bind("127.0.0.1:0".parse().unwrap(), &tls, enroller.clone()).unwrap();
+    TestHub {
+        ca,
+        endpoint,
+        revocations,
+        enroller,
+    }
+}
+
+impl TestHub {
+    fn token(&self, park: &str, building: &str, expired: bool) -> EnrollmentToken {
+        let token = EnrollmentToken::generate(self.ca.fingerprint()).unwrap();
+        self.enroller.tokens.lock().unwrap().insert(
+            token.secret_hash(),
+            (park.into(), building.into(), expired, false),
+        );
+        token
+    }
+
+    /// The next accepted connection, or `None` after `wait`.
+    async fn accepted(
+        &self,
+        wait: Duration,
+    ) -> Option<(
+        cloud_hub::transport::PeerIdentity,
+        cloud_hub::transport::FrameChannel,
+    )> {
+        tokio::time::timeout(wait, self.endpoint.accept())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// An edge identity issued directly by `ca`, bypassing enrollment.
+fn edge_config(
+    ca: &OperatorCa,
+    trust: &OperatorCa,
+    building: &str,
+    validity: Validity,
+) -> EdgeTlsConfig {
+    let key = EdgeKey::generate().unwrap();
+    let issued = ca
+        .issue_edge_cert(
+            &key.certificate_request().unwrap(),
+            "park-1",
+            building,
+            validity,
+        )
+        .unwrap();
+    EdgeTlsConfig::from_pem(&key.pem(), &issued.pem(), trust.cert_pem()).unwrap()
+}
+
+#[tokio::test]
+async fn mutual_tls_connects_and_the_hub_sees_the_building_its_certificate_names() {
+    let hub = start_hub();
+    let dir = tempfile::tempdir().unwrap();
+    let token = hub.token("park-1", "b-7", false);
+    let config = enroll(hub.endpoint.local_addr(), &token, dir.path())
+        .await
+        .unwrap();
+    assert_eq!(config.identity().building, "b-7");
+    // What enrollment saved is what a restarted edge loads.
+    let loaded = EdgeTlsConfig::load(dir.path()).unwrap();
+    assert_eq!(loaded.identity(), config.identity());
+
+    // The hub sees a connection once the edge has sent its first frame (hello, normally).
+    let mut edge = connect(&loaded, hub.endpoint.local_addr()).await.unwrap();
+    let hello = sync_protocol::Message::Heartbeat.encode(0).unwrap();
+    edge.send(&hello).await.unwrap();
+    let (identity, mut hub_side) = hub.accepted(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        (identity.park.as_str(), identity.building.as_str()),
+        ("park-1", "b-7")
+    );
+    assert_eq!(identity.serial, config.identity().serial);
+    assert_eq!(hub_side.recv().await.unwrap(), Some(hello.clone()));
+    let big = sync_protocol::Message::Health(sync_protocol::Health {
+        body: vec![3; 3_000_000],
+    })
+    .encode(1)
+    .unwrap();
+    let (sent, received) = tokio::join!(hub_side.send(&big), edge.recv());
+    sent.unwrap();
+    assert_eq!(received.unwrap(), Some(big));
+}
+
+#[tokio::test]
+async fn an_edge_certificate_from_another_ca_is_refused_on_both_sides() {
+    let hub = start_hub();
+    let other = OperatorCa::create("other").unwrap();
+    // Trusts the hub's CA, but its own certificate comes from another CA.
+    let config = edge_config(&other, &hub.ca, "b-1", Validity::days_from_now(1));
+    let err = connect(&config, hub.endpoint.local_addr())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Refused(_)), "{err}");
+    assert!(err.to_string().contains("not issued by"), "{err}");
+    assert!(hub.accepted(Duration::from_millis(500)).await.is_none());
+}
+
+#[tokio::test]
+async fn an_expired_edge_certificate_is_refused() {
+    let hub = start_hub();
+    let long_ago = SystemTime::now() - Duration::from_secs(10 * 86_400);
+    let validity = Validity {
+        not_before: long_ago,
+        not_after: long_ago + Duration::from_secs(86_400),
+    };
+    let config = edge_config(&hub.ca, &hub.ca, "b-1", validity);
+    let err = connect(&config, hub.endpoint.local_addr())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+    assert!(hub.accepted(Duration::from_millis(500)).await.is_none());
+}
+
+#[tokio::test]
+async fn a_revoked_edge_certificate_is_refused() {
+    let hub = start_hub();
+    let config = edge_config(&hub.ca, &hub.ca, "b-1", Validity::days_from_now(1));
+    hub.revocations.revoke(&config.identity().serial);
+    let err = connect(&config, hub.endpoint.local_addr())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("revoked"), "{err}");
+    assert!(hub.accepted(Duration::from_millis(500)).await.is_none());
+    // Another edge of the same CA still gets in.
+    let fine = edge_config(&hub.ca, &hub.ca, "b-2", Validity::days_from_now(1));
+    let mut edge = connect(&fine, hub.endpoint.local_addr()).await.unwrap();
+    edge.send(&sync_protocol::Message::Heartbeat.encode(0).unwrap())
+        .await
+        .unwrap();
+    let accepted = hub.accepted(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(accepted.0.building, "b-2");
+}
+
+#[tokio::test]
+async fn an_edge_does_not_trust_a_hub_from_another_ca() {
+    let hub = start_hub();
+    let other = OperatorCa::create("other").unwrap();
+    // A valid certificate of the hub's CA, but the edge trusts only `other`.
+    let config = edge_config(&hub.ca, &other, "b-1", Validity::days_from_now(1));
+    let err = connect(&config, hub.endpoint.local_addr())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::PeerNotTrusted(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("not issued by our certificate authority"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_enrollment_token_works_once() {
+    let hub = start_hub();
+    let token = hub.token("park-1", "b-1", false);
+    let dir = tempfile::tempdir().unwrap();
+    enroll(hub.endpoint.local_addr(), &token, dir.path())
+        .await
+        .unwrap();
+    let again = tempfile::tempdir().unwrap();
+    let err = enroll(hub.endpoint.local_addr(), &token, again.path())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::EnrollmentRefused(_)), "{err}");
+    assert!(err.to_string().contains("already used"), "{err}");
+    assert!(
+        !again.path().join("edge-key.pem").exists(),
+        "nothing is saved on refusal"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_or_unknown_enrollment_token_is_refused() {
+    let hub = start_hub();
+    let dir = tempfile::tempdir().unwrap();
+    let expired = hub.token("park-1", "b-1", true);
+    let err = enroll(hub.endpoint.local_addr(), &expired, dir.path())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+    let unknown = EnrollmentToken::generate(hub.ca.fingerprint()).unwrap();
+    let err = enroll(hub.endpoint.local_addr(), &unknown, dir.path())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("unknown enrollment token"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn enrollment_trusts_only_the_hub_whose_ca_the_token_names() {
+    let hub = start_hub();
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = EnrollmentToken::generate(Fingerprint([9; 32])).unwrap();
+    let err = enroll(hub.endpoint.local_addr(), &foreign, dir.path())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::PeerNotTrusted(_)), "{err}");
+}
+
+#[tokio::test]
+async fn an_edge_without_enrollment_gets_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = EdgeTlsConfig::load(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("has not enrolled"), "{err}");
+}

@@ -1,0 +1,463 @@
+//! The two ends of a connection: [`connect`] and [`enroll`] for the edge, [`HubEndpoint`]
+//! for the hub, which serves sync and enrollment on one UDP port.
+//!
+//! It runs no sync session and keeps no database: accepted sync connections are handed to
+//! the caller with the identity from the verified certificate, and enrollment requests to
+//! the caller's [`Enroller`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use tokio::sync::mpsc;
+use tracing::Instrument as _;
+
+use super::channel::FrameChannel;
+use super::pki::{
+    CertificateRequest, EdgeKey, Fingerprint, IssuedCertificate, PeerIdentity, hex, pem_of,
+    write_file,
+};
+use super::tls::{
+    EdgeTlsConfig, HubTlsConfig, PinnedCaVerifier, client_config, edge_paths, verify_edge_cert,
+};
+use super::token::EnrollmentToken;
+use super::{
+    ALPN_ENROLL, ALPN_SYNC, CloseCode, HUB_SERVER_NAME, TransportError, describe_connection_error,
+    provider,
+};
+use crate::wire::{self, Reader};
+
+/// How long a handshake, the hub's welcome, or an enrollment exchange may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// The largest enrollment request or response.
+const MAX_ENROLL_MESSAGE: usize = 64 * 1024;
+const ENROLL_VERSION: u8 = 1;
+
+fn client_endpoint(hub: SocketAddr) -> Result<quinn::Endpoint, TransportError> {
+    let bind: SocketAddr = if hub.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    quinn::Endpoint::client(bind).map_err(|source| TransportError::Bind { addr: bind, source })
+}
+
+async fn handshake(
+    endpoint: &quinn::Endpoint,
+    config: quinn::ClientConfig,
+    hub: SocketAddr,
+) -> Result<quinn::Connection, TransportError> {
+    let connecting = endpoint
+        .connect_with(config, hub, HUB_SERVER_NAME)
+        .map_err(|e| TransportError::ConnectionLost(format!("cannot connect to {hub}: {e}")))?;
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+        Err(_) => Err(TransportError::Timeout("no answer from the hub")),
+        Ok(Err(e)) => Err(describe_connection_error(&e)),
+        Ok(Ok(c)) => Ok(c),
+    }
+}
+
+/// Connects an edge to its hub: mutual TLS with the identity in `config`, then waits for
+/// the hub to accept the certificate (its welcome) and opens the frame stream.
+///
+/// An `Err` says why in words: the hub refused our certificate (unknown CA, expired,
+/// revoked: [`TransportError::Refused`]), we refused the hub's
+/// ([`TransportError::PeerNotTrusted`]), or the hub could not be reached. Each call uses
+/// its own UDP socket; reconnecting is the caller's loop (see the module docs).
+pub async fn connect(
+    config: &EdgeTlsConfig,
+    hub: SocketAddr,
+) -> Result<FrameChannel, TransportError> {
+    let endpoint = client_endpoint(hub)?;
+    let result = async {
+        let connection = handshake(&endpoint, config.client_config(), hub).await?;
+        // In TLS 1.3 the client finishes its handshake before the server has checked the
+        // client's certificate, so the hub's refusal arrives here, not above.
+        let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, connection.accept_uni()).await;
+        match welcome {
+            Err(_) => {
+                return Err(TransportError::Timeout(
+                    "the hub did not accept the connection",
+                ));
+            }
+            Ok(Err(e)) => return Err(describe_connection_error(&e)),
+            Ok(Ok(_welcome)) => {}
+        }
+        let (send, recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| describe_connection_error(&e))?;
+        Ok(FrameChannel::new(connection, send, recv, None))
+    }
+    .await;
+    match result {
+        Ok(channel) => Ok(channel.with_endpoint(endpoint)),
+        Err(e) => {
+            tracing::warn!(hub = %hub, error = %e, "Could not connect to the hub.");
+            Err(e)
+        }
+    }
+}
+
+/// Enrolls an edge: makes a key pair and a certificate request here (the private key
+/// never leaves this machine), connects to the hub's enrollment endpoint trusting only a
+/// hub whose CA has the token's fingerprint, redeems the token, checks the certificate it
+/// gets, and saves key, certificate and CA in `data_dir` (replacing an earlier
+/// enrollment). Returns the saved identity, ready for [`connect`].
+pub async fn enroll(
+    hub: SocketAddr,
+    token: &EnrollmentToken,
+    data_dir: &Path,
+) -> Result<EdgeTlsConfig, TransportError> {
+    let key = EdgeKey::generate()?;
+    let csr = key.certificate_request()?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TransportError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCaVerifier::new(token.ca_fingerprint())))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN_ENROLL.to_vec()];
+    let endpoint = client_endpoint(hub)?;
+    let connection = handshake(&endpoint, client_config(tls)?, hub).await?;
+    let exchange = async {
+        let (mut send, mut recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| describe_connection_error(&e))?;
+        let mut request = vec![ENROLL_VERSION];
+        wire::put_str(&mut request, &token.to_string());
+        wire::put_bytes(&mut request, csr.der());
+        send.write_all(&request)
+            .await
+            .map_err(|e| TransportError::StreamIo(e.to_string()))?;
+        let _ = send.finish();
+        recv.read_to_end(MAX_ENROLL_MESSAGE)
+            .await
+            .map_err(|e| match e {
+                quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(e)) => {
+                    describe_connection_error(&e)
+                }
+                e => TransportError::StreamIo(e.to_string()),
+            })
+    };
+    let response = match tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange).await {
+        Err(_) => Err(TransportError::Timeout(
+            "the hub did not answer the enrollment",
+        )),
+        Ok(r) => r,
+    };
+    connection.close(
+        quinn::VarInt::from_u32(CloseCode::Normal as u32),
+        b"enrollment done",
+    );
+    let (cert, ca) = parse_response(&response?)?;
+    if Fingerprint::of(&ca) != token.ca_fingerprint() {
+        return Err(TransportError::BadEnrollmentMessage(
+            "the hub sent a CA certificate other than the one the token names".into(),
+        ));
+    }
+    if !key.matches(&cert) {
+        return Err(TransportError::BadEnrollmentMessage(
+            "the hub sent a certificate for another key".into(),
+        ));
+    }
+    verify_edge_cert(&cert, &ca)?;
+    let identity = PeerIdentity::from_certificate(&cert)?;
+    let [key_path, cert_path, ca_path] = edge_paths(data_dir);
+    write_file(&key_path, &key.pem(), true)?;
+    write_file(&cert_path, &pem_of("CERTIFICATE", &cert), false)?;
+    write_file(&ca_path, &pem_of("CERTIFICATE", &ca), false)?;
+    tracing::info!(edge = %identity, dir = %data_dir.display(), "Enrolled with the hub.");
+    EdgeTlsConfig::load(data_dir)
+}
+
+fn bad_message(e: crate::DecodeError) -> TransportError {
+    TransportError::BadEnrollmentMessage(e.to_string())
+}
+
+fn parse_response(
+    bytes: &[u8],
+) -> Result<(CertificateDer<'static>, CertificateDer<'static>), TransportError> {
+    let mut r = Reader::new(bytes);
+    match r.u8("enrollment status").map_err(bad_message)? {
+        0 => {
+            let cert = r.len_prefixed("certificate").map_err(bad_message)?.to_vec();
+            let ca = r
+                .len_prefixed("CA certificate")
+                .map_err(bad_message)?
+                .to_vec();
+            r.finish("enrollment response").map_err(bad_message)?;
+            Ok((cert.into(), ca.into()))
+        }
+        1 => Err(TransportError::EnrollmentRefused(
+            r.string("refusal reason").map_err(bad_message)?,
+        )),
+        s => Err(TransportError::BadEnrollmentMessage(format!(
+            "unknown enrollment status {s}"
+        ))),
+    }
+}
+
+/// A boxed future of an enrollment decision.
+pub type EnrollFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<IssuedCertificate, String>> + Send + 'a>>;
+
+/// An enrollment request whose certificate request has a valid signature and whose token
+/// names this hub's CA. Whether the token is known, unused and unexpired is the
+/// [`Enroller`]'s to decide.
+#[derive(Debug)]
+pub struct EnrollmentRequest {
+    pub token: EnrollmentToken,
+    pub csr: CertificateRequest,
+    pub remote: SocketAddr,
+}
+
+/// The hub's decision on enrollment requests: redeem the token (once), issue a
+/// certificate for the building it was made for with
+/// [`super::OperatorCa::issue_edge_cert`], record the edge. An `Err` is a refusal; its
+/// text goes to the edge and the log, so it must not contain the token.
+pub trait Enroller: Send + Sync + 'static {
+    fn enroll(&self, request: EnrollmentRequest) -> EnrollFuture<'_>;
+}
+
+/// The hub's QUIC endpoint: sync connections and enrollment on one UDP port.
+#[derive(Debug)]
+pub struct HubEndpoint {
+    endpoint: quinn::Endpoint,
+    accepted: tokio::sync::Mutex<mpsc::Receiver<(PeerIdentity, FrameChannel)>>,
+    local_addr: SocketAddr,
+}
+
+struct HubShared {
+    ca_der: CertificateDer<'static>,
+    enroller: Arc<dyn Enroller>,
+    tls: HubTlsConfig,
+    accepted: mpsc::Sender<(PeerIdentity, FrameChannel)>,
+}
+
+impl HubEndpoint {
+    /// Listens on `addr` (port 0 picks a free one; see [`HubEndpoint::local_addr`]).
+    pub fn bind(
+        addr: SocketAddr,
+        tls: &HubTlsConfig,
+        enroller: Arc<dyn Enroller>,
+    ) -> Result<HubEndpoint, TransportError> {
+        let endpoint = quinn::Endpoint::server(tls.server_config(), addr)
+            .map_err(|source| TransportError::Bind { addr, source })?;
+        let local_addr = endpoint
+            .local_addr()
+            .map_err(|source| TransportError::Bind { addr, source })?;
+        let (tx, rx) = mpsc::channel(64);
+        let shared = Arc::new(HubShared {
+            ca_der: tls.ca_der().clone(),
+            enroller,
+            tls: tls.clone(),
+            accepted: tx,
+        });
+        let ep = endpoint.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = ep.accept().await {
+                let remote = incoming.remote_address();
+                let span = tracing::info_span!("peer", %remote);
+                tokio::spawn(handle_incoming(incoming, shared.clone()).instrument(span));
+            }
+        });
+        Ok(HubEndpoint {
+            endpoint,
+            accepted: tokio::sync::Mutex::new(rx),
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The next accepted sync connection, with the identity its verified certificate
+    /// names; `None` once the endpoint is closed. A connection comes out once the edge has
+    /// sent its first frame (QUIC shows a stream to the peer only when data flows), which
+    /// a sync edge does at once: hello. Handshakes run concurrently in tasks
+    /// of their own, so a slow peer delays nobody.
+    pub async fn accept(&self) -> Option<(PeerIdentity, FrameChannel)> {
+        self.accepted.lock().await.recv().await
+    }
+
+    /// Closes every connection with "shutting down" and stops listening.
+    pub fn close(&self) {
+        self.endpoint.close(
+            quinn::VarInt::from_u32(CloseCode::ShuttingDown as u32),
+            b"the hub is shutting down",
+        );
+    }
+}
+
+async fn handle_incoming(incoming: quinn::Incoming, shared: Arc<HubShared>) {
+    let connecting = match incoming.accept() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "Dropped an incoming connection.");
+            return;
+        }
+    };
+    let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+        Err(_) => {
+            tracing::info!("Dropped a connection whose handshake did not finish in time.");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(reason = %describe_connection_error(&e), "Refused a connection.");
+            return;
+        }
+        Ok(Ok(c)) => c,
+    };
+    let alpn = connection
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol);
+    match alpn.as_deref() {
+        Some(ALPN_SYNC) => accept_sync(connection, &shared).await,
+        Some(ALPN_ENROLL) => serve_enrollment(connection, &shared).await,
+        _ => refuse(&connection, "no supported application protocol"),
+    }
+}
+
+fn refuse(connection: &quinn::Connection, reason: &str) {
+    tracing::warn!(reason, "Refused a connection.");
+    connection.close(
+        quinn::VarInt::from_u32(CloseCode::Refused as u32),
+        reason.as_bytes(),
+    );
+}
+
+async fn accept_sync(connection: quinn::Connection, shared: &HubShared) {
+    let cert = connection
+        .peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|chain| chain.into_iter().next());
+    let Some(cert) = cert else {
+        refuse(
+            &connection,
+            "a client certificate is required for sync; enroll this edge first",
+        );
+        return;
+    };
+    let identity = match PeerIdentity::from_certificate(&cert) {
+        Ok(id) => id,
+        Err(e) => {
+            refuse(
+                &connection,
+                &format!("the certificate names no building: {e}"),
+            );
+            return;
+        }
+    };
+    // TLS already refused revoked serials; a revocation during the handshake lands here.
+    if shared.tls.revocations().is_revoked(&identity.serial) {
+        refuse(
+            &connection,
+            &format!("certificate {} is revoked", identity.serial),
+        );
+        return;
+    }
+    let span = tracing::info_span!("edge", park = %identity.park, building = %identity.building);
+    let welcome = async {
+        let mut uni = connection.open_uni().await?;
+        let _ = uni.finish();
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, connection.accept_bi())
+            .await
+            .map_err(|_| quinn::ConnectionError::TimedOut)?
+    }
+    .instrument(span.clone());
+    match welcome.await {
+        Ok((send, recv)) => {
+            let _enter = span.enter();
+            tracing::debug!(serial = %identity.serial, "Accepted a sync connection.");
+            let channel = FrameChannel::new(connection, send, recv, None);
+            if shared.accepted.send((identity, channel)).await.is_err() {
+                tracing::debug!("The hub stopped accepting connections.");
+            }
+        }
+        Err(e) => {
+            let _enter = span.enter();
+            tracing::info!(reason = %describe_connection_error(&e), "The edge left before opening its stream.");
+        }
+    }
+}
+
+async fn serve_enrollment(connection: quinn::Connection, shared: &HubShared) {
+    let remote = connection.remote_address();
+    let exchange = async {
+        let (mut send, mut recv) = connection
+            .accept_bi()
+            .await
+            .map_err(|e| describe_connection_error(&e).to_string())?;
+        let request = recv
+            .read_to_end(MAX_ENROLL_MESSAGE)
+            .await
+            .map_err(|e| format!("cannot read the request: {e}"))?;
+        let answer = match parse_request(&request, remote, shared) {
+            Err(reason) => Err(reason),
+            Ok(request) => shared.enroller.enroll(request).await,
+        };
+        let mut response = Vec::new();
+        let outcome = match answer {
+            Ok(issued) => {
+                response.push(0);
+                wire::put_bytes(&mut response, &issued.der);
+                wire::put_bytes(&mut response, &shared.ca_der);
+                tracing::info!(edge = %issued.identity, "Enrolled an edge.");
+                Ok(())
+            }
+            Err(reason) => {
+                response.push(1);
+                wire::put_str(&mut response, &reason);
+                tracing::warn!(%reason, "Refused an enrollment.");
+                Err(())
+            }
+        };
+        send.write_all(&response)
+            .await
+            .map_err(|e| format!("cannot send the answer: {e}"))?;
+        let _ = send.finish();
+        Ok::<_, String>(outcome)
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange).await {
+        Err(_) => refuse(&connection, "the enrollment exchange took too long"),
+        Ok(Err(reason)) => tracing::warn!(%reason, "An enrollment exchange failed."),
+        Ok(Ok(_)) => {
+            // The edge closes once it has the answer; closing first could cut it off.
+            let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, connection.closed()).await;
+        }
+    }
+}
+
+fn parse_request(
+    bytes: &[u8],
+    remote: SocketAddr,
+    shared: &HubShared,
+) -> Result<EnrollmentRequest, String> {
+    let mut r = Reader::new(bytes);
+    let version = r.u8("enrollment version").map_err(|e| e.to_string())?;
+    if version != ENROLL_VERSION {
+        return Err(format!(
+            "enrollment version {version} is not supported; this hub speaks {ENROLL_VERSION}"
+        ));
+    }
+    let token = r.string("token").map_err(|e| e.to_string())?;
+    let csr = r
+        .len_prefixed("certificate request")
+        .map_err(|e| e.to_string())?;
+    r.finish("enrollment request").map_err(|e| e.to_string())?;
+    let token = EnrollmentToken::parse(&token).map_err(|e| e.to_string())?;
+    if token.ca_fingerprint() != Fingerprint::of(&shared.ca_der) {
+        return Err("the token was made for another certificate authority".into());
+    }
+    let csr = CertificateRequest::from_der(csr).map_err(|e| e.to_string())?;
+    tracing::debug!(csr = %hex(&Fingerprint::of(csr.der()).0[..8]), "Enrollment request.");
+    Ok(EnrollmentRequest { token, csr, remote })
+}

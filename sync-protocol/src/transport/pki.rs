@@ -1,0 +1,589 @@
+//! The operator's certificate authority and the certificates it issues: a self-signed CA,
+//! hub server certificates, and edge client certificates that name a park and building.
+//!
+//! It keeps no state beyond the CA's key and certificate, reads and writes only the PEM
+//! files it is pointed at, and decides nothing about who may enroll (the hub does that).
+//!
+//! An edge certificate carries its identity twice: the URI subject alternative name
+//! `smartpark://park/{park}/building/{building}` (authoritative) and the common name
+//! `{park}/{building}` (for people reading the certificate). Serial numbers are 16 random
+//! bytes, shown as 32 lowercase hex digits.
+
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use ring::rand::SecureRandom as _;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer};
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::FromDer as _;
+
+use super::TransportError;
+
+/// The server name every hub certificate carries and every edge checks. Trust comes from
+/// the operator's CA, which issues this name only to hubs, not from DNS.
+pub const HUB_SERVER_NAME: &str = "hub.smartpark";
+
+const EDGE_URI_PREFIX: &str = "smartpark://park/";
+
+/// Ids of parks and buildings: ASCII letters, digits, `-`, `_` and `.`, at most 64 bytes,
+/// the same rule as the edge node's config.
+pub fn is_valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// A SHA-256 digest of a certificate's DER bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    pub fn of(der: &[u8]) -> Fingerprint {
+        let digest = ring::digest::digest(&ring::digest::SHA256, der);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        Fingerprint(out)
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+/// When a certificate is valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+}
+
+impl Validity {
+    /// From an hour ago (to allow for clock skew between hub and edge) for `days` days.
+    pub fn days_from_now(days: u32) -> Validity {
+        let now = SystemTime::now();
+        Validity {
+            not_before: now - Duration::from_secs(3600),
+            not_after: now + Duration::from_secs(u64::from(days) * 86_400),
+        }
+    }
+}
+
+/// Who an edge is, read from its verified certificate: never from what the edge says.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PeerIdentity {
+    pub park: String,
+    pub building: String,
+    /// The certificate's serial number in lowercase hex.
+    pub serial: String,
+    /// The end of the certificate's validity, seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+impl PeerIdentity {
+    /// The identity an edge certificate names; `Err` when it names none or is malformed.
+    pub fn from_certificate(der: &[u8]) -> Result<PeerIdentity, TransportError> {
+        let bad = |reason: String| TransportError::BadCertificate(reason);
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
+            .map_err(|e| bad(format!("cannot parse the certificate: {e}")))?;
+        let san = cert
+            .subject_alternative_name()
+            .map_err(|e| bad(format!("bad subject alternative names: {e}")))?
+            .ok_or_else(|| bad("the certificate names no park and building".into()))?;
+        let uri = san
+            .value
+            .general_names
+            .iter()
+            .find_map(|n| match n {
+                GeneralName::URI(u) if u.starts_with(EDGE_URI_PREFIX) => Some(*u),
+                _ => None,
+            })
+            .ok_or_else(|| bad("the certificate names no park and building".into()))?;
+        let (park, building) = parse_edge_uri(uri)
+            .ok_or_else(|| bad(format!("the certificate's identity {uri:?} is malformed")))?;
+        Ok(PeerIdentity {
+            park,
+            building,
+            serial: hex(cert.raw_serial()),
+            not_after: cert.validity().not_after.timestamp(),
+        })
+    }
+}
+
+impl fmt::Display for PeerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{} (serial {})",
+            self.park, self.building, self.serial
+        )
+    }
+}
+
+fn edge_uri(park: &str, building: &str) -> String {
+    format!("{EDGE_URI_PREFIX}{park}/building/{building}")
+}
+
+fn parse_edge_uri(uri: &str) -> Option<(String, String)> {
+    let rest = uri.strip_prefix(EDGE_URI_PREFIX)?;
+    let (park, building) = rest.split_once("/building/")?;
+    (is_valid_id(park) && is_valid_id(building)).then(|| (park.to_string(), building.to_string()))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn cert_error(e: rcgen::Error) -> TransportError {
+    TransportError::Certificate(e.to_string())
+}
+
+fn random_serial() -> Result<SerialNumber, TransportError> {
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| TransportError::Certificate("the system random source failed".into()))?;
+    // Positive and without a leading zero byte, so that the DER integer is 16 bytes and
+    // reads back as the same 32 hex digits.
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+/// Sets a certificate's validity. rcgen's time type is not re-exported, so it is reached
+/// from rcgen's own date helper.
+fn set_validity(params: &mut CertificateParams, validity: Validity) {
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    let at = |t: SystemTime| match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => epoch + d,
+        Err(e) => epoch - e.duration(),
+    };
+    params.not_before = at(validity.not_before);
+    params.not_after = at(validity.not_after);
+}
+
+/// Reads a file with an error that names it.
+pub(crate) fn read_file(path: &Path) -> Result<String, TransportError> {
+    std::fs::read_to_string(path).map_err(|source| TransportError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes a file through a temporary file and a rename, so that a crash leaves the old
+/// file or the new one, never half of one. `private` files are readable by the owner only.
+pub(crate) fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), TransportError> {
+    let io = |source| TransportError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write as _;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        if private {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        #[cfg(not(unix))]
+        let _ = private;
+        let mut f = options.open(&tmp).map_err(io)?;
+        f.write_all(contents.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Parses the first certificate of a PEM text.
+pub(crate) fn cert_from_pem(
+    pem: &str,
+    what: &Path,
+) -> Result<CertificateDer<'static>, TransportError> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| TransportError::BadFile {
+        path: what.to_path_buf(),
+        reason: format!("no certificate in it: {e}"),
+    })
+}
+
+/// Parses the private key of a PEM text.
+pub(crate) fn key_from_pem(
+    pem: &str,
+    what: &Path,
+) -> Result<PrivateKeyDer<'static>, TransportError> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| TransportError::BadFile {
+        path: what.to_path_buf(),
+        reason: format!("no private key in it: {e}"),
+    })
+}
+
+/// The operator's certificate authority: one per operator, shared by its hubs, signing
+/// every hub and edge certificate.
+pub struct OperatorCa {
+    cert_der: CertificateDer<'static>,
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl fmt::Debug for OperatorCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the key.
+        f.debug_struct("OperatorCa")
+            .field("fingerprint", &self.fingerprint())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A certificate with the private key that goes with it, both PEM.
+#[derive(Clone)]
+pub struct CertifiedKeyPem {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl fmt::Debug for CertifiedKeyPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertifiedKeyPem").finish_non_exhaustive()
+    }
+}
+
+/// An edge certificate the CA issued.
+#[derive(Debug, Clone)]
+pub struct IssuedCertificate {
+    pub der: CertificateDer<'static>,
+    pub identity: PeerIdentity,
+}
+
+impl IssuedCertificate {
+    pub fn pem(&self) -> String {
+        pem_of("CERTIFICATE", &self.der)
+    }
+}
+
+pub(crate) fn pem_of(label: &str, der: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let b64 = super::token::base64_std(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        let _ = writeln!(out, "{}", String::from_utf8_lossy(chunk));
+    }
+    let _ = writeln!(out, "-----END {label}-----");
+    out
+}
+
+impl OperatorCa {
+    /// A new CA with a fresh P-256 key, valid for 20 years.
+    pub fn create(name: &str) -> Result<OperatorCa, TransportError> {
+        let key = KeyPair::generate().map_err(cert_error)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("smartpark operator CA {name}"));
+        dn.push(DnType::OrganizationName, "smartpark");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.serial_number = Some(random_serial()?);
+        let validity = Validity::days_from_now(20 * 365);
+        set_validity(&mut params, validity);
+        let cert = params.self_signed(&key).map_err(cert_error)?;
+        let cert_der = cert.der().clone();
+        let cert_pem = cert.pem();
+        Ok(OperatorCa {
+            cert_der,
+            cert_pem,
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// The CA from its PEM files.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<OperatorCa, TransportError> {
+        let cert_pem = read_file(cert_path)?;
+        let key_pem = read_file(key_path)?;
+        Self::from_pem(&cert_pem, &key_pem).map_err(|e| match e {
+            TransportError::Certificate(reason) => TransportError::BadFile {
+                path: cert_path.to_path_buf(),
+                reason,
+            },
+            e => e,
+        })
+    }
+
+    /// The CA from PEM texts.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<OperatorCa, TransportError> {
+        let cert_der = cert_from_pem(cert_pem, Path::new("the CA certificate"))?;
+        let key = KeyPair::from_pem(key_pem)
+            .map_err(|e| TransportError::Certificate(format!("bad CA key: {e}")))?;
+        {
+            let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&cert_der)
+                .map_err(|e| TransportError::Certificate(format!("bad CA certificate: {e}")))?;
+            if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+                return Err(TransportError::Certificate(
+                    "the CA key does not belong to the CA certificate".into(),
+                ));
+            }
+            if !cert.is_ca() {
+                return Err(TransportError::Certificate(
+                    "the CA certificate is not a CA certificate".into(),
+                ));
+            }
+        }
+        let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(cert_error)?;
+        Ok(OperatorCa {
+            cert_pem: pem_of("CERTIFICATE", &cert_der),
+            cert_der,
+            issuer,
+        })
+    }
+
+    /// Writes the certificate and (owner-only) the key.
+    pub fn save(&self, cert_path: &Path, key_path: &Path) -> Result<(), TransportError> {
+        write_file(key_path, &self.issuer.key().serialize_pem(), true)?;
+        write_file(cert_path, &self.cert_pem, false)
+    }
+
+    /// Loads the CA, or creates and saves a new one when neither file exists. Returns
+    /// whether it was created. One file without the other is an error, not a new CA.
+    pub fn load_or_create(
+        cert_path: &Path,
+        key_path: &Path,
+        name: &str,
+    ) -> Result<(OperatorCa, bool), TransportError> {
+        match (cert_path.exists(), key_path.exists()) {
+            (false, false) => {
+                let ca = Self::create(name)?;
+                ca.save(cert_path, key_path)?;
+                Ok((ca, true))
+            }
+            (true, true) => Ok((Self::load(cert_path, key_path)?, false)),
+            (true, false) => Err(TransportError::BadFile {
+                path: key_path.to_path_buf(),
+                reason: "the CA certificate exists but its key does not".into(),
+            }),
+            (false, true) => Err(TransportError::BadFile {
+                path: cert_path.to_path_buf(),
+                reason: "the CA key exists but its certificate does not".into(),
+            }),
+        }
+    }
+
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.cert_der
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The SHA-256 of the CA certificate; enrollment tokens carry it.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&self.cert_der)
+    }
+
+    /// A server certificate for a hub with a fresh key. It names [`HUB_SERVER_NAME`] and
+    /// `extra_names` (DNS names or IP addresses).
+    pub fn issue_hub_cert(
+        &self,
+        extra_names: &[String],
+        validity: Validity,
+    ) -> Result<CertifiedKeyPem, TransportError> {
+        let key = KeyPair::generate().map_err(cert_error)?;
+        let mut names = vec![HUB_SERVER_NAME.to_string()];
+        names.extend(extra_names.iter().cloned());
+        let mut params = CertificateParams::new(names).map_err(cert_error)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "smartpark hub");
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial()?);
+        set_validity(&mut params, validity);
+        let cert = params.signed_by(&key, &self.issuer).map_err(cert_error)?;
+        Ok(CertifiedKeyPem {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// An edge certificate for the public key of a certificate signing request. Only the
+    /// key is taken from the request (its signature proves the edge holds the private key);
+    /// names, usages and validity are the CA's choice.
+    pub fn issue_edge_cert(
+        &self,
+        csr: &CertificateRequest,
+        park: &str,
+        building: &str,
+        validity: Validity,
+    ) -> Result<IssuedCertificate, TransportError> {
+        if !is_valid_id(park) || !is_valid_id(building) {
+            return Err(TransportError::Certificate(format!(
+                "{park:?}/{building:?} is not a valid park and building (letters, digits, '-', '_', '.')"
+            )));
+        }
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("{park}/{building}"));
+        dn.push(DnType::OrganizationName, "smartpark edge");
+        params.distinguished_name = dn;
+        let uri =
+            rcgen::string::Ia5String::try_from(edge_uri(park, building)).map_err(cert_error)?;
+        params.subject_alt_names = vec![SanType::URI(uri)];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial()?);
+        set_validity(&mut params, validity);
+        let cert = params
+            .signed_by(&csr.params.public_key, &self.issuer)
+            .map_err(cert_error)?;
+        let der = cert.der().clone();
+        let identity = PeerIdentity::from_certificate(&der)?;
+        Ok(IssuedCertificate { der, identity })
+    }
+}
+
+/// A certificate signing request whose signature has been checked.
+pub struct CertificateRequest {
+    params: CertificateSigningRequestParams,
+    der: Vec<u8>,
+}
+
+impl fmt::Debug for CertificateRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateRequest")
+            .field("bytes", &self.der.len())
+            .finish()
+    }
+}
+
+impl CertificateRequest {
+    /// Parses a DER request and checks its signature.
+    pub fn from_der(der: &[u8]) -> Result<CertificateRequest, TransportError> {
+        let params =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(der))
+                .map_err(|e| {
+                    TransportError::Certificate(format!("bad certificate request: {e}"))
+                })?;
+        Ok(CertificateRequest {
+            params,
+            der: der.to_vec(),
+        })
+    }
+
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+}
+
+/// An edge's private key, made on the edge; it never leaves it.
+pub struct EdgeKey {
+    key: KeyPair,
+}
+
+impl fmt::Debug for EdgeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EdgeKey").finish_non_exhaustive()
+    }
+}
+
+impl EdgeKey {
+    /// A fresh P-256 key.
+    pub fn generate() -> Result<EdgeKey, TransportError> {
+        Ok(EdgeKey {
+            key: KeyPair::generate().map_err(cert_error)?,
+        })
+    }
+
+    /// A certificate signing request for this key (the hub ignores the names in it).
+    pub fn certificate_request(&self) -> Result<CertificateRequest, TransportError> {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "smartpark edge");
+        params.distinguished_name = dn;
+        let csr = params.serialize_request(&self.key).map_err(cert_error)?;
+        CertificateRequest::from_der(csr.der())
+    }
+
+    pub fn pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    /// Whether `cert_der` certifies this key.
+    pub fn matches(&self, cert_der: &[u8]) -> bool {
+        x509_parser::certificate::X509Certificate::from_der(cert_der).is_ok_and(|(_, c)| {
+            c.public_key().subject_public_key.data.as_ref() == self.key.public_key_raw()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_edge_certificate_names_its_park_and_building_and_only_the_key_comes_from_the_edge() {
+        let ca = OperatorCa::create("test").unwrap();
+        let key = EdgeKey::generate().unwrap();
+        let csr = key.certificate_request().unwrap();
+        let issued = ca
+            .issue_edge_cert(&csr, "north", "b-1", Validity::days_from_now(30))
+            .unwrap();
+        assert_eq!(issued.identity.park, "north");
+        assert_eq!(issued.identity.building, "b-1");
+        assert_eq!(issued.identity.serial.len(), 32);
+        assert!(key.matches(&issued.der));
+        assert!(!EdgeKey::generate().unwrap().matches(&issued.der));
+    }
+
+    #[test]
+    fn a_ca_survives_a_round_trip_through_its_pem_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
+        let (ca, created) = OperatorCa::load_or_create(&cert, &key, "op").unwrap();
+        assert!(created);
+        let (again, created) = OperatorCa::load_or_create(&cert, &key, "op").unwrap();
+        assert!(!created);
+        assert_eq!(ca.fingerprint(), again.fingerprint());
+        std::fs::remove_file(&key).unwrap();
+        assert!(OperatorCa::load_or_create(&cert, &key, "op").is_err());
+    }
+
+    #[test]
+    fn ids_that_would_break_the_identity_uri_are_refused() {
+        let ca = OperatorCa::create("test").unwrap();
+        let csr = EdgeKey::generate().unwrap().certificate_request().unwrap();
+        for (park, building) in [("a/b", "c"), ("a", ""), ("a", "b c")] {
+            assert!(
+                ca.issue_edge_cert(&csr, park, building, Validity::days_from_now(1))
+                    .is_err()
+            );
+        }
+        assert_eq!(parse_edge_uri("smartpark://park/a/building/b/c"), None);
+    }
+}
