@@ -5,8 +5,10 @@
 //! already keeps in order:
 //!
 //! - events: the event log's sequence number;
-//! - rollups: one record per commit that wrote rollup rows (`rollup_outbox`), read as the
-//!   rows are when uploaded;
+//! - rollups: one record per commit that wrote rollup rows (its version; each row carries
+//!   the version that last changed it). A row changed again later moves to the later
+//!   record, so an earlier record can come out empty: it is then skipped as a gap, and the
+//!   row's newest state follows in its new record;
 //! - raw: blocks of [`RAW_BLOCK`] consecutive raw-sample rowids; only complete blocks are
 //!   offered, so a record never changes once numbered.
 //!
@@ -79,7 +81,9 @@ impl SqliteOutbox {
         };
         Ok(match s {
             UploadStream::Events => max("SELECT max(seq) FROM events")? as u64,
-            UploadStream::Rollups => max("SELECT max(seq) FROM rollup_outbox")? as u64,
+            UploadStream::Rollups => {
+                max("SELECT max(value) FROM meta WHERE key = 'rollup_version'")? as u64
+            }
             UploadStream::Raw => (max("SELECT max(rowid) FROM samples")? / RAW_BLOCK) as u64,
         })
     }
@@ -123,46 +127,40 @@ impl SqliteOutbox {
     ) -> rusqlite::Result<Vec<(u64, RollupBatch)>> {
         let base = self.base(UploadStream::Rollups);
         let local_after = after.saturating_sub(base) as i64;
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, keys FROM rollup_outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        let mut versions = self.conn.prepare_cached(
+            "SELECT DISTINCT version FROM rollups WHERE version > ?1 ORDER BY version LIMIT ?2",
         )?;
-        let records: Vec<(i64, String)> = stmt
+        let versions: Vec<i64> = versions
             .query_map(params![local_after, limit.max_records.max(1) as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+                r.get(0)
             })?
             .collect::<Result<_, _>>()?;
-        let mut row_stmt = self.conn.prepare_cached(
-            "SELECT p.key, r.min, r.max, r.sum, r.count, r.last, r.last_ts, r.delta, r.bad
-             FROM rollups r JOIN points p ON p.id = r.point_id WHERE r.level = ?1 AND r.point_id = ?2 AND r.bucket = ?3",
+        let mut rows_stmt = self.conn.prepare_cached(
+            "SELECT p.key, r.level, r.bucket, r.min, r.max, r.sum, r.count, r.last, r.last_ts, r.delta, r.bad
+             FROM rollups r JOIN points p ON p.id = r.point_id WHERE r.version = ?1",
         )?;
         let mut out = Vec::new();
         let mut bytes = 0;
-        for (seq, keys) in records {
-            let keys: Vec<[i64; 3]> = serde_json::from_str(&keys).unwrap_or_default();
-            let mut rows = Vec::with_capacity(keys.len());
-            for [level, point, bucket] in keys {
-                let row = row_stmt
-                    .query_row(params![level, point, bucket], |r| {
-                        Ok(RollupRow {
-                            point: r.get(0)?,
-                            period_s: (level * 60) as u32,
-                            bucket,
-                            min: r.get::<_, Option<f64>>(1)?.unwrap_or(f64::NAN),
-                            max: r.get::<_, Option<f64>>(2)?.unwrap_or(f64::NAN),
-                            sum: r.get(3)?,
-                            count: r.get::<_, i64>(4)? as u64,
-                            last: r.get::<_, Option<f64>>(5)?.unwrap_or(f64::NAN),
-                            last_ts: r.get(6)?,
-                            delta: r.get(7)?,
-                            bad: r.get::<_, i64>(8)? as u64,
-                        })
+        for version in versions {
+            let rows: Vec<RollupRow> = rows_stmt
+                .query_map([version], |r| {
+                    Ok(RollupRow {
+                        point: r.get(0)?,
+                        period_s: (r.get::<_, i64>(1)? * 60) as u32,
+                        bucket: r.get(2)?,
+                        min: r.get::<_, Option<f64>>(3)?.unwrap_or(f64::NAN),
+                        max: r.get::<_, Option<f64>>(4)?.unwrap_or(f64::NAN),
+                        sum: r.get(5)?,
+                        count: r.get::<_, i64>(6)? as u64,
+                        last: r.get::<_, Option<f64>>(7)?.unwrap_or(f64::NAN),
+                        last_ts: r.get(8)?,
+                        delta: r.get(9)?,
+                        bad: r.get::<_, i64>(10)? as u64,
                     })
-                    .optional()?;
-                // A row deleted by retention since is simply not sent again.
-                rows.extend(row);
-            }
+                })?
+                .collect::<Result<_, _>>()?;
             bytes += rows.len() * 40;
-            out.push((seq as u64 + base, RollupBatch { rows }));
+            out.push((version as u64 + base, RollupBatch { rows }));
             if bytes >= limit.max_bytes {
                 break;
             }
@@ -359,6 +357,22 @@ mod tests {
             Some(Value::Float(1000.0))
         );
         assert_eq!(outbox.acknowledged_cursor(UploadStream::Events), 0);
+        // The samples (from 1970) were late for every level: one commit, one rollup record.
+        assert_eq!(outbox.last_written(UploadStream::Rollups), 1);
+        let rollups = outbox.rollups_after(0, limit());
+        assert_eq!(rollups.len(), 1);
+        let minutes: Vec<_> = rollups[0]
+            .1
+            .rows
+            .iter()
+            .filter(|r| r.period_s == 60)
+            .collect();
+        assert_eq!(
+            minutes.len(),
+            1,
+            "2,500 samples within the first minute of 1970"
+        );
+        assert_eq!(minutes[0].count, 2500);
         outbox.acknowledged(UploadStream::Events, 2);
         drop(outbox);
         let outbox = SqliteOutbox::open(&path).unwrap();

@@ -493,9 +493,11 @@ fn open_writer(path: &Path) -> anyhow::Result<Connection> {
              bucket INTEGER NOT NULL,
              min REAL, max REAL, sum REAL NOT NULL, count INTEGER NOT NULL,
              last REAL, last_ts INTEGER NOT NULL, delta REAL NOT NULL, bad INTEGER NOT NULL,
+             version INTEGER NOT NULL DEFAULT 0,
              PRIMARY KEY (level, point_id, bucket)
          ) WITHOUT ROWID;
          CREATE INDEX IF NOT EXISTS rollups_bucket ON rollups (level, bucket);
+         CREATE INDEX IF NOT EXISTS rollups_version ON rollups (version);
          CREATE TABLE IF NOT EXISTS events (
              seq INTEGER PRIMARY KEY,
              id TEXT NOT NULL UNIQUE,
@@ -558,10 +560,6 @@ fn open_writer(path: &Path) -> anyhow::Result<Connection> {
              resolved_at INTEGER,
              resolution TEXT
          ) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS rollup_outbox (
-             seq INTEGER PRIMARY KEY,
-             keys TEXT NOT NULL
-         );
          CREATE TABLE IF NOT EXISTS sync_cursors (
              stream TEXT PRIMARY KEY,
              acked INTEGER NOT NULL,
@@ -630,45 +628,51 @@ struct Writer {
     latest_ts: HashMap<i64, i64>,
 }
 
-impl Writer {
-    fn new(conn: Connection, config: StoreConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let mut wm = [0i64; 3];
-        for (i, l) in LEVELS.iter().enumerate() {
-            wm[i] = conn
-                .query_row(
-                    "SELECT value FROM meta WHERE key = ?1",
-                    [format!("rollup_watermark_{}", l.name())],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(0);
-        }
-        let mut ids = HashMap::new();
-        let mut rollups = Rollups::new(wm);
-        {
-            let mut stmt = conn.prepare("SELECT id, key, kind, wrap FROM points")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<f64>>(3)?,
-                ))
-            })?;
-            for row in rows {
-                let (id, key, kind, wrap) = row?;
-                if let Some(k) = PointKey::parse(&key) {
-                    ids.insert(k, id);
-                    rollups.set_meta(
-                        id,
-                        PointMeta {
-                            kind: kind_from_str(&kind),
-                            wrap,
-                        },
-                    );
-                }
+/// The committed point ids and an empty rollup state at the stored watermarks.
+fn load_state(conn: &Connection) -> anyhow::Result<(HashMap<PointKey, i64>, Rollups)> {
+    let mut wm = [0i64; 3];
+    for (i, l) in LEVELS.iter().enumerate() {
+        wm[i] = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [format!("rollup_watermark_{}", l.name())],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+    }
+    let mut ids = HashMap::new();
+    let mut rollups = Rollups::new(wm);
+    {
+        let mut stmt = conn.prepare("SELECT id, key, kind, wrap FROM points")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<f64>>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (id, key, kind, wrap) = row?;
+            if let Some(k) = PointKey::parse(&key) {
+                ids.insert(k, id);
+                rollups.set_meta(
+                    id,
+                    PointMeta {
+                        kind: kind_from_str(&kind),
+                        wrap,
+                    },
+                );
             }
         }
+    }
+    Ok((ids, rollups))
+}
+
+impl Writer {
+    fn new(conn: Connection, config: StoreConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let (ids, rollups) = load_state(&conn)?;
         Ok(Writer {
             conn,
             config,
@@ -913,6 +917,12 @@ impl Writer {
                     tracing::error!(error = %msg, "Store commit failed; retrying.");
                     *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
                     shared.healthy.store(false, Relaxed);
+                    // The failed transaction left nothing on disk, but it had already added
+                    // its samples to the in-memory rollups and point ids: go back to what
+                    // is committed before the batch is tried again.
+                    if let Err(e) = self.reset_to_committed() {
+                        tracing::error!(error = %format!("{e:#}"), "Could not reload the store's state.");
+                    }
                     if full && let Err(e) = self.free_space(50_000) {
                         tracing::error!(error = %format!("{e:#}"), "Could not free space in the store.");
                     }
@@ -920,6 +930,16 @@ impl Writer {
                 }
             }
         }
+    }
+
+    fn reset_to_committed(&mut self) -> anyhow::Result<()> {
+        let (ids, rollups) = load_state(&self.conn)?;
+        self.ids = ids;
+        self.rollups = rollups;
+        self.rebuild_rollups()?;
+        self.dirty_latest.clear();
+        self.latest_ts.clear();
+        Ok(())
     }
 
     fn take(
@@ -1042,9 +1062,26 @@ impl Writer {
             }
         }
         if !self.rows.is_empty() {
+            // Late samples each give a row for a closed bucket: merge them per bucket first.
+            let mut merged: HashMap<(i64, i64, i64), (Level, Agg)> =
+                HashMap::with_capacity(self.rows.len());
+            for r in &self.rows {
+                merged
+                    .entry((r.level.code(), r.point, r.bucket))
+                    .and_modify(|(_, a)| a.merge(&r.agg))
+                    .or_insert((r.level, r.agg));
+            }
+            // Every commit that writes rollups is one version; a row carries the version that
+            // last changed it, which is how the hub upload finds what changed (see outbox.rs).
+            let version: i64 = tx.query_row(
+                "INSERT INTO meta (key, value) VALUES ('rollup_version', 1)
+                 ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value",
+                [],
+                |r| r.get(0),
+            )?;
             let mut up = tx.prepare_cached(
-                "INSERT INTO rollups (level, point_id, bucket, min, max, sum, count, last, last_ts, delta, bad)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                "INSERT INTO rollups (level, point_id, bucket, min, max, sum, count, last, last_ts, delta, bad, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT (level, point_id, bucket) DO UPDATE SET
                    min = min(coalesce(min, excluded.min), coalesce(excluded.min, min)),
                    max = max(coalesce(max, excluded.max), coalesce(excluded.max, max)),
@@ -1053,15 +1090,15 @@ impl Writer {
                    last = CASE WHEN excluded.count > 0 AND excluded.last_ts >= last_ts THEN excluded.last ELSE last END,
                    last_ts = CASE WHEN excluded.count > 0 AND excluded.last_ts >= last_ts THEN excluded.last_ts ELSE last_ts END,
                    delta = delta + excluded.delta,
-                   bad = bad + excluded.bad",
+                   bad = bad + excluded.bad,
+                   version = excluded.version",
             )?;
-            for r in &self.rows {
-                let a = &r.agg;
+            for ((level, point, bucket), (_, a)) in &merged {
                 let f = |x: f64| x.is_finite().then_some(x);
                 up.execute(params![
-                    r.level.code(),
-                    r.point,
-                    r.bucket,
+                    level,
+                    point,
+                    bucket,
                     f(a.min),
                     f(a.max),
                     a.sum,
@@ -1069,21 +1106,13 @@ impl Writer {
                     f(a.last),
                     a.last_ts.max(0),
                     a.delta,
-                    a.bad as i64
+                    a.bad as i64,
+                    version
                 ])?;
             }
             self.metrics
                 .rollup_rows_written_total
-                .fetch_add(self.rows.len() as u64, Relaxed);
-            // What changed goes to the hub: the outbox names the rows, and the upload reads
-            // them as they are then (a later merge into the same bucket is a later record).
-            let keys: Vec<[i64; 3]> = self
-                .rows
-                .iter()
-                .map(|r| [r.level.code(), r.point, r.bucket])
-                .collect();
-            tx.prepare_cached("INSERT INTO rollup_outbox (keys) VALUES (?1)")?
-                .execute([serde_json::to_string(&keys).unwrap_or_default()])?;
+                .fetch_add(merged.len() as u64, Relaxed);
         }
         tx.commit()?;
         if committed > 0 {
