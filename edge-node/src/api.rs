@@ -37,6 +37,8 @@ pub struct ApiState {
     pub devices: Devices,
     pub metrics: Arc<Metrics>,
     pub park_service: Option<crate::park::ParkService>,
+    /// The uplink's state, when a hub is configured.
+    pub sync: Option<Arc<crate::sync::SyncStatus>>,
 }
 
 /// An API error as the client sees it.
@@ -113,6 +115,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/stream", get(stream))
         .route("/audit", get(audit))
         .route("/events", get(list_events))
+        .route("/sync", get(sync_status))
         .route("/doors", get(list_doors))
         .route("/doors/{id}/open", post(open_door))
         .route("/lots", get(list_lots))
@@ -1001,4 +1004,13 @@ async fn pass_status(
         )
         .await?,
     ))
+}
+
+/// Whether the hub is connected (truthfully: the session's heartbeats decide), what it has
+/// acknowledged, and what is still waiting to go.
+async fn sync_status(State(s): State<ApiState>) -> Json<Json_> {
+    Json(match &s.sync {
+        Some(status) => status.to_json(),
+        None => json!({"configured": false, "connected": false}),
+    })
 }

@@ -29,6 +29,8 @@ pub struct EdgeConfig {
     pub storage: StorageConfig,
     #[serde(default)]
     pub business: BusinessConfig,
+    /// The uplink to the hub; none when the building runs alone.
+    pub sync: Option<SyncConfig>,
     #[serde(default, rename = "device")]
     pub devices: Vec<DeviceConfig>,
 }
@@ -62,6 +64,16 @@ impl Default for ApiConfig {
 
 fn default_api_listen() -> String {
     "127.0.0.1:8080".into()
+}
+
+/// Where the hub is, and where `smartpark edge-enroll` put this edge's identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// The hub's QUIC address, `host:port`.
+    pub hub: String,
+    /// The folder with the key, certificate and CA from enrollment.
+    pub identity_dir: PathBuf,
 }
 
 /// Doors, barriers and the park documents they are decided from.
@@ -205,6 +217,8 @@ pub struct EdgeSettings {
     pub storage: StorageConfig,
     /// `None` when doors and barriers are not decided here.
     pub business: Option<crate::park::ParkSettings>,
+    /// `None` when the building runs without a hub.
+    pub sync: Option<crate::sync::SyncSettings>,
     pub profiles: BTreeMap<String, Arc<Profile>>,
     pub devices: Vec<DeviceSpec>,
 }
@@ -346,6 +360,24 @@ impl EdgeConfig {
             plate_confidence_threshold: b.plate_confidence_threshold,
             utc_offset_minutes: b.utc_offset_minutes,
         });
+        let sync = match &self.sync {
+            None => None,
+            Some(c) => {
+                let hub = std::net::ToSocketAddrs::to_socket_addrs(&c.hub.as_str())
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| {
+                        invalid(
+                            "sync.hub",
+                            format!("{:?} is not a reachable host:port", c.hub),
+                        )
+                    })?;
+                Some(crate::sync::SyncSettings {
+                    hub,
+                    identity_dir: resolve(&c.identity_dir),
+                })
+            }
+        };
         Ok(EdgeSettings {
             file: file.to_path_buf(),
             park: self.node.park,
@@ -355,6 +387,7 @@ impl EdgeConfig {
             mqtt,
             storage: self.storage,
             business,
+            sync,
             profiles,
             devices,
         })

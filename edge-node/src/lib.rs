@@ -15,6 +15,7 @@ pub mod outbox;
 pub mod park;
 pub mod rollup;
 pub mod store;
+pub mod sync;
 
 pub use config::{DEFAULT_CONFIG, EdgeSettings};
 pub use node::EdgeNode;

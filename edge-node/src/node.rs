@@ -215,6 +215,20 @@ impl EdgeNode {
             None => (None, None, None),
         };
 
+        let sync_status = Arc::new(crate::sync::SyncStatus::default());
+        if let Some(sync) = &settings.sync {
+            let fut = crate::sync::run(
+                sync.clone(),
+                settings.data_dir.join("edge.sqlite"),
+                park_service.clone(),
+                sync_status.clone(),
+            );
+            tasks.push(tokio::spawn(tracing::Instrument::instrument(
+                fut,
+                tracing::info_span!("hub", hub = %sync.hub),
+            )));
+        }
+
         let listener = tokio::net::TcpListener::bind(settings.api_listen)
             .await
             .with_context(|| format!("cannot listen on {} for the API", settings.api_listen))?;
@@ -226,6 +240,7 @@ impl EdgeNode {
             devices: devices.clone(),
             metrics,
             park_service: park_service.clone(),
+            sync: settings.sync.is_some().then(|| sync_status.clone()),
         };
         let app = crate::api::router(state);
         tasks.push(tokio::spawn(async move {

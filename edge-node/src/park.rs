@@ -1046,6 +1046,111 @@ impl ParkService {
         json!({"waiting": items})
     }
 
+    /// The ids under which this building's documents are stored and synced.
+    pub fn doc_ids(&self) -> Vec<String> {
+        vec![
+            DIRECTORY.to_string(),
+            building_doc_id(&self.settings.building),
+            PARKING.to_string(),
+        ]
+    }
+
+    /// The next automerge sync message for `doc_id`, if the peer needs one.
+    pub fn generate_sync(
+        &self,
+        doc_id: &str,
+        state: &mut automerge::sync::State,
+    ) -> Option<Vec<u8>> {
+        use automerge::sync::SyncDoc;
+        let mut s = self.lock();
+        let am = match doc_id {
+            DIRECTORY => s.directory.doc.automerge_mut(),
+            PARKING => s.parking.doc.automerge_mut(),
+            id if id == building_doc_id(&self.settings.building) => s.building.doc.automerge_mut(),
+            _ => return None,
+        };
+        am.sync().generate_sync_message(state).map(|m| m.encode())
+    }
+
+    /// Applies a sync message from the hub: the document merges the changes, the indexes
+    /// are refreshed from the entities they touched, and what is new is saved.
+    pub async fn receive_sync(
+        &self,
+        doc_id: &str,
+        state: &mut automerge::sync::State,
+        message: &[u8],
+    ) -> anyhow::Result<()> {
+        use automerge::sync::SyncDoc;
+        let message = automerge::sync::Message::decode(message)
+            .map_err(|e| anyhow::anyhow!("bad sync message: {e}"))?;
+        let building_id = building_doc_id(&self.settings.building);
+        let (bytes, heads) = {
+            let mut guard = self.lock();
+            let s = &mut *guard;
+            match doc_id {
+                DIRECTORY => {
+                    s.directory
+                        .doc
+                        .automerge_mut()
+                        .sync()
+                        .receive_sync_message(state, message)?;
+                    let changes = s.directory.doc.take_changes();
+                    let report = s.access.refresh_directory(&s.directory.doc, &changes)?;
+                    if report.upserted + report.removed > 0 {
+                        tracing::info!(
+                            upserted = report.upserted,
+                            removed = report.removed,
+                            "The park directory changed on the hub."
+                        );
+                    }
+                    let stored = s.directory.stored_heads.clone();
+                    (s.directory.doc.save_after(&stored), s.directory.doc.heads())
+                }
+                PARKING => {
+                    s.parking
+                        .doc
+                        .automerge_mut()
+                        .sync()
+                        .receive_sync_message(state, message)?;
+                    let snapshot = s.parking.doc.snapshot()?;
+                    s.gates = ParkingIndex::build(&snapshot);
+                    s.lane_lots = lane_lots(&snapshot);
+                    let stored = s.parking.stored_heads.clone();
+                    (s.parking.doc.save_after(&stored), s.parking.doc.heads())
+                }
+                id if id == building_id => {
+                    s.building
+                        .doc
+                        .automerge_mut()
+                        .sync()
+                        .receive_sync_message(state, message)?;
+                    let changes = s.building.doc.take_changes();
+                    s.access.refresh_building(&s.building.doc, &changes)?;
+                    if let Ok(b) = s.building.doc.snapshot() {
+                        for d in b.doors.keys() {
+                            s.doors.entry(d.clone()).or_default();
+                        }
+                    }
+                    let stored = s.building.stored_heads.clone();
+                    (s.building.doc.save_after(&stored), s.building.doc.heads())
+                }
+                other => anyhow::bail!("this edge keeps no document {other:?}"),
+            }
+        };
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        crate::docs::append(&self.store, doc_id, bytes).await?;
+        let mut s = self.lock();
+        let stored = match doc_id {
+            DIRECTORY => &mut s.directory.stored_heads,
+            PARKING => &mut s.parking.stored_heads,
+            _ => &mut s.building.stored_heads,
+        };
+        *stored = heads;
+        Ok(())
+    }
+
     pub fn credential_count(&self) -> usize {
         self.lock().access.credential_count()
     }

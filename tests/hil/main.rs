@@ -10,3 +10,4 @@ mod demo;
 mod modbus;
 mod mqtt;
 mod park;
+mod sync;

@@ -29,7 +29,7 @@ fn now_us() -> i64 {
 /// A park with two enterprises (one whose lease ended yesterday), a person in each with a
 /// card, and door `d1` open to both around the clock; a car park with a lot, two lanes and a
 /// tariff.
-fn seed(dir: &Path) {
+pub fn seed(dir: &Path) {
     let now = now_us();
     let mut d = ParkDirectory::new("hil", 480, now - 30 * DAY).unwrap();
     d.upsert(&WeeklySchedule {

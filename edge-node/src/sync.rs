@@ -1,0 +1,275 @@
+//! The edge's uplink: one QUIC connection to the hub with the certificate from enrollment,
+//! driving the sans-IO [`sync_protocol::EdgeSession`] over the store's outbox, and the park
+//! documents' automerge sync.
+//!
+//! The building never waits for this task: decisions and storage go on while it is
+//! disconnected, and it resumes from the hub's durable cursors when the link returns.
+//! Reconnects back off exponentially with jitter. A refusal that retrying cannot fix (a
+//! revoked or expired certificate, a hub from another operator) is reported and retried
+//! slowly, so that a fixed hub is picked up without a restart.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use device_drivers::driver::Backoff;
+use serde_json::json;
+use sync_protocol::transport::{self, EdgeTlsConfig, FrameChannel};
+use sync_protocol::{
+    DocumentMessage, EdgeEvent, EdgeIdentity, EdgeOutbox, EdgeSession, Health, SessionConfig, Time,
+    UploadStream,
+};
+
+use crate::outbox::SqliteOutbox;
+use crate::park::ParkService;
+
+/// Where the hub is and where this edge's identity lives.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub hub: SocketAddr,
+    /// The folder `smartpark edge-enroll` wrote the key, certificate and CA into.
+    pub identity_dir: PathBuf,
+}
+
+/// The uplink's state as the API shows it.
+#[derive(Debug, Default)]
+pub struct SyncStatus {
+    connected: AtomicBool,
+    detail: Mutex<SyncDetail>,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SyncDetail {
+    hub: Option<String>,
+    last_error: Option<String>,
+    last_connected_at: Option<i64>,
+    acknowledged: [u64; 3],
+    written: [u64; 3],
+}
+
+impl SyncStatus {
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Relaxed)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let d = self
+            .detail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let backlog = |i: usize| d.written[i].saturating_sub(d.acknowledged[i]);
+        json!({
+            "connected": self.is_connected(),
+            "hub": d.hub,
+            "lastError": d.last_error,
+            "lastConnectedAt": d.last_connected_at,
+            "acknowledged": {"events": d.acknowledged[0], "rollups": d.acknowledged[1], "raw": d.acknowledged[2]},
+            "backlog": {"events": backlog(0), "rollups": backlog(1), "raw": backlog(2)},
+        })
+    }
+
+    fn update(&self, f: impl FnOnce(&mut SyncDetail)) {
+        f(&mut self.detail.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+fn index(s: UploadStream) -> usize {
+    match s {
+        UploadStream::Events => 0,
+        UploadStream::Rollups => 1,
+        UploadStream::Raw => 2,
+    }
+}
+
+/// Runs the uplink until the task is aborted.
+pub async fn run(
+    settings: SyncSettings,
+    store_path: PathBuf,
+    park: Option<ParkService>,
+    status: Arc<SyncStatus>,
+) {
+    status.update(|d| d.hub = Some(settings.hub.to_string()));
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
+    loop {
+        let result = async {
+            let tls = EdgeTlsConfig::load(&settings.identity_dir)?;
+            let channel = transport::connect(&tls, settings.hub).await?;
+            Ok::<_, transport::TransportError>((tls, channel))
+        }
+        .await;
+        match result {
+            Ok((tls, channel)) => {
+                backoff.reset();
+                let id = tls.identity();
+                let identity = EdgeIdentity {
+                    edge_id: id.serial.clone(),
+                    park: id.park.clone(),
+                    building: id.building.clone(),
+                };
+                tracing::info!(hub = %settings.hub, park = %identity.park, building = %identity.building, "Connected to the hub.");
+                let reason =
+                    connection(channel, identity, &store_path, park.as_ref(), &status).await;
+                status.connected.store(false, Relaxed);
+                tracing::warn!(hub = %settings.hub, %reason, "The hub connection ended.");
+                status.update(|d| d.last_error = Some(reason));
+            }
+            Err(e) => {
+                status.update(|d| d.last_error = Some(e.to_string()));
+                tracing::warn!(hub = %settings.hub, error = %e, "Cannot sync with the hub.");
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// One connection, until it ends; returns why it ended.
+async fn connection(
+    mut channel: FrameChannel,
+    identity: EdgeIdentity,
+    store_path: &std::path::Path,
+    park: Option<&ParkService>,
+    status: &SyncStatus,
+) -> String {
+    let mut outbox = match SqliteOutbox::open(store_path) {
+        Ok(o) => o,
+        Err(e) => return format!("cannot open the outbox: {e:#}"),
+    };
+    let start = Instant::now();
+    let now = || Time::from_micros(start.elapsed().as_micros() as u64);
+    let mut session = EdgeSession::new(SessionConfig::default(), identity);
+    // Automerge sync states live as long as the connection (the protocol asks for fresh
+    // ones after every break).
+    let mut doc_states: Vec<(String, automerge::sync::State)> = park
+        .map(|p| {
+            p.doc_ids()
+                .into_iter()
+                .map(|d| (d, automerge::sync::State::new()))
+                .collect()
+        })
+        .unwrap_or_default();
+    tokio::task::block_in_place(|| session.handle_connected(now(), &outbox));
+    let mut poll = tokio::time::interval(Duration::from_millis(200));
+    let mut health = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        // Outputs first: frames to send, events to act on.
+        if let Some(p) = park {
+            for (doc_id, state) in &mut doc_states {
+                if let Some(message) = p.generate_sync(doc_id, state) {
+                    let _ = session.send_document(DocumentMessage {
+                        doc_id: doc_id.clone(),
+                        message,
+                    });
+                }
+            }
+        }
+        loop {
+            let frame = tokio::task::block_in_place(|| session.poll_transmit(now(), &mut outbox));
+            let Some(frame) = frame else { break };
+            if let Err(e) = channel.send(&frame).await {
+                return e.to_string();
+            }
+        }
+        while let Some(event) = session.poll_event() {
+            match event {
+                EdgeEvent::Connected { hub_durable } => {
+                    status.connected.store(true, Relaxed);
+                    status.update(|d| {
+                        d.last_error = None;
+                        d.last_connected_at = Some(device_drivers::now_micros());
+                        d.acknowledged = [hub_durable.events, hub_durable.rollups, hub_durable.raw];
+                    });
+                }
+                EdgeEvent::Acknowledged { stream, through } => {
+                    status.update(|d| d.acknowledged[index(stream)] = through)
+                }
+                EdgeEvent::ConnectionLost { reason } => return reason.to_string(),
+                EdgeEvent::RecordsSkipped {
+                    stream,
+                    from,
+                    through,
+                } => {
+                    tracing::warn!(
+                        ?stream,
+                        from,
+                        through,
+                        "Records deleted before upload were reported to the hub as a gap."
+                    );
+                }
+                EdgeEvent::HubBehind {
+                    stream,
+                    edge_cursor,
+                    hub_cursor,
+                } => {
+                    tracing::warn!(
+                        ?stream,
+                        edge_cursor,
+                        hub_cursor,
+                        "The hub holds less than it acknowledged; sending again."
+                    );
+                }
+                EdgeEvent::RecordRejected { stream, seq, error } => {
+                    tracing::error!(?stream, seq, %error, "A record too large to send was reported as a gap.");
+                }
+                EdgeEvent::Document(d) => {
+                    if let (Some(p), Some((_, state))) =
+                        (park, doc_states.iter_mut().find(|(id, _)| *id == d.doc_id))
+                    {
+                        if let Err(e) = p.receive_sync(&d.doc_id, state, &d.message).await {
+                            tracing::error!(doc = %d.doc_id, error = %e, "A document sync message from the hub could not be applied.");
+                        }
+                    } else {
+                        tracing::debug!(doc = %d.doc_id, "A sync message for a document this edge does not keep.");
+                    }
+                }
+                EdgeEvent::Config(_) | EdgeEvent::Command(_) => {
+                    tracing::info!(
+                        "The hub sent a configuration or command; this edge does not act on them yet."
+                    );
+                }
+            }
+        }
+        status.update(|d| {
+            for s in UploadStream::ALL {
+                d.written[index(s)] = outbox.last_written(s);
+            }
+        });
+        let deadline = session.poll_timeout();
+        tokio::select! {
+            frame = channel.recv() => match frame {
+                Ok(Some(bytes)) => tokio::task::block_in_place(|| session.handle_frame(now(), &bytes, &mut outbox)),
+                Ok(None) => {
+                    session.handle_disconnected(now());
+                    return "the hub closed the connection".into();
+                }
+                Err(e) => {
+                    session.handle_disconnected(now());
+                    return e.to_string();
+                }
+            },
+            _ = sleep_until(deadline, start) => session.handle_timeout(now()),
+            _ = poll.tick() => session.handle_outbox_changed(),
+            _ = health.tick() => {
+                let d = status.detail.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let backlog = |i: usize| d.written[i].saturating_sub(d.acknowledged[i]);
+                let body = json!({"backlog": {"events": backlog(0), "rollups": backlog(1), "raw": backlog(2)}}).to_string();
+                let _ = session.send_health(Health { body: body.into_bytes() });
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Time>, start: Instant) {
+    match deadline {
+        Some(t) => {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(
+                start + Duration::from_micros(t.as_micros()),
+            ))
+            .await
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,223 @@
+//! The edge and the hub as real processes: enrollment with a one-time token, events
+//! uploaded over QUIC with mutual TLS, the hub killed with `kill -9` while the building keeps
+//! deciding, and everything arriving once after it returns.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Edge, Proc, edge_binary, eventually, http, mosquitto_pub};
+
+struct Hub {
+    proc: Proc,
+    quic: String,
+    api: String,
+    config: std::path::PathBuf,
+}
+
+impl Hub {
+    fn start(config: &Path) -> Hub {
+        let mut proc = Proc::spawn(
+            "smartpark hub",
+            Command::new(edge_binary())
+                .args(["hub", "--config"])
+                .arg(config)
+                .env("RUST_LOG", "warn"),
+        );
+        let line = proc.wait_line("ready ", Duration::from_secs(30));
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap()
+                .to_string()
+        };
+        Hub {
+            quic: field("quic"),
+            api: field("api"),
+            proc,
+            config: config.to_path_buf(),
+        }
+    }
+
+    fn events(&self) -> Vec<Value> {
+        let (status, body) = http(
+            "GET",
+            &format!(
+                "{}/api/v1/parks/hil/buildings/b1/events?limit=10000",
+                self.api
+            ),
+            None,
+        );
+        if status != 200 {
+            return Vec::new();
+        }
+        body["events"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+fn hub_config(dir: &Path, quic_port: u16) -> std::path::PathBuf {
+    let file = dir.join("hub.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[hub]\noperator = \"hil-operator\"\ndata_dir = \"hub-data\"\n[quic]\nlisten = \"127.0.0.1:{quic_port}\"\nserver_names = []\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n[ca]\ncert = \"ca/ca-cert.pem\"\nkey = \"ca/ca-key.pem\"\n\
+             [enrollment]\ntoken_ttl_hours = 1\nedge_cert_days = 30\n"
+        ),
+    )
+    .unwrap();
+    file
+}
+
+fn read(edge: &Edge, card: &str) {
+    mosquitto_pub(
+        edge.mqtt_v4,
+        &[
+            "-q",
+            "1",
+            "-t",
+            "door/d1/read",
+            "-m",
+            &json!({"type": "card", "value": card}).to_string(),
+        ],
+    );
+}
+
+fn edge_event_ids(edge: &Edge) -> BTreeSet<String> {
+    let (_, body) = edge.get("/api/v1/events?limit=10000");
+    body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn an_enrolled_edge_uploads_its_events_once_even_when_the_hub_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    // The hub's QUIC port must stay the same across its restart: take a free one now.
+    let quic_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = hub_config(dir.path(), quic_port);
+    let mut hub = Hub::start(&config);
+
+    let out = Command::new(edge_binary())
+        .args(["hub", "enroll", "--config"])
+        .arg(&config)
+        .args(["--park", "hil", "--building", "b1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let identity = dir.path().join("identity");
+    let out = Command::new(edge_binary())
+        .args([
+            "edge-enroll",
+            "--hub",
+            &hub.quic,
+            "--token",
+            &token,
+            "--data-dir",
+        ])
+        .arg(&identity)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same token a second time is refused.
+    let again = Command::new(edge_binary())
+        .args([
+            "edge-enroll",
+            "--hub",
+            &hub.quic,
+            "--token",
+            &token,
+            "--data-dir",
+        ])
+        .arg(dir.path().join("other"))
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "a used token must be refused");
+
+    crate::park::seed(&dir.path().join("seed"));
+    let edge = Edge::start(
+        dir.path(),
+        &format!(
+            "[business]\nseed_dir = \"{}\"\n[sync]\nhub = \"{}\"\nidentity_dir = \"{}\"\n",
+            dir.path().join("seed").display(),
+            hub.quic,
+            identity.display()
+        ),
+    );
+    eventually(
+        "the edge connected to the hub",
+        Duration::from_secs(30),
+        || {
+            let (_, s) = edge.get("/api/v1/sync");
+            (s["connected"] == true).then_some(())
+        },
+    );
+    for _ in 0..5 {
+        read(&edge, "CARD-1");
+    }
+    eventually("five decisions at the hub", Duration::from_secs(30), || {
+        (hub.events().len() >= 5).then_some(())
+    });
+
+    // The hub dies; the building goes on deciding, and says truthfully that it is cut off.
+    hub.proc.kill9();
+    for _ in 0..5 {
+        read(&edge, "CARD-2");
+    }
+    eventually(
+        "the edge to notice the hub is gone",
+        Duration::from_secs(60),
+        || {
+            let (_, s) = edge.get("/api/v1/sync");
+            (s["connected"] == false).then_some(())
+        },
+    );
+    let (_, s) = edge.get("/api/v1/sync");
+    assert!(s["backlog"]["events"].as_u64().unwrap() >= 5, "{s}");
+    eventually(
+        "ten decisions stored at the edge",
+        Duration::from_secs(20),
+        || (edge_event_ids(&edge).len() >= 10).then_some(()),
+    );
+
+    let hub = Hub::start(&hub.config);
+    let want = edge_event_ids(&edge);
+    let got = eventually(
+        "every edge event at the hub",
+        Duration::from_secs(90),
+        || {
+            let events = hub.events();
+            (events.len() >= want.len()).then_some(events)
+        },
+    );
+    let ids: Vec<String> = got
+        .iter()
+        .map(|e| e["body"]["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let distinct: BTreeSet<String> = ids.iter().cloned().collect();
+    assert_eq!(ids.len(), distinct.len(), "no event is stored twice");
+    assert_eq!(distinct, want, "the hub holds exactly the edge's events");
+    eventually("the backlog drained", Duration::from_secs(30), || {
+        let (_, s) = edge.get("/api/v1/sync");
+        (s["connected"] == true && s["backlog"]["events"] == 0).then_some(())
+    });
+}
