@@ -1,5 +1,5 @@
-//! `smartpark demo`: simulated devices speaking the real protocols, and an edge node
-//! reading them, in one process, with every URL printed. Ctrl-C stops it all.
+//! `smartpark demo`: a hub, two buildings enrolled with it, and simulated devices speaking
+//! the real protocols, in one process, with every URL printed. Ctrl-C stops it all.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +43,36 @@ pub async fn run(data_dir: Option<PathBuf>, profiles: PathBuf, port: u16) -> any
         });
         meters.push(addr);
     }
+    // The hub, with its operator CA made on first start, and a one-time enrollment per
+    // building, exactly as an operator would do it.
+    let hub_dir = data_dir.join("hub");
+    let hub_settings = cloud_hub::HubSettings {
+        operator: "demo-operator".into(),
+        data_dir: hub_dir.clone(),
+        quic_listen: "127.0.0.1:0".parse()?,
+        server_names: vec![],
+        http_listen: "127.0.0.1:0".parse()?,
+        ca_cert: hub_dir.join("ca/ca-cert.pem"),
+        ca_key: hub_dir.join("ca/ca-key.pem"),
+        token_ttl: Duration::from_secs(3600),
+        edge_cert_days: 30,
+    };
+    let db = hub_settings.db_path();
+    let hub = cloud_hub::Hub::start(hub_settings).await?;
+    for building in ["b1", "b2"] {
+        let identity = data_dir.join(format!("identity-{building}"));
+        if sync_protocol::transport::EdgeTlsConfig::load(&identity).is_err() {
+            let token = cloud_hub::create_token(
+                &db,
+                &hub.ca,
+                "demo-park",
+                building,
+                Duration::from_secs(3600),
+            )?;
+            sync_protocol::transport::enroll(hub.quic_addr, &token.token, &identity).await?;
+        }
+    }
+
     let api = free_or_any(port).await;
     let config = format!(
         r#"[node]
@@ -66,6 +96,10 @@ disk_budget_mb = 256
 
 [business]
 seed_dir = "{seed}"
+
+[sync]
+hub = "{hub}"
+identity_dir = "{identity}"
 
 [[device]]
 id = "main-meter"
@@ -97,6 +131,8 @@ mqtt = {{ topic_id = "lab-env" }}
 "#,
         data = toml_path(&data_dir.join("b1")),
         seed = toml_path(&data_dir.join("seed-b1")),
+        hub = hub.quic_addr,
+        identity = toml_path(&data_dir.join("identity-b1")),
         profiles = toml_path(&profiles),
         m1 = meters[0],
         m2 = meters[1],
@@ -114,6 +150,33 @@ mqtt = {{ topic_id = "lab-env" }}
     let file = data_dir.join("b1.toml");
     std::fs::write(&file, config).with_context(|| format!("cannot write {}", file.display()))?;
     let node = EdgeNode::start(EdgeSettings::load(&file)?).await?;
+
+    // A second building: telemetry only (its doors are not in this demo), its own broker.
+    let meter = TcpListener::bind("127.0.0.1:0").await?;
+    let b2_meter = meter.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = device_sim::serve_energy_meter(meter, 3).await {
+            tracing::error!(error = %format!("{e:#}"), "Simulated energy meter stopped.");
+        }
+    });
+    let b2_file = data_dir.join("b2.toml");
+    std::fs::write(
+        &b2_file,
+        format!(
+            "[node]\npark = \"demo-park\"\nbuilding = \"b2\"\ndata_dir = \"{data}\"\nprofiles_dir = \"{profiles}\"\n\
+             [api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nlisten_v4 = \"127.0.0.1:0\"\nlisten_v5 = \"127.0.0.1:0\"\n\
+             [storage]\nraw_retention_days = 2\nminute_rollup_retention_days = 2\nrollup_retention_days = 30\ndisk_budget_mb = 256\n\
+             [business]\nenabled = false\n[sync]\nhub = \"{hub}\"\nidentity_dir = \"{identity}\"\n\n\
+             [[device]]\nid = \"main-meter\"\nname = \"Building 2 incomer\"\nprofile = \"eastron-sdm630\"\npoll_interval_ms = 1000\ntimeout_ms = 500\n\
+             modbus_tcp = {{ address = \"{meter}\", unit = 1 }}\n",
+            data = toml_path(&data_dir.join("b2")),
+            profiles = toml_path(&profiles),
+            hub = hub.quic_addr,
+            identity = toml_path(&data_dir.join("identity-b2")),
+            meter = b2_meter,
+        ),
+    )?;
+    let node_b2 = EdgeNode::start(EdgeSettings::load(&b2_file)?).await?;
     let broker = node.mqtt_v4.context("the demo needs the MQTT broker")?;
     for (i, topic) in ["lobby-env", "lab-env"].into_iter().enumerate() {
         let host = broker.ip().to_string();
@@ -204,6 +267,15 @@ mqtt = {{ topic_id = "lab-env" }}
         "  Energy meters:  Modbus TCP at {} and {}",
         meters[0], meters[1]
     );
+    println!(
+        "  Building b2:    http://{}/api/v1/points (a metered building without doors)",
+        node_b2.api_addr
+    );
+    println!(
+        "  Hub dashboard API: http://{}/api/v1/parks/demo-park/buildings (QUIC for edges at {})",
+        hub.api_addr, hub.quic_addr
+    );
+    println!("  Uplink state:   http://{a}/api/v1/sync");
     println!("  Data:           {}", data_dir.display());
     if port != 0 && a.port() != port {
         println!(
@@ -215,6 +287,8 @@ mqtt = {{ topic_id = "lab-env" }}
     crate::wait_for_stop().await;
     println!("Stopping the demo.");
     node.shutdown().await;
+    node_b2.shutdown().await;
+    hub.shutdown().await;
     Ok(())
 }
 

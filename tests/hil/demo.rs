@@ -1,5 +1,5 @@
-//! `smartpark demo` as a newcomer runs it: values from every simulated device show up, and
-//! Ctrl-C stops it cleanly.
+//! `smartpark demo` as a newcomer runs it: values from every simulated device show up, both
+//! buildings are connected to the hub, and Ctrl-C stops it cleanly.
 
 use std::process::Command;
 use std::time::Duration;
@@ -41,6 +41,23 @@ fn the_demo_serves_live_values_from_every_device_and_stops_on_ctrl_c() {
     }
     let (_, devices) = http("GET", &format!("{api}/api/v1/devices"), None);
     assert_eq!(devices["devices"].as_array().unwrap().len(), 4);
+    // The hub sees both buildings connected over QUIC.
+    let hub_line = demo.wait_line("  Hub dashboard API:", Duration::from_secs(10));
+    let buildings_url = hub_line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    eventually(
+        "both buildings connected to the hub",
+        Duration::from_secs(30),
+        || {
+            let (_, b) = http("GET", &buildings_url, None);
+            let list = b["buildings"].as_array()?;
+            (list.len() == 2 && list.iter().all(|x| x["connection"]["state"] == "connected"))
+                .then_some(())
+        },
+    );
     demo.signal("INT");
     let status = eventually("the demo to exit", Duration::from_secs(20), || {
         demo.child.try_wait().unwrap()
