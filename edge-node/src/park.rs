@@ -897,39 +897,19 @@ impl ParkService {
         what: &str,
         edit: impl FnOnce(&mut ParkDirectory) -> Result<(), park_model::DocError>,
     ) -> Result<(), ParkError> {
-        let (bytes, heads) = {
-            let mut s = self.lock();
+        {
+            let mut guard = self.lock();
+            let s = &mut *guard;
             edit(&mut s.directory.doc).map_err(|e| ParkError::Invalid(e.to_string()))?;
             s.directory.doc.commit(what, now_micros());
             let changes = s.directory.doc.take_changes();
-            let State {
-                access, directory, ..
-            } = &mut *s;
-            access
-                .refresh_directory(&directory.doc, &changes)
+            s.access
+                .refresh_directory(&s.directory.doc, &changes)
                 .map_err(|e| ParkError::Invalid(e.to_string()))?;
-            let heads = s.directory.doc.heads();
-            let stored = s.directory.stored_heads.clone();
-            (s.directory.doc.save_after(&stored), heads)
-        };
-        crate::docs::append(&self.store, DIRECTORY, bytes)
-            .await
-            .map_err(ParkError::Store)?;
-        let compact = {
-            let mut s = self.lock();
-            s.directory.stored_heads = heads;
-            s.directory.chunks += 1;
-            (s.directory.chunks >= COMPACT_AFTER).then(|| {
-                s.directory.chunks = 0;
-                s.directory.doc.save()
-            })
-        };
-        if let Some(full) = compact {
-            crate::docs::compact(&self.store, DIRECTORY, full)
-                .await
-                .map_err(ParkError::Store)?;
         }
-        Ok(())
+        self.persist(DIRECTORY, |s| &mut s.directory)
+            .await
+            .map_err(ParkError::Store)
     }
 
     async fn edit_parking(
@@ -937,38 +917,48 @@ impl ParkService {
         what: &str,
         edit: impl FnOnce(&mut ParkingDoc) -> Result<(), park_model::DocError>,
     ) -> Result<(), ParkError> {
-        let (bytes, heads) = {
-            let mut s = self.lock();
+        {
+            let mut guard = self.lock();
+            let s = &mut *guard;
             edit(&mut s.parking.doc).map_err(|e| ParkError::Invalid(e.to_string()))?;
             s.parking.doc.commit(what, now_micros());
-            // The parking index is small: it is rebuilt from the document on each edit.
-            let snapshot = s
-                .parking
-                .doc
-                .snapshot()
+            s.refresh_gates()
                 .map_err(|e| ParkError::Invalid(e.to_string()))?;
-            s.gates = ParkingIndex::build(&snapshot);
-            s.lane_lots = lane_lots(&snapshot);
-            let heads = s.parking.doc.heads();
-            let stored = s.parking.stored_heads.clone();
-            (s.parking.doc.save_after(&stored), heads)
-        };
-        crate::docs::append(&self.store, PARKING, bytes)
+        }
+        self.persist(PARKING, |s| &mut s.parking)
             .await
-            .map_err(ParkError::Store)?;
+            .map_err(ParkError::Store)
+    }
+
+    /// Saves what a document gained since it was last stored (an incremental chunk), and
+    /// replaces the chunks with a snapshot every [`COMPACT_AFTER`] saves.
+    async fn persist<D: DocLike>(
+        &self,
+        doc_id: &str,
+        pick: impl Fn(&mut State) -> &mut Stored<D>,
+    ) -> anyhow::Result<()> {
+        let (bytes, heads) = {
+            let mut s = self.lock();
+            let stored = pick(&mut s);
+            let since = stored.stored_heads.clone();
+            (stored.doc.save_since(&since), stored.doc.heads_now())
+        };
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        crate::docs::append(&self.store, doc_id, bytes).await?;
         let compact = {
             let mut s = self.lock();
-            s.parking.stored_heads = heads;
-            s.parking.chunks += 1;
-            (s.parking.chunks >= COMPACT_AFTER).then(|| {
-                s.parking.chunks = 0;
-                s.parking.doc.save()
+            let stored = pick(&mut s);
+            stored.stored_heads = heads;
+            stored.chunks += 1;
+            (stored.chunks >= COMPACT_AFTER).then(|| {
+                stored.chunks = 0;
+                stored.doc.save_all()
             })
         };
         if let Some(full) = compact {
-            crate::docs::compact(&self.store, PARKING, full)
-                .await
-                .map_err(ParkError::Store)?;
+            crate::docs::compact(&self.store, doc_id, full).await?;
         }
         Ok(())
     }
@@ -1084,7 +1074,7 @@ impl ParkService {
         let message = automerge::sync::Message::decode(message)
             .map_err(|e| anyhow::anyhow!("bad sync message: {e}"))?;
         let building_id = building_doc_id(&self.settings.building);
-        let (bytes, heads) = {
+        {
             let mut guard = self.lock();
             let s = &mut *guard;
             match doc_id {
@@ -1103,8 +1093,6 @@ impl ParkService {
                             "The park directory changed on the hub."
                         );
                     }
-                    let stored = s.directory.stored_heads.clone();
-                    (s.directory.doc.save_after(&stored), s.directory.doc.heads())
                 }
                 PARKING => {
                     s.parking
@@ -1112,11 +1100,7 @@ impl ParkService {
                         .automerge_mut()
                         .sync()
                         .receive_sync_message(state, message)?;
-                    let snapshot = s.parking.doc.snapshot()?;
-                    s.gates = ParkingIndex::build(&snapshot);
-                    s.lane_lots = lane_lots(&snapshot);
-                    let stored = s.parking.stored_heads.clone();
-                    (s.parking.doc.save_after(&stored), s.parking.doc.heads())
+                    s.refresh_gates()?;
                 }
                 id if id == building_id => {
                     s.building
@@ -1131,24 +1115,15 @@ impl ParkService {
                             s.doors.entry(d.clone()).or_default();
                         }
                     }
-                    let stored = s.building.stored_heads.clone();
-                    (s.building.doc.save_after(&stored), s.building.doc.heads())
                 }
                 other => anyhow::bail!("this edge keeps no document {other:?}"),
             }
-        };
-        if bytes.is_empty() {
-            return Ok(());
         }
-        crate::docs::append(&self.store, doc_id, bytes).await?;
-        let mut s = self.lock();
-        let stored = match doc_id {
-            DIRECTORY => &mut s.directory.stored_heads,
-            PARKING => &mut s.parking.stored_heads,
-            _ => &mut s.building.stored_heads,
-        };
-        *stored = heads;
-        Ok(())
+        match doc_id {
+            DIRECTORY => self.persist(DIRECTORY, |s| &mut s.directory).await,
+            PARKING => self.persist(PARKING, |s| &mut s.parking).await,
+            _ => self.persist(doc_id, |s| &mut s.building).await,
+        }
     }
 
     pub fn credential_count(&self) -> usize {
@@ -1180,6 +1155,16 @@ fn echo_read(mut commands: Vec<(String, Json)>, read_id: Option<&str>) -> Vec<(S
         }
     }
     commands
+}
+
+impl State {
+    /// The parking index is small: it is rebuilt from the document after each change.
+    fn refresh_gates(&mut self) -> Result<(), park_model::DocError> {
+        let snapshot = self.parking.doc.snapshot()?;
+        self.gates = ParkingIndex::build(&snapshot);
+        self.lane_lots = lane_lots(&snapshot);
+        Ok(())
+    }
 }
 
 fn lane_lots(p: &park_model::parking::Parking) -> HashMap<String, String> {
@@ -1281,6 +1266,7 @@ trait DocLike: Sized {
     fn load_bytes(bytes: &[u8]) -> Result<Self, park_model::DocError>;
     fn merge_bytes(&mut self, bytes: &[u8]) -> Result<(), park_model::DocError>;
     fn save_all(&mut self) -> Vec<u8>;
+    fn save_since(&mut self, heads: &[ChangeHash]) -> Vec<u8>;
     fn heads_now(&mut self) -> Vec<ChangeHash>;
 }
 
@@ -1295,6 +1281,10 @@ impl<S: park_model::document::Schema> DocLike for park_model::document::Document
 
     fn save_all(&mut self) -> Vec<u8> {
         self.save()
+    }
+
+    fn save_since(&mut self, heads: &[ChangeHash]) -> Vec<u8> {
+        self.save_after(heads)
     }
 
     fn heads_now(&mut self) -> Vec<ChangeHash> {
