@@ -221,3 +221,165 @@ fn an_enrolled_edge_uploads_its_events_once_even_when_the_hub_is_killed() {
         (s["connected"] == true && s["backlog"]["events"] == 0).then_some(())
     });
 }
+
+/// A UDP relay between the edge and the hub that the test can cut and heal.
+struct Relay {
+    addr: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(hub: std::net::SocketAddr) -> Relay {
+        use std::sync::atomic::Ordering::Relaxed;
+        let edge_side = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let hub_side = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        hub_side.connect(hub).unwrap();
+        for s in [&edge_side, &hub_side] {
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        }
+        let addr = edge_side.local_addr().unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let edge_peer = std::sync::Arc::new(std::sync::Mutex::new(None::<std::net::SocketAddr>));
+        let (e2, h2) = (
+            edge_side.try_clone().unwrap(),
+            hub_side.try_clone().unwrap(),
+        );
+        let (cut2, stop2, peer2) = (cut.clone(), stop.clone(), edge_peer.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while !stop2.load(Relaxed) {
+                if let Ok((n, from)) = e2.recv_from(&mut buf) {
+                    *peer2.lock().unwrap() = Some(from);
+                    if !cut2.load(Relaxed) {
+                        let _ = h2.send(&buf[..n]);
+                    }
+                }
+            }
+        });
+        let (cut3, stop3) = (cut.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while !stop3.load(Relaxed) {
+                if let Ok(n) = hub_side.recv(&mut buf) {
+                    let peer = *edge_peer.lock().unwrap();
+                    if let (false, Some(peer)) = (cut3.load(Relaxed), peer) {
+                        let _ = edge_side.send_to(&buf[..n], peer);
+                    }
+                }
+            }
+        });
+        Relay { addr, cut, stop }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_cut_link_and_a_killed_edge_still_leave_the_hub_with_every_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = hub_config(dir.path(), 0);
+    let hub = Hub::start(&config);
+    let out = Command::new(edge_binary())
+        .args(["hub", "enroll", "--config"])
+        .arg(&config)
+        .args(["--park", "hil", "--building", "b1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let identity = dir.path().join("identity");
+    let out = Command::new(edge_binary())
+        .args([
+            "edge-enroll",
+            "--hub",
+            &hub.quic,
+            "--token",
+            &token,
+            "--data-dir",
+        ])
+        .arg(&identity)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let relay = Relay::start(hub.quic.parse().unwrap());
+
+    crate::park::seed(&dir.path().join("seed"));
+    let mut edge = Edge::start(
+        dir.path(),
+        &format!(
+            "[business]\nseed_dir = \"{}\"\n[sync]\nhub = \"{}\"\nidentity_dir = \"{}\"\n",
+            dir.path().join("seed").display(),
+            relay.addr,
+            identity.display()
+        ),
+    );
+    let connected = |edge: &Edge, want: bool| {
+        let (_, s) = edge.get("/api/v1/sync");
+        (s["connected"] == want).then_some(())
+    };
+    eventually(
+        "connected through the relay",
+        Duration::from_secs(30),
+        || connected(&edge, true),
+    );
+
+    // The link goes dead for a while: no packet either way. The building keeps deciding, and
+    // the edge reports the link down once its heartbeats go unanswered.
+    relay.set_cut(true);
+    for _ in 0..10 {
+        read(&edge, "CARD-1");
+    }
+    eventually(
+        "the edge to see the link is down",
+        Duration::from_secs(60),
+        || connected(&edge, false),
+    );
+    relay.set_cut(false);
+    eventually(
+        "reconnected after the link healed",
+        Duration::from_secs(90),
+        || connected(&edge, true),
+    );
+
+    // Now the edge dies mid-stream, with decisions still to upload, and comes back.
+    for _ in 0..10 {
+        read(&edge, "CARD-2");
+    }
+    edge.proc.kill9();
+    let edge = Edge::start_with(edge.config.clone());
+    let want = edge_event_ids(&edge);
+    assert!(want.len() >= 20, "{} events at the edge", want.len());
+    let got = eventually(
+        "every edge event at the hub",
+        Duration::from_secs(90),
+        || {
+            let events = hub.events();
+            (events.len() >= want.len()).then_some(events)
+        },
+    );
+    let ids: Vec<String> = got
+        .iter()
+        .map(|e| e["body"]["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let distinct: BTreeSet<String> = ids.iter().cloned().collect();
+    assert_eq!(ids.len(), distinct.len(), "no event is stored twice");
+    assert_eq!(distinct, want, "the hub holds exactly the edge's events");
+}
