@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_park;
+mod bench_sync;
 mod demo;
 mod demo_park;
 mod hub_cli;

@@ -29,7 +29,7 @@ use sync_protocol::{
 };
 
 /// Raw samples per raw record.
-pub const RAW_BLOCK: i64 = 1000;
+pub const RAW_BLOCK: i64 = 50_000;
 
 /// The edge's outbox on its own connection to the store.
 pub struct SqliteOutbox {
@@ -332,7 +332,8 @@ mod tests {
             .unwrap();
         }
         let key = PointKey::new("m", "p");
-        let samples: Vec<Sample> = (0..2500)
+        let n = 2 * RAW_BLOCK + RAW_BLOCK / 2;
+        let samples: Vec<Sample> = (0..n)
             .map(|i| Sample::good(key.clone(), i, V::Float(i as f64)))
             .collect();
         store.ingest(samples).await;
@@ -347,14 +348,15 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&events[0].1.body).unwrap();
         assert_eq!(body["kind"], "access.decision");
         assert_eq!(body["body"]["n"], 1);
-        // 2,500 samples make two complete blocks; the third is not offered yet.
+        // Two and a half blocks of samples make two complete blocks; the third is not
+        // offered yet.
         assert_eq!(outbox.last_written(UploadStream::Raw), 2);
         let raw = outbox.raw_after(0, limit());
         assert_eq!(raw.len(), 2);
-        assert_eq!(raw[0].1.series[0].samples.len(), 1000);
+        assert_eq!(raw[0].1.series[0].samples.len(), RAW_BLOCK as usize);
         assert_eq!(
             raw[1].1.series[0].samples[0].value,
-            Some(Value::Float(1000.0))
+            Some(Value::Float(RAW_BLOCK as f64))
         );
         assert_eq!(outbox.acknowledged_cursor(UploadStream::Events), 0);
         // The samples (from 1970) were late for every level: one commit, one rollup record.
@@ -370,9 +372,9 @@ mod tests {
         assert_eq!(
             minutes.len(),
             1,
-            "2,500 samples within the first minute of 1970"
+            "all samples within the first minute of 1970"
         );
-        assert_eq!(minutes[0].count, 2500);
+        assert_eq!(minutes[0].count, n as u64);
         outbox.acknowledged(UploadStream::Events, 2);
         drop(outbox);
         let outbox = SqliteOutbox::open(&path).unwrap();

@@ -37,6 +37,8 @@ pub struct SyncSettings {
 #[derive(Debug, Default)]
 pub struct SyncStatus {
     connected: AtomicBool,
+    /// Frame bytes sent to the hub, over all connections.
+    bytes_sent: std::sync::atomic::AtomicU64,
     detail: Mutex<SyncDetail>,
 }
 
@@ -53,6 +55,16 @@ struct SyncDetail {
 impl SyncStatus {
     pub fn is_connected(&self) -> bool {
         self.connected.load(Relaxed)
+    }
+
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent.load(Relaxed)
+    }
+
+    /// Per stream (events, rollups, raw): what the hub acknowledged and what was written.
+    pub fn cursors(&self) -> ([u64; 3], [u64; 3]) {
+        let d = self.detail.lock().unwrap_or_else(|e| e.into_inner());
+        (d.acknowledged, d.written)
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -153,6 +165,7 @@ async fn connection(
         .unwrap_or_default();
     tokio::task::block_in_place(|| session.handle_connected(now(), &outbox));
     let mut poll = tokio::time::interval(Duration::from_millis(200));
+    let mut counted_bytes = 0;
     let mut health = tokio::time::interval(Duration::from_secs(10));
     loop {
         // Outputs first: frames to send, events to act on.
@@ -232,6 +245,9 @@ async fn connection(
                 }
             }
         }
+        let sent = session.stats().bytes_sent;
+        status.bytes_sent.fetch_add(sent - counted_bytes, Relaxed);
+        counted_bytes = sent;
         status.update(|d| {
             for s in UploadStream::ALL {
                 d.written[index(s)] = outbox.last_written(s);
