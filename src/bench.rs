@@ -20,7 +20,8 @@ pub enum BenchName {
     Access,
     /// Barrier decisions: the fee, and plate read to barrier command over MQTT.
     Parking,
-    /// A backlog (1,000,000 raw samples, then 60,000 events) drained to a real hub over QUIC.
+    /// A backlog (1,000,000 raw samples, then 60,000 events) drained to a real hub over QUIC,
+    /// then 200 edges at 10 samples/s each against a hub in its own process.
     Sync,
 }
 
@@ -34,7 +35,10 @@ pub async fn run(name: BenchName, seconds: u64, credentials: usize) -> anyhow::R
         BenchName::Ingest => ingest(Duration::from_secs(seconds.max(1))).await,
         BenchName::Access => crate::bench_park::access(seconds.max(1), credentials).await,
         BenchName::Parking => crate::bench_park::parking(seconds.max(1)).await,
-        BenchName::Sync => crate::bench_sync::run(1_000_000, 60_000).await,
+        BenchName::Sync => {
+            crate::bench_sync::run(1_000_000, 60_000).await?;
+            crate::bench_sync::edges(200, seconds.max(1)).await
+        }
     }
 }
 

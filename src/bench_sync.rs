@@ -165,3 +165,229 @@ async fn wait(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// An outbox that makes one raw batch of `points` samples per second since it started, as a
+/// small building would: 10 points read every second.
+struct GeneratedOutbox {
+    start: Instant,
+    points: Vec<String>,
+    acked: [u64; 3],
+}
+
+impl sync_protocol::EdgeOutbox for GeneratedOutbox {
+    fn events_after(
+        &mut self,
+        _: u64,
+        _: sync_protocol::ReadLimit,
+    ) -> Vec<(u64, sync_protocol::EventRecord)> {
+        Vec::new()
+    }
+
+    fn rollups_after(
+        &mut self,
+        _: u64,
+        _: sync_protocol::ReadLimit,
+    ) -> Vec<(u64, sync_protocol::RollupBatch)> {
+        Vec::new()
+    }
+
+    fn raw_after(
+        &mut self,
+        after: u64,
+        limit: sync_protocol::ReadLimit,
+    ) -> Vec<(u64, sync_protocol::RawBatch)> {
+        let last = self.last_written(sync_protocol::UploadStream::Raw);
+        (after + 1..=last)
+            .take(limit.max_records.max(1))
+            .map(|seq| {
+                let ts = seq as i64 * 1_000_000;
+                let series = self
+                    .points
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| sync_protocol::RawSeries {
+                        point: p.clone(),
+                        samples: vec![sync_protocol::RawSample {
+                            ts,
+                            value: Some(sync_protocol::Value::Float(
+                                20.0 + i as f64 + (seq % 10) as f64 * 0.1,
+                            )),
+                            quality: sync_protocol::Quality::Good,
+                        }],
+                    })
+                    .collect();
+                (seq, sync_protocol::RawBatch { series })
+            })
+            .collect()
+    }
+
+    fn last_written(&self, stream: sync_protocol::UploadStream) -> u64 {
+        match stream {
+            sync_protocol::UploadStream::Raw => self.start.elapsed().as_secs(),
+            _ => 0,
+        }
+    }
+
+    fn acknowledged_cursor(&self, stream: sync_protocol::UploadStream) -> u64 {
+        self.acked[stream as usize]
+    }
+
+    fn acknowledged(&mut self, stream: sync_protocol::UploadStream, through: u64) {
+        self.acked[stream as usize] = through;
+    }
+}
+
+/// `n` edges, each sending 10 samples/s, connected to a hub running as its own process, so
+/// that the hub's CPU and memory are its own.
+pub async fn edges(n: usize, seconds: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        "[hub]\noperator = \"bench-operator\"\ndata_dir = \"hub\"\n[quic]\nlisten = \"127.0.0.1:0\"\nserver_names = []\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n[ca]\ncert = \"ca/ca-cert.pem\"\nkey = \"ca/ca-key.pem\"\n\
+         [enrollment]\ntoken_ttl_hours = 1\nedge_cert_days = 30\n",
+    )?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["hub", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("piped")),
+        &mut line,
+    )?;
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .map(str::to_string)
+    };
+    let quic: std::net::SocketAddr = field("quic")
+        .ok_or_else(|| anyhow::anyhow!("the hub printed {line:?}"))?
+        .parse()?;
+    let api = field("api").unwrap_or_default();
+    let result = edges_against(dir.path(), &config, child.id(), quic, &api, n, seconds).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+async fn edges_against(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    pid: u32,
+    quic: std::net::SocketAddr,
+    api: &str,
+    n: usize,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    let settings = cloud_hub::HubSettings::load(config)?;
+    let ca = sync_protocol::transport::OperatorCa::load(&settings.ca_cert, &settings.ca_key)?;
+    let mut tasks = Vec::new();
+    let mut statuses = Vec::new();
+    for i in 0..n {
+        let building = format!("b{i:03}");
+        let token = cloud_hub::create_token(
+            &settings.db_path(),
+            &ca,
+            "bench-park",
+            &building,
+            Duration::from_secs(3600),
+        )?;
+        let identity = dir.join(format!("identity-{building}"));
+        sync_protocol::transport::enroll(quic, &token.token, &identity).await?;
+        let status = Arc::new(SyncStatus::default());
+        let points: Vec<String> = (0..10).map(|p| format!("sensor/p{p}")).collect();
+        let open = move || {
+            Ok(GeneratedOutbox {
+                start: Instant::now(),
+                points: points.clone(),
+                acked: [0; 3],
+            })
+        };
+        tasks.push(tokio::spawn(edge_node::sync::run_with(
+            SyncSettings {
+                hub: quic,
+                identity_dir: identity,
+            },
+            open,
+            None,
+            status.clone(),
+        )));
+        statuses.push(status);
+    }
+    let t = Instant::now();
+    while statuses.iter().any(|s| !s.is_connected()) {
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(120),
+            "not every edge connected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu0 = cpu_ticks(pid)?;
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let cpu_s = (cpu_ticks(pid)? - cpu0) as f64 / 100.0;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let connected = statuses.iter().filter(|s| s.is_connected()).count();
+    let acked: u64 = statuses.iter().map(|s| s.cursors().0[2]).sum();
+    let hub_seen = http_get(api, "/api/v1/parks/bench-park/buildings")
+        .ok()
+        .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            v["buildings"].as_array().map(|a| {
+                a.iter()
+                    .filter(|b| b["connection"]["state"] == "connected")
+                    .count()
+            })
+        })
+        .unwrap_or(0);
+    for t in tasks {
+        t.abort();
+    }
+    println!("hub_edges_connected: {hub_seen} edges");
+    println!("edges_reporting_connected: {connected} edges");
+    println!("hub_samples_acknowledged: {} samples", acked * 10);
+    println!("hub_cpu_pct: {:.1} % of one core", cpu_s / elapsed * 100.0);
+    println!("hub_rss_mb: {:.1} MB", rss_mb(pid)?);
+    Ok(())
+}
+
+/// User plus system CPU time of a process, in clock ticks (100 per second on Linux).
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Ok(f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+}
+
+fn rss_mb(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0)
+}
+
+fn http_get(base: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host)?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
+}

@@ -97,10 +97,21 @@ fn index(s: UploadStream) -> usize {
     }
 }
 
-/// Runs the uplink until the task is aborted.
+/// Runs the uplink over the store's outbox until the task is aborted.
 pub async fn run(
     settings: SyncSettings,
     store_path: PathBuf,
+    park: Option<ParkService>,
+    status: Arc<SyncStatus>,
+) {
+    let open = move || SqliteOutbox::open(&store_path);
+    run_with(settings, open, park, status).await
+}
+
+/// Runs the uplink with outboxes made by `open` (one per connection), until aborted.
+pub async fn run_with<O: EdgeOutbox>(
+    settings: SyncSettings,
+    open: impl Fn() -> anyhow::Result<O>,
     park: Option<ParkService>,
     status: Arc<SyncStatus>,
 ) {
@@ -123,8 +134,12 @@ pub async fn run(
                     building: id.building.clone(),
                 };
                 tracing::info!(hub = %settings.hub, park = %identity.park, building = %identity.building, "Connected to the hub.");
-                let reason =
-                    connection(channel, identity, &store_path, park.as_ref(), &status).await;
+                let reason = match open() {
+                    Ok(mut outbox) => {
+                        connection(channel, identity, &mut outbox, park.as_ref(), &status).await
+                    }
+                    Err(e) => format!("cannot open the outbox: {e:#}"),
+                };
                 status.connected.store(false, Relaxed);
                 tracing::warn!(hub = %settings.hub, %reason, "The hub connection ended.");
                 status.update(|d| d.last_error = Some(reason));
@@ -139,17 +154,13 @@ pub async fn run(
 }
 
 /// One connection, until it ends; returns why it ended.
-async fn connection(
+async fn connection<O: EdgeOutbox>(
     mut channel: FrameChannel,
     identity: EdgeIdentity,
-    store_path: &std::path::Path,
+    outbox: &mut O,
     park: Option<&ParkService>,
     status: &SyncStatus,
 ) -> String {
-    let mut outbox = match SqliteOutbox::open(store_path) {
-        Ok(o) => o,
-        Err(e) => return format!("cannot open the outbox: {e:#}"),
-    };
     let start = Instant::now();
     let now = || Time::from_micros(start.elapsed().as_micros() as u64);
     let mut session = EdgeSession::new(SessionConfig::default(), identity);
@@ -163,7 +174,7 @@ async fn connection(
                 .collect()
         })
         .unwrap_or_default();
-    tokio::task::block_in_place(|| session.handle_connected(now(), &outbox));
+    tokio::task::block_in_place(|| session.handle_connected(now(), outbox));
     let mut poll = tokio::time::interval(Duration::from_millis(200));
     let mut counted_bytes = 0;
     let mut health = tokio::time::interval(Duration::from_secs(10));
@@ -180,7 +191,7 @@ async fn connection(
             }
         }
         loop {
-            let frame = tokio::task::block_in_place(|| session.poll_transmit(now(), &mut outbox));
+            let frame = tokio::task::block_in_place(|| session.poll_transmit(now(), outbox));
             let Some(frame) = frame else { break };
             if let Err(e) = channel.send(&frame).await {
                 return e.to_string();
@@ -256,7 +267,7 @@ async fn connection(
         let deadline = session.poll_timeout();
         tokio::select! {
             frame = channel.recv() => match frame {
-                Ok(Some(bytes)) => tokio::task::block_in_place(|| session.handle_frame(now(), &bytes, &mut outbox)),
+                Ok(Some(bytes)) => tokio::task::block_in_place(|| session.handle_frame(now(), &bytes, outbox)),
                 Ok(None) => {
                     session.handle_disconnected(now());
                     return "the hub closed the connection".into();
