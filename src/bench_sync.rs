@@ -74,6 +74,7 @@ pub async fn run(samples: usize, events: usize) -> anyhow::Result<()> {
         SyncSettings {
             hub: hub.quic_addr,
             identity_dir: identity.clone(),
+            raw_block_samples: edge_node::outbox::RAW_BLOCK,
         },
         store_path.clone(),
         None,
@@ -311,6 +312,7 @@ async fn edges_against(
             SyncSettings {
                 hub: quic,
                 identity_dir: identity,
+                raw_block_samples: edge_node::outbox::RAW_BLOCK,
             },
             open,
             None,

@@ -74,6 +74,14 @@ pub struct SyncConfig {
     pub hub: String,
     /// The folder with the key, certificate and CA from enrollment.
     pub identity_dir: PathBuf,
+    /// Raw samples per uploaded raw record: larger records compress better, smaller ones
+    /// reach the hub sooner (rollups carry the recent past either way).
+    #[serde(default = "default_raw_block")]
+    pub raw_block_samples: i64,
+}
+
+fn default_raw_block() -> i64 {
+    crate::outbox::RAW_BLOCK
 }
 
 /// Doors, barriers and the park documents they are decided from.
@@ -372,9 +380,16 @@ impl EdgeConfig {
                             format!("{:?} is not a reachable host:port", c.hub),
                         )
                     })?;
+                if !(100..=1_000_000).contains(&c.raw_block_samples) {
+                    return Err(invalid(
+                        "sync.raw_block_samples",
+                        "must be between 100 and 1000000".into(),
+                    ));
+                }
                 Some(crate::sync::SyncSettings {
                     hub,
                     identity_dir: resolve(&c.identity_dir),
+                    raw_block_samples: c.raw_block_samples,
                 })
             }
         };

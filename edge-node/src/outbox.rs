@@ -28,12 +28,14 @@ use sync_protocol::{
     UploadStream, Value,
 };
 
-/// Raw samples per raw record.
+/// Raw samples per raw record, unless configured otherwise.
 pub const RAW_BLOCK: i64 = 50_000;
 
 /// The edge's outbox on its own connection to the store.
 pub struct SqliteOutbox {
     conn: Connection,
+    /// Raw samples (rowids) per raw record.
+    block: i64,
     /// Per stream: cursor offset, for when the hub holds more than this store remembers.
     base: HashMap<&'static str, u64>,
 }
@@ -49,6 +51,11 @@ fn stream_name(s: UploadStream) -> &'static str {
 impl SqliteOutbox {
     /// Opens the store file (the node's store must have created it).
     pub fn open(path: &Path) -> anyhow::Result<SqliteOutbox> {
+        Self::open_with_block(path, RAW_BLOCK)
+    }
+
+    /// The same, with `block` raw samples per raw record (at least 1).
+    pub fn open_with_block(path: &Path, block: i64) -> anyhow::Result<SqliteOutbox> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -65,7 +72,11 @@ impl SqliteOutbox {
                 .optional()?;
             base.insert(stream_name(s), b.unwrap_or(0) as u64);
         }
-        Ok(SqliteOutbox { conn, base })
+        Ok(SqliteOutbox {
+            conn,
+            block: block.max(1),
+            base,
+        })
     }
 
     fn base(&self, s: UploadStream) -> u64 {
@@ -84,7 +95,7 @@ impl SqliteOutbox {
             UploadStream::Rollups => {
                 max("SELECT max(value) FROM meta WHERE key = 'rollup_version'")? as u64
             }
-            UploadStream::Raw => (max("SELECT max(rowid) FROM samples")? / RAW_BLOCK) as u64,
+            UploadStream::Raw => (max("SELECT max(rowid) FROM samples")? / self.block) as u64,
         })
     }
 
@@ -179,9 +190,9 @@ impl SqliteOutbox {
              WHERE s.rowid > ?1 AND s.rowid <= ?2 ORDER BY s.point_id, s.ts",
         )?;
         while block <= last && out.len() < limit.max_records.max(1) {
-            let lo = (block as i64 - 1) * RAW_BLOCK;
+            let lo = (block as i64 - 1) * self.block;
             let mut series: Vec<RawSeries> = Vec::new();
-            let mut rows = stmt.query(params![lo, lo + RAW_BLOCK])?;
+            let mut rows = stmt.query(params![lo, lo + self.block])?;
             while let Some(r) = rows.next()? {
                 let point: String = r.get(0)?;
                 let q: i64 = r.get(3)?;

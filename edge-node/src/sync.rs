@@ -31,6 +31,8 @@ pub struct SyncSettings {
     pub hub: SocketAddr,
     /// The folder `smartpark edge-enroll` wrote the key, certificate and CA into.
     pub identity_dir: PathBuf,
+    /// Raw samples per uploaded raw record (see `outbox.rs`).
+    pub raw_block_samples: i64,
 }
 
 /// The uplink's state as the API shows it.
@@ -104,7 +106,8 @@ pub async fn run(
     park: Option<ParkService>,
     status: Arc<SyncStatus>,
 ) {
-    let open = move || SqliteOutbox::open(&store_path);
+    let block = settings.raw_block_samples;
+    let open = move || SqliteOutbox::open_with_block(&store_path, block);
     run_with(settings, open, park, status).await
 }
 
