@@ -13,6 +13,7 @@ use edge_node::sync::{SyncSettings, SyncStatus};
 use crate::bench::peak_rss_mb;
 
 const POINTS: usize = 5000;
+const DOC_CHANGES: usize = 10_000;
 
 pub async fn run(samples: usize, events: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -114,6 +115,68 @@ pub async fn run(samples: usize, events: usize) -> anyhow::Result<()> {
     let events_s = t2.elapsed().as_secs_f64();
     task.abort();
 
+    // Document changes made offline: a directory with `DOC_CHANGES` separate changes,
+    // brought to the hub by automerge sync over the same connection.
+    let doc_dir = dir.path().join("docs");
+    let mut directory = park_model::ParkDirectory::new("bench-park", 480, start_ts)?;
+    for i in 0..DOC_CHANGES {
+        directory.upsert(&park_model::directory::Credential {
+            id: format!("cred-{i:05}"),
+            person_id: format!("person-{:05}", i / 2),
+            kind: park_model::directory::CredentialKind::Card,
+            value: format!("{:08X}", i * 7919),
+            status: park_model::directory::CredentialStatus::Active,
+            valid_from: None,
+            valid_to: None,
+        })?;
+        directory.commit("offline edit", start_ts + i as i64);
+    }
+    std::fs::create_dir_all(&doc_dir)?;
+    std::fs::write(doc_dir.join("directory.automerge"), directory.save())?;
+    let park_settings = edge_node::park::ParkSettings {
+        park: "bench-park".into(),
+        building: "b1".into(),
+        seed_dir: Some(doc_dir),
+        plate_confidence_threshold: 0.6,
+        utc_offset_minutes: 480,
+    };
+    let park = edge_node::park::ParkService::open(
+        store.clone(),
+        park_settings,
+        None,
+        Arc::new(Metrics::default()),
+    )
+    .await?;
+    let want = park.heads("directory").unwrap_or_default();
+    let t3 = Instant::now();
+    let doc_status = Arc::new(SyncStatus::default());
+    let doc_task = tokio::spawn(edge_node::sync::run(
+        SyncSettings {
+            hub: hub.quic_addr,
+            identity_dir: identity.clone(),
+            raw_block_samples: edge_node::outbox::RAW_BLOCK,
+        },
+        store_path.clone(),
+        Some(park),
+        doc_status,
+    ));
+    loop {
+        if hub
+            .documents
+            .get("bench-park", "directory")
+            .is_some_and(|d| d.get_heads() == want)
+        {
+            break;
+        }
+        anyhow::ensure!(
+            t3.elapsed() < Duration::from_secs(600),
+            "the hub's directory never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let docs_s = t3.elapsed().as_secs_f64();
+    doc_task.abort();
+
     // What the hub holds: every sample once, none missing.
     let (rows, distinct) = hub
         .store
@@ -136,6 +199,8 @@ pub async fn run(samples: usize, events: usize) -> anyhow::Result<()> {
         "sync_events_per_s: {:.0} events/s",
         events as f64 / events_s
     );
+    println!("sync_document_changes: {DOC_CHANGES} changes");
+    println!("sync_document_changes_s: {docs_s:.2} s");
     println!(
         "sync_lost: {} records",
         (sent_samples as i64 - distinct).max(0) + (events as i64 - hub_events).max(0)

@@ -1036,6 +1036,17 @@ impl ParkService {
         json!({"waiting": items})
     }
 
+    /// The current heads of one of this building's documents.
+    pub fn heads(&self, doc_id: &str) -> Option<Vec<ChangeHash>> {
+        let mut s = self.lock();
+        match doc_id {
+            DIRECTORY => Some(s.directory.doc.heads()),
+            PARKING => Some(s.parking.doc.heads()),
+            id if id == building_doc_id(&self.settings.building) => Some(s.building.doc.heads()),
+            _ => None,
+        }
+    }
+
     /// The ids under which this building's documents are stored and synced.
     pub fn doc_ids(&self) -> Vec<String> {
         vec![

@@ -350,6 +350,7 @@ fn a_cut_link_and_a_killed_edge_still_leave_the_hub_with_every_event_and_sample_
     // The link goes dead for a while: no packet either way. The building keeps deciding, and
     // the edge reports the link down once its heartbeats go unanswered.
     relay.set_cut(true);
+    let cut_at = std::time::Instant::now();
     for _ in 0..10 {
         read(&edge, "CARD-1");
     }
@@ -358,6 +359,10 @@ fn a_cut_link_and_a_killed_edge_still_leave_the_hub_with_every_event_and_sample_
         Duration::from_secs(60),
         || connected(&edge, false),
     );
+    // Two minutes without a packet, while the device keeps producing and reconnects fail.
+    std::thread::sleep(Duration::from_secs(120).saturating_sub(cut_at.elapsed()));
+    let (_, s) = edge.get("/api/v1/sync");
+    assert_eq!(s["connected"], false, "still cut off: {s}");
     relay.set_cut(false);
     eventually(
         "reconnected after the link healed",
