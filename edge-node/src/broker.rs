@@ -106,7 +106,8 @@ fn listening_in_proc(port: u16) -> Option<bool> {
         any_file = true;
         let want = format!(":{port:04X}");
         // Columns: sl, local_address (ADDR:PORT in hex), rem_address, st (0A is LISTEN).
-        let found = text.lines().skip(1).any(|l| {
+        // The header line never matches: its columns are names, not hex.
+        let found = text.lines().any(|l| {
             let mut cols = l.split_whitespace();
             let local = cols.nth(1).unwrap_or("");
             let state = cols.nth(1).unwrap_or("");

@@ -259,7 +259,7 @@ impl Rollups {
     /// Folds a closed 1-minute row into the open higher levels (used when rebuilding after
     /// a restart from stored 1-minute rows).
     pub fn replay_closed_minute(&mut self, point: i64, bucket: i64, agg: &Agg) {
-        for (level, l) in LEVELS.iter().enumerate().skip(1) {
+        for (level, l) in LEVELS.iter().enumerate().filter(|(i, _)| *i > 0) {
             if l.bucket(bucket) >= self.watermark[level] {
                 self.open[level]
                     .entry((point, l.bucket(bucket)))

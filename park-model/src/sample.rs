@@ -210,7 +210,7 @@ pub fn sample_directory(
         &mut directory,
         (0..n_groups).map(|g| {
             let mut door_ids = vec![doors[0].clone()];
-            door_ids.extend(doors.iter().skip(g * 10).take(10).cloned());
+            door_ids.extend(doors.chunks(10).nth(g).unwrap_or_default().iter().cloned());
             door_ids.dedup();
             AccessGroup {
                 id: format!("group-{g:04}"),

@@ -72,6 +72,42 @@ fn hub_config(dir: &Path, quic_port: u16) -> std::path::PathBuf {
     file
 }
 
+/// `hub enroll` for building b1, then `edge-enroll` into `dir/identity`; returns the token
+/// (now used) and the identity folder.
+fn enroll(config: &Path, hub: &Hub, dir: &Path) -> (String, std::path::PathBuf) {
+    let out = Command::new(edge_binary())
+        .args(["hub", "enroll", "--config"])
+        .arg(config)
+        .args(["--park", "hil", "--building", "b1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let identity = dir.join("identity");
+    let out = Command::new(edge_binary())
+        .args([
+            "edge-enroll",
+            "--hub",
+            &hub.quic,
+            "--token",
+            &token,
+            "--data-dir",
+        ])
+        .arg(&identity)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (token, identity)
+}
+
 fn read(edge: &Edge, card: &str) {
     mosquitto_pub(
         edge.mqtt_v4,
@@ -108,36 +144,7 @@ fn an_enrolled_edge_uploads_its_events_once_even_when_the_hub_is_killed() {
     let config = hub_config(dir.path(), quic_port);
     let mut hub = Hub::start(&config);
 
-    let out = Command::new(edge_binary())
-        .args(["hub", "enroll", "--config"])
-        .arg(&config)
-        .args(["--park", "hil", "--building", "b1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let identity = dir.path().join("identity");
-    let out = Command::new(edge_binary())
-        .args([
-            "edge-enroll",
-            "--hub",
-            &hub.quic,
-            "--token",
-            &token,
-            "--data-dir",
-        ])
-        .arg(&identity)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (token, identity) = enroll(&config, &hub, dir.path());
     // The same token a second time is refused.
     let again = Command::new(edge_binary())
         .args([
@@ -289,36 +296,7 @@ fn a_cut_link_and_a_killed_edge_still_leave_the_hub_with_every_event_and_sample_
     let dir = tempfile::tempdir().unwrap();
     let config = hub_config(dir.path(), 0);
     let hub = Hub::start(&config);
-    let out = Command::new(edge_binary())
-        .args(["hub", "enroll", "--config"])
-        .arg(&config)
-        .args(["--park", "hil", "--building", "b1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let identity = dir.path().join("identity");
-    let out = Command::new(edge_binary())
-        .args([
-            "edge-enroll",
-            "--hub",
-            &hub.quic,
-            "--token",
-            &token,
-            "--data-dir",
-        ])
-        .arg(&identity)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_, identity) = enroll(&config, &hub, dir.path());
     let relay = Relay::start(hub.quic.parse().unwrap());
     // A Modbus device keeps producing telemetry through everything; small raw records make
     // the backfill visible within the test.
