@@ -1401,10 +1401,19 @@ mod tests {
             start + 120 * MINUTE - 100_000,
             "the newest stay"
         );
-        let minutes = store
-            .rollup_history(&key, Level::M1, start, start + 120 * MINUTE, 1000)
-            .await
-            .unwrap();
+        // The last minute closes at the writer's next tick; wait for it, then all 120 minutes
+        // must be there although most of their raw samples are gone.
+        let mut minutes = Vec::new();
+        for _ in 0..300 {
+            minutes = store
+                .rollup_history(&key, Level::M1, start, start + 120 * MINUTE, 1000)
+                .await
+                .unwrap();
+            if minutes.len() >= 120 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         assert_eq!(
             minutes.len(),
             120,
