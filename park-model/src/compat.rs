@@ -3,15 +3,16 @@
 //!
 //! The facts this follows (checked with `@automerge/automerge` 3.5.0, see `tests/compat/`):
 //!
-//! - JavaScript writes every string as an automerge **Text** object, and reads a Text object
-//!   back as a plain JavaScript `string`. A scalar **Str** (what `autosurgeon`'s `String` writes)
-//!   comes back to JavaScript as an `ImmutableString` object, on which `status === "active"` is
-//!   false. So Rust writes every string as Text, and reads either form.
-//! - A string is replaced, never spliced: a changed value is written as a *new* Text object at
-//!   its key, which is what JavaScript's `obj.status = "suspended"` does too. Two replicas that
-//!   change the same field concurrently therefore conflict at the key and automerge keeps one
-//!   whole value (the same one on every replica), instead of interleaving the characters of both
-//!   into something like `"suspendedlost"`.
+//! - Rust writes every string as a scalar **Str**: an atomic value, replaced whole when it
+//!   changes. Two replicas that change the same field concurrently conflict at the key and
+//!   automerge keeps one whole value (the same on every replica), never an interleaving of the
+//!   characters of both like `"suspendedlost"`. Ids, statuses, card numbers and plates must not
+//!   merge character by character, and names in a registry are records, not prose.
+//! - JavaScript writes a plain string as an automerge **Text** object and reads a Str back as an
+//!   `ImmutableString` (`String(value)` or `value.toString()` gives the string; `value ===
+//!   "active"` is false). A web app therefore reads string fields through `String(...)`, and
+//!   writes either plain strings or `new ImmutableString(...)`. Rust reads both forms, and an
+//!   unchanged field is never rewritten, whatever form it has.
 //! - JavaScript writes whole numbers as **Int** and other numbers as **F64**. Integer fields are
 //!   written as Int and read from Int, Uint, Counter, or an F64 without a fraction; a fractional
 //!   or out-of-range number is an error. Float fields are written as F64 and read from any of them.
@@ -20,9 +21,10 @@
 //! - A value that is unchanged is not written again (not even as another numeric type), so
 //!   reconciling an entity whose value JavaScript wrote as Int does not create churn.
 //!
-//! Costs: Text is heavier than a scalar string (about 2.5 times the build time, 4 times the saved
-//! size and 3.5 times the memory for a credential map, measured with automerge 0.12). That is the
-//! price of plain strings in JavaScript; keep decision indexes separate from documents.
+//! Costs: why not Text everywhere, which JavaScript reads as plain strings? Every character of
+//! a Text is an operation of its own. A directory of 100,000 credentials written as Text was
+//! four times the size (8.4 MB against 2.1 MB saved) and took five times as long to load
+//! (about 5 s against 1 s in a release build), which an edge pays at every start.
 //!
 //! This module does not define document layout (see `document`); it only encodes field values.
 
@@ -31,7 +33,7 @@ use std::borrow::Cow;
 use automerge::{ObjId, ObjType, ScalarValue, Value};
 use autosurgeon::{
     HydrateError, Prop, ReadDoc, Reconcile, Reconciler,
-    reconcile::{LoadKey, MapReconciler, TextReconciler},
+    reconcile::{LoadKey, MapReconciler},
 };
 
 /// Reads a string from a value found in a document: a Text object or a scalar Str.
@@ -120,20 +122,17 @@ fn is_null(value: &Value<'_>) -> bool {
     matches!(value, Value::Scalar(s) if matches!(s.as_ref(), ScalarValue::Null))
 }
 
-/// A string written as a Text object that is replaced whole when it changes (see the module
-/// docs). Reconciling it where an equal string already is (Text, or a scalar Str) writes nothing
-/// new except to turn a scalar Str into Text.
+/// A string written as one scalar Str, the atomic value of its key (see the module docs). Its
+/// reconcile key is the string itself, read from a Text object or a Str alike, so that a list
+/// of them is diffed by value.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct AsText<'a>(pub &'a str);
+pub(crate) struct Atomic<'a>(pub &'a str);
 
-impl Reconcile for AsText<'_> {
+impl Reconcile for Atomic<'_> {
     type Key<'k> = Cow<'k, str>;
 
     fn reconcile<R: Reconciler>(&self, mut reconciler: R) -> Result<(), R::Error> {
-        // Reached when the key (the current string) equals ours, or when a new object is being
-        // built: `update` is then a no-op diff or the initial content.
-        let mut text = reconciler.text()?;
-        text.update(self.0)
+        reconciler.str(self.0)
     }
 
     fn hydrate_key<'k, D: ReadDoc>(
@@ -160,24 +159,49 @@ impl Reconcile for AsText<'_> {
     }
 }
 
-/// A list of strings, each written as [`AsText`]. The list is diffed by value, so adding or
-/// removing one element leaves the others untouched and concurrent additions merge.
-struct TextList<'a>(&'a [String]);
+/// Writes `value` at `key` as a scalar Str unless the key already holds an equal string, as
+/// Text or Str: an unchanged field is never written again, so it cannot win a conflict against
+/// a concurrent real edit made elsewhere.
+pub(crate) fn write_str<M: MapReconciler>(
+    map: &mut M,
+    key: &str,
+    value: &str,
+) -> Result<(), M::Error> {
+    if let LoadKey::Found(existing) = map.hydrate_entry_key::<Atomic<'_>, _>(key)?
+        && existing == value
+    {
+        return Ok(());
+    }
+    map.put(key, Atomic(value))
+}
 
-impl Reconcile for TextList<'_> {
+/// A list of strings, each written as [`Atomic`]. The list is diffed by value, so adding or
+/// removing one element leaves the others untouched and concurrent additions merge.
+struct StrList<'a>(&'a [String]);
+
+impl Reconcile for StrList<'_> {
     type Key<'k> = autosurgeon::reconcile::NoKey;
 
     fn reconcile<R: Reconciler>(&self, reconciler: R) -> Result<(), R::Error> {
-        // autosurgeon's LCS diff for sequences, through `Vec<AsText>`.
-        let items: Vec<AsText<'_>> = self.0.iter().map(|s| AsText(s)).collect();
+        // autosurgeon's LCS diff for sequences, through `Vec<Atomic>`.
+        let items: Vec<Atomic<'_>> = self.0.iter().map(|s| Atomic(s)).collect();
         items.reconcile(reconciler)
     }
 }
 
 /// A field of an entity: how it is read from and written to an automerge map.
 pub(crate) trait Field: Sized {
+    /// Reads the field from what its map holds at its key (`None`: the key is absent).
+    /// `Ok(None)` means absent.
+    fn from_found<D: ReadDoc>(
+        doc: &D,
+        found: Option<(Value<'_>, ObjId)>,
+    ) -> Result<Option<Self>, HydrateError>;
+
     /// Reads the field at `key` of the map `obj`. `Ok(None)` means the key is absent.
-    fn read<D: ReadDoc>(doc: &D, obj: &ObjId, key: &str) -> Result<Option<Self>, HydrateError>;
+    fn read<D: ReadDoc>(doc: &D, obj: &ObjId, key: &str) -> Result<Option<Self>, HydrateError> {
+        Self::from_found(doc, doc.get(obj, key)?)
+    }
 
     /// Writes the field at `key` of the map being reconciled, unless it already holds an equal
     /// value.
@@ -185,22 +209,28 @@ pub(crate) trait Field: Sized {
 }
 
 impl Field for String {
-    fn read<D: ReadDoc>(doc: &D, obj: &ObjId, key: &str) -> Result<Option<Self>, HydrateError> {
-        match doc.get(obj, key)? {
+    fn from_found<D: ReadDoc>(
+        doc: &D,
+        found: Option<(Value<'_>, ObjId)>,
+    ) -> Result<Option<Self>, HydrateError> {
+        match found {
             None => Ok(None),
             Some((value, id)) => string_from_value(doc, &value, &id).map(Some),
         }
     }
 
     fn write<M: MapReconciler>(&self, map: &mut M, key: &str) -> Result<(), M::Error> {
-        map.put(key, AsText(self))
+        write_str(map, key, self)
     }
 }
 
 impl Field for Vec<String> {
     /// Duplicates (two replicas adding the same id concurrently) are dropped, first kept.
-    fn read<D: ReadDoc>(doc: &D, obj: &ObjId, key: &str) -> Result<Option<Self>, HydrateError> {
-        let Some((value, list)) = doc.get(obj, key)? else {
+    fn from_found<D: ReadDoc>(
+        doc: &D,
+        found: Option<(Value<'_>, ObjId)>,
+    ) -> Result<Option<Self>, HydrateError> {
+        let Some((value, list)) = found else {
             return Ok(None);
         };
         if !matches!(value, Value::Object(ObjType::List)) {
@@ -223,15 +253,18 @@ impl Field for Vec<String> {
     }
 
     fn write<M: MapReconciler>(&self, map: &mut M, key: &str) -> Result<(), M::Error> {
-        map.put(key, TextList(self))
+        map.put(key, StrList(self))
     }
 }
 
 macro_rules! int_field {
     ($($ty:ty),*) => {$(
         impl Field for $ty {
-            fn read<D: ReadDoc>(doc: &D, obj: &ObjId, key: &str) -> Result<Option<Self>, HydrateError> {
-                let Some((value, _)) = doc.get(obj, key)? else { return Ok(None) };
+            fn from_found<D: ReadDoc>(
+                _doc: &D,
+                found: Option<(Value<'_>, ObjId)>,
+            ) -> Result<Option<Self>, HydrateError> {
+                let Some((value, _)) = found else { return Ok(None) };
                 let wide = int_from_value(&value)?;
                 <$ty>::try_from(wide).map(Some).map_err(|_| {
                     HydrateError::unexpected(
@@ -257,8 +290,11 @@ macro_rules! int_field {
 int_field!(i64, i32, u32, u16);
 
 impl Field for f64 {
-    fn read<D: ReadDoc>(doc: &D, obj: &ObjId, key: &str) -> Result<Option<Self>, HydrateError> {
-        let Some((value, _)) = doc.get(obj, key)? else {
+    fn from_found<D: ReadDoc>(
+        _doc: &D,
+        found: Option<(Value<'_>, ObjId)>,
+    ) -> Result<Option<Self>, HydrateError> {
+        let Some((value, _)) = found else {
             return Ok(None);
         };
         float_from_value(&value).map(Some)
@@ -275,8 +311,11 @@ impl Field for f64 {
 }
 
 impl Field for bool {
-    fn read<D: ReadDoc>(doc: &D, obj: &ObjId, key: &str) -> Result<Option<Self>, HydrateError> {
-        let Some((value, _)) = doc.get(obj, key)? else {
+    fn from_found<D: ReadDoc>(
+        _doc: &D,
+        found: Option<(Value<'_>, ObjId)>,
+    ) -> Result<Option<Self>, HydrateError> {
+        let Some((value, _)) = found else {
             return Ok(None);
         };
         match &value {
@@ -297,11 +336,14 @@ impl Field for bool {
 }
 
 impl<T: Field> Field for Option<T> {
-    fn read<D: ReadDoc>(doc: &D, obj: &ObjId, key: &str) -> Result<Option<Self>, HydrateError> {
-        match doc.get(obj, key)? {
+    fn from_found<D: ReadDoc>(
+        doc: &D,
+        found: Option<(Value<'_>, ObjId)>,
+    ) -> Result<Option<Self>, HydrateError> {
+        match found {
             None => Ok(Some(None)),
             Some((value, _)) if is_null(&value) => Ok(Some(None)),
-            Some(_) => Ok(Some(T::read(doc, obj, key)?)),
+            found => Ok(Some(T::from_found(doc, found)?)),
         }
     }
 
@@ -314,27 +356,52 @@ impl<T: Field> Field for Option<T> {
     }
 }
 
+/// The fields of one entity's map, read in one pass over the map (one lookup per field would
+/// cost a search of the document each: for a directory of 100,000 credentials that pass is
+/// most of the load time).
+pub(crate) struct Fields(Vec<(String, Value<'static>, ObjId)>);
+
+impl Fields {
+    pub(crate) fn read<D: ReadDoc>(doc: &D, obj: &ObjId) -> Fields {
+        Fields(
+            doc.map_range(obj, ..)
+                .map(|item| {
+                    let id = item.id();
+                    (item.key.into_owned(), item.value.into_value(), id)
+                })
+                .collect(),
+        )
+    }
+
+    /// What the map holds at `key`, taken out (each key is read once).
+    pub(crate) fn take(&mut self, key: &str) -> Option<(Value<'static>, ObjId)> {
+        let at = self.0.iter().position(|(k, _, _)| k == key)?;
+        let (_, value, id) = self.0.swap_remove(at);
+        Some((value, id))
+    }
+}
+
 /// Reads a field that must be present.
 pub(crate) fn required<T: Field, D: ReadDoc>(
     doc: &D,
-    obj: &ObjId,
+    fields: &mut Fields,
     key: &str,
 ) -> Result<T, HydrateError> {
-    T::read(doc, obj, key)?
+    T::from_found(doc, fields.take(key))?
         .ok_or_else(|| HydrateError::unexpected(format!("a field {key:?}"), "nothing".into()))
 }
 
 /// Reads a field, or gives `default` when it is absent.
 pub(crate) fn or_default<T: Field, D: ReadDoc>(
     doc: &D,
-    obj: &ObjId,
+    fields: &mut Fields,
     key: &str,
     default: impl FnOnce() -> T,
 ) -> Result<T, HydrateError> {
-    Ok(T::read(doc, obj, key)?.unwrap_or_else(default))
+    Ok(T::from_found(doc, fields.take(key))?.unwrap_or_else(default))
 }
 
-/// Declares an enum stored as one of a fixed set of lowercase strings (written as Text).
+/// Declares an enum stored as one of a fixed set of lowercase strings (written as scalar Str).
 /// An unknown string is a hydration error, so the entity holding it is rejected rather than
 /// guessed at.
 macro_rules! text_enum {
@@ -376,12 +443,11 @@ macro_rules! text_enum {
         }
 
         impl crate::compat::Field for $name {
-            fn read<D: autosurgeon::ReadDoc>(
+            fn from_found<D: autosurgeon::ReadDoc>(
                 doc: &D,
-                obj: &automerge::ObjId,
-                key: &str,
+                found: Option<(automerge::Value<'_>, automerge::ObjId)>,
             ) -> Result<Option<Self>, autosurgeon::HydrateError> {
-                let Some(s) = <String as crate::compat::Field>::read(doc, obj, key)? else {
+                let Some(s) = <String as crate::compat::Field>::from_found(doc, found)? else {
                     return Ok(None);
                 };
                 s.parse().map(Some).map_err(|e: crate::compat::UnknownValue| {
@@ -397,7 +463,7 @@ macro_rules! text_enum {
                 map: &mut M,
                 key: &str,
             ) -> Result<(), M::Error> {
-                map.put(key, crate::compat::AsText(self.as_str()))
+                crate::compat::write_str(map, key, self.as_str())
             }
         }
     };
@@ -427,9 +493,10 @@ macro_rules! entity_codec {
                 doc: &D,
                 obj: &automerge::ObjId,
             ) -> Result<Self, autosurgeon::HydrateError> {
+                let mut fields = crate::compat::Fields::read(doc, obj);
                 Ok($ty {
                     id: String::new(),
-                    $($field: crate::compat::entity_codec!(@read doc, obj, $key $(, $default)?),)+
+                    $($field: crate::compat::entity_codec!(@read doc, fields, $key $(, $default)?),)+
                 })
             }
         }
@@ -444,11 +511,11 @@ macro_rules! entity_codec {
             }
         }
     };
-    (@read $doc:ident, $obj:ident, $key:literal) => {
-        crate::compat::required($doc, $obj, $key)?
+    (@read $doc:ident, $fields:ident, $key:literal) => {
+        crate::compat::required($doc, &mut $fields, $key)?
     };
-    (@read $doc:ident, $obj:ident, $key:literal, $default:expr) => {
-        crate::compat::or_default($doc, $obj, $key, || $default)?
+    (@read $doc:ident, $fields:ident, $key:literal, $default:expr) => {
+        crate::compat::or_default($doc, &mut $fields, $key, || $default)?
     };
 }
 pub(crate) use entity_codec;
@@ -492,12 +559,12 @@ mod tests {
     }
 
     #[test]
-    fn strings_are_written_as_text_and_read_back() {
+    fn strings_are_written_as_scalar_strings_and_read_back() {
         let mut doc = AutoCommit::new();
         reconcile_prop(&mut doc, ROOT, "t", thing()).unwrap();
         let (_, obj) = doc.get(&ROOT, "t").unwrap().unwrap();
         let (value, _) = doc.get(&obj, "name").unwrap().unwrap();
-        assert!(matches!(value, Value::Object(ObjType::Text)));
+        assert_eq!(value.to_str(), Some("gate"));
         let back: Thing = hydrate_prop(&doc, ROOT, "t").unwrap();
         assert_eq!(back, thing());
     }
@@ -561,7 +628,7 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_string_is_a_new_text_object_so_concurrent_changes_do_not_interleave() {
+    fn concurrent_changes_of_a_string_keep_one_whole_value_not_an_interleaving() {
         let mut a = AutoCommit::new();
         reconcile_prop(&mut a, ROOT, "t", thing()).unwrap();
         let mut b = a.fork();
@@ -577,6 +644,25 @@ mod tests {
         let mb: Thing = hydrate_prop(&b, ROOT, "t").unwrap();
         assert!(ma.name == "suspended" || ma.name == "lost", "{}", ma.name);
         assert_eq!(ma, mb);
+    }
+
+    #[test]
+    fn a_text_written_by_javascript_is_read_and_not_rewritten_when_unchanged() {
+        let mut doc = AutoCommit::new();
+        reconcile_prop(&mut doc, ROOT, "t", thing()).unwrap();
+        let (_, obj) = doc.get(&ROOT, "t").unwrap().unwrap();
+        let text = doc.put_object(&obj, "name", ObjType::Text).unwrap();
+        doc.splice_text(&text, 0, 0, "gate").unwrap();
+        doc.commit();
+        let back: Thing = hydrate_prop(&doc, ROOT, "t").unwrap();
+        assert_eq!(back, thing());
+        reconcile_prop(&mut doc, ROOT, "t", thing()).unwrap();
+        assert_eq!(doc.commit(), None);
+        let mut renamed = thing();
+        renamed.name = "barrier".into();
+        reconcile_prop(&mut doc, ROOT, "t", renamed.clone()).unwrap();
+        let back: Thing = hydrate_prop(&doc, ROOT, "t").unwrap();
+        assert_eq!(back, renamed);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! ([`crate::building`]); car parks in [`crate::parking`]. This module makes no access decision
 //! (see [`crate::access`]) and does no IO.
 //!
-//! Document layout (JSON-like; strings are automerge Text, numbers Int, see [`crate::compat`]):
+//! Document layout (JSON-like; strings are scalar Str (Text from JavaScript reads too), numbers Int, see [`crate::compat`]):
 //!
 //! ```text
 //! { schema_version: 1, doc_type: "park_directory", park_id: "p1", utc_offset_minutes: 480,
@@ -434,12 +434,11 @@ impl Reconcile for WeekRec<'_> {
 }
 
 impl Field for Week {
-    fn read<D: autosurgeon::ReadDoc>(
+    fn from_found<D: autosurgeon::ReadDoc>(
         doc: &D,
-        obj: &ObjId,
-        key: &str,
+        found: Option<(Value<'_>, ObjId)>,
     ) -> Result<Option<Self>, HydrateError> {
-        let Some((value, map)) = doc.get(obj, key)? else {
+        let Some((value, map)) = found else {
             return Ok(None);
         };
         if !matches!(value, Value::Object(ObjType::Map)) {

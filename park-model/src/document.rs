@@ -3,7 +3,7 @@
 //! migrations, entity reads and writes, and the list of entities changed between two sets of
 //! heads ([`ChangeSet`]).
 //!
-//! Layout: the root is a map holding `schema_version` (Int), `doc_type` (Text), a few
+//! Layout: the root is a map holding `schema_version` (Int), `doc_type` (a string), a few
 //! document-wide values (park id, UTC offset) and one map per collection (`people`,
 //! `credentials`, `doors`, ...). A collection maps an entity's id to the entity's map of fields,
 //! so concurrent edits of different entities, and of different fields of one entity, merge.
@@ -459,13 +459,15 @@ impl<S: Schema> Document<S> {
         let mut items = BTreeMap::new();
         let mut rejected = Vec::new();
         for container in self.containers(E::COLLECTION)? {
-            for key in self.am.keys(&container) {
+            // One pass over the collection's map: a lookup per key would search the document
+            // again for each entity.
+            for item in self.am.map_range(&container, ..) {
+                let obj = item.id();
+                let key = item.key.into_owned();
                 if items.contains_key(&key) || rejected.iter().any(|r: &Rejected| r.id == key) {
                     continue;
                 }
-                let Some((value, obj)) = self.am.get(&container, &key)? else {
-                    continue;
-                };
+                let value = item.value.into_value();
                 let read = if matches!(value, Value::Object(ObjType::Map)) {
                     read_entity::<E>(&self.am, &obj, &key)
                 } else {

@@ -1,6 +1,7 @@
 //! Compatibility with a JavaScript web app using `@automerge/automerge` 3.x (pinned in
 //! `tests/compat/package.json`): Node edits a directory saved by Rust and Rust decides from the
-//! result; Node reads a directory saved by Rust and sees plain strings and numbers.
+//! result; Node reads a directory saved by Rust and sees its strings as `ImmutableString`s (the
+//! atomic values Rust writes) and its numbers as numbers.
 //!
 //! Needs `node` and `tests/compat/node_modules`; `scripts/test` installs both. Nothing is
 //! skipped when they are missing: the test fails and says so.
@@ -236,7 +237,7 @@ fn decisions_follow_the_edits_a_javascript_web_app_makes() {
 }
 
 #[test]
-fn javascript_reads_a_rust_saved_directory_as_plain_strings_and_numbers() {
+fn javascript_reads_a_rust_saved_directory_as_immutable_strings_and_numbers() {
     require_node();
     let scratch = Scratch::new("js-read");
     let (mut dir, _) = fixture();
@@ -246,11 +247,11 @@ fn javascript_reads_a_rust_saved_directory_as_plain_strings_and_numbers() {
 
     assert_eq!(
         field(&["people", "p-1", "name"]),
-        r#"{"type":"string","immutableString":false,"value":"Li Wei"}"#
+        r#"{"type":"object","immutableString":true,"value":"Li Wei"}"#
     );
     assert_eq!(
         field(&["credentials", "card-keep", "status"]),
-        r#"{"type":"string","immutableString":false,"value":"active"}"#
+        r#"{"type":"object","immutableString":true,"value":"active"}"#
     );
     assert_eq!(
         field(&["leases", "lease-1", "valid_to"]),
@@ -273,6 +274,6 @@ fn javascript_reads_a_rust_saved_directory_as_plain_strings_and_numbers() {
     );
     assert_eq!(
         field(&["doc_type"]),
-        r#"{"type":"string","immutableString":false,"value":"park_directory"}"#
+        r#"{"type":"object","immutableString":true,"value":"park_directory"}"#
     );
 }

@@ -1,6 +1,7 @@
 // Edits a saved smartpark park directory the way the web app does, with
 // @automerge/automerge: plain JavaScript strings (stored as automerge Text) and
-// whole numbers (stored as Int). Run by park-model's `js_compat` test:
+// whole numbers (stored as Int). Strings that Rust wrote are atomic values, which
+// JavaScript reads as ImmutableString: compare them through String(...). Run by park-model's `js_compat` test:
 //
 //   node tests/compat/edit-directory.mjs IN OUT
 //
@@ -25,7 +26,8 @@ const NEW_LEASE_END = Date.UTC(2026, 5, 30, 16, 0, 0) * 1000;
 const NEW_CARD_VALID_FROM = Date.UTC(2026, 4, 31, 16, 0, 0) * 1000;
 
 let doc = Automerge.load(readFileSync(input));
-if (doc.doc_type !== "park_directory") {
+// Rust writes strings as atomic values, which JavaScript reads as ImmutableString.
+if (String(doc.doc_type) !== "park_directory") {
   console.error(`not a park directory: doc_type is ${JSON.stringify(doc.doc_type)}`);
   process.exit(1);
 }
