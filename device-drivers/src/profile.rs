@@ -17,6 +17,7 @@ use crate::config::{ConfigError, parse_toml};
 pub enum Protocol {
     Modbus,
     Mqtt,
+    Bacnet,
 }
 
 /// What a point's values mean over time; rollups treat counters as deltas.
@@ -98,6 +99,144 @@ pub enum Order {
     Little,
 }
 
+/// The BACnet object types a profile may map to points: those whose present value is a
+/// number, a boolean or a state. Names are the standard's, in lower case with hyphens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BacnetObjectType {
+    AnalogInput,
+    AnalogOutput,
+    AnalogValue,
+    BinaryInput,
+    BinaryOutput,
+    BinaryValue,
+    MultiStateInput,
+    MultiStateOutput,
+    MultiStateValue,
+    IntegerValue,
+    PositiveIntegerValue,
+    LargeAnalogValue,
+    Accumulator,
+}
+
+impl BacnetObjectType {
+    pub const ALL: [BacnetObjectType; 13] = [
+        BacnetObjectType::AnalogInput,
+        BacnetObjectType::AnalogOutput,
+        BacnetObjectType::AnalogValue,
+        BacnetObjectType::BinaryInput,
+        BacnetObjectType::BinaryOutput,
+        BacnetObjectType::BinaryValue,
+        BacnetObjectType::MultiStateInput,
+        BacnetObjectType::MultiStateOutput,
+        BacnetObjectType::MultiStateValue,
+        BacnetObjectType::IntegerValue,
+        BacnetObjectType::PositiveIntegerValue,
+        BacnetObjectType::LargeAnalogValue,
+        BacnetObjectType::Accumulator,
+    ];
+
+    /// The standard's number for the type (Clause 12).
+    pub fn code(self) -> u32 {
+        match self {
+            BacnetObjectType::AnalogInput => 0,
+            BacnetObjectType::AnalogOutput => 1,
+            BacnetObjectType::AnalogValue => 2,
+            BacnetObjectType::BinaryInput => 3,
+            BacnetObjectType::BinaryOutput => 4,
+            BacnetObjectType::BinaryValue => 5,
+            BacnetObjectType::MultiStateInput => 13,
+            BacnetObjectType::MultiStateOutput => 14,
+            BacnetObjectType::MultiStateValue => 19,
+            BacnetObjectType::Accumulator => 23,
+            BacnetObjectType::IntegerValue => 45,
+            BacnetObjectType::LargeAnalogValue => 46,
+            BacnetObjectType::PositiveIntegerValue => 48,
+        }
+    }
+
+    pub fn from_code(code: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.code() == code)
+    }
+
+    /// The name as profiles spell it, for example `analog-input`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BacnetObjectType::AnalogInput => "analog-input",
+            BacnetObjectType::AnalogOutput => "analog-output",
+            BacnetObjectType::AnalogValue => "analog-value",
+            BacnetObjectType::BinaryInput => "binary-input",
+            BacnetObjectType::BinaryOutput => "binary-output",
+            BacnetObjectType::BinaryValue => "binary-value",
+            BacnetObjectType::MultiStateInput => "multi-state-input",
+            BacnetObjectType::MultiStateOutput => "multi-state-output",
+            BacnetObjectType::MultiStateValue => "multi-state-value",
+            BacnetObjectType::IntegerValue => "integer-value",
+            BacnetObjectType::PositiveIntegerValue => "positive-integer-value",
+            BacnetObjectType::LargeAnalogValue => "large-analog-value",
+            BacnetObjectType::Accumulator => "accumulator",
+        }
+    }
+
+    /// Inputs and accumulators measure; their present value is not written.
+    pub fn is_input(self) -> bool {
+        matches!(
+            self,
+            BacnetObjectType::AnalogInput
+                | BacnetObjectType::BinaryInput
+                | BacnetObjectType::MultiStateInput
+                | BacnetObjectType::Accumulator
+        )
+    }
+
+    /// Outputs always have a priority array; values may (then they are commandable too).
+    pub fn is_output(self) -> bool {
+        matches!(
+            self,
+            BacnetObjectType::AnalogOutput
+                | BacnetObjectType::BinaryOutput
+                | BacnetObjectType::MultiStateOutput
+        )
+    }
+
+    /// Binary objects carry a boolean (inactive/active).
+    pub fn is_binary(self) -> bool {
+        matches!(
+            self,
+            BacnetObjectType::BinaryInput
+                | BacnetObjectType::BinaryOutput
+                | BacnetObjectType::BinaryValue
+        )
+    }
+
+    /// Multi-state objects carry a state number from 1.
+    pub fn is_multi_state(self) -> bool {
+        matches!(
+            self,
+            BacnetObjectType::MultiStateInput
+                | BacnetObjectType::MultiStateOutput
+                | BacnetObjectType::MultiStateValue
+        )
+    }
+
+    /// Analog objects carry a floating-point value.
+    pub fn is_analog(self) -> bool {
+        matches!(
+            self,
+            BacnetObjectType::AnalogInput
+                | BacnetObjectType::AnalogOutput
+                | BacnetObjectType::AnalogValue
+                | BacnetObjectType::LargeAnalogValue
+        )
+    }
+}
+
+impl std::fmt::Display for BacnetObjectType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The file form of a profile.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,6 +253,8 @@ pub struct ProfileConfig {
     pub modbus: ModbusDefaultsConfig,
     #[serde(default)]
     pub mqtt: MqttDefaultsConfig,
+    #[serde(default)]
+    pub bacnet: BacnetDefaultsConfig,
     #[serde(rename = "point")]
     pub points: Vec<PointConfig>,
 }
@@ -162,6 +303,38 @@ pub struct MqttDefaultsConfig {
     pub stale_after_s: Option<u64>,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BacnetDefaultsConfig {
+    /// Priority (1 to 16, not 6) of writes to commandable objects.
+    #[serde(default = "default_write_priority")]
+    pub write_priority: u8,
+    /// Lifetime asked for in SubscribeCOV; subscriptions are renewed before it runs out.
+    #[serde(default = "default_cov_lifetime")]
+    pub cov_lifetime_s: u32,
+    /// Most objects in one ReadPropertyMultiple. Left out, as many as fit in one unsegmented
+    /// reply of the device's maximum APDU; more than that makes the device segment its reply.
+    pub max_objects_per_request: Option<u16>,
+}
+
+impl Default for BacnetDefaultsConfig {
+    fn default() -> Self {
+        BacnetDefaultsConfig {
+            write_priority: default_write_priority(),
+            cov_lifetime_s: default_cov_lifetime(),
+            max_objects_per_request: None,
+        }
+    }
+}
+
+fn default_write_priority() -> u8 {
+    8
+}
+
+fn default_cov_lifetime() -> u32 {
+    300
+}
+
 fn default_online() -> String {
     "online".into()
 }
@@ -205,6 +378,13 @@ pub struct PointConfig {
     pub topic: Option<String>,
     /// JSON pointer (RFC 6901) to the value inside the payload; empty for the whole payload.
     pub pointer: Option<String>,
+    // BACnet.
+    pub object_type: Option<BacnetObjectType>,
+    pub instance: Option<u32>,
+    /// Ask the device to push changes (SubscribeCOV) instead of polling the point.
+    pub cov: Option<bool>,
+    /// Write priority of this point, overriding the profile's.
+    pub priority: Option<u8>,
 }
 
 fn one() -> f64 {
@@ -222,7 +402,15 @@ pub struct Profile {
     pub source: String,
     pub modbus: ModbusDefaults,
     pub mqtt: MqttDefaults,
+    pub bacnet: BacnetDefaults,
     pub points: Vec<PointSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BacnetDefaults {
+    pub write_priority: u8,
+    pub cov_lifetime_s: u32,
+    pub max_objects_per_request: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -269,6 +457,7 @@ impl PointSpec {
 pub enum PointSource {
     Modbus(ModbusPoint),
     Mqtt(MqttPoint),
+    Bacnet(BacnetPoint),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -291,6 +480,20 @@ impl ModbusPoint {
         }
     }
 }
+
+/// A point read from the present value of one BACnet object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BacnetPoint {
+    pub object_type: BacnetObjectType,
+    pub instance: u32,
+    /// Subscribe to changes of value where the device accepts it; poll otherwise.
+    pub cov: bool,
+    /// Priority of writes (1 to 16, never 6).
+    pub priority: u8,
+}
+
+/// The largest object instance; 4194303 means "not configured" (Clause 12.1.2).
+pub const MAX_BACNET_INSTANCE: u32 = 4_194_302;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MqttPoint {
@@ -340,6 +543,22 @@ impl ProfileConfig {
                 "must be between 1 and 125".into(),
             ));
         }
+        let b = &self.bacnet;
+        check_priority(b.write_priority)
+            .map_err(|reason| invalid("bacnet.write_priority".into(), reason))?;
+        if !(10..=86_400).contains(&b.cov_lifetime_s) {
+            return Err(invalid(
+                "bacnet.cov_lifetime_s".into(),
+                "must be between 10 and 86400 seconds".into(),
+            ));
+        }
+        if b.max_objects_per_request == Some(0) {
+            return Err(invalid(
+                "bacnet.max_objects_per_request".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        let mut objects = HashSet::new();
         let mut names = HashSet::new();
         let mut points = Vec::with_capacity(self.points.len());
         for (i, p) in self.points.into_iter().enumerate() {
@@ -367,7 +586,90 @@ impl ProfileConfig {
             {
                 return Err(invalid(key("min"), format!("min {min} is above max {max}")));
             }
+            let bacnet_keys = p.object_type.is_some()
+                || p.instance.is_some()
+                || p.cov.is_some()
+                || p.priority.is_some();
+            if bacnet_keys && self.protocol != Protocol::Bacnet {
+                return Err(invalid(
+                    key("object_type"),
+                    "object_type, instance, cov and priority belong to BACnet profiles".into(),
+                ));
+            }
             let source = match self.protocol {
+                Protocol::Bacnet => {
+                    if p.topic.is_some()
+                        || p.pointer.is_some()
+                        || p.table.is_some()
+                        || p.address.is_some()
+                        || p.bit.is_some()
+                        || p.data_type.is_some()
+                        || p.byte_order.is_some()
+                        || p.word_order.is_some()
+                    {
+                        return Err(invalid(
+                            key("object_type"),
+                            "a BACnet point names object_type and instance; table, address, \
+                             type, bit, byte and word order, topic and pointer belong to other \
+                             protocols"
+                                .into(),
+                        ));
+                    }
+                    let object_type = p.object_type.ok_or_else(|| {
+                        invalid(key("object_type"), "required for BACnet points".into())
+                    })?;
+                    let instance = p.instance.ok_or_else(|| {
+                        invalid(key("instance"), "required for BACnet points".into())
+                    })?;
+                    if instance > MAX_BACNET_INSTANCE {
+                        return Err(invalid(
+                            key("instance"),
+                            format!("instance {instance} is above {MAX_BACNET_INSTANCE}"),
+                        ));
+                    }
+                    if !objects.insert((object_type, instance)) {
+                        return Err(invalid(
+                            key("instance"),
+                            format!("{object_type} {instance} is mapped to two points"),
+                        ));
+                    }
+                    if p.writable && object_type.is_input() {
+                        return Err(invalid(
+                            key("writable"),
+                            format!("the present value of a {object_type} is read-only"),
+                        ));
+                    }
+                    if (object_type.is_binary() || object_type.is_multi_state())
+                        && (p.scale != 1.0 || p.offset != 0.0)
+                    {
+                        return Err(invalid(
+                            key("scale"),
+                            format!(
+                                "a {object_type} carries a state, which has no scale or offset"
+                            ),
+                        ));
+                    }
+                    let priority = match p.priority {
+                        Some(priority) => {
+                            check_priority(priority)
+                                .map_err(|reason| invalid(key("priority"), reason))?;
+                            if !p.writable {
+                                return Err(invalid(
+                                    key("priority"),
+                                    "a write priority needs `writable = true`".into(),
+                                ));
+                            }
+                            priority
+                        }
+                        None => b.write_priority,
+                    };
+                    PointSource::Bacnet(BacnetPoint {
+                        object_type,
+                        instance,
+                        cov: p.cov.unwrap_or(false),
+                        priority,
+                    })
+                }
                 Protocol::Modbus => {
                     if p.topic.is_some() || p.pointer.is_some() {
                         return Err(invalid(
@@ -507,8 +809,22 @@ impl ProfileConfig {
                 offline_payload: self.mqtt.offline_payload,
                 stale_after_s: self.mqtt.stale_after_s,
             },
+            bacnet: BacnetDefaults {
+                write_priority: b.write_priority,
+                cov_lifetime_s: b.cov_lifetime_s,
+                max_objects_per_request: b.max_objects_per_request,
+            },
             points,
         })
+    }
+}
+
+/// BACnet write priorities are 1 (highest) to 16; 6 is kept for minimum on/off times.
+fn check_priority(priority: u8) -> Result<(), String> {
+    match priority {
+        6 => Err("priority 6 is reserved for minimum on/off times".into()),
+        1..=16 => Ok(()),
+        _ => Err(format!("priority {priority} is outside 1..=16")),
     }
 }
 
@@ -636,5 +952,132 @@ pointer = "AM2301/Temperature"
             p.point("power").unwrap().counter_wrap(),
             Some(4294967296.0 * 0.01)
         );
+    }
+
+    const AHU: &str = r#"
+id = "ahu"
+protocol = "bacnet"
+manufacturer = "Acme"
+model = "AHU-1"
+source = "made up for a test"
+
+[bacnet]
+write_priority = 10
+
+[[point]]
+name = "supply_temp"
+object_type = "analog-input"
+instance = 1
+unit = "°C"
+cov = true
+
+[[point]]
+name = "setpoint"
+object_type = "analog-value"
+instance = 1
+writable = true
+"#;
+
+    fn ahu_with(from: &str, to: &str) -> Result<Profile, ConfigError> {
+        assert!(AHU.contains(from), "{from}");
+        Profile::parse(Path::new("ahu.toml"), &AHU.replacen(from, to, 1))
+    }
+
+    #[test]
+    fn a_bacnet_profile_loads_with_its_priority_and_cov() {
+        let p = Profile::parse(Path::new("ahu.toml"), AHU).unwrap();
+        let PointSource::Bacnet(t) = &p.point("supply_temp").unwrap().source else {
+            panic!()
+        };
+        assert_eq!(t.object_type, BacnetObjectType::AnalogInput);
+        assert!(t.cov);
+        let PointSource::Bacnet(s) = &p.point("setpoint").unwrap().source else {
+            panic!()
+        };
+        assert_eq!((s.instance, s.priority, s.cov), (1, 10, false));
+        assert_eq!(p.bacnet.cov_lifetime_s, 300);
+    }
+
+    #[test]
+    fn bacnet_points_are_refused_by_key_with_the_reason() {
+        for (from, to, key, reason) in [
+            (
+                "object_type = \"analog-input\"",
+                "object_type = \"analog-inptu\"",
+                "point[0].object_type",
+                "unknown variant",
+            ),
+            (
+                "instance = 1\nunit",
+                "unit",
+                "point[0].instance",
+                "required",
+            ),
+            (
+                "instance = 1\nunit",
+                "instance = 4194303\nunit",
+                "point[0].instance",
+                "above 4194302",
+            ),
+            (
+                "cov = true",
+                "cov = true\nwritable = true",
+                "point[0].writable",
+                "read-only",
+            ),
+            (
+                "writable = true",
+                "writable = true\npriority = 6",
+                "point[1].priority",
+                "reserved",
+            ),
+            (
+                "writable = true",
+                "writable = true\npriority = 17",
+                "point[1].priority",
+                "outside 1..=16",
+            ),
+            (
+                "name = \"setpoint\"\nobject_type = \"analog-value\"\ninstance = 1",
+                "name = \"setpoint\"\nobject_type = \"analog-input\"\ninstance = 1",
+                "point[1].instance",
+                "mapped to two points",
+            ),
+            (
+                "write_priority = 10",
+                "write_priority = 0",
+                "bacnet.write_priority",
+                "outside",
+            ),
+            (
+                "write_priority = 10",
+                "cov_lifetime_s = 5",
+                "bacnet.cov_lifetime_s",
+                "between 10 and 86400",
+            ),
+            (
+                "cov = true",
+                "cov = true\naddress = 3",
+                "point[0].object_type",
+                "belong to other protocols",
+            ),
+        ] {
+            let err = ahu_with(from, to).unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+            assert!(err.reason.contains(reason), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_state_object_takes_no_scale_and_other_protocols_take_no_objects() {
+        let err = ahu_with(
+            "name = \"setpoint\"\nobject_type = \"analog-value\"",
+            "name = \"setpoint\"\nscale = 2.0\nobject_type = \"binary-value\"",
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "point[1].scale", "{err}");
+        let text = METER.replace("unit = \"W\"", "unit = \"W\"\ncov = true");
+        let err = Profile::parse(Path::new("m.toml"), &text).unwrap_err();
+        assert_eq!(err.key, "point[0].object_type", "{err}");
     }
 }

@@ -63,3 +63,52 @@ fn the_xy_md02_profile_matches_its_register_map() {
     );
     assert!(p.point("temperature_correction").unwrap().writable);
 }
+
+#[test]
+fn the_bacnet_profiles_map_standard_objects() {
+    use device_drivers::profile::{BacnetObjectType, PointSource};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware-configs/profiles");
+    let profiles = load_profiles(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let object = |profile: &str, point: &str| match &profiles[profile]
+        .point(point)
+        .unwrap_or_else(|| panic!("no point {point} in {profile}"))
+        .source
+    {
+        PointSource::Bacnet(b) => (b.object_type, b.instance, b.cov, b.priority),
+        other => panic!("{other:?}"),
+    };
+    for id in [
+        "generic-bacnet-ahu",
+        "generic-bacnet-vav",
+        "generic-bacnet-chiller-plant-meter",
+    ] {
+        assert_eq!(profiles[id].protocol, Protocol::Bacnet, "{id}");
+    }
+    assert_eq!(
+        object("generic-bacnet-ahu", "supply_air_temp"),
+        (BacnetObjectType::AnalogInput, 1, true, 8)
+    );
+    assert_eq!(
+        object("generic-bacnet-ahu", "supply_air_temp_setpoint"),
+        (BacnetObjectType::AnalogValue, 1, false, 8)
+    );
+    assert!(
+        profiles["generic-bacnet-ahu"]
+            .point("supply_fan_start")
+            .unwrap()
+            .writable
+    );
+    assert_eq!(
+        object("generic-bacnet-vav", "occupancy_override"),
+        (BacnetObjectType::BinaryValue, 1, false, 8)
+    );
+    let meter = &profiles["generic-bacnet-chiller-plant-meter"];
+    assert!(
+        meter.points.iter().all(|p| !p.writable),
+        "a meter is read-only"
+    );
+    assert_eq!(
+        meter.point("cooling_energy").unwrap().kind,
+        device_drivers::profile::PointKind::Counter
+    );
+}

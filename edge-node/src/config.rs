@@ -393,6 +393,10 @@ impl EdgeConfig {
                 })
             }
         };
+        // BACnet devices that share a local port must agree on it.
+        if let Err(e) = device_drivers::bacnet::plan_networks(&devices) {
+            return Err(invalid("device", format!("BACnet devices: {e}")));
+        }
         Ok(EdgeSettings {
             file: file.to_path_buf(),
             park: self.node.park,

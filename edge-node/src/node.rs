@@ -153,6 +153,15 @@ impl EdgeNode {
 
         let mut rtu_buses: BTreeMap<String, Vec<(DeviceSpec, mpsc::Receiver<WriteRequest>)>> =
             BTreeMap::new();
+        // BACnet devices share one local UDP port (one `Network`) per configured port.
+        let mut bacnet_networks = BTreeMap::new();
+        for (network, specs) in device_drivers::bacnet::plan_networks(&settings.devices)
+            .map_err(|e| anyhow::anyhow!("BACnet devices: {e}"))?
+        {
+            for s in specs {
+                bacnet_networks.insert(s.id.clone(), network.clone());
+            }
+        }
         for spec in &settings.devices {
             let rx = write_rx
                 .remove(&spec.id)
@@ -169,6 +178,19 @@ impl EdgeNode {
                     .or_default()
                     .push((spec.clone(), rx)),
                 Connection::Mqtt { .. } => {}
+                Connection::Bacnet(_) => {
+                    let network = bacnet_networks
+                        .get(&spec.id)
+                        .cloned()
+                        .context("a BACnet device without a network")?;
+                    let fut = device_drivers::bacnet::run_device(
+                        spec.clone(),
+                        network,
+                        output.clone(),
+                        rx,
+                    );
+                    tasks.push(tokio::spawn(fut));
+                }
             }
         }
         for bus in rtu_buses.into_values() {
@@ -400,5 +422,6 @@ pub fn point_source(p: &device_drivers::profile::PointSpec) -> String {
             format!("{:?} {} {:?}", m.table, m.address, m.data_type).to_lowercase()
         }
         PointSource::Mqtt(m) => format!("{} {}", m.topic, m.pointer),
+        PointSource::Bacnet(b) => format!("{} {}", b.object_type, b.instance),
     }
 }

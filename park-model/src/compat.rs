@@ -564,7 +564,7 @@ mod tests {
         reconcile_prop(&mut doc, ROOT, "t", thing()).unwrap();
         let (_, obj) = doc.get(&ROOT, "t").unwrap().unwrap();
         let (value, _) = doc.get(&obj, "name").unwrap().unwrap();
-        assert_eq!(value.to_str(), Some("gate"));
+        assert_eq!(value.as_str(), Some("gate"));
         let back: Thing = hydrate_prop(&doc, ROOT, "t").unwrap();
         assert_eq!(back, thing());
     }

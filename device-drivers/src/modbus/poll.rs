@@ -71,7 +71,7 @@ impl Poller {
         let spec = &self.spec.profile.points[index];
         match &spec.source {
             PointSource::Modbus(m) => Some((spec, m)),
-            PointSource::Mqtt(_) => None,
+            PointSource::Mqtt(_) | PointSource::Bacnet(_) => None,
         }
     }
 
