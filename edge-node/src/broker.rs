@@ -3,6 +3,13 @@
 //!
 //! rumqttd starts its own runtimes and blocks, so it runs on a thread of its own; the node
 //! talks to it through an in-process link. It has no shutdown: it ends with the process.
+//!
+//! rumqttd leaves Nagle's algorithm on for the connections it accepts and has no setting for
+//! it. A door controller that publishes a read on its one connection gets the broker's PUBACK,
+//! and the unlock command that follows a millisecond later then waits, behind that unacknowledged
+//! PUBACK, for the controller's delayed ACK: 20 to 40 ms on every unlock. [`NoDelay`] therefore
+//! switches TCP_NODELAY on for every connection accepted on the broker's ports, from a thread
+//! that looks for new ones every 200 ms.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -63,7 +70,134 @@ pub fn start(settings: &MqttSettings) -> anyhow::Result<(SocketAddr, SocketAddr,
         .context("cannot start the MQTT broker thread")?;
     wait_listening(v4, false)?;
     wait_listening(v5, true)?;
+    NoDelay::spawn(vec![v4.port(), v5.port()]);
     Ok((v4, v5, link_tx, link_rx))
+}
+
+/// Sets TCP_NODELAY on the connections that another part of this process (the broker)
+/// accepted on `ports`: they are found by inode in `/proc/net/tcp{,6}` and `/proc/self/fd`,
+/// and reached through a duplicate of their descriptor (`pidfd_getfd` on this process), which
+/// shares the socket and so its options.
+pub struct NoDelay {
+    ports: Vec<u16>,
+    pidfd: std::os::fd::OwnedFd,
+    done: std::collections::HashSet<u64>,
+}
+
+impl NoDelay {
+    pub fn new(ports: Vec<u16>) -> std::io::Result<NoDelay> {
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::getpid(),
+            rustix::process::PidfdFlags::empty(),
+        )?;
+        Ok(NoDelay {
+            ports,
+            pidfd,
+            done: Default::default(),
+        })
+    }
+
+    fn spawn(ports: Vec<u16>) {
+        let mut this = match NoDelay::new(ports) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot switch Nagle off for MQTT connections; commands may wait for delayed ACKs.");
+                return;
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("mqtt-nodelay".into())
+            .spawn(move || {
+                loop {
+                    if let Err(e) = this.sweep() {
+                        tracing::warn!(error = %e, "Cannot switch Nagle off for MQTT connections; commands may wait for delayed ACKs.");
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "Cannot start the MQTT no-delay thread.");
+        }
+    }
+
+    /// One pass: switches Nagle off on the connections accepted since the last pass and
+    /// returns how many.
+    pub fn sweep(&mut self) -> std::io::Result<usize> {
+        let accepted = accepted_inodes(&self.ports);
+        self.done.retain(|i| accepted.contains(i));
+        let mut switched = 0;
+        if accepted.len() == self.done.len() {
+            return Ok(0);
+        }
+        for entry in std::fs::read_dir("/proc/self/fd")? {
+            let Ok(entry) = entry else { continue };
+            let Some(fd) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(link) = std::fs::read_link(entry.path()) else {
+                continue;
+            };
+            let Some(inode) = link
+                .to_str()
+                .and_then(|l| l.strip_prefix("socket:["))
+                .and_then(|l| l.strip_suffix(']'))
+                .and_then(|l| l.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if !accepted.contains(&inode) || self.done.contains(&inode) {
+                continue;
+            }
+            // The descriptor may have been closed and reused since it was listed: set the
+            // option only if the duplicate is still the same socket.
+            let Ok(dup) = rustix::process::pidfd_getfd(
+                &self.pidfd,
+                fd,
+                rustix::process::PidfdGetfdFlags::empty(),
+            ) else {
+                continue;
+            };
+            let same = rustix::fs::fstat(&dup).is_ok_and(|st| st.st_ino == inode);
+            if same && rustix::net::sockopt::set_tcp_nodelay(&dup, true).is_ok() {
+                switched += 1;
+            }
+            self.done.insert(inode);
+        }
+        Ok(switched)
+    }
+}
+
+/// The inodes of established TCP connections whose local port is one of `ports`: on a
+/// listening port, the connections accepted there.
+fn accepted_inodes(ports: &[u16]) -> std::collections::HashSet<u64> {
+    let mut out = std::collections::HashSet::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        // Columns: sl, local_address (ADDR:PORT in hex), rem_address, st (01 is ESTABLISHED),
+        // tx_queue:rx_queue, tr:tm->when, retrnsmt, uid, timeout, inode.
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 10 || cols[3] != "01" {
+                continue;
+            }
+            let port = cols[1]
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if port.is_some_and(|p| ports.contains(&p))
+                && let Ok(inode) = cols[9].parse::<u64>()
+            {
+                out.insert(inode);
+            }
+        }
+    }
+    out
 }
 
 /// rumqttd cannot report the port it bound, so port 0 is resolved here: the port is taken
@@ -203,5 +337,32 @@ impl Publisher {
             .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
             .await
             .with_context(|| format!("cannot publish to {topic}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_accepted_on_the_ports_get_nagle_switched_off_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(!accepted.nodelay().unwrap());
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _elsewhere = std::net::TcpStream::connect(other.local_addr().unwrap()).unwrap();
+        let (not_ours, _) = other.accept().unwrap();
+
+        let mut sweeper = NoDelay::new(vec![port]).unwrap();
+        assert_eq!(sweeper.sweep().unwrap(), 1);
+        assert!(accepted.nodelay().unwrap(), "the accepted side is switched");
+        assert!(
+            !client.nodelay().unwrap(),
+            "the client side is not ours to change"
+        );
+        assert!(!not_ours.nodelay().unwrap(), "another port is left alone");
+        assert_eq!(sweeper.sweep().unwrap(), 0, "a connection is switched once");
     }
 }
