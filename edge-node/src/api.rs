@@ -37,6 +37,7 @@ pub struct ApiState {
     pub devices: Devices,
     pub metrics: Arc<Metrics>,
     pub park_service: Option<crate::park::ParkService>,
+    pub alarms: crate::alarms::Alarms,
     /// The uplink's state, when a hub is configured.
     pub sync: Option<Arc<crate::sync::SyncStatus>>,
 }
@@ -126,7 +127,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/credentials/{id}/status", post(credential_status))
         .route("/passes", post(put_pass))
         .route("/passes/{id}/status", post(pass_status))
-        .route("/store", get(store_stats));
+        .route("/store", get(store_stats))
+        .route("/alarms", get(list_alarms))
+        .route("/alarms/{id}", get(get_alarm))
+        .route("/alarms/{id}/acknowledge", post(acknowledge_alarm))
+        .route("/alarms/{id}/shelve", post(shelve_alarm))
+        .route("/alarms/{id}/unshelve", post(unshelve_alarm))
+        .route("/alarms/{id}/comment", post(comment_alarm))
+        .route("/rules", get(list_rules))
+        .route("/rules/reload", post(reload_rules));
     Router::new()
         .nest("/api/v1", api)
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
@@ -1013,4 +1022,229 @@ async fn sync_status(State(s): State<ApiState>) -> Json<Json_> {
         Some(status) => status.to_json(),
         None => json!({"configured": false, "connected": false}),
     })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlarmQuery {
+    /// `active_unacked`, `active_acked`, `cleared_unacked`, `normal`.
+    state: Option<String>,
+    /// `P0`, `P1`, `P2`.
+    severity: Option<String>,
+    /// Sources starting with this, such as `ahu-1/`.
+    source: Option<String>,
+    rule: Option<String>,
+    /// Also list alarms folded into a storm summary.
+    include_folded: Option<bool>,
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> ApiResult<T> {
+    serde_json::from_value(Json_::String(v.to_string()))
+        .map_err(|_| ApiError::bad_request(format!("{what} {v:?} is not known")))
+}
+
+async fn list_alarms(
+    State(s): State<ApiState>,
+    q: Result<Query<AlarmQuery>, QueryRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Query(q) = q?;
+    let filter = rules_engine::AlarmFilter {
+        state: q
+            .state
+            .as_deref()
+            .map(|v| parse_enum("state", v))
+            .transpose()?,
+        severity: q
+            .severity
+            .as_deref()
+            .map(|v| parse_enum("severity", v))
+            .transpose()?,
+        source_prefix: q.source,
+        rule: q.rule,
+        include_folded: q.include_folded.unwrap_or(false),
+    };
+    Ok(Json(json!({"alarms": s.alarms.list(&filter)})))
+}
+
+fn alarm_id(id: &str) -> ApiResult<u64> {
+    id.parse()
+        .map_err(|_| ApiError::bad_request(format!("{id:?} is not an alarm id")))
+}
+
+async fn get_alarm(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Json_>> {
+    let id = alarm_id(&id)?;
+    s.alarms
+        .get(id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no alarm {id}")))
+}
+
+impl From<crate::alarms::AlarmsError> for ApiError {
+    fn from(e: crate::alarms::AlarmsError) -> Self {
+        use rules_engine::AlarmError;
+        match e {
+            crate::alarms::AlarmsError::Alarm(AlarmError::NotFound(id)) => {
+                ApiError::not_found(format!("no alarm {}", id.0))
+            }
+            crate::alarms::AlarmsError::Alarm(e) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+            }
+            crate::alarms::AlarmsError::Store(e) => ApiError::internal(e),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    actor: String,
+    comment: Option<String>,
+}
+
+async fn acknowledge_alarm(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<AckBody>, JsonRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Json(b) = body?;
+    let id = alarm_id(&id)?;
+    let result = s
+        .alarms
+        .acknowledge(id, &b.actor, b.comment.as_deref())
+        .await
+        .map_err(ApiError::from);
+    audited(
+        &s,
+        &b.actor,
+        "alarm_acknowledge",
+        &id.to_string(),
+        json!({"comment": b.comment}),
+        result,
+    )
+    .await?;
+    get_alarm(State(s), Path(id.to_string())).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShelveBody {
+    actor: String,
+    /// For how long, in seconds (at most 7 days).
+    duration_s: u64,
+    reason: Option<String>,
+}
+
+async fn shelve_alarm(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<ShelveBody>, JsonRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Json(b) = body?;
+    let id = alarm_id(&id)?;
+    if b.duration_s == 0 || b.duration_s > 7 * 86_400 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "duration_s must be between 1 and 604800 (7 days)",
+        ));
+    }
+    let until = now_micros() + b.duration_s as i64 * 1_000_000;
+    let result = s
+        .alarms
+        .shelve(id, until, &b.actor, b.reason.as_deref())
+        .await
+        .map_err(ApiError::from);
+    audited(
+        &s,
+        &b.actor,
+        "alarm_shelve",
+        &id.to_string(),
+        json!({"duration_s": b.duration_s, "reason": b.reason}),
+        result,
+    )
+    .await?;
+    get_alarm(State(s), Path(id.to_string())).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActorBody {
+    actor: String,
+}
+
+async fn unshelve_alarm(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<ActorBody>, JsonRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Json(b) = body?;
+    let id = alarm_id(&id)?;
+    let result = s
+        .alarms
+        .unshelve(id, &b.actor)
+        .await
+        .map_err(ApiError::from);
+    audited(
+        &s,
+        &b.actor,
+        "alarm_unshelve",
+        &id.to_string(),
+        Json_::Null,
+        result,
+    )
+    .await?;
+    get_alarm(State(s), Path(id.to_string())).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommentBody {
+    actor: String,
+    text: String,
+}
+
+async fn comment_alarm(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<CommentBody>, JsonRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Json(b) = body?;
+    let id = alarm_id(&id)?;
+    if b.text.len() > 4000 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "a comment takes at most 4000 bytes",
+        ));
+    }
+    let result = s
+        .alarms
+        .comment(id, &b.actor, &b.text)
+        .await
+        .map_err(ApiError::from);
+    audited(
+        &s,
+        &b.actor,
+        "alarm_comment",
+        &id.to_string(),
+        json!({"text": b.text}),
+        result,
+    )
+    .await?;
+    get_alarm(State(s), Path(id.to_string())).await
+}
+
+async fn list_rules(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
+    Ok(Json(s.alarms.rules()))
+}
+
+async fn reload_rules(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
+    match s.alarms.reload().await {
+        Ok(n) => Ok(Json(json!({"reloaded": true, "rules": n}))),
+        Err(message) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "rules_refused",
+            message,
+        )),
+    }
 }

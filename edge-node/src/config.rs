@@ -31,6 +31,8 @@ pub struct EdgeConfig {
     pub business: BusinessConfig,
     /// The uplink to the hub; none when the building runs alone.
     pub sync: Option<SyncConfig>,
+    /// Rules and alarms; none: no rules.
+    pub rules: Option<RulesConfig>,
     #[serde(default, rename = "device")]
     pub devices: Vec<DeviceConfig>,
 }
@@ -64,6 +66,14 @@ impl Default for ApiConfig {
 
 fn default_api_listen() -> String {
     "127.0.0.1:8080".into()
+}
+
+/// The rule file: read at start, and again whenever it changes (a bad file is refused and
+/// the running rules stay).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    pub file: PathBuf,
 }
 
 /// Where the hub is, and where `smartpark edge-enroll` put this edge's identity.
@@ -227,6 +237,8 @@ pub struct EdgeSettings {
     pub business: Option<crate::park::ParkSettings>,
     /// `None` when the building runs without a hub.
     pub sync: Option<crate::sync::SyncSettings>,
+    /// The rule file, checked when the config is loaded.
+    pub rules_file: Option<PathBuf>,
     pub profiles: BTreeMap<String, Arc<Profile>>,
     pub devices: Vec<DeviceSpec>,
 }
@@ -393,6 +405,19 @@ impl EdgeConfig {
                 })
             }
         };
+        let rules_file = match &self.rules {
+            None => None,
+            Some(r) => {
+                let f = resolve(&r.file);
+                let text = std::fs::read_to_string(&f).map_err(|e| {
+                    invalid("rules.file", format!("cannot read {}: {e}", f.display()))
+                })?;
+                if let Err(e) = rules_engine::RuleSet::compile(&text, &f.display().to_string()) {
+                    return Err(invalid("rules.file", e.to_string()));
+                }
+                Some(f)
+            }
+        };
         // BACnet devices that share a local port must agree on it.
         if let Err(e) = device_drivers::bacnet::plan_networks(&devices) {
             return Err(invalid("device", format!("BACnet devices: {e}")));
@@ -407,6 +432,7 @@ impl EdgeConfig {
             storage: self.storage,
             business,
             sync,
+            rules_file,
             profiles,
             devices,
         })

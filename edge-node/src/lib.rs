@@ -3,6 +3,7 @@
 //!
 //! Everything a building needs to run is here and works without the hub.
 
+pub mod alarms;
 pub mod api;
 pub mod broker;
 pub mod config;

@@ -120,6 +120,15 @@ pub struct Metrics {
     pub point_write_failures_total: AtomicU64,
     pub http_requests_total: AtomicU64,
     pub http_client_errors_total: AtomicU64,
+    pub rules_samples_total: AtomicU64,
+    pub alarm_transitions_total: AtomicU64,
+    pub rules_reloads_total: AtomicU64,
+    pub rules_reload_errors_total: AtomicU64,
+    pub rule_actions_total: AtomicU64,
+    pub rule_action_failures_total: AtomicU64,
+    pub webhook_outbox_due: AtomicU64,
+    pub webhooks_delivered_total: AtomicU64,
+    pub webhook_failures_total: AtomicU64,
     /// Invalid input by kind (`mqtt_payload`, `http_body`, ...), counted where it is refused.
     invalid_input: Mutex<Vec<(String, u64)>>,
 }
@@ -145,7 +154,7 @@ impl Metrics {
     /// the caller (device states, for instance).
     pub fn render(&self, extra: &[ExtraGauge<'_>]) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &AtomicU64, &str); 21] = [
+        let counters: [(&str, &AtomicU64, &str); 30] = [
             (
                 "smartpark_edge_access_granted_total",
                 &self.access_granted_total,
@@ -240,6 +249,51 @@ impl Metrics {
                 "smartpark_edge_http_client_errors_total",
                 &self.http_client_errors_total,
                 "HTTP requests answered with a 4xx status.",
+            ),
+            (
+                "smartpark_edge_rules_samples_total",
+                &self.rules_samples_total,
+                "Samples evaluated by the rules.",
+            ),
+            (
+                "smartpark_edge_alarm_transitions_total",
+                &self.alarm_transitions_total,
+                "Alarm transitions (raised, cleared, acknowledged, ...), each stored as an event.",
+            ),
+            (
+                "smartpark_edge_rules_reloads_total",
+                &self.rules_reloads_total,
+                "Rule files reloaded while running.",
+            ),
+            (
+                "smartpark_edge_rules_reload_errors_total",
+                &self.rules_reload_errors_total,
+                "Rule files refused while running (the running rules stayed).",
+            ),
+            (
+                "smartpark_edge_rule_actions_total",
+                &self.rule_actions_total,
+                "Actions asked for by rules.",
+            ),
+            (
+                "smartpark_edge_rule_action_failures_total",
+                &self.rule_action_failures_total,
+                "Actions asked for by rules that failed.",
+            ),
+            (
+                "smartpark_edge_webhook_outbox_due",
+                &self.webhook_outbox_due,
+                "Webhooks due for delivery at the last look.",
+            ),
+            (
+                "smartpark_edge_webhooks_delivered_total",
+                &self.webhooks_delivered_total,
+                "Webhooks accepted by their receiver.",
+            ),
+            (
+                "smartpark_edge_webhook_failures_total",
+                &self.webhook_failures_total,
+                "Webhook attempts that failed (each is retried).",
             ),
             (
                 "smartpark_edge_store_bytes",

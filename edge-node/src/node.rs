@@ -16,6 +16,7 @@ use device_drivers::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::alarms::Alarms;
 use crate::config::EdgeSettings;
 use crate::field::FieldMessage;
 use crate::metrics::Metrics;
@@ -50,10 +51,13 @@ pub type Devices = Arc<BTreeMap<String, DeviceEntry>>;
 struct NodeOutput {
     store: Store,
     devices: Devices,
+    alarms: Alarms,
 }
 
 impl DriverOutput for NodeOutput {
+    /// Rules first, in line, then the store.
     async fn samples(&self, batch: Vec<Sample>) {
+        self.alarms.evaluate(&batch).await;
         self.store.ingest(batch).await;
     }
 
@@ -86,6 +90,7 @@ pub struct EdgeNode {
     pub devices: Devices,
     /// Doors and barriers, when this node decides them.
     pub park: Option<ParkService>,
+    pub alarms: Alarms,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -145,9 +150,27 @@ impl EdgeNode {
             );
         }
         let devices: Devices = Arc::new(entries);
+        let point_keys: Vec<String> = settings
+            .devices
+            .iter()
+            .flat_map(|d| {
+                d.profile
+                    .points
+                    .iter()
+                    .map(|p| format!("{}/{}", d.id, p.name))
+            })
+            .collect();
+        let (alarms, alarm_actions) = Alarms::open(
+            store.clone(),
+            metrics.clone(),
+            settings.rules_file.clone(),
+            &point_keys,
+        )
+        .await?;
         let output = NodeOutput {
             store: store.clone(),
             devices: devices.clone(),
+            alarms: alarms.clone(),
         };
         let mut tasks = Vec::new();
 
@@ -205,13 +228,14 @@ impl EdgeNode {
                     Some(b) => {
                         let (publisher, task) = crate::broker::Publisher::connect(v4);
                         tasks.push(task);
-                        let service = ParkService::open(
+                        let mut service = ParkService::open(
                             store.clone(),
                             b.clone(),
                             Some(publisher),
                             metrics.clone(),
                         )
                         .await?;
+                        service.set_alarms(alarms.clone());
                         let (tx, mut rx) = mpsc::channel::<FieldMessage>(1024);
                         let s2 = service.clone();
                         tasks.push(tokio::spawn(async move {
@@ -236,6 +260,26 @@ impl EdgeNode {
             }
             None => (None, None, None),
         };
+
+        let action_publisher = mqtt_v4.map(|v4| {
+            let (publisher, task) = crate::broker::Publisher::connect(v4);
+            tasks.push(task);
+            publisher
+        });
+        tasks.push(tokio::spawn(crate::alarms::run_actions(
+            alarm_actions,
+            crate::alarms::ActionTargets {
+                devices: devices.clone(),
+                publisher: action_publisher,
+            },
+            store.clone(),
+            metrics.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::alarms::run_webhooks(
+            store.clone(),
+            metrics.clone(),
+        )));
+        tasks.push(tokio::spawn(alarms.clone().run()));
 
         let sync_status = Arc::new(crate::sync::SyncStatus::default());
         if let Some(sync) = &settings.sync {
@@ -262,6 +306,7 @@ impl EdgeNode {
             devices: devices.clone(),
             metrics,
             park_service: park_service.clone(),
+            alarms: alarms.clone(),
             sync: settings.sync.is_some().then(|| sync_status.clone()),
         };
         let app = crate::api::router(state);
@@ -272,6 +317,7 @@ impl EdgeNode {
         }));
         Ok(EdgeNode {
             park: park_service,
+            alarms,
             settings,
             api_addr,
             mqtt_v4,

@@ -110,6 +110,8 @@ pub struct ParkService {
     publisher: Option<Publisher>,
     settings: Arc<ParkSettings>,
     metrics: Arc<Metrics>,
+    /// Where access decisions and door states go as rule inputs.
+    alarms: Option<crate::alarms::Alarms>,
 }
 
 /// A statement and its parameters, for one atomic write.
@@ -294,7 +296,14 @@ impl ParkService {
             publisher,
             settings: Arc::new(settings),
             metrics,
+            alarms: None,
         })
+    }
+
+    /// Feeds access decisions (`access.granted`, `access.denied`) and door states
+    /// (`door.opened`, `door.closed`, `door.forced`, `door.held_open`) to the rules.
+    pub fn set_alarms(&mut self, alarms: crate::alarms::Alarms) {
+        self.alarms = Some(alarms);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -305,6 +314,13 @@ impl ParkService {
     /// resulting write is queued; the command goes out when it is durable.
     pub async fn handle(&self, msg: FieldMessage) {
         let now = now_micros();
+        if let Some(alarms) = &self.alarms
+            && let FieldMessage::DoorState { door, state, ts } = &msg
+        {
+            alarms
+                .event(&format!("door.{}", state.as_str()), door, *ts)
+                .await;
+        }
         let result = match msg {
             FieldMessage::DoorRead { door, read } => self.door_read(&door, read, now).await,
             FieldMessage::DoorState { door, state, ts } => {
@@ -400,6 +416,14 @@ impl ParkService {
             &self.metrics.access_denied_total
         };
         counter.fetch_add(1, Relaxed);
+        if let Some(alarms) = &self.alarms {
+            let kind = if decision.granted {
+                "access.granted"
+            } else {
+                "access.denied"
+            };
+            alarms.event(kind, door, now).await;
+        }
         let mut stmts = vec![event_stmt(&event)];
         if let Some(u) = &decision.presence_update {
             stmts.push(presence_stmt(u, now));

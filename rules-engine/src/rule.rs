@@ -106,7 +106,7 @@ impl Default for StormSettings {
 }
 
 /// A rule as listed by [`RuleSet::rules`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RuleSummary {
     pub id: String,
     pub enabled: bool,
