@@ -101,6 +101,9 @@ seed_dir = "{seed}"
 hub = "{hub}"
 identity_dir = "{identity}"
 
+[rules]
+file = "{rules}"
+
 [[device]]
 id = "main-meter"
 name = "Main incomer energy meter"
@@ -134,6 +137,7 @@ mqtt = {{ topic_id = "lab-env" }}
         hub = hub.quic_addr,
         identity = toml_path(&data_dir.join("identity-b1")),
         profiles = toml_path(&profiles),
+        rules = toml_path(&profiles.join("../rules/building-b1.toml")),
         m1 = meters[0],
         m2 = meters[1],
     );
@@ -257,6 +261,8 @@ mqtt = {{ topic_id = "lab-env" }}
     println!("  Car park:       http://{a}/api/v1/lots");
     println!("  Parking log:    http://{a}/api/v1/events?kind=parking");
     println!("  Plate reviews:  http://{a}/api/v1/parking/review");
+    println!("  Alarms:         http://{a}/api/v1/alarms");
+    println!("  Rules:          http://{a}/api/v1/rules");
     println!("  Metrics:        http://{a}/metrics");
     println!(
         "  MQTT broker:    {} (MQTT 3.1.1), {} (MQTT 5)",
