@@ -239,12 +239,14 @@ impl Field for Vec<String> {
                 format!("{value}"),
             ));
         }
-        let mut out: Vec<String> = Vec::with_capacity(doc.length(&list));
-        for index in 0..doc.length(&list) {
-            let Some((item, id)) = doc.get(&list, index)? else {
-                continue;
+        // One pass over the list: a lookup per index would search the document each time.
+        let mut out: Vec<String> = Vec::new();
+        for item in doc.list_range(&list, ..) {
+            let id = item.id();
+            let s = match item.value {
+                automerge::ValueRef::Scalar(automerge::ScalarValueRef::Str(s)) => s.into_owned(),
+                other => string_from_value(doc, &other.into_value(), &id)?,
             };
-            let s = string_from_value(doc, &item, &id)?;
             if !out.contains(&s) {
                 out.push(s);
             }

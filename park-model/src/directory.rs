@@ -603,26 +603,53 @@ impl ParkDirectory {
     }
 
     /// Reads the whole directory. Unreadable entities are listed in `rejected`.
+    ///
+    /// Credentials are read on a second thread while the rest is read on this one: in a large
+    /// park the two big collections (people and credentials) take about the same time, and a
+    /// document can be read from two threads at once.
     pub fn snapshot(&self) -> Result<Directory, DocError> {
+        let (credentials, rest) = std::thread::scope(|scope| {
+            let credentials = scope.spawn(|| self.entities::<Credential>());
+            let rest = (|| {
+                Ok::<_, DocError>((
+                    self.entities::<Enterprise>()?,
+                    self.entities::<Space>()?,
+                    self.entities::<Lease>()?,
+                    self.entities::<Person>()?,
+                    self.entities::<AccessGroup>()?,
+                    self.entities::<WeeklySchedule>()?,
+                    self.entities::<HolidayCalendar>()?,
+                ))
+            })();
+            let credentials = match credentials.join() {
+                Ok(c) => c,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            (credentials, rest)
+        });
+        let credentials = credentials?;
+        let (enterprises, spaces, leases, people, access_groups, schedules, holiday_calendars) =
+            rest?;
         let mut rejected = Vec::new();
-        macro_rules! take {
-            ($ty:ty) => {{
-                let e = self.entities::<$ty>()?;
-                rejected.extend(e.rejected);
-                e.items
-            }};
-        }
+        rejected.extend(enterprises.rejected);
+        rejected.extend(spaces.rejected);
+        rejected.extend(leases.rejected);
+        rejected.extend(people.rejected);
+        rejected.extend(credentials.rejected);
+        rejected.extend(access_groups.rejected);
+        rejected.extend(schedules.rejected);
+        rejected.extend(holiday_calendars.rejected);
         Ok(Directory {
             park_id: self.park_id()?,
             utc_offset_minutes: self.utc_offset_minutes()?,
-            enterprises: take!(Enterprise),
-            spaces: take!(Space),
-            leases: take!(Lease),
-            people: take!(Person),
-            credentials: take!(Credential),
-            access_groups: take!(AccessGroup),
-            schedules: take!(WeeklySchedule),
-            holiday_calendars: take!(HolidayCalendar),
+            enterprises: enterprises.items,
+            spaces: spaces.items,
+            leases: leases.items,
+            people: people.items,
+            credentials: credentials.items,
+            access_groups: access_groups.items,
+            schedules: schedules.items,
+            holiday_calendars: holiday_calendars.items,
             rejected,
         })
     }
