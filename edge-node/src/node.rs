@@ -221,17 +221,18 @@ impl EdgeNode {
             tasks.push(tokio::spawn(fut));
         }
 
-        let (mqtt_v4, mqtt_v5, park_service) = match &settings.mqtt {
+        let (mqtt_v4, mqtt_v5, park_service, publisher) = match &settings.mqtt {
             Some(m) => {
                 let (v4, v5, link_tx, link_rx) = crate::broker::start(m)?;
+                // One command publisher (one client id) for doors, barriers and rule actions.
+                let (publisher, task) = crate::broker::Publisher::connect(v4);
+                tasks.push(task);
                 let (field, park_service) = match &settings.business {
                     Some(b) => {
-                        let (publisher, task) = crate::broker::Publisher::connect(v4);
-                        tasks.push(task);
                         let mut service = ParkService::open(
                             store.clone(),
                             b.clone(),
-                            Some(publisher),
+                            Some(publisher.clone()),
                             metrics.clone(),
                         )
                         .await?;
@@ -256,21 +257,16 @@ impl EdgeNode {
                     metrics.clone(),
                     field,
                 ));
-                (Some(v4), Some(v5), park_service)
+                (Some(v4), Some(v5), park_service, Some(publisher))
             }
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
 
-        let action_publisher = mqtt_v4.map(|v4| {
-            let (publisher, task) = crate::broker::Publisher::connect(v4);
-            tasks.push(task);
-            publisher
-        });
         tasks.push(tokio::spawn(crate::alarms::run_actions(
             alarm_actions,
             crate::alarms::ActionTargets {
                 devices: devices.clone(),
-                publisher: action_publisher,
+                publisher,
             },
             store.clone(),
             metrics.clone(),

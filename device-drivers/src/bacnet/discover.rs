@@ -30,6 +30,9 @@ pub struct DiscoverOptions {
     pub high: u32,
     /// How long to collect I-Am replies after the Who-Is.
     pub wait: Duration,
+    /// Stop collecting as soon as this many devices of the range have answered, rather
+    /// than waiting out `wait`: for finding known devices quickly. `None` waits it out.
+    pub stop_after: Option<usize>,
     /// Also read each device's object list, names and units.
     pub read_objects: bool,
     /// Objects per ReadPropertyMultiple while reading names and units.
@@ -42,6 +45,7 @@ impl Default for DiscoverOptions {
             low: 0,
             high: MAX_BACNET_INSTANCE,
             wait: Duration::from_secs(3),
+            stop_after: None,
             read_objects: true,
             objects_per_request: 20,
         }
@@ -78,7 +82,8 @@ pub struct FoundObject {
 }
 
 /// Broadcasts a Who-Is for `options.low..=options.high`, collects the I-Am replies for
-/// `options.wait`, then reads each device's object list, object names and units.
+/// `options.wait` (or until `options.stop_after` devices answered), then reads each
+/// device's object list, object names and units.
 pub async fn discover(
     network: &Network,
     options: &DiscoverOptions,
@@ -106,6 +111,9 @@ pub async fn discover(
                 let instance = d.object_identifier.instance_number();
                 if (options.low..=options.high).contains(&instance) {
                     heard.insert(instance, d);
+                    if options.stop_after.is_some_and(|n| heard.len() >= n) {
+                        break;
+                    }
                 }
             }
             Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}

@@ -9,7 +9,10 @@ Usage:
     bacnet_device.py --address 127.0.0.2 [--port 47808] [--instance 1001] [--points N]
                      [--tick SECONDS] [--no-cov analog-input,2] [--name NAME] [--window N]
 
-Once it answers requests it prints one line, `READY <instance>`, and flushes stdout.
+Once it answers requests it prints one line, `READY <instance>`, and flushes stdout. Each
+WriteProperty it accepts is then printed as `WROTE <object> <property> priority <p>` (for
+example `WROTE analog-value,1 present-value priority 8`; `priority none` when the request
+named none), so that a test can check the priority a write went at.
 SIGTERM or SIGINT stop it (exit 0). Tests may SIGKILL it and start it again to make the
 device go away and come back.
 
@@ -77,6 +80,18 @@ class NoCovAnalogInput(AnalogInputObject):
     """An analog input whose device refuses COV subscriptions (services/cov-subscription-failed)."""
 
     _cov_criteria = None
+
+
+class TestDevice(Application):
+    """The application, telling stdout about every write it accepted."""
+
+    async def do_WritePropertyRequest(self, apdu):
+        await super().do_WritePropertyRequest(apdu)
+        priority = "none" if apdu.priority is None else apdu.priority
+        print(
+            f"WROTE {apdu.objectIdentifier} {apdu.propertyIdentifier} priority {priority}",
+            flush=True,
+        )
 
 
 def status_ok():
@@ -260,7 +275,7 @@ async def main():
     if not 0 <= args.points <= 10000:
         parser.error("--points must be between 0 and 10000")
 
-    app = Application.from_object_list(build(args))
+    app = TestDevice.from_object_list(build(args))
     if args.window is not None:
         app.asap.proposedWindowSize = args.window
     stop = asyncio.Event()
