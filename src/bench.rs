@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use device_drivers::profile::PointKind;
 use device_drivers::{PointKey, Sample, Value, now_micros};
+use edge_node::alarms::Alarms;
 use edge_node::metrics::Metrics;
 use edge_node::store::{PointInfo, Store, StoreConfig};
 
@@ -23,6 +24,14 @@ pub enum BenchName {
     /// A backlog (1,000,000 raw samples, then 60,000 events) drained to a real hub over QUIC,
     /// then 200 edges at 10 samples/s each against a hub in its own process.
     Sync,
+    /// Full scans of a 2,000-point BACnet/IP device and its Who-Is to I-Am time. The device
+    /// is the bacpypes3 peer tests/hil/peers/bacnet_device.py, run with SMARTPARK_PYTHON or
+    /// else the .venv/bin/python of the repository found from the current directory up, then
+    /// from the executable's folder up (./scripts/test creates .venv).
+    Bacnet,
+    /// 10,000 rules: evaluation time per sample, and ingest with the rules in line against
+    /// ingest without, at 5,000 points.
+    Rules,
 }
 
 pub async fn run(name: BenchName, seconds: u64, credentials: usize) -> anyhow::Result<()> {
@@ -39,6 +48,8 @@ pub async fn run(name: BenchName, seconds: u64, credentials: usize) -> anyhow::R
             crate::bench_sync::run(1_000_000, 60_000).await?;
             crate::bench_sync::edges(200, seconds.max(1)).await
         }
+        BenchName::Bacnet => crate::bench_bacnet::run().await,
+        BenchName::Rules => crate::bench_rules::run(seconds.max(1)).await,
     }
 }
 
@@ -55,7 +66,7 @@ fn points() -> Vec<Vec<PointKey>> {
         .collect()
 }
 
-fn open_store(dir: &std::path::Path, keys: &[Vec<PointKey>]) -> anyhow::Result<Store> {
+pub(crate) fn open_store(dir: &std::path::Path, keys: &[Vec<PointKey>]) -> anyhow::Result<Store> {
     let infos: Vec<PointInfo> = keys
         .iter()
         .flatten()
@@ -94,20 +105,36 @@ fn cycle(keys: &[PointKey], n: u64) -> Vec<Sample> {
         .collect()
 }
 
-async fn ingest(phase: Duration) -> anyhow::Result<()> {
-    let keys = Arc::new(points());
+/// One device's batches: `batch(device, n)` is its `n`th poll cycle.
+pub(crate) type BatchFn = Arc<dyn Fn(usize, u64) -> Vec<Sample> + Send + Sync>;
 
-    // Saturation: every simulated device hands over cycles as fast as the store takes them.
-    let dir = tempfile::tempdir()?;
-    let store = open_store(dir.path(), &keys)?;
+/// Hands one device's batch to the ingest path: the rules first, in line, when given (as
+/// `edge-node/src/node.rs` does), then the store.
+async fn hand_over(store: &Store, alarms: Option<&Alarms>, batch: Vec<Sample>) {
+    if let Some(alarms) = alarms {
+        alarms.evaluate(&batch).await;
+    }
+    store.ingest(batch).await;
+}
+
+/// Saturation: every one of `devices` simulated devices hands over cycles as fast as the
+/// path takes them, for `phase`. Returns the samples committed per second (the store is
+/// fresh, so its committed total is this phase's).
+pub(crate) async fn saturate(
+    store: &Store,
+    alarms: Option<&Alarms>,
+    devices: usize,
+    phase: Duration,
+    batch: BatchFn,
+) -> anyhow::Result<f64> {
     let start = Instant::now();
     let mut producers = Vec::new();
-    for d in 0..DEVICES {
-        let (store, keys) = (store.clone(), keys.clone());
+    for d in 0..devices {
+        let (store, alarms, batch) = (store.clone(), alarms.cloned(), batch.clone());
         producers.push(tokio::spawn(async move {
             let mut n = 0;
             while start.elapsed() < phase {
-                store.ingest(cycle(&keys[d], n)).await;
+                hand_over(&store, alarms.as_ref(), batch(d, n)).await;
                 n += 1;
             }
         }));
@@ -116,29 +143,37 @@ async fn ingest(phase: Duration) -> anyhow::Result<()> {
         p.await?;
     }
     store.flush().await;
-    let elapsed = start.elapsed();
     let committed = store.metrics().samples_committed_total.load(Relaxed);
-    let rate = committed as f64 / elapsed.as_secs_f64();
+    Ok(committed as f64 / start.elapsed().as_secs_f64())
+}
 
-    // Latency at the goal's rate: 100,000 samples/s offered, paced like real polling.
-    let dir2 = tempfile::tempdir()?;
-    let paced = open_store(dir2.path(), &keys)?;
-    let target_rate = 100_000.0;
-    let cycles_per_s = target_rate / (DEVICES * POINTS_PER_DEVICE) as f64;
+/// `target_rate` samples/s offered by `devices` simulated devices of `points` points in
+/// all, paced like real polling, for `phase`. Returns the samples committed per second;
+/// the commit latencies are in the store's metrics.
+pub(crate) async fn paced(
+    store: &Store,
+    alarms: Option<&Alarms>,
+    devices: usize,
+    points: usize,
+    target_rate: f64,
+    phase: Duration,
+    batch: BatchFn,
+) -> anyhow::Result<f64> {
+    let cycles_per_s = target_rate / points as f64;
     let period = Duration::from_secs_f64(1.0 / cycles_per_s);
-    let start2 = Instant::now();
+    let start = Instant::now();
     let mut producers = Vec::new();
-    for d in 0..DEVICES {
-        let (store, keys) = (paced.clone(), keys.clone());
+    for d in 0..devices {
+        let (store, alarms, batch) = (store.clone(), alarms.cloned(), batch.clone());
         producers.push(tokio::spawn(async move {
             // Devices are spread over the period, as real polls are.
-            tokio::time::sleep(period.mul_f64(d as f64 / DEVICES as f64)).await;
+            tokio::time::sleep(period.mul_f64(d as f64 / devices as f64)).await;
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut n = 0;
-            while start2.elapsed() < phase {
+            while start.elapsed() < phase {
                 tick.tick().await;
-                store.ingest(cycle(&keys[d], n)).await;
+                hand_over(&store, alarms.as_ref(), batch(d, n)).await;
                 n += 1;
             }
         }));
@@ -146,10 +181,38 @@ async fn ingest(phase: Duration) -> anyhow::Result<()> {
     for p in producers {
         p.await?;
     }
-    paced.flush().await;
-    let paced_elapsed = start2.elapsed();
-    let paced_committed = paced.metrics().samples_committed_total.load(Relaxed);
-    let h = &paced.metrics().commit_latency;
+    store.flush().await;
+    let committed = store.metrics().samples_committed_total.load(Relaxed);
+    Ok(committed as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn ingest(phase: Duration) -> anyhow::Result<()> {
+    let keys = Arc::new(points());
+    let batch: BatchFn = {
+        let keys = keys.clone();
+        Arc::new(move |d, n| cycle(&keys[d], n))
+    };
+
+    let dir = tempfile::tempdir()?;
+    let store = open_store(dir.path(), &keys)?;
+    let rate = saturate(&store, None, DEVICES, phase, batch.clone()).await?;
+    let committed = store.metrics().samples_committed_total.load(Relaxed);
+
+    // Latency at the goal's rate: 100,000 samples/s offered, paced like real polling.
+    let dir2 = tempfile::tempdir()?;
+    let paced_store = open_store(dir2.path(), &keys)?;
+    let target_rate = 100_000.0;
+    let paced_rate = paced(
+        &paced_store,
+        None,
+        DEVICES,
+        DEVICES * POINTS_PER_DEVICE,
+        target_rate,
+        phase,
+        batch,
+    )
+    .await?;
+    let h = &paced_store.metrics().commit_latency;
     let rss = peak_rss_mb();
 
     let raw = sqlite_raw_rows_per_s(phase)?;
@@ -159,10 +222,7 @@ async fn ingest(phase: Duration) -> anyhow::Result<()> {
     println!("sqlite_raw_rows_per_s: {raw:.0} rows/s");
     println!("ingest_vs_sqlite_raw_pct: {:.1} %", rate / raw * 100.0);
     println!("ingest_paced_offered_per_s: {target_rate:.0} samples/s");
-    println!(
-        "ingest_paced_committed_per_s: {:.0} samples/s",
-        paced_committed as f64 / paced_elapsed.as_secs_f64()
-    );
+    println!("ingest_paced_committed_per_s: {paced_rate:.0} samples/s");
     println!(
         "ingest_commit_p50_ms: {:.2} ms",
         h.quantile_us(0.50) as f64 / 1000.0

@@ -2,7 +2,9 @@
 //! prints or checks configuration. Only this binary installs tracing and owns the runtime.
 
 mod bench;
+mod bench_bacnet;
 mod bench_park;
+mod bench_rules;
 mod bench_sync;
 mod demo;
 mod demo_park;

@@ -1,9 +1,12 @@
 //! Hardware-in-the-loop tests: the real `smartpark` binary against real third-party peers
-//! (pymodbus devices over TCP and RTU, Mosquitto clients), on loopback ports the OS picks.
-//! `scripts/test` prepares the peers (a Python venv with pymodbus, mosquitto-clients, socat).
+//! (pymodbus devices over TCP and RTU, bacpypes3 BACnet/IP devices, Mosquitto clients), on
+//! loopback ports the OS picks. `scripts/test` prepares the peers (a Python venv with pymodbus
+//! and bacpypes3, mosquitto-clients, socat).
 
 mod support;
 
+mod alarms;
+mod bacnet;
 mod config;
 mod crash;
 mod demo;
