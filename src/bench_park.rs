@@ -47,10 +47,11 @@ struct Prober {
 
 impl Prober {
     /// Publishes on one connection and listens for answers on another, as a controller with
-    /// separate reader and actuator links would. On one shared connection, the broker's
-    /// acknowledgement of the read and the command that follows it meet Nagle's algorithm on
-    /// the broker's socket (rumqttd does not set TCP_NODELAY on accepted connections), which
-    /// adds a delayed-ACK wait; `shared` measures that case too.
+    /// separate reader and actuator links would; `shared` uses one connection for both, as
+    /// most controllers do. rumqttd leaves Nagle's algorithm on for accepted connections and
+    /// the edge switches it off from outside within a sweep interval of the connect
+    /// (`edge_node::broker::NoDelay`); a controller stays connected for days, so the probe
+    /// waits one second after connecting before it measures.
     async fn connect(
         broker: std::net::SocketAddr,
         answers: &str,
@@ -123,6 +124,7 @@ impl Prober {
             });
             client
         };
+        tokio::time::sleep(Duration::from_secs(1)).await;
         Ok(Prober {
             client,
             sent,

@@ -9,7 +9,7 @@
 //! and the unlock command that follows a millisecond later then waits, behind that unacknowledged
 //! PUBACK, for the controller's delayed ACK: 20 to 40 ms on every unlock. [`NoDelay`] therefore
 //! switches TCP_NODELAY on for every connection accepted on the broker's ports, from a thread
-//! that looks for new ones every 200 ms.
+//! that looks for new ones every 50 ms.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -113,7 +113,7 @@ impl NoDelay {
                         tracing::warn!(error = %e, "Cannot switch Nagle off for MQTT connections; commands may wait for delayed ACKs.");
                         return;
                     }
-                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    std::thread::sleep(std::time::Duration::from_millis(50));
                 }
             });
         if let Err(e) = spawned {
