@@ -43,6 +43,15 @@ pub async fn run(data_dir: Option<PathBuf>, profiles: PathBuf, port: u16) -> any
         });
         meters.push(addr);
     }
+    // An air-handling unit on BACnet/IP, on a loopback address of its own and a UDP port
+    // the OS had free: never 47808, which other BACnet software on this machine may hold.
+    let ahu = bind_ahu().await?;
+    let ahu_addr = ahu.local_addr();
+    tokio::spawn(async move {
+        if let Err(e) = ahu.run().await {
+            tracing::error!(error = %format!("{e:#}"), "Simulated air-handling unit stopped.");
+        }
+    });
     // The hub, with its operator CA made on first start, and a one-time enrollment per
     // building, exactly as an operator would do it.
     let hub_dir = data_dir.join("hub");
@@ -121,6 +130,14 @@ timeout_ms = 500
 modbus_tcp = {{ address = "{m2}", unit = 1 }}
 
 [[device]]
+id = "ahu-1"
+name = "Air-handling unit AHU-1"
+profile = "generic-bacnet-ahu"
+poll_interval_ms = 5000
+timeout_ms = 1000
+bacnet = {{ instance = {ahu_instance}, address = "{ahu}", local_port = 0 }}
+
+[[device]]
 id = "lobby-env"
 name = "Lobby temperature and humidity"
 profile = "tasmota-am2301"
@@ -140,6 +157,8 @@ mqtt = {{ topic_id = "lab-env" }}
         rules = toml_path(&profiles.join("../rules/building-b1.toml")),
         m1 = meters[0],
         m2 = meters[1],
+        ahu = ahu_addr,
+        ahu_instance = AHU_INSTANCE,
     );
     // The park's documents know the simulated cards and plates.
     let credentials = device_sim::demo_credentials(7, 40);
@@ -250,7 +269,7 @@ mqtt = {{ topic_id = "lab-env" }}
     let a = node.api_addr;
     println!();
     println!(
-        "smartpark demo: building b1 of demo-park, with 2 simulated Modbus TCP energy meters, 2 MQTT sensors, 3 door controllers and a car park with 2 camera lanes (a simulated day passes in an hour)."
+        "smartpark demo: building b1 of demo-park, with 2 simulated Modbus TCP energy meters, a BACnet/IP air-handling unit, 2 MQTT sensors, 3 door controllers and a car park with 2 camera lanes (a simulated day passes in an hour)."
     );
     println!("  Devices:        http://{a}/api/v1/devices");
     println!("  Latest values:  http://{a}/api/v1/points");
@@ -273,6 +292,7 @@ mqtt = {{ topic_id = "lab-env" }}
         "  Energy meters:  Modbus TCP at {} and {}",
         meters[0], meters[1]
     );
+    println!("  Air handler:    BACnet/IP device {AHU_INSTANCE} at {ahu_addr}");
     println!(
         "  Building b2:    http://{}/api/v1/points (a metered building without doors)",
         node_b2.api_addr
@@ -296,6 +316,22 @@ mqtt = {{ topic_id = "lab-env" }}
     node_b2.shutdown().await;
     hub.shutdown().await;
     Ok(())
+}
+
+/// The BACnet device instance of the demo's air-handling unit.
+const AHU_INSTANCE: u32 = 1001;
+
+/// The simulated AHU on 127.0.0.2, or on 127.0.0.1 where only that loopback address exists
+/// (macOS configures no other by default); a free port either way.
+async fn bind_ahu() -> anyhow::Result<device_sim::BacnetAhu> {
+    let sim = device_sim::BacnetAhuSim::new(AHU_INSTANCE, 4).utc_offset_s(8 * 3600);
+    match sim.clone().bind("127.0.0.2:0".parse()?).await {
+        Ok(ahu) => Ok(ahu),
+        Err(error) => {
+            tracing::debug!(error = %format!("{error:#}"), "No 127.0.0.2; the AHU takes 127.0.0.1.");
+            sim.bind("127.0.0.1:0".parse()?).await
+        }
+    }
 }
 
 /// The preferred port on loopback if it is free, else one the OS picks.

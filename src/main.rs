@@ -92,6 +92,18 @@ enum SimDevice {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// A BACnet/IP air-handling unit controller (the objects of the generic-bacnet-ahu
+    /// profile).
+    BacnetAhu {
+        /// IPv4 address to answer on, with its UDP port; port 0 picks a free one (printed).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// The device instance.
+        #[arg(long, default_value_t = 1001)]
+        instance: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// An MQTT temperature and humidity sensor (Tasmota telemetry).
     MqttSensor {
         /// Broker as host:port.
@@ -192,6 +204,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .with_context(|| format!("cannot listen on {listen}"))?;
                 println!("ready modbus={}", listener.local_addr()?);
                 device_sim::serve_energy_meter(listener, seed).await
+            }
+            SimDevice::BacnetAhu {
+                listen,
+                instance,
+                seed,
+            } => {
+                let address: std::net::SocketAddrV4 = listen
+                    .parse()
+                    .with_context(|| format!("--listen {listen:?} must be an IPv4 address:port"))?;
+                let ahu = device_sim::BacnetAhuSim::new(instance, seed)
+                    .bind(address)
+                    .await?;
+                println!("ready bacnet={} instance={instance}", ahu.local_addr());
+                ahu.run().await
             }
             SimDevice::MqttSensor {
                 broker,

@@ -16,6 +16,17 @@ pub fn now_micros() -> Timestamp {
         .unwrap_or(0)
 }
 
+/// Widens a 32-bit float read from a device to the `f64` with the same shortest decimal
+/// form: `12.96f32` becomes `12.96`, not `12.960000038146973`. Devices mean the decimal
+/// they display; the bits beyond f32 precision are noise from the conversion.
+pub fn widen_f32(f: f32) -> f64 {
+    if f.is_finite() {
+        f.to_string().parse().unwrap_or(f as f64)
+    } else {
+        f as f64
+    }
+}
+
 /// A point's stable key within its building: `device/point`. Cheap to clone.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PointKey(Arc<str>);
@@ -192,6 +203,19 @@ impl Sample {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_32_bit_float_widens_to_the_decimal_the_device_meant() {
+        assert_eq!(widen_f32(12.96), 12.96);
+        assert_eq!(widen_f32(-0.1), -0.1);
+        assert_eq!(widen_f32(230.0), 230.0);
+        assert_eq!(
+            widen_f32(f32::MAX),
+            f32::MAX.to_string().parse::<f64>().unwrap()
+        );
+        assert!(widen_f32(f32::NAN).is_nan());
+        assert_eq!(widen_f32(f32::INFINITY), f64::INFINITY);
+    }
+
     use super::*;
 
     #[test]

@@ -28,6 +28,8 @@ fn the_demo_serves_live_values_from_every_device_and_stops_on_ctrl_c() {
         "hvac-meter/energy_import",
         "lobby-env/temperature",
         "lab-env/humidity",
+        "ahu-1/supply_air_temp",
+        "ahu-1/supply_air_temp_setpoint",
     ] {
         let latest = eventually(
             &format!("a good value of {key}"),
@@ -40,7 +42,15 @@ fn the_demo_serves_live_values_from_every_device_and_stops_on_ctrl_c() {
         assert!(latest["value"].as_f64().is_some(), "{key}: {latest}");
     }
     let (_, devices) = http("GET", &format!("{api}/api/v1/devices"), None);
-    assert_eq!(devices["devices"].as_array().unwrap().len(), 4);
+    assert_eq!(devices["devices"].as_array().unwrap().len(), 5);
+    // The simulated AHU takes a setpoint through the edge, at the profile's priority 8.
+    let (status, body) = http(
+        "POST",
+        &format!("{api}/api/v1/points/ahu-1/supply_air_temp_setpoint/write"),
+        Some(serde_json::json!({"value": 15.5, "actor": "demo-test"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["verified"], true, "{body}");
     // The hub sees both buildings connected over QUIC.
     let hub_line = demo.wait_line("  Hub dashboard API:", Duration::from_secs(10));
     let buildings_url = hub_line

@@ -119,7 +119,7 @@ fn to_value(object_type: BacnetObjectType, value: &PropertyValue) -> Result<Valu
     };
     Ok(match (object_type, value) {
         (T::AnalogInput | T::AnalogOutput | T::AnalogValue, PropertyValue::Real(f)) => {
-            Value::Float(*f as f64)
+            Value::Float(crate::sample::widen_f32(*f))
         }
         (T::LargeAnalogValue, PropertyValue::Double(f)) => Value::Float(*f),
         (T::BinaryInput | T::BinaryOutput | T::BinaryValue, PropertyValue::Enumerated(e)) => {

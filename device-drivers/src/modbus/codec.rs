@@ -166,7 +166,9 @@ pub fn raw_value(point: &ModbusPoint, raw: Raw<'_>) -> Result<RawValue, ShapeErr
         DataType::I16 => RawValue::Signed(i16::from_be_bytes([b[0], b[1]]) as i64),
         DataType::U32 => RawValue::Unsigned(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64),
         DataType::I32 => RawValue::Signed(i32::from_be_bytes([b[0], b[1], b[2], b[3]]) as i64),
-        DataType::F32 => RawValue::Float(f32::from_be_bytes([b[0], b[1], b[2], b[3]]) as f64),
+        DataType::F32 => RawValue::Float(crate::sample::widen_f32(f32::from_be_bytes([
+            b[0], b[1], b[2], b[3],
+        ]))),
         DataType::U64 => RawValue::Unsigned(u64::from_be_bytes(bytes)),
         DataType::I64 => RawValue::Signed(i64::from_be_bytes(bytes)),
         DataType::F64 => RawValue::Float(f64::from_be_bytes(bytes)),
