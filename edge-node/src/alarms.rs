@@ -189,6 +189,9 @@ impl Alarms {
         {
             let mut guard = self.lock();
             let st = &mut *guard;
+            if st.engine.rules().is_empty() {
+                return;
+            }
             for s in batch {
                 let quality = match s.quality {
                     Quality::Good => rules_engine::Quality::Good,
