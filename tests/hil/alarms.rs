@@ -456,6 +456,143 @@ threshold = {{ below = -30 }}
     );
 }
 
+/// A webhook receiver: answers `503` to the first request and `204` to the rest, and hands
+/// every request body to the test.
+fn webhook_receiver() -> (SocketAddr, std::sync::mpsc::Receiver<(u16, String)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let status = if n == 0 { 503 } else { 204 };
+            let reason = if n == 0 {
+                "Service Unavailable"
+            } else {
+                "No Content"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            if tx
+                .send((status, String::from_utf8_lossy(&body).into_owned()))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn a_raised_alarm_writes_a_point_publishes_a_command_and_posts_a_webhook_until_it_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_device, addr) = modbus_tcp_device();
+    let (hook, requests) = webhook_receiver();
+    let rules = format!(
+        "{MODE_HIGH}
+[[rule.action]]
+write = {{ point = \"{{device}}/setpoint\", value = 21.5 }}
+
+[[rule.action]]
+mqtt = {{ topic = \"site/alarms/{{device}}\", json = {{ alarm = \"{{alarm}}\", state = \"{{state}}\" }} }}
+
+[[rule.action]]
+webhook = {{ url = \"http://{hook}/hook\" }}
+"
+    );
+    let edge = start(dir.path(), &rules, addr);
+    polled(&edge, "dev/mode", json!(103));
+    let mut sub = Command::new("mosquitto_sub")
+        .args(["-h", &edge.mqtt_v4.ip().to_string()])
+        .args(["-p", &edge.mqtt_v4.port().to_string()])
+        .args([
+            "-t",
+            "site/alarms/#",
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-W",
+            "60",
+            "-v",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub");
+    // mosquitto_sub gives no sign once it has subscribed; a moment is enough on loopback.
+    std::thread::sleep(Duration::from_millis(500));
+
+    write_register(addr, MODE_REGISTER, 600);
+    let a = the_alarm_of(&edge, "mode-high");
+    let id = a["id"].as_str().unwrap().to_string();
+
+    // The point write went to the device, verified, and was audited as the rule's.
+    polled(&edge, "dev/setpoint", json!(21.5));
+    let audited = eventually(
+        "the rule's write in the audit log",
+        Duration::from_secs(20),
+        || {
+            let (_, audit) = edge.get("/api/v1/audit");
+            audit["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["actor"] == "rule:mode-high" && e["target"] == "dev/setpoint")
+                .cloned()
+        },
+    );
+    assert_eq!(audited["outcome"], "ok", "{audited}");
+
+    // The MQTT command reached a subscriber through the building's broker.
+    let out = sub.wait_with_output().unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (topic, payload) = line.split_once(' ').expect("topic and payload");
+    assert_eq!(topic, "site/alarms/dev");
+    let payload: Value = serde_json::from_str(payload).unwrap();
+    assert_eq!(payload["alarm"], id.as_str());
+    assert_eq!(payload["state"], "active_unacked");
+
+    // The webhook was refused once, kept in the outbox, and posted again until taken.
+    let (first, body) = requests.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(first, 503);
+    let (second, again) = requests.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(second, 204);
+    assert_eq!(body, again, "the same webhook is retried");
+    let posted: Value = serde_json::from_str(&body).unwrap();
+    assert!(posted.to_string().contains(&id), "{posted}");
+    eventually("the delivery counted", Duration::from_secs(10), || {
+        (edge.metric("smartpark_edge_webhooks_delivered_total") == 1.0).then_some(())
+    });
+    assert!(edge.metric("smartpark_edge_webhook_failures_total") >= 1.0);
+    assert!(
+        requests.recv_timeout(Duration::from_secs(3)).is_err(),
+        "a webhook that was taken is not posted again"
+    );
+}
+
 fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
