@@ -525,7 +525,7 @@ webhook = {{ url = \"http://{hook}/hook\" }}
     );
     let edge = start(dir.path(), &rules, addr);
     polled(&edge, "dev/mode", json!(103));
-    let mut sub = Command::new("mosquitto_sub")
+    let sub = Command::new("mosquitto_sub")
         .args(["-h", &edge.mqtt_v4.ip().to_string()])
         .args(["-p", &edge.mqtt_v4.port().to_string()])
         .args([
