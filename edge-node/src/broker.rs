@@ -181,8 +181,9 @@ fn accepted_inodes(ports: &[u16]) -> std::collections::HashSet<u64> {
             continue;
         };
         // Columns: sl, local_address (ADDR:PORT in hex), rem_address, st (01 is ESTABLISHED),
-        // tx_queue:rx_queue, tr:tm->when, retrnsmt, uid, timeout, inode.
-        for line in text.lines().skip(1) {
+        // tx_queue:rx_queue, tr:tm->when, retrnsmt, uid, timeout, inode. The header line
+        // never matches: its state column is a name, not 01.
+        for line in text.lines() {
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.len() < 10 || cols[3] != "01" {
                 continue;

@@ -8,6 +8,7 @@ peer, not a simulator of any real product: see device-sim for that.
 Usage:
     bacnet_device.py --address 127.0.0.2 [--port 47808] [--instance 1001] [--points N]
                      [--tick SECONDS] [--no-cov analog-input,2] [--name NAME] [--window N]
+                     [--bbmd]
 
 Once it answers requests it prints one line, `READY <instance>`, and flushes stdout. Each
 WriteProperty it accepts is then printed as `WROTE <object> <property> priority <p>` (for
@@ -43,6 +44,18 @@ Objects (present values at start):
 `--tick 0` (the default) changes nothing, so values stay as listed. A tick that fails stops
 the device (exit 2) rather than leaving it silently unchanging.
 
+`--bbmd` makes the device's network port a BBMD with an empty broadcast distribution
+table that accepts foreign-device registrations (bacpypes3's BIPBBMD). It then also prints
+
+    FD-REGISTER <address> ttl <ttl> left <seconds|new>   for each Register-Foreign-Device
+    FD-EXPIRED <address>                                 when an entry times out of the FDT
+    DISTRIBUTE <address>                                 for each Distribute-Broadcast-To-Network
+
+where `left` is how much of the previous registration's TTL was still to run when a renewal
+came (bacpypes3 keeps an entry TTL + 5 s, its grace period, counted down once a second), or
+`new` when the address was not in the table. The FDT can also be read over the wire with
+Read-Foreign-Device-Table.
+
 `--window N` sets the window the device proposes for segmented replies. bacpypes3 proposes
 2 and sends the first segment alone, waiting for its acknowledgement; bacnet-client 0.15
 acknowledges only a full window, so segmented replies stall unless N is 1.
@@ -55,7 +68,11 @@ import asyncio
 import signal
 import sys
 
+import bacpypes3.app
 from bacpypes3.app import Application
+from bacpypes3.basetypes import IPMode
+from bacpypes3.ipv4.bvll import DistributeBroadcastToNetwork
+from bacpypes3.ipv4.link import BBMDLinkLayer
 from bacpypes3.local.analog import (
     AnalogInputObject,
     AnalogOutputObject,
@@ -75,6 +92,9 @@ from bacpypes3.local.multistate import (
 )
 from bacpypes3.local.networkport import NetworkPortObject
 
+# The grace period bacpypes3's BBMD adds to a foreign device's TTL (BIPBBMD.register_foreign_device).
+BBMD_GRACE_S = 5
+
 
 class NoCovAnalogInput(AnalogInputObject):
     """An analog input whose device refuses COV subscriptions (services/cov-subscription-failed)."""
@@ -92,6 +112,29 @@ class TestDevice(Application):
             f"WROTE {apdu.objectIdentifier} {apdu.propertyIdentifier} priority {priority}",
             flush=True,
         )
+
+
+class ReportingBBMD(BBMDLinkLayer):
+    """bacpypes3's BBMD link layer, telling stdout about its foreign-device table."""
+
+    def register_foreign_device(self, addr, ttl):
+        entry = next((e for e in self.bbmdFDT if e.fdAddress == addr), None)
+        left = "new" if entry is None else entry.fdRemain - BBMD_GRACE_S
+        print(f"FD-REGISTER {addr} ttl {ttl} left {left}", flush=True)
+        return super().register_foreign_device(addr, ttl)
+
+    def fdt_clock(self):
+        before = [e.fdAddress for e in self.bbmdFDT]
+        super().fdt_clock()
+        after = [e.fdAddress for e in self.bbmdFDT]
+        for addr in before:
+            if addr not in after:
+                print(f"FD-EXPIRED {addr}", flush=True)
+
+    async def confirmation(self, lpdu):
+        if isinstance(lpdu, DistributeBroadcastToNetwork):
+            print(f"DISTRIBUTE {lpdu.pduSource}", flush=True)
+        await super().confirmation(lpdu)
 
 
 def status_ok():
@@ -133,6 +176,13 @@ def build(args):
         objectIdentifier=("network-port", 1),
         objectName="NetworkPort-1",
     )
+    if args.bbmd:
+        # As Application.from_args does for --bbmd, with an empty BDT: the device is the
+        # only BACnet/IP node its broadcasts reach besides registered foreign devices.
+        port.bacnetIPMode = IPMode.bbmd
+        port.bbmdAcceptFDRegistrations = True
+        port.bbmdForeignDeviceTable = []
+        port.bbmdBroadcastDistributionTable = []
     objects = [
         device,
         port,
@@ -267,7 +317,15 @@ async def main():
         default=None,
         help="an object (type,instance) that refuses COV subscriptions; repeatable",
     )
+    parser.add_argument(
+        "--bbmd",
+        action="store_true",
+        help="run the network port as a BBMD (empty BDT) and report its FDT on stdout",
+    )
     args = parser.parse_args()
+    if args.bbmd:
+        # Application.add_object builds the BBMD link layer by this name.
+        bacpypes3.app.BBMDLinkLayer_ipv4 = ReportingBBMD
     if args.no_cov is None:
         args.no_cov = ["analog-input,2"]
     if args.name is None:
