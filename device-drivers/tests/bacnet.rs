@@ -632,3 +632,146 @@ async fn large_requests_take_segmented_replies_and_a_stalled_one_shrinks_the_req
 fn super_network(port: u16) -> device_drivers::bacnet::Network {
     network(port, ms(500))
 }
+
+/// One entry of a BBMD's foreign-device table, as Read-Foreign-Device-Table-Ack carries it
+/// (Annex J.2.8): the B/IP address, the TTL it registered with and the seconds left,
+/// grace period included.
+#[derive(Debug, PartialEq)]
+struct FdtEntry {
+    address: std::net::SocketAddrV4,
+    ttl_s: u16,
+    remaining_s: u16,
+}
+
+/// Asks the BBMD at `bbmd` for its foreign-device table with a Read-Foreign-Device-Table
+/// from a socket of its own, as a BACnet operator's tool would.
+async fn read_fdt(bbmd: std::net::SocketAddrV4) -> Vec<FdtEntry> {
+    let socket = tokio::net::UdpSocket::bind((ip(1), 0)).await.unwrap();
+    let mut buf = [0u8; 1500];
+    // The request may be lost like any datagram: ask again until an answer comes.
+    let len = loop {
+        socket
+            .send_to(&[0x81, 0x06, 0x00, 0x04], bbmd)
+            .await
+            .unwrap();
+        if let Ok(answer) = tokio::time::timeout(ms(1000), socket.recv(&mut buf)).await {
+            break answer.unwrap();
+        }
+    };
+    let ack = &buf[..len];
+    assert_eq!(ack[..2], [0x81, 0x07], "not a Read-FDT-Ack: {ack:02x?}");
+    assert_eq!(usize::from(u16::from_be_bytes([ack[2], ack[3]])), len);
+    ack[4..]
+        .chunks(10)
+        .map(|e| FdtEntry {
+            address: std::net::SocketAddrV4::new(
+                Ipv4Addr::new(e[0], e[1], e[2], e[3]),
+                u16::from_be_bytes([e[4], e[5]]),
+            ),
+            ttl_s: u16::from_be_bytes([e[6], e[7]]),
+            remaining_s: u16::from_be_bytes([e[8], e[9]]),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_foreign_device_registers_with_its_bbmd_renews_in_time_and_discovers_through_it() {
+    guarded(async {
+        // The device is its network's BBMD (empty BDT) on 127.0.0.40:47808. On loopback a
+        // "subnet" is a port: the device's broadcasts go to 127.255.255.255:47808, the
+        // client's to 127.255.255.255:<its own port>, where no device listens.
+        let mut peer = Peer::start(ip(40), 4001, &["--bbmd", "--name", "behind-bbmd"]);
+        let options = DiscoverOptions {
+            low: 4001,
+            high: 4001,
+            wait: Duration::from_secs(2),
+            ..DiscoverOptions::default()
+        };
+
+        // Without the BBMD, a Who-Is on the client's own broadcast domain finds nothing.
+        let own_domain_only = {
+            let mut port = loopback_port(47841);
+            port.broadcast.set_port(47841);
+            bacnet::Network::new(port, ms(1000))
+        };
+        let found = bacnet::discover(&own_domain_only, &options).await.unwrap();
+        assert_eq!(found, Vec::new(), "plain broadcast reached the device");
+
+        // The same kind of port as a site config gives it, registering with the BBMD.
+        let text = r#"
+id = "fd"
+profile = "t"
+poll_interval_ms = 60000
+bacnet = { instance = 4001, local_port = 47840, broadcast_address = "127.255.255.255:47840", bbmd = { address = "127.0.0.40:47808", ttl_s = 6 } }
+"#;
+        let profiles = [(
+            "t".to_string(),
+            profile("[[point]]\nname = \"zone_temp\"\nobject_type = \"analog-input\"\ninstance = 1\n"),
+        )]
+        .into();
+        let spec = toml::from_str::<device_drivers::DeviceConfig>(text)
+            .unwrap()
+            .build(Path::new("site.toml"), text, "device[0]", &profiles)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let networks = bacnet::plan_networks(std::slice::from_ref(&spec)).unwrap();
+        let network = networks[0].0.clone();
+        assert!(network.port().bbmd.is_some());
+
+        // Its Who-Is goes to the BBMD as Distribute-Broadcast-To-Network, after the
+        // registration, and finds the device.
+        let found = bacnet::discover(&network, &options).await.unwrap();
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].instance, 4001);
+        assert_eq!(found[0].address, Some(peer.socket()));
+        assert_eq!(found[0].name.as_deref(), Some("behind-bbmd"));
+        // The client sends from 0.0.0.0:47840, which the BBMD sees as 127.0.0.1:47840.
+        let me = "127.0.0.1:47840";
+        let first = peer
+            .line(|l| l.strip_prefix("FD-REGISTER ").map(str::to_string))
+            .await;
+        assert_eq!(first, format!("{me} ttl 6 left new"));
+        let from = peer
+            .line(|l| l.strip_prefix("DISTRIBUTE ").map(str::to_string))
+            .await;
+        assert_eq!(from, me);
+
+        // The BBMD's table lists the client, with the TTL it asked for.
+        let fdt = read_fdt(peer.socket()).await;
+        assert_eq!(fdt.len(), 1, "{fdt:?}");
+        assert_eq!(fdt[0].address.to_string(), me);
+        assert_eq!(fdt[0].ttl_s, 6);
+
+        // Renewals come while the previous registration's TTL still runs, so the entry
+        // never lapses: the BBMD reports how much of the TTL was left at each.
+        for _ in 0..3 {
+            let line = peer
+                .line(|l| {
+                    (l.starts_with("FD-REGISTER ") || l.starts_with("FD-EXPIRED "))
+                        .then(|| l.to_string())
+                })
+                .await;
+            let left = line
+                .strip_prefix(&format!("FD-REGISTER {me} ttl 6 left "))
+                .and_then(|n| n.parse::<i64>().ok())
+                .unwrap_or_else(|| panic!("not a renewal in time: {line}"));
+            assert!(left > 0, "renewed after the TTL ran out: {line}");
+        }
+        let fdt = read_fdt(peer.socket()).await;
+        assert_eq!(fdt.len(), 1, "{fdt:?}");
+        assert_eq!(fdt[0].address.to_string(), me);
+
+        // A driver on that network that knows only the instance finds the device through
+        // the BBMD too, and reads it.
+        let (out, mut events) = collector();
+        let (_writes, rx) = mpsc::channel::<WriteRequest>(1);
+        let driver = tokio::spawn(bacnet::run_device(spec, network, out, rx));
+        let s = events.sample_of("zone_temp").await;
+        assert_eq!(s.value, Some(Value::Float(21.5)), "{s:?}");
+        let from = peer
+            .line(|l| l.strip_prefix("DISTRIBUTE ").map(str::to_string))
+            .await;
+        assert_eq!(from, me);
+        driver.abort();
+    })
+    .await
+}

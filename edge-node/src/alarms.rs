@@ -516,6 +516,7 @@ fn alarm_json(a: &rules_engine::Alarm) -> Json {
 }
 
 /// Where actions go: the devices for point writes, the broker for MQTT commands.
+#[derive(Clone)]
 pub struct ActionTargets {
     pub devices: Devices,
     pub publisher: Option<Publisher>,
@@ -531,68 +532,78 @@ pub async fn run_actions(
 ) {
     while let Some(a) = rx.recv().await {
         metrics.rule_actions_total.fetch_add(1, Relaxed);
-        let actor = format!("rule:{}", a.rule);
-        let result = match &a.action {
-            Action::WritePoint { point, value } => {
-                let outcome = write_point(&targets.devices, point, value).await;
-                let entry = AuditEntry {
-                    ts: now_micros(),
-                    actor: actor.clone(),
-                    action: "point_write".into(),
-                    target: point.clone(),
-                    detail: json!({"value": value_json(value), "alarm": a.alarm.0.to_string()})
-                        .to_string(),
-                    outcome: match &outcome {
-                        Ok(()) => "ok".into(),
-                        Err(e) => format!("refused: {e}"),
-                    },
-                };
-                if let Err(e) = store.audit(entry).await {
-                    tracing::error!(error = %format!("{e:#}"), "A rule's point write could not be audited.");
-                }
-                outcome
-            }
-            Action::Mqtt { topic, payload, .. } => match &targets.publisher {
-                Some(p) => p
-                    .publish(topic, payload.clone().into_bytes())
-                    .await
-                    .map_err(|e| format!("{e:#}")),
-                None => Err("the node has no MQTT broker".into()),
-            },
-            Action::Webhook { url, body } => {
-                let (url, body) = (url.clone(), body.clone());
-                store
-                    .write(Box::new(move |c| {
-                        let now = now_micros();
-                        c.prepare_cached("INSERT INTO webhook_outbox (url, body, created_ts, next_ts) VALUES (?1, ?2, ?3, ?3)")?
-                            .execute(params![url, body, now])?;
-                        Ok(())
-                    }))
-                    .await
-                    .map_err(|e| format!("{e:#}"))
-            }
-            Action::WorkOrder {
-                title,
-                description,
-                severity,
-            } => {
-                let event = Event::new(
-                    a.ts,
-                    "workorder.requested",
-                    &a.source,
-                    json!({"title": title, "description": description, "severity": severity,
-                           "alarm": a.alarm.0.to_string(), "rule": &*a.rule}),
-                );
-                crate::events::record(&store, event)
-                    .await
-                    .map(drop)
-                    .map_err(|e| format!("{e:#}"))
-            }
-        };
-        if let Err(e) = result {
-            metrics.rule_action_failures_total.fetch_add(1, Relaxed);
-            tracing::warn!(rule = %a.rule, source = %a.source, error = %e, "A rule's action failed.");
+        if matches!(a.action, Action::WritePoint { .. }) {
+            // A write waits for the device to confirm it: it must not hold up the others.
+            let (targets, store, metrics) = (targets.clone(), store.clone(), metrics.clone());
+            tokio::spawn(async move { perform(a, &targets, &store, &metrics).await });
+        } else {
+            perform(a, &targets, &store, &metrics).await;
         }
+    }
+}
+
+async fn perform(a: ActionOut, targets: &ActionTargets, store: &Store, metrics: &Metrics) {
+    let actor = format!("rule:{}", a.rule);
+    let result = match &a.action {
+        Action::WritePoint { point, value } => {
+            let outcome = write_point(&targets.devices, point, value).await;
+            let entry = AuditEntry {
+                ts: now_micros(),
+                actor: actor.clone(),
+                action: "point_write".into(),
+                target: point.clone(),
+                detail: json!({"value": value_json(value), "alarm": a.alarm.0.to_string()})
+                    .to_string(),
+                outcome: match &outcome {
+                    Ok(()) => "ok".into(),
+                    Err(e) => format!("refused: {e}"),
+                },
+            };
+            if let Err(e) = store.audit(entry).await {
+                tracing::error!(error = %format!("{e:#}"), "A rule's point write could not be audited.");
+            }
+            outcome
+        }
+        Action::Mqtt { topic, payload, .. } => match &targets.publisher {
+            Some(p) => p
+                .publish(topic, payload.clone().into_bytes())
+                .await
+                .map_err(|e| format!("{e:#}")),
+            None => Err("the node has no MQTT broker".into()),
+        },
+        Action::Webhook { url, body } => {
+            let (url, body) = (url.clone(), body.clone());
+            store
+                .write(Box::new(move |c| {
+                    let now = now_micros();
+                    c.prepare_cached("INSERT INTO webhook_outbox (url, body, created_ts, next_ts) VALUES (?1, ?2, ?3, ?3)")?
+                        .execute(params![url, body, now])?;
+                    Ok(())
+                }))
+                .await
+                .map_err(|e| format!("{e:#}"))
+        }
+        Action::WorkOrder {
+            title,
+            description,
+            severity,
+        } => {
+            let event = Event::new(
+                a.ts,
+                "workorder.requested",
+                &a.source,
+                json!({"title": title, "description": description, "severity": severity,
+                       "alarm": a.alarm.0.to_string(), "rule": &*a.rule}),
+            );
+            crate::events::record(store, event)
+                .await
+                .map(drop)
+                .map_err(|e| format!("{e:#}"))
+        }
+    };
+    if let Err(e) = result {
+        metrics.rule_action_failures_total.fetch_add(1, Relaxed);
+        tracing::warn!(rule = %a.rule, source = %a.source, error = %e, "A rule's action failed.");
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Peer {
     pub address: Ipv4Addr,
     pub instance: u32,
     args: Vec<String>,
+    /// What the device printed after READY, a line at a time.
+    lines: mpsc::UnboundedReceiver<String>,
 }
 
 impl Peer {
@@ -64,12 +66,27 @@ impl Peer {
     /// script, and waits until it says READY.
     pub fn start(address: Ipv4Addr, instance: u32, extra: &[&str]) -> Peer {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let child = spawn(address, instance, &args);
+        let (child, lines) = spawn(address, instance, &args);
         Peer {
             child,
             address,
             instance,
             args,
+            lines,
+        }
+    }
+
+    /// Skips the lines the device prints until `f` picks one.
+    pub async fn line<T>(&mut self, mut f: impl FnMut(&str) -> Option<T>) -> T {
+        loop {
+            let line = self
+                .lines
+                .recv()
+                .await
+                .expect("the bacpypes3 device closed its stdout");
+            if let Some(found) = f(&line) {
+                return found;
+            }
         }
     }
 
@@ -86,11 +103,15 @@ impl Peer {
     /// Starts the device again with the same arguments.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn(self.address, self.instance, &self.args);
+        (self.child, self.lines) = spawn(self.address, self.instance, &self.args);
     }
 }
 
-fn spawn(address: Ipv4Addr, instance: u32, extra: &[String]) -> Child {
+fn spawn(
+    address: Ipv4Addr,
+    instance: u32,
+    extra: &[String],
+) -> (Child, mpsc::UnboundedReceiver<String>) {
     let script = repo().join("tests/hil/peers/bacnet_device.py");
     let mut child = Command::new(python())
         .arg(&script)
@@ -103,11 +124,14 @@ fn spawn(address: Ipv4Addr, instance: u32, extra: &[String]) -> Child {
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", script.display()));
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let (lines_tx, lines) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             if line.starts_with("READY") {
                 let _ = tx.send(());
+            } else {
+                let _ = lines_tx.send(line);
             }
         }
     });
@@ -115,7 +139,7 @@ fn spawn(address: Ipv4Addr, instance: u32, extra: &[String]) -> Child {
         let _ = child.kill();
         panic!("the bacpypes3 device at {address} did not get ready within 60 s");
     }
-    child
+    (child, lines)
 }
 
 impl Drop for Peer {
