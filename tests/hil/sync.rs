@@ -348,10 +348,17 @@ fn a_cut_link_and_a_killed_edge_still_leave_the_hub_with_every_event_and_sample_
         || connected(&edge, true),
     );
 
-    // Now the edge dies mid-stream, with decisions still to upload, and comes back.
+    // Now the edge dies mid-stream, with decisions still to upload, and comes back. The
+    // broker acknowledges a read before the edge has decided it; the kill comes once all
+    // twenty are decided (and so stored).
     for _ in 0..10 {
         read(&edge, "CARD-2");
     }
+    eventually(
+        "twenty decisions at the edge",
+        Duration::from_secs(30),
+        || (edge_event_ids(&edge).len() >= 20).then_some(()),
+    );
     edge.proc.kill9();
     let edge = Edge::start_with(edge.config.clone());
     let want = edge_event_ids(&edge);
