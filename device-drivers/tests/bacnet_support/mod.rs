@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use device_drivers::bacnet::Network;
 use device_drivers::device::{BacnetLink, BacnetPort};
-use device_drivers::{Connection, DeviceSpec, DeviceStatus, DriverOutput, Profile, Sample};
+use device_drivers::{Connection, DeviceSpec, Profile, Sample};
 use tokio::sync::mpsc;
 
 /// Every test runs under this guard so that a regression hangs nothing.
@@ -198,52 +198,11 @@ pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-#[derive(Debug, Clone)]
-pub enum Event {
-    Samples(Vec<Sample>),
-    Status(String, DeviceStatus),
-}
-
-#[derive(Clone)]
-pub struct Collector {
-    tx: mpsc::UnboundedSender<Event>,
-}
-
-pub fn collector() -> (Collector, Events) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    (Collector { tx }, Events { rx })
-}
-
-impl DriverOutput for Collector {
-    fn samples(&self, batch: Vec<Sample>) -> impl Future<Output = ()> + Send {
-        let _ = self.tx.send(Event::Samples(batch));
-        std::future::ready(())
-    }
-
-    fn status(&self, device: &str, status: DeviceStatus) {
-        let _ = self.tx.send(Event::Status(device.to_string(), status));
-    }
-}
-
-pub struct Events {
-    rx: mpsc::UnboundedReceiver<Event>,
-}
+#[path = "../common/collector.rs"]
+mod collector;
+pub use collector::{Event, Events, collector};
 
 impl Events {
-    pub async fn next(&mut self) -> Event {
-        self.rx.recv().await.expect("the driver is gone")
-    }
-
-    /// Skips events until `f` picks one.
-    pub async fn until<T>(&mut self, mut f: impl FnMut(&Event) -> Option<T>) -> T {
-        loop {
-            let event = self.next().await;
-            if let Some(found) = f(&event) {
-                return found;
-            }
-        }
-    }
-
     /// The next sample of `point` (the point's name), skipping everything else.
     pub async fn sample_of(&mut self, point: &str) -> Sample {
         self.until(|e| match e {
@@ -266,15 +225,5 @@ impl Events {
             _ => None,
         })
         .await
-    }
-
-    /// Every event that arrives within `window`.
-    pub async fn during(&mut self, window: Duration) -> Vec<Event> {
-        let deadline = tokio::time::Instant::now() + window;
-        let mut out = Vec::new();
-        while let Ok(Some(e)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
-            out.push(e);
-        }
-        out
     }
 }

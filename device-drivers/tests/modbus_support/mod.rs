@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use device_drivers::device::{Parity, RtuLine};
-use device_drivers::{Connection, DeviceSpec, DeviceStatus, DriverOutput, Profile, Sample};
+use device_drivers::{Connection, DeviceSpec, Profile, Sample};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -254,43 +254,11 @@ impl TcpDevice {
     }
 }
 
-/// What the drivers reported, in order.
-#[derive(Debug)]
-pub enum Event {
-    Samples(Vec<Sample>),
-    Status(String, DeviceStatus),
-}
-
-#[derive(Clone)]
-pub struct Collector {
-    tx: mpsc::UnboundedSender<Event>,
-}
-
-pub fn collector() -> (Collector, Events) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    (Collector { tx }, Events { rx })
-}
-
-impl DriverOutput for Collector {
-    fn samples(&self, batch: Vec<Sample>) -> impl Future<Output = ()> + Send {
-        let _ = self.tx.send(Event::Samples(batch));
-        std::future::ready(())
-    }
-
-    fn status(&self, device: &str, status: DeviceStatus) {
-        let _ = self.tx.send(Event::Status(device.to_string(), status));
-    }
-}
-
-pub struct Events {
-    rx: mpsc::UnboundedReceiver<Event>,
-}
+#[path = "../common/collector.rs"]
+mod collector;
+pub use collector::{Event, Events, collector};
 
 impl Events {
-    pub async fn next(&mut self) -> Event {
-        self.rx.recv().await.expect("the drivers are gone")
-    }
-
     /// The next batch of samples of `device`, skipping everything else.
     pub async fn batch(&mut self, device: &str) -> Batch {
         loop {
@@ -300,29 +268,6 @@ impl Events {
                 return Batch(samples);
             }
         }
-    }
-
-    /// Skips events until `f` picks one.
-    pub async fn until<T>(&mut self, mut f: impl FnMut(&Event) -> Option<T>) -> T {
-        loop {
-            let event = self.next().await;
-            if let Some(found) = f(&event) {
-                return found;
-            }
-        }
-    }
-
-    /// Waits for a status of `device` that `f` accepts.
-    pub async fn status(
-        &mut self,
-        device: &str,
-        f: impl Fn(&DeviceStatus) -> bool,
-    ) -> DeviceStatus {
-        self.until(|e| match e {
-            Event::Status(d, s) if d == device && f(s) => Some(s.clone()),
-            _ => None,
-        })
-        .await
     }
 }
 
