@@ -129,6 +129,11 @@ pub struct Metrics {
     pub webhook_outbox_due: AtomicU64,
     pub webhooks_delivered_total: AtomicU64,
     pub webhook_failures_total: AtomicU64,
+    /// At the last start: time until doors could be decided, whether that came from the
+    /// directory's row copy, and time until the directory document itself had loaded.
+    pub directory_decide_ready_ms: AtomicU64,
+    pub directory_from_copy: AtomicU64,
+    pub directory_document_ready_ms: AtomicU64,
     /// Invalid input by kind (`mqtt_payload`, `http_body`, ...), counted where it is refused.
     invalid_input: Mutex<Vec<(String, u64)>>,
 }
@@ -154,7 +159,7 @@ impl Metrics {
     /// the caller (device states, for instance).
     pub fn render(&self, extra: &[ExtraGauge<'_>]) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &AtomicU64, &str); 30] = [
+        let counters: [(&str, &AtomicU64, &str); 33] = [
             (
                 "smartpark_edge_access_granted_total",
                 &self.access_granted_total,
@@ -294,6 +299,21 @@ impl Metrics {
                 "smartpark_edge_webhook_failures_total",
                 &self.webhook_failures_total,
                 "Webhook attempts that failed (each is retried).",
+            ),
+            (
+                "smartpark_edge_directory_decide_ready_ms",
+                &self.directory_decide_ready_ms,
+                "At the last start, milliseconds until doors could be decided.",
+            ),
+            (
+                "smartpark_edge_directory_from_copy",
+                &self.directory_from_copy,
+                "1 if the last start decided from the directory's row copy, 0 if from the document.",
+            ),
+            (
+                "smartpark_edge_directory_document_ready_ms",
+                &self.directory_document_ready_ms,
+                "At the last start, milliseconds until the directory document had loaded.",
             ),
             (
                 "smartpark_edge_store_bytes",

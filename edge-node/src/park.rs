@@ -17,10 +17,11 @@ use anyhow::Context as _;
 use automerge::ChangeHash;
 use device_drivers::{Timestamp, now_micros};
 use park_model::access::{AccessIndex, Presence, PresenceMap, PresenceUpdate};
+use park_model::directory::Directory;
 use park_model::directory::{Credential, CredentialKind, CredentialStatus};
 use park_model::gate::{EntryKind, ExitDecision, Occupancy, ParkingIndex, ParkingSession, Payer};
 use park_model::parking::{Pass, PassStatus};
-use park_model::{BuildingDoc, ParkDirectory, ParkingDoc};
+use park_model::{BuildingDoc, ChangeSet, ParkDirectory, ParkingDoc};
 use rusqlite::types::Value as Sql;
 use serde_json::{Value as Json, json};
 
@@ -86,7 +87,10 @@ struct ReviewItem {
 }
 
 struct State {
-    directory: Stored<ParkDirectory>,
+    /// `None` while the document loads in the background after a start from its row copy.
+    directory: Option<Stored<ParkDirectory>>,
+    /// Directory changes not yet written to its row copy (they go with the next save).
+    directory_unsaved: ChangeSet,
     building: Stored<BuildingDoc>,
     parking: Stored<ParkingDoc>,
     access: AccessIndex,
@@ -112,6 +116,23 @@ pub struct ParkService {
     metrics: Arc<Metrics>,
     /// Where access decisions and door states go as rule inputs.
     alarms: Option<crate::alarms::Alarms>,
+    /// Document saves one at a time, so that the row copy's writes keep the changes' order.
+    saving: Arc<tokio::sync::Mutex<()>>,
+    /// Whether the directory document is there to edit and sync (see [`DirectoryLoad`]).
+    directory_load: tokio::sync::watch::Receiver<DirectoryLoad>,
+    /// Whether this start decided from the directory's row copy.
+    from_copy: bool,
+    /// How long this start took until doors could be decided.
+    decide_ready: std::time::Duration,
+}
+
+/// Where the directory document is. After a start from its row copy the edge decides at
+/// once while the document loads in the background; edits and sync wait for it.
+#[derive(Debug, Clone, PartialEq)]
+enum DirectoryLoad {
+    Loading,
+    Ready,
+    Failed(String),
 }
 
 /// A statement and its parameters, for one atomic write.
@@ -221,22 +242,21 @@ impl ParkService {
             }
         };
         let building_id = building_doc_id(&settings.building);
-        let directory = open_doc(&store, DIRECTORY, seed("directory.automerge")?, || {
-            ParkDirectory::new(&settings.park, settings.utc_offset_minutes, now)
-        })
-        .await?;
-        let building = open_doc(
+        let started = std::time::Instant::now();
+        let directory_seed = seed("directory.automerge")?;
+        let opened = open_directory(&store, &settings, directory_seed, now).await?;
+        let (building, _) = open_doc(
             &store,
             &building_id,
             seed(&format!("building-{}.automerge", settings.building))?,
             || BuildingDoc::new(&settings.park, &settings.building, now),
         )
         .await?;
-        let parking = open_doc(&store, PARKING, seed("parking.automerge")?, || {
+        let (parking, _) = open_doc(&store, PARKING, seed("parking.automerge")?, || {
             ParkingDoc::new(&settings.park, settings.utc_offset_minutes, now)
         })
         .await?;
-        let dir_snapshot = directory.doc.snapshot()?;
+        let dir_snapshot = opened.snapshot;
         let building_snapshot = building.doc.snapshot()?;
         for r in dir_snapshot
             .rejected
@@ -246,6 +266,29 @@ impl ParkService {
             tracing::warn!(collection = %r.collection, id = %r.id, reason = %r.reason, "A document entity cannot be read and takes no part in decisions.");
         }
         let access = AccessIndex::build(&dir_snapshot, [&building_snapshot]);
+        let credentials_read = dir_snapshot.credentials.len();
+        if let Some(version) = opened.write_copy_at {
+            // The row copy, for the next start (in the background: it is not needed now).
+            let store = store.clone();
+            tokio::spawn(async move {
+                let rows = tokio::task::spawn_blocking(move || dir_snapshot.cache_rows()).await;
+                let result = match rows {
+                    Ok(rows) => crate::docs::write_cache(&store, DIRECTORY, version, rows).await,
+                    Err(e) => Err(e.into()),
+                };
+                match result {
+                    Ok(true) => tracing::debug!("The directory's row copy was written."),
+                    Ok(false) => tracing::debug!(
+                        "The directory changed before its row copy was written; the next start writes it."
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "The directory's row copy could not be written; the next start reads the document.")
+                    }
+                }
+            });
+        } else {
+            drop(dir_snapshot);
+        }
         let parking_snapshot = parking.doc.snapshot()?;
         let gates = ParkingIndex::build(&parking_snapshot);
         let lane_lots = lane_lots(&parking_snapshot);
@@ -268,8 +311,10 @@ impl ParkService {
             .keys()
             .map(|d| (d.clone(), DoorLive::default()))
             .collect();
+        let from_copy = opened.stored.is_none();
         let mut state = State {
-            directory,
+            directory: opened.stored,
+            directory_unsaved: ChangeSet::default(),
             building,
             parking,
             access,
@@ -282,22 +327,120 @@ impl ParkService {
             cameras: BTreeMap::new(),
             review,
         };
-        state.directory.doc.track_changes();
+        if let Some(d) = &mut state.directory {
+            d.doc.track_changes();
+        }
         state.building.doc.track_changes();
         tracing::info!(
             credentials = state.access.credential_count(),
+            credentials_read,
             doors = state.access.door_count(),
             open_sessions = state.sessions.len(),
+            directory_from = if from_copy { "row copy" } else { "document" },
+            ms = started.elapsed().as_millis() as u64,
             "Park documents loaded."
         );
-        Ok(ParkService {
+        let ready_ms = started.elapsed().as_millis() as u64;
+        metrics.directory_decide_ready_ms.store(ready_ms, Relaxed);
+        metrics.directory_from_copy.store(from_copy as u64, Relaxed);
+        if !from_copy {
+            metrics.directory_document_ready_ms.store(ready_ms, Relaxed);
+        }
+        let (load_tx, load_rx) = tokio::sync::watch::channel(if from_copy {
+            DirectoryLoad::Loading
+        } else {
+            DirectoryLoad::Ready
+        });
+        let service = ParkService {
             state: Arc::new(Mutex::new(state)),
             store,
             publisher,
             settings: Arc::new(settings),
             metrics,
             alarms: None,
-        })
+            saving: Arc::new(tokio::sync::Mutex::new(())),
+            directory_load: load_rx,
+            from_copy,
+            decide_ready: started.elapsed(),
+        };
+        if let Some(loading) = opened.loading {
+            let svc = service.clone();
+            tokio::spawn(async move {
+                let outcome = match loading.await {
+                    Ok(Ok(loaded)) => svc.install_directory(loaded).await,
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(e.into()),
+                };
+                let _ = load_tx.send(match outcome {
+                    Ok(()) => {
+                        svc.metrics.directory_document_ready_ms.store(
+                            started.elapsed().as_millis() as u64,
+                            Relaxed,
+                        );
+                        DirectoryLoad::Ready
+                    }
+                    Err(e) => {
+                        let e = format!("{e:#}");
+                        tracing::error!(error = %e, "The stored park directory cannot be loaded: doors decide by its row copy, but it cannot be edited or synced.");
+                        DirectoryLoad::Failed(e)
+                    }
+                });
+            });
+        }
+        Ok(service)
+    }
+
+    /// Puts the directory document, loaded in the background, in place: what a seed file
+    /// added since the row copy reaches the index and is saved with the copy.
+    async fn install_directory(&self, loaded: LoadedDirectory) -> anyhow::Result<()> {
+        let changed = !loaded.seeded.is_empty();
+        {
+            let mut guard = self.lock();
+            let s = &mut *guard;
+            let mut stored = loaded.stored;
+            if changed {
+                let report = s.access.refresh_directory(&stored.doc, &loaded.seeded)?;
+                tracing::info!(
+                    upserted = report.upserted,
+                    removed = report.removed,
+                    "The seed file changed the park directory."
+                );
+                s.directory_unsaved.absorb(loaded.seeded);
+            }
+            stored.doc.track_changes();
+            s.directory = Some(stored);
+        }
+        tracing::info!("The park directory document has loaded.");
+        if changed {
+            self.persist(DIRECTORY, |s| s.directory.as_mut()).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether this start decided from the directory's row copy, and how long after the start
+    /// doors could be decided.
+    pub fn start_report(&self) -> (bool, std::time::Duration) {
+        (self.from_copy, self.decide_ready)
+    }
+
+    /// Waits until the directory document is there to edit and sync: at once after a start
+    /// from the document, after the background load after a start from its row copy.
+    pub async fn directory_loaded(&self) -> Result<(), ParkError> {
+        let mut rx = self.directory_load.clone();
+        loop {
+            match &*rx.borrow_and_update() {
+                DirectoryLoad::Ready => return Ok(()),
+                DirectoryLoad::Failed(e) => {
+                    return Err(ParkError::Store(anyhow::anyhow!(
+                        "the park directory document could not be loaded: {e}"
+                    )));
+                }
+                DirectoryLoad::Loading => {}
+            }
+            rx.changed().await.map_err(|_| {
+                ParkError::Store(anyhow::anyhow!("the park directory stopped loading"))
+            })?;
+        }
     }
 
     /// Feeds access decisions (`access.granted`, `access.denied`) and door states
@@ -921,17 +1064,21 @@ impl ParkService {
         what: &str,
         edit: impl FnOnce(&mut ParkDirectory) -> Result<(), park_model::DocError>,
     ) -> Result<(), ParkError> {
+        self.directory_loaded().await?;
         {
             let mut guard = self.lock();
             let s = &mut *guard;
-            edit(&mut s.directory.doc).map_err(|e| ParkError::Invalid(e.to_string()))?;
-            s.directory.doc.commit(what, now_micros());
-            let changes = s.directory.doc.take_changes();
-            s.access
-                .refresh_directory(&s.directory.doc, &changes)
-                .map_err(|e| ParkError::Invalid(e.to_string()))?;
+            let dir = s.directory.as_mut().ok_or_else(|| {
+                ParkError::Store(anyhow::anyhow!("the park directory is not loaded"))
+            })?;
+            edit(&mut dir.doc).map_err(|e| ParkError::Invalid(e.to_string()))?;
+            dir.doc.commit(what, now_micros());
+            let changes = dir.doc.take_changes();
+            let refreshed = s.access.refresh_directory(&dir.doc, &changes);
+            s.directory_unsaved.absorb(changes);
+            refreshed.map_err(|e| ParkError::Invalid(e.to_string()))?;
         }
-        self.persist(DIRECTORY, |s| &mut s.directory)
+        self.persist(DIRECTORY, |s| s.directory.as_mut())
             .await
             .map_err(ParkError::Store)
     }
@@ -949,31 +1096,44 @@ impl ParkService {
             s.refresh_gates()
                 .map_err(|e| ParkError::Invalid(e.to_string()))?;
         }
-        self.persist(PARKING, |s| &mut s.parking)
+        self.persist(PARKING, |s| Some(&mut s.parking))
             .await
             .map_err(ParkError::Store)
     }
 
     /// Saves what a document gained since it was last stored (an incremental chunk), and
     /// replaces the chunks with a snapshot every [`COMPACT_AFTER`] saves.
+    /// Saves what changed in a document since its last save, and for the directory the rows
+    /// of its copy that those changes touched, in one write.
     async fn persist<D: DocLike>(
         &self,
         doc_id: &str,
-        pick: impl Fn(&mut State) -> &mut Stored<D>,
+        pick: impl Fn(&mut State) -> Option<&mut Stored<D>>,
     ) -> anyhow::Result<()> {
-        let (bytes, heads) = {
-            let mut s = self.lock();
-            let stored = pick(&mut s);
+        let _in_order = self.saving.lock().await;
+        let (bytes, heads, delta) = {
+            let mut guard = self.lock();
+            let s = &mut *guard;
+            let delta = if doc_id == DIRECTORY {
+                s.directory_delta()
+            } else {
+                None
+            };
+            let Some(stored) = pick(s) else {
+                return Ok(());
+            };
             let since = stored.stored_heads.clone();
-            (stored.doc.save_since(&since), stored.doc.heads_now())
+            (stored.doc.save_since(&since), stored.doc.heads_now(), delta)
         };
         if bytes.is_empty() {
             return Ok(());
         }
-        crate::docs::append(&self.store, doc_id, bytes).await?;
+        crate::docs::append(&self.store, doc_id, bytes, delta).await?;
         let compact = {
-            let mut s = self.lock();
-            let stored = pick(&mut s);
+            let mut guard = self.lock();
+            let Some(stored) = pick(&mut guard) else {
+                return Ok(());
+            };
             stored.stored_heads = heads;
             stored.chunks += 1;
             (stored.chunks >= COMPACT_AFTER).then(|| {
@@ -1064,7 +1224,7 @@ impl ParkService {
     pub fn heads(&self, doc_id: &str) -> Option<Vec<ChangeHash>> {
         let mut s = self.lock();
         match doc_id {
-            DIRECTORY => Some(s.directory.doc.heads()),
+            DIRECTORY => s.directory.as_mut().map(|d| d.doc.heads()),
             PARKING => Some(s.parking.doc.heads()),
             id if id == building_doc_id(&self.settings.building) => Some(s.building.doc.heads()),
             _ => None,
@@ -1089,7 +1249,8 @@ impl ParkService {
         use automerge::sync::SyncDoc;
         let mut s = self.lock();
         let am = match doc_id {
-            DIRECTORY => s.directory.doc.automerge_mut(),
+            // Not yet loaded: the sync carries on once it is.
+            DIRECTORY => s.directory.as_mut()?.doc.automerge_mut(),
             PARKING => s.parking.doc.automerge_mut(),
             id if id == building_doc_id(&self.settings.building) => s.building.doc.automerge_mut(),
             _ => return None,
@@ -1109,18 +1270,26 @@ impl ParkService {
         let message = automerge::sync::Message::decode(message)
             .map_err(|e| anyhow::anyhow!("bad sync message: {e}"))?;
         let building_id = building_doc_id(&self.settings.building);
+        if doc_id == DIRECTORY {
+            self.directory_loaded().await?;
+        }
         {
             let mut guard = self.lock();
             let s = &mut *guard;
             match doc_id {
                 DIRECTORY => {
-                    s.directory
-                        .doc
+                    let dir = s
+                        .directory
+                        .as_mut()
+                        .context("the park directory is not loaded")?;
+                    dir.doc
                         .automerge_mut()
                         .sync()
                         .receive_sync_message(state, message)?;
-                    let changes = s.directory.doc.take_changes();
-                    let report = s.access.refresh_directory(&s.directory.doc, &changes)?;
+                    let changes = dir.doc.take_changes();
+                    let refreshed = s.access.refresh_directory(&dir.doc, &changes);
+                    s.directory_unsaved.absorb(changes);
+                    let report = refreshed?;
                     if report.upserted + report.removed > 0 {
                         tracing::info!(
                             upserted = report.upserted,
@@ -1155,9 +1324,9 @@ impl ParkService {
             }
         }
         match doc_id {
-            DIRECTORY => self.persist(DIRECTORY, |s| &mut s.directory).await,
-            PARKING => self.persist(PARKING, |s| &mut s.parking).await,
-            _ => self.persist(doc_id, |s| &mut s.building).await,
+            DIRECTORY => self.persist(DIRECTORY, |s| s.directory.as_mut()).await,
+            PARKING => self.persist(PARKING, |s| Some(&mut s.parking)).await,
+            _ => self.persist(doc_id, |s| Some(&mut s.building)).await,
         }
     }
 
@@ -1193,6 +1362,20 @@ fn echo_read(mut commands: Vec<(String, Json)>, read_id: Option<&str>) -> Vec<(S
 }
 
 impl State {
+    /// The row-copy changes for the directory's unsaved changes. If they cannot be read the
+    /// save goes without them, which retires the copy until the next start writes it anew.
+    fn directory_delta(&mut self) -> Option<park_model::cache::CacheDelta> {
+        let changes = std::mem::take(&mut self.directory_unsaved);
+        let dir = self.directory.as_ref()?;
+        match dir.doc.cache_delta(&changes) {
+            Ok(delta) => Some(delta),
+            Err(e) => {
+                tracing::warn!(error = %e, "The directory's row copy cannot follow this change; the next start reads the document.");
+                None
+            }
+        }
+    }
+
     /// The parking index is small: it is rebuilt from the document after each change.
     fn refresh_gates(&mut self) -> Result<(), park_model::DocError> {
         let snapshot = self.parking.doc.snapshot()?;
@@ -1248,20 +1431,22 @@ fn close_session_stmt(id: &str, lane: &str, ts: Timestamp, fee: i64, currency: &
     )
 }
 
-/// Loads a stored document, merges a seed file into it if one is given, and saves what the
-/// merge added; creates the document if there is neither.
+/// Loads a stored document, merges a seed file into it if one is given, and saves the result
+/// if the merge added anything; creates the document if there is neither. Also returns the
+/// stored version that the document now matches.
 async fn open_doc<D: DocLike>(
     store: &Store,
     id: &str,
     seed: Option<Vec<u8>>,
     create: impl FnOnce() -> Result<D, park_model::DocError>,
-) -> anyhow::Result<Stored<D>> {
+) -> anyhow::Result<(Stored<D>, i64)> {
     let stored = crate::docs::load(store, id).await?;
-    let (mut doc, chunks, fresh) = match &stored {
+    let (mut doc, chunks, mut version, fresh) = match stored {
         Some(s) => (
             D::load_bytes(&s.bytes)
                 .with_context(|| format!("the stored document {id} cannot be loaded"))?,
             s.chunks,
+            s.version,
             false,
         ),
         None => match &seed {
@@ -1269,31 +1454,126 @@ async fn open_doc<D: DocLike>(
                 D::load_bytes(bytes)
                     .with_context(|| format!("the seed document for {id} cannot be loaded"))?,
                 0,
+                0,
                 true,
             ),
-            None => (create()?, 0, true),
+            None => (create()?, 0, 0, true),
         },
     };
+    let mut changed = fresh;
     if !fresh && let Some(bytes) = &seed {
+        let before = doc.heads_now();
         doc.merge_bytes(bytes)
             .with_context(|| format!("the seed document for {id} cannot be merged"))?;
+        changed = doc.heads_now() != before;
     }
-    let full = doc.save_all();
-    let before = if fresh {
-        None
-    } else {
-        stored.map(|s| s.bytes.len())
-    };
     // A fresh document, or one that a seed changed, is stored as a new snapshot.
-    if before.is_none() || seed.is_some() {
-        crate::docs::compact(store, id, full).await?;
+    if changed {
+        crate::docs::replace_unmatched(store, id, doc.save_all()).await?;
+        version += 1;
     }
     let heads = doc.heads_now();
-    Ok(Stored {
-        doc,
-        stored_heads: heads,
-        chunks: if seed.is_some() || fresh { 0 } else { chunks },
+    Ok((
+        Stored {
+            doc,
+            stored_heads: heads,
+            chunks: if changed { 0 } else { chunks },
+        },
+        version,
+    ))
+}
+
+/// The directory as the edge starts with it.
+struct OpenedDirectory {
+    /// What the index is built from: read from the document, or from its row copy.
+    snapshot: Directory,
+    /// The document, if it was read; otherwise it is `loading`.
+    stored: Option<Stored<ParkDirectory>>,
+    loading: Option<tokio::task::JoinHandle<anyhow::Result<LoadedDirectory>>>,
+    /// The version of the stored document that `snapshot` matches, when the row copy is to
+    /// be written from it.
+    write_copy_at: Option<i64>,
+}
+
+/// The directory document loaded in the background, with what a seed file changed in it.
+struct LoadedDirectory {
+    stored: Stored<ParkDirectory>,
+    seeded: ChangeSet,
+}
+
+/// Opens the directory from its row copy when the copy matches the stored document (the
+/// document then loads in the background), otherwise from the document itself.
+async fn open_directory(
+    store: &Store,
+    settings: &ParkSettings,
+    seed: Option<Vec<u8>>,
+    now: Timestamp,
+) -> anyhow::Result<OpenedDirectory> {
+    let copy = crate::docs::load_cache(store, DIRECTORY)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %format!("{e:#}"), "The directory's row copy cannot be read; reading the document.");
+            None
+        });
+    if let Some(rows) = copy {
+        let loading = tokio::spawn(load_directory(store.clone(), seed.clone()));
+        match tokio::task::spawn_blocking(move || Directory::from_cache_rows(rows)).await? {
+            Ok(snapshot) => {
+                return Ok(OpenedDirectory {
+                    snapshot,
+                    stored: None,
+                    loading: Some(loading),
+                    write_copy_at: None,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "The directory's row copy cannot be read; reading the document.");
+                loading.abort();
+            }
+        }
+    }
+    let (stored, version) = open_doc(store, DIRECTORY, seed, || {
+        ParkDirectory::new(&settings.park, settings.utc_offset_minutes, now)
     })
+    .await?;
+    let snapshot = stored.doc.snapshot()?;
+    for r in &snapshot.rejected {
+        tracing::warn!(collection = %r.collection, id = %r.id, reason = %r.reason, "A document entity cannot be read and takes no part in decisions.");
+    }
+    Ok(OpenedDirectory {
+        snapshot,
+        stored: Some(stored),
+        loading: None,
+        write_copy_at: Some(version),
+    })
+}
+
+/// Loads the stored directory document (which its row copy matches) and merges the seed
+/// file into it, noting what the seed changed.
+async fn load_directory(store: Store, seed: Option<Vec<u8>>) -> anyhow::Result<LoadedDirectory> {
+    let stored = crate::docs::load(&store, DIRECTORY)
+        .await?
+        .context("the stored park directory is gone")?;
+    tokio::task::spawn_blocking(move || {
+        let mut doc = ParkDirectory::load(&stored.bytes)
+            .context("the stored document directory cannot be loaded")?;
+        let stored_heads = doc.heads();
+        doc.track_changes();
+        if let Some(bytes) = &seed {
+            doc.load_incremental(bytes)
+                .context("the seed document for directory cannot be merged")?;
+        }
+        let seeded = doc.take_changes();
+        Ok(LoadedDirectory {
+            stored: Stored {
+                doc,
+                stored_heads,
+                chunks: stored.chunks,
+            },
+            seeded,
+        })
+    })
+    .await?
 }
 
 /// What `open_doc` needs of the three document types.
@@ -1391,4 +1671,141 @@ pub fn write_sample_documents(
     std::fs::write(dir.join("building-b1.automerge"), sample.building.save())?;
     std::fs::write(dir.join("parking.automerge"), parking.save())?;
     Ok(sample)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+    use park_model::access::NoPresence;
+    use park_model::sample::SAMPLE_WORKDAY_MORNING;
+    use std::time::Duration;
+
+    fn settings(seed: &Path) -> ParkSettings {
+        ParkSettings {
+            park: "sample".into(),
+            building: "b1".into(),
+            seed_dir: Some(seed.to_path_buf()),
+            plate_confidence_threshold: 0.8,
+            utc_offset_minutes: 480,
+        }
+    }
+
+    async fn open(store: &Store, seed: &Path) -> ParkService {
+        ParkService::open(
+            store.clone(),
+            settings(seed),
+            None,
+            Arc::new(Metrics::default()),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The stored row copy, read back, is the stored document read whole.
+    async fn assert_copy_matches_the_stored_document(store: &Store) {
+        let rows = crate::docs::load_cache(store, DIRECTORY)
+            .await
+            .unwrap()
+            .expect("the row copy matches the stored document");
+        let copy = Directory::from_cache_rows(rows).unwrap();
+        let stored = crate::docs::load(store, DIRECTORY).await.unwrap().unwrap();
+        let doc = ParkDirectory::load(&stored.bytes)
+            .unwrap()
+            .snapshot()
+            .unwrap();
+        assert_eq!(copy, doc);
+    }
+
+    fn decide(svc: &ParkService, kind: CredentialKind, value: &str, door: &str) -> (bool, String) {
+        let d = svc
+            .lock()
+            .access
+            .decide(kind, value, door, SAMPLE_WORKDAY_MORNING, &NoPresence);
+        (d.granted, d.reason.as_str().to_string())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_decides_from_the_row_copy_which_follows_every_saved_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("seed");
+        let mut sample = write_sample_documents(&seed, 300, 6, 5, 9).unwrap();
+        let store = Store::open(
+            StoreConfig::new(dir.path().join("edge.sqlite")),
+            &[],
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+
+        // First start: from the document; the copy is written behind it.
+        let svc = open(&store, &seed).await;
+        assert!(!svc.from_copy);
+        for _ in 0..200 {
+            if crate::docs::load_cache(&store, DIRECTORY)
+                .await
+                .unwrap()
+                .is_some()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_copy_matches_the_stored_document(&store).await;
+
+        // A granted card, suspended by a local edit.
+        let ((kind, value), door) = sample
+            .credentials
+            .iter()
+            .flat_map(|c| sample.doors.iter().map(move |d| (c, d)))
+            .find(|((k, v), d)| decide(&svc, *k, v, d).0)
+            .map(|(c, d)| (c.clone(), d.clone()))
+            .expect("a granted read in the sample");
+        let credential = svc
+            .lock()
+            .access
+            .decide(kind, &value, &door, SAMPLE_WORKDAY_MORNING, &NoPresence)
+            .credential
+            .unwrap()
+            .to_string();
+        svc.set_credential_status(&credential, CredentialStatus::Suspended)
+            .await
+            .unwrap();
+        assert_copy_matches_the_stored_document(&store).await;
+        drop(svc);
+
+        // The seed file gains a card for the same person.
+        let holder = sample.directory.require::<Credential>(&credential).unwrap();
+        sample
+            .directory
+            .upsert(&Credential {
+                id: "c-added".into(),
+                value: "ADDED-CARD".into(),
+                kind: CredentialKind::Card,
+                status: CredentialStatus::Active,
+                ..holder
+            })
+            .unwrap();
+        sample
+            .directory
+            .commit("add a card", SAMPLE_WORKDAY_MORNING);
+        std::fs::write(seed.join("directory.automerge"), sample.directory.save()).unwrap();
+
+        // Second start: from the copy, deciding at once with the local edit in it.
+        let svc = open(&store, &seed).await;
+        assert!(svc.from_copy);
+        assert_eq!(
+            decide(&svc, kind, &value, &door),
+            (false, "credential_suspended".to_string())
+        );
+        // Once the document is in, the seed's card counts and the copy holds it.
+        svc.directory_loaded().await.unwrap();
+        assert!(decide(&svc, CredentialKind::Card, "ADDED-CARD", &door).0);
+        assert_copy_matches_the_stored_document(&store).await;
+        // Edits wait for the document and keep the copy in step.
+        svc.set_credential_status(&credential, CredentialStatus::Active)
+            .await
+            .unwrap();
+        assert_copy_matches_the_stored_document(&store).await;
+        assert!(decide(&svc, kind, &value, &door).0);
+    }
 }

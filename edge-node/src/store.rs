@@ -519,6 +519,21 @@ fn open_writer(path: &Path) -> anyhow::Result<Connection> {
              data BLOB NOT NULL,
              PRIMARY KEY (doc_id, seq)
          ) WITHOUT ROWID;
+         -- `version` counts the writes of a document's bytes; the row copy in `doc_cache`
+         -- matches the document only while `cache_version` equals it (see docs.rs).
+         CREATE TABLE IF NOT EXISTS doc_versions (
+             doc_id TEXT PRIMARY KEY,
+             version INTEGER NOT NULL,
+             cache_version INTEGER,
+             cache_format TEXT
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS doc_cache (
+             doc_id TEXT NOT NULL,
+             collection TEXT NOT NULL,
+             id TEXT NOT NULL,
+             value TEXT NOT NULL,
+             PRIMARY KEY (doc_id, collection, id)
+         ) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS parking_sessions (
              id TEXT PRIMARY KEY,
              lot TEXT NOT NULL,

@@ -123,7 +123,7 @@ text_enum! {
 }
 
 /// A tenant company (or the park operator itself).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Enterprise {
     pub id: String,
     pub name: String,
@@ -149,7 +149,7 @@ impl Entity for Enterprise {
 }
 
 /// A leasable space (an office, a workshop) in a building.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Space {
     pub id: String,
     pub building_id: String,
@@ -187,7 +187,7 @@ impl Entity for Space {
 }
 
 /// An enterprise's lease of spaces, valid in `[valid_from, valid_to)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
     pub id: String,
     pub enterprise_id: String,
@@ -240,7 +240,7 @@ impl Entity for Lease {
 }
 
 /// A person who may hold credentials: an enterprise's employee or the operator's staff.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Person {
     pub id: String,
     pub name: String,
@@ -273,7 +273,7 @@ impl Entity for Person {
 
 /// Something a person presents at a reader: a card UID, a QR payload, a PIN, a plate.
 /// `value` is matched exactly as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Credential {
     pub id: String,
     pub person_id: String,
@@ -311,7 +311,7 @@ impl Entity for Credential {
 }
 
 /// Doors that a set of people may open, at the times of a schedule (always, when there is none).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AccessGroup {
     pub id: String,
     pub name: String,
@@ -338,7 +338,9 @@ impl Entity for AccessGroup {
 
 /// Minutes `[start_minute, end_minute)` of a park-local day, `0 <= start < end <= 1440`.
 /// A night shift past midnight is two intervals on two days.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Interval {
     pub start_minute: u16,
     pub end_minute: u16,
@@ -359,7 +361,7 @@ impl Interval {
 
 /// Intervals for each day of the week, Monday first. Stored as a map `weekdays` from `mon` ..
 /// `sun` to lists of `[start_minute, end_minute]` pairs; an absent day has no interval.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Week(pub [Vec<Interval>; 7]);
 
 impl Week {
@@ -477,7 +479,7 @@ impl Field for Week {
 }
 
 /// When the doors of the groups using it may be opened, in park-local time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WeeklySchedule {
     pub id: String,
     pub name: String,
@@ -522,7 +524,7 @@ impl Entity for WeeklySchedule {
 }
 
 /// Public holidays and other closed days, as park-local dates `YYYY-MM-DD`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HolidayCalendar {
     pub id: String,
     pub name: String,

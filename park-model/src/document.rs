@@ -227,6 +227,13 @@ impl ChangeSet {
         self.entities.is_empty() && self.collections.is_empty() && self.root_fields.is_empty()
     }
 
+    /// Adds what `other` changed to this set.
+    pub fn absorb(&mut self, other: ChangeSet) {
+        self.entities.extend(other.entities);
+        self.collections.extend(other.collections);
+        self.root_fields.extend(other.root_fields);
+    }
+
     /// The ids of changed entities of `collection` (not counting a whole-collection change).
     pub fn ids(&self, collection: Collection) -> impl Iterator<Item = &str> {
         self.entities

@@ -14,12 +14,15 @@
 //! - Decisions: [`access::AccessIndex`] (built from the documents, updated incrementally,
 //!   `decide` per credential read), [`gate::ParkingIndex`] (entry and exit at a barrier),
 //!   [`tariff::parking_fee`].
+//! - [`cache`]: a row-per-entity copy of a directory, so an edge decides before the document
+//!   has loaded.
 //! - [`sample`]: deterministic sample parks for tests, benchmarks and the demo.
 
 pub mod compat;
 
 pub mod access;
 pub mod building;
+pub mod cache;
 pub mod directory;
 pub mod document;
 pub mod gate;
