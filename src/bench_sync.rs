@@ -147,6 +147,7 @@ pub async fn run(samples: usize, events: usize) -> anyhow::Result<()> {
         Arc::new(Metrics::default()),
     )
     .await?;
+    park.directory_loaded().await?;
     let want = park.heads("directory").unwrap_or_default();
     let t3 = Instant::now();
     let doc_status = Arc::new(SyncStatus::default());

@@ -146,6 +146,17 @@ impl Store {
             )?;
         }
         let mut writer = Writer::new(conn, config.clone(), metrics.clone())?;
+        // Checkpoints run on a connection of their own (see `checkpointer`).
+        let checkpoint_conn = Connection::open(&config.path)
+            .with_context(|| format!("cannot open the store {}", config.path.display()))?;
+        checkpoint_conn.busy_timeout(Duration::from_secs(5))?;
+        writer.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let (checkpoint_tx, checkpoint_rx) = std::sync::mpsc::sync_channel(1);
+        writer.checkpoint = Some(checkpoint_tx);
+        std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || checkpointer(checkpoint_conn, checkpoint_rx))
+            .context("cannot start the checkpoint thread")?;
         for p in points {
             writer.register(p)?;
         }
@@ -621,6 +632,34 @@ fn open_writer(path: &Path) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
+/// WAL frames (4 KiB pages) beyond which a checkpoint that could not finish alongside
+/// readers is forced: about 256 MiB.
+const WAL_FORCE_FRAMES: i64 = 65_536;
+
+/// Copies the WAL into the database file from a connection of its own, when the writer asks.
+/// With SQLite's automatic checkpoints the copy and its fsync ran inside whichever commit
+/// crossed the threshold, and everything waiting on that commit (a door decision waits for
+/// its event to be durable) waited for them too. A passive checkpoint does not hold up the
+/// writer; only a WAL grown past `WAL_FORCE_FRAMES` is truncated in a blocking one.
+fn checkpointer(conn: Connection, asks: std::sync::mpsc::Receiver<()>) {
+    let run = |mode: &str| -> rusqlite::Result<(i64, i64)> {
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            Ok((r.get(1)?, r.get(2)?))
+        })
+    };
+    while asks.recv().is_ok() {
+        match run("PASSIVE") {
+            Ok((log, done)) if log > WAL_FORCE_FRAMES && done < log => {
+                if let Err(e) = run("TRUNCATE") {
+                    tracing::warn!(error = %e, "The store's WAL could not be truncated.");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "Store checkpoint failed; it is tried again."),
+        }
+    }
+}
+
 fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     let c = Connection::open_with_flags(
         path,
@@ -638,8 +677,14 @@ struct Writer {
     rollups: Rollups,
     rows: Vec<RollupRow>,
     last_maintenance: Instant,
+    /// Asks the checkpoint thread for a checkpoint (once a second, with the tick).
+    checkpoint: Option<std::sync::mpsc::SyncSender<()>>,
     /// Per point, the newest sample committed since the last snapshot of `latest`.
     dirty_latest: HashMap<i64, Sample>,
+    /// A snapshot of `latest` being written, `LATEST_CHUNK` points per commit, and the rowid
+    /// up to which it is complete once all of it is written.
+    latest_backlog: Vec<(i64, Sample)>,
+    backlog_rowid: i64,
     latest_ts: HashMap<i64, i64>,
 }
 
@@ -696,7 +741,10 @@ impl Writer {
             rollups,
             rows: Vec::new(),
             last_maintenance: Instant::now(),
+            checkpoint: None,
             dirty_latest: HashMap::new(),
+            latest_backlog: Vec::new(),
+            backlog_rowid: 0,
             latest_ts: HashMap::new(),
         })
     }
@@ -828,21 +876,18 @@ impl Writer {
     }
 }
 
-/// Writes the newest sample of every point that changed since the last snapshot, and the
-/// rowid up to which the snapshot is complete.
-fn snapshot_latest(
-    dirty: &mut HashMap<i64, Sample>,
-    tx: &rusqlite::Transaction<'_>,
-) -> anyhow::Result<()> {
-    if dirty.is_empty() {
-        return Ok(());
-    }
+/// Points of the `latest` snapshot written per commit: a snapshot of thousands of points in
+/// one commit would hold up the ops queued behind it for several milliseconds.
+const LATEST_CHUNK: usize = 500;
+
+/// Writes newest samples into `latest` (an older one never replaces a newer one).
+fn write_latest(samples: &[(i64, Sample)], tx: &rusqlite::Transaction<'_>) -> anyhow::Result<()> {
     let mut up = tx.prepare_cached(
             "INSERT INTO latest (point_id, ts, value, q, reason) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (point_id) DO UPDATE SET ts = excluded.ts, value = excluded.value, q = excluded.q, reason = excluded.reason
              WHERE excluded.ts >= latest.ts",
         )?;
-    for (id, s) in dirty.drain() {
+    for (id, s) in samples {
         let (value, vk) = encode_value(&s.value);
         up.execute(params![
             id,
@@ -852,14 +897,16 @@ fn snapshot_latest(
             s.quality.reason()
         ])?;
     }
-    let rowid: i64 = tx.query_row("SELECT coalesce(max(rowid), 0) FROM samples", [], |r| {
-        r.get(0)
-    })?;
-    tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('latest_rowid', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [rowid],
-        )?;
     Ok(())
+}
+
+/// Tells the callers of committed ops how each went.
+fn answer(ops: &mut Vec<PendingOp>) {
+    for op in ops.drain(..) {
+        let _ = op
+            .done
+            .send(op.result.map_or(Ok(()), |e| Err(e.to_string())));
+    }
 }
 
 impl Writer {
@@ -869,7 +916,12 @@ impl Writer {
         let mut ops: Vec<PendingOp> = Vec::new();
         let mut tick = false;
         loop {
-            if pending.is_empty() && flushes.is_empty() && ops.is_empty() && !tick {
+            if pending.is_empty()
+                && flushes.is_empty()
+                && ops.is_empty()
+                && !tick
+                && self.latest_backlog.is_empty()
+            {
                 match rx.blocking_recv() {
                     Some(m) => self.take(m, &mut pending, &mut flushes, &mut ops, &mut tick),
                     None => return,
@@ -888,8 +940,18 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            // Someone waits on each op (a door decision waits for its event to be durable
+            // before it unlocks): when samples or tick work would make the transaction long,
+            // the ops go first in a short one of their own. If that fails they stay queued
+            // and the commit below retries them and handles the error.
+            if !ops.is_empty()
+                && (!pending.is_empty() || tick || !self.latest_backlog.is_empty())
+                && self.commit(&[], &mut ops, false, false).is_ok()
+            {
+                answer(&mut ops);
+            }
             let batches = pending.len() as u64;
-            match self.commit(&pending, &mut ops, tick) {
+            match self.commit(&pending, &mut ops, tick, true) {
                 Ok(()) => {
                     shared
                         .metrics
@@ -909,11 +971,7 @@ impl Writer {
                     if !all.is_empty() {
                         self.publish(&shared, all);
                     }
-                    for op in ops.drain(..) {
-                        let _ = op
-                            .done
-                            .send(op.result.map_or(Ok(()), |e| Err(e.to_string())));
-                    }
+                    answer(&mut ops);
                     for f in flushes.drain(..) {
                         let _ = f.send(());
                     }
@@ -993,11 +1051,14 @@ impl Writer {
         let _ = shared.live.send(Arc::new(all));
     }
 
+    /// Commits ops and samples in one transaction; with `tick`, the once-a-second work too,
+    /// and with `background`, a chunk of the `latest` snapshot.
     fn commit(
         &mut self,
         pending: &[(Vec<Sample>, Instant)],
         ops: &mut [PendingOp],
         tick: bool,
+        background: bool,
     ) -> anyhow::Result<()> {
         self.rows.clear();
         let mut tx = self.conn.transaction()?;
@@ -1066,8 +1127,30 @@ impl Writer {
                 }
             }
         }
+        // The `latest` snapshot: taken at a tick once the previous one is written, then
+        // written a chunk per commit; `latest_rowid` moves only when all of it is in.
+        if tick && self.latest_backlog.is_empty() && !self.dirty_latest.is_empty() {
+            self.latest_backlog = self.dirty_latest.drain().collect();
+            self.backlog_rowid =
+                tx.query_row("SELECT coalesce(max(rowid), 0) FROM samples", [], |r| {
+                    r.get(0)
+                })?;
+        }
+        let backlog_from = if background {
+            self.latest_backlog.len().saturating_sub(LATEST_CHUNK)
+        } else {
+            self.latest_backlog.len()
+        };
+        if backlog_from < self.latest_backlog.len() {
+            write_latest(&self.latest_backlog[backlog_from..], &tx)?;
+            if backlog_from == 0 {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('latest_rowid', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [self.backlog_rowid],
+                )?;
+            }
+        }
         if tick {
-            snapshot_latest(&mut self.dirty_latest, &tx)?;
             let wm = self
                 .rollups
                 .sweep(now_micros() - ROLLUP_GRACE, &mut self.rows);
@@ -1130,6 +1213,7 @@ impl Writer {
                 .fetch_add(merged.len() as u64, Relaxed);
         }
         tx.commit()?;
+        self.latest_backlog.truncate(backlog_from);
         if committed > 0 {
             self.metrics.commits_total.fetch_add(1, Relaxed);
             self.metrics
@@ -1138,6 +1222,9 @@ impl Writer {
             self.metrics
                 .samples_bad_quality_total
                 .fetch_add(bad, Relaxed);
+        }
+        if tick && let Some(c) = &self.checkpoint {
+            let _ = c.try_send(());
         }
         if tick && self.last_maintenance.elapsed() >= self.config.maintenance_interval {
             self.last_maintenance = Instant::now();
@@ -1532,5 +1619,61 @@ mod tests {
             100
         );
         assert_eq!(store.latest_of(&key).unwrap().ts, 99);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_latest_snapshot_goes_in_chunks_and_a_reopen_sees_every_newest_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 3 * LATEST_CHUNK + 17;
+        let keys: Vec<PointKey> = (0..n)
+            .map(|i| PointKey::new("m", &format!("p{i}")))
+            .collect();
+        let batch = |ts: i64, add: f64| -> Vec<Sample> {
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| Sample::good(k.clone(), ts, Value::Float(i as f64 + add)))
+                .collect()
+        };
+        {
+            let store = Store::open(config(dir.path()), &[], Arc::new(Metrics::default())).unwrap();
+            store.ingest(batch(1, 0.0)).await;
+            store.flush().await;
+            // A tick takes the snapshot; it is complete once `latest_rowid` is set.
+            let mut complete = (0, 0);
+            for _ in 0..100 {
+                complete = store
+                    .read(|c| {
+                        let rows: i64 =
+                            c.query_row("SELECT count(*) FROM latest", [], |r| r.get(0))?;
+                        let rowid: Option<i64> = c
+                            .query_row(
+                                "SELECT value FROM meta WHERE key = 'latest_rowid'",
+                                [],
+                                |r| r.get(0),
+                            )
+                            .optional()?;
+                        Ok((rows, rowid.unwrap_or(0)))
+                    })
+                    .await
+                    .unwrap();
+                if complete.1 > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(complete, (n as i64, n as i64));
+            // Newer values, closed before their snapshot is (wholly) written.
+            store.ingest(batch(2, 0.5)).await;
+            store.flush().await;
+        }
+        let store = Store::open(config(dir.path()), &[], Arc::new(Metrics::default())).unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            let s = store.latest_of(k).unwrap();
+            assert_eq!(
+                (s.ts, s.value),
+                (2, Some(Value::Float(i as f64 + 0.5))),
+                "{k:?}"
+            );
+        }
     }
 }

@@ -287,9 +287,28 @@ fn doors_open_for_valid_cards_and_stay_shut_for_an_ended_lease_with_no_uplink_ac
     );
     assert_eq!(status, 200, "{body}");
 
+    // The directory's row copy matches the stored document, edit included (both are written
+    // in one transaction), so the restart decides from it.
+    let db = rusqlite::Connection::open_with_flags(
+        dir.path().join("data/edge.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    eventually("the directory's row copy", Duration::from_secs(10), || {
+        db.query_row(
+            "SELECT cache_version = version FROM doc_versions WHERE doc_id = 'directory'",
+            [],
+            |r| r.get::<_, bool>(0),
+        )
+        .ok()
+        .filter(|matches| *matches)
+    });
+    drop(db);
+
     // kill -9 and restart: decisions, the edit and the audit log are all still there.
     edge.proc.kill9();
     let edge = Edge::start_with(edge.config.clone());
+    assert_eq!(edge.metric("smartpark_edge_directory_from_copy"), 1.0);
     assert_eq!(access_events(&edge).len(), 3);
     let sub = Sub::start(edge.mqtt_v4, "door/d1/command");
     read(&edge, "d1", "CARD-1");
