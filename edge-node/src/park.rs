@@ -363,13 +363,12 @@ impl ParkService {
             from_copy,
             decide_ready: started.elapsed(),
         };
-        if let Some(loading) = opened.loading {
+        if let Some(seed) = opened.load_later {
             let svc = service.clone();
             tokio::spawn(async move {
-                let outcome = match loading.await {
-                    Ok(Ok(loaded)) => svc.install_directory(loaded).await,
-                    Ok(Err(e)) => Err(e),
-                    Err(e) => Err(e.into()),
+                let outcome = match load_directory(svc.store.clone(), seed).await {
+                    Ok(loaded) => svc.install_directory(loaded).await,
+                    Err(e) => Err(e),
                 };
                 let _ = load_tx.send(match outcome {
                     Ok(()) => {
@@ -1487,9 +1486,10 @@ async fn open_doc<D: DocLike>(
 struct OpenedDirectory {
     /// What the index is built from: read from the document, or from its row copy.
     snapshot: Directory,
-    /// The document, if it was read; otherwise it is `loading`.
+    /// The document, if it was read; otherwise it is loaded once the index is built (so that
+    /// the two do not compete for the cores), with this seed file.
     stored: Option<Stored<ParkDirectory>>,
-    loading: Option<tokio::task::JoinHandle<anyhow::Result<LoadedDirectory>>>,
+    load_later: Option<Option<Vec<u8>>>,
     /// The version of the stored document that `snapshot` matches, when the row copy is to
     /// be written from it.
     write_copy_at: Option<i64>,
@@ -1516,19 +1516,17 @@ async fn open_directory(
             None
         });
     if let Some(rows) = copy {
-        let loading = tokio::spawn(load_directory(store.clone(), seed.clone()));
         match tokio::task::spawn_blocking(move || Directory::from_cache_rows(rows)).await? {
             Ok(snapshot) => {
                 return Ok(OpenedDirectory {
                     snapshot,
                     stored: None,
-                    loading: Some(loading),
+                    load_later: Some(seed),
                     write_copy_at: None,
                 });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "The directory's row copy cannot be read; reading the document.");
-                loading.abort();
             }
         }
     }
@@ -1543,7 +1541,7 @@ async fn open_directory(
     Ok(OpenedDirectory {
         snapshot,
         stored: Some(stored),
-        loading: None,
+        load_later: None,
         write_copy_at: Some(version),
     })
 }
