@@ -1806,4 +1806,52 @@ mod tests {
         assert_copy_matches_the_stored_document(&store).await;
         assert!(decide(&svc, kind, &value, &door).0);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_damaged_row_copy_is_passed_over_for_the_document_and_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("seed");
+        let sample = write_sample_documents(&seed, 50, 4, 2, 5).unwrap();
+        let store = Store::open(
+            StoreConfig::new(dir.path().join("edge.sqlite")),
+            &[],
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        let copy_written = async || {
+            for _ in 0..200 {
+                if crate::docs::load_cache(&store, DIRECTORY)
+                    .await
+                    .unwrap()
+                    .is_some_and(|rows| !rows.iter().any(|r| r.2 == "{damaged"))
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("the row copy was not written");
+        };
+        drop(open(&store, &seed).await);
+        copy_written().await;
+        // One row no longer parses (a bug, a bad disk block, a hand edit).
+        store
+            .write(Box::new(|c| {
+                c.execute(
+                    "UPDATE doc_cache SET value = '{damaged' WHERE doc_id = 'directory'
+                     AND collection = 'credentials' AND id = (SELECT min(id) FROM doc_cache
+                     WHERE doc_id = 'directory' AND collection = 'credentials')",
+                    [],
+                )?;
+                Ok(())
+            }))
+            .await
+            .unwrap();
+        let svc = open(&store, &seed).await;
+        assert!(!svc.from_copy, "a damaged copy must not be used");
+        assert_eq!(svc.credential_count(), sample.credentials.len());
+        copy_written().await;
+        assert_copy_matches_the_stored_document(&store).await;
+        drop(svc);
+        assert!(open(&store, &seed).await.from_copy);
+    }
 }
