@@ -72,12 +72,8 @@ fn versions(c: &Connection, doc_id: &str) -> rusqlite::Result<(i64, Option<i64>,
 
 /// Counts up the document's version; the copy follows when `delta` is given and the copy
 /// matched the bytes before this write.
-fn bump(
-    c: &Connection,
-    doc_id: &str,
-    delta: Option<&CacheDelta>,
-    format: &str,
-) -> rusqlite::Result<()> {
+fn bump(c: &Connection, doc_id: &str, delta: Option<&CacheDelta>) -> rusqlite::Result<()> {
+    let format = park_model::cache::CACHE_FORMAT;
     let (old, cache_version, cache_format) = versions(c, doc_id)?;
     let new = old + 1;
     let follows =
@@ -140,7 +136,7 @@ pub async fn append(
                  VALUES (?1, coalesce((SELECT max(seq) FROM doc_chunks WHERE doc_id = ?1), 0) + 1, ?2)",
             )?
             .execute(params![doc_id, chunk])?;
-            bump(c, &doc_id, delta.as_ref(), park_model::cache::CACHE_FORMAT)
+            bump(c, &doc_id, delta.as_ref())
         }))
         .await
 }
@@ -177,7 +173,7 @@ async fn replace(
                 params![doc_id, snapshot, now],
             )?;
             c.execute("DELETE FROM doc_chunks WHERE doc_id = ?1", [&doc_id])?;
-            bump(c, &doc_id, delta.as_ref(), park_model::cache::CACHE_FORMAT)
+            bump(c, &doc_id, delta.as_ref())
         }))
         .await
 }
