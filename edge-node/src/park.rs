@@ -1110,10 +1110,10 @@ impl ParkService {
         pick: impl Fn(&mut State) -> Option<&mut Stored<D>>,
     ) -> anyhow::Result<()> {
         let _in_order = self.saving.lock().await;
-        let (bytes, heads, delta) = {
+        let (bytes, heads, taken) = {
             let mut guard = self.lock();
             let s = &mut *guard;
-            let delta = if doc_id == DIRECTORY {
+            let taken = if doc_id == DIRECTORY {
                 s.directory_delta()
             } else {
                 None
@@ -1122,12 +1122,24 @@ impl ParkService {
                 return Ok(());
             };
             let since = stored.stored_heads.clone();
-            (stored.doc.save_since(&since), stored.doc.heads_now(), delta)
+            (stored.doc.save_since(&since), stored.doc.heads_now(), taken)
+        };
+        let (delta, changes) = taken.unzip();
+        // Changes not saved stay for the next save: a copy that followed a later save
+        // without them would claim to match a document it does not.
+        let keep = |changes: Option<ChangeSet>| {
+            if let Some(c) = changes {
+                self.lock().directory_unsaved.absorb(c);
+            }
         };
         if bytes.is_empty() {
+            keep(changes);
             return Ok(());
         }
-        crate::docs::append(&self.store, doc_id, bytes, delta).await?;
+        if let Err(e) = crate::docs::append(&self.store, doc_id, bytes, delta).await {
+            keep(changes);
+            return Err(e);
+        }
         let compact = {
             let mut guard = self.lock();
             let Some(stored) = pick(&mut guard) else {
@@ -1363,11 +1375,12 @@ fn echo_read(mut commands: Vec<(String, Json)>, read_id: Option<&str>) -> Vec<(S
 impl State {
     /// The row-copy changes for the directory's unsaved changes. If they cannot be read the
     /// save goes without them, which retires the copy until the next start writes it anew.
-    fn directory_delta(&mut self) -> Option<park_model::cache::CacheDelta> {
+    /// Returns the changes too: if the save fails they must go with the next one.
+    fn directory_delta(&mut self) -> Option<(park_model::cache::CacheDelta, ChangeSet)> {
         let changes = std::mem::take(&mut self.directory_unsaved);
         let dir = self.directory.as_ref()?;
         match dir.doc.cache_delta(&changes) {
-            Ok(delta) => Some(delta),
+            Ok(delta) => Some((delta, changes)),
             Err(e) => {
                 tracing::warn!(error = %e, "The directory's row copy cannot follow this change; the next start reads the document.");
                 None
