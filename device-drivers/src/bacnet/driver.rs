@@ -72,6 +72,27 @@ struct Point {
     object: ObjectIdentifier,
 }
 
+/// The profile's BACnet points, with their object identifiers.
+fn points_of(spec: &DeviceSpec) -> Vec<Point> {
+    spec.profile
+        .points
+        .iter()
+        .filter_map(|p| match &p.source {
+            PointSource::Bacnet(b) => Some(Point {
+                key: PointKey::new(&spec.id, &p.name),
+                spec: p.clone(),
+                bacnet: b.clone(),
+                object: ObjectIdentifier::new(
+                    ObjectType::from_raw(b.object_type.code()),
+                    b.instance,
+                )
+                .ok()?,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Cov {
     /// The profile does not ask for COV: polled.
@@ -218,24 +239,7 @@ where
         );
         return;
     };
-    let points: Vec<Point> = spec
-        .profile
-        .points
-        .iter()
-        .filter_map(|p| match &p.source {
-            PointSource::Bacnet(b) => Some(Point {
-                key: PointKey::new(&spec.id, &p.name),
-                spec: p.clone(),
-                bacnet: b.clone(),
-                object: ObjectIdentifier::new(
-                    ObjectType::from_raw(b.object_type.code()),
-                    b.instance,
-                )
-                .ok()?,
-            }),
-            _ => None,
-        })
-        .collect();
+    let points = points_of(&spec);
     let by_object = points
         .iter()
         .enumerate()
@@ -1027,24 +1031,7 @@ pub async fn scan_once(
             spec.id
         )));
     };
-    let points = spec
-        .profile
-        .points
-        .iter()
-        .filter_map(|p| match &p.source {
-            PointSource::Bacnet(b) => Some(Point {
-                key: PointKey::new(&spec.id, &p.name),
-                spec: p.clone(),
-                bacnet: b.clone(),
-                object: ObjectIdentifier::new(
-                    ObjectType::from_raw(b.object_type.code()),
-                    b.instance,
-                )
-                .ok()?,
-            }),
-            _ => None,
-        })
-        .collect::<Vec<_>>();
+    let points = points_of(spec);
     let device = Device {
         process_id: network.process_id(),
         cov_lifetime: spec.profile.bacnet.cov_lifetime_s,
