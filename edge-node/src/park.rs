@@ -340,7 +340,8 @@ impl ParkService {
             ms = started.elapsed().as_millis() as u64,
             "Park documents loaded."
         );
-        let ready_ms = started.elapsed().as_millis() as u64;
+        let decide_ready = started.elapsed();
+        let ready_ms = decide_ready.as_millis() as u64;
         metrics.directory_decide_ready_ms.store(ready_ms, Relaxed);
         metrics.directory_from_copy.store(from_copy as u64, Relaxed);
         if !from_copy {
@@ -361,7 +362,7 @@ impl ParkService {
             saving: Arc::new(tokio::sync::Mutex::new(())),
             directory_load: load_rx,
             from_copy,
-            decide_ready: started.elapsed(),
+            decide_ready,
         };
         if let Some(seed) = opened.load_later {
             let svc = service.clone();
