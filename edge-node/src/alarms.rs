@@ -567,7 +567,6 @@ async fn perform(a: ActionOut, targets: &ActionTargets, store: &Store, metrics: 
         Action::Mqtt { topic, payload, .. } => match &targets.publisher {
             Some(p) => p
                 .publish(topic, payload.clone().into_bytes())
-                .await
                 .map_err(|e| format!("{e:#}")),
             None => Err("the node has no MQTT broker".into()),
         },

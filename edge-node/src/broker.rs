@@ -20,8 +20,18 @@ use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
 use crate::config::MqttSettings;
 
-/// Starts the broker. Returns the addresses it listens on and the node's link to it.
-pub fn start(settings: &MqttSettings) -> anyhow::Result<(SocketAddr, SocketAddr, LinkTx, LinkRx)> {
+/// A started broker: the addresses it listens on and the node's two links to it.
+pub struct Started {
+    pub v4: SocketAddr,
+    pub v5: SocketAddr,
+    /// Subscribes to device topics and receives what devices publish.
+    pub field: (LinkTx, LinkRx),
+    /// Publishes the edge's commands; see [`Publisher`].
+    pub commands: (LinkTx, LinkRx),
+}
+
+/// Starts the broker.
+pub fn start(settings: &MqttSettings) -> anyhow::Result<Started> {
     let v4 = concrete(settings.listen_v4)?;
     let v5 = concrete(settings.listen_v5)?;
     let connections = ConnectionSettings {
@@ -57,8 +67,11 @@ pub fn start(settings: &MqttSettings) -> anyhow::Result<(SocketAddr, SocketAddr,
         ..Default::default()
     };
     let mut broker = Broker::new(config);
-    let (link_tx, link_rx) = broker
+    let field = broker
         .link("smartpark-edge")
+        .context("cannot link to the MQTT broker")?;
+    let commands = broker
+        .link("smartpark-edge-commands")
         .context("cannot link to the MQTT broker")?;
     std::thread::Builder::new()
         .name("mqtt-broker".into())
@@ -71,7 +84,12 @@ pub fn start(settings: &MqttSettings) -> anyhow::Result<(SocketAddr, SocketAddr,
     wait_listening(v4, false)?;
     wait_listening(v5, true)?;
     NoDelay::spawn(vec![v4.port(), v5.port()]);
-    Ok((v4, v5, link_tx, link_rx))
+    Ok(Started {
+        v4,
+        v5,
+        field,
+        commands,
+    })
 }
 
 /// Sets TCP_NODELAY on the connections that another part of this process (the broker)
@@ -297,48 +315,88 @@ fn mqtt_probe(addr: SocketAddr, v5: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Publishes the edge's own commands (unlock, barrier, display) to the building broker
-/// with QoS 1. The in-process link can only publish at QoS 0, so commands go through an
-/// MQTT client on loopback instead, and the broker then delivers them at the QoS the
+/// Publishes the edge's own commands (unlock, barrier, display) into the building broker
+/// with QoS 1, over an in-process link of its own: no loopback socket and no client task sit
+/// between a decision and the router. The broker then delivers each command at the QoS the
 /// device subscribed with.
+///
+/// rumqttd's link publishes only at QoS 0 through its helpers, so the QoS 1 packet is built
+/// here and handed to the link whole. The link hands it to the router's channel, which holds
+/// 1,000 events; when that is full, [`Publisher::publish`] waits for the router to take one.
 #[derive(Clone)]
 pub struct Publisher {
-    client: rumqttc::AsyncClient,
+    link: std::sync::Arc<std::sync::Mutex<PublisherLink>>,
+}
+
+struct PublisherLink {
+    tx: LinkTx,
+    pkid: u16,
 }
 
 impl Publisher {
-    /// Connects to the broker at `addr` and keeps the connection going in a task.
-    pub fn connect(addr: SocketAddr) -> (Publisher, tokio::task::JoinHandle<()>) {
-        let mut options = rumqttc::MqttOptions::new(
-            "smartpark-edge-commands",
-            addr.ip().to_string(),
-            addr.port(),
-        );
-        options.set_keep_alive(std::time::Duration::from_secs(10));
-        options.set_max_packet_size(256 * 1024, 256 * 1024);
-        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 1024);
-        // Commands are small and latency matters more than packing: no Nagle delay.
-        let mut network = rumqttc::NetworkOptions::new();
-        network.set_tcp_nodelay(true);
-        eventloop.set_network_options(network);
+    /// Takes the broker's link for commands and drains what the router sends back on it
+    /// (its PUBACKs) in a task, so that the router never holds them waiting.
+    pub fn new(tx: LinkTx, mut rx: LinkRx) -> (Publisher, tokio::task::JoinHandle<()>) {
         let task = tokio::spawn(async move {
             loop {
-                if let Err(e) = eventloop.poll().await {
-                    tracing::warn!(error = %e, "The command publisher lost the broker; reconnecting.");
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                match rx.next().await {
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "The command link to the MQTT broker closed.");
+                        return;
+                    }
                 }
             }
         });
-        (Publisher { client }, task)
+        let link = PublisherLink { tx, pkid: 0 };
+        (
+            Publisher {
+                link: std::sync::Arc::new(std::sync::Mutex::new(link)),
+            },
+            task,
+        )
     }
 
-    /// Queues a QoS 1 publish; the client retries it until the broker acknowledges it.
-    pub async fn publish(&self, topic: &str, payload: Vec<u8>) -> anyhow::Result<()> {
-        self.client
-            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
-            .await
-            .with_context(|| format!("cannot publish to {topic}"))
+    /// Hands a QoS 1 publish to the broker's router. It does not wait on any task, so it may
+    /// be called from the store's writer thread right after a decision is durable.
+    pub fn publish(&self, topic: &str, payload: Vec<u8>) -> anyhow::Result<()> {
+        let mut link = self.link.lock().unwrap_or_else(|e| e.into_inner());
+        link.pkid = link.pkid.checked_add(1).unwrap_or(1);
+        let packet = qos1_publish(topic, payload, link.pkid)
+            .with_context(|| format!("cannot publish to {topic}"))?;
+        // `LinkTx::send` is async in name only: it queues the packet and signals the router
+        // with a blocking channel send, and has no await point. One poll therefore finishes it.
+        let mut sending = std::pin::pin!(link.tx.send(packet));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match sending.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(r) => r
+                .map(|_| ())
+                .map_err(|e| anyhow::anyhow!("cannot publish to {topic}: {e}")),
+            std::task::Poll::Pending => {
+                anyhow::bail!("cannot publish to {topic}: the broker link did not take it at once")
+            }
+        }
     }
+}
+
+/// A QoS 1 PUBLISH as rumqttd's router takes it. rumqttd builds only QoS 0 publishes for
+/// in-process links, so the packet is written with rumqttc's MQTT 3.1.1 codec and read back
+/// with rumqttd's.
+fn qos1_publish(
+    topic: &str,
+    payload: Vec<u8>,
+    pkid: u16,
+) -> anyhow::Result<rumqttd::protocol::Packet> {
+    use rumqttd::protocol::Protocol as _;
+    let mut publish = rumqttc::Publish::new(topic, rumqttc::QoS::AtLeastOnce, payload);
+    publish.pkid = pkid;
+    let mut wire = bytes::BytesMut::new();
+    publish
+        .write(&mut wire)
+        .map_err(|e| anyhow::anyhow!("cannot encode the publish: {e:?}"))?;
+    rumqttd::protocol::v4::V4
+        .read_mut(&mut wire, usize::MAX)
+        .map_err(|e| anyhow::anyhow!("the broker cannot read the publish: {e:?}"))
 }
 
 #[cfg(test)]
@@ -365,5 +423,75 @@ mod tests {
         );
         assert!(!not_ours.nodelay().unwrap(), "another port is left alone");
         assert_eq!(sweeper.sweep().unwrap(), 0, "a connection is switched once");
+    }
+}
+
+#[cfg(test)]
+mod publisher_tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commands_reach_a_qos_1_subscriber_at_qos_1_and_a_qos_0_one_at_qos_0() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let started = start(&MqttSettings {
+            listen_v4: any,
+            listen_v5: any,
+            max_payload_bytes: 64 * 1024,
+        })
+        .unwrap();
+        let (tx, rx) = started.commands;
+        let (publisher, _drain) = Publisher::new(tx, rx);
+
+        let subscriber = |id: &str, qos: rumqttc::QoS| {
+            let options = rumqttc::MqttOptions::new(id, "127.0.0.1", started.v4.port());
+            let (client, mut events) = rumqttc::AsyncClient::new(options, 16);
+            let (got_tx, got_rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                while let Ok(e) = events.poll().await {
+                    match e {
+                        rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) => {
+                            let _ = got_tx.send(None);
+                        }
+                        rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
+                            let _ = got_tx.send(Some(p));
+                        }
+                        _ => {}
+                    }
+                }
+            });
+            (client, got_rx, qos)
+        };
+        let mut subs = vec![
+            subscriber("door-qos1", rumqttc::QoS::AtLeastOnce),
+            subscriber("door-qos0", rumqttc::QoS::AtMostOnce),
+        ];
+        for (client, got, qos) in &mut subs {
+            client.subscribe("door/+/command", *qos).await.unwrap();
+            assert!(
+                got.recv().await.unwrap().is_none(),
+                "the SUBACK comes first"
+            );
+        }
+        // The packet ids wrap around u16::MAX to 1, never to 0, which QoS 1 forbids.
+        publisher.link.lock().unwrap().pkid = u16::MAX - 1;
+        for n in 0..3 {
+            publisher
+                .publish("door/d-1/command", format!("unlock {n}").into_bytes())
+                .unwrap();
+        }
+        for (_, got, qos) in &mut subs {
+            for n in 0..3 {
+                let p = tokio::time::timeout(std::time::Duration::from_secs(10), got.recv())
+                    .await
+                    .expect("the command arrives")
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(p.topic, "door/d-1/command");
+                assert_eq!(&p.payload[..], format!("unlock {n}").as_bytes());
+                assert_eq!(p.qos, *qos);
+            }
+        }
+        // u16::MAX, then 1 and 2.
+        assert_eq!(publisher.link.lock().unwrap().pkid, 2);
     }
 }

@@ -112,6 +112,9 @@ pub struct Metrics {
     pub store_bytes: AtomicU64,
     pub store_budget_bytes: AtomicU64,
     pub writer_queue_batches: AtomicU64,
+    /// Ops queued for the writer and not yet taken by it; a commit of samples stops early
+    /// to let them in (see `store::Writer::commit`).
+    pub writer_queue_ops: AtomicU64,
     pub mqtt_messages_total: AtomicU64,
     pub mqtt_unmapped_messages_total: AtomicU64,
     pub point_writes_total: AtomicU64,
@@ -342,6 +345,11 @@ impl Metrics {
             out,
             "# HELP smartpark_edge_writer_queue_batches Batches waiting for the writer.\n# TYPE smartpark_edge_writer_queue_batches gauge\nsmartpark_edge_writer_queue_batches {}",
             self.writer_queue_batches.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP smartpark_edge_writer_queue_ops Writes that someone waits on, queued for the writer.\n# TYPE smartpark_edge_writer_queue_ops gauge\nsmartpark_edge_writer_queue_ops {}",
+            self.writer_queue_ops.load(Relaxed)
         );
         {
             let v = self.invalid_input.lock().unwrap_or_else(|e| e.into_inner());

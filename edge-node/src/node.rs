@@ -223,9 +223,12 @@ impl EdgeNode {
 
         let (mqtt_v4, mqtt_v5, park_service, publisher) = match &settings.mqtt {
             Some(m) => {
-                let (v4, v5, link_tx, link_rx) = crate::broker::start(m)?;
+                let started = crate::broker::start(m)?;
+                let (v4, v5) = (started.v4, started.v5);
+                let (link_tx, link_rx) = started.field;
                 // One command publisher (one client id) for doors, barriers and rule actions.
-                let (publisher, task) = crate::broker::Publisher::connect(v4);
+                let (cmd_tx, cmd_rx) = started.commands;
+                let (publisher, task) = crate::broker::Publisher::new(cmd_tx, cmd_rx);
                 tasks.push(task);
                 let (field, park_service) = match &settings.business {
                     Some(b) => {

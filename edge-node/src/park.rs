@@ -490,27 +490,28 @@ impl ParkService {
         }
     }
 
-    /// Queues `stmts` as one write now, and publishes `commands` once it is durable.
+    /// Queues `stmts` as one write now, and publishes `commands` once it is durable: from
+    /// the store's writer thread, right after the commit, so that no task wake-up lies
+    /// between the durable event and the unlock.
     async fn commit_then(
         &self,
         stmts: Vec<Stmt>,
         commands: Vec<(String, Json)>,
     ) -> anyhow::Result<()> {
-        let done = self.store.submit(batch(stmts)).await?;
         let publisher = self.publisher.clone();
-        tokio::spawn(async move {
-            if let Err(e) = done.await {
-                tracing::error!(error = %format!("{e:#}"), "A decision could not be stored; its command is not sent.");
+        let after = move |outcome: Result<(), String>| {
+            if let Err(e) = outcome {
+                tracing::error!(error = %e, "A decision could not be stored; its command is not sent.");
                 return;
             }
             let Some(p) = publisher else { return };
             for (topic, payload) in commands {
-                if let Err(e) = p.publish(&topic, payload.to_string().into_bytes()).await {
+                if let Err(e) = p.publish(&topic, payload.to_string().into_bytes()) {
                     tracing::error!(%topic, error = %format!("{e:#}"), "Cannot publish a command.");
                 }
             }
-        });
-        Ok(())
+        };
+        self.store.submit_then(batch(stmts), Box::new(after)).await
     }
 
     async fn door_read(

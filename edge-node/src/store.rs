@@ -93,15 +93,25 @@ pub struct AuditEntry {
 /// run more than once if the whole commit fails and is retried, hence `FnMut`.
 pub type WriteOp = Box<dyn FnMut(&Connection) -> rusqlite::Result<()> + Send>;
 
+/// Runs on the writer's thread once the op it follows is committed (`Ok`) or refused (`Err`).
+/// It must be quick and must not block: the next commit waits for it.
+pub type AfterOp = Box<dyn FnOnce(Result<(), String>) + Send>;
+
 struct PendingOp {
     op: WriteOp,
     result: Option<rusqlite::Error>,
-    done: oneshot::Sender<Result<(), String>>,
+    done: Done,
+}
+
+/// How the one who queued an op learns its outcome.
+enum Done {
+    Notify(oneshot::Sender<Result<(), String>>),
+    Then(AfterOp),
 }
 
 enum WriterMsg {
     Samples(Vec<Sample>, Instant),
-    Op(WriteOp, oneshot::Sender<Result<(), String>>),
+    Op(WriteOp, Done),
     Tick,
     Flush(oneshot::Sender<()>),
 }
@@ -226,10 +236,7 @@ impl Store {
     /// or with the op's own error (then nothing of it was written).
     pub async fn write(&self, op: WriteOp) -> anyhow::Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(WriterMsg::Op(op, tx))
-            .await
-            .map_err(|_| anyhow::anyhow!("the store writer has stopped"))?;
+        self.queue_op(op, Done::Notify(tx)).await?;
         rx.await
             .map_err(|_| anyhow::anyhow!("the store writer has stopped"))?
             .map_err(|e| anyhow::anyhow!("store write refused: {e}"))
@@ -243,15 +250,31 @@ impl Store {
         op: WriteOp,
     ) -> anyhow::Result<impl Future<Output = anyhow::Result<()>> + Send + 'static> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(WriterMsg::Op(op, tx))
-            .await
-            .map_err(|_| anyhow::anyhow!("the store writer has stopped"))?;
+        self.queue_op(op, Done::Notify(tx)).await?;
         Ok(async move {
             rx.await
                 .map_err(|_| anyhow::anyhow!("the store writer has stopped"))?
                 .map_err(|e| anyhow::anyhow!("store write refused: {e}"))
         })
+    }
+
+    /// Queues `op` for the writer now, in call order, and has the writer's thread run `after`
+    /// with its outcome right after the commit, with no task to wake in between. Meant for
+    /// what must follow a durable write as soon as possible: a door's unlock command.
+    pub async fn submit_then(&self, op: WriteOp, after: AfterOp) -> anyhow::Result<()> {
+        self.queue_op(op, Done::Then(after)).await
+    }
+
+    /// Counts the op as waiting before it is queued, so that a commit of samples under way
+    /// sees it (see `Writer::commit`).
+    async fn queue_op(&self, op: WriteOp, done: Done) -> anyhow::Result<()> {
+        let waiting = &self.shared.metrics.writer_queue_ops;
+        waiting.fetch_add(1, Relaxed);
+        if self.tx.send(WriterMsg::Op(op, done)).await.is_err() {
+            waiting.fetch_sub(1, Relaxed);
+            anyhow::bail!("the store writer has stopped");
+        }
+        Ok(())
     }
 
     /// Records an audit entry; returns once it is committed.
@@ -636,6 +659,11 @@ fn open_writer(path: &Path) -> anyhow::Result<Connection> {
 /// readers is forced: about 256 MiB.
 const WAL_FORCE_FRAMES: i64 = 65_536;
 
+/// How often, at most, the writer asks for a checkpoint: after a commit, once this long has
+/// passed since the last ask. Small, frequent checkpoints keep each fsync of the database
+/// file short: the commits' own fsyncs go to the same disk and can wait behind it.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
 /// Copies the WAL into the database file from a connection of its own, when the writer asks.
 /// With SQLite's automatic checkpoints the copy and its fsync ran inside whichever commit
 /// crossed the threshold, and everything waiting on that commit (a door decision waits for
@@ -677,8 +705,9 @@ struct Writer {
     rollups: Rollups,
     rows: Vec<RollupRow>,
     last_maintenance: Instant,
-    /// Asks the checkpoint thread for a checkpoint (once a second, with the tick).
+    /// Asks the checkpoint thread for a checkpoint (see `CHECKPOINT_EVERY`).
     checkpoint: Option<std::sync::mpsc::SyncSender<()>>,
+    last_checkpoint: Instant,
     /// Per point, the newest sample committed since the last snapshot of `latest`.
     dirty_latest: HashMap<i64, Sample>,
     /// A snapshot of `latest` being written, `LATEST_CHUNK` points per commit, and the rowid
@@ -742,6 +771,7 @@ impl Writer {
             rows: Vec::new(),
             last_maintenance: Instant::now(),
             checkpoint: None,
+            last_checkpoint: Instant::now(),
             dirty_latest: HashMap::new(),
             latest_backlog: Vec::new(),
             backlog_rowid: 0,
@@ -903,10 +933,58 @@ fn write_latest(samples: &[(i64, Sample)], tx: &rusqlite::Transaction<'_>) -> an
 /// Tells the callers of committed ops how each went.
 fn answer(ops: &mut Vec<PendingOp>) {
     for op in ops.drain(..) {
-        let _ = op
-            .done
-            .send(op.result.map_or(Ok(()), |e| Err(e.to_string())));
+        let outcome = op.result.map_or(Ok(()), |e| Err(e.to_string()));
+        match op.done {
+            Done::Notify(tx) => {
+                let _ = tx.send(outcome);
+            }
+            Done::Then(after) => after(outcome),
+        }
     }
+}
+
+/// What the writer took from its queue while letting ops into a commit: handled after it.
+#[derive(Default)]
+struct Late {
+    samples: Vec<(Vec<Sample>, Instant)>,
+    flushes: Vec<oneshot::Sender<()>>,
+    tick: bool,
+}
+
+/// Runs one op in a savepoint of its own: an op that fails is rolled back alone and keeps its
+/// error; a full disk fails the whole commit.
+fn run_op(tx: &mut rusqlite::Transaction<'_>, p: &mut PendingOp) -> rusqlite::Result<()> {
+    let sp = tx.savepoint()?;
+    match (p.op)(&sp) {
+        Ok(()) => {
+            sp.commit()?;
+            p.result = None;
+        }
+        Err(e) if is_full(&e) => return Err(e),
+        Err(e) => p.result = Some(e), // Dropping the savepoint rolls it back.
+    }
+    Ok(())
+}
+
+/// Removes the first `n` samples from `pending`, splitting a batch if it must.
+fn take_front(
+    pending: &mut Vec<(Vec<Sample>, Instant)>,
+    mut n: usize,
+) -> Vec<(Vec<Sample>, Instant)> {
+    let mut taken = Vec::new();
+    while n > 0 && !pending.is_empty() {
+        if pending[0].0.len() <= n {
+            let batch = pending.remove(0);
+            n -= batch.0.len();
+            taken.push(batch);
+        } else {
+            let rest = pending[0].0.split_off(n);
+            let head = std::mem::replace(&mut pending[0].0, rest);
+            taken.push((head, pending[0].1));
+            n = 0;
+        }
+    }
+    taken
 }
 
 impl Writer {
@@ -923,7 +1001,14 @@ impl Writer {
                 && self.latest_backlog.is_empty()
             {
                 match rx.blocking_recv() {
-                    Some(m) => self.take(m, &mut pending, &mut flushes, &mut ops, &mut tick),
+                    Some(m) => Self::take(
+                        &self.metrics,
+                        m,
+                        &mut pending,
+                        &mut flushes,
+                        &mut ops,
+                        &mut tick,
+                    ),
                     None => return,
                 }
             }
@@ -935,7 +1020,14 @@ impl Writer {
                         if let WriterMsg::Samples(s, _) = &m {
                             n += s.len();
                         }
-                        self.take(m, &mut pending, &mut flushes, &mut ops, &mut tick);
+                        Self::take(
+                            &self.metrics,
+                            m,
+                            &mut pending,
+                            &mut flushes,
+                            &mut ops,
+                            &mut tick,
+                        );
                     }
                     Err(_) => break,
                 }
@@ -946,13 +1038,24 @@ impl Writer {
             // and the commit below retries them and handles the error.
             if !ops.is_empty()
                 && (!pending.is_empty() || tick || !self.latest_backlog.is_empty())
-                && self.commit(&[], &mut ops, false, false).is_ok()
+                && self.commit(&[], &mut ops, false, false, None).is_ok()
             {
                 answer(&mut ops);
             }
-            let batches = pending.len() as u64;
-            match self.commit(&pending, &mut ops, tick, true) {
-                Ok(()) => {
+            // Ops that arrive while the samples go in stop them early and join this commit,
+            // unless a flush waits for all that is queued.
+            let mut late = Late::default();
+            let intake = flushes.is_empty().then_some((&mut rx, &mut late));
+            let result = self.commit(&pending, &mut ops, tick, true, intake);
+            let batches = pending.len();
+            let committed = result
+                .as_ref()
+                .map_or(Vec::new(), |&n| take_front(&mut pending, n));
+            let batches = (batches - pending.len()) as u64;
+            pending.append(&mut late.samples);
+            flushes.append(&mut late.flushes);
+            match result {
+                Ok(_) => {
                     shared
                         .metrics
                         .writer_queue_batches
@@ -960,7 +1063,7 @@ impl Writer {
                     shared.healthy.store(true, Relaxed);
                     let done = Instant::now();
                     let mut all = Vec::with_capacity(n);
-                    for (samples, at) in pending.drain(..) {
+                    for (samples, at) in committed {
                         let us = done.duration_since(at).as_micros() as u64;
                         shared
                             .metrics
@@ -972,12 +1075,15 @@ impl Writer {
                         self.publish(&shared, all);
                     }
                     answer(&mut ops);
-                    for f in flushes.drain(..) {
-                        let _ = f.send(());
+                    if pending.is_empty() {
+                        for f in flushes.drain(..) {
+                            let _ = f.send(());
+                        }
                     }
-                    tick = false;
+                    tick = late.tick;
                 }
                 Err(e) => {
+                    tick |= late.tick;
                     // Nothing is dropped: the batch stays pending and is retried, and the
                     // drivers wait on the full queue meanwhile.
                     self.metrics.commit_errors_total.fetch_add(1, Relaxed);
@@ -1016,7 +1122,7 @@ impl Writer {
     }
 
     fn take(
-        &mut self,
+        metrics: &Metrics,
         m: WriterMsg,
         pending: &mut Vec<(Vec<Sample>, Instant)>,
         flushes: &mut Vec<oneshot::Sender<()>>,
@@ -1025,11 +1131,14 @@ impl Writer {
     ) {
         match m {
             WriterMsg::Samples(s, at) => pending.push((s, at)),
-            WriterMsg::Op(op, done) => ops.push(PendingOp {
-                op,
-                result: None,
-                done,
-            }),
+            WriterMsg::Op(op, done) => {
+                metrics.writer_queue_ops.fetch_sub(1, Relaxed);
+                ops.push(PendingOp {
+                    op,
+                    result: None,
+                    done,
+                })
+            }
             WriterMsg::Tick => *tick = true,
             WriterMsg::Flush(f) => flushes.push(f),
         }
@@ -1053,34 +1162,39 @@ impl Writer {
 
     /// Commits ops and samples in one transaction; with `tick`, the once-a-second work too,
     /// and with `background`, a chunk of the `latest` snapshot.
+    /// Commits `ops` and then `pending`'s samples, in order, with the tick's work when `tick`
+    /// and, when `background`, a chunk of the `latest` snapshot. Returns how many of the
+    /// samples it committed: all of them, unless `intake` is given and an op was queued
+    /// meanwhile. Then the samples stop there, and everything queued so far is taken from
+    /// `intake`: its ops join this commit, the rest waits in `Late`. So an op waits for at most
+    /// one sample's insert and the rest of one commit, not for a whole batch.
     fn commit(
         &mut self,
         pending: &[(Vec<Sample>, Instant)],
-        ops: &mut [PendingOp],
+        ops: &mut Vec<PendingOp>,
         tick: bool,
         background: bool,
-    ) -> anyhow::Result<()> {
+        intake: Option<(&mut mpsc::Receiver<WriterMsg>, &mut Late)>,
+    ) -> anyhow::Result<usize> {
         self.rows.clear();
         let mut tx = self.conn.transaction()?;
         for p in ops.iter_mut() {
-            let sp = tx.savepoint()?;
-            match (p.op)(&sp) {
-                Ok(()) => {
-                    sp.commit()?;
-                    p.result = None;
-                }
-                Err(e) if is_full(&e) => return Err(e.into()),
-                Err(e) => p.result = Some(e), // Dropping the savepoint rolls it back.
-            }
+            run_op(&mut tx, p)?;
         }
         let mut committed = 0u64;
         let mut bad = 0u64;
+        let preemptible = intake.is_some();
+        let mut preempted = false;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO samples (ts, point_id, value, q, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for (samples, _) in pending {
+            'samples: for (samples, _) in pending {
                 for s in samples {
+                    if preemptible && self.metrics.writer_queue_ops.load(Relaxed) > 0 {
+                        preempted = true;
+                        break 'samples;
+                    }
                     let id = match self.ids.get(&s.point) {
                         Some(id) => *id,
                         None => {
@@ -1125,6 +1239,22 @@ impl Writer {
                     }
                     committed += 1;
                 }
+            }
+        }
+        if preempted && let Some((rx, late)) = intake {
+            let first = ops.len();
+            while let Ok(m) = rx.try_recv() {
+                Self::take(
+                    &self.metrics,
+                    m,
+                    &mut late.samples,
+                    &mut late.flushes,
+                    ops,
+                    &mut late.tick,
+                );
+            }
+            for p in &mut ops[first..] {
+                run_op(&mut tx, p)?;
             }
         }
         // The `latest` snapshot: taken at a tick once the previous one is written, then
@@ -1223,7 +1353,10 @@ impl Writer {
                 .samples_bad_quality_total
                 .fetch_add(bad, Relaxed);
         }
-        if tick && let Some(c) = &self.checkpoint {
+        if let Some(c) = &self.checkpoint
+            && self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY
+        {
+            self.last_checkpoint = Instant::now();
             let _ = c.try_send(());
         }
         if tick && self.last_maintenance.elapsed() >= self.config.maintenance_interval {
@@ -1232,7 +1365,7 @@ impl Writer {
                 tracing::warn!(error = %format!("{e:#}"), "Store maintenance failed.");
             }
         }
-        Ok(())
+        Ok(committed as usize)
     }
 
     /// Retention and the disk budget. Runs in short transactions so that ingest is never
@@ -1598,6 +1731,86 @@ mod tests {
             Quality::bad("timeout after 500ms")
         );
         assert_eq!(store.metrics().samples_committed_total.load(Relaxed), 6);
+    }
+
+    #[test]
+    fn take_front_splits_the_batch_that_straddles_the_count() {
+        let at = Instant::now();
+        let batch = |from: i64, n: i64| {
+            let s = (from..from + n)
+                .map(|ts| Sample::good(PointKey::new("m", "p"), ts, Value::Float(0.0)))
+                .collect::<Vec<_>>();
+            (s, at)
+        };
+        let mut pending = vec![batch(0, 3), batch(3, 4), batch(7, 2)];
+        let ts = |b: &[(Vec<Sample>, Instant)]| -> Vec<Vec<i64>> {
+            b.iter()
+                .map(|(s, _)| s.iter().map(|x| x.ts).collect())
+                .collect()
+        };
+        let taken = take_front(&mut pending, 5);
+        assert_eq!(ts(&taken), vec![vec![0, 1, 2], vec![3, 4]]);
+        assert_eq!(ts(&pending), vec![vec![5, 6], vec![7, 8]]);
+        assert_eq!(ts(&take_front(&mut pending, 0)), Vec::<Vec<i64>>::new());
+        assert_eq!(
+            ts(&take_front(&mut pending, 9)),
+            vec![vec![5, 6], vec![7, 8]]
+        );
+        assert!(pending.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_op_queued_behind_a_large_batch_commits_before_the_batch_is_in_and_nothing_is_lost()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let store = Store::open(config(dir.path()), &[], metrics.clone()).unwrap();
+        let batch = |from: i64, n: i64| {
+            (from..from + n)
+                .map(|ts| {
+                    let key = PointKey::new("m", &format!("p{}", ts % 100));
+                    Sample::good(key, ts, Value::Float(ts as f64))
+                })
+                .collect::<Vec<_>>()
+        };
+        let big = 100_000;
+        store.ingest(batch(0, big)).await;
+        // The op counts the samples its own transaction sees: it either went first, or it
+        // stopped the batch part of the way in.
+        let seen = Arc::new(std::sync::atomic::AtomicI64::new(-1));
+        let s2 = seen.clone();
+        store
+            .write(Box::new(move |c| {
+                let n: i64 = c.query_row("SELECT count(*) FROM samples", [], |r| r.get(0))?;
+                s2.store(n, Relaxed);
+                Ok(())
+            }))
+            .await
+            .unwrap();
+        let seen = seen.load(Relaxed);
+        assert!(
+            (0..big).contains(&seen),
+            "the op waited for the whole batch: it saw {seen} samples"
+        );
+        // What queued while the batch was cut short is kept, and the rest of the batch
+        // goes in once: every sample exactly once.
+        store.ingest(batch(big, 1_000)).await;
+        store.flush().await;
+        let (count, distinct) = store
+            .read(|c| {
+                c.query_row(
+                    "SELECT count(*), count(DISTINCT ts) FROM samples",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!((count, distinct), (big + 1_000, big + 1_000));
+        assert_eq!(metrics.writer_queue_ops.load(Relaxed), 0);
+        assert_eq!(metrics.writer_queue_batches.load(Relaxed), 0);
+        let key = PointKey::new("m", "p99");
+        assert_eq!(store.latest_of(&key).unwrap().ts, big + 999);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
