@@ -120,6 +120,11 @@ pub struct Metrics {
     pub point_writes_total: AtomicU64,
     pub access_granted_total: AtomicU64,
     pub access_denied_total: AtomicU64,
+    /// Door, barrier and display commands handed to the broker after their decision was
+    /// stored, and those that were not sent (the decision's write failed, or the broker
+    /// refused the command).
+    pub commands_published_total: AtomicU64,
+    pub commands_not_sent_total: AtomicU64,
     pub point_write_failures_total: AtomicU64,
     pub http_requests_total: AtomicU64,
     pub http_client_errors_total: AtomicU64,
@@ -162,7 +167,7 @@ impl Metrics {
     /// the caller (device states, for instance).
     pub fn render(&self, extra: &[ExtraGauge<'_>]) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &AtomicU64, &str); 33] = [
+        let counters: [(&str, &AtomicU64, &str); 35] = [
             (
                 "smartpark_edge_access_granted_total",
                 &self.access_granted_total,
@@ -172,6 +177,16 @@ impl Metrics {
                 "smartpark_edge_access_denied_total",
                 &self.access_denied_total,
                 "Door access decisions that denied entry.",
+            ),
+            (
+                "smartpark_edge_commands_published_total",
+                &self.commands_published_total,
+                "Door, barrier and display commands handed to the broker once their decision was stored.",
+            ),
+            (
+                "smartpark_edge_commands_not_sent_total",
+                &self.commands_not_sent_total,
+                "Commands not sent: their decision could not be stored, or the broker refused them.",
             ),
             (
                 "smartpark_edge_samples_received_total",

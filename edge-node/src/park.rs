@@ -499,16 +499,23 @@ impl ParkService {
         commands: Vec<(String, Json)>,
     ) -> anyhow::Result<()> {
         let publisher = self.publisher.clone();
+        let metrics = self.metrics.clone();
         let after = move |outcome: Result<(), String>| {
             if let Err(e) = outcome {
+                let n = commands.len() as u64;
+                metrics.commands_not_sent_total.fetch_add(n, Relaxed);
                 tracing::error!(error = %e, "A decision could not be stored; its command is not sent.");
                 return;
             }
             let Some(p) = publisher else { return };
             for (topic, payload) in commands {
-                if let Err(e) = p.publish(&topic, payload.to_string().into_bytes()) {
-                    tracing::error!(%topic, error = %format!("{e:#}"), "Cannot publish a command.");
-                }
+                match p.publish(&topic, payload.to_string().into_bytes()) {
+                    Ok(()) => metrics.commands_published_total.fetch_add(1, Relaxed),
+                    Err(e) => {
+                        tracing::error!(%topic, error = %format!("{e:#}"), "Cannot publish a command.");
+                        metrics.commands_not_sent_total.fetch_add(1, Relaxed)
+                    }
+                };
             }
         };
         self.store.submit_then(batch(stmts), Box::new(after)).await

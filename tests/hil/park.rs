@@ -260,6 +260,11 @@ fn doors_open_for_valid_cards_and_stay_shut_for_an_ended_lease_with_no_uplink_ac
     read(&edge, "d1", "CARD-2");
     read(&edge, "d1", "NOBODY");
     let commands = sub.collect(3);
+    // Each command is counted once it is handed to the broker, none as not sent.
+    eventually("three commands counted", Duration::from_secs(10), || {
+        (edge.metric("smartpark_edge_commands_published_total") == 3.0).then_some(())
+    });
+    assert_eq!(edge.metric("smartpark_edge_commands_not_sent_total"), 0.0);
     assert_eq!(commands[0].1["command"], "unlock", "{commands:?}");
     assert_eq!(commands[0].1["duration_ms"], 4000);
     assert_eq!(commands[1].1["command"], "deny");
