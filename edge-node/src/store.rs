@@ -943,6 +943,10 @@ fn answer(ops: &mut Vec<PendingOp>) {
     }
 }
 
+/// Samples a commit takes in before it lets queued ops cut it short, so that samples still
+/// move when ops arrive faster than commits finish. About 0.1 ms of inserts.
+const SAMPLES_BEFORE_OPS: u64 = 128;
+
 /// What the writer took from its queue while letting ops into a commit: handled after it.
 #[derive(Default)]
 struct Late {
@@ -971,18 +975,17 @@ fn take_front(
     pending: &mut Vec<(Vec<Sample>, Instant)>,
     mut n: usize,
 ) -> Vec<(Vec<Sample>, Instant)> {
-    let mut taken = Vec::new();
-    while n > 0 && !pending.is_empty() {
-        if pending[0].0.len() <= n {
-            let batch = pending.remove(0);
-            n -= batch.0.len();
-            taken.push(batch);
-        } else {
-            let rest = pending[0].0.split_off(n);
-            let head = std::mem::replace(&mut pending[0].0, rest);
-            taken.push((head, pending[0].1));
-            n = 0;
-        }
+    let mut whole = 0;
+    while whole < pending.len() && pending[whole].0.len() <= n {
+        n -= pending[whole].0.len();
+        whole += 1;
+    }
+    let mut taken: Vec<_> = pending.drain(..whole).collect();
+    if n > 0
+        && let Some((first, at)) = pending.first_mut()
+    {
+        let rest = first.split_off(n);
+        taken.push((std::mem::replace(first, rest), *at));
     }
     taken
 }
@@ -1160,14 +1163,12 @@ impl Writer {
         let _ = shared.live.send(Arc::new(all));
     }
 
-    /// Commits ops and samples in one transaction; with `tick`, the once-a-second work too,
-    /// and with `background`, a chunk of the `latest` snapshot.
     /// Commits `ops` and then `pending`'s samples, in order, with the tick's work when `tick`
     /// and, when `background`, a chunk of the `latest` snapshot. Returns how many of the
     /// samples it committed: all of them, unless `intake` is given and an op was queued
-    /// meanwhile. Then the samples stop there, and everything queued so far is taken from
-    /// `intake`: its ops join this commit, the rest waits in `Late`. So an op waits for at most
-    /// one sample's insert and the rest of one commit, not for a whole batch.
+    /// meanwhile (once `SAMPLES_BEFORE_OPS` are in). Then the samples stop there, and
+    /// everything queued so far is taken from `intake`: its ops join this commit, the rest
+    /// waits in `Late`. So an op waits for the rest of one commit, not for a whole batch.
     fn commit(
         &mut self,
         pending: &[(Vec<Sample>, Instant)],
@@ -1191,7 +1192,10 @@ impl Writer {
             )?;
             'samples: for (samples, _) in pending {
                 for s in samples {
-                    if preemptible && self.metrics.writer_queue_ops.load(Relaxed) > 0 {
+                    if preemptible
+                        && committed >= SAMPLES_BEFORE_OPS
+                        && self.metrics.writer_queue_ops.load(Relaxed) > 0
+                    {
                         preempted = true;
                         break 'samples;
                     }
