@@ -500,6 +500,11 @@ impl ParkService {
     ) -> anyhow::Result<()> {
         let publisher = self.publisher.clone();
         let metrics = self.metrics.clone();
+        // Serialized here, not on the writer's thread.
+        let commands: Vec<(String, Vec<u8>)> = commands
+            .into_iter()
+            .map(|(topic, payload)| (topic, payload.to_string().into_bytes()))
+            .collect();
         let after = move |outcome: Result<(), String>| {
             if let Err(e) = outcome {
                 let n = commands.len() as u64;
@@ -509,7 +514,7 @@ impl ParkService {
             }
             let Some(p) = publisher else { return };
             for (topic, payload) in commands {
-                match p.publish(&topic, payload.to_string().into_bytes()) {
+                match p.publish(&topic, payload) {
                     Ok(()) => metrics.commands_published_total.fetch_add(1, Relaxed),
                     Err(e) => {
                         tracing::error!(%topic, error = %format!("{e:#}"), "Cannot publish a command.");

@@ -1764,8 +1764,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_op_queued_behind_a_large_batch_commits_before_the_batch_is_in_and_nothing_is_lost()
-    {
+    async fn an_op_cuts_a_commit_of_a_large_batch_short_and_every_sample_still_lands_once() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(Metrics::default());
         let store = Store::open(config(dir.path()), &[], metrics.clone()).unwrap();
@@ -1777,29 +1776,39 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        let big = 100_000;
-        store.ingest(batch(0, big)).await;
-        // The op counts the samples its own transaction sees: it either went first, or it
-        // stopped the batch part of the way in.
-        let seen = Arc::new(std::sync::atomic::AtomicI64::new(-1));
-        let s2 = seen.clone();
-        store
-            .write(Box::new(move |c| {
-                let n: i64 = c.query_row("SELECT count(*) FROM samples", [], |r| r.get(0))?;
-                s2.store(n, Relaxed);
-                Ok(())
-            }))
-            .await
-            .unwrap();
-        let seen = seen.load(Relaxed);
-        assert!(
-            (0..big).contains(&seen),
-            "the op waited for the whole batch: it saw {seen} samples"
-        );
-        // What queued while the batch was cut short is kept, and the rest of the batch
-        // goes in once: every sample exactly once.
-        store.ingest(batch(big, 1_000)).await;
-        store.flush().await;
+        // Each round: a large batch, then (once its commit is under way) a small one and an
+        // op that counts the samples its own transaction sees. Cut short, the commit holds
+        // at least SAMPLES_BEFORE_OPS of the large batch and not all of it. An op that
+        // arrives before the commit starts goes first instead and sees none of it, so the
+        // round is tried again; without the cut, every round's op would see all of it.
+        let (big, small) = (100_000i64, 1_000i64);
+        let mut rounds = 0;
+        let mut cut = None;
+        while rounds < 5 && cut.is_none() {
+            let before = rounds * (big + small);
+            rounds += 1;
+            store.ingest(batch(before, big)).await;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            store.ingest(batch(before + big, small)).await;
+            let seen = Arc::new(std::sync::atomic::AtomicI64::new(-1));
+            let s2 = seen.clone();
+            store
+                .write(Box::new(move |c| {
+                    let n: i64 = c.query_row("SELECT count(*) FROM samples", [], |r| r.get(0))?;
+                    s2.store(n, Relaxed);
+                    Ok(())
+                }))
+                .await
+                .unwrap();
+            let seen = seen.load(Relaxed) - before;
+            if (SAMPLES_BEFORE_OPS as i64..big).contains(&seen) {
+                cut = Some(seen);
+            }
+            store.flush().await;
+        }
+        assert!(cut.is_some(), "in {rounds} rounds no op cut a batch short");
+        // The rest of the batch and the samples queued meanwhile go in afterwards: every
+        // sample exactly once.
         let (count, distinct) = store
             .read(|c| {
                 c.query_row(
@@ -1810,11 +1819,12 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!((count, distinct), (big + 1_000, big + 1_000));
+        let all = rounds * (big + small);
+        assert_eq!((count, distinct), (all, all));
         assert_eq!(metrics.writer_queue_ops.load(Relaxed), 0);
         assert_eq!(metrics.writer_queue_batches.load(Relaxed), 0);
-        let key = PointKey::new("m", "p99");
-        assert_eq!(store.latest_of(&key).unwrap().ts, big + 999);
+        let key = PointKey::new("m", &format!("p{}", (all - 1) % 100));
+        assert_eq!(store.latest_of(&key).unwrap().ts, all - 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
