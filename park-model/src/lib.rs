@@ -17,15 +17,20 @@
 //! - [`cache`]: a row-per-entity copy of a directory, so an edge decides before the document
 //!   has loaded.
 //! - [`sample`]: deterministic sample parks for tests, benchmarks and the demo.
+//! - [`identity`]: roles, permissions, scopes and grants, and the pure parts of logging in
+//!   (Argon2id verifiers, TOTP, tokens, lockout, sealing and masking of personal data).
+//! - [`audit`]: the audit log's hash chain and its verification.
 
 pub mod compat;
 
 pub mod access;
+pub mod audit;
 pub mod building;
 pub mod cache;
 pub mod directory;
 pub mod document;
 pub mod gate;
+pub mod identity;
 pub mod parking;
 pub mod sample;
 pub mod tariff;
