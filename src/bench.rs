@@ -32,6 +32,9 @@ pub enum BenchName {
     /// 10,000 rules: evaluation time per sample, and ingest with the rules in line against
     /// ingest without, at 5,000 points.
     Rules,
+    /// The LAN API's session or token check with the permission check, a login at the
+    /// configured Argon2id cost, and read throughput with authentication against without.
+    Auth,
 }
 
 pub async fn run(name: BenchName, seconds: u64, credentials: usize) -> anyhow::Result<()> {
@@ -50,6 +53,7 @@ pub async fn run(name: BenchName, seconds: u64, credentials: usize) -> anyhow::R
         }
         BenchName::Bacnet => crate::bench_bacnet::run().await,
         BenchName::Rules => crate::bench_rules::run(seconds.max(1)).await,
+        BenchName::Auth => crate::bench_auth::run(seconds.max(1)).await,
     }
 }
 

@@ -61,6 +61,9 @@ pub async fn run(data_dir: Option<PathBuf>, profiles: PathBuf, port: u16) -> any
         quic_listen: "127.0.0.1:0".parse()?,
         server_names: vec![],
         http_listen: "127.0.0.1:0".parse()?,
+        http_tls: cloud_hub::HttpTls::Plain,
+        auth: accounts::AuthSettings::default(),
+        key_file: hub_dir.join("secrets/hub.key"),
         ca_cert: hub_dir.join("ca/ca-cert.pem"),
         ca_key: hub_dir.join("ca/ca-key.pem"),
         token_ttl: Duration::from_secs(3600),
@@ -68,6 +71,9 @@ pub async fn run(data_dir: Option<PathBuf>, profiles: PathBuf, port: u16) -> any
     };
     let db = hub_settings.db_path();
     let hub = cloud_hub::Hub::start(hub_settings).await?;
+    // People for every role; the building roles reach b1's edge by sync.
+    let logins = crate::demo_users::ensure(&db, &data_dir)?;
+    hub.auth.reload().await?;
     for building in ["b1", "b2"] {
         let identity = data_dir.join(format!("identity-{building}"));
         if sync_protocol::transport::EdgeTlsConfig::load(&identity).is_err() {
@@ -92,6 +98,8 @@ profiles_dir = "{profiles}"
 
 [api]
 listen = "{api}"
+# Plain HTTP on loopback, so that a browser opens the demo without a certificate warning.
+plain_http = true
 
 [mqtt]
 listen_v4 = "127.0.0.1:0"
@@ -105,6 +113,7 @@ disk_budget_mb = 256
 
 [business]
 seed_dir = "{seed}"
+credential_key_file = "{credential_key}"
 
 [sync]
 hub = "{hub}"
@@ -151,6 +160,7 @@ mqtt = {{ topic_id = "lab-env" }}
 "#,
         data = toml_path(&data_dir.join("b1")),
         seed = toml_path(&data_dir.join("seed-b1")),
+        credential_key = toml_path(&data_dir.join("credential.key")),
         hub = hub.quic_addr,
         identity = toml_path(&data_dir.join("identity-b1")),
         profiles = toml_path(&profiles),
@@ -163,12 +173,14 @@ mqtt = {{ topic_id = "lab-env" }}
     // The park's documents know the simulated cards and plates.
     let credentials = device_sim::demo_credentials(7, 40);
     let plates = device_sim::demo_plates(7, 30, 2);
+    let key = crate::demo_park::credential_key(&data_dir.join("credential.key"))?;
     crate::demo_park::write(
         &data_dir.join("seed-b1"),
         "b1",
         device_drivers::now_micros(),
         &credentials,
         &plates,
+        &key,
     )?;
     let file = data_dir.join("b1.toml");
     std::fs::write(&file, config).with_context(|| format!("cannot write {}", file.display()))?;
@@ -187,7 +199,7 @@ mqtt = {{ topic_id = "lab-env" }}
         &b2_file,
         format!(
             "[node]\npark = \"demo-park\"\nbuilding = \"b2\"\ndata_dir = \"{data}\"\nprofiles_dir = \"{profiles}\"\n\
-             [api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nlisten_v4 = \"127.0.0.1:0\"\nlisten_v5 = \"127.0.0.1:0\"\n\
+             [api]\nlisten = \"127.0.0.1:0\"\nplain_http = true\n[mqtt]\nlisten_v4 = \"127.0.0.1:0\"\nlisten_v5 = \"127.0.0.1:0\"\n\
              [storage]\nraw_retention_days = 2\nminute_rollup_retention_days = 2\nrollup_retention_days = 30\ndisk_budget_mb = 256\n\
              [business]\nenabled = false\n[sync]\nhub = \"{hub}\"\nidentity_dir = \"{identity}\"\n\n\
              [[device]]\nid = \"main-meter\"\nname = \"Building 2 incomer\"\nprofile = \"eastron-sdm630\"\npoll_interval_ms = 1000\ntimeout_ms = 500\n\
@@ -309,6 +321,18 @@ mqtt = {{ topic_id = "lab-env" }}
             a.port()
         );
     }
+    println!();
+    println!("  Logins (every API needs one; POST /api/v1/auth/login with username and password):");
+    for l in &logins {
+        println!(
+            "    {:<11} {:<20} {:<44} {}",
+            l.username, l.password, l.grant, l.about
+        );
+    }
+    println!(
+        "    (kept in {})",
+        data_dir.join("demo-logins.txt").display()
+    );
     println!("Press Ctrl-C to stop.");
     crate::wait_for_stop().await;
     println!("Stopping the demo.");

@@ -22,6 +22,17 @@ pub struct HubArgs {
 enum HubAction {
     /// Print the default hub config, with comments, to standard output.
     GenerateConfig,
+    /// The hub's users: add, list, disable, enable, grant, passwd, reset-second-factor.
+    User {
+        #[command(subcommand)]
+        action: crate::users_cli::UserAction,
+    },
+    /// Re-seal phone and ID numbers and second-factor secrets under a new key (the hub
+    /// must be stopped).
+    RotateKey {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Make a one-time enrollment token for a building's edge and print it.
     Enroll {
         #[arg(long)]
@@ -62,6 +73,11 @@ pub struct EdgeEnrollArgs {
     /// The edge's data dir; the key, certificate and CA are saved there.
     #[arg(long)]
     data_dir: PathBuf,
+    /// A DNS name or IP address the LAN API is reached by (repeatable): the hub issues
+    /// the API's HTTPS certificate for these names. Without any, the API serves a
+    /// self-signed certificate naming the address it listens on.
+    #[arg(long = "lan-name", value_name = "NAME_OR_IP")]
+    lan_names: Vec<String>,
 }
 
 pub async fn run_hub(args: HubArgs) -> anyhow::Result<()> {
@@ -70,6 +86,8 @@ pub async fn run_hub(args: HubArgs) -> anyhow::Result<()> {
             print!("{}", cloud_hub::DEFAULT_CONFIG);
             Ok(())
         }
+        (Some(HubAction::User { action }), _) => crate::users_cli::hub_users(action),
+        (Some(HubAction::RotateKey { config }), _) => crate::users_cli::rotate_key(&config),
         (
             Some(HubAction::Enroll {
                 config,
@@ -130,7 +148,7 @@ pub async fn run_hub(args: HubArgs) -> anyhow::Result<()> {
         (None, Some(config)) => {
             let settings = HubSettings::load(&config)?;
             let hub = Hub::start(settings).await?;
-            println!("ready quic={} api=http://{}", hub.quic_addr, hub.api_addr);
+            println!("ready quic={} api={}", hub.quic_addr, hub.api_url());
             crate::wait_for_stop().await;
             tracing::info!("Stopping the hub.");
             hub.shutdown().await;
@@ -149,14 +167,22 @@ pub async fn edge_enroll(args: EdgeEnrollArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot resolve the hub address {:?}", args.hub))?
         .next()
         .with_context(|| format!("the hub address {:?} resolves to nothing", args.hub))?;
-    let config = transport::enroll(hub, &token, &args.data_dir).await?;
-    let id = config.identity();
+    let enrolled = transport::enroll_with_lan(hub, &token, &args.data_dir, &args.lan_names)
+        .await
+        .with_context(|| format!("cannot enroll with the hub at {hub}"))?;
+    let id = enrolled.tls.identity();
     println!(
-        "enrolled park={} building={} serial={} data_dir={}",
+        "enrolled park={} building={} serial={} data_dir={} lan_names={}",
         id.park,
         id.building,
         id.serial,
-        args.data_dir.display()
+        args.data_dir.display(),
+        enrolled.lan_names.join(",")
     );
+    if !args.lan_names.is_empty() && enrolled.lan_names.is_empty() {
+        eprintln!(
+            "The hub issued no LAN API certificate (see the warning above); the API will serve a self-signed one."
+        );
+    }
     Ok(())
 }

@@ -2,13 +2,16 @@
 //! prints or checks configuration. Only this binary installs tracing and owns the runtime.
 
 mod bench;
+mod bench_auth;
 mod bench_bacnet;
 mod bench_park;
 mod bench_rules;
 mod bench_sync;
 mod demo;
 mod demo_park;
+mod demo_users;
 mod hub_cli;
+mod users_cli;
 
 use std::path::PathBuf;
 
@@ -38,15 +41,16 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the edge node of one building.
-    Edge {
-        #[arg(long)]
-        config: PathBuf,
-    },
+    /// Run the edge node of one building (`--config FILE`), or manage its local
+    /// accounts (`user add|list|disable|enable|grant|passwd|reset-second-factor`).
+    Edge(users_cli::EdgeArgs),
     /// Print the default edge config, with comments, to standard output.
     GenerateConfig,
     /// Check an edge config file and its device profiles; print what is wrong, if anything.
     CheckConfig { file: PathBuf },
+    /// Make the park's credential key file (`business.credential_key_file`), readable by its
+    /// owner only; copy the same file to every building of the park. An existing file is kept.
+    CredentialKey { file: PathBuf },
     /// Run a demo: simulated devices and an edge node, with the URLs printed.
     Demo {
         /// Where the demo keeps its data; a fresh temporary folder when left out.
@@ -72,9 +76,11 @@ enum Command {
     },
     /// Run the cloud hub (`--config FILE`), or manage it: generate-config, enroll, revoke.
     Hub(hub_cli::HubArgs),
-    /// Enroll this building's edge with the hub: make a key, redeem a token, save the
-    /// certificate.
+    /// Enroll this building's edge with the hub: make keys, redeem a token, save the
+    /// certificates (sync, and the LAN API's for `--lan-name`).
     EdgeEnroll(hub_cli::EdgeEnrollArgs),
+    /// Check audit logs: `audit verify --data-dir DIR`.
+    Audit(users_cli::AuditArgs),
     /// Run a simulated device.
     Sim {
         #[command(subcommand)]
@@ -158,7 +164,19 @@ fn init_tracing(format: LogFormat) {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Edge { config } => {
+        Command::Edge(users_cli::EdgeArgs {
+            action: Some(users_cli::EdgeAction::User { action }),
+            ..
+        }) => users_cli::edge_users(action),
+        Command::Edge(users_cli::EdgeArgs { config: None, .. }) => {
+            anyhow::bail!(
+                "give --config FILE to run the edge node, or a command such as `user add`"
+            )
+        }
+        Command::Edge(users_cli::EdgeArgs {
+            config: Some(config),
+            ..
+        }) => {
             let settings = EdgeSettings::load(&config)?;
             let node = EdgeNode::start(settings).await?;
             print_endpoints(&node);
@@ -169,6 +187,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::GenerateConfig => {
             print!("{}", edge_node::DEFAULT_CONFIG);
+            Ok(())
+        }
+        Command::CredentialKey { file } => {
+            let key = edge_node::park::generate_credential_key_file(&file)?;
+            println!(
+                "{}: credential key {} written; copy this file to every building of the park",
+                file.display(),
+                key.id()
+            );
             Ok(())
         }
         Command::CheckConfig { file } => {
@@ -196,6 +223,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
             credentials,
         } => bench::run(name, seconds, credentials).await,
         Command::Hub(args) => hub_cli::run_hub(args).await,
+        Command::Audit(users_cli::AuditArgs {
+            action: users_cli::AuditAction::Verify { data_dir },
+        }) => {
+            if users_cli::verify(&data_dir)? {
+                Ok(())
+            } else {
+                anyhow::bail!("an audit chain is broken (see above)")
+            }
+        }
         Command::EdgeEnroll(args) => hub_cli::edge_enroll(args).await,
         Command::Sim { device } => match device {
             SimDevice::EnergyMeter { listen, seed } => {
@@ -247,8 +283,8 @@ pub(crate) fn print_endpoints(node: &EdgeNode) {
     let mqtt =
         |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
     println!(
-        "ready api=http://{} mqtt_v4={} mqtt_v5={}",
-        node.api_addr,
+        "ready api={} mqtt_v4={} mqtt_v5={}",
+        node.api_url(),
         mqtt(node.mqtt_v4),
         mqtt(node.mqtt_v5)
     );

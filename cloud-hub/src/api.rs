@@ -1,115 +1,209 @@
-//! The hub's HTTP API under `/api/v1` (parks, buildings, edges with their connection
-//! state, backlog and data freshness, latest values, history, events), plus `/health`,
-//! `/ready` and `/metrics`.
+//! The hub's HTTP API under `/api/v1`: parks, buildings and edges with their connection
+//! state, backlog and data freshness, latest values, history and events; users, their
+//! roles and departments; the private fields of the park's people; the audit log; plus
+//! `/health`, `/ready` and `/metrics`.
 //!
-//! Errors are JSON `{"code", "message", "details", "traceId"}` as on the edge. There is no
-//! authentication yet (users and roles come later): serve it on a trusted network only.
-//! Nothing here returns or logs tokens or keys.
+//! Every route is declared once with what it requires ([`routes`]); a route acts at the
+//! park or building its path names, at the operator, or (lists) wherever the caller holds
+//! the permission, and then shows only the rows the caller may see. The acting user comes
+//! from the session or token, never from the body; every change is audited in the same
+//! transaction. Errors are JSON `{"code", "message", "details", "traceId"}` as on the edge.
+//! Nothing here returns or logs passwords, tokens or keys.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
 
-use axum::extract::rejection::QueryRejection;
+use accounts::auth::manage;
+use accounts::http::{
+    self, ApiAuth, ApiError, ApiResult, RouteIndex, RouteScope, RouteSpec, Routes, audit_outcome,
+};
+use accounts::{Auth, Caller};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use park_model::identity::{Access, Grant, Permission, Principal, Scope};
 use rusqlite::{OptionalExtension, params};
 use serde::Deserialize;
 use serde_json::{Value as Json_, json};
 
 use crate::metrics::Metrics;
 use crate::store::{BuildingKey, HubStore, now_micros, sample_json};
-use crate::sync::Registry;
+use crate::sync::{Documents, Registry};
 
 #[derive(Clone)]
 pub struct ApiState {
     pub store: HubStore,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
+    pub auth: Auth,
+    pub documents: Arc<Documents>,
 }
 
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+impl ApiAuth for ApiState {
+    fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    fn routes(&self) -> &RouteIndex {
+        static INDEX: OnceLock<RouteIndex> = OnceLock::new();
+        INDEX.get_or_init(|| RouteIndex::new(&route_table()))
+    }
+
+    fn scope_of(&self, path: &str, params: &[(&str, &str)]) -> RouteScope {
+        scope_of(path, params)
+    }
 }
 
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
+/// Where a route acts: the park, building or enterprise its path names; a park's list of
+/// buildings anywhere within the park; the lists of parks, users and departments wherever
+/// the caller holds the permission; the rest at the operator.
+pub fn scope_of(path: &str, params: &[(&str, &str)]) -> RouteScope {
+    let get = |k: &str| params.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+    match (get("park"), get("building"), get("enterprise")) {
+        (Some(p), None, None) if path == "/api/v1/parks/{park}/buildings" => {
+            RouteScope::Within(p.to_string())
         }
+        (Some(p), Some(b), _) => RouteScope::At(Scope::building(p, b)),
+        (Some(p), None, Some(e)) => RouteScope::At(Scope::enterprise(p, e)),
+        (Some(p), None, None) => RouteScope::At(Scope::park(p)),
+        _ if path == "/api/v1/parks"
+            || path.starts_with("/api/v1/users")
+            || path.starts_with("/api/v1/departments") =>
+        {
+            RouteScope::Anywhere
+        }
+        _ => RouteScope::Own,
     }
+}
 
-    fn not_found(what: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", what)
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-
-    fn internal(e: anyhow::Error) -> Self {
-        tracing::error!(error = %format!("{e:#}"), "API request failed.");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the request failed inside the hub; see its log",
+/// Every route of the hub's API with what it requires: the one table.
+fn routes() -> Routes<ApiState> {
+    use Access::{Allowed, Public};
+    use Permission::*;
+    http::auth_routes(Routes::default())
+        .get("/health", Public, || async {
+            Json(json!({"status": "ok"}))
+        })
+        .get("/ready", Public, ready)
+        .get("/metrics", Allowed(TelemetryRead), metrics)
+        .get("/api/v1/parks", Allowed(TelemetryRead), list_parks)
+        .get(
+            "/api/v1/parks/{park}/buildings",
+            Allowed(TelemetryRead),
+            list_buildings,
         )
-    }
+        .get(
+            "/api/v1/parks/{park}/buildings/{building}",
+            Allowed(TelemetryRead),
+            get_building,
+        )
+        .get(
+            "/api/v1/parks/{park}/buildings/{building}/points",
+            Allowed(TelemetryRead),
+            list_points,
+        )
+        .get(
+            "/api/v1/parks/{park}/buildings/{building}/points/{device}/{point}/history",
+            Allowed(TelemetryRead),
+            history,
+        )
+        .get(
+            "/api/v1/parks/{park}/buildings/{building}/events",
+            Allowed(EventsRead),
+            list_events,
+        )
+        .get(
+            "/api/v1/parks/{park}/buildings/{building}/audit",
+            Allowed(AuditRead),
+            building_audit,
+        )
+        .get(
+            "/api/v1/parks/{park}/people/{person}/private",
+            Allowed(EnterpriseRead),
+            get_private,
+        )
+        .put(
+            "/api/v1/parks/{park}/people/{person}/private",
+            Allowed(PersonalRead),
+            put_private,
+        )
+        .get(
+            "/api/v1/parks/{park}/enterprises/{enterprise}/people/{person}/private",
+            Allowed(EnterpriseRead),
+            get_enterprise_private,
+        )
+        .put(
+            "/api/v1/parks/{park}/enterprises/{enterprise}/people/{person}/private",
+            Allowed(PersonalRead),
+            put_enterprise_private,
+        )
+        .get("/api/v1/edges", Allowed(EdgesManage), list_edges)
+        .get("/api/v1/audit", Allowed(AuditRead), hub_audit)
+        .get("/api/v1/users", Allowed(UsersManage), list_users)
+        .post("/api/v1/users", Allowed(UsersManage), create_user)
+        .get("/api/v1/users/{id}", Allowed(UsersManage), get_user)
+        .put(
+            "/api/v1/users/{id}/grants",
+            Allowed(UsersManage),
+            set_grants,
+        )
+        .post(
+            "/api/v1/users/{id}/disable",
+            Allowed(UsersManage),
+            disable_user,
+        )
+        .post(
+            "/api/v1/users/{id}/enable",
+            Allowed(UsersManage),
+            enable_user,
+        )
+        .post(
+            "/api/v1/users/{id}/password",
+            Allowed(UsersManage),
+            reset_password,
+        )
+        .post(
+            "/api/v1/users/{id}/reset-second-factor",
+            Allowed(UsersManage),
+            reset_second_factor,
+        )
+        .get(
+            "/api/v1/departments",
+            Allowed(UsersManage),
+            list_departments,
+        )
+        .post(
+            "/api/v1/departments",
+            Allowed(UsersManage),
+            create_department,
+        )
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"code": self.code, "message": self.message, "details": Json_::Null, "traceId": format!("{:016x}", fastrand::u64(..))});
-        (self.status, Json(body)).into_response()
-    }
+/// The route table, for tests and documentation.
+pub fn route_table() -> Vec<RouteSpec> {
+    routes().specs()
 }
-
-impl From<QueryRejection> for ApiError {
-    fn from(r: QueryRejection) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
 
 pub fn router(state: ApiState) -> Router {
-    let api = Router::new()
-        .route("/parks", get(list_parks))
-        .route("/parks/{park}/buildings", get(list_buildings))
-        .route("/parks/{park}/buildings/{building}", get(get_building))
-        .route(
-            "/parks/{park}/buildings/{building}/points",
-            get(list_points),
-        )
-        .route(
-            "/parks/{park}/buildings/{building}/points/{device}/{point}/history",
-            get(history),
-        )
-        .route(
-            "/parks/{park}/buildings/{building}/events",
-            get(list_events),
-        )
-        .route("/edges", get(list_edges));
-    Router::new()
-        .nest("/api/v1", api)
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(DefaultBodyLimit::max(64 * 1024))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
-        ))
-        .with_state(state)
+    let (app, _) = routes().into_router();
+    app.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        http::authorize::<ApiState>,
+    ))
+    .fallback(|| async { ApiError::not_found("no such route") })
+    .layer(DefaultBodyLimit::max(64 * 1024))
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        http::guard::<ApiState>,
+    ))
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        count_requests,
+    ))
+    .with_state(state)
 }
 
 async fn count_requests(State(s): State<ApiState>, req: Request, next: Next) -> Response {
@@ -233,8 +327,17 @@ async fn list_edges(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
     Ok(Json(json!({"edges": edges, "now": now_micros()})))
 }
 
-async fn list_parks(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
-    let edges = edges_where(&s, "", Vec::new()).await?;
+/// The parks where the caller may read telemetry somewhere.
+async fn list_parks(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Json_>> {
+    let p = &caller.principal;
+    let edges: Vec<Json_> = edges_where(&s, "", Vec::new())
+        .await?
+        .into_iter()
+        .filter(|e| building_visible(p, e))
+        .collect();
     let parks: Vec<String> = s
         .store
         .read(|c| {
@@ -246,6 +349,7 @@ async fn list_parks(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
         .map_err(ApiError::internal)?;
     let parks: Vec<Json_> = parks
         .into_iter()
+        .filter(|park| p.can_somewhere_in(Permission::TelemetryRead, park))
         .map(|park| {
             let of_park: Vec<&Json_> = edges
                 .iter()
@@ -261,11 +365,37 @@ async fn list_parks(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
     Ok(Json(json!({"parks": parks})))
 }
 
+/// Whether the caller may read telemetry of the building an edge row is of.
+fn building_visible(p: &Principal, edge: &Json_) -> bool {
+    match (edge["park"].as_str(), edge["building"].as_str()) {
+        (Some(park), Some(b)) => p.can(Permission::TelemetryRead, &Scope::building(park, b)),
+        _ => false,
+    }
+}
+
+/// The buildings of a park whose telemetry the caller may read.
 async fn list_buildings(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(park): Path<String>,
 ) -> ApiResult<Json<Json_>> {
-    let edges = edges_where(&s, "WHERE b.park = ?1", vec![park.clone()]).await?;
+    if !caller
+        .principal
+        .can_somewhere_in(Permission::TelemetryRead, &park)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this needs the permission telemetry.read in park:{park} or one of its buildings"
+            ),
+        ));
+    }
+    let edges: Vec<Json_> = edges_where(&s, "WHERE b.park = ?1", vec![park.clone()])
+        .await?
+        .into_iter()
+        .filter(|e| building_visible(&caller.principal, e))
+        .collect();
     if edges.is_empty() {
         return Err(ApiError::not_found(format!("no park {park:?}")));
     }
@@ -459,7 +589,9 @@ async fn list_events(
         .store
         .read(move |c| {
             let mut stmt = c.prepare(
-                "SELECT seq, id, ts, body, received FROM events WHERE building_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                "SELECT seq, id, ts, body, received FROM events
+                 WHERE building_id = ?1 AND seq > ?2 AND coalesce(json_extract(CAST(body AS TEXT), '$.kind'), '') <> 'audit'
+                 ORDER BY seq LIMIT ?3",
             )?;
             let rows = stmt.query_map(params![bid, after, limit as i64], |r| {
                 let id: Vec<u8> = r.get(1)?;
@@ -493,4 +625,749 @@ fn uuid_text(id: &[u8]) -> String {
         &hex[16..20],
         &hex[20..]
     )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    limit: Option<usize>,
+    /// Page backwards: only records before this sequence number.
+    before: Option<u64>,
+}
+
+fn audit_limit(q: &AuditQuery) -> ApiResult<usize> {
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::bad_request("limit must be between 1 and 10000"));
+    }
+    Ok(limit)
+}
+
+/// The hub's own audit log, newest first.
+async fn hub_audit(
+    State(s): State<ApiState>,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Query(q) = q?;
+    let limit = audit_limit(&q)?;
+    let before = q.before;
+    let rows = s
+        .store
+        .read(move |c| accounts::audit::list(c, before, limit))
+        .await
+        .map_err(ApiError::internal)?;
+    let next = rows.last().and_then(|r| r["seq"].as_u64());
+    Ok(Json(json!({"entries": rows, "before": next})))
+}
+
+/// A building's audit log as its edge uploaded it, newest first, with whether its chain
+/// holds.
+async fn building_audit(
+    State(s): State<ApiState>,
+    Path((park, building)): Path<(String, String)>,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Query(q) = q?;
+    let limit = audit_limit(&q)?;
+    let bid = building_id(&s, &park, &building).await?;
+    let chain = s
+        .store
+        .read(move |c| crate::audit::edge_chain(c, bid))
+        .await
+        .map_err(ApiError::internal)?;
+    let verdict = match park_model::audit::verify(&chain, None) {
+        Ok((n, _)) => json!({"intact": true, "records": n}),
+        Err(e) => json!({"intact": false, "break": e.to_string()}),
+    };
+    let entries: Vec<Json_> = chain
+        .iter()
+        .rev()
+        .filter(|r| q.before.is_none_or(|b| r.record.seq < b))
+        .take(limit)
+        .map(accounts::audit::record_json)
+        .collect();
+    let next = entries.last().and_then(|r| r["seq"].as_u64());
+    Ok(Json(
+        json!({"park": park, "building": building, "chain": verdict, "entries": entries, "before": next}),
+    ))
+}
+
+/// The enterprise a person of the park's directory belongs to, read from the hub's copy.
+fn enterprise_of(s: &ApiState, park: &str, person: &str) -> Option<String> {
+    use automerge::ReadDoc as _;
+    let doc = s.documents.get(park, "directory")?;
+    let (_, people) = doc.get(automerge::ROOT, "people").ok()??;
+    let (_, p) = doc.get(&people, person).ok()??;
+    match doc.get(&p, "enterprise_id").ok()?? {
+        (automerge::Value::Scalar(v), _) => match v.as_ref() {
+            automerge::ScalarValue::Str(t) => Some(t.to_string()),
+            _ => None,
+        },
+        (automerge::Value::Object(_), id) => doc.text(&id).ok(),
+    }
+}
+
+/// A person's stored private fields, with the enterprise they are filed under.
+async fn private_row(
+    s: &ApiState,
+    park: &str,
+    person: &str,
+) -> ApiResult<Option<crate::people::PrivateRow>> {
+    let (pk, pe) = (park.to_string(), person.to_string());
+    s.store
+        .read(move |c| crate::people::read_private(c, &pk, &pe))
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// The enterprise a person is in: the directory's word, else what their fields were filed
+/// under.
+async fn person_enterprise(s: &ApiState, park: &str, person: &str) -> ApiResult<Option<String>> {
+    if let Some(e) = enterprise_of(s, park, person) {
+        return Ok(Some(e));
+    }
+    Ok(private_row(s, park, person).await?.map(|r| r.enterprise_id))
+}
+
+/// A person's phone and ID numbers, masked unless the caller may read personal data in
+/// the park.
+async fn get_private(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((park, person)): Path<(String, String)>,
+) -> ApiResult<Json<Json_>> {
+    let row = private_row(&s, &park, &person).await?.ok_or_else(|| {
+        ApiError::not_found(format!("no private fields kept for {park}/{person}"))
+    })?;
+    let unmasked = caller
+        .principal
+        .can(Permission::PersonalRead, &Scope::park(&park));
+    Ok(Json(crate::people::private_json(
+        &s.auth, &park, &person, &row, unmasked,
+    )))
+}
+
+/// The same for a person of the enterprise the path names (an enterprise's own admin):
+/// another enterprise's people are not found here.
+async fn get_enterprise_private(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((park, enterprise, person)): Path<(String, String, String)>,
+) -> ApiResult<Json<Json_>> {
+    let not_here = || ApiError::not_found(format!("no person {person} in enterprise {enterprise}"));
+    if person_enterprise(&s, &park, &person).await?.as_deref() != Some(enterprise.as_str()) {
+        return Err(not_here());
+    }
+    let row = private_row(&s, &park, &person)
+        .await?
+        .ok_or_else(not_here)?;
+    let unmasked = caller.principal.can(
+        Permission::PersonalRead,
+        &Scope::enterprise(&park, &enterprise),
+    );
+    Ok(Json(crate::people::private_json(
+        &s.auth, &park, &person, &row, unmasked,
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PrivateBody {
+    /// The person's enterprise, for a person the hub's directory does not know yet.
+    enterprise_id: Option<String>,
+    /// `null` removes the field.
+    phone: Option<String>,
+    id_number: Option<String>,
+}
+
+/// Sets a person's private fields, sealed, filed under `enterprise`; audited without the
+/// values.
+async fn store_private(
+    s: &ApiState,
+    caller: &Caller,
+    park: &str,
+    person: &str,
+    enterprise: &str,
+    b: &PrivateBody,
+) -> ApiResult<()> {
+    if let Some(p) = &b.phone
+        && !crate::people::valid_phone(p)
+    {
+        return Err(ApiError::invalid(
+            "phone takes 5 to 20 digits, spaces, '+' or '-'",
+        ));
+    }
+    if let Some(p) = &b.id_number
+        && !crate::people::valid_id_number(p)
+    {
+        return Err(ApiError::invalid(
+            "idNumber takes 6 to 32 letters or digits",
+        ));
+    }
+    let seal = |field: &str, v: &Option<String>| {
+        v.as_ref().map(|t| {
+            s.auth
+                .seal_value(&crate::people::aad(park, person, field), t.as_bytes())
+        })
+    };
+    let (phone, id_number) = (seal("phone", &b.phone), seal("id_number", &b.id_number));
+    let audit = s
+        .auth
+        .audit(
+            &caller.actor,
+            "person_private_set",
+            &format!("{park}/{person}"),
+            json!({"enterprise": enterprise, "phone": b.phone.is_some(), "idNumber": b.id_number.is_some()}),
+        )
+        .unmirrored();
+    let (pk, pe, ent, by) = (
+        park.to_string(),
+        person.to_string(),
+        enterprise.to_string(),
+        caller.actor.name.clone(),
+    );
+    let a2 = audit.clone();
+    let result = s
+        .store
+        .admin(move |tx| {
+            let now = now_micros();
+            tx.execute(
+                "INSERT INTO person_private (park, person_id, enterprise_id, phone, id_number, created, created_by, updated, updated_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6, ?7)
+                 ON CONFLICT (park, person_id) DO UPDATE SET enterprise_id = excluded.enterprise_id, phone = excluded.phone,
+                    id_number = excluded.id_number, updated = excluded.updated, updated_by = excluded.updated_by",
+                params![pk, pe, ent, phone, id_number, now, by],
+            )?;
+            a2.append(tx)?;
+            Ok(())
+        })
+        .await
+        .map_err(ApiError::internal);
+    audit_outcome(&s.auth, audit, result).await
+}
+
+/// Sets a person's private fields as the park (its managers).
+async fn put_private(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((park, person)): Path<(String, String)>,
+    body: Result<Json<PrivateBody>, JsonRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Json(b) = body?;
+    // The directory says which enterprise a person is in; a claim in the body counts only
+    // for people it does not know yet.
+    let known = person_enterprise(&s, &park, &person).await?;
+    let enterprise = match (&known, &b.enterprise_id) {
+        (Some(k), Some(claimed)) if k != claimed => {
+            return Err(ApiError::invalid(format!(
+                "enterpriseId {claimed:?} is not the person's enterprise ({k:?})"
+            )));
+        }
+        (Some(k), _) => k.clone(),
+        (None, Some(c)) if park_model::identity::valid_username(c) => c.clone(),
+        (None, _) => {
+            return Err(ApiError::invalid(
+                "the directory does not know this person: give enterpriseId",
+            ));
+        }
+    };
+    store_private(&s, &caller, &park, &person, &enterprise, &b).await?;
+    get_private(State(s), Extension(caller), Path((park, person))).await
+}
+
+/// Sets the private fields of a person of the enterprise the path names.
+async fn put_enterprise_private(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((park, enterprise, person)): Path<(String, String, String)>,
+    body: Result<Json<PrivateBody>, JsonRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Json(b) = body?;
+    if b.enterprise_id.as_ref().is_some_and(|e| *e != enterprise) {
+        return Err(ApiError::invalid(
+            "enterpriseId must be the enterprise of the path",
+        ));
+    }
+    match person_enterprise(&s, &park, &person).await? {
+        Some(e) if e != enterprise => {
+            return Err(ApiError::not_found(format!(
+                "no person {person} in enterprise {enterprise}"
+            )));
+        }
+        _ => {}
+    }
+    store_private(&s, &caller, &park, &person, &enterprise, &b).await?;
+    get_enterprise_private(
+        State(s),
+        Extension(caller),
+        Path((park, enterprise, person)),
+    )
+    .await
+}
+
+/// The users the caller may see: those holding a grant the caller could give.
+fn visible_user(p: &Principal, user: &Json_) -> bool {
+    let grants: Vec<Grant> = serde_json::from_value(user["grants"].clone()).unwrap_or_default();
+    grants.iter().any(|g| p.may_grant(g)) || user["id"] == p.user_id.as_str()
+}
+
+fn user_grants(user: &Json_) -> Vec<Grant> {
+    serde_json::from_value(user["grants"].clone()).unwrap_or_default()
+}
+
+async fn all_users(s: &ApiState) -> ApiResult<Vec<Json_>> {
+    s.store.read(manage::list).await.map_err(ApiError::internal)
+}
+
+async fn list_users(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Json_>> {
+    let users: Vec<Json_> = all_users(&s)
+        .await?
+        .into_iter()
+        .filter(|u| visible_user(&caller.principal, u))
+        .map(|mut u| {
+            u["manageable"] = json!(caller.principal.may_manage(&user_grants(&u)));
+            u
+        })
+        .collect();
+    Ok(Json(json!({"users": users})))
+}
+
+/// A user the caller may see, or 404 (never telling whether others exist).
+async fn visible(s: &ApiState, caller: &Caller, id: &str) -> ApiResult<Json_> {
+    all_users(s)
+        .await?
+        .into_iter()
+        .find(|u| u["id"] == id && visible_user(&caller.principal, u))
+        .ok_or_else(|| ApiError::not_found(format!("no user {id}")))
+}
+
+/// A user the caller may change: every grant it holds is one the caller could give, and
+/// it is not the caller (nobody changes their own roles or locks themselves out).
+async fn manageable(s: &ApiState, caller: &Caller, id: &str, action: &str) -> ApiResult<Json_> {
+    let checked = async {
+        let u = visible(s, caller, id).await?;
+        if id == caller.actor.user_id {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "you cannot change your own account here; ask another administrator",
+            ));
+        }
+        if !caller.principal.may_manage(&user_grants(&u)) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this user holds roles you could not give; only someone who could may change them",
+            ));
+        }
+        Ok(u)
+    }
+    .await;
+    let audit = s
+        .auth
+        .audit(&caller.actor, action, id, json!({}))
+        .unmirrored();
+    audit_outcome(&s.auth, audit, checked).await
+}
+
+async fn get_user(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Json_>> {
+    let mut u = visible(&s, &caller, &id).await?;
+    u["manageable"] = json!(caller.principal.may_manage(&user_grants(&u)));
+    Ok(Json(u))
+}
+
+fn parse_grants(p: &Principal, list: &[String]) -> ApiResult<Vec<Grant>> {
+    if list.is_empty() || list.len() > 64 {
+        return Err(ApiError::invalid(
+            "grants takes 1 to 64 entries such as facility_engineer@building:p1/b1",
+        ));
+    }
+    let mut grants = Vec::new();
+    for g in list {
+        let grant: Grant = g
+            .parse()
+            .map_err(|e: park_model::identity::IdentityError| {
+                ApiError::invalid(format!("grants: {e}"))
+            })?;
+        if !p.may_grant(&grant) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "you may not grant {grant}: it needs users.manage there and every permission of the role"
+                ),
+            ));
+        }
+        grants.push(grant);
+    }
+    grants.sort();
+    grants.dedup();
+    Ok(grants)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NewUser {
+    username: String,
+    display_name: String,
+    password: String,
+    grants: Vec<String>,
+    department: Option<String>,
+}
+
+/// Runs an account change in an immediate transaction, audits a refusal, and reads the
+/// accounts again so the change applies at once (and reaches the edges).
+async fn account_change<T: Send + 'static>(
+    s: &ApiState,
+    audit: accounts::Audit,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> anyhow::Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    let result = s.store.admin(f).await.map_err(|e| {
+        // Refusals of the rules in `manage` are the caller's mistakes; the store's are ours.
+        let text = format!("{e:#}");
+        if e.downcast_ref::<rusqlite::Error>().is_some() {
+            ApiError::internal(e)
+        } else {
+            ApiError::invalid(text)
+        }
+    });
+    let out = audit_outcome(&s.auth, audit, result).await?;
+    s.auth.reload().await.map_err(ApiError::internal)?;
+    Ok(out)
+}
+
+async fn create_user(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<NewUser>, JsonRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Json(b) = body?;
+    let audit = s
+        .auth
+        .audit(
+            &caller.actor,
+            "user_create",
+            &b.username,
+            json!({"grants": b.grants}),
+        )
+        .unmirrored();
+    let prepared = async {
+        let grants = parse_grants(&caller.principal, &b.grants)?;
+        if let Some(d) = &b.department {
+            let d2 = d.clone();
+            let exists = s
+                .store
+                .read(move |c| {
+                    c.query_row("SELECT 1 FROM departments WHERE id = ?1", [&d2], |_| Ok(()))
+                        .optional()
+                })
+                .await
+                .map_err(ApiError::internal)?;
+            if exists.is_none() {
+                return Err(ApiError::invalid(format!(
+                    "department: no department {d:?}"
+                )));
+            }
+        }
+        let cost = s.auth.settings().cost;
+        let (username, password) = (b.username.clone(), b.password.clone());
+        let verifier =
+            tokio::task::spawn_blocking(move || manage::verifier_for(&username, &password, cost))
+                .await
+                .map_err(|e| ApiError::internal(e.into()))?
+                .map_err(|e| ApiError::invalid(format!("password: {e}")))?;
+        Ok((grants, verifier))
+    }
+    .await;
+    let (grants, verifier) = audit_outcome(&s.auth, audit.clone(), prepared).await?;
+    let actor = caller.actor.clone();
+    let id = account_change(&s, audit, move |tx| {
+        manage::create(
+            tx,
+            &actor,
+            accounts::audit::Mirror::None,
+            accounts::auth::Source::Hub,
+            manage::NewAccount {
+                username: &b.username,
+                display_name: &b.display_name,
+                verifier,
+                grants: &grants,
+                department: b.department.as_deref(),
+            },
+        )
+    })
+    .await?;
+    get_user(State(s), Extension(caller), Path(id)).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantsBody {
+    grants: Vec<String>,
+}
+
+async fn set_grants(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Result<Json<GrantsBody>, JsonRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Json(b) = body?;
+    let audit = s
+        .auth
+        .audit(&caller.actor, "user_grants", &id, json!({"to": b.grants}))
+        .unmirrored();
+    manageable(&s, &caller, &id, "user_grants").await?;
+    let grants = audit_outcome(
+        &s.auth,
+        audit.clone(),
+        parse_grants(&caller.principal, &b.grants),
+    )
+    .await?;
+    let (actor, id2) = (caller.actor.clone(), id.clone());
+    account_change(&s, audit, move |tx| {
+        manage::set_grants(
+            tx,
+            &actor,
+            accounts::audit::Mirror::None,
+            accounts::auth::Source::Hub,
+            &id2,
+            &grants,
+        )
+    })
+    .await?;
+    get_user(State(s), Extension(caller), Path(id)).await
+}
+
+async fn set_disabled(
+    s: ApiState,
+    caller: Caller,
+    id: String,
+    disabled: bool,
+) -> ApiResult<Json<Json_>> {
+    let action = if disabled {
+        "user_disable"
+    } else {
+        "user_enable"
+    };
+    let u = manageable(&s, &caller, &id, action).await?;
+    let audit = s
+        .auth
+        .audit(
+            &caller.actor,
+            action,
+            u["username"].as_str().unwrap_or(""),
+            json!({"id": id}),
+        )
+        .unmirrored();
+    let (actor, id2) = (caller.actor.clone(), id.clone());
+    account_change(&s, audit, move |tx| {
+        manage::set_disabled(
+            tx,
+            &actor,
+            accounts::audit::Mirror::None,
+            accounts::auth::Source::Hub,
+            &id2,
+            disabled,
+        )
+    })
+    .await?;
+    get_user(State(s), Extension(caller), Path(id)).await
+}
+
+async fn disable_user(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Json_>> {
+    set_disabled(s, caller, id, true).await
+}
+
+async fn enable_user(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Json_>> {
+    set_disabled(s, caller, id, false).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordReset {
+    password: String,
+}
+
+async fn reset_password(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Result<Json<PasswordReset>, JsonRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Json(b) = body?;
+    let u = manageable(&s, &caller, &id, "password_reset").await?;
+    let username = u["username"].as_str().unwrap_or("").to_string();
+    let cost = s.auth.settings().cost;
+    let name2 = username.clone();
+    let verifier =
+        tokio::task::spawn_blocking(move || manage::verifier_for(&name2, &b.password, cost))
+            .await
+            .map_err(|e| ApiError::internal(e.into()))?
+            .map_err(|e| ApiError::invalid(format!("password: {e}")))?;
+    let audit = s
+        .auth
+        .audit(
+            &caller.actor,
+            "password_reset",
+            &username,
+            json!({"id": id}),
+        )
+        .unmirrored();
+    let (actor, id2) = (caller.actor.clone(), id.clone());
+    account_change(&s, audit, move |tx| {
+        manage::set_verifier(
+            tx,
+            &actor,
+            accounts::audit::Mirror::None,
+            accounts::auth::Source::Hub,
+            &id2,
+            &verifier,
+        )
+    })
+    .await?;
+    get_user(State(s), Extension(caller), Path(id)).await
+}
+
+async fn reset_second_factor(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Json_>> {
+    let u = manageable(&s, &caller, &id, "second_factor_reset").await?;
+    let audit = s
+        .auth
+        .audit(
+            &caller.actor,
+            "second_factor_reset",
+            u["username"].as_str().unwrap_or(""),
+            json!({"id": id}),
+        )
+        .unmirrored();
+    let (actor, id2) = (caller.actor.clone(), id.clone());
+    account_change(&s, audit, move |tx| {
+        manage::reset_second_factor(
+            tx,
+            &actor,
+            accounts::audit::Mirror::None,
+            accounts::auth::Source::Hub,
+            &id2,
+        )
+    })
+    .await?;
+    get_user(State(s), Extension(caller), Path(id)).await
+}
+
+async fn list_departments(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Json_>> {
+    let rows: Vec<Json_> = s
+        .store
+        .read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, name, park, parent_id, created, created_by, updated, updated_by FROM departments ORDER BY name",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(json!({
+                    "id": r.get::<_, String>(0)?, "name": r.get::<_, String>(1)?,
+                    "park": r.get::<_, Option<String>>(2)?, "parent": r.get::<_, Option<String>>(3)?,
+                    "created": r.get::<_, i64>(4)?, "createdBy": r.get::<_, String>(5)?,
+                    "updated": r.get::<_, i64>(6)?, "updatedBy": r.get::<_, String>(7)?,
+                }))
+            })?;
+            rows.collect()
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    let p = &caller.principal;
+    let rows = rows
+        .into_iter()
+        .filter(|d| match d["park"].as_str() {
+            Some(park) => p.can_somewhere_in(Permission::UsersManage, park),
+            None => p.can(Permission::UsersManage, &Scope::Operator),
+        })
+        .collect::<Vec<_>>();
+    Ok(Json(json!({"departments": rows})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewDepartment {
+    id: String,
+    name: String,
+    /// The park the department belongs to; none for the operator's own.
+    park: Option<String>,
+    parent: Option<String>,
+}
+
+async fn create_department(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<NewDepartment>, JsonRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Json(b) = body?;
+    if !park_model::identity::valid_username(&b.id) {
+        return Err(ApiError::invalid(
+            "id takes 2 to 64 letters, digits, '.', '_', '-'",
+        ));
+    }
+    if b.name.trim().is_empty() || b.name.len() > 200 {
+        return Err(ApiError::invalid("name must be 1 to 200 characters"));
+    }
+    let at = match &b.park {
+        Some(p) => Scope::park(p),
+        None => Scope::Operator,
+    };
+    if !caller.principal.can(Permission::UsersManage, &at) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this needs the permission users.manage in {at}"),
+        ));
+    }
+    let audit = s
+        .auth
+        .audit(
+            &caller.actor,
+            "department_create",
+            &b.id,
+            json!({"name": b.name, "park": b.park, "parent": b.parent}),
+        )
+        .unmirrored();
+    let (by, a2) = (caller.actor.name.clone(), audit.clone());
+    let id = b.id.clone();
+    account_change(&s, audit, move |tx| {
+        if let Some(parent) = &b.parent {
+            let found: Option<i64> = tx
+                .query_row("SELECT 1 FROM departments WHERE id = ?1", [parent], |r| r.get(0))
+                .optional()?;
+            anyhow::ensure!(found.is_some(), "parent: no department {parent:?}");
+        }
+        let now = now_micros();
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO departments (id, name, park, parent_id, created, created_by, updated, updated_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?6)",
+            params![b.id, b.name, b.park, b.parent, now, by],
+        )?;
+        anyhow::ensure!(n == 1, "id: there is already a department {:?}", b.id);
+        a2.append(tx)?;
+        Ok(())
+    })
+    .await?;
+    Ok(Json(json!({"id": id})))
 }

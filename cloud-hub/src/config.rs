@@ -31,6 +31,14 @@ pub struct HubConfig {
 pub struct HubSection {
     pub operator: String,
     pub data_dir: PathBuf,
+    /// The key that seals personal data and second-factor secrets in the database; kept
+    /// outside it. Created (0600) on first start when missing.
+    #[serde(default = "default_key_file")]
+    pub key_file: PathBuf,
+}
+
+fn default_key_file() -> PathBuf {
+    PathBuf::from("secrets/hub.key")
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +53,33 @@ pub struct QuicSection {
 #[serde(deny_unknown_fields)]
 pub struct HttpSection {
     pub listen: String,
+    /// Plain HTTP instead of HTTPS: refused unless `listen` is a loopback address.
+    #[serde(default)]
+    pub plain_http: bool,
+    /// The HTTPS certificate (chain, PEM) and its key, from files.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The hub issues its HTTPS certificate itself from the operator's CA.
+    #[serde(default)]
+    pub issue_from_ca: bool,
+    /// DNS names the API is reached by; IP addresses and `localhost` always work.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Origins besides the API's own whose pages may write.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    #[serde(default = "default_session_idle_minutes")]
+    pub session_idle_minutes: u32,
+    #[serde(default = "default_session_absolute_hours")]
+    pub session_absolute_hours: u32,
+}
+
+fn default_session_idle_minutes() -> u32 {
+    30
+}
+
+fn default_session_absolute_hours() -> u32 {
+    12
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,6 +115,18 @@ impl Default for EnrollmentSection {
     }
 }
 
+/// How the HTTP API is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpTls {
+    /// Plain HTTP, on a loopback address only.
+    Plain,
+    /// HTTPS with a certificate chain and key from these files.
+    Files { cert: PathBuf, key: PathBuf },
+    /// HTTPS with a certificate the hub issues itself from the operator's CA at every
+    /// start, naming `server_names` and the listen address when it is a specific IP.
+    IssueFromCa,
+}
+
 /// A checked config: what [`crate::Hub::start`] runs.
 #[derive(Debug, Clone)]
 pub struct HubSettings {
@@ -88,6 +135,11 @@ pub struct HubSettings {
     pub quic_listen: SocketAddr,
     pub server_names: Vec<String>,
     pub http_listen: SocketAddr,
+    pub http_tls: HttpTls,
+    /// How the API authenticates its callers.
+    pub auth: accounts::AuthSettings,
+    /// The key file of personal data and second-factor secrets.
+    pub key_file: PathBuf,
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,
     pub token_ttl: Duration,
@@ -137,12 +189,60 @@ impl HubSettings {
                 "must be between 1 and 3650 days".into(),
             ));
         }
+        let http_listen = addr("http.listen", &config.http.listen)?;
+        let http_tls = http_tls(&config.http, http_listen, file, text, &resolve)?;
+        let h = &config.http;
+        if h.session_idle_minutes == 0 || h.session_idle_minutes > 24 * 60 {
+            return Err(invalid(
+                "http.session_idle_minutes",
+                "must be between 1 and 1440".into(),
+            ));
+        }
+        if h.session_absolute_hours == 0 || h.session_absolute_hours > 24 * 30 {
+            return Err(invalid(
+                "http.session_absolute_hours",
+                "must be between 1 and 720".into(),
+            ));
+        }
+        if let Some(bad) = h
+            .allowed_hosts
+            .iter()
+            .find(|n| n.is_empty() || n.contains(['/', ':', ' ']))
+        {
+            return Err(invalid(
+                "http.allowed_hosts",
+                format!("{bad:?} is not a host name (no scheme, port or path)"),
+            ));
+        }
+        if let Some(bad) = h
+            .allowed_origins
+            .iter()
+            .find(|o| !(o.starts_with("https://") || o.starts_with("http://")) || o.ends_with('/'))
+        {
+            return Err(invalid(
+                "http.allowed_origins",
+                format!("{bad:?} is not an origin such as https://console.example"),
+            ));
+        }
+        let auth = accounts::AuthSettings {
+            session: park_model::identity::web::SessionPolicy {
+                idle: i64::from(h.session_idle_minutes) * 60_000_000,
+                absolute: i64::from(h.session_absolute_hours) * 3_600_000_000,
+            },
+            allowed_hosts: h.allowed_hosts.clone(),
+            allowed_origins: h.allowed_origins.clone(),
+            secure_cookies: http_tls != HttpTls::Plain,
+            cost: park_model::identity::password::Cost::DEFAULT,
+        };
         Ok(HubSettings {
             operator: config.hub.operator.clone(),
             data_dir: resolve(&config.hub.data_dir),
             quic_listen: addr("quic.listen", &config.quic.listen)?,
             server_names: config.quic.server_names.clone(),
-            http_listen: addr("http.listen", &config.http.listen)?,
+            http_listen,
+            http_tls,
+            auth,
+            key_file: resolve(&config.hub.key_file),
             ca_cert: resolve(&config.ca.cert),
             ca_key: resolve(&config.ca.key),
             token_ttl: Duration::from_secs(u64::from(e.token_ttl_hours) * 3600),
@@ -150,7 +250,8 @@ impl HubSettings {
         })
     }
 
-    /// Settings for tests and the demo: everything under `dir`, ports picked by the system.
+    /// Settings for tests and the demo: everything under `dir`, ports picked by the system,
+    /// plain HTTP on loopback.
     pub fn for_dir(dir: &Path) -> HubSettings {
         HubSettings {
             operator: "test".into(),
@@ -158,6 +259,9 @@ impl HubSettings {
             quic_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             server_names: Vec::new(),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_tls: HttpTls::Plain,
+            auth: accounts::AuthSettings::default(),
+            key_file: dir.join("secrets").join("hub.key"),
             ca_cert: dir.join("ca").join("ca-cert.pem"),
             ca_key: dir.join("ca").join("ca-key.pem"),
             token_ttl: Duration::from_secs(24 * 3600),
@@ -168,6 +272,74 @@ impl HubSettings {
     /// The hub's database file.
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("hub.sqlite")
+    }
+
+    /// Whether the HTTP API is served over TLS (cookies get the `Secure` flag).
+    pub fn http_is_tls(&self) -> bool {
+        self.http_tls != HttpTls::Plain
+    }
+}
+
+/// The `[http]` table's choice of plain HTTP or a certificate, checked: exactly one
+/// source of certificate, and plain HTTP only on loopback.
+fn http_tls(
+    http: &HttpSection,
+    listen: SocketAddr,
+    file: &Path,
+    text: &str,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<HttpTls, ConfigError> {
+    let invalid = |key: &str, reason: String| ConfigError::invalid(file, text, key, reason);
+    let files = http.tls_cert.is_some() || http.tls_key.is_some();
+    if http.plain_http {
+        if files || http.issue_from_ca {
+            return Err(invalid(
+                "http.plain_http",
+                "plain HTTP takes no certificate: remove tls_cert, tls_key and issue_from_ca, or plain_http".into(),
+            ));
+        }
+        if !listen.ip().is_loopback() {
+            return Err(invalid(
+                "http.plain_http",
+                format!(
+                    "plain HTTP is allowed only on a loopback address and {listen} is not one: remove plain_http and give the API a certificate"
+                ),
+            ));
+        }
+        return Ok(HttpTls::Plain);
+    }
+    match (&http.tls_cert, &http.tls_key) {
+        (Some(_), Some(_)) if http.issue_from_ca => Err(invalid(
+            "http.issue_from_ca",
+            "say either tls_cert and tls_key, or issue_from_ca, not both".into(),
+        )),
+        (Some(cert), Some(key)) => {
+            let (cert, key) = (resolve(cert), resolve(key));
+            if let Err(e) = sync_protocol::transport::ServerTls::load(&cert, &key) {
+                return Err(invalid("http.tls_cert", e.to_string()));
+            }
+            Ok(HttpTls::Files { cert, key })
+        }
+        (Some(_), None) => Err(invalid(
+            "http.tls_cert",
+            "needs tls_key, the certificate's private key".into(),
+        )),
+        (None, Some(_)) => Err(invalid(
+            "http.tls_key",
+            "needs tls_cert, the certificate it belongs to".into(),
+        )),
+        (None, None) if http.issue_from_ca => Ok(HttpTls::IssueFromCa),
+        (None, None) => {
+            let mut e = invalid(
+                "http",
+                "the API needs a certificate: issue_from_ca = true, or tls_cert and tls_key; or plain_http = true on a loopback address".into(),
+            );
+            e.line = text
+                .lines()
+                .position(|l| l.trim() == "[http]")
+                .map(|i| i + 1);
+            Err(e)
+        }
     }
 }
 
@@ -202,6 +374,64 @@ mod tests {
         assert!(shown.starts_with("hub.toml:"), "{shown}");
         assert!(shown.contains("listen_tls"), "{shown}");
         assert!(err.line.is_some(), "{shown}");
+    }
+
+    #[test]
+    fn the_default_config_serves_https_with_a_certificate_from_the_ca() {
+        let s = HubSettings::parse(Path::new("hub.toml"), DEFAULT_CONFIG).unwrap();
+        assert_eq!(s.http_tls, HttpTls::IssueFromCa);
+        assert!(s.http_is_tls());
+    }
+
+    #[test]
+    fn plain_http_is_allowed_only_on_loopback_and_only_when_asked_for() {
+        let plain = DEFAULT_CONFIG.replace("issue_from_ca = true\n", "plain_http = true\n");
+        let s = HubSettings::parse(Path::new("hub.toml"), &plain).unwrap();
+        assert_eq!(s.http_tls, HttpTls::Plain);
+        assert!(!s.http_is_tls());
+        let v6 = plain.replace("127.0.0.1:8090", "[::1]:8090");
+        assert_eq!(
+            HubSettings::parse(Path::new("hub.toml"), &v6)
+                .unwrap()
+                .http_tls,
+            HttpTls::Plain
+        );
+        let lan = plain.replace("127.0.0.1:8090", "0.0.0.0:8090");
+        let err = HubSettings::parse(Path::new("hub.toml"), &lan).unwrap_err();
+        assert_eq!(err.key, "http.plain_http");
+        let shown = err.to_string();
+        assert!(shown.starts_with("hub.toml:"), "{shown}");
+        assert!(shown.contains("loopback"), "{shown}");
+        let line = plain
+            .lines()
+            .position(|l| l == "plain_http = true")
+            .unwrap()
+            + 1;
+        assert_eq!(err.line, Some(line));
+    }
+
+    #[test]
+    fn the_api_needs_exactly_one_source_of_certificate() {
+        let none = DEFAULT_CONFIG.replace("issue_from_ca = true\n", "");
+        let err = HubSettings::parse(Path::new("hub.toml"), &none).unwrap_err();
+        assert_eq!(err.key, "http");
+        assert!(err.line.is_some(), "{err}");
+        let half = DEFAULT_CONFIG.replace("issue_from_ca = true\n", "tls_cert = \"c.pem\"\n");
+        let err = HubSettings::parse(Path::new("hub.toml"), &half).unwrap_err();
+        assert_eq!(err.key, "http.tls_cert");
+        let both = DEFAULT_CONFIG.replace(
+            "issue_from_ca = true\n",
+            "issue_from_ca = true\nplain_http = true\n",
+        );
+        let err = HubSettings::parse(Path::new("hub.toml"), &both).unwrap_err();
+        assert_eq!(err.key, "http.plain_http");
+        let missing = DEFAULT_CONFIG.replace(
+            "issue_from_ca = true\n",
+            "tls_cert = \"nowhere/c.pem\"\ntls_key = \"nowhere/k.pem\"\n",
+        );
+        let err = HubSettings::parse(Path::new("/tmp/hub.toml"), &missing).unwrap_err();
+        assert_eq!(err.key, "http.tls_cert");
+        assert!(err.reason.contains("nowhere/c.pem"), "{err}");
     }
 
     #[test]

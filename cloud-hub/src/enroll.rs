@@ -156,8 +156,8 @@ impl Enroller for HubEnroller {
                         }
                         Some((bid, park, building, _, None)) => (bid, park, building),
                     };
-                    let issued = match ca.issue_edge_cert(
-                        &request.csr,
+                    let issued = match ca.issue_for_enrollment(
+                        &request,
                         &park,
                         &building,
                         Validity::days_from_now(days),

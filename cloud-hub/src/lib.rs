@@ -10,13 +10,17 @@
 //! - [`store`]: the SQLite store and the [`sync_protocol::HubSink`] of each building.
 //! - [`sync`]: one task per edge connection; the document replicas.
 //! - [`enroll`]: tokens, the [`sync_protocol::transport::Enroller`], revocation.
-//! - [`api`]: `/api/v1`, `/health`, `/ready`, `/metrics`.
+//! - [`api`]: `/api/v1`, `/health`, `/ready`, `/metrics`, served over HTTPS (a certificate
+//!   from files or issued from the operator's CA) or plain HTTP on loopback, by
+//!   [`transport::serve_http`].
 //! - [`metrics`]: every `smartpark_hub_*` metric.
 
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod enroll;
 pub mod metrics;
+pub mod people;
 pub mod store;
 pub mod sync;
 
@@ -26,9 +30,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use sync_protocol::SessionConfig;
-use sync_protocol::transport::{HubEndpoint, HubTlsConfig, OperatorCa, RevocationList};
+use sync_protocol::transport::{
+    HubEndpoint, HubTlsConfig, OperatorCa, RevocationList, ServerTls, Validity,
+};
 
-pub use config::{DEFAULT_CONFIG, HubSettings};
+pub use config::{DEFAULT_CONFIG, HttpTls, HubSettings};
 pub use enroll::{CreatedToken, create_token, revoke};
 pub use store::{BuildingKey, HubStore};
 /// The transport, re-exported for the `smartpark` command and tests.
@@ -42,14 +48,75 @@ const REVOCATION_POLL: Duration = Duration::from_secs(2);
 pub struct Hub {
     pub quic_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// The certificate (PEM) an HTTPS client of the API should trust: the operator's CA
+    /// for a certificate issued from it, the last certificate of a configured chain;
+    /// `None` for plain HTTP.
+    pub api_trust_pem: Option<String>,
     pub store: HubStore,
     pub ca: Arc<OperatorCa>,
     pub registry: Arc<sync::Registry>,
     pub documents: Arc<sync::Documents>,
     pub metrics: Arc<metrics::Metrics>,
     pub revocations: RevocationList,
+    /// Users, sessions and tokens of the API.
+    pub auth: accounts::Auth,
+    _lock: HubLock,
     endpoint: Arc<HubEndpoint>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The hub's hold on its data dir: one running hub at a time, and no key rotation
+/// under a running hub (it would keep sealing with the old key).
+#[derive(Debug)]
+pub struct HubLock(#[allow(dead_code)] std::fs::File);
+
+impl HubLock {
+    /// Takes the lock, or says that another process holds it.
+    pub fn take(data_dir: &std::path::Path) -> anyhow::Result<HubLock> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        let path = data_dir.join("hub.lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        f.try_lock().map_err(|_| {
+            anyhow::anyhow!("another process (a running hub?) holds {}", path.display())
+        })?;
+        Ok(HubLock(f))
+    }
+}
+
+/// The accounts of the hub's API, over its database: written in immediate transactions
+/// on connections of their own (logins and account changes are rare next to uploads).
+async fn open_auth(
+    settings: &HubSettings,
+    store: &HubStore,
+    metrics: &Arc<metrics::Metrics>,
+) -> anyhow::Result<accounts::Auth> {
+    let writer: accounts::Writer = {
+        let store = store.clone();
+        Arc::new(move |mut op| {
+            let store = store.clone();
+            Box::pin(async move { store.admin(move |tx| Ok(op(tx)?)).await })
+        })
+    };
+    accounts::Auth::open(accounts::auth::AuthConfig {
+        scope: park_model::identity::Scope::Operator,
+        settings: accounts::AuthSettings {
+            secure_cookies: settings.http_is_tls(),
+            ..settings.auth.clone()
+        },
+        own: accounts::auth::Source::Hub,
+        mirror: accounts::audit::Mirror::None,
+        db: settings.db_path(),
+        writer,
+        key_file: settings.key_file.clone(),
+        metrics: metrics.auth.clone(),
+    })
+    .await
 }
 
 impl Hub {
@@ -72,6 +139,7 @@ impl Hub {
         }
         tracing::info!(fingerprint = %ca.fingerprint(), "Operator CA loaded.");
         let ca = Arc::new(ca);
+        let lock = HubLock::take(&settings.data_dir)?;
         let metrics = Arc::new(metrics::Metrics::default());
         let store = HubStore::open(&settings.db_path(), metrics.clone())?;
         let revoked = store.read(enroll::revoked_serials).await?;
@@ -88,7 +156,9 @@ impl Hub {
         let quic_addr = endpoint.local_addr();
         let registry = Arc::new(sync::Registry::default());
         let documents = Arc::new(sync::Documents::load(&store).await?);
+        let auth = open_auth(&settings, &store, &metrics).await?;
         let cx = Arc::new(sync::SyncContext {
+            auth: auth.clone(),
             store: store.clone(),
             registry: registry.clone(),
             documents: documents.clone(),
@@ -96,6 +166,8 @@ impl Hub {
             session,
             epoch: Instant::now(),
         });
+        let http_tls = http_tls(&settings, &ca)?;
+        let api_trust_pem = http_tls.as_ref().map(|t| t.trust_pem().to_string());
         let listener = tokio::net::TcpListener::bind(settings.http_listen)
             .await
             .with_context(|| format!("cannot listen for HTTP on {}", settings.http_listen))?;
@@ -104,13 +176,21 @@ impl Hub {
             store: store.clone(),
             registry: registry.clone(),
             metrics: metrics.clone(),
+            auth: auth.clone(),
+            documents: documents.clone(),
         });
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::error!(error = %e, "The HTTP API stopped.");
-            }
-        }));
+        tasks.push(tokio::spawn(auth.clone().run_housekeeping()));
+        {
+            let m = metrics.clone();
+            let failed = move || metrics::Metrics::add(&m.tls_handshake_failures_total, 1);
+            tasks.push(tokio::spawn(async move {
+                let served = transport::serve_http(listener, router, http_tls, failed).await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "The HTTP API stopped.");
+                }
+            }));
+        }
         let endpoint = Arc::new(endpoint);
         let accepting = endpoint.clone();
         tasks.push(tokio::spawn(async move {
@@ -139,19 +219,32 @@ impl Hub {
                 }
             }));
         }
-        tracing::info!(quic = %quic_addr, api = %api_addr, "Hub listening.");
+        tracing::info!(quic = %quic_addr, api = %api_addr, tls = api_trust_pem.is_some(), "Hub listening.");
         Ok(Hub {
             quic_addr,
             api_addr,
+            api_trust_pem,
             store,
             ca,
             registry,
             documents,
             metrics,
             revocations,
+            auth,
+            _lock: lock,
             endpoint,
             tasks,
         })
+    }
+
+    /// The API's base URL, `https://` or `http://` and its address.
+    pub fn api_url(&self) -> String {
+        let scheme = if self.api_trust_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.api_addr)
     }
 
     /// Closes every edge connection and the listeners, and waits for queued writes to
@@ -163,5 +256,27 @@ impl Hub {
             t.abort();
         }
         self.store.flush().await;
+    }
+}
+
+/// The HTTP API's certificate as the config says: none (plain HTTP), from files, or
+/// issued now from the operator's CA for the hub's names and its listen address.
+fn http_tls(settings: &HubSettings, ca: &OperatorCa) -> anyhow::Result<Option<ServerTls>> {
+    match &settings.http_tls {
+        HttpTls::Plain => Ok(None),
+        HttpTls::Files { cert, key } => Ok(Some(ServerTls::load(cert, key)?)),
+        HttpTls::IssueFromCa => {
+            let mut names = settings.server_names.clone();
+            let ip = settings.http_listen.ip();
+            if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
+                names.push(ip.to_string());
+            }
+            let issued = ca
+                .issue_hub_cert(&names, Validity::days_from_now(2 * 365))
+                .context("cannot issue the HTTP API's certificate")?;
+            // The CA goes with the chain so that a client can be pointed at either.
+            let chain = format!("{}{}", issued.cert_pem, ca.cert_pem());
+            Ok(Some(ServerTls::from_pem(&chain, &issued.key_pem)?))
+        }
     }
 }

@@ -12,6 +12,8 @@ macro_rules! metrics {
         #[derive(Debug, Default)]
         pub struct Metrics {
             $(pub $name: AtomicU64,)*
+            /// Logins, refusals and sessions of the API.
+            pub auth: std::sync::Arc<accounts::AuthMetrics>,
         }
 
         impl Metrics {
@@ -23,6 +25,7 @@ macro_rules! metrics {
                     let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {}\n{name} {}",
                         $help, $kind, self.$name.load(Relaxed));
                 )*
+                self.auth.render("smartpark_hub", &mut out);
                 out
             }
         }
@@ -52,6 +55,7 @@ metrics! {
     protocol_errors_total: "counter", "Sync sessions ended by a protocol violation or an undecodable frame.";
     http_requests_total: "counter", "HTTP API requests.";
     http_client_errors_total: "counter", "HTTP API requests answered with a 4xx.";
+    tls_handshake_failures_total: "counter", "TLS handshakes on the HTTP API that failed (plain HTTP on the HTTPS port, a refused certificate, a timeout).";
 }
 
 impl Metrics {

@@ -364,6 +364,12 @@ pub fn open_db(path: &Path) -> anyhow::Result<Connection> {
     .context("cannot configure the hub database")?;
     conn.execute_batch(SCHEMA)
         .context("cannot create the hub schema")?;
+    conn.execute_batch(accounts::audit::SCHEMA)
+        .context("cannot create the audit log")?;
+    conn.execute_batch(accounts::auth::SCHEMA)
+        .context("cannot create the account tables")?;
+    conn.execute_batch(crate::people::SCHEMA)
+        .context("cannot create the people tables")?;
     let version: Option<i64> = conn
         .query_row(
             "SELECT value FROM meta WHERE key = 'schema_version'",

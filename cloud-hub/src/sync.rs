@@ -251,6 +251,8 @@ impl Documents {
 
 /// Everything a connection task needs.
 pub struct SyncContext {
+    /// The accounts each edge gets a copy of (those with a role in its building).
+    pub auth: accounts::Auth,
     pub store: HubStore,
     pub registry: Arc<Registry>,
     pub documents: Arc<Documents>,
@@ -262,6 +264,25 @@ pub struct SyncContext {
 impl SyncContext {
     fn now(&self) -> Time {
         Time::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+}
+
+/// Sends the edge the accounts with a role in its building (a config push whose version
+/// is the accounts' generation, so the edge applies only newer ones).
+fn push_accounts(cx: &SyncContext, key: &BuildingKey, session: &mut HubSession) {
+    let push = cx.auth.accounts_for(&park_model::identity::Scope::building(
+        &key.park,
+        &key.building,
+    ));
+    let version = push.generation;
+    let body = serde_json::json!({ "accounts": push })
+        .to_string()
+        .into_bytes();
+    match session.push_config(sync_protocol::ConfigPush { version, body }) {
+        Ok(()) => tracing::debug!(generation = version, "Pushed the building's accounts."),
+        Err(e) => {
+            tracing::error!(error = %e, "The building's accounts do not fit a config push; the edge keeps its copy.")
+        }
     }
 }
 
@@ -301,6 +322,7 @@ pub async fn run_connection(
     let mut sink = cx.store.sink(key.clone());
     let mut commits = cx.store.subscribe_commits();
     let mut doc_changes = cx.documents.changed.subscribe();
+    let mut accounts_changed = cx.auth.subscribe_generation();
     let mut sync_states: HashMap<String, automerge::sync::State> = HashMap::new();
     session.handle_connected(cx.now());
     let mut end: Option<String> = None;
@@ -333,6 +355,7 @@ pub async fn run_connection(
                         Some(&remote),
                         None,
                     );
+                    push_accounts(&cx, &key, &mut session);
                     // Offer the edge every document of its park; automerge works out what
                     // each side lacks.
                     for doc_id in cx.documents.ids(&key.park) {
@@ -433,6 +456,11 @@ pub async fn run_connection(
                 }
             },
             _ = commits.changed() => session.handle_durable(cx.now(), &sink),
+            changed = accounts_changed.changed() => {
+                if changed.is_ok() && session.state() == sync_protocol::ConnectionState::Connected {
+                    push_accounts(&cx, &key, &mut session);
+                }
+            }
             _ = sleep_or_never(sleep_until) => session.handle_timeout(cx.now()),
             change = doc_changes.recv() => match change {
                 Ok(c) if c.park == key.park && c.origin != id && session.state() == sync_protocol::ConnectionState::Connected => {

@@ -31,10 +31,59 @@ fn session_config() -> SessionConfig {
 }
 
 async fn start_hub(dir: &std::path::Path) -> Hub {
-    Hub::start_with(HubSettings::for_dir(dir), session_config())
+    let hub = Hub::start_with(HubSettings::for_dir(dir), session_config())
         .await
+        .unwrap();
+    // The tests read the API as an operator's monitoring token.
+    let token = {
+        let c = cloud_hub::store::open_db(hub.store.path()).unwrap();
+        let actor = accounts::auth::manage::host_actor("test");
+        let grants = ["operator_admin@operator".parse().unwrap()];
+        accounts::auth::manage::create(
+            &c,
+            &actor,
+            accounts::audit::Mirror::None,
+            accounts::auth::Source::Hub,
+            accounts::auth::manage::NewAccount {
+                username: "monitor",
+                display_name: "Monitoring",
+                verifier: accounts::auth::manage::verifier_for(
+                    "monitor",
+                    "tall-cedar-river-42",
+                    park_model::identity::password::Cost::TEST,
+                )
+                .unwrap(),
+                grants: &grants,
+                department: None,
+            },
+        )
+        .unwrap();
+        accounts::auth::manage::create_token(
+            &c,
+            &actor,
+            accounts::audit::Mirror::None,
+            "monitor",
+            "tests",
+            park_model::identity::PermissionSet::parse(&[
+                "telemetry.read",
+                "events.read",
+                "edges.manage",
+                "audit.read",
+            ])
+            .unwrap(),
+            1,
+        )
         .unwrap()
+    };
+    hub.auth.reload().await.unwrap();
+    TOKENS.lock().unwrap().insert(hub.api_addr, token);
+    hub
 }
+
+/// Each test hub's API token, by its API address.
+static TOKENS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, String>>,
+> = std::sync::LazyLock::new(Default::default);
 
 async fn enroll_edge(
     hub: &Hub,
@@ -323,10 +372,11 @@ async fn get_json(hub: &Hub, path: &str) -> (u16, serde_json::Value) {
     let path = path.to_string();
     tokio::task::spawn_blocking(move || {
         use std::io::{Read as _, Write as _};
+        let token = TOKENS.lock().unwrap().get(&addr).cloned().unwrap_or_default();
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut text = String::new();

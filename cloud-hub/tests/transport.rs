@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use cloud_hub::transport::{
     EdgeKey, EdgeTlsConfig, EnrollFuture, Enroller, EnrollmentRequest, EnrollmentToken,
-    Fingerprint, HubEndpoint, HubTlsConfig, OperatorCa, RevocationList, TransportError, Validity,
-    connect, enroll,
+    Fingerprint, HubEndpoint, HubTlsConfig, LAN_KEY_FILE, OperatorCa, RevocationList, ServerTls,
+    TransportError, Validity, connect, enroll, enroll_with_lan,
 };
 
 /// Tokens by secret hash: (park, building, expired, used).
@@ -37,7 +37,7 @@ impl Enroller for MemEnroller {
             }
             *used = true;
             let ca = self.ca.as_ref().unwrap();
-            ca.issue_edge_cert(&request.csr, park, building, Validity::days_from_now(30))
+            ca.issue_for_enrollment(&request, park, building, Validity::days_from_now(30))
                 .map_err(|e| e.to_string())
         })
     }
@@ -51,9 +51,14 @@ struct TestHub {
 }
 
 fn start_hub() -> TestHub {
+    start_hub_named(&[])
+}
+
+/// A hub whose own certificate also names `names`.
+fn start_hub_named(names: &[String]) -> TestHub {
     let ca = Arc::new(OperatorCa::create("test").unwrap());
     let revocations = RevocationList::default();
-    let tls = HubTlsConfig::new(&ca, &[], revocations.clone()).unwrap();
+    let tls = HubTlsConfig::new(&ca, names, revocations.clone()).unwrap();
     let enroller = Arc::new(MemEnroller {
         ca: Some(ca.clone()),
         tokens: Mutex::default(),
@@ -261,6 +266,69 @@ async fn enrollment_trusts_only_the_hub_whose_ca_the_token_names() {
         .await
         .unwrap_err();
     assert!(matches!(err, TransportError::PeerNotTrusted(_)), "{err}");
+}
+
+#[tokio::test]
+async fn enrollment_issues_a_lan_certificate_for_the_names_asked_and_never_the_hubs_own() {
+    let hub = start_hub_named(&["hub.example".into()]);
+    let dir = tempfile::tempdir().unwrap();
+    let names = vec!["127.0.0.1".to_string(), "B1.example".to_string()];
+    let enrolled = enroll_with_lan(
+        hub.endpoint.local_addr(),
+        &hub.token("park-1", "b-1", false),
+        dir.path(),
+        &names,
+    )
+    .await
+    .unwrap();
+    assert_eq!(enrolled.lan_names, ["127.0.0.1", "b1.example"]);
+    assert_eq!(enrolled.tls.identity().building, "b-1");
+    let lan = ServerTls::load_lan(dir.path()).unwrap().unwrap();
+    assert_eq!(lan.trust_pem(), hub.ca.cert_pem());
+    assert_eq!(lan.names_and_end().0, enrolled.lan_names);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let key = std::fs::metadata(dir.path().join(LAN_KEY_FILE)).unwrap();
+        assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    }
+
+    // The hub's own names are refused before the token is spent.
+    let token = hub.token("park-1", "b-2", false);
+    let other = tempfile::tempdir().unwrap();
+    let err = enroll_with_lan(
+        hub.endpoint.local_addr(),
+        &token,
+        other.path(),
+        &["hub.example".into()],
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("the hub's own name"), "{err}");
+    let err = enroll_with_lan(
+        hub.endpoint.local_addr(),
+        &token,
+        other.path(),
+        &["hub.smartpark".into()],
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("reserved for the hub"), "{err}");
+    enroll(hub.endpoint.local_addr(), &token, other.path())
+        .await
+        .unwrap();
+    assert!(ServerTls::load_lan(other.path()).unwrap().is_none());
+
+    // Enrolling again without LAN names takes the old LAN certificate away.
+    enroll(
+        hub.endpoint.local_addr(),
+        &hub.token("park-1", "b-1", false),
+        dir.path(),
+    )
+    .await
+    .unwrap();
+    assert!(ServerTls::load_lan(dir.path()).unwrap().is_none());
+    assert!(!dir.path().join(LAN_KEY_FILE).exists());
 }
 
 #[tokio::test]

@@ -35,11 +35,13 @@ use rusqlite::{OptionalExtension, params};
 use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, oneshot};
 
+use accounts::{Actor, Audit};
+
 use crate::broker::Publisher;
 use crate::events::Event;
 use crate::metrics::Metrics;
 use crate::node::Devices;
-use crate::store::{AuditEntry, Store};
+use crate::store::Store;
 
 /// How often the alarm state is saved at most when only samples change it.
 const SAVE_INTERVAL: Duration = Duration::from_secs(1);
@@ -258,10 +260,16 @@ impl Alarms {
     /// Stores the pending transitions as events (in order; awaited when `wait`), saves the
     /// state with them when `wait` or when it is due, and hands the actions over.
     async fn drain(&self, wait: bool) -> Option<anyhow::Result<()>> {
+        self.drain_audited(wait, None).await
+    }
+
+    /// [`Self::drain`], with the audit record of the operator's act that caused it in the
+    /// same transaction as the transitions and the saved state.
+    async fn drain_audited(&self, wait: bool, audit: Option<Audit>) -> Option<anyhow::Result<()>> {
         let (transitions, actions, state) = {
             let mut guard = self.lock();
             let st = &mut *guard;
-            if st.out.is_empty() && !(wait && st.dirty) {
+            if st.out.is_empty() && !(wait && st.dirty) && audit.is_none() {
                 return None;
             }
             let transitions = std::mem::take(&mut st.out.transitions);
@@ -301,6 +309,9 @@ impl Alarms {
                 )?
                 .execute([state])?;
             }
+            if let Some(a) = &audit {
+                a.append(c)?;
+            }
             Ok(())
         });
         let done = match self.inner.store.submit(op).await {
@@ -331,6 +342,7 @@ impl Alarms {
     /// stored.
     async fn operator(
         &self,
+        audit: Audit,
         f: impl FnOnce(&mut Engine, Timestamp, &mut Outputs) -> Result<(), rules_engine::AlarmError>,
     ) -> Result<(), AlarmsError> {
         {
@@ -340,7 +352,7 @@ impl Alarms {
             st.dirty = true;
         }
         self.inner.timer.notify_one();
-        match self.drain(true).await {
+        match self.drain_audited(true, Some(audit)).await {
             Some(Err(e)) => Err(AlarmsError::Store(e)),
             _ => Ok(()),
         }
@@ -351,9 +363,12 @@ impl Alarms {
         id: u64,
         user: &str,
         comment: Option<&str>,
+        audit: Audit,
     ) -> Result<(), AlarmsError> {
-        self.operator(|e, now, out| e.acknowledge(AlarmId(id), user, comment, now, out))
-            .await
+        self.operator(audit, |e, now, out| {
+            e.acknowledge(AlarmId(id), user, comment, now, out)
+        })
+        .await
     }
 
     pub async fn shelve(
@@ -362,19 +377,30 @@ impl Alarms {
         until: Timestamp,
         user: &str,
         reason: Option<&str>,
+        audit: Audit,
     ) -> Result<(), AlarmsError> {
-        self.operator(|e, now, out| e.shelve(AlarmId(id), until, user, reason, now, out))
+        self.operator(audit, |e, now, out| {
+            e.shelve(AlarmId(id), until, user, reason, now, out)
+        })
+        .await
+    }
+
+    pub async fn unshelve(&self, id: u64, user: &str, audit: Audit) -> Result<(), AlarmsError> {
+        self.operator(audit, |e, now, out| e.unshelve(AlarmId(id), user, now, out))
             .await
     }
 
-    pub async fn unshelve(&self, id: u64, user: &str) -> Result<(), AlarmsError> {
-        self.operator(|e, now, out| e.unshelve(AlarmId(id), user, now, out))
-            .await
-    }
-
-    pub async fn comment(&self, id: u64, user: &str, text: &str) -> Result<(), AlarmsError> {
-        self.operator(|e, now, out| e.comment(AlarmId(id), user, text, now, out))
-            .await
+    pub async fn comment(
+        &self,
+        id: u64,
+        user: &str,
+        text: &str,
+        audit: Audit,
+    ) -> Result<(), AlarmsError> {
+        self.operator(audit, |e, now, out| {
+            e.comment(AlarmId(id), user, text, now, out)
+        })
+        .await
     }
 
     /// The alarms the filter selects, most urgent first, then newest.
@@ -547,18 +573,16 @@ async fn perform(a: ActionOut, targets: &ActionTargets, store: &Store, metrics: 
     let result = match &a.action {
         Action::WritePoint { point, value } => {
             let outcome = write_point(&targets.devices, point, value).await;
-            let entry = AuditEntry {
-                ts: now_micros(),
-                actor: actor.clone(),
-                action: "point_write".into(),
-                target: point.clone(),
-                detail: json!({"value": value_json(value), "alarm": a.alarm.0.to_string()})
-                    .to_string(),
-                outcome: match &outcome {
-                    Ok(()) => "ok".into(),
-                    Err(e) => format!("refused: {e}"),
-                },
-            };
+            let entry = Audit::new(
+                &Actor::system(actor.clone()),
+                "point_write",
+                point,
+                json!({"value": value_json(value), "alarm": a.alarm.0.to_string()}),
+            )
+            .with_outcome(match &outcome {
+                Ok(()) => "ok".to_string(),
+                Err(e) => format!("refused: {e}"),
+            });
             if let Err(e) = store.audit(entry).await {
                 tracing::error!(error = %format!("{e:#}"), "A rule's point write could not be audited.");
             }

@@ -1,25 +1,37 @@
 //! The LAN API under `/api/v1`, plus `/health`, `/ready` and `/metrics`.
 //!
+//! Every route is declared once, with what it requires of its caller, in [`routes`]: the
+//! router is built from that table and every request is checked against it (a route that
+//! is not in it is refused to everyone). A request carries a session cookie (with the CSRF
+//! token on writes) or an API token; the acting user comes from there, never from the body.
+//! Every request's `Host` must name this node and every write's `Origin` must be its own
+//! (no DNS rebinding, no cross-site writes).
+//!
 //! Every error is JSON of the form `{"code", "message", "details", "traceId"}`; bad input
 //! (unknown point, malformed body, out-of-range query) is a 4xx that names what was wrong
-//! and is counted, never a panic. Point writes are audited whether they succeed or fail.
+//! and is counted, never a panic. Every act is audited with its outcome, in the same
+//! transaction as the change it makes where it makes one.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use accounts::http::{
+    self, ApiAuth, ApiError, ApiResult, RouteIndex, RouteScope, RouteSpec, Routes, audit_outcome,
+};
+use accounts::{Audit, Auth, Caller};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use device_drivers::{DeviceStatus, PointKey, Sample, Value, WriteError, WriteRequest, now_micros};
 use futures_util::Stream;
+use park_model::identity::{Access, Permission};
 use serde::Deserialize;
 use serde_json::{Value as Json_, json};
 use tokio::sync::oneshot;
@@ -27,7 +39,7 @@ use tokio::sync::oneshot;
 use crate::metrics::Metrics;
 use crate::node::{Devices, device_points, point_source};
 use crate::rollup::Level;
-use crate::store::{AuditEntry, Store};
+use crate::store::Store;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -40,108 +52,146 @@ pub struct ApiState {
     pub alarms: crate::alarms::Alarms,
     /// The uplink's state, when a hub is configured.
     pub sync: Option<Arc<crate::sync::SyncStatus>>,
+    pub auth: Auth,
 }
 
-/// An API error as the client sees it.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    details: Json_,
+impl ApiAuth for ApiState {
+    fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    fn routes(&self) -> &RouteIndex {
+        static INDEX: OnceLock<RouteIndex> = OnceLock::new();
+        INDEX.get_or_init(|| RouteIndex::new(&route_table()))
+    }
+
+    /// Every route of an edge acts in its building.
+    fn scope_of(&self, _path: &str, _params: &[(&str, &str)]) -> RouteScope {
+        RouteScope::Own
+    }
 }
 
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            details: Json_::Null,
-        }
-    }
-
-    fn not_found(what: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", what)
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-
-    fn internal(e: anyhow::Error) -> Self {
-        tracing::error!(error = %format!("{e:#}"), "API request failed.");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the request failed inside the node; see its log",
+/// Every route of the LAN API with what it requires: the one table.
+fn routes() -> Routes<ApiState> {
+    use Access::{Allowed, Public};
+    use Permission::*;
+    http::auth_routes(Routes::default())
+        .get("/health", Public, || async {
+            Json(json!({"status": "ok"}))
+        })
+        .get("/ready", Public, ready)
+        .get("/metrics", Allowed(TelemetryRead), metrics)
+        .get("/api/v1/users", Allowed(UsersManage), list_users)
+        .get("/api/v1/site", Allowed(TelemetryRead), site)
+        .get("/api/v1/devices", Allowed(TelemetryRead), list_devices)
+        .get("/api/v1/devices/{id}", Allowed(TelemetryRead), get_device)
+        .get("/api/v1/points", Allowed(TelemetryRead), list_points)
+        .get(
+            "/api/v1/points/{device}/{point}",
+            Allowed(TelemetryRead),
+            get_point,
         )
-    }
+        .get(
+            "/api/v1/points/{device}/{point}/history",
+            Allowed(TelemetryRead),
+            history,
+        )
+        .post(
+            "/api/v1/points/{device}/{point}/write",
+            Allowed(PointsWrite),
+            write_point,
+        )
+        .get("/api/v1/stream", Allowed(TelemetryRead), stream)
+        .get("/api/v1/audit", Allowed(AuditRead), audit)
+        .get("/api/v1/events", Allowed(EventsRead), list_events)
+        .get("/api/v1/sync", Allowed(TelemetryRead), sync_status)
+        .get("/api/v1/doors", Allowed(TelemetryRead), list_doors)
+        .post("/api/v1/doors/{id}/open", Allowed(DoorsOpen), open_door)
+        .get("/api/v1/lots", Allowed(TelemetryRead), list_lots)
+        .get(
+            "/api/v1/parking/sessions",
+            Allowed(EventsRead),
+            list_sessions,
+        )
+        .get("/api/v1/parking/review", Allowed(PlatesReview), list_review)
+        .post(
+            "/api/v1/parking/review/{id}",
+            Allowed(PlatesReview),
+            resolve_review,
+        )
+        .post(
+            "/api/v1/credentials",
+            Allowed(CredentialsEdit),
+            put_credential,
+        )
+        .post(
+            "/api/v1/credentials/{id}/status",
+            Allowed(CredentialsEdit),
+            credential_status,
+        )
+        .post("/api/v1/passes", Allowed(CredentialsEdit), put_pass)
+        .post(
+            "/api/v1/passes/{id}/status",
+            Allowed(CredentialsEdit),
+            pass_status,
+        )
+        .get("/api/v1/store", Allowed(TelemetryRead), store_stats)
+        .get("/api/v1/alarms", Allowed(TelemetryRead), list_alarms)
+        .get("/api/v1/alarms/{id}", Allowed(TelemetryRead), get_alarm)
+        .post(
+            "/api/v1/alarms/{id}/acknowledge",
+            Allowed(AlarmsAct),
+            acknowledge_alarm,
+        )
+        .post(
+            "/api/v1/alarms/{id}/shelve",
+            Allowed(AlarmsAct),
+            shelve_alarm,
+        )
+        .post(
+            "/api/v1/alarms/{id}/unshelve",
+            Allowed(AlarmsAct),
+            unshelve_alarm,
+        )
+        .post(
+            "/api/v1/alarms/{id}/comment",
+            Allowed(AlarmsAct),
+            comment_alarm,
+        )
+        .get("/api/v1/rules", Allowed(TelemetryRead), list_rules)
+        .post("/api/v1/rules/reload", Allowed(RulesEdit), reload_rules)
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"code": self.code, "message": self.message, "details": self.details, "traceId": trace_id()});
-        (self.status, Json(body)).into_response()
-    }
+/// The route table, for tests and documentation.
+pub fn route_table() -> Vec<RouteSpec> {
+    routes().specs()
 }
-
-impl From<JsonRejection> for ApiError {
-    fn from(r: JsonRejection) -> Self {
-        ApiError::new(r.status(), "invalid_body", r.body_text())
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(r: QueryRejection) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
-    }
-}
-
-fn trace_id() -> String {
-    format!("{:016x}", fastrand::u64(..))
-}
-
-type ApiResult<T> = Result<T, ApiError>;
 
 pub fn router(state: ApiState) -> Router {
-    let api = Router::new()
-        .route("/site", get(site))
-        .route("/devices", get(list_devices))
-        .route("/devices/{id}", get(get_device))
-        .route("/points", get(list_points))
-        .route("/points/{device}/{point}", get(get_point))
-        .route("/points/{device}/{point}/history", get(history))
-        .route("/points/{device}/{point}/write", post(write_point))
-        .route("/stream", get(stream))
-        .route("/audit", get(audit))
-        .route("/events", get(list_events))
-        .route("/sync", get(sync_status))
-        .route("/doors", get(list_doors))
-        .route("/doors/{id}/open", post(open_door))
-        .route("/lots", get(list_lots))
-        .route("/parking/sessions", get(list_sessions))
-        .route("/parking/review", get(list_review))
-        .route("/parking/review/{id}", post(resolve_review))
-        .route("/credentials", post(put_credential))
-        .route("/credentials/{id}/status", post(credential_status))
-        .route("/passes", post(put_pass))
-        .route("/passes/{id}/status", post(pass_status))
-        .route("/store", get(store_stats))
-        .route("/alarms", get(list_alarms))
-        .route("/alarms/{id}", get(get_alarm))
-        .route("/alarms/{id}/acknowledge", post(acknowledge_alarm))
-        .route("/alarms/{id}/shelve", post(shelve_alarm))
-        .route("/alarms/{id}/unshelve", post(unshelve_alarm))
-        .route("/alarms/{id}/comment", post(comment_alarm))
-        .route("/rules", get(list_rules))
-        .route("/rules/reload", post(reload_rules));
-    Router::new()
-        .nest("/api/v1", api)
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::not_found("no such route") })
+    let (app, _) = routes().into_router();
+    app.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        http::authorize::<ApiState>,
+    ))
+    .fallback(|| async { ApiError::not_found("no such route") })
+    .layer(DefaultBodyLimit::max(64 * 1024))
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        http::guard::<ApiState>,
+    ))
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        count_requests,
+    ))
+    .with_state(state)
+}
+
+/// The same routes with no authentication at all: never served by a node; `smartpark
+/// bench auth` serves it beside the real router to measure what the checks cost.
+#[doc(hidden)]
+pub fn router_without_auth(state: ApiState) -> Router {
+    let (app, _) = routes().into_router();
+    app.fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -150,6 +200,7 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// Every request is counted, and every 4xx counted as invalid input.
 async fn count_requests(State(s): State<ApiState>, req: Request, next: Next) -> Response {
     s.metrics.http_requests_total.fetch_add(1, Relaxed);
     let method = req.method().clone();
@@ -161,6 +212,10 @@ async fn count_requests(State(s): State<ApiState>, req: Request, next: Next) -> 
         tracing::debug!(%method, %path, status = res.status().as_u16(), "Refused an HTTP request.");
     }
     res
+}
+
+async fn list_users(State(s): State<ApiState>) -> Json<Json_> {
+    Json(json!({"users": s.auth.accounts_json()}))
 }
 
 async fn ready(State(s): State<ApiState>) -> Response {
@@ -409,35 +464,32 @@ async fn history(
 #[serde(deny_unknown_fields)]
 struct WriteBody {
     value: Json_,
-    /// Who asks, for the audit log.
-    actor: Option<String>,
     reason: Option<String>,
 }
 
 async fn write_point(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path((device, point)): Path<(String, String)>,
     body: Result<Json<WriteBody>, JsonRejection>,
 ) -> ApiResult<Json<Json_>> {
     let Json(body) = body?;
     let (key, p, d) = find_point(&s, &device, &point)?;
+    if body.reason.as_ref().is_some_and(|r| r.len() > 500) {
+        return Err(ApiError::bad_request("reason takes at most 500 bytes"));
+    }
     s.metrics.point_writes_total.fetch_add(1, Relaxed);
-    let actor = body.actor.clone().unwrap_or_else(|| "api".into());
-    let detail = json!({"value": body.value, "reason": body.reason}).to_string();
+    let detail = json!({"value": body.value, "reason": body.reason});
     let outcome = do_write(p, d, &body.value).await;
     let outcome_text = match &outcome {
         Ok(v) => format!("ok: read back {v}"),
         Err(e) => format!("refused: {}", e.message),
     };
-    let entry = AuditEntry {
-        ts: now_micros(),
-        actor,
-        action: "point_write".into(),
-        target: key.as_str().to_string(),
-        detail,
-        outcome: outcome_text,
-    };
-    s.store.audit(entry).await.map_err(ApiError::internal)?;
+    let entry = s
+        .auth
+        .audit(&caller.actor, "point_write", key.as_str(), detail)
+        .with_outcome(outcome_text);
+    s.auth.record(entry).await.map_err(ApiError::internal)?;
     match outcome {
         Ok(v) => Ok(Json(
             json!({"point": key.as_str(), "value": v.to_json(), "verified": true}),
@@ -656,30 +708,28 @@ async fn list_events(
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
     limit: Option<usize>,
+    /// Page backwards: only records before this sequence number.
+    before: Option<u64>,
 }
 
+/// The audit log, newest first, each record with its place in the chain and its hashes.
 async fn audit(
     State(s): State<ApiState>,
     q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> ApiResult<Json<Json_>> {
     let Query(q) = q?;
-    let limit = q.limit.unwrap_or(100).min(10_000) as i64;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::bad_request("limit must be between 1 and 10000"));
+    }
+    let before = q.before;
     let rows = s
         .store
-        .read(move |c| {
-            let mut stmt = c.prepare("SELECT id, ts, actor, action, target, detail, outcome FROM audit ORDER BY id DESC LIMIT ?1")?;
-            let rows = stmt.query_map([limit], |r| {
-                Ok(json!({
-                    "id": r.get::<_, i64>(0)?, "ts": r.get::<_, i64>(1)?, "actor": r.get::<_, String>(2)?,
-                    "action": r.get::<_, String>(3)?, "target": r.get::<_, String>(4)?,
-                    "detail": r.get::<_, String>(5)?, "outcome": r.get::<_, String>(6)?,
-                }))
-            })?;
-            rows.collect::<Result<Vec<_>, _>>()
-        })
+        .read(move |c| accounts::audit::list(c, before, limit))
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({"entries": rows})))
+    let next = rows.last().and_then(|r| r["seq"].as_u64());
+    Ok(Json(json!({"entries": rows, "before": next})))
 }
 
 /// What the store holds: committed totals and raw samples per point. Tests use it to check
@@ -718,31 +768,6 @@ impl From<crate::park::ParkError> for ApiError {
     }
 }
 
-/// Records a facility engineer's action in the audit log, whatever its outcome.
-async fn audited<T>(
-    s: &ApiState,
-    actor: &str,
-    action: &str,
-    target: &str,
-    detail: Json_,
-    result: ApiResult<T>,
-) -> ApiResult<T> {
-    let outcome = match &result {
-        Ok(_) => "ok".to_string(),
-        Err(e) => format!("refused: {}", e.message),
-    };
-    let entry = AuditEntry {
-        ts: now_micros(),
-        actor: actor.to_string(),
-        action: action.to_string(),
-        target: target.to_string(),
-        detail: detail.to_string(),
-        outcome,
-    };
-    s.store.audit(entry).await.map_err(ApiError::internal)?;
-    result
-}
-
 async fn list_doors(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
     Ok(Json(park(&s)?.doors()))
 }
@@ -751,7 +776,6 @@ async fn list_doors(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
 #[serde(deny_unknown_fields)]
 struct ManualOpen {
     reason: String,
-    actor: String,
 }
 
 fn need_text(field: &str, v: &str) -> ApiResult<()> {
@@ -765,29 +789,26 @@ fn need_text(field: &str, v: &str) -> ApiResult<()> {
 
 async fn open_door(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<ManualOpen>, JsonRejection>,
 ) -> ApiResult<Json<Json_>> {
     let Json(b) = body?;
     need_text("reason", &b.reason)?;
-    need_text("actor", &b.actor)?;
+    let audit = s.auth.audit(
+        &caller.actor,
+        "door_manual_open",
+        &id,
+        json!({"reason": b.reason}),
+    );
     let result = match park(&s) {
         Ok(p) => p
-            .manual_open(&id, &b.reason, &b.actor)
+            .manual_open(&id, &b.reason, audit.clone())
             .await
             .map_err(ApiError::from),
         Err(e) => Err(e),
     };
-    let out = audited(
-        &s,
-        &b.actor,
-        "door_manual_open",
-        &id,
-        json!({"reason": b.reason}),
-        result,
-    )
-    .await?;
-    Ok(Json(out))
+    Ok(Json(audit_outcome(&s.auth, audit, result).await?))
 }
 
 async fn list_lots(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
@@ -808,39 +829,35 @@ struct Review {
     admit: bool,
     /// The plate as the person reads it, when the camera got it wrong.
     plate: Option<String>,
-    actor: String,
 }
 
 async fn resolve_review(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<Review>, JsonRejection>,
 ) -> ApiResult<Json<Json_>> {
     let Json(b) = body?;
-    need_text("actor", &b.actor)?;
     if let Some(p) = &b.plate {
         let n = crate::field::normalize_plate(p);
         if n.is_empty() || n.chars().count() > 12 {
             return Err(ApiError::bad_request(format!("{p:?} is not a plate")));
         }
     }
+    let audit = s.auth.audit(
+        &caller.actor,
+        "plate_review",
+        &id,
+        json!({"admit": b.admit, "plate": b.plate}),
+    );
     let result = match park(&s) {
         Ok(p) => p
-            .resolve_review(&id, b.plate.as_deref(), b.admit, &b.actor)
+            .resolve_review(&id, b.plate.as_deref(), b.admit, audit.clone())
             .await
             .map_err(ApiError::from),
         Err(e) => Err(e),
     };
-    let out = audited(
-        &s,
-        &b.actor,
-        "plate_review",
-        &id,
-        json!({"admit": b.admit, "plate": b.plate}),
-        result,
-    )
-    .await?;
-    Ok(Json(out))
+    Ok(Json(audit_outcome(&s.auth, audit, result).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -852,15 +869,14 @@ struct NewCredential {
     value: String,
     valid_from: Option<i64>,
     valid_to: Option<i64>,
-    actor: String,
 }
 
 async fn put_credential(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<NewCredential>, JsonRejection>,
 ) -> ApiResult<Json<Json_>> {
     let Json(b) = body?;
-    need_text("actor", &b.actor)?;
     let kind = b
         .kind
         .parse::<park_model::directory::CredentialKind>()
@@ -870,7 +886,9 @@ async fn put_credential(
                 b.kind
             ))
         })?;
-    let c = park_model::directory::Credential {
+    let detail = json!({"person": b.person_id, "kind": b.kind, "validFrom": b.valid_from, "validTo": b.valid_to});
+    let audit = s.auth.audit(&caller.actor, "credential_put", &b.id, detail);
+    let c = park_model::directory::RawCredential {
         id: b.id.clone(),
         person_id: b.person_id.clone(),
         kind,
@@ -880,30 +898,29 @@ async fn put_credential(
         valid_to: b.valid_to,
     };
     let result = match park(&s) {
-        Ok(p) => p.put_credential(c).await.map_err(ApiError::from),
+        Ok(p) => p
+            .put_credential(c, audit.clone())
+            .await
+            .map_err(ApiError::from),
         Err(e) => Err(e),
     };
-    let detail = json!({"person": b.person_id, "kind": b.kind, "validFrom": b.valid_from, "validTo": b.valid_to});
-    Ok(Json(
-        audited(&s, &b.actor, "credential_put", &b.id, detail, result).await?,
-    ))
+    Ok(Json(audit_outcome(&s.auth, audit, result).await?))
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StatusChange {
     status: String,
-    actor: String,
     reason: Option<String>,
 }
 
 async fn credential_status(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<StatusChange>, JsonRejection>,
 ) -> ApiResult<Json<Json_>> {
     let Json(b) = body?;
-    need_text("actor", &b.actor)?;
     let status = b
         .status
         .parse::<park_model::directory::CredentialStatus>()
@@ -913,24 +930,20 @@ async fn credential_status(
                 b.status
             ))
         })?;
+    let audit = s.auth.audit(
+        &caller.actor,
+        "credential_status",
+        &id,
+        json!({"status": b.status, "reason": b.reason}),
+    );
     let result = match park(&s) {
         Ok(p) => p
-            .set_credential_status(&id, status)
+            .set_credential_status(&id, status, audit.clone())
             .await
             .map_err(ApiError::from),
         Err(e) => Err(e),
     };
-    Ok(Json(
-        audited(
-            &s,
-            &b.actor,
-            "credential_status",
-            &id,
-            json!({"status": b.status, "reason": b.reason}),
-            result,
-        )
-        .await?,
-    ))
+    Ok(Json(audit_outcome(&s.auth, audit, result).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -943,15 +956,14 @@ struct NewPass {
     valid_from: i64,
     valid_to: i64,
     enterprise_id: Option<String>,
-    actor: String,
 }
 
 async fn put_pass(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<NewPass>, JsonRejection>,
 ) -> ApiResult<Json<Json_>> {
     let Json(b) = body?;
-    need_text("actor", &b.actor)?;
     let kind = b
         .kind
         .parse::<park_model::parking::PassKind>()
@@ -971,24 +983,26 @@ async fn put_pass(
         status: park_model::parking::PassStatus::Active,
         enterprise_id: b.enterprise_id.clone(),
     };
-    let result = match park(&s) {
-        Ok(p) => p.put_pass(pass).await.map_err(ApiError::from),
-        Err(e) => Err(e),
-    };
     let detail =
         json!({"plate": b.plate, "kind": b.kind, "lots": b.lot_ids, "validTo": b.valid_to});
-    Ok(Json(
-        audited(&s, &b.actor, "pass_put", &b.id, detail, result).await?,
-    ))
+    let audit = s.auth.audit(&caller.actor, "pass_put", &b.id, detail);
+    let result = match park(&s) {
+        Ok(p) => p
+            .put_pass(pass, audit.clone())
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    Ok(Json(audit_outcome(&s.auth, audit, result).await?))
 }
 
 async fn pass_status(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<StatusChange>, JsonRejection>,
 ) -> ApiResult<Json<Json_>> {
     let Json(b) = body?;
-    need_text("actor", &b.actor)?;
     let status = b
         .status
         .parse::<park_model::parking::PassStatus>()
@@ -998,21 +1012,20 @@ async fn pass_status(
                 b.status
             ))
         })?;
+    let audit = s.auth.audit(
+        &caller.actor,
+        "pass_status",
+        &id,
+        json!({"status": b.status, "reason": b.reason}),
+    );
     let result = match park(&s) {
-        Ok(p) => p.set_pass_status(&id, status).await.map_err(ApiError::from),
+        Ok(p) => p
+            .set_pass_status(&id, status, audit.clone())
+            .await
+            .map_err(ApiError::from),
         Err(e) => Err(e),
     };
-    Ok(Json(
-        audited(
-            &s,
-            &b.actor,
-            "pass_status",
-            &id,
-            json!({"status": b.status, "reason": b.reason}),
-            result,
-        )
-        .await?,
-    ))
+    Ok(Json(audit_outcome(&s.auth, audit, result).await?))
 }
 
 /// Whether the hub is connected (truthfully: the session's heartbeats decide), what it has
@@ -1097,38 +1110,47 @@ impl From<crate::alarms::AlarmsError> for ApiError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AckBody {
-    actor: String,
     comment: Option<String>,
+}
+
+fn check_comment(c: Option<&str>) -> ApiResult<()> {
+    if c.is_some_and(|c| c.len() > 4000) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "a comment takes at most 4000 bytes",
+        ));
+    }
+    Ok(())
 }
 
 async fn acknowledge_alarm(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<AckBody>, JsonRejection>,
 ) -> ApiResult<Json<Json_>> {
     let Json(b) = body?;
     let id = alarm_id(&id)?;
-    let result = s
-        .alarms
-        .acknowledge(id, &b.actor, b.comment.as_deref())
-        .await
-        .map_err(ApiError::from);
-    audited(
-        &s,
-        &b.actor,
+    check_comment(b.comment.as_deref())?;
+    let audit = s.auth.audit(
+        &caller.actor,
         "alarm_acknowledge",
         &id.to_string(),
         json!({"comment": b.comment}),
-        result,
-    )
-    .await?;
+    );
+    let result = s
+        .alarms
+        .acknowledge(id, &caller.actor.name, b.comment.as_deref(), audit.clone())
+        .await
+        .map_err(ApiError::from);
+    audit_outcome(&s.auth, audit, result).await?;
     get_alarm(State(s), Path(id.to_string())).await
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ShelveBody {
-    actor: String,
     /// For how long, in seconds (at most 7 days).
     duration_s: u64,
     reason: Option<String>,
@@ -1136,6 +1158,7 @@ struct ShelveBody {
 
 async fn shelve_alarm(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<ShelveBody>, JsonRejection>,
 ) -> ApiResult<Json<Json_>> {
@@ -1148,89 +1171,77 @@ async fn shelve_alarm(
             "duration_s must be between 1 and 604800 (7 days)",
         ));
     }
+    check_comment(b.reason.as_deref())?;
     let until = now_micros() + b.duration_s as i64 * 1_000_000;
-    let result = s
-        .alarms
-        .shelve(id, until, &b.actor, b.reason.as_deref())
-        .await
-        .map_err(ApiError::from);
-    audited(
-        &s,
-        &b.actor,
+    let audit = s.auth.audit(
+        &caller.actor,
         "alarm_shelve",
         &id.to_string(),
         json!({"duration_s": b.duration_s, "reason": b.reason}),
-        result,
-    )
-    .await?;
+    );
+    let result = s
+        .alarms
+        .shelve(
+            id,
+            until,
+            &caller.actor.name,
+            b.reason.as_deref(),
+            audit.clone(),
+        )
+        .await
+        .map_err(ApiError::from);
+    audit_outcome(&s.auth, audit, result).await?;
     get_alarm(State(s), Path(id.to_string())).await
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ActorBody {
-    actor: String,
 }
 
 async fn unshelve_alarm(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    body: Result<Json<ActorBody>, JsonRejection>,
 ) -> ApiResult<Json<Json_>> {
-    let Json(b) = body?;
     let id = alarm_id(&id)?;
-    let result = s
-        .alarms
-        .unshelve(id, &b.actor)
-        .await
-        .map_err(ApiError::from);
-    audited(
-        &s,
-        &b.actor,
+    let audit = s.auth.audit(
+        &caller.actor,
         "alarm_unshelve",
         &id.to_string(),
         Json_::Null,
-        result,
-    )
-    .await?;
+    );
+    let result = s
+        .alarms
+        .unshelve(id, &caller.actor.name, audit.clone())
+        .await
+        .map_err(ApiError::from);
+    audit_outcome(&s.auth, audit, result).await?;
     get_alarm(State(s), Path(id.to_string())).await
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CommentBody {
-    actor: String,
     text: String,
 }
 
 async fn comment_alarm(
     State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<CommentBody>, JsonRejection>,
 ) -> ApiResult<Json<Json_>> {
     let Json(b) = body?;
     let id = alarm_id(&id)?;
-    if b.text.len() > 4000 {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-            "a comment takes at most 4000 bytes",
-        ));
-    }
-    let result = s
-        .alarms
-        .comment(id, &b.actor, &b.text)
-        .await
-        .map_err(ApiError::from);
-    audited(
-        &s,
-        &b.actor,
+    check_comment(Some(&b.text))?;
+    let audit = s.auth.audit(
+        &caller.actor,
         "alarm_comment",
         &id.to_string(),
         json!({"text": b.text}),
-        result,
-    )
-    .await?;
+    );
+    let result = s
+        .alarms
+        .comment(id, &caller.actor.name, &b.text, audit.clone())
+        .await
+        .map_err(ApiError::from);
+    audit_outcome(&s.auth, audit, result).await?;
     get_alarm(State(s), Path(id.to_string())).await
 }
 
@@ -1238,13 +1249,33 @@ async fn list_rules(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
     Ok(Json(s.alarms.rules()))
 }
 
-async fn reload_rules(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
-    match s.alarms.reload().await {
-        Ok(n) => Ok(Json(json!({"reloaded": true, "rules": n}))),
+async fn reload_rules(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Json_>> {
+    let result = match s.alarms.reload().await {
+        Ok(n) => Ok(n),
         Err(message) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "rules_refused",
             message,
         )),
-    }
+    };
+    let audit = s
+        .auth
+        .audit(&caller.actor, "rules_reload", "rules", json!({}));
+    let n = match result {
+        Ok(n) => {
+            s.auth
+                .record(Audit {
+                    detail: json!({"rules": n}),
+                    ..audit
+                })
+                .await
+                .map_err(ApiError::internal)?;
+            n
+        }
+        Err(e) => return audit_outcome(&s.auth, audit, Err(e)).await,
+    };
+    Ok(Json(json!({"reloaded": true, "rules": n})))
 }

@@ -54,14 +54,49 @@ pub struct ApiConfig {
     /// `host:port` of the LAN API and UI; port 0 picks a free port (the node prints it).
     #[serde(default = "default_api_listen")]
     pub listen: String,
+    /// Plain HTTP instead of HTTPS: refused unless `listen` is a loopback address.
+    #[serde(default)]
+    pub plain_http: bool,
+    /// The HTTPS certificate (chain, PEM) and its key from files, instead of the LAN
+    /// certificate from enrollment or a self-signed one.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// DNS names the API is reached by; IP addresses and `localhost` always work. A request
+    /// for any other name is refused (a page on the LAN cannot rebind a name to us).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://console.example`) besides the API's own whose pages may write.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// A browser session ends after this long without a request.
+    #[serde(default = "default_session_idle_minutes")]
+    pub session_idle_minutes: u32,
+    /// ... and this long after login, whatever happens.
+    #[serde(default = "default_session_absolute_hours")]
+    pub session_absolute_hours: u32,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: default_api_listen(),
+            plain_http: false,
+            tls_cert: None,
+            tls_key: None,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            session_idle_minutes: default_session_idle_minutes(),
+            session_absolute_hours: default_session_absolute_hours(),
         }
     }
+}
+
+fn default_session_idle_minutes() -> u32 {
+    30
+}
+
+fn default_session_absolute_hours() -> u32 {
+    12
 }
 
 fn default_api_listen() -> String {
@@ -109,6 +144,11 @@ pub struct BusinessConfig {
     /// The park's offset from UTC, used only when the edge has to create the documents.
     #[serde(default = "default_utc_offset")]
     pub utc_offset_minutes: i32,
+    /// The park's credential key: a file of 64 hexadecimal characters, the same in every
+    /// building of the park. Card numbers, QR values and PINs are stored and matched as
+    /// keyed digests under it. Required when `enabled`; read when the edge starts, as a
+    /// secret provisioned on the machine (like the enrolled identity), not with the config.
+    pub credential_key_file: Option<PathBuf>,
 }
 
 impl Default for BusinessConfig {
@@ -118,6 +158,7 @@ impl Default for BusinessConfig {
             seed_dir: None,
             plate_confidence_threshold: default_confidence(),
             utc_offset_minutes: default_utc_offset(),
+            credential_key_file: None,
         }
     }
 }
@@ -231,6 +272,12 @@ pub struct EdgeSettings {
     pub building: String,
     pub data_dir: PathBuf,
     pub api_listen: SocketAddr,
+    /// Whether the LAN API is served over TLS (cookies get the `Secure` flag). Plain HTTP
+    /// only on a loopback address, and only when the config asks for it.
+    pub api_tls: bool,
+    /// The API's certificate chain and key from `api.tls_cert` and `api.tls_key`; without
+    /// them the node serves enrollment's LAN certificate or a self-signed one.
+    pub api_tls_files: Option<(PathBuf, PathBuf)>,
     pub mqtt: Option<MqttSettings>,
     pub storage: StorageConfig,
     /// `None` when doors and barriers are not decided here.
@@ -239,6 +286,8 @@ pub struct EdgeSettings {
     pub sync: Option<crate::sync::SyncSettings>,
     /// The rule file, checked when the config is loaded.
     pub rules_file: Option<PathBuf>,
+    /// How the LAN API authenticates its callers.
+    pub auth: accounts::AuthSettings,
     pub profiles: BTreeMap<String, Arc<Profile>>,
     pub devices: Vec<DeviceSpec>,
 }
@@ -293,6 +342,7 @@ impl EdgeConfig {
             })
         };
         let api_listen = addr("api.listen", &self.api.listen)?;
+        let (api_tls, api_tls_files) = api_tls(&self.api, api_listen, file, text, &resolve)?;
         let mqtt = if self.mqtt.enabled {
             if self.mqtt.max_payload_bytes == 0 || self.mqtt.max_payload_bytes > 16 << 20 {
                 return Err(invalid(
@@ -373,12 +423,29 @@ impl EdgeConfig {
                 "doors and barriers need the MQTT broker (mqtt.enabled)".into(),
             ));
         }
-        let business = b.enabled.then(|| crate::park::ParkSettings {
+        let credential_key = match (b.enabled, &b.credential_key_file) {
+            (false, _) => None,
+            (true, None) => {
+                return Err(invalid(
+                    "business.credential_key_file",
+                    "required when business.enabled is true: the park's credential key, the \
+                     same file in every building of the park (make one with `smartpark \
+                     credential-key FILE`)"
+                        .into(),
+                ));
+            }
+            (true, Some(f)) => Some(crate::park::CredentialKeySource::File {
+                path: resolve(f),
+                setting: invalid("business.credential_key_file", String::new()),
+            }),
+        };
+        let business = credential_key.map(|credential_key| crate::park::ParkSettings {
             park: self.node.park.clone(),
             building: self.node.building.clone(),
             seed_dir: b.seed_dir.as_deref().map(resolve),
             plate_confidence_threshold: b.plate_confidence_threshold,
             utc_offset_minutes: b.utc_offset_minutes,
+            credential_key,
         });
         let sync = match &self.sync {
             None => None,
@@ -418,6 +485,45 @@ impl EdgeConfig {
                 Some(f)
             }
         };
+        let api = &self.api;
+        if api.session_idle_minutes == 0 || api.session_idle_minutes > 24 * 60 {
+            return Err(invalid(
+                "api.session_idle_minutes",
+                "must be between 1 and 1440".into(),
+            ));
+        }
+        if api.session_absolute_hours == 0 || api.session_absolute_hours > 24 * 30 {
+            return Err(invalid(
+                "api.session_absolute_hours",
+                "must be between 1 and 720".into(),
+            ));
+        }
+        for h in &api.allowed_hosts {
+            if h.is_empty() || h.contains(['/', ':', ' ']) {
+                return Err(invalid(
+                    "api.allowed_hosts",
+                    format!("{h:?} is not a host name (no scheme, port or path)"),
+                ));
+            }
+        }
+        for o in &api.allowed_origins {
+            if !(o.starts_with("https://") || o.starts_with("http://")) || o.ends_with('/') {
+                return Err(invalid(
+                    "api.allowed_origins",
+                    format!("{o:?} is not an origin such as https://console.example:8443"),
+                ));
+            }
+        }
+        let auth = accounts::AuthSettings {
+            session: park_model::identity::web::SessionPolicy {
+                idle: i64::from(api.session_idle_minutes) * 60_000_000,
+                absolute: i64::from(api.session_absolute_hours) * 3_600_000_000,
+            },
+            allowed_hosts: api.allowed_hosts.clone(),
+            allowed_origins: api.allowed_origins.clone(),
+            secure_cookies: false,
+            cost: park_model::identity::password::Cost::DEFAULT,
+        };
         // BACnet devices that share a local port must agree on it.
         if let Err(e) = device_drivers::bacnet::plan_networks(&devices) {
             return Err(invalid("device", format!("BACnet devices: {e}")));
@@ -428,14 +534,65 @@ impl EdgeConfig {
             building: self.node.building,
             data_dir: resolve(&self.node.data_dir),
             api_listen,
+            api_tls,
+            api_tls_files,
             mqtt,
             storage: self.storage,
             business,
             sync,
             rules_file,
+            auth,
             profiles,
             devices,
         })
+    }
+}
+
+/// The `[api]` table's choice of HTTPS or plain HTTP, checked: plain HTTP only on
+/// loopback and without certificate files, and a certificate file only with its key.
+fn api_tls(
+    api: &ApiConfig,
+    listen: SocketAddr,
+    file: &Path,
+    text: &str,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<(bool, Option<(PathBuf, PathBuf)>), ConfigError> {
+    let invalid = |key: &str, reason: String| ConfigError::invalid(file, text, key, reason);
+    if api.plain_http {
+        if api.tls_cert.is_some() || api.tls_key.is_some() {
+            return Err(invalid(
+                "api.plain_http",
+                "plain HTTP takes no certificate: remove tls_cert and tls_key, or plain_http"
+                    .into(),
+            ));
+        }
+        if !listen.ip().is_loopback() {
+            return Err(invalid(
+                "api.plain_http",
+                format!(
+                    "plain HTTP is allowed only on a loopback address and {listen} is not one: remove plain_http to serve HTTPS"
+                ),
+            ));
+        }
+        return Ok((false, None));
+    }
+    match (&api.tls_cert, &api.tls_key) {
+        (None, None) => Ok((true, None)),
+        (Some(cert), Some(key)) => {
+            let (cert, key) = (resolve(cert), resolve(key));
+            if let Err(e) = sync_protocol::transport::ServerTls::load(&cert, &key) {
+                return Err(invalid("api.tls_cert", e.to_string()));
+            }
+            Ok((true, Some((cert, key))))
+        }
+        (Some(_), None) => Err(invalid(
+            "api.tls_cert",
+            "needs tls_key, the certificate's private key".into(),
+        )),
+        (None, Some(_)) => Err(invalid(
+            "api.tls_key",
+            "needs tls_cert, the certificate it belongs to".into(),
+        )),
     }
 }
 
@@ -491,10 +648,131 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_is_allowed_only_on_loopback_and_only_when_asked_for() {
+        let file = repo_root().join("smartpark.toml");
+        assert!(EdgeSettings::parse(&file, DEFAULT_CONFIG).unwrap().api_tls);
+        let plain = DEFAULT_CONFIG.replace("plain_http = false", "plain_http = true");
+        assert!(!EdgeSettings::parse(&file, &plain).unwrap().api_tls);
+        let v6 = plain.replace("listen = \"127.0.0.1:8080\"", "listen = \"[::1]:8080\"");
+        assert!(!EdgeSettings::parse(&file, &v6).unwrap().api_tls);
+        let lan = plain.replace("listen = \"127.0.0.1:8080\"", "listen = \"0.0.0.0:8080\"");
+        let err = EdgeSettings::parse(&file, &lan).unwrap_err();
+        assert_eq!(err.key, "api.plain_http");
+        let line = lan.lines().position(|l| l == "plain_http = true").unwrap() + 1;
+        assert_eq!(err.line, Some(line));
+        let shown = err.to_string();
+        assert!(shown.starts_with(&file.display().to_string()), "{shown}");
+        assert!(shown.contains("loopback"), "{shown}");
+        // HTTPS is served on any address.
+        let https =
+            DEFAULT_CONFIG.replace("listen = \"127.0.0.1:8080\"", "listen = \"0.0.0.0:8080\"");
+        assert!(EdgeSettings::parse(&file, &https).unwrap().api_tls);
+    }
+
+    #[test]
+    fn certificate_files_come_in_pairs_that_load() {
+        let file = repo_root().join("smartpark.toml");
+        let with = |extra: &str| {
+            DEFAULT_CONFIG.replace(
+                "plain_http = false\n",
+                &format!("plain_http = false\n{extra}"),
+            )
+        };
+        let err = EdgeSettings::parse(&file, &with("tls_cert = \"c.pem\"\n")).unwrap_err();
+        assert_eq!(err.key, "api.tls_cert");
+        let err = EdgeSettings::parse(&file, &with("tls_key = \"k.pem\"\n")).unwrap_err();
+        assert_eq!(err.key, "api.tls_key");
+        let missing = with("tls_cert = \"nowhere/c.pem\"\ntls_key = \"nowhere/k.pem\"\n");
+        let err = EdgeSettings::parse(&file, &missing).unwrap_err();
+        assert_eq!(err.key, "api.tls_cert");
+        assert!(err.reason.contains("nowhere/c.pem"), "{err}");
+        let plain_with_files = with("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n")
+            .replace("plain_http = false", "plain_http = true");
+        let err = EdgeSettings::parse(&file, &plain_with_files).unwrap_err();
+        assert_eq!(err.key, "api.plain_http");
+
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["localhost".to_string()];
+        let issued = sync_protocol::transport::self_signed_server_cert(
+            &names,
+            sync_protocol::transport::Validity::days_from_now(30),
+        )
+        .unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        issued.save(&cert, &key).unwrap();
+        let good = with(&format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ));
+        let s = EdgeSettings::parse(&file, &good).unwrap();
+        assert!(s.api_tls);
+        assert_eq!(s.api_tls_files, Some((cert, key)));
+    }
+
+    #[test]
     fn a_bad_address_is_refused() {
         let file = repo_root().join("smartpark.toml");
         let text = DEFAULT_CONFIG.replace("listen = \"127.0.0.1:8080\"", "listen = \"localhost\"");
         let err = EdgeSettings::parse(&file, &text).unwrap_err();
         assert_eq!(err.key, "api.listen");
+    }
+
+    #[test]
+    fn doors_need_the_parks_credential_key_file_named_in_the_config() {
+        let file = repo_root().join("smartpark.toml");
+        let without = DEFAULT_CONFIG.replace("credential_key_file = \"credential.key\"\n", "");
+        assert_ne!(without, DEFAULT_CONFIG);
+        let err = EdgeSettings::parse(&file, &without).unwrap_err();
+        assert_eq!(err.key, "business.credential_key_file");
+        assert!(err.reason.contains("required"), "{err}");
+        // A node that decides no doors needs no key.
+        let off = without.replace(
+            "with or without the hub.\nenabled = true",
+            "with or without the hub.\nenabled = false",
+        );
+        assert_ne!(off, without);
+        assert!(EdgeSettings::parse(&file, &off).unwrap().business.is_none());
+    }
+
+    #[test]
+    fn a_missing_or_malformed_key_file_is_named_with_the_config_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("smartpark.toml");
+        let text = DEFAULT_CONFIG.replace(
+            "profiles_dir = \"firmware-configs/profiles\"",
+            &format!(
+                "profiles_dir = \"{}\"",
+                repo_root().join("firmware-configs/profiles").display()
+            ),
+        );
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("credential_key_file"))
+            .unwrap()
+            + 1;
+        let settings = EdgeSettings::parse(&file, &text).unwrap();
+        let source = settings.business.unwrap().credential_key;
+        // Relative to the config file's folder, and read when the edge starts.
+        let key_file = dir.path().join("credential.key");
+        let err = source.load().unwrap_err();
+        assert_eq!(
+            (err.file.as_path(), err.line, err.key.as_str()),
+            (file.as_path(), Some(line), "business.credential_key_file")
+        );
+        assert!(
+            err.reason.contains("cannot read") && err.reason.contains(&*key_file.to_string_lossy()),
+            "{err}"
+        );
+        std::fs::write(&key_file, "00112233\n").unwrap();
+        let err = source.load().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!(":{line}: business.credential_key_file: "))
+        );
+        assert!(err.reason.contains("64 hexadecimal"), "{err}");
+        std::fs::remove_file(&key_file).unwrap();
+        let made = crate::park::generate_credential_key_file(&key_file).unwrap();
+        assert_eq!(source.load().unwrap().id(), made.id());
     }
 }

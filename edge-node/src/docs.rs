@@ -119,14 +119,21 @@ fn put_rows(c: &Connection, doc_id: &str, rows: &[CacheRow]) -> rusqlite::Result
 
 /// Appends an incremental save (automerge `save_incremental`), with what it changes in the
 /// document's row copy if it has one; durable when this returns.
+///
+/// `audit` records the act that made the change, in the same transaction; an empty chunk
+/// writes only the record.
 pub async fn append(
     store: &Store,
     doc_id: &str,
     chunk: Vec<u8>,
     delta: Option<CacheDelta>,
+    audit: Option<accounts::Audit>,
 ) -> anyhow::Result<()> {
     if chunk.is_empty() {
-        return Ok(());
+        return match audit {
+            Some(a) => store.audit(a).await,
+            None => Ok(()),
+        };
     }
     let doc_id = doc_id.to_string();
     store
@@ -136,7 +143,11 @@ pub async fn append(
                  VALUES (?1, coalesce((SELECT max(seq) FROM doc_chunks WHERE doc_id = ?1), 0) + 1, ?2)",
             )?
             .execute(params![doc_id, chunk])?;
-            bump(c, &doc_id, delta.as_ref())
+            bump(c, &doc_id, delta.as_ref())?;
+            match &audit {
+                Some(a) => a.append(c),
+                None => Ok(()),
+            }
         }))
         .await
 }
@@ -274,9 +285,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         assert_eq!(load(&store, "dir").await.unwrap(), None);
-        append(&store, "dir", b"ab".to_vec(), None).await.unwrap();
-        append(&store, "dir", b"cd".to_vec(), None).await.unwrap();
-        append(&store, "other", b"zz".to_vec(), None).await.unwrap();
+        append(&store, "dir", b"ab".to_vec(), None, None)
+            .await
+            .unwrap();
+        append(&store, "dir", b"cd".to_vec(), None, None)
+            .await
+            .unwrap();
+        append(&store, "other", b"zz".to_vec(), None, None)
+            .await
+            .unwrap();
         assert_eq!(
             load(&store, "dir").await.unwrap(),
             Some(StoredDoc {
@@ -286,7 +303,9 @@ mod tests {
             })
         );
         compact(&store, "dir", b"ABCD".to_vec()).await.unwrap();
-        append(&store, "dir", b"e".to_vec(), None).await.unwrap();
+        append(&store, "dir", b"e".to_vec(), None, None)
+            .await
+            .unwrap();
         assert_eq!(
             load(&store, "dir").await.unwrap(),
             Some(StoredDoc {
@@ -317,7 +336,9 @@ mod tests {
             row("people", "p1", None),
             row("people", "p2", Some("b")),
         ]);
-        append(&store, "dir", b"+".to_vec(), changes).await.unwrap();
+        append(&store, "dir", b"+".to_vec(), changes, None)
+            .await
+            .unwrap();
         compact(&store, "dir", b"v1+".to_vec()).await.unwrap();
         let got = load_cache(&store, "dir").await.unwrap().unwrap();
         assert_eq!(
@@ -328,13 +349,17 @@ mod tests {
             ]
         );
         // Another document's writes do not touch it.
-        append(&store, "other", b"x".to_vec(), None).await.unwrap();
+        append(&store, "other", b"x".to_vec(), None, None)
+            .await
+            .unwrap();
         assert!(load_cache(&store, "dir").await.unwrap().is_some());
 
         // A save without them retires it, and a later delta does not bring it back.
-        append(&store, "dir", b"?".to_vec(), None).await.unwrap();
+        append(&store, "dir", b"?".to_vec(), None, None)
+            .await
+            .unwrap();
         assert_eq!(load_cache(&store, "dir").await.unwrap(), None);
-        append(&store, "dir", b"!".to_vec(), delta(Vec::new()))
+        append(&store, "dir", b"!".to_vec(), delta(Vec::new()), None)
             .await
             .unwrap();
         assert_eq!(load_cache(&store, "dir").await.unwrap(), None);

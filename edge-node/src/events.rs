@@ -78,7 +78,8 @@ pub async fn query(store: &Store, q: EventQuery) -> anyhow::Result<Vec<(i64, Eve
             let kind_prefix = q.kind.as_ref().map(|k| format!("{k}."));
             let mut stmt = c.prepare_cached(
                 "SELECT seq, id, ts, kind, subject, body FROM events
-                 WHERE (?1 IS NULL OR kind = ?1 OR substr(kind, 1, length(?2)) = ?2)
+                 WHERE kind <> 'audit'
+                   AND (?1 IS NULL OR kind = ?1 OR substr(kind, 1, length(?2)) = ?2)
                    AND (?3 IS NULL OR subject = ?3)
                    AND (?4 IS NULL OR ts >= ?4) AND (?5 IS NULL OR ts < ?5)
                    AND (?6 IS NULL OR seq < ?6)

@@ -128,6 +128,8 @@ pub struct Metrics {
     pub point_write_failures_total: AtomicU64,
     pub http_requests_total: AtomicU64,
     pub http_client_errors_total: AtomicU64,
+    /// TLS handshakes on the LAN API that failed; the server goes on.
+    pub tls_handshake_failures_total: AtomicU64,
     pub rules_samples_total: AtomicU64,
     pub alarm_transitions_total: AtomicU64,
     pub rules_reloads_total: AtomicU64,
@@ -142,6 +144,11 @@ pub struct Metrics {
     pub directory_decide_ready_ms: AtomicU64,
     pub directory_from_copy: AtomicU64,
     pub directory_document_ready_ms: AtomicU64,
+    /// Credential values and phone numbers found in clear in the park directory and
+    /// rewritten as digests or deleted (`park::report_clear_values`).
+    pub directory_clear_values_total: AtomicU64,
+    /// Logins, refusals and sessions of the LAN API.
+    pub auth: std::sync::Arc<accounts::AuthMetrics>,
     /// Invalid input by kind (`mqtt_payload`, `http_body`, ...), counted where it is refused.
     invalid_input: Mutex<Vec<(String, u64)>>,
 }
@@ -167,7 +174,7 @@ impl Metrics {
     /// the caller (device states, for instance).
     pub fn render(&self, extra: &[ExtraGauge<'_>]) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &AtomicU64, &str); 35] = [
+        let counters: &[(&str, &AtomicU64, &str)] = &[
             (
                 "smartpark_edge_access_granted_total",
                 &self.access_granted_total,
@@ -274,6 +281,11 @@ impl Metrics {
                 "HTTP requests answered with a 4xx status.",
             ),
             (
+                "smartpark_edge_tls_handshake_failures_total",
+                &self.tls_handshake_failures_total,
+                "TLS handshakes on the LAN API that failed (plain HTTP on the HTTPS port, a refused certificate, a timeout).",
+            ),
+            (
                 "smartpark_edge_rules_samples_total",
                 &self.rules_samples_total,
                 "Samples evaluated by the rules.",
@@ -334,6 +346,11 @@ impl Metrics {
                 "At the last start, milliseconds until the directory document had loaded.",
             ),
             (
+                "smartpark_edge_directory_clear_values_total",
+                &self.directory_clear_values_total,
+                "Credential values and phone numbers found in clear in the park directory and rewritten as digests or deleted.",
+            ),
+            (
                 "smartpark_edge_store_bytes",
                 &self.store_bytes,
                 "Bytes used by the SQLite store (pages in use).",
@@ -344,7 +361,7 @@ impl Metrics {
                 "The configured disk budget of the store.",
             ),
         ];
-        for (name, v, help) in counters {
+        for &(name, v, help) in counters {
             let kind = if name.ends_with("_total") {
                 "counter"
             } else {
@@ -379,6 +396,7 @@ impl Metrics {
                 );
             }
         }
+        self.auth.render("smartpark_edge", &mut out);
         self.commit_latency.render(
             &mut out,
             "smartpark_edge_commit_latency_seconds",

@@ -84,6 +84,8 @@ fn set_status(devices: &Devices, device: &str, status: DeviceStatus) {
 pub struct EdgeNode {
     pub settings: EdgeSettings,
     pub api_addr: SocketAddr,
+    /// The certificate (PEM) an HTTPS client of the API should trust; `None` for plain HTTP.
+    api_trust_pem: Option<String>,
     pub mqtt_v4: Option<SocketAddr>,
     pub mqtt_v5: Option<SocketAddr>,
     pub store: Store,
@@ -91,6 +93,10 @@ pub struct EdgeNode {
     /// Doors and barriers, when this node decides them.
     pub park: Option<ParkService>,
     pub alarms: Alarms,
+    /// Accounts, sessions and tokens of the LAN API.
+    pub auth: accounts::Auth,
+    /// What the LAN API serves from (for benchmarks that serve it again).
+    pub api_state: crate::api::ApiState,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -280,12 +286,35 @@ impl EdgeNode {
         )));
         tasks.push(tokio::spawn(alarms.clone().run()));
 
+        let writer: accounts::Writer = {
+            let store = store.clone();
+            Arc::new(move |op| {
+                let store = store.clone();
+                Box::pin(async move { store.write(op).await })
+            })
+        };
+        let auth = accounts::Auth::open(accounts::auth::AuthConfig {
+            scope: park_model::identity::Scope::building(&settings.park, &settings.building),
+            settings: accounts::AuthSettings {
+                secure_cookies: settings.api_tls,
+                ..settings.auth.clone()
+            },
+            own: accounts::auth::Source::Local,
+            mirror: accounts::audit::Mirror::Events,
+            db: settings.data_dir.join("edge.sqlite"),
+            writer,
+            key_file: accounts::auth::key_path(&settings.data_dir),
+            metrics: metrics.auth.clone(),
+        })
+        .await?;
+        tasks.push(tokio::spawn(auth.clone().run_housekeeping()));
         let sync_status = Arc::new(crate::sync::SyncStatus::default());
         if let Some(sync) = &settings.sync {
-            let fut = crate::sync::run(
+            let fut = crate::sync::run_for(
                 sync.clone(),
                 settings.data_dir.join("edge.sqlite"),
                 park_service.clone(),
+                Some(auth.clone()),
                 sync_status.clone(),
             );
             tasks.push(tokio::spawn(tracing::Instrument::instrument(
@@ -294,10 +323,13 @@ impl EdgeNode {
             )));
         }
 
+        let api_tls = api_tls(&settings)?;
+        let api_trust_pem = api_tls.as_ref().map(|t| t.trust_pem().to_string());
         let listener = tokio::net::TcpListener::bind(settings.api_listen)
             .await
             .with_context(|| format!("cannot listen on {} for the API", settings.api_listen))?;
         let api_addr = listener.local_addr()?;
+        let api_metrics = metrics.clone();
         let state = crate::api::ApiState {
             park: settings.park.clone(),
             building: settings.building.clone(),
@@ -307,14 +339,25 @@ impl EdgeNode {
             park_service: park_service.clone(),
             alarms: alarms.clone(),
             sync: settings.sync.is_some().then(|| sync_status.clone()),
+            auth: auth.clone(),
         };
+        let api_state = state.clone();
         let app = crate::api::router(state);
+        let failed = move || {
+            let failures = &api_metrics.tls_handshake_failures_total;
+            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        };
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            // Handlers get the peer's address as `ConnectInfo<SocketAddr>` either way.
+            let served = sync_protocol::transport::serve_http(listener, app, api_tls, failed).await;
+            if let Err(e) = served {
                 tracing::error!(error = %e, "The API server stopped.");
             }
         }));
         Ok(EdgeNode {
+            api_trust_pem,
+            auth,
+            api_state,
             park: park_service,
             alarms,
             settings,
@@ -325,6 +368,23 @@ impl EdgeNode {
             devices,
             tasks,
         })
+    }
+
+    /// The certificate (PEM) an HTTPS client of the API should trust: the operator's CA
+    /// for the certificate enrollment issued, the self-signed certificate itself, or the
+    /// last certificate of a configured chain. `None` when the API is plain HTTP.
+    pub fn api_trust_pem(&self) -> Option<&str> {
+        self.api_trust_pem.as_deref()
+    }
+
+    /// The API's base URL, `https://` or `http://` and its address.
+    pub fn api_url(&self) -> String {
+        let scheme = if self.api_trust_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.api_addr)
     }
 
     /// Stops the drivers and the API, then waits until every sample already handed to the
@@ -469,4 +529,69 @@ pub fn point_source(p: &device_drivers::profile::PointSpec) -> String {
         PointSource::Mqtt(m) => format!("{} {}", m.topic, m.pointer),
         PointSource::Bacnet(b) => format!("{} {}", b.object_type, b.instance),
     }
+}
+
+/// How long a self-signed API certificate is made valid for; it is replaced 30 days
+/// before it ends, or when it no longer names the listen address.
+const SELF_SIGNED_DAYS: u32 = 5 * 365;
+
+/// The LAN API's certificate, in order: the configured files; the LAN certificate that
+/// enrollment saved in the identity dir; a self-signed one kept in `data_dir/tls`. `None`
+/// for plain HTTP (which the config allows only on loopback).
+fn api_tls(settings: &EdgeSettings) -> anyhow::Result<Option<sync_protocol::transport::ServerTls>> {
+    use sync_protocol::transport::{CertifiedKeyPem, ServerTls};
+    if !settings.api_tls {
+        return Ok(None);
+    }
+    if let Some((cert, key)) = &settings.api_tls_files {
+        let tls = ServerTls::load(cert, key)
+            .with_context(|| format!("cannot load the API certificate {}", cert.display()))?;
+        tracing::info!(cert = %cert.display(), "The API serves HTTPS with the configured certificate.");
+        return Ok(Some(tls));
+    }
+    let listen_ip = settings.api_listen.ip();
+    if let Some(sync) = &settings.sync {
+        match ServerTls::load_lan(&sync.identity_dir) {
+            Ok(Some(tls)) => {
+                let (names, not_after) = tls.names_and_end();
+                if !listen_ip.is_unspecified() && !names.contains(&listen_ip.to_string()) {
+                    tracing::warn!(?names, listen = %listen_ip, "The LAN certificate from enrollment does not name the address the API listens on.");
+                }
+                if not_after < device_drivers::now_micros() / 1_000_000 + 30 * 86_400 {
+                    tracing::warn!(
+                        ?names,
+                        "The LAN certificate from enrollment ends within 30 days: enroll this edge again."
+                    );
+                }
+                tracing::info!(
+                    ?names,
+                    "The API serves HTTPS with the LAN certificate from enrollment."
+                );
+                return Ok(Some(tls));
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "Cannot use the LAN certificate from enrollment; serving a self-signed one.")
+            }
+        }
+    }
+    // Loopback names always, so the node itself and a tunnel reach it; the listen address
+    // when it is a specific one.
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    if !listen_ip.is_unspecified() {
+        names.push(listen_ip.to_string());
+    }
+    let dir = settings.data_dir.join("tls");
+    let (cert, key) = (dir.join("api-cert.pem"), dir.join("api-key.pem"));
+    let (pem, created) =
+        CertifiedKeyPem::load_or_create_self_signed(&cert, &key, &names, SELF_SIGNED_DAYS)
+            .context("cannot make the API's self-signed certificate")?;
+    if created {
+        tracing::info!(cert = %cert.display(), ?names, "Made a self-signed certificate for the API.");
+    }
+    Ok(Some(ServerTls::from_certified(&pem)?))
 }

@@ -7,8 +7,17 @@
 //! call order, and publish the command only once that write is durable. Local edits to the
 //! documents are saved incrementally and the indexes are refreshed from the changed
 //! entities only, never rebuilt per decision.
+//!
+//! Card numbers, QR values and PINs exist here only on their way through: a reader's value is
+//! digested under the park's credential key before it is decided, a value registered over the
+//! API before it is stored, and events and logs name the credential (or, when none matched,
+//! the digest and visible suffix), never the value. Values that an older app or schema left
+//! in clear in the directory are rewritten as digests when the document loads and when a sync
+//! brings them. The key comes from the file `business.credential_key_file`
+//! ([`read_credential_key_file`]; [`generate_credential_key_file`] makes one).
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -17,13 +26,17 @@ use anyhow::Context as _;
 use automerge::ChangeHash;
 use device_drivers::{Timestamp, now_micros};
 use park_model::access::{AccessIndex, Presence, PresenceMap, PresenceUpdate};
-use park_model::directory::Directory;
-use park_model::directory::{Credential, CredentialKind, CredentialStatus};
+use park_model::directory::{
+    ClearValues, CredentialKey, CredentialKind, CredentialStatus, Directory, Presented,
+    RawCredential,
+};
 use park_model::gate::{EntryKind, ExitDecision, Occupancy, ParkingIndex, ParkingSession, Payer};
 use park_model::parking::{Pass, PassStatus};
 use park_model::{BuildingDoc, ChangeSet, ParkDirectory, ParkingDoc};
 use rusqlite::types::Value as Sql;
 use serde_json::{Value as Json, json};
+
+use accounts::Audit;
 
 use crate::broker::Publisher;
 use crate::events::Event;
@@ -43,6 +56,38 @@ pub struct ParkSettings {
     pub plate_confidence_threshold: f64,
     /// The UTC offset used when the edge has to create the documents itself.
     pub utc_offset_minutes: i32,
+    /// The park's key for credential digests, the same in every building of the park.
+    pub credential_key: CredentialKeySource,
+}
+
+/// Where the park's credential key comes from.
+#[derive(Debug, Clone)]
+pub enum CredentialKeySource {
+    /// The file `business.credential_key_file` names, read when the edge starts; `setting`
+    /// says where the config names it, for errors.
+    File {
+        path: std::path::PathBuf,
+        setting: device_drivers::config::ConfigError,
+    },
+    /// A key in hand (tests and benchmarks).
+    Key(CredentialKey),
+}
+
+impl CredentialKeySource {
+    /// The key. A key file that is missing or malformed is an error that names the config
+    /// file, the line and the key that name it.
+    pub fn load(&self) -> Result<CredentialKey, device_drivers::config::ConfigError> {
+        match self {
+            CredentialKeySource::Key(k) => Ok(k.clone()),
+            CredentialKeySource::File { path, setting } => {
+                read_credential_key_file(path).map_err(|e| {
+                    let mut error = setting.clone();
+                    error.reason = format!("{e:#}");
+                    error
+                })
+            }
+        }
+    }
 }
 
 /// Document ids in the store.
@@ -113,6 +158,8 @@ pub struct ParkService {
     store: Store,
     publisher: Option<Publisher>,
     settings: Arc<ParkSettings>,
+    /// The park's credential key, read once at start.
+    key: CredentialKey,
     metrics: Arc<Metrics>,
     /// Where access decisions and door states go as rule inputs.
     alarms: Option<crate::alarms::Alarms>,
@@ -229,6 +276,7 @@ impl ParkService {
         publisher: Option<Publisher>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<ParkService> {
+        let key = settings.credential_key.load()?;
         let now = now_micros();
         let seed = |name: &str| -> anyhow::Result<Option<Vec<u8>>> {
             let Some(dir) = &settings.seed_dir else {
@@ -244,17 +292,23 @@ impl ParkService {
         let building_id = building_doc_id(&settings.building);
         let started = std::time::Instant::now();
         let directory_seed = seed("directory.automerge")?;
-        let opened = open_directory(&store, &settings, directory_seed, now).await?;
+        let opened = open_directory(&store, &settings, &key, directory_seed, now).await?;
+        report_clear_values(&metrics, opened.cleared);
         let (building, _) = open_doc(
             &store,
             &building_id,
             seed(&format!("building-{}.automerge", settings.building))?,
             || BuildingDoc::new(&settings.park, &settings.building, now),
+            |_| Ok(false),
         )
         .await?;
-        let (parking, _) = open_doc(&store, PARKING, seed("parking.automerge")?, || {
-            ParkingDoc::new(&settings.park, settings.utc_offset_minutes, now)
-        })
+        let (parking, _) = open_doc(
+            &store,
+            PARKING,
+            seed("parking.automerge")?,
+            || ParkingDoc::new(&settings.park, settings.utc_offset_minutes, now),
+            |_| Ok(false),
+        )
         .await?;
         let dir_snapshot = opened.snapshot;
         let building_snapshot = building.doc.snapshot()?;
@@ -334,6 +388,7 @@ impl ParkService {
         tracing::info!(
             credentials = state.access.credential_count(),
             credentials_read,
+            credential_key = key.id(),
             doors = state.access.door_count(),
             open_sessions = state.sessions.len(),
             directory_from = if from_copy { "row copy" } else { "document" },
@@ -357,6 +412,7 @@ impl ParkService {
             store,
             publisher,
             settings: Arc::new(settings),
+            key,
             metrics,
             alarms: None,
             saving: Arc::new(tokio::sync::Mutex::new(())),
@@ -367,7 +423,8 @@ impl ParkService {
         if let Some(seed) = opened.load_later {
             let svc = service.clone();
             tokio::spawn(async move {
-                let outcome = match load_directory(svc.store.clone(), seed).await {
+                let key = svc.key.clone();
+                let outcome = match load_directory(svc.store.clone(), seed, key).await {
                     Ok(loaded) => svc.install_directory(loaded).await,
                     Err(e) => Err(e),
                 };
@@ -393,7 +450,8 @@ impl ParkService {
     /// Puts the directory document, loaded in the background, in place: what a seed file
     /// added since the row copy reaches the index and is saved with the copy.
     async fn install_directory(&self, loaded: LoadedDirectory) -> anyhow::Result<()> {
-        let changed = !loaded.seeded.is_empty();
+        report_clear_values(&self.metrics, loaded.cleared);
+        let changed = !loaded.seeded.is_empty() || loaded.migrated;
         {
             let mut guard = self.lock();
             let s = &mut *guard;
@@ -403,7 +461,7 @@ impl ParkService {
                 tracing::info!(
                     upserted = report.upserted,
                     removed = report.removed,
-                    "The seed file changed the park directory."
+                    "The seed file or a rewrite of clear values changed the park directory."
                 );
                 s.directory_unsaved.absorb(loaded.seeded);
             }
@@ -498,6 +556,17 @@ impl ParkService {
         stmts: Vec<Stmt>,
         commands: Vec<(String, Json)>,
     ) -> anyhow::Result<()> {
+        self.commit_audited(stmts, commands, None).await
+    }
+
+    /// [`Self::commit_then`] with the audit record of the person's act that made the
+    /// write, in the same transaction.
+    async fn commit_audited(
+        &self,
+        stmts: Vec<Stmt>,
+        commands: Vec<(String, Json)>,
+        audit: Option<Audit>,
+    ) -> anyhow::Result<()> {
         let publisher = self.publisher.clone();
         let metrics = self.metrics.clone();
         // Serialized here, not on the writer's thread.
@@ -523,7 +592,25 @@ impl ParkService {
                 };
             }
         };
-        self.store.submit_then(batch(stmts), Box::new(after)).await
+        let mut write = batch(stmts);
+        let Some(audit) = audit else {
+            return self.store.submit_then(write, Box::new(after)).await;
+        };
+        // A person's act is answered once it is durable, with its audit record.
+        let op: crate::store::WriteOp = Box::new(move |c| {
+            write(c)?;
+            audit.append(c)
+        });
+        let (done, stored) = tokio::sync::oneshot::channel();
+        let after = move |outcome: Result<(), String>| {
+            let _ = done.send(outcome.clone());
+            after(outcome);
+        };
+        self.store.submit_then(op, Box::new(after)).await?;
+        stored
+            .await
+            .map_err(|_| anyhow::anyhow!("the store writer has stopped"))?
+            .map_err(|e| anyhow::anyhow!("store write refused: {e}"))
     }
 
     async fn door_read(
@@ -532,15 +619,12 @@ impl ParkService {
         read: CredentialRead,
         now: Timestamp,
     ) -> anyhow::Result<()> {
+        // The value is digested before anything else sees it; from here on only the digest
+        // and the visible suffix exist.
+        let presented = self.key.present(credential_kind(read.kind), &read.value);
         let (decision, event) = {
             let mut s = self.lock();
-            let d = s.access.decide(
-                credential_kind(read.kind),
-                &read.value,
-                door,
-                now,
-                &s.presence,
-            );
+            let d = s.access.decide(&presented, door, now, &s.presence);
             if let Some(update) = &d.presence_update {
                 s.presence.apply(update);
             }
@@ -548,19 +632,7 @@ impl ParkService {
                 read.ts,
                 "access.decision",
                 door,
-                json!({
-                    "granted": d.granted,
-                    "reason": d.reason.as_str(),
-                    "sentence": d.reason.sentence(),
-                    "credentialKind": format!("{:?}", read.kind).to_lowercase(),
-                    "credentialValue": read.value,
-                    "credential": d.credential.as_deref(),
-                    "person": d.person.as_deref(),
-                    "enterprise": d.enterprise.as_deref(),
-                    "reader": side(read.reader),
-                    "readId": read.id,
-                    "decidedAt": now,
-                }),
+                decision_body(&d, &presented, &read, now),
             );
             s.doors.entry(door.to_string()).or_default().last_decision =
                 Some((d.granted, d.reason.as_str().to_string(), now));
@@ -931,8 +1003,10 @@ impl ParkService {
         id: &str,
         plate: Option<&str>,
         admit: bool,
-        actor: &str,
+        audit: Audit,
     ) -> Result<Json, ParkError> {
+        let actor = audit.actor.name.clone();
+        let actor = actor.as_str();
         let item = self
             .lock()
             .review
@@ -960,7 +1034,7 @@ impl ParkService {
                 vec![text(id), Sql::Integer(now), text(&resolution)],
             ),
         ];
-        self.commit_then(stmts, Vec::new())
+        self.commit_audited(stmts, Vec::new(), Some(audit))
             .await
             .map_err(ParkError::Store)?;
         if admit {
@@ -994,13 +1068,15 @@ impl ParkService {
         Ok(json!({"review": id, "plate": plate, "admitted": admit}))
     }
 
-    /// Opens a door by hand, with a reason, recorded as an event (and audited by the caller).
+    /// Opens a door by hand, with a reason, recorded as an event with its audit record in
+    /// the same transaction.
     pub async fn manual_open(
         &self,
         door: &str,
         reason: &str,
-        actor: &str,
+        audit: Audit,
     ) -> Result<Json, ParkError> {
+        let actor = audit.actor.name.clone();
         let duration = {
             let s = self.lock();
             if !s.doors.contains_key(door) {
@@ -1021,9 +1097,10 @@ impl ParkService {
             json!({"reason": reason, "actor": actor, "durationMs": duration}),
         );
         let command = json!({"command": "unlock", "duration_ms": duration, "decision": e.id});
-        self.commit_then(
+        self.commit_audited(
             vec![event_stmt(&e)],
             vec![(format!("door/{door}/command"), command)],
+            Some(audit),
         )
         .await
         .map_err(ParkError::Store)?;
@@ -1031,12 +1108,19 @@ impl ParkService {
     }
 
     /// Adds (or replaces) a credential in the directory, as a local edit that merges with
-    /// the hub's edits later.
-    pub async fn put_credential(&self, c: Credential) -> Result<Json, ParkError> {
-        let id = c.id.clone();
-        self.edit_directory(&format!("put credential {id}"), move |d| d.upsert(&c))
-            .await?;
-        Ok(json!({"credential": id}))
+    /// the hub's edits later. Only the value's digest under the park's key and its visible
+    /// suffix are stored; the answer shows the suffix.
+    pub async fn put_credential(&self, c: RawCredential, audit: Audit) -> Result<Json, ParkError> {
+        let credential = c
+            .digest(&self.key)
+            .map_err(|e| ParkError::Invalid(e.to_string()))?;
+        let id = credential.id.clone();
+        let suffix = credential.suffix.clone();
+        self.edit_directory(&format!("put credential {id}"), audit, move |d| {
+            d.upsert(&credential)
+        })
+        .await?;
+        Ok(json!({"credential": id, "suffix": suffix}))
     }
 
     /// Suspends or reactivates a credential.
@@ -1044,10 +1128,12 @@ impl ParkService {
         &self,
         id: &str,
         status: CredentialStatus,
+        audit: Audit,
     ) -> Result<Json, ParkError> {
         let id2 = id.to_string();
         self.edit_directory(
             &format!("set credential {id} {}", status.as_str()),
+            audit,
             move |d| d.set_credential_status(&id2, status),
         )
         .await?;
@@ -1055,17 +1141,22 @@ impl ParkService {
     }
 
     /// Adds (or replaces) a parking pass.
-    pub async fn put_pass(&self, p: Pass) -> Result<Json, ParkError> {
+    pub async fn put_pass(&self, p: Pass, audit: Audit) -> Result<Json, ParkError> {
         let id = p.id.clone();
-        self.edit_parking(&format!("put pass {id}"), move |d| d.upsert(&p))
+        self.edit_parking(&format!("put pass {id}"), audit, move |d| d.upsert(&p))
             .await?;
         Ok(json!({"pass": id}))
     }
 
     /// Suspends or reactivates a pass.
-    pub async fn set_pass_status(&self, id: &str, status: PassStatus) -> Result<Json, ParkError> {
+    pub async fn set_pass_status(
+        &self,
+        id: &str,
+        status: PassStatus,
+        audit: Audit,
+    ) -> Result<Json, ParkError> {
         let id2 = id.to_string();
-        self.edit_parking(&format!("set pass {id}"), move |d| {
+        self.edit_parking(&format!("set pass {id}"), audit, move |d| {
             d.set_pass_status(&id2, status)
         })
         .await?;
@@ -1075,6 +1166,7 @@ impl ParkService {
     async fn edit_directory(
         &self,
         what: &str,
+        audit: Audit,
         edit: impl FnOnce(&mut ParkDirectory) -> Result<(), park_model::DocError>,
     ) -> Result<(), ParkError> {
         self.directory_loaded().await?;
@@ -1091,7 +1183,7 @@ impl ParkService {
             s.directory_unsaved.absorb(changes);
             refreshed.map_err(|e| ParkError::Invalid(e.to_string()))?;
         }
-        self.persist(DIRECTORY, |s| s.directory.as_mut())
+        self.persist_audited(DIRECTORY, |s| s.directory.as_mut(), Some(audit))
             .await
             .map_err(ParkError::Store)
     }
@@ -1099,6 +1191,7 @@ impl ParkService {
     async fn edit_parking(
         &self,
         what: &str,
+        audit: Audit,
         edit: impl FnOnce(&mut ParkingDoc) -> Result<(), park_model::DocError>,
     ) -> Result<(), ParkError> {
         {
@@ -1109,7 +1202,7 @@ impl ParkService {
             s.refresh_gates()
                 .map_err(|e| ParkError::Invalid(e.to_string()))?;
         }
-        self.persist(PARKING, |s| Some(&mut s.parking))
+        self.persist_audited(PARKING, |s| Some(&mut s.parking), Some(audit))
             .await
             .map_err(ParkError::Store)
     }
@@ -1122,6 +1215,17 @@ impl ParkService {
         &self,
         doc_id: &str,
         pick: impl Fn(&mut State) -> Option<&mut Stored<D>>,
+    ) -> anyhow::Result<()> {
+        self.persist_audited(doc_id, pick, None).await
+    }
+
+    /// [`Self::persist`] with the audit record of the edit, in the same transaction as the
+    /// document's new bytes.
+    async fn persist_audited<D: DocLike>(
+        &self,
+        doc_id: &str,
+        pick: impl Fn(&mut State) -> Option<&mut Stored<D>>,
+        audit: Option<Audit>,
     ) -> anyhow::Result<()> {
         let _in_order = self.saving.lock().await;
         let (bytes, heads, taken) = {
@@ -1148,9 +1252,13 @@ impl ParkService {
         };
         if bytes.is_empty() {
             keep(changes);
-            return Ok(());
+            // Nothing changed (the edit set what was there): the act is still recorded.
+            return match audit {
+                Some(a) => self.store.audit(a).await,
+                None => Ok(()),
+            };
         }
-        if let Err(e) = crate::docs::append(&self.store, doc_id, bytes, delta).await {
+        if let Err(e) = crate::docs::append(&self.store, doc_id, bytes, delta, audit).await {
             keep(changes);
             return Err(e);
         }
@@ -1298,6 +1406,7 @@ impl ParkService {
         if doc_id == DIRECTORY {
             self.directory_loaded().await?;
         }
+        let mut cleared = ClearValues::default();
         {
             let mut guard = self.lock();
             let s = &mut *guard;
@@ -1311,7 +1420,14 @@ impl ParkService {
                         .automerge_mut()
                         .sync()
                         .receive_sync_message(state, message)?;
-                    let changes = dir.doc.take_changes();
+                    let mut changes = dir.doc.take_changes();
+                    // An app that still writes values in clear: they are rewritten here, as
+                    // a local edit that goes back to the hub with the next sync.
+                    cleared = dir.doc.digest_clear_values(&self.key, Some(&changes))?;
+                    if !cleared.is_empty() {
+                        dir.doc.commit(CLEAR_VALUES_EDIT, now_micros());
+                        changes.absorb(dir.doc.take_changes());
+                    }
                     let refreshed = s.access.refresh_directory(&dir.doc, &changes);
                     s.directory_unsaved.absorb(changes);
                     let report = refreshed?;
@@ -1348,6 +1464,7 @@ impl ParkService {
                 other => anyhow::bail!("this edge keeps no document {other:?}"),
             }
         }
+        report_clear_values(&self.metrics, cleared);
         match doc_id {
             DIRECTORY => self.persist(DIRECTORY, |s| s.directory.as_mut()).await,
             PARKING => self.persist(PARKING, |s| Some(&mut s.parking)).await,
@@ -1465,6 +1582,7 @@ async fn open_doc<D: DocLike>(
     id: &str,
     seed: Option<Vec<u8>>,
     create: impl FnOnce() -> Result<D, park_model::DocError>,
+    prepare: impl FnOnce(&mut D) -> anyhow::Result<bool>,
 ) -> anyhow::Result<(Stored<D>, i64)> {
     let stored = crate::docs::load(store, id).await?;
     let (mut doc, chunks, mut version, fresh) = match stored {
@@ -1486,14 +1604,18 @@ async fn open_doc<D: DocLike>(
             None => (create()?, 0, 0, true),
         },
     };
-    let mut changed = fresh;
+    // A migration on load is a change the stored bytes do not hold: later chunks would
+    // depend on it, so the document is stored again with it.
+    let mut changed = fresh || doc.migrated();
     if !fresh && let Some(bytes) = &seed {
         let before = doc.heads_now();
         doc.merge_bytes(bytes)
             .with_context(|| format!("the seed document for {id} cannot be merged"))?;
-        changed = doc.heads_now() != before;
+        changed |= doc.heads_now() != before;
     }
-    // A fresh document, or one that a seed changed, is stored as a new snapshot.
+    changed |= prepare(&mut doc)?;
+    // A fresh document, or one that a seed, a migration or `prepare` changed, is stored as a
+    // new snapshot.
     if changed {
         crate::docs::replace_unmatched(store, id, doc.save_all()).await?;
         version += 1;
@@ -1520,12 +1642,18 @@ struct OpenedDirectory {
     /// The version of the stored document that `snapshot` matches, when the row copy is to
     /// be written from it.
     write_copy_at: Option<i64>,
+    /// Values in clear that loading rewrote.
+    cleared: ClearValues,
 }
 
-/// The directory document loaded in the background, with what a seed file changed in it.
+/// The directory document loaded in the background, with what a seed file and the rewrite of
+/// values left in clear changed in it.
 struct LoadedDirectory {
     stored: Stored<ParkDirectory>,
     seeded: ChangeSet,
+    /// Whether loading migrated it (a change to store even if nothing else changed).
+    migrated: bool,
+    cleared: ClearValues,
 }
 
 /// Opens the directory from its row copy when the copy matches the stored document (the
@@ -1533,6 +1661,7 @@ struct LoadedDirectory {
 async fn open_directory(
     store: &Store,
     settings: &ParkSettings,
+    key: &CredentialKey,
     seed: Option<Vec<u8>>,
     now: Timestamp,
 ) -> anyhow::Result<OpenedDirectory> {
@@ -1550,6 +1679,7 @@ async fn open_directory(
                     stored: None,
                     load_later: Some(seed),
                     write_copy_at: None,
+                    cleared: ClearValues::default(),
                 });
             }
             Err(e) => {
@@ -1557,9 +1687,17 @@ async fn open_directory(
             }
         }
     }
-    let (stored, version) = open_doc(store, DIRECTORY, seed, || {
-        ParkDirectory::new(&settings.park, settings.utc_offset_minutes, now)
-    })
+    let mut cleared = ClearValues::default();
+    let (stored, version) = open_doc(
+        store,
+        DIRECTORY,
+        seed,
+        || ParkDirectory::new(&settings.park, settings.utc_offset_minutes, now),
+        |doc| {
+            cleared = clear_values(doc, key)?;
+            Ok(!cleared.is_empty())
+        },
+    )
     .await?;
     let snapshot = stored.doc.snapshot()?;
     for r in &snapshot.rejected {
@@ -1570,24 +1708,88 @@ async fn open_directory(
         stored: Some(stored),
         load_later: None,
         write_copy_at: Some(version),
+        cleared,
     })
+}
+
+/// The message of the local edit that rewrites values left in clear.
+const CLEAR_VALUES_EDIT: &str = "digest credential values left in clear";
+
+/// Rewrites every value left in clear in a directory just loaded, committed as one local edit.
+fn clear_values(doc: &mut ParkDirectory, key: &CredentialKey) -> anyhow::Result<ClearValues> {
+    let cleared = doc.digest_clear_values(key, None)?;
+    if !cleared.is_empty() {
+        doc.commit(CLEAR_VALUES_EDIT, now_micros());
+    }
+    Ok(cleared)
+}
+
+/// Counts and logs values found in clear in the directory, once for each load or sync that
+/// found some.
+fn report_clear_values(metrics: &Metrics, cleared: ClearValues) {
+    if cleared.is_empty() {
+        return;
+    }
+    metrics
+        .directory_clear_values_total
+        .fetch_add((cleared.credentials + cleared.phones) as u64, Relaxed);
+    tracing::warn!(
+        credentials = cleared.credentials,
+        phones = cleared.phones,
+        "The park directory held credential values or phone numbers in clear (from an older app or schema): the values are now keyed digests and the phone numbers are deleted, as a local edit. Automerge keeps history, so the old values stay in the document's earlier changes until the park's document is rebuilt."
+    );
+}
+
+/// The body of an `access.decision` event: the credential's id when one matched, otherwise
+/// the digest and visible suffix of what was read. Never the value.
+fn decision_body(
+    d: &park_model::AccessDecision,
+    presented: &Presented,
+    read: &CredentialRead,
+    now: Timestamp,
+) -> Json {
+    let mut body = json!({
+        "granted": d.granted,
+        "reason": d.reason.as_str(),
+        "sentence": d.reason.sentence(),
+        "credentialKind": presented.kind.as_str(),
+        "credential": d.credential.as_deref(),
+        "person": d.person.as_deref(),
+        "enterprise": d.enterprise.as_deref(),
+        "reader": side(read.reader),
+        "readId": read.id,
+        "decidedAt": now,
+    });
+    if d.credential.is_none() {
+        body["credentialDigest"] = json!(presented.digest);
+        body["credentialSuffix"] = json!(presented.suffix);
+    }
+    body
 }
 
 /// Loads the stored directory document (which its row copy matches) and merges the seed
 /// file into it, noting what the seed changed.
-async fn load_directory(store: Store, seed: Option<Vec<u8>>) -> anyhow::Result<LoadedDirectory> {
+async fn load_directory(
+    store: Store,
+    seed: Option<Vec<u8>>,
+    key: CredentialKey,
+) -> anyhow::Result<LoadedDirectory> {
     let stored = crate::docs::load(&store, DIRECTORY)
         .await?
         .context("the stored park directory is gone")?;
     tokio::task::spawn_blocking(move || {
         let mut doc = ParkDirectory::load(&stored.bytes)
             .context("the stored document directory cannot be loaded")?;
-        let stored_heads = doc.heads();
+        // A migration is not in the stored bytes: with no heads taken as stored, the next
+        // save holds it (and every other change) rather than chunks that depend on it.
+        let migrated = doc.migrated();
+        let stored_heads = if migrated { Vec::new() } else { doc.heads() };
         doc.track_changes();
         if let Some(bytes) = &seed {
             doc.load_incremental(bytes)
                 .context("the seed document for directory cannot be merged")?;
         }
+        let cleared = clear_values(&mut doc, &key)?;
         let seeded = doc.take_changes();
         Ok(LoadedDirectory {
             stored: Stored {
@@ -1596,6 +1798,8 @@ async fn load_directory(store: Store, seed: Option<Vec<u8>>) -> anyhow::Result<L
                 chunks: stored.chunks,
             },
             seeded,
+            migrated,
+            cleared,
         })
     })
     .await?
@@ -1604,6 +1808,7 @@ async fn load_directory(store: Store, seed: Option<Vec<u8>>) -> anyhow::Result<L
 /// What `open_doc` needs of the three document types.
 trait DocLike: Sized {
     fn load_bytes(bytes: &[u8]) -> Result<Self, park_model::DocError>;
+    fn migrated(&self) -> bool;
     fn merge_bytes(&mut self, bytes: &[u8]) -> Result<(), park_model::DocError>;
     fn save_all(&mut self) -> Vec<u8>;
     fn save_since(&mut self, heads: &[ChangeHash]) -> Vec<u8>;
@@ -1613,6 +1818,10 @@ trait DocLike: Sized {
 impl<S: park_model::document::Schema> DocLike for park_model::document::Document<S> {
     fn load_bytes(bytes: &[u8]) -> Result<Self, park_model::DocError> {
         Self::load(bytes)
+    }
+
+    fn migrated(&self) -> bool {
+        park_model::document::Document::migrated(self)
     }
 
     fn merge_bytes(&mut self, bytes: &[u8]) -> Result<(), park_model::DocError> {
@@ -1681,16 +1890,76 @@ async fn restore(store: &Store) -> anyhow::Result<Restored> {
         .await
 }
 
-/// Writes the sample park's documents (for the demo, tests and benchmarks) as seed files.
+/// Makes the park's credential key file at `path`: 32 random bytes from the operating system
+/// as 64 hexadecimal digits and a line break, readable and writable by its owner only. An
+/// existing file is never replaced: it may be the key every building of the park shares, and
+/// the directory's digests match that key only. Copy the file to every building of the park.
+pub fn generate_credential_key_file(path: &Path) -> anyhow::Result<CredentialKey> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("cannot read random bytes from /dev/urandom")?;
+    let key = CredentialKey::new(&bytes);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(format!("{}\n", key.to_hex()).as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(key)
+}
+
+/// Reads a credential key file: 64 hexadecimal digits, one line break after them allowed.
+/// A file that other users may read is used, with a warning in the log: the key is as secret
+/// as the card numbers and PINs it protects.
+pub fn read_credential_key_file(path: &Path) -> anyhow::Result<CredentialKey> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        anyhow::anyhow!(
+            "{} is not a credential key: it is not text (64 hexadecimal characters)",
+            path.display()
+        )
+    })?;
+    let key = CredentialKey::from_hex(text)
+        .with_context(|| format!("{} is not a credential key", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = %format!("{:o}", mode & 0o777),
+                "The credential key file can be read by other users than its owner: chmod 600 it."
+            );
+        }
+    }
+    Ok(key)
+}
+
+/// Writes the sample park's documents (for the demo, tests and benchmarks) as seed files,
+/// with the credentials digested under `key`.
 pub fn write_sample_documents(
     dir: &Path,
     credentials: usize,
     doors: usize,
     passes: usize,
     seed: u64,
+    key: &CredentialKey,
 ) -> anyhow::Result<park_model::sample::SamplePark> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut sample = park_model::sample::sample_directory(credentials, doors, seed)?;
+    let mut sample = park_model::sample::sample_directory(credentials, doors, seed, key)?;
     let mut parking = park_model::sample::sample_parking(passes, seed)?;
     std::fs::write(dir.join("directory.automerge"), sample.directory.save())?;
     std::fs::write(dir.join("building-b1.automerge"), sample.building.save())?;
@@ -1701,10 +1970,25 @@ pub fn write_sample_documents(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_audit() -> Audit {
+        Audit::new(
+            &accounts::Actor::system("test"),
+            "test",
+            "test",
+            serde_json::json!({}),
+        )
+    }
     use crate::store::StoreConfig;
+    use automerge::{ObjType, ROOT, ReadDoc as _, transaction::Transactable as _};
     use park_model::access::NoPresence;
+    use park_model::directory::Credential;
     use park_model::sample::SAMPLE_WORKDAY_MORNING;
     use std::time::Duration;
+
+    fn key() -> CredentialKey {
+        CredentialKey::new(&[0x33; 32])
+    }
 
     fn settings(seed: &Path) -> ParkSettings {
         ParkSettings {
@@ -1713,18 +1997,79 @@ mod tests {
             seed_dir: Some(seed.to_path_buf()),
             plate_confidence_threshold: 0.8,
             utc_offset_minutes: 480,
+            credential_key: CredentialKeySource::Key(key()),
         }
     }
 
     async fn open(store: &Store, seed: &Path) -> ParkService {
-        ParkService::open(
-            store.clone(),
-            settings(seed),
-            None,
-            Arc::new(Metrics::default()),
-        )
-        .await
-        .unwrap()
+        open_counted(store, seed, Arc::new(Metrics::default())).await
+    }
+
+    async fn open_counted(store: &Store, seed: &Path, metrics: Arc<Metrics>) -> ParkService {
+        ParkService::open(store.clone(), settings(seed), None, metrics)
+            .await
+            .unwrap()
+    }
+
+    /// Adds a credential to a directory as an app of schema version 1 wrote it: its value in
+    /// clear. With `phone`, the holder gets a phone number too.
+    fn add_clear_credential(
+        doc: &mut ParkDirectory,
+        id: &str,
+        person: &str,
+        value: &str,
+        phone: bool,
+    ) {
+        let am = doc.automerge_mut();
+        let (_, creds) = am.get(ROOT, "credentials").unwrap().unwrap();
+        let c = am.put_object(&creds, id, ObjType::Map).unwrap();
+        am.put(&c, "person_id", person).unwrap();
+        am.put(&c, "kind", "card").unwrap();
+        am.put(&c, "value", value).unwrap();
+        am.put(&c, "status", "active").unwrap();
+        if phone {
+            let (_, people) = am.get(ROOT, "people").unwrap().unwrap();
+            let (_, p) = am.get(&people, person).unwrap().unwrap();
+            am.put(&p, "phone", "+86 138 0000 0000").unwrap();
+        }
+    }
+
+    /// Waits until the directory's row copy matches the stored document.
+    async fn copy_written(store: &Store) {
+        for _ in 0..200 {
+            if crate::docs::load_cache(store, DIRECTORY)
+                .await
+                .unwrap()
+                .is_some()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the row copy was not written");
+    }
+
+    /// A read granted in the sample: its kind and value, the door, the credential and holder.
+    fn granted_read(
+        svc: &ParkService,
+        sample: &park_model::sample::SamplePark,
+    ) -> ((CredentialKind, String), String, String, String) {
+        let ((kind, value), door) = sample
+            .credentials
+            .iter()
+            .flat_map(|c| sample.doors.iter().map(move |d| (c, d)))
+            .find(|((k, v), d)| decide(svc, *k, v, d).0)
+            .map(|(c, d)| (c.clone(), d.clone()))
+            .expect("a granted read in the sample");
+        let d = svc.lock().access.decide(
+            &key().present(kind, &value),
+            &door,
+            SAMPLE_WORKDAY_MORNING,
+            &NoPresence,
+        );
+        let credential = d.credential.unwrap().to_string();
+        let person = d.person.unwrap().to_string();
+        ((kind, value), door, credential, person)
     }
 
     /// The stored row copy, read back, is the stored document read whole.
@@ -1743,10 +2088,12 @@ mod tests {
     }
 
     fn decide(svc: &ParkService, kind: CredentialKind, value: &str, door: &str) -> (bool, String) {
-        let d = svc
-            .lock()
-            .access
-            .decide(kind, value, door, SAMPLE_WORKDAY_MORNING, &NoPresence);
+        let d = svc.lock().access.decide(
+            &key().present(kind, value),
+            door,
+            SAMPLE_WORKDAY_MORNING,
+            &NoPresence,
+        );
         (d.granted, d.reason.as_str().to_string())
     }
 
@@ -1754,7 +2101,7 @@ mod tests {
     async fn a_restart_decides_from_the_row_copy_which_follows_every_saved_change() {
         let dir = tempfile::tempdir().unwrap();
         let seed = dir.path().join("seed");
-        let mut sample = write_sample_documents(&seed, 300, 6, 5, 9).unwrap();
+        let mut sample = write_sample_documents(&seed, 300, 6, 5, 9, &key()).unwrap();
         let store = Store::open(
             StoreConfig::new(dir.path().join("edge.sqlite")),
             &[],
@@ -1788,11 +2135,16 @@ mod tests {
         let credential = svc
             .lock()
             .access
-            .decide(kind, &value, &door, SAMPLE_WORKDAY_MORNING, &NoPresence)
+            .decide(
+                &key().present(kind, &value),
+                &door,
+                SAMPLE_WORKDAY_MORNING,
+                &NoPresence,
+            )
             .credential
             .unwrap()
             .to_string();
-        svc.set_credential_status(&credential, CredentialStatus::Suspended)
+        svc.set_credential_status(&credential, CredentialStatus::Suspended, test_audit())
             .await
             .unwrap();
         assert_copy_matches_the_stored_document(&store).await;
@@ -1803,11 +2155,16 @@ mod tests {
         sample
             .directory
             .upsert(&Credential {
-                id: "c-added".into(),
-                value: "ADDED-CARD".into(),
-                kind: CredentialKind::Card,
-                status: CredentialStatus::Active,
-                ..holder
+                valid_from: holder.valid_from,
+                valid_to: holder.valid_to,
+                ..Credential::from_secret(
+                    &key(),
+                    "c-added",
+                    &holder.person_id,
+                    CredentialKind::Card,
+                    "ADDED-CARD",
+                )
+                .unwrap()
             })
             .unwrap();
         sample
@@ -1827,7 +2184,7 @@ mod tests {
         assert!(decide(&svc, CredentialKind::Card, "ADDED-CARD", &door).0);
         assert_copy_matches_the_stored_document(&store).await;
         // Edits wait for the document and keep the copy in step.
-        svc.set_credential_status(&credential, CredentialStatus::Active)
+        svc.set_credential_status(&credential, CredentialStatus::Active, test_audit())
             .await
             .unwrap();
         assert_copy_matches_the_stored_document(&store).await;
@@ -1838,7 +2195,7 @@ mod tests {
     async fn a_damaged_row_copy_is_passed_over_for_the_document_and_written_again() {
         let dir = tempfile::tempdir().unwrap();
         let seed = dir.path().join("seed");
-        let sample = write_sample_documents(&seed, 50, 4, 2, 5).unwrap();
+        let sample = write_sample_documents(&seed, 50, 4, 2, 5, &key()).unwrap();
         let store = Store::open(
             StoreConfig::new(dir.path().join("edge.sqlite")),
             &[],
@@ -1880,5 +2237,194 @@ mod tests {
         assert_copy_matches_the_stored_document(&store).await;
         drop(svc);
         assert!(open(&store, &seed).await.from_copy);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn decision_events_name_the_credential_or_its_digest_and_never_the_read_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("seed");
+        let sample = write_sample_documents(&seed, 200, 6, 2, 3, &key()).unwrap();
+        let store = Store::open(
+            StoreConfig::new(dir.path().join("edge.sqlite")),
+            &[],
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        let svc = open(&store, &seed).await;
+        let ((kind, value), door, credential, _) = granted_read(&svc, &sample);
+        let field_kind = match kind {
+            CredentialKind::Card => field::CredentialKind::Card,
+            CredentialKind::Qr => field::CredentialKind::Qr,
+            CredentialKind::Pin => field::CredentialKind::Pin,
+            CredentialKind::Plate => field::CredentialKind::Plate,
+        };
+        let reads = [
+            (field_kind, value.as_str()),
+            (field::CredentialKind::Pin, "739104"),
+            (field::CredentialKind::Qr, "QR-NOT-REGISTERED-1234"),
+        ];
+        for (i, (kind, value)) in reads.iter().enumerate() {
+            svc.handle(FieldMessage::DoorRead {
+                door: door.clone(),
+                read: CredentialRead {
+                    kind: *kind,
+                    value: value.to_string(),
+                    reader: None,
+                    ts: SAMPLE_WORKDAY_MORNING + i as i64,
+                    id: Some(format!("r{i}")),
+                },
+            })
+            .await;
+        }
+        let bodies = loop {
+            let bodies: Vec<String> = store
+                .read(|c| {
+                    let mut stmt = c.prepare(
+                        "SELECT body FROM events WHERE kind = 'access.decision' ORDER BY ts",
+                    )?;
+                    let rows = stmt.query_map([], |r| r.get(0))?;
+                    rows.collect::<Result<Vec<String>, _>>()
+                })
+                .await
+                .unwrap();
+            if bodies.len() == reads.len() {
+                break bodies;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        for body in &bodies {
+            for (_, value) in &reads {
+                assert!(!body.contains(value), "{value} is in the event {body}");
+            }
+        }
+        let bodies: Vec<Json> = bodies
+            .iter()
+            .map(|b| serde_json::from_str(b).unwrap())
+            .collect();
+        assert_eq!(bodies[0]["granted"], true);
+        assert_eq!(bodies[0]["credential"], credential.as_str());
+        assert!(bodies[0].get("credentialDigest").is_none());
+        assert_eq!(bodies[1]["reason"], "unknown_credential");
+        assert_eq!(bodies[1]["credentialKind"], "pin");
+        assert_eq!(
+            bodies[1]["credentialDigest"],
+            key().present(CredentialKind::Pin, "739104").digest
+        );
+        assert_eq!(bodies[1]["credentialSuffix"], "", "a PIN shows nothing");
+        assert_eq!(bodies[2]["credentialSuffix"], "1234");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stored_directory_with_values_in_clear_is_rewritten_at_load_and_stays_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("seed");
+        let mut sample = write_sample_documents(&seed, 200, 6, 2, 4, &key()).unwrap();
+        let store = Store::open(
+            StoreConfig::new(dir.path().join("edge.sqlite")),
+            &[],
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        let svc = open(&store, &seed).await;
+        let (_, door, _, person) = granted_read(&svc, &sample);
+        drop(svc);
+
+        // What an edge of the previous release stored: a schema version 1 directory with a
+        // card number in clear and the holder's phone.
+        let stored = crate::docs::load(&store, DIRECTORY).await.unwrap().unwrap();
+        let mut old = ParkDirectory::load(&stored.bytes).unwrap();
+        add_clear_credential(&mut old, "c-clear", &person, "CLEAR-CARD-0042", true);
+        old.automerge_mut().put(ROOT, "schema_version", 1).unwrap();
+        old.commit("an edge of schema version 1", SAMPLE_WORKDAY_MORNING);
+        crate::docs::replace_unmatched(&store, DIRECTORY, old.save())
+            .await
+            .unwrap();
+
+        let metrics = Arc::new(Metrics::default());
+        let svc = open_counted(&store, &seed, metrics.clone()).await;
+        assert!(!svc.from_copy);
+        assert_eq!(metrics.directory_clear_values_total.load(Relaxed), 1);
+        assert!(decide(&svc, CredentialKind::Card, "CLEAR-CARD-0042", &door).0);
+        // The rewrite and the migration are stored: the document loads as it is, with
+        // nothing in clear and no phone left in its current state.
+        let stored = crate::docs::load(&store, DIRECTORY).await.unwrap().unwrap();
+        let mut doc = ParkDirectory::load(&stored.bytes).unwrap();
+        assert!(!doc.migrated());
+        assert_eq!(
+            doc.digest_clear_values(&key(), None).unwrap(),
+            ClearValues::default()
+        );
+        let c = doc.require::<Credential>("c-clear").unwrap();
+        assert_eq!(c.suffix, "0042");
+        // A later local edit is stored on top of them, and the next start reads all of it
+        // from the row copy with nothing left to rewrite.
+        {
+            let mut guard = svc.lock();
+            let dir = guard.directory.as_mut().unwrap();
+            dir.doc.suspend_credential("c-clear").unwrap();
+            dir.doc.commit("suspend", SAMPLE_WORKDAY_MORNING);
+            let changes = dir.doc.take_changes();
+            guard.directory_unsaved.absorb(changes);
+        }
+        svc.persist(DIRECTORY, |s| s.directory.as_mut())
+            .await
+            .unwrap();
+        copy_written(&store).await;
+        drop(svc);
+        let metrics = Arc::new(Metrics::default());
+        let svc = open_counted(&store, &seed, metrics.clone()).await;
+        assert!(svc.from_copy);
+        assert_eq!(
+            decide(&svc, CredentialKind::Card, "CLEAR-CARD-0042", &door),
+            (false, "credential_suspended".to_string())
+        );
+        svc.directory_loaded().await.unwrap();
+        assert_eq!(metrics.directory_clear_values_total.load(Relaxed), 0);
+        drop(svc);
+
+        // A seed file from an old tool brings another card in clear: the background load
+        // after a start from the row copy rewrites it.
+        add_clear_credential(
+            &mut sample.directory,
+            "c-seeded",
+            &person,
+            "SEEDED-CARD-7",
+            false,
+        );
+        sample.directory.commit("old tool", SAMPLE_WORKDAY_MORNING);
+        std::fs::write(seed.join("directory.automerge"), sample.directory.save()).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let svc = open_counted(&store, &seed, metrics.clone()).await;
+        assert!(svc.from_copy);
+        svc.directory_loaded().await.unwrap();
+        assert_eq!(metrics.directory_clear_values_total.load(Relaxed), 1);
+        assert!(decide(&svc, CredentialKind::Card, "SEEDED-CARD-7", &door).0);
+        assert_copy_matches_the_stored_document(&store).await;
+    }
+
+    #[test]
+    fn a_generated_key_file_is_private_reads_back_and_is_never_replaced() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credential.key");
+        let key = generate_credential_key_file(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.len(), 65);
+        assert!(text.ends_with('\n'));
+        assert_eq!(read_credential_key_file(&path).unwrap().id(), key.id());
+        assert!(generate_credential_key_file(&path).is_err());
+        assert_eq!(read_credential_key_file(&path).unwrap().id(), key.id());
+        // Others' keys differ.
+        let other = generate_credential_key_file(&dir.path().join("other.key")).unwrap();
+        assert_ne!(other.id(), key.id());
+        // A file that others may read still works (with a warning in the log).
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(read_credential_key_file(&path).is_ok());
+        std::fs::write(&path, "not a key\n").unwrap();
+        let err = format!("{:#}", read_credential_key_file(&path).unwrap_err());
+        assert!(err.contains("64 hexadecimal"), "{err}");
+        assert!(read_credential_key_file(&dir.path().join("missing.key")).is_err());
     }
 }

@@ -30,7 +30,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::metrics::Metrics;
 use crate::rollup::{self, Agg, CounterEvent, LEVELS, Level, PointMeta, RollupRow, Rollups};
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: the audit log is hash-chained (`audit_log`), and accounts, sessions and API tokens
+/// are kept (`auth.rs`).
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long after a bucket ends the writer waits for late samples before closing it.
 const ROLLUP_GRACE: i64 = 5_000_000;
@@ -77,21 +79,10 @@ pub struct PointInfo {
     pub wrap: Option<f64>,
 }
 
-/// A security-relevant action, kept in the store's audit table.
-#[derive(Debug, Clone)]
-pub struct AuditEntry {
-    pub ts: Timestamp,
-    pub actor: String,
-    pub action: String,
-    pub target: String,
-    pub detail: String,
-    pub outcome: String,
-}
-
 /// A write that rides along in the writer's next group commit. It runs in a savepoint of
 /// its own, so an op that fails is rolled back alone and told so; the others commit. It may
 /// run more than once if the whole commit fails and is retried, hence `FnMut`.
-pub type WriteOp = Box<dyn FnMut(&Connection) -> rusqlite::Result<()> + Send>;
+pub type WriteOp = accounts::WriteOp;
 
 /// Runs on the writer's thread once the op it follows is committed (`Ok`) or refused (`Err`).
 /// It must be quick and must not block: the next commit waits for it.
@@ -277,14 +268,9 @@ impl Store {
         Ok(())
     }
 
-    /// Records an audit entry; returns once it is committed.
-    pub async fn audit(&self, entry: AuditEntry) -> anyhow::Result<()> {
-        self.write(Box::new(move |c| {
-            c.prepare_cached("INSERT INTO audit (ts, actor, action, target, detail, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-                .execute(params![entry.ts, entry.actor, entry.action, entry.target, entry.detail, entry.outcome])?;
-            Ok(())
-        }))
-        .await
+    /// Records an audited act that writes nothing else; returns once it is committed.
+    pub async fn audit(&self, entry: accounts::Audit) -> anyhow::Result<()> {
+        self.write(entry.op()).await
     }
 
     pub fn shared(&self) -> &Arc<StoreShared> {
@@ -620,18 +606,13 @@ fn open_writer(path: &Path) -> anyhow::Result<Connection> {
              value ANY,
              q INTEGER NOT NULL,
              reason TEXT
-         );
-         CREATE TABLE IF NOT EXISTS audit (
-             id INTEGER PRIMARY KEY,
-             ts INTEGER NOT NULL,
-             actor TEXT NOT NULL,
-             action TEXT NOT NULL,
-             target TEXT NOT NULL,
-             detail TEXT NOT NULL,
-             outcome TEXT NOT NULL
-         );",
+);",
     )
     .context("cannot create the store schema")?;
+    conn.execute_batch(accounts::audit::SCHEMA)
+        .context("cannot create the audit log")?;
+    conn.execute_batch(accounts::auth::SCHEMA)
+        .context("cannot create the account tables")?;
     let version: Option<i64> = conn
         .query_row(
             "SELECT value FROM meta WHERE key = 'schema_version'",
@@ -647,6 +628,22 @@ fn open_writer(path: &Path) -> anyhow::Result<Connection> {
             )?;
         }
         Some(SCHEMA_VERSION) => {}
+        Some(1) => {
+            // The first schema kept an audit table without a chain: its rows join the
+            // chain, marked as unverified, in one transaction with the version change.
+            let tx = conn.unchecked_transaction()?;
+            let n = accounts::audit::migrate_unchained(&tx)
+                .context("cannot bring the audit log into its chained form")?;
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                [SCHEMA_VERSION],
+            )?;
+            tx.commit()?;
+            tracing::info!(
+                rows = n,
+                "The store moved to schema 2 (a hash-chained audit log)."
+            );
+        }
         Some(v) => anyhow::bail!(
             "the store {} has schema version {v}; this build knows {SCHEMA_VERSION}",
             path.display()
@@ -686,6 +683,35 @@ fn checkpointer(conn: Connection, asks: std::sync::mpsc::Receiver<()>) {
             Err(e) => tracing::warn!(error = %e, "Store checkpoint failed; it is tried again."),
         }
     }
+}
+
+/// Opens the store's database for a change made on the host beside a running node (or
+/// before the node ever ran, when the file is created with the node's whole schema).
+pub fn open_for_admin(path: &Path) -> anyhow::Result<Connection> {
+    if !path.exists() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        return open_writer(path);
+    }
+    let conn = Connection::open(path)
+        .with_context(|| format!("cannot open the store {}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let version: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .context("the file is not a smartpark edge store")?;
+    anyhow::ensure!(
+        version == Some(SCHEMA_VERSION),
+        "the store {} has schema version {version:?}; start the node of this build once first, which brings it to {SCHEMA_VERSION}",
+        path.display()
+    );
+    Ok(conn)
 }
 
 fn open_reader(path: &Path) -> rusqlite::Result<Connection> {

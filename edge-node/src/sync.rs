@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use accounts::Auth;
 use device_drivers::driver::Backoff;
 use serde_json::json;
 use sync_protocol::transport::{self, EdgeTlsConfig, FrameChannel};
@@ -106,9 +107,20 @@ pub async fn run(
     park: Option<ParkService>,
     status: Arc<SyncStatus>,
 ) {
+    run_for(settings, store_path, park, None, status).await
+}
+
+/// [`run`], applying the accounts the hub pushes to `auth`.
+pub async fn run_for(
+    settings: SyncSettings,
+    store_path: PathBuf,
+    park: Option<ParkService>,
+    auth: Option<Auth>,
+    status: Arc<SyncStatus>,
+) {
     let block = settings.raw_block_samples;
     let open = move || SqliteOutbox::open_with_block(&store_path, block);
-    run_with(settings, open, park, status).await
+    run_inner(settings, open, park, auth, status).await
 }
 
 /// Runs the uplink with outboxes made by `open` (one per connection), until aborted.
@@ -116,6 +128,16 @@ pub async fn run_with<O: EdgeOutbox>(
     settings: SyncSettings,
     open: impl Fn() -> anyhow::Result<O>,
     park: Option<ParkService>,
+    status: Arc<SyncStatus>,
+) {
+    run_inner(settings, open, park, None, status).await
+}
+
+async fn run_inner<O: EdgeOutbox>(
+    settings: SyncSettings,
+    open: impl Fn() -> anyhow::Result<O>,
+    park: Option<ParkService>,
+    auth: Option<Auth>,
     status: Arc<SyncStatus>,
 ) {
     status.update(|d| d.hub = Some(settings.hub.to_string()));
@@ -139,7 +161,15 @@ pub async fn run_with<O: EdgeOutbox>(
                 tracing::info!(hub = %settings.hub, park = %identity.park, building = %identity.building, "Connected to the hub.");
                 let reason = match open() {
                     Ok(mut outbox) => {
-                        connection(channel, identity, &mut outbox, park.as_ref(), &status).await
+                        connection(
+                            channel,
+                            identity,
+                            &mut outbox,
+                            park.as_ref(),
+                            auth.as_ref(),
+                            &status,
+                        )
+                        .await
                     }
                     Err(e) => format!("cannot open the outbox: {e:#}"),
                 };
@@ -162,6 +192,7 @@ async fn connection<O: EdgeOutbox>(
     identity: EdgeIdentity,
     outbox: &mut O,
     park: Option<&ParkService>,
+    auth: Option<&Auth>,
     status: &SyncStatus,
 ) -> String {
     let start = Instant::now();
@@ -252,9 +283,10 @@ async fn connection<O: EdgeOutbox>(
                         tracing::debug!(doc = %d.doc_id, "A sync message for a document this edge does not keep.");
                     }
                 }
-                EdgeEvent::Config(_) | EdgeEvent::Command(_) => {
+                EdgeEvent::Config(c) => apply_config(auth, &c.body).await,
+                EdgeEvent::Command(_) => {
                     tracing::info!(
-                        "The hub sent a configuration or command; this edge does not act on them yet."
+                        "The hub sent a command; this edge does not act on commands yet."
                     );
                 }
             }
@@ -287,6 +319,34 @@ async fn connection<O: EdgeOutbox>(
                 let backlog = |i: usize| d.written[i].saturating_sub(d.acknowledged[i]);
                 let body = json!({"backlog": {"events": backlog(0), "rollups": backlog(1), "raw": backlog(2)}}).to_string();
                 let _ = session.send_health(Health { body: body.into_bytes() });
+            }
+        }
+    }
+}
+
+/// A config push: a JSON object whose `accounts` member, when present, is the accounts of
+/// this building (`park_model::identity::AccountsPush`). A push that does not parse is
+/// refused whole and counted; the accounts already here stay.
+async fn apply_config(auth: Option<&Auth>, body: &[u8]) {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ConfigBody {
+        accounts: Option<park_model::identity::AccountsPush>,
+    }
+    let parsed: ConfigBody = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "The hub's config push does not parse; it is ignored.");
+            return;
+        }
+    };
+    if let (Some(auth), Some(accounts)) = (auth, parsed.accounts) {
+        let generation = accounts.generation;
+        match auth.apply_hub_accounts(accounts).await {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(generation, "An older accounts push; ignored."),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "The hub's accounts were not applied.")
             }
         }
     }

@@ -98,14 +98,17 @@ pub enum ChainBreak {
     BadStart { seq: u64 },
 }
 
+/// The last record of a chain: its sequence number and hash.
+pub type ChainEnd = (u64, [u8; 32]);
+
 /// Checks records in the order they were stored. `start` is where the chain is expected to
 /// begin: `None` for the whole chain (first record 1 after [`GENESIS`]), or the sequence
 /// number and hash of a record known good (a copy that began later). Returns how many
 /// records were checked and the last one's sequence number and hash.
 pub fn verify(
     records: &[ChainedRecord],
-    start: Option<(u64, [u8; 32])>,
-) -> Result<(u64, Option<(u64, [u8; 32])>), ChainBreak> {
+    start: Option<ChainEnd>,
+) -> Result<(u64, Option<ChainEnd>), ChainBreak> {
     let mut expected_seq = start.map_or(1, |(s, _)| s + 1);
     let mut prev = start.map_or(GENESIS, |(_, h)| h);
     let mut last = start;

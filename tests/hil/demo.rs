@@ -23,6 +23,37 @@ fn the_demo_serves_live_values_from_every_device_and_stops_on_ctrl_c() {
         .find_map(|w| w.strip_prefix("api="))
         .unwrap()
         .to_string();
+    let hub_line = demo.wait_line("  Hub dashboard API:", Duration::from_secs(10));
+    let buildings_url = hub_line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    let hub_api = buildings_url.split("/api/").next().unwrap().to_string();
+    // The demo prints a login for every role.
+    let password_of = |line: String| line.split_whitespace().nth(1).unwrap().to_string();
+    let manager = password_of(demo.wait_line("    manager ", Duration::from_secs(10)));
+    let engineer = password_of(demo.wait_line("    engineer ", Duration::from_secs(10)));
+    // The engineer's account reaches building b1 by sync and logs in there.
+    let token = eventually(
+        "the engineer's account at the edge",
+        Duration::from_secs(30),
+        || {
+            let (status, ..) = crate::support::login(&api, "engineer", &engineer, None);
+            (status == 200).then(|| crate::support::token_for(&api, "engineer", &engineer))
+        },
+    );
+    let hub_token = crate::support::token_for(&hub_api, "manager", &manager);
+    let (status, _) = http("GET", &format!("{api}/api/v1/devices"), None);
+    assert_eq!(status, 401, "nothing without a login");
+    let http = |m: &str, url: &str, body: Option<serde_json::Value>| {
+        let t = if url.starts_with(&hub_api) {
+            &hub_token
+        } else {
+            &token
+        };
+        crate::support::http_as(t, m, url, body)
+    };
     for key in [
         "main-meter/power_total",
         "hvac-meter/energy_import",
@@ -47,17 +78,11 @@ fn the_demo_serves_live_values_from_every_device_and_stops_on_ctrl_c() {
     let (status, body) = http(
         "POST",
         &format!("{api}/api/v1/points/ahu-1/supply_air_temp_setpoint/write"),
-        Some(serde_json::json!({"value": 15.5, "actor": "demo-test"})),
+        Some(serde_json::json!({"value": 15.5})),
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["verified"], true, "{body}");
     // The hub sees both buildings connected over QUIC.
-    let hub_line = demo.wait_line("  Hub dashboard API:", Duration::from_secs(10));
-    let buildings_url = hub_line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
     eventually(
         "both buildings connected to the hub",
         Duration::from_secs(30),

@@ -135,6 +135,86 @@ pub struct Edge {
     pub mqtt_v4: SocketAddr,
     pub mqtt_v5: SocketAddr,
     pub config: PathBuf,
+    /// An API token of the tests' local administrator (see [`Edge::start_with`]).
+    pub token: String,
+}
+
+/// The local account every HIL edge gets, made with `smartpark edge user add` as an
+/// installer would: every permission of a building without needing a second factor.
+pub const ADMIN: &str = "hil-admin";
+pub const ADMIN_PASSWORD: &str = "hil-tall-cedar-river";
+
+/// Runs `smartpark` with `args`, feeding `stdin`; returns its status and output.
+pub fn smartpark(args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(edge_binary())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("smartpark runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Logs in to an API at `api` and returns the session cookie and CSRF token.
+pub fn login(
+    api: &str,
+    username: &str,
+    password: &str,
+    code: Option<&str>,
+) -> (u16, Value, String, String) {
+    let mut body = serde_json::json!({"username": username, "password": password});
+    if let Some(c) = code {
+        body["code"] = serde_json::json!(c);
+    }
+    let mut res = agent()
+        .post(&format!("{api}/api/v1/auth/login"))
+        .send_json(body)
+        .unwrap();
+    let cookie = res
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .and_then(|v| v.split_once('='))
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default();
+    let status = res.status().as_u16();
+    let text = res.body_mut().read_to_string().unwrap_or_default();
+    let json: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    let csrf = json["csrfToken"].as_str().unwrap_or("").to_string();
+    (status, json, cookie, csrf)
+}
+
+/// An API token for every permission `username` holds, made from a session.
+pub fn token_for(api: &str, username: &str, password: &str) -> String {
+    let (status, me, cookie, csrf) = login(api, username, password, None);
+    assert_eq!(status, 200, "login of {username}: {me}");
+    let mut res = agent()
+        .post(&format!("{api}/api/v1/auth/tokens"))
+        .header("Cookie", &format!("smartpark_session={cookie}"))
+        .header("X-CSRF-Token", &csrf)
+        .send_json(serde_json::json!({"name": "hil", "permissions": me["user"]["permissions"], "expiresInDays": 1}))
+        .unwrap();
+    let body: Value = serde_json::from_str(&res.body_mut().read_to_string().unwrap()).unwrap();
+    body["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {body}"))
+        .to_string()
 }
 
 pub fn edge_binary() -> &'static str {
@@ -143,8 +223,11 @@ pub fn edge_binary() -> &'static str {
 
 impl Edge {
     /// Writes a config with `devices` (TOML `[[device]]` tables) and the test profiles, and
-    /// starts the node on free ports.
+    /// starts the node on free ports. The node gets the park's credential key of `dir` (see
+    /// [`credential_key`]) in its `[business]` table.
     pub fn start(dir: &Path, devices: &str) -> Edge {
+        credential_key(dir);
+        let devices = with_credential_key_file(devices);
         let config = dir.join("edge.toml");
         // The node sees the shipped profiles and the test devices' profiles side by side.
         let profiles = dir.join("profiles");
@@ -162,7 +245,7 @@ impl Edge {
         }
         let text = format!(
             "[node]\npark = \"hil\"\nbuilding = \"b1\"\ndata_dir = \"data\"\nprofiles_dir = \"{profiles}\"\n\n\
-             [api]\nlisten = \"127.0.0.1:0\"\n\n[mqtt]\nlisten_v4 = \"127.0.0.1:0\"\nlisten_v5 = \"127.0.0.1:0\"\n\n{devices}\n",
+             [api]\nlisten = \"127.0.0.1:0\"\nplain_http = true\n\n[mqtt]\nlisten_v4 = \"127.0.0.1:0\"\nlisten_v5 = \"127.0.0.1:0\"\n\n{devices}\n",
             profiles = profiles.display(),
         );
         std::fs::write(&config, text).unwrap();
@@ -171,6 +254,30 @@ impl Edge {
 
     /// Starts the node on an existing config (for restarts).
     pub fn start_with(config: PathBuf) -> Edge {
+        let cfg = config.to_str().unwrap();
+        let (ok, out) = smartpark(&["edge", "user", "list", "--config", cfg], "");
+        if ok && !out.contains(ADMIN) {
+            let (ok, out) = smartpark(
+                &[
+                    "edge",
+                    "user",
+                    "add",
+                    "--config",
+                    cfg,
+                    "--username",
+                    ADMIN,
+                    "--role",
+                    "facility_engineer",
+                    "--role",
+                    "security_officer",
+                    "--role",
+                    "park_manager",
+                    "--password-stdin",
+                ],
+                &format!("{ADMIN_PASSWORD}\n"),
+            );
+            assert!(ok, "edge user add: {out}");
+        }
         let mut proc = Proc::spawn(
             "smartpark edge",
             Command::new(edge_binary())
@@ -185,8 +292,10 @@ impl Edge {
                 .unwrap_or_else(|| panic!("no {name} in {line:?}"))
                 .to_string()
         };
+        let api = field("api");
         Edge {
-            api: field("api"),
+            token: token_for(&api, ADMIN, ADMIN_PASSWORD),
+            api,
             mqtt_v4: field("mqtt_v4").parse().unwrap(),
             mqtt_v5: field("mqtt_v5").parse().unwrap(),
             proc,
@@ -195,17 +304,23 @@ impl Edge {
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
-        http("GET", &format!("{}{path}", self.api), None)
+        http_as(&self.token, "GET", &format!("{}{path}", self.api), None)
     }
 
     pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        http("POST", &format!("{}{path}", self.api), Some(body))
+        http_as(
+            &self.token,
+            "POST",
+            &format!("{}{path}", self.api),
+            Some(body),
+        )
     }
 
     pub fn metrics(&self) -> String {
         let agent = agent();
         let mut res = agent
             .get(&format!("{}/metrics", self.api))
+            .header("Authorization", &format!("Bearer {}", self.token))
             .call()
             .expect("metrics");
         res.body_mut().read_to_string().unwrap()
@@ -233,8 +348,15 @@ impl Edge {
     }
 }
 
+/// The tests' HTTP client. It does not check the API's certificate: these helpers log in
+/// and read over whatever the node serves; `tls.rs` tests the certificates themselves.
 fn agent() -> ureq::Agent {
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .disable_verification(true)
+        .build();
     ureq::Agent::config_builder()
+        .tls_config(tls)
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(20)))
         .build()
@@ -242,11 +364,26 @@ fn agent() -> ureq::Agent {
 }
 
 pub fn http(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
+    http_as("", method, url, body)
+}
+
+/// A request with an API token (none when `token` is empty).
+pub fn http_as(token: &str, method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
     let agent = agent();
+    let bearer = format!("Bearer {token}");
     let res = match (method, body) {
-        ("GET", _) => agent.get(url).call(),
-        (_, Some(b)) => agent.post(url).send_json(b),
-        (_, None) => agent.post(url).send_empty(),
+        ("GET", _) if token.is_empty() => agent.get(url).call(),
+        ("GET", _) => agent.get(url).header("Authorization", &bearer).call(),
+        (_, Some(b)) if token.is_empty() => agent.post(url).send_json(b),
+        (_, Some(b)) => agent
+            .post(url)
+            .header("Authorization", &bearer)
+            .send_json(b),
+        (_, None) if token.is_empty() => agent.post(url).send_empty(),
+        (_, None) => agent
+            .post(url)
+            .header("Authorization", &bearer)
+            .send_empty(),
     };
     let mut res = res.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
     let status = res.status().as_u16();
@@ -255,6 +392,31 @@ pub fn http(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
+}
+
+/// The park's credential key of the test edge in `dir` (`dir/credential.key`, made on first
+/// use): every edge that decides doors reads one, and seeds digest their credentials under it.
+pub fn credential_key(dir: &Path) -> park_model::directory::CredentialKey {
+    let file = dir.join("credential.key");
+    if file.exists() {
+        edge_node::park::read_credential_key_file(&file).unwrap()
+    } else {
+        edge_node::park::generate_credential_key_file(&file).unwrap()
+    }
+}
+
+/// A test's config tables with `business.credential_key_file = "credential.key"` added, to the
+/// test's own `[business]` table if it has one.
+fn with_credential_key_file(tables: &str) -> String {
+    const HEADER: &str = "[business]\n";
+    const LINE: &str = "credential_key_file = \"credential.key\"\n";
+    match tables.find(HEADER) {
+        Some(at) => {
+            let at = at + HEADER.len();
+            format!("{}{LINE}{}", &tables[..at], &tables[at..])
+        }
+        None => format!("{HEADER}{LINE}\n{tables}"),
+    }
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, for at most `within`.

@@ -9,17 +9,44 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Edge, Proc, edge_binary, eventually, http, mosquitto_pub};
+use crate::support::{
+    Edge, Proc, edge_binary, eventually, http_as, mosquitto_pub, smartpark, token_for,
+};
 
 struct Hub {
     proc: Proc,
     quic: String,
     api: String,
     config: std::path::PathBuf,
+    /// A token of the park's manager, for reading the hub's API.
+    token: String,
 }
+
+const MONITOR: &str = "hil-monitor";
+const MONITOR_PASSWORD: &str = "quiet-harbor-lamp-77";
 
 impl Hub {
     fn start(config: &Path) -> Hub {
+        let cfg = config.to_str().unwrap();
+        let (ok, out) = smartpark(&["hub", "user", "list", "--config", cfg], "");
+        if ok && !out.contains(MONITOR) {
+            let (ok, out) = smartpark(
+                &[
+                    "hub",
+                    "user",
+                    "add",
+                    "--config",
+                    cfg,
+                    "--username",
+                    MONITOR,
+                    "--grant",
+                    "park_manager@park:hil",
+                    "--password-stdin",
+                ],
+                &format!("{MONITOR_PASSWORD}\n"),
+            );
+            assert!(ok, "hub user add: {out}");
+        }
         let mut proc = Proc::spawn(
             "smartpark hub",
             Command::new(edge_binary())
@@ -34,16 +61,19 @@ impl Hub {
                 .unwrap()
                 .to_string()
         };
+        let api = field("api");
         Hub {
+            token: token_for(&api, MONITOR, MONITOR_PASSWORD),
             quic: field("quic"),
-            api: field("api"),
+            api,
             proc,
             config: config.to_path_buf(),
         }
     }
 
     fn events(&self) -> Vec<Value> {
-        let (status, body) = http(
+        let (status, body) = http_as(
+            &self.token,
             "GET",
             &format!(
                 "{}/api/v1/parks/hil/buildings/b1/events?limit=10000",
@@ -64,7 +94,7 @@ fn hub_config(dir: &Path, quic_port: u16) -> std::path::PathBuf {
         &file,
         format!(
             "[hub]\noperator = \"hil-operator\"\ndata_dir = \"hub-data\"\n[quic]\nlisten = \"127.0.0.1:{quic_port}\"\nserver_names = []\n\
-             [http]\nlisten = \"127.0.0.1:0\"\n[ca]\ncert = \"ca/ca-cert.pem\"\nkey = \"ca/ca-key.pem\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\nplain_http = true\n[ca]\ncert = \"ca/ca-cert.pem\"\nkey = \"ca/ca-key.pem\"\n\
              [enrollment]\ntoken_ttl_hours = 1\nedge_cert_days = 30\n"
         ),
     )
@@ -382,7 +412,12 @@ fn a_cut_link_and_a_killed_edge_still_leave_the_hub_with_every_event_and_sample_
     // Telemetry: every raw sample the hub holds is the edge's, once, and the edge has no
     // sample up to the hub's newest that the hub lacks (raw goes up in whole records).
     let raw = |url: String| -> Vec<i64> {
-        let (status, body) = http("GET", &url, None);
+        let token = if url.starts_with(&hub.api) {
+            &hub.token
+        } else {
+            &edge.token
+        };
+        let (status, body) = http_as(token, "GET", &url, None);
         assert_eq!(status, 200, "{url}: {body}");
         body["rows"]
             .as_array()
@@ -416,5 +451,214 @@ fn a_cut_link_and_a_killed_edge_still_leave_the_hub_with_every_event_and_sample_
     assert_eq!(
         hub_set, edge_set,
         "the hub's raw samples are exactly the edge's, up to the newest it holds"
+    );
+}
+
+/// A request with a session cookie and its CSRF token, as the browser console sends it.
+fn with_session(
+    api: &str,
+    cookie: &str,
+    csrf: &str,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{api}{path}");
+    let mut res = if method == "GET" {
+        agent
+            .get(&url)
+            .header("Cookie", &format!("smartpark_session={cookie}"))
+            .call()
+    } else {
+        agent
+            .post(&url)
+            .header("Cookie", &format!("smartpark_session={cookie}"))
+            .header("X-CSRF-Token", csrf)
+            .send_json(body)
+    }
+    .unwrap();
+    let text = res.body_mut().read_to_string().unwrap_or_default();
+    (
+        res.status().as_u16(),
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[test]
+fn an_engineer_logs_in_to_the_edge_with_the_hub_gone_and_is_refused_one_sync_after_being_disabled()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let quic_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = hub_config(dir.path(), quic_port);
+    let cfg = config.to_str().unwrap();
+    // The engineer exists only on the hub, with a role in this building.
+    let (ok, out) = smartpark(
+        &[
+            "hub",
+            "user",
+            "add",
+            "--config",
+            cfg,
+            "--username",
+            "eng",
+            "--grant",
+            "facility_engineer@building:hil/b1",
+            "--password-stdin",
+        ],
+        "brisk-maple-window-31\n",
+    );
+    assert!(ok, "{out}");
+    let mut hub = Hub::start(&config);
+    let (_, identity) = enroll(&config, &hub, dir.path());
+    let relay = Relay::start(hub.quic.parse().unwrap());
+    crate::park::seed(&dir.path().join("seed"));
+    let edge = Edge::start(
+        dir.path(),
+        &format!(
+            "[business]\nseed_dir = \"{}\"\n[sync]\nhub = \"{}\"\nidentity_dir = \"{}\"\n",
+            dir.path().join("seed").display(),
+            relay.addr,
+            identity.display()
+        ),
+    );
+    let login = |code: u16| {
+        let (status, body, cookie, csrf) =
+            crate::support::login(&edge.api, "eng", "brisk-maple-window-31", None);
+        (status == code).then_some((body, cookie, csrf))
+    };
+    eventually(
+        "the hub's account reached the edge",
+        Duration::from_secs(30),
+        || login(200),
+    );
+
+    // The hub is gone: the engineer still logs in at the building and opens the lobby.
+    hub.proc.kill9();
+    let (me, cookie, csrf) = login(200).expect("a login with the hub down");
+    assert_eq!(me["user"]["source"], "hub", "{me}");
+    let (status, body) = with_session(
+        &edge.api,
+        &cookie,
+        &csrf,
+        "POST",
+        "/api/v1/doors/d1/open",
+        json!({"reason": "delivery"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    // ...but no more than the role allows.
+    let (status, _) = with_session(&edge.api, &cookie, &csrf, "GET", "/api/v1/users", json!({}));
+    assert_eq!(status, 403);
+    let (_, audit) = edge.get("/api/v1/audit?limit=100");
+    let open = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "door_manual_open")
+        .cloned()
+        .expect("the manual open is audited");
+    assert_eq!(
+        (open["actor"].as_str(), open["outcome"].as_str()),
+        (Some("eng"), Some("ok"))
+    );
+
+    // The hub returns; then the link is cut, and the engineer is disabled on the hub.
+    let hub = Hub::start(&hub.config);
+    eventually("connected again", Duration::from_secs(60), || {
+        let (_, s) = edge.get("/api/v1/sync");
+        (s["connected"] == true).then_some(())
+    });
+    relay.set_cut(true);
+    eventually(
+        "the edge sees the link down",
+        Duration::from_secs(60),
+        || {
+            let (_, s) = edge.get("/api/v1/sync");
+            (s["connected"] == false).then_some(())
+        },
+    );
+    let (ok, out) = smartpark(
+        &[
+            "hub",
+            "user",
+            "disable",
+            "--config",
+            cfg,
+            "--username",
+            "eng",
+        ],
+        "",
+    );
+    assert!(ok, "{out}");
+    let (_, cookie, csrf) = login(200).expect("offline, the edge cannot know yet");
+    // The link returns: within one sync the edge refuses the engineer and ends the session.
+    let healed = std::time::Instant::now();
+    relay.set_cut(false);
+    eventually(
+        "the engineer refused at the edge",
+        Duration::from_secs(60),
+        || login(401),
+    );
+    let (status, _) = with_session(&edge.api, &cookie, &csrf, "GET", "/api/v1/doors", json!({}));
+    assert_eq!(status, 401, "the session ended with the account");
+    eprintln!(
+        "figure: edge_refuses_disabled_user_after_reconnect_ms {}",
+        healed.elapsed().as_millis()
+    );
+
+    // Both chains hold: the edge's, and its copy at the hub with the hub's own.
+    eventually(
+        "the edge's audit records at the hub",
+        Duration::from_secs(60),
+        || {
+            let (_, s) = edge.get("/api/v1/sync");
+            (s["backlog"]["events"] == 0).then_some(())
+        },
+    );
+    let (status, chain) = http_as(
+        &hub.token,
+        "GET",
+        &format!("{}/api/v1/parks/hil/buildings/b1/audit?limit=1000", hub.api),
+        None,
+    );
+    assert_eq!(status, 200, "{chain}");
+    assert_eq!(chain["chain"]["intact"], true, "{chain}");
+    assert!(
+        chain["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "door_manual_open" && e["actor"] == "eng"),
+        "{chain}"
+    );
+    let (ok, out) = smartpark(
+        &[
+            "audit",
+            "verify",
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(ok && out.contains("edge: intact"), "{out}");
+    let (ok, out) = smartpark(
+        &[
+            "audit",
+            "verify",
+            "--data-dir",
+            dir.path().join("hub-data").to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(
+        ok && out.contains("hub: intact") && out.contains("hil/b1: intact"),
+        "{out}"
     );
 }

@@ -79,10 +79,11 @@ impl Role {
                 AuditRead,
                 EnterpriseRead,
             ],
-            Role::Finance => &[TelemetryRead, EventsRead, EnterpriseRead],
+            Role::Finance => &[TelemetryRead, EventsRead, EnterpriseRead, BillingManage],
             Role::SecurityOfficer => &[
                 TelemetryRead,
                 EventsRead,
+                EnterpriseRead,
                 DoorsOpen,
                 CredentialsEdit,
                 PlatesReview,
@@ -173,10 +174,14 @@ pub enum Permission {
     /// An enterprise's own people, passes, bills and requests.
     #[serde(rename = "enterprise.read")]
     EnterpriseRead,
+    /// Bill runs, payments and refunds: finance's own, so that nobody without it (a park
+    /// manager) can make someone finance.
+    #[serde(rename = "billing.manage")]
+    BillingManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 13] = [
+    pub const ALL: [Permission; 14] = [
         Permission::TelemetryRead,
         Permission::EventsRead,
         Permission::PointsWrite,
@@ -190,6 +195,7 @@ impl Permission {
         Permission::AuditRead,
         Permission::EdgesManage,
         Permission::EnterpriseRead,
+        Permission::BillingManage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -207,6 +213,7 @@ impl Permission {
             Permission::AuditRead => "audit.read",
             Permission::EdgesManage => "edges.manage",
             Permission::EnterpriseRead => "enterprise.read",
+            Permission::BillingManage => "billing.manage",
         }
     }
 
@@ -410,8 +417,8 @@ impl<'de> Deserialize<'de> for Scope {
     }
 }
 
-/// A role at a scope.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A role at a scope; written `ROLE@SCOPE` in JSON and on the command line.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Grant {
     pub role: Role,
     pub scope: Scope,
@@ -429,6 +436,19 @@ impl Grant {
 impl fmt::Display for Grant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}@{}", self.role, self.scope)
+    }
+}
+
+impl Serialize for Grant {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Grant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -531,6 +551,130 @@ impl Principal {
 /// Whether any of `grants` needs a second factor.
 pub fn second_factor_required(grants: &[Grant]) -> bool {
     grants.iter().any(|g| g.role.requires_second_factor())
+}
+
+/// What a route of an API requires of its caller. Each API declares one for every route
+/// in a single table; a route missing from the table is refused to everyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Anyone, logged in or not (`/health`, `/ready`, logging in).
+    Public,
+    /// Any logged-in caller, even one whose account must still set up a second factor
+    /// (who am I, log out, set up TOTP).
+    Session,
+    /// Any logged-in caller with no second factor outstanding (their own tokens and
+    /// password).
+    User,
+    /// A caller holding the permission at the route's scope.
+    Allowed(Permission),
+}
+
+impl Access {
+    /// Whether `principal` (or nobody) may use a route with this requirement at `scope`.
+    pub fn allows(self, principal: Option<&Principal>, scope: &Scope) -> bool {
+        match (self, principal) {
+            (Access::Public, _) => true,
+            (_, None) => false,
+            (Access::Session, Some(_)) => true,
+            (Access::User, Some(p)) => p.second_factor == SecondFactor::Satisfied,
+            (Access::Allowed(perm), Some(p)) => p.can(perm, scope),
+        }
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Access::Public => f.write_str("public"),
+            Access::Session => f.write_str("session"),
+            Access::User => f.write_str("user"),
+            Access::Allowed(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+/// An account as the hub sends it to the edge of a building where it holds a role: enough
+/// to log in there with the hub unreachable, and nothing more (no password, no personal
+/// data, only the grants that reach the building).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EdgeAccount {
+    pub id: String,
+    pub username: String,
+    pub display_name: String,
+    /// The Argon2id verifier (see [`password`]).
+    pub verifier: String,
+    /// The TOTP secret in base32, when the account has a second factor.
+    pub totp_secret: Option<String>,
+    /// SHA-256 of each unused recovery code.
+    pub recovery_hashes: Vec<String>,
+    pub grants: Vec<Grant>,
+    /// Counts "log out everywhere" and password changes: a change ends the account's
+    /// sessions at the edge.
+    pub epoch: i64,
+}
+
+/// The accounts of one building, pushed by the hub whenever they change and on every
+/// connection. `generation` only grows; an edge ignores a push older than the one it has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccountsPush {
+    pub generation: u64,
+    pub accounts: Vec<EdgeAccount>,
+}
+
+impl AccountsPush {
+    /// The most accounts one push may carry, and the longest field, so that a push stays
+    /// well inside one sync frame and a bad one is refused whole.
+    pub const MAX_ACCOUNTS: usize = 5_000;
+
+    /// Checks the push's bounds and every verifier's form.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.accounts.len() > Self::MAX_ACCOUNTS {
+            return Err(format!(
+                "{} accounts, more than {}",
+                self.accounts.len(),
+                Self::MAX_ACCOUNTS
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for a in &self.accounts {
+            if !valid_username(&a.username) {
+                return Err(format!("account {:?}: a bad username", a.id));
+            }
+            if !names.insert(a.username.to_lowercase()) {
+                return Err(format!("username {:?} twice", a.username));
+            }
+            if a.id.is_empty() || a.id.len() > 64 || a.display_name.len() > 200 {
+                return Err(format!("account {:?}: a field too long or empty", a.id));
+            }
+            if a.grants.is_empty() || a.grants.len() > 64 || a.recovery_hashes.len() > 32 {
+                return Err(format!(
+                    "account {:?}: bad grant or code counts",
+                    a.username
+                ));
+            }
+            if a.verifier.len() > 200 || !a.verifier.starts_with("$argon2id$") {
+                return Err(format!(
+                    "account {:?}: not an Argon2id verifier",
+                    a.username
+                ));
+            }
+            if let Some(t) = &a.totp_secret
+                && totp::secret_from_text(t).is_none_or(|s| s.len() < 10 || s.len() > 64)
+            {
+                return Err(format!("account {:?}: a bad TOTP secret", a.username));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Usernames: 2 to 64 characters of letters, digits, `.`, `_`, `-` and `@`.
+pub fn valid_username(s: &str) -> bool {
+    (2..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,652 @@
+//! The HTTP side of accounts, shared by the edge's LAN API and the hub's API: the route
+//! table type, the checks every request passes ([`guard`]: Host and Origin; [`authorize`]:
+//! session or token, CSRF, and the route's requirement at its scope), and the routes of
+//! logging in, out, the caller's own account, second factor and API tokens ([`auth_routes`]).
+//!
+//! A binary declares each of its routes once with [`Routes`], builds its router from that
+//! table, and says how a matched route's scope is found ([`ApiAuth::scope_of`]): an edge
+//! serves one building; the hub derives a park or building from the path.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{ConnectInfo, MatchedPath, Path, RawPathParams, Request, State};
+use axum::handler::Handler;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use axum::{Extension, Json};
+use park_model::identity::web;
+use park_model::identity::{Access, PermissionSet, Scope, SecondFactor};
+use serde::Deserialize;
+use serde_json::{Value as Json_, json};
+
+use crate::auth::{Auth, AuthError, Caller};
+
+/// An API error as the client sees it: `{"code", "message", "details", "traceId"}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Json_,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: Json_::Null,
+        }
+    }
+
+    pub fn with_details(mut self, details: Json_) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+    }
+
+    pub fn internal(e: anyhow::Error) -> Self {
+        tracing::error!(error = %format!("{e:#}"), "API request failed.");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the request failed inside the server; see its log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"code": self.code, "message": self.message, "details": self.details, "traceId": format!("{:016x}", fastrand::u64(..))});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::new(r.status(), "invalid_body", r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::BadCredentials => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                e.to_string(),
+            ),
+            AuthError::SecondFactorRequired => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "second_factor_required",
+                e.to_string(),
+            ),
+            AuthError::Locked(s) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "locked_out", e.to_string())
+                    .with_details(json!({"retryAfterSeconds": s}))
+            }
+            AuthError::Invalid(m) => ApiError::invalid(m),
+            AuthError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            AuthError::NotFound(m) => ApiError::not_found(m),
+            AuthError::Store(e) => ApiError::internal(e),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// One route and what it requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// A table of routes under construction: each added with its requirement, once.
+pub struct Routes<S> {
+    pub list: Vec<(RouteSpec, MethodRouter<S>)>,
+}
+
+impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
+    fn default() -> Self {
+        Routes { list: Vec::new() }
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Routes<S> {
+    fn add<H, T>(mut self, method: Method, path: &'static str, access: Access, h: H) -> Self
+    where
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        let mr = if method == Method::POST {
+            axum::routing::post(h)
+        } else if method == Method::PUT {
+            axum::routing::put(h)
+        } else if method == Method::DELETE {
+            axum::routing::delete(h)
+        } else {
+            axum::routing::get(h)
+        };
+        self.list.push((
+            RouteSpec {
+                method,
+                path,
+                access,
+            },
+            mr,
+        ));
+        self
+    }
+
+    pub fn get<H: Handler<T, S>, T: 'static>(
+        self,
+        path: &'static str,
+        access: Access,
+        h: H,
+    ) -> Self {
+        self.add(Method::GET, path, access, h)
+    }
+
+    pub fn post<H: Handler<T, S>, T: 'static>(
+        self,
+        path: &'static str,
+        access: Access,
+        h: H,
+    ) -> Self {
+        self.add(Method::POST, path, access, h)
+    }
+
+    pub fn put<H: Handler<T, S>, T: 'static>(
+        self,
+        path: &'static str,
+        access: Access,
+        h: H,
+    ) -> Self {
+        self.add(Method::PUT, path, access, h)
+    }
+
+    pub fn delete<H: Handler<T, S>, T: 'static>(
+        self,
+        path: &'static str,
+        access: Access,
+        h: H,
+    ) -> Self {
+        self.add(Method::DELETE, path, access, h)
+    }
+
+    /// The routes without their handlers.
+    pub fn specs(&self) -> Vec<RouteSpec> {
+        self.list.iter().map(|(s, _)| s.clone()).collect()
+    }
+
+    /// The router of these routes, with [`authorize`] on every one of them.
+    pub fn into_router(self) -> (axum::Router<S>, Arc<RouteIndex>)
+    where
+        S: ApiAuth,
+    {
+        let index = Arc::new(RouteIndex::new(&self.specs()));
+        let mut app = axum::Router::new();
+        for (spec, mr) in self.list {
+            app = app.route(spec.path, mr);
+        }
+        (app, index)
+    }
+}
+
+/// What each route requires, by method and matched path.
+#[derive(Debug, Default)]
+pub struct RouteIndex {
+    table: HashMap<(Method, &'static str), Access>,
+}
+
+impl RouteIndex {
+    pub fn new(specs: &[RouteSpec]) -> RouteIndex {
+        RouteIndex {
+            table: specs
+                .iter()
+                .map(|r| ((r.method.clone(), r.path), r.access))
+                .collect(),
+        }
+    }
+
+    pub fn access(&self, method: &Method, path: &str) -> Option<Access> {
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        self.table.get(&(method.clone(), path)).copied()
+    }
+}
+
+/// Where a matched route acts, for its permission check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteScope {
+    /// The API's own scope (the building of an edge, the operator on the hub).
+    Own,
+    /// A scope named by the path (`/parks/{park}/buildings/{building}/...`), taken from
+    /// the path as written: a name nobody holds a grant for is refused like any other.
+    At(Scope),
+    /// Anywhere the caller holds the permission: a list the handler filters row by row.
+    Anywhere,
+    /// Anywhere within this park (the park, one of its buildings or enterprises): a list
+    /// of the park's that the handler filters row by row.
+    Within(String),
+}
+
+impl RouteScope {
+    /// Whether `access` lets `p` through at this scope; `own` is the API's own scope.
+    pub fn allows(&self, access: Access, p: &park_model::identity::Principal, own: &Scope) -> bool {
+        match (access, self) {
+            (Access::Allowed(perm), RouteScope::Anywhere) => {
+                p.second_factor == SecondFactor::Satisfied
+                    && p.permissions_anywhere().contains(perm)
+            }
+            (Access::Allowed(perm), RouteScope::Within(park)) => {
+                p.can_somewhere_in(perm, &park[..])
+            }
+            (_, RouteScope::At(scope)) => access.allows(Some(p), scope),
+            (_, _) => access.allows(Some(p), own),
+        }
+    }
+}
+
+/// What an API's state gives the checks.
+pub trait ApiAuth: Clone + Send + Sync + 'static {
+    fn auth(&self) -> &Auth;
+    fn routes(&self) -> &RouteIndex;
+    /// Where a matched route acts, from its path and parameters.
+    fn scope_of(&self, path: &str, params: &[(&str, &str)]) -> RouteScope;
+}
+
+/// The client's address, as the listener saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Client(pub Option<SocketAddr>);
+
+impl Client {
+    pub fn text(&self) -> String {
+        self.0.map(|a| a.ip().to_string()).unwrap_or_default()
+    }
+}
+
+pub fn is_write(m: &Method) -> bool {
+    !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Every request: its Host must name this server, a write's Origin must be its own. Puts
+/// the [`Client`] in the request for the handlers.
+pub async fn guard<S: ApiAuth>(State(s): State<S>, mut req: Request, next: Next) -> Response {
+    let auth = s.auth();
+    let settings = auth.settings();
+    let host = header_str(req.headers(), header::HOST);
+    if !web::host_allowed(host, &settings.allowed_hosts) {
+        auth.metrics().bad_host_total.fetch_add(1, Relaxed);
+        return ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "bad_host",
+            "the Host header does not name this server; add the name to allowed_hosts in the config",
+        )
+        .into_response();
+    }
+    if is_write(req.method())
+        && !web::origin_allowed(
+            header_str(req.headers(), header::ORIGIN),
+            host,
+            &settings.allowed_origins,
+        )
+    {
+        auth.metrics().bad_origin_total.fetch_add(1, Relaxed);
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "bad_origin",
+            "writes are accepted only from this server's own pages (or allowed_origins in the config)",
+        )
+        .into_response();
+    }
+    let addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    req.extensions_mut().insert(Client(addr));
+    next.run(req).await
+}
+
+/// Every matched route: the caller from the session cookie or the bearer token, checked
+/// against the route's requirement at its scope. A write with a session cookie must carry
+/// the session's CSRF token. A refused write is audited.
+pub async fn authorize<S: ApiAuth>(
+    State(s): State<S>,
+    params: RawPathParams,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().clone();
+    let Some(path) = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+    else {
+        return next.run(req).await;
+    };
+    let auth = s.auth();
+    let Some(access) = s.routes().access(&method, &path) else {
+        tracing::error!(%method, %path, "A route is missing from the route table; refused.");
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "route_unlisted",
+            "this route declares no permission, so nobody may use it",
+        )
+        .into_response();
+    };
+    if access == Access::Public {
+        return next.run(req).await;
+    }
+    let client = req
+        .extensions()
+        .get::<Client>()
+        .copied()
+        .unwrap_or(Client(None));
+    let headers = req.headers();
+    let bearer = header_str(headers, header::AUTHORIZATION).and_then(web::bearer);
+    let cookie =
+        header_str(headers, header::COOKIE).and_then(|c| web::cookie(c, web::SESSION_COOKIE));
+    let Some(caller) = auth.check(cookie, bearer, &client.text(), crate::now_micros()) else {
+        auth.metrics().unauthenticated_total.fetch_add(1, Relaxed);
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "log in first (POST /api/v1/auth/login), or send an API token as Authorization: Bearer",
+        )
+        .into_response();
+    };
+    // A browser sends a cookie on its own; a write that relies on one must also prove it
+    // comes from our page. A bearer token is never sent on its own.
+    if bearer.is_none() && is_write(&method) {
+        let expected = cookie.map(|t| auth.csrf_for(t)).unwrap_or_default();
+        let sent = header_str(headers, header::HeaderName::from_static(web::CSRF_HEADER));
+        if !web::csrf_ok(sent, &expected) {
+            auth.metrics().csrf_failures_total.fetch_add(1, Relaxed);
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "a write with a session cookie needs the session's X-CSRF-Token header",
+            )
+            .into_response();
+        }
+    }
+    let pairs: Vec<(&str, &str)> = params.iter().collect();
+    let scope = s.scope_of(&path, &pairs);
+    let allowed = scope.allows(access, &caller.principal, auth.scope());
+    if !allowed {
+        auth.metrics().forbidden_total.fetch_add(1, Relaxed);
+        let at = match &scope {
+            RouteScope::At(scope) => scope.to_string(),
+            RouteScope::Anywhere => "any scope".to_string(),
+            RouteScope::Within(park) => format!("park:{park} or within it"),
+            RouteScope::Own => auth.scope().to_string(),
+        };
+        let message = match access {
+            Access::Allowed(p) => format!("this needs the permission {p} in {at}"),
+            _ => "set up a second factor first (POST /api/v1/auth/totp/setup)".to_string(),
+        };
+        if is_write(&method) {
+            let audit = auth
+                .audit(
+                    &caller.actor,
+                    "forbidden",
+                    &path,
+                    json!({"method": method.as_str(), "needs": access.to_string(), "at": at}),
+                )
+                .with_outcome("refused: permission");
+            if let Err(e) = auth.record(audit).await {
+                tracing::error!(error = %format!("{e:#}"), "A refused request could not be audited.");
+            }
+        }
+        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+            .with_details(json!({"needs": access.to_string()}))
+            .into_response();
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// The routes of logging in and of the caller's own account, under `/api/v1/auth`.
+pub fn auth_routes<S: ApiAuth>(routes: Routes<S>) -> Routes<S> {
+    use Access::{Public, Session, User};
+    routes
+        .post("/api/v1/auth/login", Public, login::<S>)
+        .post("/api/v1/auth/logout", Session, logout::<S>)
+        .post("/api/v1/auth/logout-all", Session, logout_all::<S>)
+        .get("/api/v1/auth/me", Session, me::<S>)
+        .post("/api/v1/auth/password", User, change_password::<S>)
+        .post("/api/v1/auth/totp/setup", Session, totp_setup::<S>)
+        .post("/api/v1/auth/totp/confirm", Session, totp_confirm::<S>)
+        .get("/api/v1/auth/tokens", User, list_tokens::<S>)
+        .post("/api/v1/auth/tokens", User, create_token::<S>)
+        .delete("/api/v1/auth/tokens/{id}", User, revoke_token::<S>)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct LoginBody {
+    username: String,
+    password: String,
+    /// The one-time code from the authenticator app, when the account has one.
+    code: Option<String>,
+    /// Instead of a code: one of the account's recovery codes (each works once).
+    recovery_code: Option<String>,
+}
+
+fn set_cookie(auth: &Auth, value: &str, max_age: i64) -> [(header::HeaderName, HeaderValue); 1] {
+    let cookie = web::session_cookie(value, auth.settings().secure_cookies, max_age);
+    [(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static("")),
+    )]
+}
+
+async fn login<S: ApiAuth>(
+    State(s): State<S>,
+    Extension(client): Extension<Client>,
+    body: Result<Json<LoginBody>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(b) = body?;
+    if b.username.is_empty() || b.username.len() > 64 || b.password.len() > 1024 {
+        return Err(ApiError::bad_request(
+            "username must be 1 to 64 bytes and password at most 1024",
+        ));
+    }
+    let auth = s.auth();
+    let ok = auth
+        .login(
+            &b.username,
+            &b.password,
+            b.code.as_deref(),
+            b.recovery_code.as_deref(),
+            &client.text(),
+            client.0.map(|a| a.ip()),
+        )
+        .await?;
+    let max_age = auth.settings().session.absolute / 1_000_000;
+    Ok((
+        set_cookie(auth, &ok.token, max_age),
+        Json(json!({"user": ok.me, "csrfToken": ok.csrf, "expiresAt": ok.expires_at})),
+    )
+        .into_response())
+}
+
+async fn logout<S: ApiAuth>(
+    State(s): State<S>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Response> {
+    s.auth().logout(&caller).await?;
+    Ok((
+        set_cookie(s.auth(), "", 0),
+        Json(json!({"loggedOut": true})),
+    )
+        .into_response())
+}
+
+async fn logout_all<S: ApiAuth>(
+    State(s): State<S>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Response> {
+    let n = s.auth().logout_all(&caller).await?;
+    Ok((
+        set_cookie(s.auth(), "", 0),
+        Json(json!({"sessionsEnded": n})),
+    )
+        .into_response())
+}
+
+async fn me<S: ApiAuth>(
+    State(s): State<S>,
+    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Json_>> {
+    let auth = s.auth();
+    let pending = caller.principal.second_factor != SecondFactor::Satisfied;
+    let mut me = auth
+        .me_of(&caller.actor.user_id, pending)
+        .ok_or_else(|| ApiError::not_found("the account is gone"))?;
+    if caller.session.is_some() {
+        let token =
+            header_str(&headers, header::COOKIE).and_then(|c| web::cookie(c, web::SESSION_COOKIE));
+        me["csrfToken"] = json!(token.map(|t| auth.csrf_for(t)));
+    } else {
+        me["permissions"] = json!(auth.permissions_here(&caller.principal).names());
+        me["via"] = json!("token");
+    }
+    Ok(Json(me))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+async fn change_password<S: ApiAuth>(
+    State(s): State<S>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<PasswordBody>, JsonRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Json(b) = body?;
+    s.auth()
+        .change_password(&caller, &b.current_password, &b.new_password)
+        .await?;
+    Ok(Json(json!({"changed": true})))
+}
+
+async fn totp_setup<S: ApiAuth>(
+    State(s): State<S>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Json_>> {
+    Ok(Json(s.auth().totp_setup(&caller).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeBody {
+    code: String,
+}
+
+async fn totp_confirm<S: ApiAuth>(
+    State(s): State<S>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<CodeBody>, JsonRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Json(b) = body?;
+    let codes = s.auth().totp_confirm(&caller, &b.code).await?;
+    Ok(Json(json!({"enabled": true, "recoveryCodes": codes})))
+}
+
+async fn list_tokens<S: ApiAuth>(
+    State(s): State<S>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Json_> {
+    Json(json!({"tokens": s.auth().tokens_of(&caller.actor.user_id)}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NewToken {
+    name: String,
+    permissions: Vec<String>,
+    expires_in_days: u32,
+}
+
+async fn create_token<S: ApiAuth>(
+    State(s): State<S>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<NewToken>, JsonRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Json(b) = body?;
+    let perms =
+        PermissionSet::parse(&b.permissions).map_err(|e| ApiError::invalid(e.to_string()))?;
+    Ok(Json(
+        s.auth()
+            .create_token(&caller, &b.name, perms, b.expires_in_days)
+            .await?,
+    ))
+}
+
+async fn revoke_token<S: ApiAuth>(
+    State(s): State<S>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Json_>> {
+    s.auth().revoke_token(&caller, &id).await?;
+    Ok(Json(json!({"revoked": id})))
+}
+
+/// Writes the audit record of an act that did not happen (refused or failed); an act
+/// that happened wrote its record in its own transaction.
+pub async fn audit_outcome<T>(
+    auth: &Auth,
+    audit: crate::Audit,
+    result: ApiResult<T>,
+) -> ApiResult<T> {
+    if let Err(e) = &result {
+        let outcome = if e.status.is_server_error() {
+            format!("failed: {}", e.message)
+        } else {
+            format!("refused: {}", e.message)
+        };
+        auth.record(audit.with_outcome(outcome))
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    result
+}
