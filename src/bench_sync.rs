@@ -24,6 +24,10 @@ pub async fn run(samples: usize, events: usize) -> anyhow::Result<()> {
         quic_listen: "127.0.0.1:0".parse()?,
         server_names: vec![],
         http_listen: "127.0.0.1:0".parse()?,
+        http_tls: cloud_hub::HttpTls::Plain,
+        auth: accounts::AuthSettings::default(),
+        key_file: hub_dir.join("secrets/hub.key"),
+        log_retention_days: 180,
         ca_cert: hub_dir.join("ca/ca-cert.pem"),
         ca_key: hub_dir.join("ca/ca-key.pem"),
         token_ttl: Duration::from_secs(3600),
@@ -118,17 +122,16 @@ pub async fn run(samples: usize, events: usize) -> anyhow::Result<()> {
     // Document changes made offline: a directory with `DOC_CHANGES` separate changes,
     // brought to the hub by automerge sync over the same connection.
     let doc_dir = dir.path().join("docs");
+    let key = edge_node::park::generate_credential_key_file(&dir.path().join("credential.key"))?;
     let mut directory = park_model::ParkDirectory::new("bench-park", 480, start_ts)?;
     for i in 0..DOC_CHANGES {
-        directory.upsert(&park_model::directory::Credential {
-            id: format!("cred-{i:05}"),
-            person_id: format!("person-{:05}", i / 2),
-            kind: park_model::directory::CredentialKind::Card,
-            value: format!("{:08X}", i * 7919),
-            status: park_model::directory::CredentialStatus::Active,
-            valid_from: None,
-            valid_to: None,
-        })?;
+        directory.upsert(&park_model::directory::Credential::from_secret(
+            &key,
+            &format!("cred-{i:05}"),
+            &format!("person-{:05}", i / 2),
+            park_model::directory::CredentialKind::Card,
+            &format!("{:08X}", i * 7919),
+        )?)?;
         directory.commit("offline edit", start_ts + i as i64);
     }
     std::fs::create_dir_all(&doc_dir)?;
@@ -139,6 +142,7 @@ pub async fn run(samples: usize, events: usize) -> anyhow::Result<()> {
         seed_dir: Some(doc_dir),
         plate_confidence_threshold: 0.6,
         utc_offset_minutes: 480,
+        credential_key: edge_node::park::CredentialKeySource::Key(key),
     };
     let park = edge_node::park::ParkService::open(
         store.clone(),
@@ -312,7 +316,7 @@ pub async fn edges(n: usize, seconds: u64) -> anyhow::Result<()> {
     std::fs::write(
         &config,
         "[hub]\noperator = \"bench-operator\"\ndata_dir = \"hub\"\n[quic]\nlisten = \"127.0.0.1:0\"\nserver_names = []\n\
-         [http]\nlisten = \"127.0.0.1:0\"\n[ca]\ncert = \"ca/ca-cert.pem\"\nkey = \"ca/ca-key.pem\"\n\
+         [http]\nlisten = \"127.0.0.1:0\"\nplain_http = true\n[ca]\ncert = \"ca/ca-cert.pem\"\nkey = \"ca/ca-key.pem\"\n\
          [enrollment]\ntoken_ttl_hours = 1\nedge_cert_days = 30\n",
     )?;
     let mut child = std::process::Command::new(std::env::current_exe()?)

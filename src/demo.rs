@@ -64,6 +64,7 @@ pub async fn run(data_dir: Option<PathBuf>, profiles: PathBuf, port: u16) -> any
         http_tls: cloud_hub::HttpTls::Plain,
         auth: accounts::AuthSettings::default(),
         key_file: hub_dir.join("secrets/hub.key"),
+        log_retention_days: 180,
         ca_cert: hub_dir.join("ca/ca-cert.pem"),
         ca_key: hub_dir.join("ca/ca-key.pem"),
         token_ttl: Duration::from_secs(3600),

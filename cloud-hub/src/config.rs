@@ -24,6 +24,29 @@ pub struct HubConfig {
     pub ca: CaSection,
     #[serde(default)]
     pub enrollment: EnrollmentSection,
+    #[serde(default)]
+    pub retention: RetentionSection,
+}
+
+/// How long the hub keeps what is personal data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Access and parking logs uploaded by the edges.
+    #[serde(default = "default_log_days")]
+    pub log_days: u32,
+}
+
+fn default_log_days() -> u32 {
+    180
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection {
+            log_days: default_log_days(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,6 +163,8 @@ pub struct HubSettings {
     pub auth: accounts::AuthSettings,
     /// The key file of personal data and second-factor secrets.
     pub key_file: PathBuf,
+    /// How long access and parking logs are kept, in days.
+    pub log_retention_days: u32,
     pub ca_cert: PathBuf,
     pub ca_key: PathBuf,
     pub token_ttl: Duration,
@@ -187,6 +212,12 @@ impl HubSettings {
             return Err(invalid(
                 "enrollment.edge_cert_days",
                 "must be between 1 and 3650 days".into(),
+            ));
+        }
+        if config.retention.log_days == 0 || config.retention.log_days > 3650 {
+            return Err(invalid(
+                "retention.log_days",
+                "must be between 1 and 3650".into(),
             ));
         }
         let http_listen = addr("http.listen", &config.http.listen)?;
@@ -243,6 +274,7 @@ impl HubSettings {
             http_tls,
             auth,
             key_file: resolve(&config.hub.key_file),
+            log_retention_days: config.retention.log_days,
             ca_cert: resolve(&config.ca.cert),
             ca_key: resolve(&config.ca.key),
             token_ttl: Duration::from_secs(u64::from(e.token_ttl_hours) * 3600),
@@ -262,6 +294,7 @@ impl HubSettings {
             http_tls: HttpTls::Plain,
             auth: accounts::AuthSettings::default(),
             key_file: dir.join("secrets").join("hub.key"),
+            log_retention_days: 180,
             ca_cert: dir.join("ca").join("ca-cert.pem"),
             ca_key: dir.join("ca").join("ca-key.pem"),
             token_ttl: Duration::from_secs(24 * 3600),

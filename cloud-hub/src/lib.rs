@@ -219,6 +219,32 @@ impl Hub {
                 }
             }));
         }
+        {
+            // Access and parking logs past their retention, every hour.
+            let (store, days) = (store.clone(), settings.log_retention_days);
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(3600));
+                loop {
+                    tick.tick().await;
+                    let cutoff = store::now_micros() - i64::from(days) * 86_400_000_000;
+                    let deleted = store
+                        .admin(move |tx| {
+                            Ok(tx.execute(
+                                "DELETE FROM events WHERE ts < ?1 AND (
+                                   json_extract(CAST(body AS TEXT), '$.kind') LIKE 'access.%'
+                                   OR json_extract(CAST(body AS TEXT), '$.kind') LIKE 'parking.%')",
+                                [cutoff],
+                            )?)
+                        })
+                        .await;
+                    match deleted {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(events = n, "Access and parking logs past their retention deleted."),
+                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "Log retention failed; tried again in an hour."),
+                    }
+                }
+            }));
+        }
         tracing::info!(quic = %quic_addr, api = %api_addr, tls = api_trust_pem.is_some(), "Hub listening.");
         Ok(Hub {
             quic_addr,

@@ -225,6 +225,9 @@ pub struct StorageConfig {
     /// How long 15-minute and hourly rollups are kept.
     #[serde(default = "default_rollup_days")]
     pub rollup_retention_days: u32,
+    /// How long access and parking logs are kept.
+    #[serde(default = "default_log_days")]
+    pub log_retention_days: u32,
     /// The most disk the store may use; the oldest raw telemetry goes first beyond it.
     #[serde(default = "default_budget")]
     pub disk_budget_mb: u64,
@@ -238,6 +241,7 @@ impl Default for StorageConfig {
             raw_retention_days: default_raw_days(),
             minute_rollup_retention_days: default_minute_rollup_days(),
             rollup_retention_days: default_rollup_days(),
+            log_retention_days: default_log_days(),
             disk_budget_mb: default_budget(),
             max_batch_samples: default_max_batch(),
         }
@@ -250,6 +254,10 @@ fn default_raw_days() -> u32 {
 
 fn default_minute_rollup_days() -> u32 {
     31
+}
+
+fn default_log_days() -> u32 {
+    180
 }
 
 fn default_rollup_days() -> u32 {
@@ -359,6 +367,12 @@ impl EdgeConfig {
             None
         };
         let s = &self.storage;
+        if s.log_retention_days == 0 || s.log_retention_days > 3650 {
+            return Err(invalid(
+                "storage.log_retention_days",
+                "must be between 1 and 3650".into(),
+            ));
+        }
         if s.raw_retention_days == 0 {
             return Err(invalid(
                 "storage.raw_retention_days",

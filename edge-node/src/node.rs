@@ -121,6 +121,7 @@ impl EdgeNode {
             raw_retention_days: settings.storage.raw_retention_days,
             minute_rollup_retention_days: settings.storage.minute_rollup_retention_days,
             rollup_retention_days: settings.storage.rollup_retention_days,
+            log_retention_days: settings.storage.log_retention_days,
             budget_bytes: settings.storage.disk_budget_mb * 1024 * 1024,
             max_batch_samples: settings.storage.max_batch_samples,
             ..StoreConfig::new(settings.data_dir.join("edge.sqlite"))

@@ -45,6 +45,8 @@ pub struct StoreConfig {
     pub minute_rollup_retention_days: u32,
     /// How long 15-minute and hourly rollups are kept.
     pub rollup_retention_days: u32,
+    /// How long access and parking logs (`access.*`, `parking.*` events) are kept.
+    pub log_retention_days: u32,
     pub budget_bytes: u64,
     /// The most samples one transaction takes; more wait for the next commit.
     pub max_batch_samples: usize,
@@ -62,6 +64,7 @@ impl StoreConfig {
             raw_retention_days: 14,
             minute_rollup_retention_days: 31,
             rollup_retention_days: 800,
+            log_retention_days: 180,
             budget_bytes: 4 << 30,
             max_batch_samples: 20_000,
             maintenance_interval: Duration::from_secs(10),
@@ -1413,6 +1416,20 @@ impl Writer {
             .fetch_add(n as u64, Relaxed);
         let minute_cutoff = now - self.config.minute_rollup_retention_days as i64 * day;
         let rollup_cutoff = now - self.config.rollup_retention_days as i64 * day;
+        // Access and parking logs hold people's movements: kept as long as configured,
+        // uploaded or not (a building cut off for longer sends the hub a gap for them).
+        let log_cutoff = now - self.config.log_retention_days as i64 * day;
+        let n = self.conn.execute(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE ts < ?1
+               AND (kind LIKE 'access.%' OR kind LIKE 'parking.%') ORDER BY ts LIMIT 100000)",
+            [log_cutoff],
+        )?;
+        if n > 0 {
+            tracing::info!(
+                events = n,
+                "Access and parking logs past their retention deleted."
+            );
+        }
         for (level, cutoff) in [(1, minute_cutoff), (15, rollup_cutoff), (60, rollup_cutoff)] {
             self.conn.execute(
                 "DELETE FROM rollups WHERE level = ?1 AND bucket < ?2",
@@ -1684,6 +1701,47 @@ mod tests {
             120,
             "rollups of the deleted raw samples are kept"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn access_and_parking_logs_go_after_their_retention_and_other_events_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.log_retention_days = 30;
+        cfg.maintenance_interval = Duration::ZERO;
+        let store = Store::open(cfg, &[], Arc::new(Metrics::default())).unwrap();
+        let day = 86_400_000_000i64;
+        let now = now_micros();
+        for (ts, kind) in [
+            (now - 40 * day, "access.decision"),
+            (now - 40 * day, "parking.exit"),
+            (now - 40 * day, "alarm.raised"),
+            (now - 40 * day, "audit"),
+            (now - 10 * day, "access.decision"),
+        ] {
+            crate::events::record(
+                &store,
+                crate::events::Event::new(ts, kind, "d1", serde_json::json!({})),
+            )
+            .await
+            .unwrap();
+        }
+        let kinds = || {
+            store.read(|c| {
+                let mut stmt = c.prepare("SELECT kind FROM events ORDER BY seq")?;
+                let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+                rows.collect::<Result<Vec<_>, _>>()
+            })
+        };
+        let mut left = Vec::new();
+        for _ in 0..100 {
+            left = kinds().await.unwrap();
+            if left.len() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(left, ["alarm.raised", "audit", "access.decision"]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
