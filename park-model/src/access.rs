@@ -3,11 +3,15 @@
 //! door at one instant.
 //!
 //! The chain checked, in this order (the first failure is the reason given):
-//! door known and enabled → credential known (by kind and exact value), active, within its
+//! door known and enabled → credential known (by kind and keyed digest), active, within its
 //! validity → person known and active → enterprise known and active → for a tenant, a lease in
 //! force at `now` (the operator's own staff need none) → an access group of the person that
 //! includes the door → that group's schedule allows the park-local time (holidays deny all day
 //! unless the schedule allows holidays) → anti-passback, where the door asks for it.
+//!
+//! Credentials are matched by the keyed digest of the value a reader sent ([`Presented`], from
+//! [`crate::directory::CredentialKey::present`]): the index holds no value in clear, and the
+//! caller digests each read once, before it decides.
 //!
 //! Several credentials may share a kind and value (a re-registered card). Revocation wins: if
 //! any of them is suspended or lost, the read is denied with that reason. Otherwise the first
@@ -37,7 +41,7 @@ use crate::building::{Building, BuildingDoc, Door, DoorDirection, DoorStatus};
 use crate::directory::{
     AccessGroup, Credential, CredentialKind, CredentialStatus, Directory, Enterprise,
     EnterpriseKind, EnterpriseStatus, HolidayCalendar, Interval, Lease, LeaseStatus, ParkDirectory,
-    Person, PersonStatus, WeeklySchedule,
+    Person, PersonStatus, Presented, WeeklySchedule,
 };
 use crate::document::{ChangeSet, DocError, Entity, Rejected, Schema};
 use crate::time::{LocalTime, Timestamp};
@@ -250,7 +254,7 @@ struct CredEntry {
     id: Arc<str>,
     person: Arc<str>,
     kind: CredentialKind,
-    value: Arc<str>,
+    digest: Arc<str>,
     status: CredentialStatus,
     valid_from: Option<Timestamp>,
     valid_to: Option<Timestamp>,
@@ -318,8 +322,8 @@ pub struct RefreshReport {
 pub struct AccessIndex {
     utc_offset_minutes: i32,
     credentials: HashMap<Arc<str>, CredEntry>,
-    /// Per credential kind: value → ids of the credentials with that value, sorted.
-    by_value: [HashMap<Arc<str>, Vec<Arc<str>>>; 4],
+    /// Per credential kind: keyed digest → ids of the credentials with that digest, sorted.
+    by_digest: [HashMap<Arc<str>, Vec<Arc<str>>>; 4],
     people: HashMap<Arc<str>, PersonEntry>,
     enterprises: HashMap<Arc<str>, EnterpriseEntry>,
     /// lease id → enterprise id, to find a lease's entry when it changes.
@@ -399,13 +403,13 @@ impl AccessIndex {
             id: c.id.as_str().into(),
             person: c.person_id.as_str().into(),
             kind: c.kind,
-            value: c.value.as_str().into(),
+            digest: c.digest.as_str().into(),
             status: c.status,
             valid_from: c.valid_from,
             valid_to: c.valid_to,
         };
-        let ids = self.by_value[c.kind.index()]
-            .entry(entry.value.clone())
+        let ids = self.by_digest[c.kind.index()]
+            .entry(entry.digest.clone())
             .or_default();
         let at = ids.partition_point(|id| **id < *entry.id);
         ids.insert(at, entry.id.clone());
@@ -416,11 +420,11 @@ impl AccessIndex {
         let Some(old) = self.credentials.remove(id) else {
             return;
         };
-        let table = &mut self.by_value[old.kind.index()];
-        if let Some(ids) = table.get_mut(&*old.value) {
+        let table = &mut self.by_digest[old.kind.index()];
+        if let Some(ids) = table.get_mut(&*old.digest) {
             ids.retain(|x| **x != *id);
             if ids.is_empty() {
-                table.remove(&*old.value);
+                table.remove(&*old.digest);
             }
         }
     }
@@ -656,18 +660,18 @@ impl AccessIndex {
         Ok(())
     }
 
-    /// Decides whether the credential of `kind` with `value`, read at `door_id` at `now`, opens
-    /// the door. `presence` is the anti-passback state (use [`NoPresence`] where there is none).
+    /// Decides whether the credential `read` (what a reader sent, digested), read at
+    /// `door_id` at `now`, opens the door. `presence` is the anti-passback state (use
+    /// [`NoPresence`] where there is none).
     pub fn decide(
         &self,
-        kind: CredentialKind,
-        value: &str,
+        read: &Presented,
         door_id: &str,
         now: Timestamp,
         presence: &impl PresenceLookup,
     ) -> AccessDecision {
-        let candidates = self.by_value[kind.index()]
-            .get(value)
+        let candidates = self.by_digest[read.kind.index()]
+            .get(read.digest.as_str())
             .map(Vec::as_slice)
             .unwrap_or(&[]);
         let first = candidates.first().and_then(|id| self.credentials.get(id));
@@ -860,10 +864,14 @@ where
 mod tests {
     use super::*;
     use crate::building::DEFAULT_UNLOCK_DURATION_MS;
-    use crate::directory::Week;
+    use crate::directory::{CredentialKey, Week};
     use crate::time::local_timestamp;
 
     const OFFSET: i32 = 480;
+
+    fn key() -> CredentialKey {
+        CredentialKey::new(&[0x5a; 32])
+    }
 
     fn at(date: &str, h: u32, m: u32) -> Timestamp {
         local_timestamp(date, h, m, OFFSET).unwrap()
@@ -934,20 +942,11 @@ mod tests {
                 enterprise_id: "e1".into(),
                 status: PersonStatus::Active,
                 access_group_ids: vec!["g-office".into()],
-                phone: None,
             },
         );
         d.credentials.insert(
             "c1".into(),
-            Credential {
-                id: "c1".into(),
-                person_id: "p1".into(),
-                kind: CredentialKind::Card,
-                value: "CARD-1".into(),
-                status: CredentialStatus::Active,
-                valid_from: None,
-                valid_to: None,
-            },
+            Credential::from_secret(&key(), "c1", "p1", CredentialKind::Card, "CARD-1").unwrap(),
         );
         d.access_groups.insert(
             "g-office".into(),
@@ -995,7 +994,8 @@ mod tests {
     }
 
     fn card(index: &AccessIndex, door: &str, now: Timestamp) -> AccessDecision {
-        index.decide(CredentialKind::Card, "CARD-1", door, now, &NoPresence)
+        let read = key().present(CredentialKind::Card, "CARD-1");
+        index.decide(&read, door, now, &NoPresence)
     }
 
     #[test]
@@ -1010,14 +1010,51 @@ mod tests {
     }
 
     #[test]
+    fn a_read_matches_by_its_digest_under_the_parks_key_only() {
+        let i = index();
+        let now = thursday_ten();
+        let decide = |k: &CredentialKey, value: &str| {
+            i.decide(
+                &k.present(CredentialKind::Card, value),
+                "d1",
+                now,
+                &NoPresence,
+            )
+        };
+        assert!(decide(&key(), "CARD-1").granted);
+        assert!(
+            decide(&key(), " CARD-1\t").granted,
+            "readers' whitespace is not the value"
+        );
+        assert_eq!(
+            decide(&key(), "CARD-2").reason,
+            ReasonCode::UnknownCredential
+        );
+        assert_eq!(
+            decide(&key(), "card-1").reason,
+            ReasonCode::UnknownCredential
+        );
+        let other_park = CredentialKey::new(&[0x5b; 32]);
+        assert_eq!(
+            decide(&other_park, "CARD-1").reason,
+            ReasonCode::UnknownCredential
+        );
+    }
+
+    #[test]
     fn each_link_of_the_chain_has_its_own_reason() {
         let now = thursday_ten();
         let mut i = index();
         assert_eq!(card(&i, "d9", now).reason, ReasonCode::UnknownDoor);
         assert_eq!(card(&i, "d2", now).reason, ReasonCode::NoAccessToDoor);
         assert_eq!(
-            i.decide(CredentialKind::Qr, "CARD-1", "d1", now, &NoPresence)
-                .reason,
+            i.decide(
+                &key().present(CredentialKind::Qr, "CARD-1"),
+                "d1",
+                now,
+                &NoPresence
+            )
+            .reason,
             ReasonCode::UnknownCredential
         );
         assert_eq!(
@@ -1141,13 +1178,9 @@ mod tests {
     fn a_revoked_duplicate_of_a_credential_value_denies() {
         let mut i = index();
         i.upsert_credential(&Credential {
-            id: "c0-old".into(),
-            person_id: "p1".into(),
-            kind: CredentialKind::Card,
-            value: "CARD-1".into(),
             status: CredentialStatus::Lost,
-            valid_from: None,
-            valid_to: None,
+            ..Credential::from_secret(&key(), "c0-old", "p1", CredentialKind::Card, "CARD-1")
+                .unwrap()
         });
         let d = card(&i, "d1", thursday_ten());
         assert_eq!(d.reason, ReasonCode::CredentialLost);
@@ -1174,8 +1207,8 @@ mod tests {
         });
         let now = thursday_ten();
         let mut state = PresenceMap::default();
-        let enter =
-            |state: &PresenceMap| i.decide(CredentialKind::Card, "CARD-1", "d-in", now, state);
+        let read = key().present(CredentialKind::Card, "CARD-1");
+        let enter = |state: &PresenceMap| i.decide(&read, "d-in", now, state);
         let first = enter(&state);
         assert!(first.granted);
         let update = first.presence_update.clone().unwrap();
@@ -1185,14 +1218,14 @@ mod tests {
         );
         state.apply(&update);
         assert_eq!(enter(&state).reason, ReasonCode::AntiPassback);
-        let out = i.decide(CredentialKind::Card, "CARD-1", "d-out", now, &state);
+        let out = i.decide(&read, "d-out", now, &state);
         assert!(out.granted);
         state.apply(&out.presence_update.unwrap());
         assert!(enter(&state).granted);
-        let out_again = i.decide(CredentialKind::Card, "CARD-1", "d-out", now, &state);
+        let out_again = i.decide(&read, "d-out", now, &state);
         assert_eq!(out_again.reason, ReasonCode::AntiPassback);
         // A plain door neither checks nor changes the state.
-        let plain = i.decide(CredentialKind::Card, "CARD-1", "d1", now, &state);
+        let plain = i.decide(&read, "d1", now, &state);
         assert!(plain.granted && plain.presence_update.is_none());
     }
 

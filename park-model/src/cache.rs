@@ -6,6 +6,9 @@
 //! and [`ParkDirectory::cache_delta`] the rows that a [`ChangeSet`] touched. Whoever stores
 //! the rows keeps them in step with the stored document (the edge writes both in one
 //! transaction) and throws them away when [`CACHE_FORMAT`] changes.
+//!
+//! Rows are the entities as they are read from the document, so they hold what it holds:
+//! credentials as keyed digests and visible suffixes, never their values in clear.
 
 use std::collections::BTreeMap;
 
@@ -19,8 +22,9 @@ use crate::directory::{
 };
 use crate::document::{ChangeSet, Collection, DocError, Entity};
 
-/// Names the row format: rows written under another format are not read.
-pub const CACHE_FORMAT: &str = concat!("park-directory-rows-1/", env!("CARGO_PKG_VERSION"));
+/// Names the row format: rows written under another format are not read. Format 2: credentials
+/// hold `digest` and `suffix` instead of their value, and people have no `phone`.
+pub const CACHE_FORMAT: &str = concat!("park-directory-rows-2/", env!("CARGO_PKG_VERSION"));
 
 /// The `collection` of the row that holds the directory's root fields.
 pub const ROOT_ROW: &str = "";
@@ -265,8 +269,12 @@ impl ParkDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::CredentialStatus;
+    use crate::directory::{CredentialKey, CredentialStatus};
     use crate::sample::sample_directory;
+
+    fn key() -> CredentialKey {
+        CredentialKey::new(&[3; 32])
+    }
 
     type Rows = BTreeMap<(String, String), String>;
 
@@ -304,7 +312,7 @@ mod tests {
 
     #[test]
     fn a_directory_read_back_from_its_rows_is_the_same_directory() {
-        let sample = sample_directory(300, 12, 3).unwrap();
+        let sample = sample_directory(300, 12, 3, &key()).unwrap();
         let d = sample.directory.snapshot().unwrap();
         assert!(d.rejected.is_empty());
         let back = Directory::from_cache_rows(tuples(&table(d.cache_rows()))).unwrap();
@@ -314,7 +322,7 @@ mod tests {
 
     #[test]
     fn deltas_keep_the_rows_equal_to_the_document_they_follow() {
-        let mut sample = sample_directory(100, 6, 4).unwrap();
+        let mut sample = sample_directory(100, 6, 4, &key()).unwrap();
         let doc = &mut sample.directory;
         let before = doc.snapshot().unwrap();
         let mut rows = table(before.cache_rows());
@@ -344,6 +352,24 @@ mod tests {
         assert_eq!(back, after);
         assert_eq!(back.utc_offset_minutes, 420);
         assert_eq!(back.credentials[&cred].status, CredentialStatus::Lost);
+    }
+
+    #[test]
+    fn rows_hold_digests_and_suffixes_never_values() {
+        let sample = sample_directory(300, 12, 5, &key()).unwrap();
+        let rows = sample.directory.snapshot().unwrap().cache_rows();
+        let text: String = rows.iter().filter_map(|r| r.value.clone()).collect();
+        let pins = sample
+            .credentials
+            .iter()
+            .filter(|(k, _)| *k == crate::directory::CredentialKind::Pin)
+            .count();
+        assert!(pins > 0, "the sample has PINs");
+        for (_, value) in &sample.credentials {
+            assert!(!text.contains(value.as_str()), "{value} is in the rows");
+        }
+        assert!(!text.contains("phone"));
+        assert!(text.contains("\"digest\":\"h1:"));
     }
 
     #[test]

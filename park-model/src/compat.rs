@@ -495,13 +495,15 @@ pub struct UnknownValue {
 
 /// Implements `autosurgeon`'s `Hydrate` and `Reconcile` for an entity struct whose fields all
 /// implement [`Field`]. Fields listed as `key = default` read `default` when absent; the others
-/// are required. The `id` field is not stored in the entity's map: the map's key in its
-/// collection is the id, and [`crate::document::Entity::set_id`] restores it after hydration.
+/// are required. Keys listed after `removed` are fields an entity no longer has: they are not
+/// read, and writing the entity deletes them. The `id` field is not stored in the entity's map:
+/// the map's key in its collection is the id, and [`crate::document::Entity::set_id`] restores
+/// it after hydration.
 macro_rules! entity_codec {
     (
         $ty:ident {
             $($field:ident : $key:literal $(= $default:expr)?),+ $(,)?
-        }
+        } $(removed [$($gone:literal),+ $(,)?])?
     ) => {
         impl autosurgeon::Hydrate for $ty {
             fn hydrate_map<D: autosurgeon::ReadDoc>(
@@ -522,6 +524,11 @@ macro_rules! entity_codec {
             fn reconcile<R: autosurgeon::Reconciler>(&self, mut reconciler: R) -> Result<(), R::Error> {
                 let mut map = reconciler.map()?;
                 $(crate::compat::Field::write(&self.$field, &mut map, $key)?;)+
+                $($(
+                    if autosurgeon::reconcile::MapReconciler::entry(&map, $gone).is_some() {
+                        autosurgeon::reconcile::MapReconciler::delete(&mut map, $gone)?;
+                    }
+                )+)?
                 Ok(())
             }
         }

@@ -7,17 +7,26 @@
 //! ([`crate::building`]); car parks in [`crate::parking`]. This module makes no access decision
 //! (see [`crate::access`]) and does no IO.
 //!
+//! Card numbers, QR values and PINs are never in the document: a credential holds the keyed
+//! digest of its value under the park's [`CredentialKey`] (HMAC-SHA256, see
+//! [`crate::identity::secret::keyed_digest`]) and, except for PINs, the value's last four
+//! characters for people to tell cards apart. Plates registered as door credentials are kept the
+//! same way; the car parks' passes keep their plates in clear in [`crate::parking`], where the
+//! barriers match and show them. Nor does the directory hold what no decision needs: a person's
+//! phone and ID numbers live only on the hub, sealed.
+//!
 //! Document layout (JSON-like; strings are scalar Str (Text from JavaScript reads too), numbers Int, see [`crate::compat`]):
 //!
 //! ```text
-//! { schema_version: 1, doc_type: "park_directory", park_id: "p1", utc_offset_minutes: 480,
+//! { schema_version: 2, doc_type: "park_directory", park_id: "p1", utc_offset_minutes: 480,
 //!   enterprises:  { "ent-1": { name, status: "active"|"suspended", kind: "tenant"|"operator" } },
 //!   spaces:       { "sp-1":  { building_id, floor, area_m2, name } },
 //!   leases:       { "ls-1":  { enterprise_id, space_ids: [..], valid_from, valid_to,
 //!                              status: "active"|"terminated", monthly_rent_fen,
 //!                              property_fee_fen, currency: "CNY" } },
-//!   people:       { "p-1":   { name, enterprise_id, status, access_group_ids: [..], phone? } },
-//!   credentials:  { "c-1":   { person_id, kind: "card"|"qr"|"pin"|"plate", value,
+//!   people:       { "p-1":   { name, enterprise_id, status, access_group_ids: [..] } },
+//!   credentials:  { "c-1":   { person_id, kind: "card"|"qr"|"pin"|"plate",
+//!                              digest: "h1:…" (keyed digest of the value), suffix: "C3D4"|"",
 //!                              status: "active"|"suspended"|"lost", valid_from?, valid_to? } },
 //!   access_groups:{ "g-1":   { name, door_ids: [..], schedule_id? } },
 //!   schedules:    { "s-1":   { name, weekdays: { mon: [[480, 1080]], .. },
@@ -27,27 +36,33 @@
 
 use std::collections::BTreeMap;
 
-use automerge::{AutoCommit, ObjId, ObjType, Value};
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value};
 use autosurgeon::{HydrateError, Reconcile, Reconciler, reconcile::MapReconciler};
 
-use crate::compat::{Field, entity_codec, int_from_value, text_enum};
-use crate::document::{
-    Collection, DocError, Document, Entity, Rejected, Schema, check_utc_offset, check_validity,
-    migrate_v0_common, root_has, set_root,
+use crate::compat::{
+    Field, Fields, entity_codec, int_from_value, or_default, required, string_from_value, text_enum,
 };
+use crate::document::{
+    ChangeSet, Collection, DocError, Document, Entity, Rejected, Schema, check_utc_offset,
+    check_validity, containers, migrate_v0_common, root_has, set_root,
+};
+use data_encoding::BASE64URL_NOPAD;
+
+use crate::identity::secret::{is_keyed_digest, sha256_hex, visible_suffix};
 use crate::time::{MINUTES_PER_DAY, Timestamp, Weekday, parse_date};
 
 /// The UTC offset assumed for version 0 directories, which did not record one: China Standard
 /// Time, the only zone the tools that wrote them were used in.
 pub const DEFAULT_UTC_OFFSET_MINUTES: i32 = 480;
 
-/// The directory's schema: `doc_type` `park_directory`, version 1.
+/// The directory's schema: `doc_type` `park_directory`, version 2.
 #[derive(Debug)]
 pub enum DirectorySchema {}
 
 impl Schema for DirectorySchema {
     const DOC_TYPE: &'static str = "park_directory";
-    const VERSION: i64 = 1;
+    const VERSION: i64 = 2;
     const COLLECTIONS: &'static [Collection] = &[
         Collection::Enterprises,
         Collection::Spaces,
@@ -61,6 +76,13 @@ impl Schema for DirectorySchema {
 
     /// Version 0 (before `schema_version` existed) → 1: adds `doc_type`, any missing collection
     /// and, if absent, `utc_offset_minutes` = [`DEFAULT_UTC_OFFSET_MINUTES`].
+    ///
+    /// Version 1 → 2: credentials hold `digest` and `suffix` instead of their `value` in clear,
+    /// and people no longer have a `phone`. The step deletes every person's phone. It cannot
+    /// digest a credential's value, which needs the park's key: such a credential stays as it
+    /// is, refused by reads (so it decides nothing), until
+    /// [`ParkDirectory::digest_clear_values`] rewrites it; an edge does that when it loads the
+    /// document. The old values and phones stay in the document's history.
     fn migrate_step(doc: &mut AutoCommit, from: i64) -> Result<(), DocError> {
         match from {
             0 => {
@@ -73,6 +95,7 @@ impl Schema for DirectorySchema {
                 }
                 Ok(())
             }
+            1 => remove_phones(doc, None).map(drop),
             _ => Err(DocError::NoMigration {
                 doc_type: Self::DOC_TYPE,
                 from,
@@ -240,6 +263,9 @@ impl Entity for Lease {
 }
 
 /// A person who may hold credentials: an enterprise's employee or the operator's staff.
+///
+/// Only what decisions need. Phone and ID numbers are kept on the hub, sealed; writing a
+/// person deletes a `phone` that an older app left in the document.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Person {
     pub id: String,
@@ -247,9 +273,6 @@ pub struct Person {
     pub enterprise_id: String,
     pub status: PersonStatus,
     pub access_group_ids: Vec<String>,
-    /// Sensitive. Kept as a plain string in the document; encryption at rest and masking are
-    /// the storing and serving layers' business.
-    pub phone: Option<String>,
 }
 
 entity_codec!(Person {
@@ -257,8 +280,7 @@ entity_codec!(Person {
     enterprise_id: "enterprise_id",
     status: "status",
     access_group_ids: "access_group_ids" = Vec::new(),
-    phone: "phone",
-});
+} removed ["phone"]);
 
 impl Entity for Person {
     type Schema = DirectorySchema;
@@ -271,27 +293,212 @@ impl Entity for Person {
     }
 }
 
-/// Something a person presents at a reader: a card UID, a QR payload, a PIN, a plate.
-/// `value` is matched exactly as stored.
+/// How many characters of a card number, QR value or plate are kept visible.
+pub const SUFFIX_LEN: usize = 4;
+
+/// The key under which a credential's value was written in clear before values were digested
+/// (schema version 1). A credential that still has one is refused by reads until
+/// [`ParkDirectory::digest_clear_values`] rewrites it.
+pub const CLEAR_VALUE_KEY: &str = "value";
+
+/// The park's secret for credential digests: 32 random bytes, the same for every building of
+/// the park, so that the digests in the shared directory match at every door.
+///
+/// Without it, a stored digest cannot be turned back into a card number nor a guessed number
+/// checked against it. With it, a short value (a PIN) is found by trying every value: the key
+/// must stay as secret as the documents it protects, and it is never written into them. Its
+/// [`CredentialKey::id`] (the first 8 hex digits of its SHA-256) tells keys apart in logs
+/// without revealing them; `Debug` shows only that.
+#[derive(Clone)]
+pub struct CredentialKey {
+    bytes: [u8; 32],
+    /// The HMAC key, set up once: each digest then costs the hashing of the value only.
+    hmac: ring::hmac::Key,
+    id: String,
+}
+
+impl std::fmt::Debug for CredentialKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CredentialKey({})", self.id)
+    }
+}
+
+/// Text that is not a credential key. The message never repeats the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialKeyError {
+    #[error("a credential key is 64 hexadecimal characters (32 bytes), not {0}")]
+    Length(usize),
+    #[error("a credential key is 64 hexadecimal characters; character {0} is not one")]
+    NotHex(usize),
+}
+
+impl CredentialKey {
+    pub fn new(bytes: &[u8; 32]) -> CredentialKey {
+        CredentialKey {
+            bytes: *bytes,
+            hmac: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes),
+            id: sha256_hex(bytes)[..8].to_string(),
+        }
+    }
+
+    /// Reads a key written as 64 hexadecimal characters (either case), as in a key file: one
+    /// line break at the end is allowed, nothing else.
+    pub fn from_hex(text: &str) -> Result<CredentialKey, CredentialKeyError> {
+        let text = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .unwrap_or(text);
+        let chars: Vec<char> = text.chars().collect();
+        if chars.len() != 64 {
+            return Err(CredentialKeyError::Length(chars.len()));
+        }
+        let mut bytes = [0u8; 32];
+        for (i, c) in chars.iter().enumerate() {
+            let nibble = c.to_digit(16).ok_or(CredentialKeyError::NotHex(i + 1))? as u8;
+            bytes[i / 2] |= if i % 2 == 0 { nibble << 4 } else { nibble };
+        }
+        Ok(CredentialKey::new(&bytes))
+    }
+
+    /// The key as 64 lowercase hexadecimal characters, as a key file holds it.
+    pub fn to_hex(&self) -> String {
+        self.bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The first 8 hex digits of the key's SHA-256: the same in every building that has the
+    /// same key.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// What the directory keeps of `value` presented as a credential of `kind`: its keyed
+    /// digest in the kind's domain and its visible suffix (none for a PIN). Surrounding
+    /// whitespace is not part of a value, as readers send it (see the edge's `field`).
+    pub fn present(&self, kind: CredentialKind, value: &str) -> Presented {
+        let value = value.trim();
+        Presented {
+            kind,
+            digest: self.digest_in(kind.as_str(), value),
+            suffix: match kind {
+                CredentialKind::Pin => String::new(),
+                _ => visible_suffix(value, SUFFIX_LEN),
+            },
+        }
+    }
+
+    /// [`crate::identity::secret::keyed_digest`] with the key set up once (a test checks that
+    /// the two agree).
+    fn digest_in(&self, domain: &str, value: &str) -> String {
+        let mut ctx = ring::hmac::Context::with_key(&self.hmac);
+        ctx.update(b"smartpark-keyed-digest-v1\0");
+        ctx.update(domain.as_bytes());
+        ctx.update(b"\0");
+        ctx.update(value.as_bytes());
+        let tag = ctx.sign();
+        let mut out = String::with_capacity(25);
+        out.push_str("h1:");
+        BASE64URL_NOPAD.encode_append(&tag.as_ref()[..16], &mut out);
+        out
+    }
+}
+
+/// A credential value as the directory keeps it: what a reader's value is turned into before
+/// it is matched, and what events and logs may show of it. The value itself is not kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presented {
+    pub kind: CredentialKind,
+    /// The keyed digest `h1:…`.
+    pub digest: String,
+    /// The value's last [`SUFFIX_LEN`] characters; empty for a PIN or a short value.
+    pub suffix: String,
+}
+
+/// Something a person presents at a reader: a card UID, a QR payload, a PIN, a plate. The
+/// directory holds the keyed digest of the value, which readers' values are matched against
+/// (see [`CredentialKey::present`]), never the value. Build one with
+/// [`Credential::from_secret`] or [`RawCredential::digest`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Credential {
     pub id: String,
     pub person_id: String,
     pub kind: CredentialKind,
-    pub value: String,
+    /// The keyed digest `h1:…` of the value under the park's [`CredentialKey`].
+    pub digest: String,
+    /// The value's last [`SUFFIX_LEN`] characters, for people to tell cards apart; empty for
+    /// PINs (a few digits of a PIN give most of it away) and for values too short to show any.
+    pub suffix: String,
     pub status: CredentialStatus,
     pub valid_from: Option<Timestamp>,
     pub valid_to: Option<Timestamp>,
 }
 
-entity_codec!(Credential {
-    person_id: "person_id",
-    kind: "kind",
-    value: "value",
-    status: "status",
-    valid_from: "valid_from",
-    valid_to: "valid_to",
-});
+impl Credential {
+    /// An active credential, valid at any time, for `raw_value` (a card number, QR value, PIN
+    /// or plate in clear), of which only the digest under `key` and the visible suffix are
+    /// kept. Change the status and validity with struct update syntax.
+    pub fn from_secret(
+        key: &CredentialKey,
+        id: &str,
+        person_id: &str,
+        kind: CredentialKind,
+        raw_value: &str,
+    ) -> Result<Credential, DocError> {
+        RawCredential {
+            id: id.to_string(),
+            person_id: person_id.to_string(),
+            kind,
+            value: raw_value.to_string(),
+            status: CredentialStatus::Active,
+            valid_from: None,
+            valid_to: None,
+        }
+        .digest(key)
+    }
+}
+
+// Written by hand rather than with `entity_codec!`: a credential that still holds its value in
+// clear must be refused, not read as if the value were not there.
+impl autosurgeon::Hydrate for Credential {
+    fn hydrate_map<D: autosurgeon::ReadDoc>(doc: &D, obj: &ObjId) -> Result<Self, HydrateError> {
+        let mut fields = Fields::read(doc, obj);
+        if fields.take(CLEAR_VALUE_KEY).is_some() {
+            return Err(HydrateError::unexpected(
+                "a keyed digest",
+                "a value in clear, which an edge with the park's key rewrites as a digest".into(),
+            ));
+        }
+        Ok(Credential {
+            id: String::new(),
+            person_id: required(doc, &mut fields, "person_id")?,
+            kind: required(doc, &mut fields, "kind")?,
+            digest: required(doc, &mut fields, "digest")?,
+            suffix: or_default(doc, &mut fields, "suffix", String::new)?,
+            status: required(doc, &mut fields, "status")?,
+            valid_from: required(doc, &mut fields, "valid_from")?,
+            valid_to: required(doc, &mut fields, "valid_to")?,
+        })
+    }
+}
+
+impl Reconcile for Credential {
+    type Key<'k> = autosurgeon::reconcile::NoKey;
+
+    fn reconcile<R: Reconciler>(&self, mut reconciler: R) -> Result<(), R::Error> {
+        let mut map = reconciler.map()?;
+        self.person_id.write(&mut map, "person_id")?;
+        self.kind.write(&mut map, "kind")?;
+        self.digest.write(&mut map, "digest")?;
+        self.suffix.write(&mut map, "suffix")?;
+        self.status.write(&mut map, "status")?;
+        self.valid_from.write(&mut map, "valid_from")?;
+        self.valid_to.write(&mut map, "valid_to")?;
+        // A value in clear left by an older app goes as the digest comes in.
+        if map.entry(CLEAR_VALUE_KEY).is_some() {
+            map.delete(CLEAR_VALUE_KEY)?;
+        }
+        Ok(())
+    }
+}
 
 impl Entity for Credential {
     type Schema = DirectorySchema;
@@ -303,10 +510,77 @@ impl Entity for Credential {
         self.id = id;
     }
     fn validate(&self) -> Result<(), String> {
-        if self.value.is_empty() {
-            return Err("the value is empty".into());
+        let digest_chars = self.digest.get(3..).unwrap_or_default();
+        if !is_keyed_digest(&self.digest)
+            || !digest_chars
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            // The message never repeats the field: it may be a value in clear.
+            return Err("the digest is not a keyed digest \"h1:…\" (a credential's value is never stored in clear)".into());
+        }
+        if self.kind == CredentialKind::Pin && !self.suffix.is_empty() {
+            return Err("a PIN has no visible suffix".into());
+        }
+        if self.suffix.chars().count() > SUFFIX_LEN {
+            return Err(format!(
+                "the visible suffix is longer than {SUFFIX_LEN} characters"
+            ));
         }
         check_validity(self.valid_from, self.valid_to)
+    }
+}
+
+/// A credential as an app registers it, with its value in clear (a card number read at the
+/// desk, a PIN the holder chose): [`RawCredential::digest`] turns it into the [`Credential`]
+/// that is stored. It is neither serialized nor stored, and its `Debug` leaves the value out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawCredential {
+    pub id: String,
+    pub person_id: String,
+    pub kind: CredentialKind,
+    pub value: String,
+    pub status: CredentialStatus,
+    pub valid_from: Option<Timestamp>,
+    pub valid_to: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for RawCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawCredential")
+            .field("id", &self.id)
+            .field("person_id", &self.person_id)
+            .field("kind", &self.kind)
+            .field("value", &"<not shown>")
+            .field("status", &self.status)
+            .field("valid_from", &self.valid_from)
+            .field("valid_to", &self.valid_to)
+            .finish()
+    }
+}
+
+impl RawCredential {
+    /// The credential to store: the value's digest under `key` and its visible suffix. An
+    /// empty value (or only whitespace) is refused.
+    pub fn digest(&self, key: &CredentialKey) -> Result<Credential, DocError> {
+        if self.value.trim().is_empty() {
+            return Err(DocError::InvalidEntity {
+                collection: Collection::Credentials,
+                id: self.id.clone(),
+                reason: "the value is empty".into(),
+            });
+        }
+        let presented = key.present(self.kind, &self.value);
+        Ok(Credential {
+            id: self.id.clone(),
+            person_id: self.person_id.clone(),
+            kind: self.kind,
+            digest: presented.digest,
+            suffix: presented.suffix,
+            status: self.status,
+            valid_from: self.valid_from,
+            valid_to: self.valid_to,
+        })
     }
 }
 
@@ -768,10 +1042,125 @@ impl ParkDirectory {
     }
 }
 
+/// What [`ParkDirectory::digest_clear_values`] rewrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClearValues {
+    /// Credentials whose value in clear became its digest and suffix.
+    pub credentials: usize,
+    /// People whose phone number was deleted.
+    pub phones: usize,
+}
+
+impl ClearValues {
+    pub fn is_empty(&self) -> bool {
+        self.credentials == 0 && self.phones == 0
+    }
+}
+
+impl ParkDirectory {
+    /// Rewrites what an older app or an earlier schema left in clear: each credential's
+    /// `value` becomes its digest under `key` and its visible suffix, and each person's `phone`
+    /// is deleted. Only the entities named in `changes` are looked at (those a sync message
+    /// brought), or all of them when `changes` is `None` (a document just loaded). The edits
+    /// are left for the caller to commit.
+    ///
+    /// Automerge keeps history: a value once written in clear stays in the document's earlier
+    /// changes, and so in every save of it, until the park's document is rebuilt from a
+    /// snapshot of its current state. This stops the clear value being used or shown, not
+    /// being stored.
+    pub fn digest_clear_values(
+        &mut self,
+        key: &CredentialKey,
+        changes: Option<&ChangeSet>,
+    ) -> Result<ClearValues, DocError> {
+        let am = self.automerge_mut();
+        let mut done = ClearValues::default();
+        for (container, id) in candidates(am, Collection::Credentials, changes)? {
+            let Some((Value::Object(ObjType::Map), obj)) = am.get(&container, &id)? else {
+                continue;
+            };
+            let Some((value, value_id)) = am.get(&obj, CLEAR_VALUE_KEY)? else {
+                continue;
+            };
+            let clear = match &value {
+                Value::Scalar(s) => match s.as_ref() {
+                    ScalarValue::Int(i) => Some(i.to_string()),
+                    ScalarValue::Uint(u) => Some(u.to_string()),
+                    _ => string_from_value(am, &value, &value_id).ok(),
+                },
+                _ => string_from_value(am, &value, &value_id).ok(),
+            };
+            let kind = match am.get(&obj, "kind")? {
+                Some((v, kind_id)) => string_from_value(am, &v, &kind_id).unwrap_or_default(),
+                None => String::new(),
+            };
+            // A value that is not text cannot be matched anyway: it is only deleted.
+            if let Some(clear) = clear {
+                let (digest, suffix) = match kind.parse::<CredentialKind>() {
+                    Ok(kind) => {
+                        let p = key.present(kind, &clear);
+                        (p.digest, p.suffix)
+                    }
+                    // An unknown kind keeps the entity out of decisions whatever it holds;
+                    // its value is digested in the domain it names all the same.
+                    Err(_) => (key.digest_in(&kind, clear.trim()), String::new()),
+                };
+                am.put(&obj, "digest", digest)?;
+                if !suffix.is_empty() {
+                    am.put(&obj, "suffix", suffix)?;
+                } else if am.get(&obj, "suffix")?.is_some() {
+                    am.delete(&obj, "suffix")?;
+                }
+            }
+            am.delete(&obj, CLEAR_VALUE_KEY)?;
+            done.credentials += 1;
+        }
+        done.phones = remove_phones(am, changes)?;
+        Ok(done)
+    }
+}
+
+/// The (collection map, id) pairs to look at: those `changes` names, or every entity.
+fn candidates(
+    am: &AutoCommit,
+    collection: Collection,
+    changes: Option<&ChangeSet>,
+) -> Result<Vec<(ObjId, String)>, DocError> {
+    let mut out = Vec::new();
+    for container in containers(am, collection)? {
+        match changes {
+            Some(c) if !c.collections.contains(&collection) => {
+                out.extend(
+                    c.ids(collection)
+                        .map(|id| (container.clone(), id.to_string())),
+                );
+            }
+            _ => out.extend(am.keys(&container).map(|id| (container.clone(), id))),
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes the `phone` of the people named in `changes` (all, when `None`). Returns how many
+/// had one.
+fn remove_phones(am: &mut AutoCommit, changes: Option<&ChangeSet>) -> Result<usize, DocError> {
+    let mut removed = 0;
+    for (container, id) in candidates(am, Collection::People, changes)? {
+        if let Some((Value::Object(ObjType::Map), obj)) = am.get(&container, &id)?
+            && am.get(&obj, "phone")?.is_some()
+        {
+            am.delete(&obj, "phone")?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use automerge::{ROOT, ReadDoc as _, transaction::Transactable};
+    use crate::identity::secret::keyed_digest;
+    use automerge::ROOT;
 
     fn person() -> Person {
         Person {
@@ -780,7 +1169,6 @@ mod tests {
             enterprise_id: "e1".into(),
             status: PersonStatus::Active,
             access_group_ids: vec!["g1".into()],
-            phone: Some("+86 138 0000 0000".into()),
         }
     }
 
@@ -796,7 +1184,7 @@ mod tests {
     #[test]
     fn a_new_directory_records_its_schema_and_offset() {
         let doc = ParkDirectory::new("park-1", 480, 0).unwrap();
-        assert_eq!(doc.schema_version().unwrap(), 1);
+        assert_eq!(doc.schema_version().unwrap(), 2);
         assert_eq!(doc.park_id().unwrap(), "park-1");
         assert_eq!(doc.utc_offset_minutes().unwrap(), 480);
         let snap = doc.snapshot().unwrap();
@@ -896,7 +1284,8 @@ mod tests {
         am.put(&p, "enterprise_id", "e1").unwrap();
         am.put(&p, "status", "active").unwrap();
         let doc = ParkDirectory::load(&am.save()).unwrap();
-        assert_eq!(doc.schema_version().unwrap(), 1);
+        assert_eq!(doc.schema_version().unwrap(), 2);
+        assert!(doc.migrated());
         assert_eq!(
             doc.utc_offset_minutes().unwrap(),
             DEFAULT_UTC_OFFSET_MINUTES
@@ -963,19 +1352,19 @@ mod tests {
         assert!(ParkDirectory::load(&flipped).is_err());
         // No bytes at all are an empty document, which migrates to an empty directory.
         let empty = ParkDirectory::load(&[]).unwrap();
-        assert_eq!(empty.schema_version().unwrap(), 1);
+        assert_eq!(empty.schema_version().unwrap(), 2);
         assert!(empty.snapshot().unwrap().people.is_empty());
     }
 
     #[test]
     fn a_newer_schema_is_refused() {
         let mut doc = ParkDirectory::new("park-1", 480, 0).unwrap();
-        doc.automerge_mut().put(ROOT, "schema_version", 2).unwrap();
+        doc.automerge_mut().put(ROOT, "schema_version", 3).unwrap();
         assert!(matches!(
             ParkDirectory::load(&doc.save()),
             Err(DocError::UnsupportedVersion {
-                found: 2,
-                supported: 1
+                found: 3,
+                supported: 2
             })
         ));
     }
@@ -1018,5 +1407,342 @@ mod tests {
         assert!(changes.touches(Collection::People));
         assert!(!changes.touches(Collection::Credentials));
         assert!(doc.changes(&after, &after).is_empty());
+    }
+
+    fn key() -> CredentialKey {
+        CredentialKey::new(&[0x17; 32])
+    }
+
+    /// Whether `needle` occurs in `haystack`.
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    }
+
+    #[test]
+    fn a_credential_keeps_the_keyed_digest_and_suffix_of_its_value() {
+        let k = key();
+        let card =
+            Credential::from_secret(&k, "c1", "p1", CredentialKind::Card, " 04A1B2C3D4 ").unwrap();
+        // The digest is identity::secret's, with the kind as its domain, of the trimmed value.
+        assert_eq!(card.digest, keyed_digest(&[0x17; 32], "card", "04A1B2C3D4"));
+        assert_eq!(card.suffix, "C3D4");
+        let qr =
+            Credential::from_secret(&k, "c2", "p1", CredentialKind::Qr, "QR-7f3a9b-0042").unwrap();
+        assert_eq!(qr.suffix, "0042");
+        assert_ne!(
+            qr.digest,
+            k.present(CredentialKind::Card, "QR-7f3a9b-0042").digest,
+            "the kind is part of the digest"
+        );
+        let pin = Credential::from_secret(&k, "c3", "p1", CredentialKind::Pin, "48291537").unwrap();
+        assert_eq!(pin.suffix, "", "a PIN shows nothing of itself");
+        assert_eq!(pin.digest, keyed_digest(&[0x17; 32], "pin", "48291537"));
+        assert_eq!(qr.digest, keyed_digest(&[0x17; 32], "qr", "QR-7f3a9b-0042"));
+        let short = Credential::from_secret(&k, "c4", "p1", CredentialKind::Card, "A1B2").unwrap();
+        assert_eq!(short.suffix, "", "too short to show any of it");
+        assert_eq!(
+            k.present(CredentialKind::Pin, "48291537").digest,
+            pin.digest,
+            "a read matches the registration"
+        );
+        assert_ne!(
+            CredentialKey::new(&[0x18; 32])
+                .present(CredentialKind::Pin, "48291537")
+                .digest,
+            pin.digest,
+            "another park's key gives another digest"
+        );
+        for c in [&card, &qr, &pin, &short] {
+            assert_eq!(c.validate(), Ok(()), "{c:?}");
+        }
+        assert!(matches!(
+            Credential::from_secret(&k, "c5", "p1", CredentialKind::Card, "  "),
+            Err(DocError::InvalidEntity { .. })
+        ));
+    }
+
+    #[test]
+    fn no_card_number_qr_value_or_pin_is_anywhere_in_a_saved_directory() {
+        let k = key();
+        let values = [
+            (CredentialKind::Card, "04A1B2C3D4E5F6"),
+            (CredentialKind::Qr, "QR-6e1f0c2d9a8b7c6d-77"),
+            (CredentialKind::Pin, "739104"),
+        ];
+        let mut doc = ParkDirectory::new("park-1", 480, 0).unwrap();
+        doc.upsert(&Person {
+            name: "CONTROL-NAME-IN-CLEAR".into(),
+            ..person()
+        })
+        .unwrap();
+        for (i, (kind, value)) in values.iter().enumerate() {
+            let c = Credential::from_secret(&k, &format!("c{i}"), "p1", *kind, value).unwrap();
+            doc.upsert(&c).unwrap();
+        }
+        doc.commit("add", 1);
+        // Suspending and reloading rewrite nothing in clear either.
+        doc.suspend_credential("c2").unwrap();
+        doc.commit("suspend", 2);
+        let mut reloaded = ParkDirectory::load(&doc.save()).unwrap();
+        let saves = [
+            doc.save(),
+            doc.automerge_mut().save_nocompress(),
+            reloaded.automerge_mut().save_nocompress(),
+        ];
+        for bytes in &saves {
+            // Uncompressed saves hold strings as they are: the search finds what is there.
+            if bytes != &saves[0] {
+                assert!(contains(bytes, "CONTROL-NAME-IN-CLEAR"));
+            }
+            for (_, value) in values {
+                assert!(!contains(bytes, value), "{value} is in a saved directory");
+            }
+            // Not even the part of the PIN a suffix would show.
+            assert!(!contains(bytes, "9104"));
+        }
+        let snap = reloaded.snapshot().unwrap();
+        assert_eq!(snap.credentials["c2"].status, CredentialStatus::Suspended);
+        assert_eq!(snap.credentials["c0"].suffix, "E5F6");
+    }
+
+    #[test]
+    fn a_value_in_clear_is_refused_on_write_and_on_read_without_being_repeated() {
+        let mut doc = ParkDirectory::new("park-1", 480, 0).unwrap();
+        let mut clear =
+            Credential::from_secret(&key(), "c1", "p1", CredentialKind::Card, "X").unwrap();
+        clear.digest = "04A1B2C3D4E5F6A7B8C9D0E1F".into();
+        assert_eq!(clear.digest.len(), 25);
+        let err = doc.upsert(&clear).unwrap_err().to_string();
+        assert!(
+            err.contains("never stored in clear") && !err.contains("04A1B2"),
+            "{err}"
+        );
+        clear.digest = "h1:not base64 but 25 ch".into();
+        assert!(doc.upsert(&clear).is_err());
+        let mut pin =
+            Credential::from_secret(&key(), "c2", "p1", CredentialKind::Pin, "739104").unwrap();
+        pin.suffix = "9104".into();
+        assert!(doc.upsert(&pin).unwrap_err().to_string().contains("PIN"));
+
+        // What an app of schema version 1 wrote: the value in clear.
+        let am = doc.automerge_mut();
+        let (_, creds) = am.get(ROOT, "credentials").unwrap().unwrap();
+        let c = am.put_object(&creds, "c3", ObjType::Map).unwrap();
+        am.put(&c, "person_id", "p1").unwrap();
+        am.put(&c, "kind", "card").unwrap();
+        am.put(&c, "value", "04A1B2C3D4E5F6").unwrap();
+        am.put(&c, "status", "active").unwrap();
+        let snap = doc.snapshot().unwrap();
+        assert!(snap.credentials.is_empty());
+        assert_eq!(snap.rejected.len(), 1);
+        let reason = &snap.rejected[0].reason;
+        assert!(
+            reason.contains("in clear") && !reason.contains("04A1B2"),
+            "{reason}"
+        );
+        // Writing the credential anew takes the clear value out.
+        let fresh =
+            Credential::from_secret(&key(), "c3", "p1", CredentialKind::Card, "04A1B2C3D4E5F6")
+                .unwrap();
+        doc.upsert(&fresh).unwrap();
+        assert_eq!(doc.get::<Credential>("c3").unwrap(), Some(fresh));
+    }
+
+    /// A directory as schema version 1 wrote it: a person with a phone, a card, a PIN and a
+    /// credential of a kind this build does not know, all with their values in clear.
+    fn version_one_directory() -> AutoCommit {
+        let mut am = AutoCommit::new();
+        am.put(ROOT, "schema_version", 1).unwrap();
+        am.put(ROOT, "doc_type", "park_directory").unwrap();
+        am.put(ROOT, "park_id", "old-park").unwrap();
+        am.put(ROOT, "utc_offset_minutes", 480).unwrap();
+        for c in DirectorySchema::COLLECTIONS {
+            am.put_object(ROOT, c.as_str(), ObjType::Map).unwrap();
+        }
+        let (_, people) = am.get(ROOT, "people").unwrap().unwrap();
+        let p = am.put_object(&people, "p1", ObjType::Map).unwrap();
+        am.put(&p, "name", "Li Wei").unwrap();
+        am.put(&p, "enterprise_id", "e1").unwrap();
+        am.put(&p, "status", "active").unwrap();
+        am.put(&p, "phone", "+86 138 0000 0000").unwrap();
+        let (_, creds) = am.get(ROOT, "credentials").unwrap().unwrap();
+        for (id, kind, value) in [
+            ("card", "card", "04A1B2C3D4E5F6"),
+            ("pin", "pin", "739104"),
+            ("iris", "iris", "IRIS-TEMPLATE-1"),
+        ] {
+            let c = am.put_object(&creds, id, ObjType::Map).unwrap();
+            am.put(&c, "person_id", "p1").unwrap();
+            am.put(&c, "kind", kind).unwrap();
+            am.put(&c, "value", value).unwrap();
+            am.put(&c, "status", "active").unwrap();
+        }
+        am
+    }
+
+    #[test]
+    fn a_version_one_directory_loses_its_phones_and_its_clear_values_become_digests() {
+        let mut v1 = version_one_directory();
+        let mut doc = ParkDirectory::load(&v1.save()).unwrap();
+        assert!(doc.migrated());
+        assert_eq!(doc.schema_version().unwrap(), 2);
+        // The migration needs no key for the phone; the values wait for one.
+        let am = doc.automerge();
+        let (_, people) = am.get(ROOT, "people").unwrap().unwrap();
+        let (_, p1) = am.get(&people, "p1").unwrap().unwrap();
+        assert!(am.get(&p1, "phone").unwrap().is_none());
+        let snap = doc.snapshot().unwrap();
+        assert!(snap.credentials.is_empty());
+        assert_eq!(snap.rejected.len(), 3);
+
+        let k = key();
+        doc.track_changes();
+        assert_eq!(
+            doc.digest_clear_values(&k, None).unwrap(),
+            ClearValues {
+                credentials: 3,
+                phones: 0
+            }
+        );
+        doc.commit("digest values left in clear", 1);
+        let changes = doc.take_changes();
+        assert_eq!(changes.ids(Collection::Credentials).count(), 3);
+        let snap = doc.snapshot().unwrap();
+        assert_eq!(
+            snap.credentials["card"].digest,
+            k.present(CredentialKind::Card, "04A1B2C3D4E5F6").digest
+        );
+        assert_eq!(snap.credentials["card"].suffix, "E5F6");
+        assert_eq!(
+            snap.credentials["pin"].digest,
+            k.present(CredentialKind::Pin, "739104").digest
+        );
+        assert_eq!(snap.credentials["pin"].suffix, "");
+        // A kind this build does not know stays out of decisions, but not in clear.
+        assert_eq!(snap.rejected.len(), 1);
+        assert_eq!(snap.rejected[0].id, "iris");
+        let current = doc.automerge_mut().save_nocompress();
+        let mut reloaded = ParkDirectory::load(&doc.save()).unwrap();
+        assert!(!reloaded.migrated());
+        assert_eq!(
+            reloaded.digest_clear_values(&k, None).unwrap(),
+            ClearValues::default(),
+            "nothing is left to do"
+        );
+        // FIXME(history): automerge keeps every change, so the values once written in clear
+        // are still in a save of the document; only a document rebuilt from its current state
+        // is free of them (see ARCHITECTURE.md).
+        assert!(contains(&current, "04A1B2C3D4E5F6"));
+        let rebuilt = {
+            let mut fresh = ParkDirectory::new("old-park", 480, 0).unwrap();
+            for c in snap.credentials.values() {
+                fresh.upsert(c).unwrap();
+            }
+            fresh.automerge_mut().save_nocompress()
+        };
+        assert!(!contains(&rebuilt, "04A1B2C3D4E5F6") && !contains(&rebuilt, "739104"));
+    }
+
+    #[test]
+    fn clear_values_that_a_sync_brings_are_rewritten_for_the_changed_entities_only() {
+        let k = key();
+        let mut doc = ParkDirectory::new("park-1", 480, 0).unwrap();
+        doc.upsert(&person()).unwrap();
+        doc.commit("base", 0);
+        let mut old_app = doc.fork();
+        // An old app, offline, writes a card in clear and a phone; this replica meanwhile
+        // holds another clear value that the change set does not name.
+        {
+            let am = old_app.automerge_mut();
+            let (_, creds) = am.get(ROOT, "credentials").unwrap().unwrap();
+            let c = am.put_object(&creds, "synced", ObjType::Map).unwrap();
+            am.put(&c, "person_id", "p1").unwrap();
+            am.put(&c, "kind", "qr").unwrap();
+            am.put(&c, "value", "QR-6e1f0c2d9a8b7c6d-77").unwrap();
+            am.put(&c, "status", "active").unwrap();
+            let (_, people) = am.get(ROOT, "people").unwrap().unwrap();
+            let (_, p1) = am.get(&people, "p1").unwrap().unwrap();
+            am.put(&p1, "phone", "+86 138 0000 0000").unwrap();
+        }
+        old_app.commit("old app", 1);
+        {
+            let am = doc.automerge_mut();
+            let (_, creds) = am.get(ROOT, "credentials").unwrap().unwrap();
+            let c = am.put_object(&creds, "local", ObjType::Map).unwrap();
+            am.put(&c, "person_id", "p1").unwrap();
+            am.put(&c, "kind", "card").unwrap();
+            am.put(&c, "value", "04A1B2C3D4E5F6").unwrap();
+            am.put(&c, "status", "active").unwrap();
+        }
+        doc.commit("local", 1);
+        doc.track_changes();
+        doc.merge(&mut old_app).unwrap();
+        let changes = doc.take_changes();
+        assert_eq!(
+            doc.digest_clear_values(&k, Some(&changes)).unwrap(),
+            ClearValues {
+                credentials: 1,
+                phones: 1
+            }
+        );
+        let snap = doc.snapshot().unwrap();
+        assert_eq!(snap.credentials["synced"].suffix, "d-77");
+        assert_eq!(
+            snap.credentials["synced"].digest,
+            k.present(CredentialKind::Qr, "QR-6e1f0c2d9a8b7c6d-77")
+                .digest
+        );
+        assert!(!snap.credentials.contains_key("local"));
+    }
+
+    #[test]
+    fn writing_a_person_deletes_the_phone_an_old_app_left() {
+        let mut doc = ParkDirectory::new("park-1", 480, 0).unwrap();
+        doc.upsert(&person()).unwrap();
+        let am = doc.automerge_mut();
+        let (_, people) = am.get(ROOT, "people").unwrap().unwrap();
+        let (_, p1) = am.get(&people, "p1").unwrap().unwrap();
+        am.put(&p1, "phone", "+86 138 0000 0000").unwrap();
+        assert_eq!(doc.require::<Person>("p1").unwrap(), person());
+        doc.set_person_status("p1", PersonStatus::Suspended)
+            .unwrap();
+        let am = doc.automerge();
+        let (_, people) = am.get(ROOT, "people").unwrap().unwrap();
+        let (_, p1) = am.get(&people, "p1").unwrap().unwrap();
+        assert!(am.get(&p1, "phone").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_credential_key_is_read_from_hex_and_never_shown() {
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+        let k = CredentialKey::from_hex(&format!("{hex}\n")).unwrap();
+        assert_eq!(k.to_hex(), hex.to_lowercase());
+        assert_eq!(CredentialKey::from_hex(&k.to_hex()).unwrap().id(), k.id());
+        assert_eq!(k.id().len(), 8);
+        assert_eq!(format!("{k:?}"), format!("CredentialKey({})", k.id()));
+        assert_eq!(
+            CredentialKey::from_hex(&hex[..62]).unwrap_err(),
+            CredentialKeyError::Length(62)
+        );
+        assert_eq!(
+            CredentialKey::from_hex(&format!("{hex}\n\n")).unwrap_err(),
+            CredentialKeyError::Length(65)
+        );
+        let bad = format!("{}g{}", &hex[..10], &hex[11..]);
+        let err = CredentialKey::from_hex(&bad).unwrap_err();
+        assert_eq!(err, CredentialKeyError::NotHex(11));
+        assert!(!err.to_string().contains(&hex[..10]), "{err}");
+        let raw = RawCredential {
+            id: "c1".into(),
+            person_id: "p1".into(),
+            kind: CredentialKind::Pin,
+            value: "739104".into(),
+            status: CredentialStatus::Active,
+            valid_from: None,
+            valid_to: None,
+        };
+        assert!(!format!("{raw:?}").contains("739104"));
     }
 }

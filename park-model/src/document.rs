@@ -252,6 +252,9 @@ impl ChangeSet {
 /// a replica with its own actor id.
 pub struct Document<S: Schema> {
     am: AutoCommit,
+    /// Whether loading migrated the document: the migration is a change that is not in the
+    /// loaded bytes.
+    migrated: bool,
     _schema: PhantomData<S>,
 }
 
@@ -282,6 +285,7 @@ impl<S: Schema> Document<S> {
         am.commit_with(commit_options(&format!("create {}", S::DOC_TYPE), now));
         Ok(Document {
             am,
+            migrated: false,
             _schema: PhantomData,
         })
     }
@@ -295,11 +299,19 @@ impl<S: Schema> Document<S> {
 
     /// Wraps an automerge document (checked and migrated as in [`Document::load`]).
     pub fn from_automerge(mut am: AutoCommit) -> Result<Self, DocError> {
-        migrate::<S>(&mut am)?;
+        let found = migrate::<S>(&mut am)?;
         Ok(Document {
             am,
+            migrated: found != S::VERSION,
             _schema: PhantomData,
         })
+    }
+
+    /// Whether [`Document::load`] migrated this document from an older schema version. The
+    /// migration is a change of its own that the loaded bytes do not hold: whoever stored them
+    /// must store it too, before any later change that depends on it.
+    pub fn migrated(&self) -> bool {
+        self.migrated
     }
 
     /// Saves the whole document, compacted.
@@ -329,6 +341,7 @@ impl<S: Schema> Document<S> {
     pub fn fork(&mut self) -> Self {
         Document {
             am: self.am.fork(),
+            migrated: false,
             _schema: PhantomData,
         }
     }
@@ -337,6 +350,7 @@ impl<S: Schema> Document<S> {
     pub fn fork_with_actor(&mut self, actor: ActorId) -> Self {
         Document {
             am: self.am.fork().with_actor(actor),
+            migrated: false,
             _schema: PhantomData,
         }
     }
@@ -636,7 +650,8 @@ fn read_entity<E: Entity>(am: &AutoCommit, obj: &ObjId, id: &str) -> Result<E, D
     Ok(entity)
 }
 
-fn containers(am: &AutoCommit, collection: Collection) -> Result<Vec<ObjId>, DocError> {
+/// The maps holding `collection` in `am`, the winning one first (see the module docs).
+pub(crate) fn containers(am: &AutoCommit, collection: Collection) -> Result<Vec<ObjId>, DocError> {
     let mut out = Vec::new();
     if let Some((Value::Object(ObjType::Map), winner)) = am.get(ROOT, collection.as_str())? {
         out.push(winner);

@@ -5,14 +5,16 @@
 //!
 //! Entities are written in batches of [`BATCH`] per commit: one commit per entity is many times
 //! slower (see DEPENDENCIES.md). This module does no IO and reads no clock: the documents'
-//! creation time is the fixed [`SAMPLE_START`].
+//! creation time is the fixed [`SAMPLE_START`]. Credentials are digested under the key the
+//! caller gives, which the edge that decides from the sample must also have; the values in
+//! clear are returned beside the documents, for benchmarks and tests to present at readers.
 
 use crate::access::AccessIndex;
 use crate::building::{BuildingDoc, DEFAULT_UNLOCK_DURATION_MS, Door, DoorDirection, DoorStatus};
 use crate::directory::{
-    AccessGroup, Credential, CredentialKind, CredentialStatus, Enterprise, EnterpriseKind,
-    EnterpriseStatus, HolidayCalendar, Interval, Lease, LeaseStatus, ParkDirectory, Person,
-    PersonStatus, Space, Week, WeeklySchedule,
+    AccessGroup, Credential, CredentialKey, CredentialKind, CredentialStatus, Enterprise,
+    EnterpriseKind, EnterpriseStatus, HolidayCalendar, Interval, Lease, LeaseStatus, ParkDirectory,
+    Person, PersonStatus, Space, Week, WeeklySchedule,
 };
 use crate::document::{DocError, Entity};
 use crate::parking::{
@@ -67,7 +69,8 @@ impl SampleRng {
 pub struct SamplePark {
     pub directory: ParkDirectory,
     pub building: BuildingDoc,
-    /// Every credential's kind and value, in id order.
+    /// Every credential's kind and value in clear (what a reader sends), in id order. The
+    /// documents hold only their digests.
     pub credentials: Vec<(CredentialKind, String)>,
     /// Every door id, in order.
     pub doors: Vec<String>,
@@ -137,7 +140,8 @@ pub const SAMPLE_HOLIDAYS: &[&str] = &[
     "2026-10-07",
 ];
 
-/// Builds a park with `n_credentials` credentials and a building `b1` with `n_doors` doors.
+/// Builds a park with `n_credentials` credentials, digested under `key`, and a building `b1`
+/// with `n_doors` doors.
 ///
 /// About one enterprise per 200 credentials (plus the operator), one person per 1.25
 /// credentials, one access group per 10 doors (each with the lobby door 0), office hours or
@@ -149,6 +153,7 @@ pub fn sample_directory(
     n_credentials: usize,
     n_doors: usize,
     seed: u64,
+    key: &CredentialKey,
 ) -> Result<SamplePark, DocError> {
     let mut rng = SampleRng::new(seed);
     let mut directory = ParkDirectory::new("sample-park", SAMPLE_UTC_OFFSET, SAMPLE_START)?;
@@ -292,11 +297,6 @@ pub fn sample_directory(
                 PersonStatus::Active
             },
             access_group_ids: groups,
-            phone: Some(format!(
-                "+86 139 {:04} {:04}",
-                rng.below(10_000),
-                rng.below(10_000)
-            )),
         });
     }
     write_batched(&mut directory, people, "people")?;
@@ -326,16 +326,15 @@ pub fn sample_directory(
             _ => CredentialStatus::Active,
         };
         let limited = rng.percent(5);
-        values.push((kind, value.clone()));
+        let id = format!("cred-{c:07}");
+        let person = format!("person-{:06}", c % n_people);
         credentials.push(Credential {
-            id: format!("cred-{c:07}"),
-            person_id: format!("person-{:06}", c % n_people),
-            kind,
-            value,
             status,
             valid_from: limited.then(|| local("2026-01-01")),
             valid_to: limited.then(|| local("2026-07-01")),
+            ..Credential::from_secret(key, &id, &person, kind, &value)?
         });
+        values.push((kind, value));
     }
     write_batched(&mut directory, credentials, "credentials")?;
 
@@ -430,6 +429,10 @@ mod tests {
     use crate::access::{NoPresence, ReasonCode};
     use crate::time::{LocalTime, Weekday, format_date};
 
+    fn key() -> CredentialKey {
+        CredentialKey::new(&[11; 32])
+    }
+
     #[test]
     fn the_sample_constants_are_the_instants_they_claim() {
         let start = LocalTime::at(SAMPLE_START, SAMPLE_UTC_OFFSET);
@@ -447,20 +450,31 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_park() {
-        let a = sample_directory(300, 20, 7).unwrap();
-        let b = sample_directory(300, 20, 7).unwrap();
+        let a = sample_directory(300, 20, 7, &key()).unwrap();
+        let b = sample_directory(300, 20, 7, &key()).unwrap();
         assert_eq!(
             a.directory.snapshot().unwrap(),
             b.directory.snapshot().unwrap()
         );
         assert_eq!(a.credentials, b.credentials);
-        let c = sample_directory(300, 20, 8).unwrap();
+        let c = sample_directory(300, 20, 8, &key()).unwrap();
         assert_ne!(a.credentials, c.credentials);
+        // Another key: the same values, other digests.
+        let d = sample_directory(300, 20, 7, &CredentialKey::new(&[12; 32])).unwrap();
+        assert_eq!(a.credentials, d.credentials);
+        let (a, d) = (
+            a.directory.snapshot().unwrap(),
+            d.directory.snapshot().unwrap(),
+        );
+        assert_ne!(
+            a.credentials["cred-0000000"].digest,
+            d.credentials["cred-0000000"].digest
+        );
     }
 
     #[test]
     fn a_sample_park_produces_grants_and_denials_of_several_kinds() {
-        let park = sample_directory(2000, 50, 1).unwrap();
+        let park = sample_directory(2000, 50, 1, &key()).unwrap();
         let snap = park.directory.snapshot().unwrap();
         assert!(snap.rejected.is_empty(), "{:?}", snap.rejected);
         assert_eq!(snap.credentials.len(), 2000);
@@ -470,7 +484,8 @@ mod tests {
         let mut reasons = std::collections::HashSet::new();
         for (i, (kind, value)) in park.credentials.iter().enumerate() {
             let door = &park.doors[i % park.doors.len()];
-            let d = index.decide(*kind, value, door, SAMPLE_WORKDAY_MORNING, &NoPresence);
+            let read = key().present(*kind, value);
+            let d = index.decide(&read, door, SAMPLE_WORKDAY_MORNING, &NoPresence);
             reasons.insert(d.reason);
         }
         for r in [

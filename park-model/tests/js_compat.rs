@@ -1,7 +1,9 @@
 //! Compatibility with a JavaScript web app using `@automerge/automerge` 3.x (pinned in
 //! `tests/compat/package.json`): Node edits a directory saved by Rust and Rust decides from the
 //! result; Node reads a directory saved by Rust and sees its strings as `ImmutableString`s (the
-//! atomic values Rust writes) and its numbers as numbers.
+//! atomic values Rust writes) and its numbers as numbers. Node also computes a card's keyed
+//! digest with `node:crypto`, and writes a card number and a phone in clear as an app built
+//! before schema version 2 did, which Rust refuses to use until it rewrites them.
 //!
 //! Needs `node` and `tests/compat/node_modules`; `scripts/test` installs both. Nothing is
 //! skipped when they are missing: the test fails and says so.
@@ -13,9 +15,10 @@ use automerge::{ObjType, ROOT, ReadDoc, Value};
 use park_model::access::{AccessIndex, NoPresence, ReasonCode};
 use park_model::building::{Door, DoorDirection, DoorStatus};
 use park_model::directory::{
-    AccessGroup, Credential, CredentialKind, CredentialStatus, Enterprise, EnterpriseKind,
-    EnterpriseStatus, Lease, LeaseStatus, Person, PersonStatus,
+    AccessGroup, ClearValues, Credential, CredentialKey, CredentialKind, CredentialStatus,
+    Enterprise, EnterpriseKind, EnterpriseStatus, Lease, LeaseStatus, Person, PersonStatus,
 };
+use park_model::document::Collection;
 use park_model::time::{Timestamp, local_timestamp};
 use park_model::{BuildingDoc, ParkDirectory};
 
@@ -76,6 +79,10 @@ fn at(date: &str, h: u32) -> Timestamp {
     local_timestamp(date, h, 0, 480).unwrap()
 }
 
+fn key() -> CredentialKey {
+    CredentialKey::new(&[0x6b; 32])
+}
+
 /// The fixture `edit-directory.mjs` expects: enterprise `ent-1` with `lease-1` for 2026,
 /// group `grp-lobby` opening `d-lobby` at any time, person `p-1` with cards `card-to-suspend`
 /// and `card-keep`.
@@ -113,22 +120,15 @@ fn fixture() -> (ParkDirectory, BuildingDoc) {
         enterprise_id: "ent-1".into(),
         status: PersonStatus::Active,
         access_group_ids: vec!["grp-lobby".into()],
-        phone: None,
     })
     .unwrap();
     for (id, value) in [
         ("card-to-suspend", "CARD-SUSPEND"),
         ("card-keep", "CARD-KEEP"),
     ] {
-        dir.upsert(&Credential {
-            id: id.into(),
-            person_id: "p-1".into(),
-            kind: CredentialKind::Card,
-            value: value.into(),
-            status: CredentialStatus::Active,
-            valid_from: None,
-            valid_to: None,
-        })
+        dir.upsert(
+            &Credential::from_secret(&key(), id, "p-1", CredentialKind::Card, value).unwrap(),
+        )
         .unwrap();
     }
     let mut building = BuildingDoc::new("compat-park", "b1", 0).unwrap();
@@ -150,7 +150,12 @@ fn fixture() -> (ParkDirectory, BuildingDoc) {
 fn reason(dir: &ParkDirectory, building: &BuildingDoc, card: &str, now: Timestamp) -> ReasonCode {
     let index = AccessIndex::build(&dir.snapshot().unwrap(), [&building.snapshot().unwrap()]);
     index
-        .decide(CredentialKind::Card, card, "d-lobby", now, &NoPresence)
+        .decide(
+            &key().present(CredentialKind::Card, card),
+            "d-lobby",
+            now,
+            &NoPresence,
+        )
         .reason
 }
 
@@ -159,26 +164,69 @@ fn decisions_follow_the_edits_a_javascript_web_app_makes() {
     require_node();
     let scratch = Scratch::new("js-edit");
     let (mut dir, building) = fixture();
-    let june = at("2026-06-15", 10);
     let october = at("2026-10-08", 10);
     assert_eq!(
         reason(&dir, &building, "CARD-SUSPEND", october),
         ReasonCode::Granted
     );
     assert_eq!(
-        reason(&dir, &building, "JS-CARD-0001", june),
+        reason(&dir, &building, "JS-CARD-0001", at("2026-06-15", 10)),
         ReasonCode::UnknownCredential
     );
 
     let input = scratch.0.join("directory.automerge");
     let output = scratch.0.join("edited.automerge");
     std::fs::write(&input, dir.save()).unwrap();
-    node("edit-directory.mjs", &[&input, &output], &[]);
+    node("edit-directory.mjs", &[&input, &output], &[&key().to_hex()]);
     let mut edited = ParkDirectory::load(&std::fs::read(&output).unwrap()).unwrap();
+
+    // The card number the old app wrote in clear is refused, so it opens nothing, and no
+    // message about it repeats the number.
+    let snap = edited.snapshot().unwrap();
+    assert_eq!(snap.rejected.len(), 1, "{:?}", snap.rejected);
+    assert_eq!(
+        (snap.rejected[0].collection, snap.rejected[0].id.as_str()),
+        (Collection::Credentials, "js-legacy-card")
+    );
+    assert!(
+        snap.rejected[0].reason.contains("in clear")
+            && !snap.rejected[0].reason.contains("JS-LEGACY"),
+        "{}",
+        snap.rejected[0].reason
+    );
+    let june = at("2026-06-15", 10);
+    assert_eq!(
+        reason(&edited, &building, "JS-LEGACY-0002", june),
+        ReasonCode::UnknownCredential
+    );
+    // An edge with the key rewrites it, and the phone goes.
+    assert_eq!(
+        edited.digest_clear_values(&key(), None).unwrap(),
+        ClearValues {
+            credentials: 1,
+            phones: 1
+        }
+    );
+    edited.commit("edge: digest values left in clear", june);
+    assert_eq!(
+        reason(&edited, &building, "JS-LEGACY-0002", june),
+        ReasonCode::Granted
+    );
+    assert_eq!(
+        edited.digest_clear_values(&key(), None).unwrap(),
+        ClearValues::default()
+    );
 
     // JavaScript's strings are Text and its whole numbers Int, and Rust reads both.
     let snap = edited.snapshot().unwrap();
     assert!(snap.rejected.is_empty(), "{:?}", snap.rejected);
+    // Node's digest is the one Rust computes, with the suffix Node wrote.
+    assert_eq!(
+        snap.credentials["js-card-1"].digest,
+        key().present(CredentialKind::Card, "JS-CARD-0001").digest
+    );
+    assert_eq!(snap.credentials["js-card-1"].suffix, "0001");
+    assert_eq!(snap.credentials["js-legacy-card"].suffix, "0002");
     let am = edited.automerge();
     let (_, creds) = am.get(ROOT, "credentials").unwrap().unwrap();
     let (_, card) = am.get(&creds, "js-card-1").unwrap().unwrap();
@@ -270,7 +318,11 @@ fn javascript_reads_a_rust_saved_directory_as_immutable_strings_and_numbers() {
     );
     assert_eq!(
         field(&["schema_version"]),
-        r#"{"type":"number","immutableString":false,"value":1}"#
+        r#"{"type":"number","immutableString":false,"value":2}"#
+    );
+    assert_eq!(
+        field(&["credentials", "card-keep", "suffix"]),
+        r#"{"type":"object","immutableString":true,"value":"KEEP"}"#
     );
     assert_eq!(
         field(&["doc_type"]),

@@ -8,8 +8,8 @@ use automerge::ActorId;
 use park_model::access::{AccessDecision, AccessIndex, NoPresence, ReasonCode};
 use park_model::building::Building;
 use park_model::directory::{
-    AccessGroup, Credential, CredentialKind, CredentialStatus, Directory, EnterpriseStatus, Person,
-    PersonStatus,
+    AccessGroup, Credential, CredentialKey, CredentialKind, CredentialStatus, Directory,
+    EnterpriseStatus, Person, PersonStatus, Presented,
 };
 use park_model::sample::{SAMPLE_WORKDAY_MORNING, sample_directory};
 use park_model::time::MICROS_PER_DAY;
@@ -22,10 +22,13 @@ fn actor(n: u8) -> ActorId {
     ActorId::from([n; 16].as_slice())
 }
 
+fn key() -> CredentialKey {
+    CredentialKey::new(&[0x42; 32])
+}
+
 fn decide_card(index: &AccessIndex, value: &str, door: &str) -> AccessDecision {
     index.decide(
-        CredentialKind::Card,
-        value,
+        &key().present(CredentialKind::Card, value),
         door,
         SAMPLE_WORKDAY_MORNING,
         &NoPresence,
@@ -38,7 +41,7 @@ fn index_of(doc: &ParkDirectory, building: &Building) -> AccessIndex {
 
 #[test]
 fn a_suspension_and_a_group_move_made_offline_both_survive_the_merge_and_the_card_is_denied() {
-    let park = sample_directory(0, 4, 1).unwrap();
+    let park = sample_directory(0, 4, 1, &key()).unwrap();
     let building = park.building.snapshot().unwrap();
     let mut origin = park.directory;
     // Two groups that both open the lobby door (door-00000) at any time.
@@ -62,19 +65,19 @@ fn a_suspension_and_a_group_move_made_offline_both_survive_the_merge_and_the_car
             enterprise_id: "ent-operator".into(),
             status: PersonStatus::Active,
             access_group_ids: vec!["day-staff".into()],
-            phone: None,
         })
         .unwrap();
     origin
-        .upsert(&Credential {
-            id: "card-li".into(),
-            person_id: "li-wei".into(),
-            kind: CredentialKind::Card,
-            value: "04A1B2C3".into(),
-            status: CredentialStatus::Active,
-            valid_from: None,
-            valid_to: None,
-        })
+        .upsert(
+            &Credential::from_secret(
+                &key(),
+                "card-li",
+                "li-wei",
+                CredentialKind::Card,
+                "04A1B2C3",
+            )
+            .unwrap(),
+        )
         .unwrap();
     origin.commit("set up", 0);
     assert!(decide_card(&index_of(&origin, &building), "04A1B2C3", "door-00000").granted);
@@ -137,16 +140,26 @@ enum Edit {
 const CREDENTIALS: usize = 40;
 const DOORS: usize = 20;
 
-/// The base every replica forks from, saved once.
-fn base() -> &'static (Vec<u8>, Building, Directory) {
-    static BASE: OnceLock<(Vec<u8>, Building, Directory)> = OnceLock::new();
+/// The base every replica forks from, saved once, and what the probes present at readers: each
+/// base credential's value and the values new credentials may get.
+type Base = (Vec<u8>, Building, Directory, Vec<Presented>);
+
+fn base() -> &'static Base {
+    static BASE: OnceLock<Base> = OnceLock::new();
     BASE.get_or_init(|| {
-        let mut park = sample_directory(CREDENTIALS, DOORS, 11).unwrap();
+        let mut park = sample_directory(CREDENTIALS, DOORS, 11, &key()).unwrap();
         let snap = park.directory.snapshot().unwrap();
+        let mut reads: Vec<Presented> = park
+            .credentials
+            .iter()
+            .map(|(kind, value)| key().present(*kind, value))
+            .collect();
+        reads.extend((0..4).map(|n| key().present(CredentialKind::Card, &format!("NEW{n}"))));
         (
             park.directory.save(),
             park.building.snapshot().unwrap(),
             snap,
+            reads,
         )
     })
 }
@@ -156,7 +169,7 @@ fn nth<T>(map: &std::collections::BTreeMap<String, T>, i: usize) -> &str {
 }
 
 fn apply(doc: &mut ParkDirectory, replica: u8, edit: &Edit) -> Result<(), DocError> {
-    let (_, _, base) = base();
+    let (_, _, base, _) = base();
     match edit {
         Edit::SetCredentialStatus(i, s) => {
             doc.set_credential_status(nth(&base.credentials, *i), *s)
@@ -192,16 +205,14 @@ fn apply(doc: &mut ParkDirectory, replica: u8, edit: &Edit) -> Result<(), DocErr
             nth(&base.leases, *l),
             SAMPLE_WORKDAY_MORNING + days * MICROS_PER_DAY,
         ),
-        Edit::AddCredential(p, n) => doc.upsert(&Credential {
-            id: format!("new-{replica}-{n}"),
-            person_id: nth(&base.people, *p).to_string(),
-            kind: CredentialKind::Card,
-            // Replicas may pick the same value: duplicates must merge deterministically too.
-            value: format!("NEW{}", n % 4),
-            status: CredentialStatus::Active,
-            valid_from: None,
-            valid_to: None,
-        }),
+        // Replicas may pick the same value: duplicates must merge deterministically too.
+        Edit::AddCredential(p, n) => doc.upsert(&Credential::from_secret(
+            &key(),
+            &format!("new-{replica}-{n}"),
+            nth(&base.people, *p),
+            CredentialKind::Card,
+            &format!("NEW{}", n % 4),
+        )?),
         Edit::RemoveCredential(i) => doc
             .remove::<Credential>(nth(&base.credentials, *i))
             .map(drop),
@@ -233,22 +244,16 @@ fn edit() -> impl Strategy<Value = Edit> {
 
 /// Every decision the probes make: each base and new credential value at a few doors.
 fn decisions(doc: &ParkDirectory, building: &Building) -> Vec<AccessDecision> {
-    let (_, _, base) = base();
+    let (_, _, _, reads) = base();
     let index = index_of(doc, building);
-    let mut values: Vec<(CredentialKind, String)> = base
-        .credentials
-        .values()
-        .map(|c| (c.kind, c.value.clone()))
-        .collect();
-    values.extend((0..4).map(|n| (CredentialKind::Card, format!("NEW{n}"))));
     let mut out = Vec::new();
-    for (kind, value) in &values {
+    for read in reads {
         for door in ["door-00000", "door-00003", "door-00011"] {
             for now in [
                 SAMPLE_WORKDAY_MORNING,
                 SAMPLE_WORKDAY_MORNING + 2 * MICROS_PER_DAY,
             ] {
-                out.push(index.decide(*kind, value, door, now, &NoPresence));
+                out.push(index.decide(read, door, now, &NoPresence));
             }
         }
     }
@@ -277,7 +282,7 @@ proptest! {
     fn merging_the_same_concurrent_edits_in_any_order_gives_the_same_document_and_decisions(
         scripts in proptest::collection::vec(proptest::collection::vec(edit(), 0..6), 3)
     ) {
-        let (bytes, building, _) = base();
+        let (bytes, building, _, _) = base();
         let mut replicas: Vec<ParkDirectory> = Vec::new();
         for (r, script) in scripts.iter().enumerate() {
             let mut doc = ParkDirectory::load(bytes).unwrap().fork_with_actor(actor(r as u8 + 1));
@@ -324,7 +329,7 @@ proptest! {
     fn an_index_refreshed_from_change_sets_decides_like_one_built_afresh(
         script in proptest::collection::vec(edit(), 1..8)
     ) {
-        let (bytes, building, _) = base();
+        let (bytes, building, _, _) = base();
         let mut doc = ParkDirectory::load(bytes).unwrap().fork_with_actor(actor(1));
         let mut index = index_of(&doc, building);
         doc.track_changes();
@@ -334,13 +339,13 @@ proptest! {
             index.refresh_directory(&doc, &changes).unwrap();
         }
         let fresh = index_of(&doc, building);
-        let (_, _, base) = base();
-        for c in base.credentials.values() {
+        let (_, _, _, reads) = base();
+        for read in reads {
             for door in ["door-00000", "door-00003", "door-00011"] {
                 let now = SAMPLE_WORKDAY_MORNING;
                 prop_assert_eq!(
-                    index.decide(c.kind, &c.value, door, now, &NoPresence),
-                    fresh.decide(c.kind, &c.value, door, now, &NoPresence)
+                    index.decide(read, door, now, &NoPresence),
+                    fresh.decide(read, door, now, &NoPresence)
                 );
             }
         }
@@ -350,7 +355,7 @@ proptest! {
 
 #[test]
 fn offline_replicas_of_the_utc_offset_converge_too() {
-    let (bytes, _, _) = base();
+    let (bytes, _, _, _) = base();
     let mut a = ParkDirectory::load(bytes)
         .unwrap()
         .fork_with_actor(actor(1));
