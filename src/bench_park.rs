@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use device_drivers::{PointKey, Sample, Value, now_micros};
 use edge_node::{EdgeNode, EdgeSettings};
 use park_model::access::{AccessIndex, NoPresence};
+use park_model::directory::CredentialKey;
 use park_model::sample::{SAMPLE_WORKDAY_MORNING, SampleRng, sample_directory, sample_parking};
 use park_model::{BuildingDoc, ParkDirectory};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -18,15 +19,28 @@ use serde_json::json;
 
 use crate::bench::{peak_rss_mb, quantile};
 
-/// Starts an edge node with no devices whose documents come from `seed`.
+/// The park's credential key in `dir/credential.key`, the file the edge of [`edge`] reads:
+/// made on first use, read after.
+fn credential_key(dir: &Path) -> anyhow::Result<CredentialKey> {
+    let file = dir.join("credential.key");
+    if file.exists() {
+        edge_node::park::read_credential_key_file(&file)
+    } else {
+        edge_node::park::generate_credential_key_file(&file)
+    }
+}
+
+/// Starts an edge node with no devices whose documents come from `seed`, with the credential
+/// key of `dir` (see [`credential_key`]).
 async fn edge(dir: &Path, seed: &Path) -> anyhow::Result<EdgeNode> {
+    credential_key(dir)?;
     let config = dir.join("edge.toml");
     std::fs::write(
         &config,
         format!(
             "[node]\npark = \"sample-park\"\nbuilding = \"b1\"\ndata_dir = \"data\"\nprofiles_dir = \"{}\"\n\
-             [api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nlisten_v4 = \"127.0.0.1:0\"\nlisten_v5 = \"127.0.0.1:0\"\n\
-             [business]\nseed_dir = \"{}\"\n",
+             [api]\nlisten = \"127.0.0.1:0\"\nplain_http = true\n[mqtt]\nlisten_v4 = \"127.0.0.1:0\"\nlisten_v5 = \"127.0.0.1:0\"\n\
+             [business]\nseed_dir = \"{}\"\ncredential_key_file = \"credential.key\"\n",
             Path::new("firmware-configs/profiles")
                 .canonicalize()
                 .context("run benchmarks from the repository root")?
@@ -183,8 +197,11 @@ async fn paced(
 }
 
 pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
+    // The edge below reads this key; the sample's credentials are digested under it.
+    let dir = tempfile::tempdir()?;
+    let key = credential_key(dir.path())?;
     let t = Instant::now();
-    let mut sample = sample_directory(credentials, 500, 1)?;
+    let mut sample = sample_directory(credentials, 500, 1, &key)?;
     let build_s = t.elapsed().as_secs_f64();
     let bytes = sample.directory.save();
     let building_bytes = sample.building.save();
@@ -197,9 +214,12 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
 
     // The pure decision: random credentials (most valid, some not), half of them at random
     // doors (mostly outside the holder's groups: denied) and half at the lobby door, which
-    // every group opens (mostly granted, after the schedule and holiday checks).
+    // every group opens (mostly granted, after the schedule and holiday checks). Each read is
+    // digested under the park's key and then decided, as the edge does; the digest alone is
+    // timed too.
     let mut rng = SampleRng::new(7);
     let mut times = Vec::with_capacity(200_000);
+    let mut digest_times = Vec::with_capacity(200_000);
     let mut granted_times = Vec::with_capacity(100_000);
     for i in 0..200_000 {
         let (kind, value) =
@@ -210,9 +230,12 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
             &sample.doors[0]
         };
         let t = Instant::now();
-        let d = index.decide(*kind, value, door, SAMPLE_WORKDAY_MORNING, &NoPresence);
+        let read = key.present(*kind, value);
+        let digested = t.elapsed();
+        let d = index.decide(&read, door, SAMPLE_WORKDAY_MORNING, &NoPresence);
         let us = t.elapsed().as_nanos() as f64 / 1000.0;
         times.push(us);
+        digest_times.push(digested.as_nanos() as f64 / 1000.0);
         if d.granted {
             granted_times.push(us);
         }
@@ -220,6 +243,7 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
     let granted = granted_times.len();
     granted_times.sort_by(f64::total_cmp);
     times.sort_by(f64::total_cmp);
+    digest_times.sort_by(f64::total_cmp);
     println!("access_credentials: {credentials} credentials");
     println!("access_doors: {} doors", sample.doors.len());
     println!("directory_build_s: {build_s:.1} s");
@@ -228,6 +252,10 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
     println!("directory_automerge_load_ms: {automerge_ms:.0} ms");
     println!("access_decision_p50_us: {:.2} us", quantile(&times, 0.50));
     println!("access_decision_p99_us: {:.2} us", quantile(&times, 0.99));
+    println!(
+        "access_digest_p99_us: {:.2} us",
+        quantile(&digest_times, 0.99)
+    );
     println!(
         "access_decision_granted_p99_us: {:.2} us",
         quantile(&granted_times, 0.99)
@@ -238,7 +266,6 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
     );
 
     // End to end over MQTT on a real edge node.
-    let dir = tempfile::tempdir()?;
     let seed = dir.path().join("seed");
     std::fs::create_dir_all(&seed)?;
     std::fs::write(seed.join("directory.automerge"), &bytes)?;

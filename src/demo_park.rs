@@ -1,6 +1,8 @@
 //! The demo's park: documents that know the simulated door controllers' cards and the
 //! simulated cameras' pass holders, so that the demo shows real decisions (most cards open,
-//! unknown and expired ones do not, blocked plates are held, visitors pay).
+//! unknown and expired ones do not, blocked plates are held, visitors pay). The cards, QR
+//! codes and PINs are stored as digests under the demo park's credential key, as in a real
+//! park; the simulated readers send them in clear, as real readers do.
 
 use std::path::Path;
 
@@ -8,7 +10,7 @@ use device_sim::contract::CredentialKind as SimKind;
 use device_sim::{CredentialConfig, CredentialRole, PlateConfig, PlateRole};
 use park_model::building::{Door, DoorDirection, DoorStatus};
 use park_model::directory::{
-    AccessGroup, Credential, CredentialKind, CredentialStatus, Enterprise, EnterpriseKind,
+    AccessGroup, Credential, CredentialKey, CredentialKind, Enterprise, EnterpriseKind,
     EnterpriseStatus, Interval, Lease, LeaseStatus, Person, PersonStatus, Week, WeeklySchedule,
 };
 use park_model::parking::{
@@ -23,13 +25,25 @@ pub const LOT: &str = "p1";
 pub const LANES: [(&str, LaneDirection); 2] =
     [("p1-in", LaneDirection::In), ("p1-out", LaneDirection::Out)];
 
-/// Writes `directory.automerge`, `building-<building>.automerge` and `parking.automerge`.
+/// The demo park's credential key in `file`: made on the first run, read on the next ones (a
+/// demo kept with `--data-dir` has documents digested under it).
+pub fn credential_key(file: &Path) -> anyhow::Result<CredentialKey> {
+    if file.exists() {
+        edge_node::park::read_credential_key_file(file)
+    } else {
+        edge_node::park::generate_credential_key_file(file)
+    }
+}
+
+/// Writes `directory.automerge`, `building-<building>.automerge` and `parking.automerge`, the
+/// credentials digested under `key`.
 pub fn write(
     dir: &Path,
     building: &str,
     now: i64,
     creds: &[CredentialConfig],
     plates: &[PlateConfig],
+    key: &CredentialKey,
 ) -> anyhow::Result<()> {
     let mut d = ParkDirectory::new("demo-park", 480, now)?;
     d.upsert(&WeeklySchedule {
@@ -85,7 +99,6 @@ pub fn write(
             enterprise_id: "acme".into(),
             status: PersonStatus::Active,
             access_group_ids: vec![group.into()],
-            phone: None,
         })?;
         let kind = match c.kind {
             SimKind::Card => CredentialKind::Card,
@@ -94,13 +107,8 @@ pub fn write(
             SimKind::Plate => CredentialKind::Plate,
         };
         d.upsert(&Credential {
-            id: format!("cred-{i:03}"),
-            person_id: person,
-            kind,
-            value: c.value.clone(),
-            status: CredentialStatus::Active,
-            valid_from: None,
             valid_to,
+            ..Credential::from_secret(key, &format!("cred-{i:03}"), &person, kind, &c.value)?
         })?;
     }
     d.commit("demo directory", now);

@@ -9,6 +9,7 @@ mod alarms;
 mod bacnet;
 mod config;
 mod crash;
+mod credential_secrecy;
 mod demo;
 mod modbus;
 mod mqtt;
