@@ -18,11 +18,12 @@ use tracing::Instrument as _;
 
 use super::channel::FrameChannel;
 use super::pki::{
-    CertificateRequest, EdgeKey, Fingerprint, IssuedCertificate, PeerIdentity, hex, pem_of,
-    write_file,
+    CertificateRequest, EdgeKey, Fingerprint, IssuedCertificate, MAX_SERVER_NAMES, PeerIdentity,
+    check_server_names, hex, pem_of, write_file,
 };
 use super::tls::{
-    EdgeTlsConfig, HubTlsConfig, PinnedCaVerifier, client_config, edge_paths, verify_edge_cert,
+    EdgeTlsConfig, HubTlsConfig, PinnedCaVerifier, client_config, edge_paths, lan_paths,
+    verify_edge_cert, verify_lan_cert,
 };
 use super::token::EnrollmentToken;
 use super::{
@@ -35,7 +36,10 @@ use crate::wire::{self, Reader};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// The largest enrollment request or response.
 const MAX_ENROLL_MESSAGE: usize = 64 * 1024;
-const ENROLL_VERSION: u8 = 1;
+/// Enrollment without a LAN certificate, as the first hubs and edges spoke it.
+const ENROLL_VERSION_1: u8 = 1;
+/// Enrollment that may also ask for the edge's LAN API certificate.
+const ENROLL_VERSION_LAN: u8 = 2;
 
 fn client_endpoint(hub: SocketAddr) -> Result<quinn::Endpoint, TransportError> {
     let bind: SocketAddr = if hub.is_ipv6() {
@@ -108,13 +112,47 @@ pub async fn connect(
 /// hub whose CA has the token's fingerprint, redeems the token, checks the certificate it
 /// gets, and saves key, certificate and CA in `data_dir` (replacing an earlier
 /// enrollment). Returns the saved identity, ready for [`connect`].
+///
+/// This asks for no LAN API certificate (see [`enroll_with_lan`]) and removes one an
+/// earlier enrollment saved.
 pub async fn enroll(
     hub: SocketAddr,
     token: &EnrollmentToken,
     data_dir: &Path,
 ) -> Result<EdgeTlsConfig, TransportError> {
+    Ok(enroll_with_lan(hub, token, data_dir, &[]).await?.tls)
+}
+
+/// What [`enroll_with_lan`] saved.
+#[derive(Debug)]
+pub struct Enrollment {
+    /// The sync identity, ready for [`connect`].
+    pub tls: EdgeTlsConfig,
+    /// The names of the LAN API certificate saved (`lan-cert.pem`); empty when none was
+    /// asked for or the hub issued none (a warning says why).
+    pub lan_names: Vec<String>,
+}
+
+/// [`enroll`], also asking the hub for an HTTPS certificate for the edge's LAN API naming
+/// `lan_names` (DNS names or IP addresses, checked before the hub is contacted). The LAN
+/// key is made here too and saved beside the sync identity as `lan-key.pem` (owner-only),
+/// with the certificate and the CA as `lan-cert.pem`. With no names, this is [`enroll`].
+pub async fn enroll_with_lan(
+    hub: SocketAddr,
+    token: &EnrollmentToken,
+    data_dir: &Path,
+    lan_names: &[String],
+) -> Result<Enrollment, TransportError> {
     let key = EdgeKey::generate()?;
     let csr = key.certificate_request()?;
+    let lan = if lan_names.is_empty() {
+        None
+    } else {
+        let names = check_server_names(lan_names)?;
+        let lan_key = EdgeKey::generate()?;
+        let lan_csr = lan_key.certificate_request()?;
+        Some((names, lan_key, lan_csr))
+    };
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TransportError::Tls(e.to_string()))?
@@ -129,9 +167,24 @@ pub async fn enroll(
             .open_bi()
             .await
             .map_err(|e| describe_connection_error(&e))?;
-        let mut request = vec![ENROLL_VERSION];
-        wire::put_str(&mut request, &token.to_string());
-        wire::put_bytes(&mut request, csr.der());
+        let mut request = Vec::new();
+        match &lan {
+            None => {
+                request.push(ENROLL_VERSION_1);
+                wire::put_str(&mut request, &token.to_string());
+                wire::put_bytes(&mut request, csr.der());
+            }
+            Some((names, _, lan_csr)) => {
+                request.push(ENROLL_VERSION_LAN);
+                wire::put_str(&mut request, &token.to_string());
+                wire::put_bytes(&mut request, csr.der());
+                wire::put_varint(&mut request, names.len() as u64);
+                for n in names {
+                    wire::put_str(&mut request, n);
+                }
+                wire::put_bytes(&mut request, lan_csr.der());
+            }
+        }
         send.write_all(&request)
             .await
             .map_err(|e| TransportError::StreamIo(e.to_string()))?;
@@ -155,7 +208,16 @@ pub async fn enroll(
         quinn::VarInt::from_u32(CloseCode::Normal as u32),
         b"enrollment done",
     );
-    let (cert, ca) = parse_response(&response?)?;
+    let (cert, ca, lan_cert) = match parse_response(&response?, lan.is_some()) {
+        Err(TransportError::EnrollmentRefused(reason))
+            if lan.is_some() && reason.contains("is not supported") =>
+        {
+            return Err(TransportError::EnrollmentRefused(format!(
+                "{reason} (this hub predates LAN certificates: enroll without LAN names, or update the hub)"
+            )));
+        }
+        r => r?,
+    };
     if Fingerprint::of(&ca) != token.ca_fingerprint() {
         return Err(TransportError::BadEnrollmentMessage(
             "the hub sent a CA certificate other than the one the token names".into(),
@@ -168,21 +230,77 @@ pub async fn enroll(
     }
     verify_edge_cert(&cert, &ca)?;
     let identity = PeerIdentity::from_certificate(&cert)?;
+    // The token is spent by now, so a LAN certificate that is missing or wrong costs only
+    // the LAN certificate: the API serves a self-signed one until the next enrollment.
+    let lan = match (lan, lan_cert) {
+        (None, _) => None,
+        (Some(_), None) => {
+            tracing::warn!("The hub issued no LAN API certificate.");
+            None
+        }
+        (Some((names, lan_key, _)), Some(lan_cert)) => {
+            let checked = if lan_key.matches(&lan_cert) {
+                verify_lan_cert(&lan_cert, &ca, &names)
+            } else {
+                Err(TransportError::BadCertificate(
+                    "the LAN certificate is for another key".into(),
+                ))
+            };
+            match checked {
+                Ok(()) => Some((names, lan_key, lan_cert)),
+                Err(error) => {
+                    tracing::warn!(%error, "Refused the LAN API certificate the hub issued.");
+                    None
+                }
+            }
+        }
+    };
     let [key_path, cert_path, ca_path] = edge_paths(data_dir);
     write_file(&key_path, &key.pem(), true)?;
     write_file(&cert_path, &pem_of("CERTIFICATE", &cert), false)?;
     write_file(&ca_path, &pem_of("CERTIFICATE", &ca), false)?;
-    tracing::info!(edge = %identity, dir = %data_dir.display(), "Enrolled with the hub.");
-    EdgeTlsConfig::load(data_dir)
+    let [lan_key_path, lan_cert_path] = lan_paths(data_dir);
+    let lan_names = match lan {
+        Some((names, lan_key, lan_cert)) => {
+            write_file(&lan_key_path, &lan_key.pem(), true)?;
+            let chain = pem_of("CERTIFICATE", &lan_cert) + &pem_of("CERTIFICATE", &ca);
+            write_file(&lan_cert_path, &chain, false)?;
+            names
+        }
+        None => {
+            // A LAN certificate of an earlier enrollment may be from another CA or name
+            // other addresses: it goes, and the API falls back to a self-signed one.
+            for path in [&lan_cert_path, &lan_key_path] {
+                match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(TransportError::Io {
+                            path: path.clone(),
+                            source: e,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            Vec::new()
+        }
+    };
+    tracing::info!(edge = %identity, dir = %data_dir.display(), lan_names = ?lan_names, "Enrolled with the hub.");
+    Ok(Enrollment {
+        tls: EdgeTlsConfig::load(data_dir)?,
+        lan_names,
+    })
 }
 
 fn bad_message(e: crate::DecodeError) -> TransportError {
     TransportError::BadEnrollmentMessage(e.to_string())
 }
 
-fn parse_response(
-    bytes: &[u8],
-) -> Result<(CertificateDer<'static>, CertificateDer<'static>), TransportError> {
+/// A certificate from an enrollment answer.
+type Der = CertificateDer<'static>;
+
+/// The hub's answer: certificate, CA and, when `with_lan` (a version 2 request), the LAN
+/// certificate (`None` when the hub sent none).
+fn parse_response(bytes: &[u8], with_lan: bool) -> Result<(Der, Der, Option<Der>), TransportError> {
     let mut r = Reader::new(bytes);
     match r.u8("enrollment status").map_err(bad_message)? {
         0 => {
@@ -191,8 +309,17 @@ fn parse_response(
                 .len_prefixed("CA certificate")
                 .map_err(bad_message)?
                 .to_vec();
+            let lan = if with_lan {
+                let lan = r
+                    .len_prefixed("LAN certificate")
+                    .map_err(bad_message)?
+                    .to_vec();
+                (!lan.is_empty()).then(|| lan.into())
+            } else {
+                None
+            };
             r.finish("enrollment response").map_err(bad_message)?;
-            Ok((cert.into(), ca.into()))
+            Ok((cert.into(), ca.into(), lan))
         }
         1 => Err(TransportError::EnrollmentRefused(
             r.string("refusal reason").map_err(bad_message)?,
@@ -207,7 +334,7 @@ fn parse_response(
 pub type EnrollFuture<'a> =
     Pin<Box<dyn Future<Output = Result<IssuedCertificate, String>> + Send + 'a>>;
 
-/// An enrollment request whose certificate request has a valid signature and whose token
+/// An enrollment request whose certificate requests have valid signatures and whose token
 /// names this hub's CA. Whether the token is known, unused and unexpired is the
 /// [`Enroller`]'s to decide.
 #[derive(Debug)]
@@ -215,12 +342,24 @@ pub struct EnrollmentRequest {
     pub token: EnrollmentToken,
     pub csr: CertificateRequest,
     pub remote: SocketAddr,
+    /// The LAN API certificate the edge asks for, if any.
+    pub lan: Option<LanRequest>,
 }
 
-/// The hub's decision on enrollment requests: redeem the token (once), issue a
-/// certificate for the building it was made for with
-/// [`super::OperatorCa::issue_edge_cert`], record the edge. An `Err` is a refusal; its
-/// text goes to the edge and the log, so it must not contain the token.
+/// An edge's request for the HTTPS certificate of its LAN API: its names, already checked
+/// ([`super::check_server_names`], and none of the hub's own), and the request for the
+/// key the edge made for it.
+#[derive(Debug)]
+pub struct LanRequest {
+    pub names: Vec<String>,
+    pub csr: CertificateRequest,
+}
+
+/// The hub's decision on enrollment requests: redeem the token (once), issue the
+/// certificates for the building it was made for with
+/// [`super::OperatorCa::issue_for_enrollment`] (the edge certificate, and the LAN
+/// certificate when the request asks for one), record the edge. An `Err` is a refusal;
+/// its text goes to the edge and the log, so it must not contain the token.
 pub trait Enroller: Send + Sync + 'static {
     fn enroll(&self, request: EnrollmentRequest) -> EnrollFuture<'_>;
 }
@@ -400,6 +539,7 @@ async fn serve_enrollment(connection: quinn::Connection, shared: &HubShared) {
             .read_to_end(MAX_ENROLL_MESSAGE)
             .await
             .map_err(|e| format!("cannot read the request: {e}"))?;
+        let version = request.first().copied();
         let answer = match parse_request(&request, remote, shared) {
             Err(reason) => Err(reason),
             Ok(request) => shared.enroller.enroll(request).await,
@@ -410,7 +550,11 @@ async fn serve_enrollment(connection: quinn::Connection, shared: &HubShared) {
                 response.push(0);
                 wire::put_bytes(&mut response, &issued.der);
                 wire::put_bytes(&mut response, &shared.ca_der);
-                tracing::info!(edge = %issued.identity, "Enrolled an edge.");
+                if version == Some(ENROLL_VERSION_LAN) {
+                    let lan = issued.lan.as_ref().map_or(&[][..], |c| c.as_ref());
+                    wire::put_bytes(&mut response, lan);
+                }
+                tracing::info!(edge = %issued.identity, lan = issued.lan.is_some(), "Enrolled an edge.");
                 Ok(())
             }
             Err(reason) => {
@@ -443,21 +587,56 @@ fn parse_request(
 ) -> Result<EnrollmentRequest, String> {
     let mut r = Reader::new(bytes);
     let version = r.u8("enrollment version").map_err(|e| e.to_string())?;
-    if version != ENROLL_VERSION {
+    if version != ENROLL_VERSION_1 && version != ENROLL_VERSION_LAN {
         return Err(format!(
-            "enrollment version {version} is not supported; this hub speaks {ENROLL_VERSION}"
+            "enrollment version {version} is not supported; this hub speaks {ENROLL_VERSION_1} and {ENROLL_VERSION_LAN}"
         ));
     }
     let token = r.string("token").map_err(|e| e.to_string())?;
     let csr = r
         .len_prefixed("certificate request")
         .map_err(|e| e.to_string())?;
+    let lan = if version == ENROLL_VERSION_LAN {
+        // Each name takes at least its length byte.
+        let n = r.count("LAN names", 1).map_err(|e| e.to_string())?;
+        if n > MAX_SERVER_NAMES {
+            return Err(format!(
+                "{n} LAN names; a LAN certificate carries at most {MAX_SERVER_NAMES}"
+            ));
+        }
+        let mut names = Vec::with_capacity(n);
+        for _ in 0..n {
+            names.push(r.string("LAN name").map_err(|e| e.to_string())?);
+        }
+        let lan_csr = r
+            .len_prefixed("LAN certificate request")
+            .map_err(|e| e.to_string())?;
+        (n > 0).then_some((names, lan_csr))
+    } else {
+        None
+    };
     r.finish("enrollment request").map_err(|e| e.to_string())?;
     let token = EnrollmentToken::parse(&token).map_err(|e| e.to_string())?;
     if token.ca_fingerprint() != Fingerprint::of(&shared.ca_der) {
         return Err("the token was made for another certificate authority".into());
     }
     let csr = CertificateRequest::from_der(csr).map_err(|e| e.to_string())?;
-    tracing::debug!(csr = %hex(&Fingerprint::of(csr.der()).0[..8]), "Enrollment request.");
-    Ok(EnrollmentRequest { token, csr, remote })
+    let lan = match lan {
+        None => None,
+        Some((names, lan_csr)) => {
+            let names = check_server_names(&names).map_err(|e| format!("LAN names: {e}"))?;
+            if let Some(taken) = names.iter().find(|n| shared.tls.own_names().contains(n)) {
+                return Err(format!("LAN names: {taken} is the hub's own name"));
+            }
+            let csr = CertificateRequest::from_der(lan_csr).map_err(|e| format!("LAN {e}"))?;
+            Some(LanRequest { names, csr })
+        }
+    };
+    tracing::debug!(csr = %hex(&Fingerprint::of(csr.der()).0[..8]), lan = ?lan.as_ref().map(|l| &l.names), "Enrollment request.");
+    Ok(EnrollmentRequest {
+        token,
+        csr,
+        remote,
+        lan,
+    })
 }

@@ -1,10 +1,12 @@
 //! The QUIC transport (feature `transport`): mutual TLS with the operator's CA, enrollment
-//! by one-time token, and sync frames over a QUIC stream.
+//! by one-time token, and sync frames over a QUIC stream; and HTTPS for the HTTP APIs of
+//! both sides ([`serve_http`]), the IO and TLS home that edge and hub share.
 //!
-//! This module moves frames and proves identities. It does not run the sync protocol (the
-//! sans-IO sessions do, driven by the caller), store anything but the PEM files it is
-//! pointed at, reconnect by itself (the caller loops, with `device_drivers::Backoff` for
-//! exponential delays with jitter), or decide who may enroll (the hub's [`Enroller`]).
+//! This module moves frames and bytes and proves identities. It does not run the sync
+//! protocol (the sans-IO sessions do, driven by the caller), route or authenticate HTTP
+//! requests, store anything but the PEM files it is pointed at, reconnect by itself (the
+//! caller loops, with `device_drivers::Backoff` for exponential delays with jitter), or
+//! decide who may enroll (the hub's [`Enroller`]).
 //!
 //! TLS is rustls with the ring provider only, passed explicitly to every config: nothing
 //! here installs or relies on a process-wide default provider.
@@ -14,6 +16,9 @@
 //! - [`enroll`]`(hub, &token, data_dir)`: makes a key and a certificate request locally,
 //!   redeems the token at the hub, and saves `edge-key.pem`, `edge-cert.pem` and
 //!   `ca-cert.pem` in `data_dir`. The private key never leaves the edge.
+//!   [`enroll_with_lan`]`(hub, &token, data_dir, &names)` also gets the LAN API's HTTPS
+//!   certificate for `names` (its own key, made here too) and saves `lan-key.pem` and
+//!   `lan-cert.pem` (certificate, then CA); [`ServerTls::load_lan`] reads them back.
 //! - [`EdgeTlsConfig::load`]`(data_dir)`: those files, checked, with the identity the
 //!   certificate names.
 //! - [`connect`]`(&config, hub)`: a [`FrameChannel`] once the hub has accepted the
@@ -25,6 +30,17 @@
 //! - [`HubEndpoint::bind`] with an [`Enroller`]; [`HubEndpoint::accept`] yields each
 //!   accepted sync connection as `(PeerIdentity, FrameChannel)`, the identity read from
 //!   the verified certificate.
+//!
+//! # HTTP APIs, both sides
+//!
+//! - [`ServerTls`]: a certificate chain and key ([`ServerTls::load`] from files,
+//!   [`ServerTls::load_lan`] from enrollment, [`ServerTls::from_certified`] from an
+//!   [`OperatorCa::issue_hub_cert`] or a self-signed [`CertifiedKeyPem`] that
+//!   [`CertifiedKeyPem::load_or_create_self_signed`] keeps), and
+//!   [`ServerTls::trust_pem`], what a client trusts.
+//! - [`serve_http`]`(listener, router, Option<ServerTls>, on_handshake_failure)`: HTTPS,
+//!   or plain HTTP only on a loopback address; handlers see the peer as
+//!   `ConnectInfo<SocketAddr>`; a failed handshake is counted and the server goes on.
 //!
 //! # On the wire
 //!
@@ -47,9 +63,20 @@
 //!   status `0`, certificate (bytes, DER), CA certificate (bytes, DER); or status `1` and a
 //!   reason (string). Strings and bytes are varint length-prefixed as in the wire format.
 //!   Neither message may exceed 64 KiB.
+//!
+//!   Version `2` asks for the LAN API's certificate as well: after the certificate
+//!   request come the number of LAN names (varint, at most 16), each name (string: a DNS
+//!   name or an IP address), and the request for the LAN key (bytes, DER). The hub MUST
+//!   refuse names that are not DNS names or usable IP addresses, wildcards, and its own
+//!   names (`hub.smartpark` and its configured names). Its answer has one more field after
+//!   the CA certificate: the LAN certificate (bytes, DER; empty when it issued none), a
+//!   server-authentication certificate for exactly those names. An edge sends version `1`
+//!   when it asks for no LAN certificate, so it enrolls with hubs that speak only version
+//!   `1`; such a hub refuses version `2` by status `1`, before the token is spent.
 
 mod channel;
 mod endpoint;
+mod https;
 mod pki;
 mod tls;
 mod token;
@@ -57,13 +84,19 @@ mod token;
 use thiserror::Error;
 
 pub use channel::{ChannelCloser, FrameChannel, FrameReader};
-pub use endpoint::{EnrollFuture, Enroller, EnrollmentRequest, HubEndpoint, connect, enroll};
+pub use endpoint::{
+    EnrollFuture, Enroller, Enrollment, EnrollmentRequest, HubEndpoint, LanRequest, connect,
+    enroll, enroll_with_lan,
+};
+pub use https::{ServerTls, serve_http};
 pub use pki::{
     CertificateRequest, CertifiedKeyPem, EdgeKey, Fingerprint, HUB_SERVER_NAME, IssuedCertificate,
-    OperatorCa, PeerIdentity, Validity, is_valid_id,
+    MAX_SERVER_NAMES, OperatorCa, PeerIdentity, Validity, certificate_pem, check_server_names,
+    is_valid_id, self_signed_server_cert, server_names_of,
 };
 pub use tls::{
-    CA_CERT_FILE, EDGE_CERT_FILE, EDGE_KEY_FILE, EdgeTlsConfig, HubTlsConfig, RevocationList,
+    CA_CERT_FILE, EDGE_CERT_FILE, EDGE_KEY_FILE, EdgeTlsConfig, HubTlsConfig, LAN_CERT_FILE,
+    LAN_KEY_FILE, RevocationList,
 };
 pub use token::EnrollmentToken;
 
@@ -134,6 +167,10 @@ pub enum TransportError {
     EnrollmentRefused(String),
     #[error("bad enrollment message: {0}")]
     BadEnrollmentMessage(String),
+    #[error("plain HTTP is served only on a loopback address, not on {0}")]
+    PlainHttpNotLoopback(std::net::SocketAddr),
+    #[error("the HTTP server stopped: {0}")]
+    Serve(String),
 }
 
 impl TransportError {

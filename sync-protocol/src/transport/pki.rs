@@ -1,8 +1,11 @@
 //! The operator's certificate authority and the certificates it issues: a self-signed CA,
-//! hub server certificates, and edge client certificates that name a park and building.
+//! hub server certificates, edge client certificates that name a park and building, and
+//! HTTPS server certificates for an edge's LAN API; and self-signed HTTPS certificates for
+//! an edge that is not enrolled yet.
 //!
 //! It keeps no state beyond the CA's key and certificate, reads and writes only the PEM
-//! files it is pointed at, and decides nothing about who may enroll (the hub does that).
+//! files it is pointed at (private keys readable by their owner only), and decides nothing
+//! about who may enroll (the hub does that).
 //!
 //! An edge certificate carries its identity twice: the URI subject alternative name
 //! `smartpark://park/{park}/building/{building}` (authoritative) and the common name
@@ -269,17 +272,28 @@ impl fmt::Debug for CertifiedKeyPem {
     }
 }
 
-/// An edge certificate the CA issued.
+/// An edge certificate the CA issued, and the certificate of the edge's LAN API when
+/// enrollment asked for one.
 #[derive(Debug, Clone)]
 pub struct IssuedCertificate {
     pub der: CertificateDer<'static>,
     pub identity: PeerIdentity,
+    /// The HTTPS server certificate for the names of [`EnrollmentRequest::lan`]; `None`
+    /// when none was asked for (or the enroller issues none).
+    ///
+    /// [`EnrollmentRequest::lan`]: super::EnrollmentRequest::lan
+    pub lan: Option<CertificateDer<'static>>,
 }
 
 impl IssuedCertificate {
     pub fn pem(&self) -> String {
         pem_of("CERTIFICATE", &self.der)
     }
+}
+
+/// A DER certificate as PEM text.
+pub fn certificate_pem(der: &[u8]) -> String {
+    pem_of("CERTIFICATE", der)
 }
 
 pub(crate) fn pem_of(label: &str, der: &[u8]) -> String {
@@ -464,8 +478,233 @@ impl OperatorCa {
             .map_err(cert_error)?;
         let der = cert.der().clone();
         let identity = PeerIdentity::from_certificate(&der)?;
-        Ok(IssuedCertificate { der, identity })
+        Ok(IssuedCertificate {
+            der,
+            identity,
+            lan: None,
+        })
     }
+
+    /// What an enrollment gets: the edge certificate of [`OperatorCa::issue_edge_cert`]
+    /// and, when the request asks for one, the certificate of the edge's LAN API from
+    /// [`OperatorCa::issue_lan_cert`], both with `validity`.
+    pub fn issue_for_enrollment(
+        &self,
+        request: &super::EnrollmentRequest,
+        park: &str,
+        building: &str,
+        validity: Validity,
+    ) -> Result<IssuedCertificate, TransportError> {
+        let mut issued = self.issue_edge_cert(&request.csr, park, building, validity)?;
+        if let Some(lan) = &request.lan {
+            issued.lan = Some(self.issue_lan_cert(&lan.csr, park, building, &lan.names, validity)?);
+        }
+        Ok(issued)
+    }
+
+    /// An HTTPS server certificate for an edge's LAN API, for the public key of `csr` (the
+    /// edge made the key and keeps it), naming `names` (DNS names or IP addresses, checked
+    /// with [`check_server_names`]). It is for server authentication only: it names no
+    /// park and building and cannot stand in for the edge's sync certificate, nor can the
+    /// sync certificate serve HTTPS.
+    pub fn issue_lan_cert(
+        &self,
+        csr: &CertificateRequest,
+        park: &str,
+        building: &str,
+        names: &[String],
+        validity: Validity,
+    ) -> Result<CertificateDer<'static>, TransportError> {
+        let mut params = server_params(names, &format!("{park}/{building} LAN API"), validity)?;
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(&csr.params.public_key, &self.issuer)
+            .map_err(cert_error)?;
+        Ok(cert.der().clone())
+    }
+}
+
+/// The most names one server certificate may carry.
+pub const MAX_SERVER_NAMES: usize = 16;
+
+/// Checks and normalises the names of a server certificate: each a DNS name (no
+/// wildcards) or an IP address that a client can connect to, at most
+/// [`MAX_SERVER_NAMES`], never [`HUB_SERVER_NAME`] (a certificate with that name and
+/// server authentication would let its holder pose as the hub to edges). Returns them
+/// lowercase, IP addresses in their canonical form, without duplicates, in order.
+pub fn check_server_names(names: &[String]) -> Result<Vec<String>, TransportError> {
+    let bad = |reason: String| TransportError::Certificate(reason);
+    if names.is_empty() {
+        return Err(bad("a server certificate needs at least one name".into()));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for name in names {
+        let name = name.trim();
+        let normal = match name.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_unspecified() || ip.is_multicast() => {
+                return Err(bad(format!(
+                    "{name} is not an address a client can connect to"
+                )));
+            }
+            Ok(ip) => ip.to_string(),
+            Err(_) => {
+                let lower = name.to_ascii_lowercase();
+                if rustls::pki_types::DnsName::try_from(lower.as_str()).is_err() {
+                    return Err(bad(format!(
+                        "{name:?} is neither a DNS name nor an IP address"
+                    )));
+                }
+                if lower.trim_end_matches('.') == HUB_SERVER_NAME {
+                    return Err(bad(format!("{HUB_SERVER_NAME} is reserved for the hub")));
+                }
+                lower
+            }
+        };
+        if !out.contains(&normal) {
+            out.push(normal);
+        }
+    }
+    if out.len() > MAX_SERVER_NAMES {
+        return Err(bad(format!(
+            "{} names; a server certificate carries at most {MAX_SERVER_NAMES}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// The parameters every HTTPS server certificate shares: checked names, server
+/// authentication only, a random serial.
+fn server_params(
+    names: &[String],
+    common_name: &str,
+    validity: Validity,
+) -> Result<CertificateParams, TransportError> {
+    let names = check_server_names(names)?;
+    let mut params = CertificateParams::new(names).map_err(cert_error)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    dn.push(DnType::OrganizationName, "smartpark");
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.serial_number = Some(random_serial()?);
+    set_validity(&mut params, validity);
+    Ok(params)
+}
+
+/// A self-signed HTTPS server certificate with a fresh P-256 key, naming `names` (see
+/// [`check_server_names`]): what an edge serves before it is enrolled. A client trusts it
+/// by pinning the certificate itself.
+pub fn self_signed_server_cert(
+    names: &[String],
+    validity: Validity,
+) -> Result<CertifiedKeyPem, TransportError> {
+    let key = KeyPair::generate().map_err(cert_error)?;
+    let params = server_params(names, "smartpark self-signed", validity)?;
+    let cert = params.self_signed(&key).map_err(cert_error)?;
+    Ok(CertifiedKeyPem {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+impl CertifiedKeyPem {
+    /// Writes the key (readable by the owner only) and the certificate, each through a
+    /// temporary file and a rename.
+    pub fn save(&self, cert_path: &Path, key_path: &Path) -> Result<(), TransportError> {
+        write_file(key_path, &self.key_pem, true)?;
+        write_file(cert_path, &self.cert_pem, false)
+    }
+
+    /// Reads a certificate (chain) and its key; checks only that both hold PEM of the right
+    /// kind (whether they belong together is checked when a TLS config is built).
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<CertifiedKeyPem, TransportError> {
+        let cert_pem = read_file(cert_path)?;
+        let key_pem = read_file(key_path)?;
+        cert_from_pem(&cert_pem, cert_path)?;
+        key_from_pem(&key_pem, key_path)?;
+        Ok(CertifiedKeyPem { cert_pem, key_pem })
+    }
+
+    /// The self-signed server certificate at these paths when it names every one of
+    /// `names` and stays valid for at least 30 more days; otherwise a new one, valid
+    /// `days`, saved there. Returns whether it was created. Reusing it across restarts
+    /// keeps clients that pinned it working.
+    pub fn load_or_create_self_signed(
+        cert_path: &Path,
+        key_path: &Path,
+        names: &[String],
+        days: u32,
+    ) -> Result<(CertifiedKeyPem, bool), TransportError> {
+        let wanted = check_server_names(names)?;
+        if cert_path.exists() && key_path.exists() {
+            match CertifiedKeyPem::load(cert_path, key_path) {
+                Ok(existing) => match existing.reusable_for(&wanted) {
+                    Ok(()) => return Ok((existing, false)),
+                    Err(reason) => tracing::info!(
+                        cert = %cert_path.display(),
+                        %reason,
+                        "Replacing the self-signed certificate."
+                    ),
+                },
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "Replacing an unreadable self-signed certificate."
+                ),
+            }
+        }
+        let created = self_signed_server_cert(&wanted, Validity::days_from_now(days))?;
+        created.save(cert_path, key_path)?;
+        Ok((created, true))
+    }
+
+    /// `Ok` when the first certificate names all of `wanted` and is valid for 30 more days.
+    fn reusable_for(&self, wanted: &[String]) -> Result<(), String> {
+        let der =
+            cert_from_pem(&self.cert_pem, Path::new("certificate")).map_err(|e| e.to_string())?;
+        let (names, not_after) = server_names_of(&der)?;
+        if let Some(missing) = wanted.iter().find(|w| !names.contains(w)) {
+            return Err(format!("it does not name {missing}"));
+        }
+        let soon = SystemTime::now() + Duration::from_secs(30 * 86_400);
+        let soon = soon
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if not_after < soon {
+            return Err("it expires within 30 days".into());
+        }
+        Ok(())
+    }
+}
+
+/// The DNS names (lowercase) and IP addresses a certificate names, and the end of its
+/// validity in seconds since the Unix epoch.
+pub fn server_names_of(der: &[u8]) -> Result<(Vec<String>, i64), String> {
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
+        .map_err(|e| format!("cannot parse the certificate: {e}"))?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                GeneralName::DNSName(d) => names.push(d.to_ascii_lowercase()),
+                GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(std::net::IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes)
+                            .ok()
+                            .map(std::net::IpAddr::from),
+                        _ => None,
+                    };
+                    if let Some(ip) = ip {
+                        names.push(ip.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok((names, cert.validity().not_after.timestamp()))
 }
 
 /// A certificate signing request whose signature has been checked.
@@ -572,6 +811,112 @@ mod tests {
         assert_eq!(ca.fingerprint(), again.fingerprint());
         std::fs::remove_file(&key).unwrap();
         assert!(OperatorCa::load_or_create(&cert, &key, "op").is_err());
+    }
+
+    #[test]
+    fn a_lan_certificate_names_its_addresses_for_server_authentication_only() {
+        let ca = OperatorCa::create("test").unwrap();
+        let key = EdgeKey::generate().unwrap();
+        let names = vec!["10.1.2.3".to_string(), "Edge-B1.example".to_string()];
+        let cert = ca
+            .issue_lan_cert(
+                &key.certificate_request().unwrap(),
+                "north",
+                "b-1",
+                &names,
+                Validity::days_from_now(30),
+            )
+            .unwrap();
+        assert!(key.matches(&cert));
+        let wanted = vec!["10.1.2.3".to_string(), "edge-b1.example".to_string()];
+        super::super::tls::verify_lan_cert(&cert, ca.cert_der(), &wanted).unwrap();
+        let (named, _) = server_names_of(&cert).unwrap();
+        assert_eq!(named, wanted);
+        let other = super::super::tls::verify_lan_cert(&cert, ca.cert_der(), &["10.1.2.4".into()]);
+        assert!(other.is_err());
+        // It cannot stand in for the edge's sync certificate.
+        assert!(super::super::tls::verify_edge_cert(&cert, ca.cert_der()).is_err());
+        assert!(PeerIdentity::from_certificate(&cert).is_err());
+        // Nor can the sync certificate serve HTTPS.
+        let edge = ca
+            .issue_edge_cert(
+                &key.certificate_request().unwrap(),
+                "north",
+                "b-1",
+                Validity::days_from_now(30),
+            )
+            .unwrap();
+        let as_server =
+            super::super::tls::verify_lan_cert(&edge.der, ca.cert_der(), &["10.1.2.3".into()]);
+        assert!(as_server.is_err());
+    }
+
+    #[test]
+    fn server_names_are_normalised_and_unusable_ones_refused() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            check_server_names(&names(&["Edge.LOCAL", "edge.local", "::1", "192.168.1.20"]))
+                .unwrap(),
+            names(&["edge.local", "::1", "192.168.1.20"])
+        );
+        for bad in [
+            "hub.smartpark",
+            "HUB.smartpark.",
+            "*.example.com",
+            "0.0.0.0",
+            "::",
+            "224.0.0.1",
+            "",
+            "a b",
+            "http://x",
+        ] {
+            assert!(check_server_names(&names(&[bad])).is_err(), "{bad:?}");
+        }
+        assert!(check_server_names(&[]).is_err());
+        let many: Vec<String> = (0..=MAX_SERVER_NAMES)
+            .map(|i| format!("e{i}.local"))
+            .collect();
+        assert!(check_server_names(&many).is_err());
+    }
+
+    #[test]
+    fn a_self_signed_certificate_is_kept_until_it_lacks_a_wanted_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (
+            dir.path().join("tls/cert.pem"),
+            dir.path().join("tls/key.pem"),
+        );
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let (first, created) =
+            CertifiedKeyPem::load_or_create_self_signed(&cert, &key, &names, 365).unwrap();
+        assert!(created);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "the key must be readable by its owner only"
+            );
+        }
+        let (again, created) =
+            CertifiedKeyPem::load_or_create_self_signed(&cert, &key, &names[..1], 365).unwrap();
+        assert!(!created);
+        assert_eq!(again.cert_pem, first.cert_pem);
+        let more = vec!["localhost".to_string(), "10.0.0.7".to_string()];
+        let (other, created) =
+            CertifiedKeyPem::load_or_create_self_signed(&cert, &key, &more, 365).unwrap();
+        assert!(created);
+        assert_ne!(other.cert_pem, first.cert_pem);
+        // One that expires within 30 days is replaced too.
+        let (soon_cert, soon_key) = (dir.path().join("soon.pem"), dir.path().join("soon.key"));
+        for _ in 0..2 {
+            let (_, created) =
+                CertifiedKeyPem::load_or_create_self_signed(&soon_cert, &soon_key, &more, 20)
+                    .unwrap();
+            assert!(created);
+        }
     }
 
     #[test]

@@ -31,6 +31,11 @@ pub const EDGE_KEY_FILE: &str = "edge-key.pem";
 pub const EDGE_CERT_FILE: &str = "edge-cert.pem";
 /// The operator's CA certificate in the edge's data dir.
 pub const CA_CERT_FILE: &str = "ca-cert.pem";
+/// The private key of the edge's LAN API certificate in its data dir (owner-only).
+pub const LAN_KEY_FILE: &str = "lan-key.pem";
+/// The edge's LAN API certificate from enrollment, followed by the operator's CA
+/// certificate, in its data dir.
+pub const LAN_CERT_FILE: &str = "lan-cert.pem";
 
 fn tls_error(e: impl std::fmt::Display) -> TransportError {
     TransportError::Tls(e.to_string())
@@ -197,6 +202,9 @@ pub struct HubTlsConfig {
     server: quinn::ServerConfig,
     ca_der: CertificateDer<'static>,
     revocations: RevocationList,
+    /// The names of the hub's own certificate, lowercase: no edge may get a LAN
+    /// certificate for them.
+    names: Vec<String>,
 }
 
 impl std::fmt::Debug for HubTlsConfig {
@@ -244,11 +252,20 @@ impl HubTlsConfig {
         let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(tls_error)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
         server.transport_config(transport_config());
+        let names = std::iter::once(super::HUB_SERVER_NAME.to_string())
+            .chain(extra_names.iter().map(|n| n.trim().to_ascii_lowercase()))
+            .collect();
         Ok(HubTlsConfig {
             server,
             ca_der: ca.cert_der().clone(),
             revocations,
+            names,
         })
+    }
+
+    /// The names the hub's certificate carries (lowercase), which edges may not have.
+    pub(crate) fn own_names(&self) -> &[String] {
+        &self.names
     }
 
     pub fn revocations(&self) -> &RevocationList {
@@ -440,7 +457,39 @@ pub(crate) fn verify_edge_cert(
         })
 }
 
+/// Checks that `cert` chains to `ca` as a server certificate valid now for every one of
+/// `names` (what an edge does with the LAN certificate enrollment gave it before saving
+/// it).
+pub(crate) fn verify_lan_cert(
+    cert: &CertificateDer<'static>,
+    ca: &CertificateDer<'static>,
+    names: &[String],
+) -> Result<(), TransportError> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).map_err(tls_error)?;
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(tls_error)?;
+    for name in names {
+        let server_name = ServerName::try_from(name.as_str())
+            .map_err(|e| TransportError::BadCertificate(format!("{name:?}: {e}")))?;
+        verifier
+            .verify_server_cert(cert, &[], &server_name, &[], UnixTime::now())
+            .map_err(|e| {
+                TransportError::BadCertificate(format!(
+                    "the issued LAN certificate does not verify for {name}: {e}"
+                ))
+            })?;
+    }
+    Ok(())
+}
+
 /// Where the edge's files go in its data dir.
 pub(crate) fn edge_paths(data_dir: &Path) -> [PathBuf; 3] {
     [EDGE_KEY_FILE, EDGE_CERT_FILE, CA_CERT_FILE].map(|f| data_dir.join(f))
+}
+
+/// Where the edge's LAN API key and certificate go in its data dir.
+pub(crate) fn lan_paths(data_dir: &Path) -> [PathBuf; 2] {
+    [LAN_KEY_FILE, LAN_CERT_FILE].map(|f| data_dir.join(f))
 }
