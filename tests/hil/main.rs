@@ -15,3 +15,4 @@ mod modbus;
 mod mqtt;
 mod park;
 mod sync;
+mod tls;
