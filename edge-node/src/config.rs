@@ -535,7 +535,8 @@ impl EdgeConfig {
             },
             allowed_hosts: api.allowed_hosts.clone(),
             allowed_origins: api.allowed_origins.clone(),
-            secure_cookies: false,
+            // Over HTTPS the session cookie must never travel in clear.
+            secure_cookies: api_tls,
             cost: park_model::identity::password::Cost::DEFAULT,
         };
         // BACnet devices that share a local port must agree on it.
@@ -664,9 +665,13 @@ mod tests {
     #[test]
     fn plain_http_is_allowed_only_on_loopback_and_only_when_asked_for() {
         let file = repo_root().join("smartpark.toml");
-        assert!(EdgeSettings::parse(&file, DEFAULT_CONFIG).unwrap().api_tls);
+        let https = EdgeSettings::parse(&file, DEFAULT_CONFIG).unwrap();
+        assert!(https.api_tls);
+        assert!(https.auth.secure_cookies);
         let plain = DEFAULT_CONFIG.replace("plain_http = false", "plain_http = true");
-        assert!(!EdgeSettings::parse(&file, &plain).unwrap().api_tls);
+        let loopback = EdgeSettings::parse(&file, &plain).unwrap();
+        assert!(!loopback.api_tls);
+        assert!(!loopback.auth.secure_cookies);
         let v6 = plain.replace("listen = \"127.0.0.1:8080\"", "listen = \"[::1]:8080\"");
         assert!(!EdgeSettings::parse(&file, &v6).unwrap().api_tls);
         let lan = plain.replace("listen = \"127.0.0.1:8080\"", "listen = \"0.0.0.0:8080\"");
