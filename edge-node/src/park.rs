@@ -299,7 +299,7 @@ impl ParkService {
             &building_id,
             seed(&format!("building-{}.automerge", settings.building))?,
             || BuildingDoc::new(&settings.park, &settings.building, now),
-            |_| Ok(false),
+            |_, _| Ok(false),
         )
         .await?;
         let (parking, _) = open_doc(
@@ -307,7 +307,7 @@ impl ParkService {
             PARKING,
             seed("parking.automerge")?,
             || ParkingDoc::new(&settings.park, settings.utc_offset_minutes, now),
-            |_| Ok(false),
+            |_, _| Ok(false),
         )
         .await?;
         let dir_snapshot = opened.snapshot;
@@ -1582,7 +1582,7 @@ async fn open_doc<D: DocLike>(
     id: &str,
     seed: Option<Vec<u8>>,
     create: impl FnOnce() -> Result<D, park_model::DocError>,
-    prepare: impl FnOnce(&mut D) -> anyhow::Result<bool>,
+    prepare: impl FnOnce(&mut D, Option<&ChangeSet>) -> anyhow::Result<bool>,
 ) -> anyhow::Result<(Stored<D>, i64)> {
     let stored = crate::docs::load(store, id).await?;
     let (mut doc, chunks, mut version, fresh) = match stored {
@@ -1606,14 +1606,20 @@ async fn open_doc<D: DocLike>(
     };
     // A migration on load is a change the stored bytes do not hold: later chunks would
     // depend on it, so the document is stored again with it.
-    let mut changed = fresh || doc.migrated();
+    let whole = fresh || doc.migrated();
+    let mut changed = whole;
+    let mut seeded = ChangeSet::default();
     if !fresh && let Some(bytes) = &seed {
         let before = doc.heads_now();
+        doc.track();
         doc.merge_bytes(bytes)
             .with_context(|| format!("the seed document for {id} cannot be merged"))?;
+        seeded = doc.take();
         changed |= doc.heads_now() != before;
     }
-    changed |= prepare(&mut doc)?;
+    // `prepare` looks at the whole of a new or migrated document, otherwise at what the seed
+    // brought.
+    changed |= prepare(&mut doc, (!whole).then_some(&seeded))?;
     // A fresh document, or one that a seed, a migration or `prepare` changed, is stored as a
     // new snapshot.
     if changed {
@@ -1688,18 +1694,30 @@ async fn open_directory(
         }
     }
     let mut cleared = ClearValues::default();
-    let (stored, version) = open_doc(
+    let (mut stored, mut version) = open_doc(
         store,
         DIRECTORY,
         seed,
         || ParkDirectory::new(&settings.park, settings.utc_offset_minutes, now),
-        |doc| {
-            cleared = clear_values(doc, key)?;
+        |doc, scope| {
+            cleared = clear_values(doc, key, scope)?;
             Ok(!cleared.is_empty())
         },
     )
     .await?;
-    let snapshot = stored.doc.snapshot()?;
+    let mut snapshot = stored.doc.snapshot()?;
+    if snapshot.clear_values_refused() > 0 {
+        // Values in clear that neither a migration nor a seed brought (an app that still
+        // writes them, stored by an earlier build): the whole document is looked at once.
+        let more = clear_values(&mut stored.doc, key, None)?;
+        cleared.credentials += more.credentials;
+        cleared.phones += more.phones;
+        crate::docs::replace_unmatched(store, DIRECTORY, stored.doc.save()).await?;
+        version += 1;
+        stored.stored_heads = stored.doc.heads();
+        stored.chunks = 0;
+        snapshot = stored.doc.snapshot()?;
+    }
     for r in &snapshot.rejected {
         tracing::warn!(collection = %r.collection, id = %r.id, reason = %r.reason, "A document entity cannot be read and takes no part in decisions.");
     }
@@ -1715,9 +1733,16 @@ async fn open_directory(
 /// The message of the local edit that rewrites values left in clear.
 const CLEAR_VALUES_EDIT: &str = "digest credential values left in clear";
 
-/// Rewrites every value left in clear in a directory just loaded, committed as one local edit.
-fn clear_values(doc: &mut ParkDirectory, key: &CredentialKey) -> anyhow::Result<ClearValues> {
-    let cleared = doc.digest_clear_values(key, None)?;
+/// Rewrites the values left in clear in a directory just loaded (in the entities of `scope`,
+/// or in all of them), committed as one local edit. A look at every entity takes about a
+/// second for 100,000 credentials, so it is made only for a new or migrated document, or one
+/// whose read refused values in clear.
+fn clear_values(
+    doc: &mut ParkDirectory,
+    key: &CredentialKey,
+    scope: Option<&ChangeSet>,
+) -> anyhow::Result<ClearValues> {
+    let cleared = doc.digest_clear_values(key, scope)?;
     if !cleared.is_empty() {
         doc.commit(CLEAR_VALUES_EDIT, now_micros());
     }
@@ -1789,8 +1814,11 @@ async fn load_directory(
             doc.load_incremental(bytes)
                 .context("the seed document for directory cannot be merged")?;
         }
-        let cleared = clear_values(&mut doc, &key)?;
-        let seeded = doc.take_changes();
+        let mut seeded = doc.take_changes();
+        // The row copy matched the stored document, which an earlier start had cleared:
+        // only what the seed brought (or all of a document just migrated) is looked at.
+        let cleared = clear_values(&mut doc, &key, (!migrated).then_some(&seeded))?;
+        seeded.absorb(doc.take_changes());
         Ok(LoadedDirectory {
             stored: Stored {
                 doc,
@@ -1810,6 +1838,8 @@ trait DocLike: Sized {
     fn load_bytes(bytes: &[u8]) -> Result<Self, park_model::DocError>;
     fn migrated(&self) -> bool;
     fn merge_bytes(&mut self, bytes: &[u8]) -> Result<(), park_model::DocError>;
+    fn track(&mut self);
+    fn take(&mut self) -> ChangeSet;
     fn save_all(&mut self) -> Vec<u8>;
     fn save_since(&mut self, heads: &[ChangeHash]) -> Vec<u8>;
     fn heads_now(&mut self) -> Vec<ChangeHash>;
@@ -1826,6 +1856,14 @@ impl<S: park_model::document::Schema> DocLike for park_model::document::Document
 
     fn merge_bytes(&mut self, bytes: &[u8]) -> Result<(), park_model::DocError> {
         self.load_incremental(bytes)
+    }
+
+    fn track(&mut self) {
+        self.track_changes();
+    }
+
+    fn take(&mut self) -> ChangeSet {
+        self.take_changes()
     }
 
     fn save_all(&mut self) -> Vec<u8> {
@@ -2399,6 +2437,24 @@ mod tests {
         svc.directory_loaded().await.unwrap();
         assert_eq!(metrics.directory_clear_values_total.load(Relaxed), 1);
         assert!(decide(&svc, CredentialKind::Card, "SEEDED-CARD-7", &door).0);
+        assert_copy_matches_the_stored_document(&store).await;
+        drop(svc);
+
+        // A card in clear in a stored document of this schema (an app that still writes
+        // them): the start's read refuses it, and the whole document is rewritten once.
+        let stored = crate::docs::load(&store, DIRECTORY).await.unwrap().unwrap();
+        let mut current = ParkDirectory::load(&stored.bytes).unwrap();
+        add_clear_credential(&mut current, "c-late", &person, "LATE-CARD-0099", false);
+        current.commit("an old app", SAMPLE_WORKDAY_MORNING);
+        crate::docs::replace_unmatched(&store, DIRECTORY, current.save())
+            .await
+            .unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let svc = open_counted(&store, &seed, metrics.clone()).await;
+        assert!(!svc.from_copy);
+        assert_eq!(metrics.directory_clear_values_total.load(Relaxed), 1);
+        assert!(decide(&svc, CredentialKind::Card, "LATE-CARD-0099", &door).0);
+        copy_written(&store).await;
         assert_copy_matches_the_stored_document(&store).await;
     }
 

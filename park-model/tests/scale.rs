@@ -123,6 +123,13 @@ fn a_park_of_ten_thousand_credentials_builds_loads_indexes_and_decides() {
         ["cred-0000001"]
     );
 
+    // What an edge does at every load of the directory: look for values left in clear.
+    let t = Instant::now();
+    let cleared = loaded.digest_clear_values(&key, None).unwrap();
+    let clear_scan = t.elapsed();
+    assert!(cleared.is_empty());
+
+    println!("scale: clear_values_scan={clear_scan:?}");
     println!(
         "scale: credentials={n} doors={doors} build={build:?} save={save:?} bytes={} load={load:?} \
          snapshot={read:?} index={index_build:?} refresh_one_tracked={refresh:?} (of which take_changes={take:?}) \
