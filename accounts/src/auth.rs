@@ -153,6 +153,8 @@ impl Source {
 struct Account {
     id: String,
     username: String,
+    /// The username, shared with every request's [`Caller`].
+    name: Arc<str>,
     display_name: String,
     source: Source,
     verifier: String,
@@ -193,6 +195,8 @@ struct Token {
     created: i64,
     expires: i64,
     principal: Arc<Principal>,
+    /// `username (token NAME)`, shared with every request's [`Caller`].
+    actor_name: Arc<str>,
 }
 
 #[derive(Default)]
@@ -200,19 +204,33 @@ struct State {
     accounts: HashMap<String, Account>,
     /// Lowercased username → id.
     by_name: HashMap<String, String>,
-    sessions: HashMap<String, Session>,
-    tokens: HashMap<String, Token>,
+    sessions: HashMap<Arc<str>, Session>,
+    tokens: HashMap<Arc<str>, Token>,
     hub_generation: u64,
     generation: i64,
 }
 
-/// A request's verified caller.
+/// A request's verified caller. Made for every request, so it shares what it can with
+/// the account it comes from and allocates nothing.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub principal: Arc<Principal>,
-    pub actor: Actor,
+    /// The username, or `username (token NAME)` for a token.
+    pub name: Arc<str>,
+    pub client: Option<IpAddr>,
     /// The session's hash when the request came with a session cookie.
-    pub session: Option<String>,
+    pub session: Option<Arc<str>>,
+}
+
+impl Caller {
+    /// Who acts, for the audit log.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            user_id: self.principal.user_id.clone(),
+            name: self.name.to_string(),
+            client: self.client.map(|ip| ip.to_string()).unwrap_or_default(),
+        }
+    }
 }
 
 /// The accounts, sessions and tokens of this building's API. Cheap to clone.
@@ -340,6 +358,7 @@ fn load_state(c: &Connection, now: i64, policy: &SessionPolicy) -> rusqlite::Res
             let username: String = r.get(1)?;
             Ok(Account {
                 principal: Arc::new(principal_of(&id, &username, &grants, None)),
+                name: Arc::from(username.as_str()),
                 id,
                 username,
                 display_name: r.get(2)?,
@@ -386,7 +405,7 @@ fn load_state(c: &Connection, now: i64, policy: &SessionPolicy) -> rusqlite::Res
         for s in rows {
             let (hash, s) = s?;
             if policy.alive(s.created, s.last_seen.load(Relaxed), now) {
-                st.sessions.insert(hash, s);
+                st.sessions.insert(Arc::from(hash), s);
             }
         }
     }
@@ -418,9 +437,11 @@ fn load_state(c: &Connection, now: i64, policy: &SessionPolicy) -> rusqlite::Res
                 &a.grants,
                 Some(permissions),
             ));
+            let actor_name = Arc::from(format!("{} (token {name})", a.username));
             st.tokens.insert(
-                hash,
+                Arc::from(hash),
                 Token {
+                    actor_name,
                     id,
                     user_id,
                     name,
@@ -741,13 +762,13 @@ impl Auth {
         &self,
         cookie: Option<&str>,
         bearer: Option<&str>,
-        client: &str,
+        client: Option<IpAddr>,
         now: i64,
     ) -> Option<Caller> {
         let st = self.read();
+        let mut buf = [0u8; 64];
         if let Some(t) = bearer {
-            let hash = secret::token_hash(t);
-            let tok = st.tokens.get(&hash)?;
+            let tok = st.tokens.get(secret::token_hash_into(t, &mut buf))?;
             if tok.expires <= now {
                 return None;
             }
@@ -756,18 +777,16 @@ impl Auth {
                 return None;
             }
             return Some(Caller {
-                actor: Actor {
-                    user_id: account.id.clone(),
-                    name: format!("{} (token {})", account.username, tok.name),
-                    client: client.to_string(),
-                },
+                name: tok.actor_name.clone(),
+                client,
                 principal: tok.principal.clone(),
                 session: None,
             });
         }
         let token = cookie?;
-        let hash = secret::token_hash(token);
-        let session = st.sessions.get(&hash)?;
+        let (hash, session) = st
+            .sessions
+            .get_key_value(secret::token_hash_into(token, &mut buf))?;
         let policy = &self.inner.settings.session;
         if !policy.alive(session.created, session.last_seen.load(Relaxed), now) {
             return None;
@@ -785,13 +804,10 @@ impl Auth {
             account.principal.clone()
         };
         Some(Caller {
-            actor: Actor {
-                user_id: account.id.clone(),
-                name: account.username.clone(),
-                client: client.to_string(),
-            },
+            name: account.name.clone(),
+            client,
             principal,
-            session: Some(hash),
+            session: Some(hash.clone()),
         })
     }
 
@@ -970,7 +986,7 @@ impl Auth {
                 }
             }
             st.sessions.insert(
-                hash,
+                Arc::from(hash),
                 Session {
                     user_id: user_id.clone(),
                     created: now,
@@ -1077,7 +1093,7 @@ impl Auth {
                 "logging out needs a session cookie, not a token".into(),
             ));
         };
-        let audit = self.audit(&caller.actor, "logout", &caller.actor.name, json!({}));
+        let audit = self.audit(&caller.actor(), "logout", &caller.name, json!({}));
         let h = hash.clone();
         self.write_op(Box::new(move |c| {
             c.execute("DELETE FROM sessions WHERE hash = ?1", [&h])?;
@@ -1090,7 +1106,7 @@ impl Auth {
 
     /// Ends every session of the caller's account at this edge.
     pub async fn logout_all(&self, caller: &Caller) -> Result<usize, AuthError> {
-        let uid = caller.actor.user_id.clone();
+        let uid = caller.principal.user_id.clone();
         let n = self
             .read()
             .sessions
@@ -1098,9 +1114,9 @@ impl Auth {
             .filter(|s| s.user_id == uid)
             .count();
         let audit = self.audit(
-            &caller.actor,
+            &caller.actor(),
             "logout_everywhere",
-            &caller.actor.name,
+            &caller.name,
             json!({"sessions": n}),
         );
         let u = uid.clone();
@@ -1144,7 +1160,7 @@ impl Auth {
         current: &str,
         new: &str,
     ) -> Result<(), AuthError> {
-        let uid = caller.actor.user_id.clone();
+        let uid = caller.principal.user_id.clone();
         self.local_account(&uid)?;
         let (verifier, username) = {
             let st = self.read();
@@ -1160,7 +1176,7 @@ impl Auth {
             .map_err(|e| AuthError::Store(e.into()))?;
         if !matches!(ok, Ok(true)) {
             return Err(self
-                .failed(Some(&uid), &caller.actor, None, now_micros())
+                .failed(Some(&uid), &caller.actor(), None, now_micros())
                 .await);
         }
         let salt = self.random::<{ password::SALT_LEN }>();
@@ -1169,8 +1185,8 @@ impl Auth {
             .await
             .map_err(|e| AuthError::Store(e.into()))?
             .map_err(|e| AuthError::Store(e.into()))?;
-        let keep = caller.session.clone().unwrap_or_default();
-        let audit = self.audit(&caller.actor, "password_change", &username, json!({}));
+        let keep = caller.session.as_deref().unwrap_or_default().to_string();
+        let audit = self.audit(&caller.actor(), "password_change", &username, json!({}));
         let (u, v, k) = (uid.clone(), verifier.clone(), keep.clone());
         self.write_op(Box::new(move |c| {
             c.execute(
@@ -1189,14 +1205,14 @@ impl Auth {
         if let Some(a) = st.accounts.get_mut(&uid) {
             a.verifier = verifier;
         }
-        st.sessions.retain(|h, s| s.user_id != uid || *h == keep);
+        st.sessions.retain(|h, s| s.user_id != uid || **h == *keep);
         Ok(())
     }
 
     /// Starts setting up TOTP on a local account: a new secret, returned once, kept sealed
     /// until a code from it confirms it.
     pub async fn totp_setup(&self, caller: &Caller) -> Result<Json, AuthError> {
-        let uid = caller.actor.user_id.clone();
+        let uid = caller.principal.user_id.clone();
         self.local_account(&uid)?;
         let secret_bytes = self.random::<{ totp::SECRET_LEN }>();
         let sealed = self.inner.seal.seal(
@@ -1204,7 +1220,7 @@ impl Auth {
             &format!("totp:{uid}"),
             &secret_bytes,
         );
-        let audit = self.audit(&caller.actor, "totp_setup", &caller.actor.name, json!({}));
+        let audit = self.audit(&caller.actor(), "totp_setup", &caller.name, json!({}));
         let u = uid.clone();
         let s2 = sealed.clone();
         self.write_op(Box::new(move |c| {
@@ -1220,7 +1236,7 @@ impl Auth {
         }
         Ok(json!({
             "secret": totp::secret_text(&secret_bytes),
-            "uri": totp::provisioning_uri(&self.inner.issuer, &caller.actor.name, &secret_bytes),
+            "uri": totp::provisioning_uri(&self.inner.issuer, &caller.name, &secret_bytes),
         }))
     }
 
@@ -1231,7 +1247,7 @@ impl Auth {
         caller: &Caller,
         code: &str,
     ) -> Result<Vec<String>, AuthError> {
-        let uid = caller.actor.user_id.clone();
+        let uid = caller.principal.user_id.clone();
         self.local_account(&uid)?;
         let pending = self
             .read()
@@ -1255,7 +1271,7 @@ impl Auth {
             .collect();
         let hashes: Vec<String> = codes.iter().map(|c| totp::recovery_hash(c)).collect();
         let recovery = serde_json::to_string(&hashes).unwrap_or_default();
-        let audit = self.audit(&caller.actor, "totp_enable", &caller.actor.name, json!({}));
+        let audit = self.audit(&caller.actor(), "totp_enable", &caller.name, json!({}));
         let (u, session) = (uid.clone(), caller.session.clone().unwrap_or_default());
         self
             .write_op(Box::new(move |c| {
@@ -1326,7 +1342,7 @@ impl Auth {
         let id = uuid::Uuid::now_v7().to_string();
         let expires = now + i64::from(days) * 86_400_000_000;
         let audit = self.audit(
-            &caller.actor,
+            &caller.actor(),
             "token_create",
             &id,
             json!({"name": name, "permissions": permissions.names(), "expires": expires}),
@@ -1334,7 +1350,7 @@ impl Auth {
         let (i, h, u, n, p) = (
             id.clone(),
             hash.clone(),
-            caller.actor.user_id.clone(),
+            caller.principal.user_id.clone(),
             name.to_string(),
             serde_json::to_string(&permissions.names()).unwrap_or_default(),
         );
@@ -1344,18 +1360,20 @@ impl Auth {
         }))
         .await?;
         let mut st = self.write();
-        if let Some(a) = st.accounts.get(&caller.actor.user_id) {
+        if let Some(a) = st.accounts.get(&caller.principal.user_id) {
             let principal = Arc::new(principal_of(
                 &a.id,
                 &a.username,
                 &a.grants,
                 Some(permissions),
             ));
+            let actor_name = Arc::from(format!("{} (token {name})", a.username));
             st.tokens.insert(
-                hash,
+                Arc::from(hash),
                 Token {
+                    actor_name,
                     id: id.clone(),
-                    user_id: caller.actor.user_id.clone(),
+                    user_id: caller.principal.user_id.clone(),
                     name: name.to_string(),
                     permissions,
                     created: now,
@@ -1391,11 +1409,11 @@ impl Auth {
             let st = self.read();
             st.tokens
                 .iter()
-                .find(|(_, t)| t.id == id && t.user_id == caller.actor.user_id)
+                .find(|(_, t)| t.id == id && t.user_id == caller.principal.user_id)
                 .map(|(h, _)| h.clone())
                 .ok_or_else(|| AuthError::NotFound(format!("no token {id} of yours")))?
         };
-        let audit = self.audit(&caller.actor, "token_revoke", id, json!({}));
+        let audit = self.audit(&caller.actor(), "token_revoke", id, json!({}));
         let h = hash.clone();
         self.write_op(Box::new(move |c| {
             c.execute("DELETE FROM api_tokens WHERE hash = ?1", [&h])?;
@@ -1629,19 +1647,19 @@ impl Auth {
             let seen: Vec<(String, i64)> = st
                 .sessions
                 .iter()
-                .map(|(h, s)| (h.clone(), s.last_seen.load(Relaxed)))
+                .map(|(h, s)| (h.to_string(), s.last_seen.load(Relaxed)))
                 .collect();
             let dead: Vec<String> = st
                 .sessions
                 .iter()
                 .filter(|(_, s)| !policy.alive(s.created, s.last_seen.load(Relaxed), now))
-                .map(|(h, _)| h.clone())
+                .map(|(h, _)| h.to_string())
                 .collect();
             let expired: Vec<String> = st
                 .tokens
                 .iter()
                 .filter(|(_, t)| t.expires <= now)
-                .map(|(h, _)| h.clone())
+                .map(|(h, _)| h.to_string())
                 .collect();
             (seen, dead, expired)
         };
@@ -1669,10 +1687,10 @@ impl Auth {
         }
         let mut st = self.write();
         for h in dead {
-            st.sessions.remove(&h);
+            st.sessions.remove(h.as_str());
         }
         for h in expired_tokens {
-            st.tokens.remove(&h);
+            st.tokens.remove(h.as_str());
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The HTTP side of accounts, shared by the edge's LAN API and the hub's API: the route
-//! table type, the checks every request passes ([`guard`]: Host and Origin; [`authorize`]:
+//! table type, the checks every matched request passes ([`Authorize`]: Host and Origin,
 //! session or token, CSRF, and the route's requirement at its scope), and the routes of
 //! logging in, out, the caller's own account, second factor and API tokens ([`auth_routes`]).
 //!
@@ -16,7 +16,6 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, MatchedPath, Path, RawPathParams, Request, State};
 use axum::handler::Handler;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use axum::{Extension, Json};
@@ -200,12 +199,24 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         self.add(Method::DELETE, path, access, h)
     }
 
+    /// The API's router: every route behind [`Authorize`], an API error for any other path,
+    /// and request bodies of at most 64 KiB.
+    pub fn into_api_router(self, state: S) -> axum::Router<S>
+    where
+        S: ApiAuth,
+    {
+        let (app, _) = self.into_router();
+        app.route_layer(Authorize::new(state))
+            .fallback(|| async { ApiError::not_found("no such route") })
+            .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+    }
+
     /// The routes without their handlers.
     pub fn specs(&self) -> Vec<RouteSpec> {
         self.list.iter().map(|(s, _)| s.clone()).collect()
     }
 
-    /// The router of these routes, with [`authorize`] on every one of them.
+    /// The router of these routes, to be put behind [`Authorize`] ([`Routes::into_api_router`] does).
     pub fn into_router(self) -> (axum::Router<S>, Arc<RouteIndex>)
     where
         S: ApiAuth,
@@ -303,111 +314,216 @@ fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Every request: its Host must name this server, a write's Origin must be its own. Puts
-/// the [`Client`] in the request for the handlers.
-pub async fn guard<S: ApiAuth>(State(s): State<S>, mut req: Request, next: Next) -> Response {
-    let auth = s.auth();
+/// Whether a request may be looked at at all: its Host must name this server (no DNS
+/// rebinding) and a write's Origin must be its own.
+fn refuse_host_or_origin(auth: &Auth, method: &Method, headers: &HeaderMap) -> Option<Response> {
     let settings = auth.settings();
-    let host = header_str(req.headers(), header::HOST);
+    let host = header_str(headers, header::HOST);
     if !web::host_allowed(host, &settings.allowed_hosts) {
         auth.metrics().bad_host_total.fetch_add(1, Relaxed);
-        return ApiError::new(
-            StatusCode::MISDIRECTED_REQUEST,
-            "bad_host",
-            "the Host header does not name this server; add the name to allowed_hosts in the config",
-        )
-        .into_response();
+        return Some(
+            ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "bad_host",
+                "the Host header does not name this server; add the name to allowed_hosts in the config",
+            )
+            .into_response(),
+        );
     }
-    if is_write(req.method())
+    if is_write(method)
         && !web::origin_allowed(
-            header_str(req.headers(), header::ORIGIN),
+            header_str(headers, header::ORIGIN),
             host,
             &settings.allowed_origins,
         )
     {
         auth.metrics().bad_origin_total.fetch_add(1, Relaxed);
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "bad_origin",
-            "writes are accepted only from this server's own pages (or allowed_origins in the config)",
-        )
-        .into_response();
+        return Some(
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "bad_origin",
+                "writes are accepted only from this server's own pages (or allowed_origins in the config)",
+            )
+            .into_response(),
+        );
     }
-    let addr = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    req.extensions_mut().insert(Client(addr));
-    next.run(req).await
+    None
 }
 
-/// Every matched route: the caller from the session cookie or the bearer token, checked
-/// against the route's requirement at its scope. A write with a session cookie must carry
-/// the session's CSRF token. A refused write is audited.
-pub async fn authorize<S: ApiAuth>(
-    State(s): State<S>,
-    params: RawPathParams,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let method = req.method().clone();
-    let Some(path) = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-    else {
-        return next.run(req).await;
-    };
+/// Every matched route: its Host and Origin first, then the caller from the session
+/// cookie or the bearer token, checked against the route's requirement at its scope. A
+/// write with a session cookie must carry the session's CSRF token. A refused write is
+/// audited. The handlers find the [`Client`] and the [`Caller`] in the request.
+///
+/// A tower layer rather than `middleware::from_fn`: the checks are synchronous, so a
+/// request that passes goes on to its handler with no boxed future and no clone of the
+/// route in between (only a refusal that is audited waits on the store).
+#[derive(Clone)]
+pub struct Authorize<S> {
+    state: S,
+}
+
+impl<S> Authorize<S> {
+    pub fn new(state: S) -> Self {
+        Authorize { state }
+    }
+}
+
+impl<S: Clone, I> tower_layer::Layer<I> for Authorize<S> {
+    type Service = Authorized<S, I>;
+
+    fn layer(&self, inner: I) -> Self::Service {
+        Authorized {
+            state: self.state.clone(),
+            inner,
+        }
+    }
+}
+
+/// A route behind [`Authorize`].
+#[derive(Clone)]
+pub struct Authorized<S, I> {
+    state: S,
+    inner: I,
+}
+
+type Refused = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+>;
+
+impl<S, I> tower_service::Service<Request> for Authorized<S, I>
+where
+    S: ApiAuth,
+    I: tower_service::Service<Request, Response = Response, Error = std::convert::Infallible>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<I::Future, Refused>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        use futures_util::future::Either;
+        match check_request(&self.state, req) {
+            Ok(req) => Either::Left(self.inner.call(req)),
+            Err(refusal) => {
+                let auth = self.state.auth().clone();
+                Either::Right(Box::pin(async move {
+                    if let Some(audit) = refusal.audit
+                        && let Err(e) = auth.record(*audit).await
+                    {
+                        tracing::error!(error = %format!("{e:#}"), "A refused request could not be audited.");
+                    }
+                    Ok(refusal.response)
+                }))
+            }
+        }
+    }
+}
+
+/// A request [`check_request`] refused: the answer, and the audit record of a refused write.
+struct Refusal {
+    response: Response,
+    audit: Option<Box<crate::audit::Audit>>,
+}
+
+impl From<Response> for Refusal {
+    fn from(response: Response) -> Self {
+        Refusal {
+            response,
+            audit: None,
+        }
+    }
+}
+
+/// The checks of [`Authorize`]: the request with its [`Client`] and [`Caller`], or why not.
+#[allow(
+    clippy::result_large_err,
+    reason = "the request that passes is as large; a refusal is rare"
+)]
+fn check_request<S: ApiAuth>(s: &S, req: Request) -> Result<Request, Refusal> {
     let auth = s.auth();
-    let Some(access) = s.routes().access(&method, &path) else {
+    if let Some(refused) = refuse_host_or_origin(auth, req.method(), req.headers()) {
+        return Err(refused.into());
+    }
+    let (mut parts, body) = req.into_parts();
+    let client = Client(
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0),
+    );
+    parts.extensions.insert(client);
+    // A clone of the matched path shares its string.
+    let Some(matched) = parts.extensions.get::<MatchedPath>().cloned() else {
+        return Ok(Request::from_parts(parts, body));
+    };
+    // The path's parameters, which axum has already matched (the extractor never waits).
+    let params =
+        futures_util::FutureExt::now_or_never(<RawPathParams as axum::extract::FromRequestParts<
+            (),
+        >>::from_request_parts(&mut parts, &()));
+    let path = matched.as_str();
+    let method = &parts.method;
+    let Some(access) = s.routes().access(method, path) else {
         tracing::error!(%method, %path, "A route is missing from the route table; refused.");
-        return ApiError::new(
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "route_unlisted",
             "this route declares no permission, so nobody may use it",
         )
-        .into_response();
+        .into_response()
+        .into());
     };
     if access == Access::Public {
-        return next.run(req).await;
+        return Ok(Request::from_parts(parts, body));
     }
-    let client = req
-        .extensions()
-        .get::<Client>()
-        .copied()
-        .unwrap_or(Client(None));
-    let headers = req.headers();
+    let headers = &parts.headers;
     let bearer = header_str(headers, header::AUTHORIZATION).and_then(web::bearer);
     let cookie =
         header_str(headers, header::COOKIE).and_then(|c| web::cookie(c, web::SESSION_COOKIE));
-    let Some(caller) = auth.check(cookie, bearer, &client.text(), crate::now_micros()) else {
+    let Some(caller) = auth.check(
+        cookie,
+        bearer,
+        client.0.map(|a| a.ip()),
+        crate::now_micros(),
+    ) else {
         auth.metrics().unauthenticated_total.fetch_add(1, Relaxed);
-        return ApiError::new(
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
             "log in first (POST /api/v1/auth/login), or send an API token as Authorization: Bearer",
         )
-        .into_response();
+        .into_response()
+        .into());
     };
     // A browser sends a cookie on its own; a write that relies on one must also prove it
     // comes from our page. A bearer token is never sent on its own.
-    if bearer.is_none() && is_write(&method) {
+    if bearer.is_none() && is_write(method) {
         let expected = cookie.map(|t| auth.csrf_for(t)).unwrap_or_default();
         let sent = header_str(headers, header::HeaderName::from_static(web::CSRF_HEADER));
         if !web::csrf_ok(sent, &expected) {
             auth.metrics().csrf_failures_total.fetch_add(1, Relaxed);
-            return ApiError::new(
+            return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "csrf",
                 "a write with a session cookie needs the session's X-CSRF-Token header",
             )
-            .into_response();
+            .into_response()
+            .into());
         }
     }
-    let pairs: Vec<(&str, &str)> = params.iter().collect();
-    let scope = s.scope_of(&path, &pairs);
-    let allowed = scope.allows(access, &caller.principal, auth.scope());
-    if !allowed {
+    let pairs: Vec<(&str, &str)> = match &params {
+        Some(Ok(p)) => p.iter().collect(),
+        _ => Vec::new(),
+    };
+    let scope = s.scope_of(path, &pairs);
+    if !scope.allows(access, &caller.principal, auth.scope()) {
         auth.metrics().forbidden_total.fetch_add(1, Relaxed);
         let at = match &scope {
             RouteScope::At(scope) => scope.to_string(),
@@ -419,25 +535,28 @@ pub async fn authorize<S: ApiAuth>(
             Access::Allowed(p) => format!("this needs the permission {p} in {at}"),
             _ => "set up a second factor first (POST /api/v1/auth/totp/setup)".to_string(),
         };
-        if is_write(&method) {
-            let audit = auth
-                .audit(
-                    &caller.actor,
+        let audit = is_write(method).then(|| {
+            Box::new(
+                auth.audit(
+                    &caller.actor(),
                     "forbidden",
-                    &path,
+                    path,
                     json!({"method": method.as_str(), "needs": access.to_string(), "at": at}),
                 )
-                .with_outcome("refused: permission");
-            if let Err(e) = auth.record(audit).await {
-                tracing::error!(error = %format!("{e:#}"), "A refused request could not be audited.");
-            }
-        }
-        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
-            .with_details(json!({"needs": access.to_string()}))
-            .into_response();
+                .with_outcome("refused: permission"),
+            )
+        });
+        return Err(Refusal {
+            response: ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+                .with_details(json!({"needs": access.to_string()}))
+                .into_response(),
+            audit,
+        });
     }
-    req.extensions_mut().insert(caller);
-    next.run(req).await
+    drop(pairs);
+    drop(params);
+    parts.extensions.insert(caller);
+    Ok(Request::from_parts(parts, body))
 }
 
 /// The routes of logging in and of the caller's own account, under `/api/v1/auth`.
@@ -537,7 +656,7 @@ async fn me<S: ApiAuth>(
     let auth = s.auth();
     let pending = caller.principal.second_factor != SecondFactor::Satisfied;
     let mut me = auth
-        .me_of(&caller.actor.user_id, pending)
+        .me_of(&caller.principal.user_id, pending)
         .ok_or_else(|| ApiError::not_found("the account is gone"))?;
     if caller.session.is_some() {
         let token =
@@ -596,7 +715,7 @@ async fn list_tokens<S: ApiAuth>(
     State(s): State<S>,
     Extension(caller): Extension<Caller>,
 ) -> Json<Json_> {
-    Json(json!({"tokens": s.auth().tokens_of(&caller.actor.user_id)}))
+    Json(json!({"tokens": s.auth().tokens_of(&caller.principal.user_id)}))
 }
 
 #[derive(Debug, Deserialize)]

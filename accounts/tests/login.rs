@@ -28,15 +28,15 @@ fn table() -> Routes<TestApi> {
         .get(
             "/api/v1/thing",
             Access::Allowed(Permission::TelemetryRead),
-            |Extension(c): Extension<Caller>| async move { Json(json!({"reader": c.actor.name})) },
+            |Extension(c): Extension<Caller>| async move { Json(json!({"reader": c.name})) },
         )
         .post(
             "/api/v1/thing",
             Access::Allowed(Permission::PointsWrite),
             |State(s): State<TestApi>, Extension(c): Extension<Caller>| async move {
-                let a = s.auth.audit(&c.actor, "thing_write", "thing", json!({}));
+                let a = s.auth.audit(&c.actor(), "thing_write", "thing", json!({}));
                 s.auth.record(a).await.unwrap();
-                Json(json!({"writer": c.actor.name}))
+                Json(json!({"writer": c.name}))
             },
         )
 }
@@ -115,14 +115,7 @@ async fn start(own: Source, policy: SessionPolicy) -> Api {
     let state = TestApi { auth: auth.clone() };
     let (app, _) = table().into_router();
     let app = app
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            http::authorize::<TestApi>,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            http::guard::<TestApi>,
-        ))
+        .route_layer(http::Authorize::new(state.clone()))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -735,14 +728,7 @@ async fn every_route_of_the_table_is_guarded_and_an_unlisted_route_is_refused_to
     };
     let app = axum::Router::new()
         .route("/api/v1/hidden", axum::routing::get(|| async { "secret" }))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            http::authorize::<TestApi>,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            http::guard::<TestApi>,
-        ))
+        .route_layer(http::Authorize::new(state.clone()))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -19,7 +19,7 @@ use accounts::http::{
 };
 use accounts::{Auth, Caller};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -188,22 +188,13 @@ pub fn route_table() -> Vec<RouteSpec> {
 }
 
 pub fn router(state: ApiState) -> Router {
-    let (app, _) = routes().into_router();
-    app.route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        http::authorize::<ApiState>,
-    ))
-    .fallback(|| async { ApiError::not_found("no such route") })
-    .layer(DefaultBodyLimit::max(64 * 1024))
-    .layer(middleware::from_fn_with_state(
-        state.clone(),
-        http::guard::<ApiState>,
-    ))
-    .layer(middleware::from_fn_with_state(
-        state.clone(),
-        count_requests,
-    ))
-    .with_state(state)
+    routes()
+        .into_api_router(state.clone())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
 }
 
 async fn count_requests(State(s): State<ApiState>, req: Request, next: Next) -> Response {
@@ -814,7 +805,7 @@ async fn store_private(
     let audit = s
         .auth
         .audit(
-            &caller.actor,
+            &caller.actor(),
             "person_private_set",
             &format!("{park}/{person}"),
             json!({"enterprise": enterprise, "phone": b.phone.is_some(), "idNumber": b.id_number.is_some()}),
@@ -824,7 +815,7 @@ async fn store_private(
         park.to_string(),
         person.to_string(),
         enterprise.to_string(),
-        caller.actor.name.clone(),
+        caller.name.to_string(),
     );
     let a2 = audit.clone();
     let result = s
@@ -949,7 +940,7 @@ async fn visible(s: &ApiState, caller: &Caller, id: &str) -> ApiResult<Json_> {
 async fn manageable(s: &ApiState, caller: &Caller, id: &str, action: &str) -> ApiResult<Json_> {
     let checked = async {
         let u = visible(s, caller, id).await?;
-        if id == caller.actor.user_id {
+        if id == caller.principal.user_id {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -968,7 +959,7 @@ async fn manageable(s: &ApiState, caller: &Caller, id: &str, action: &str) -> Ap
     .await;
     let audit = s
         .auth
-        .audit(&caller.actor, action, id, json!({}))
+        .audit(&caller.actor(), action, id, json!({}))
         .unmirrored();
     audit_outcome(&s.auth, audit, checked).await
 }
@@ -1052,7 +1043,7 @@ async fn create_user(
     let audit = s
         .auth
         .audit(
-            &caller.actor,
+            &caller.actor(),
             "user_create",
             &b.username,
             json!({"grants": b.grants}),
@@ -1087,7 +1078,7 @@ async fn create_user(
     }
     .await;
     let (grants, verifier) = audit_outcome(&s.auth, audit.clone(), prepared).await?;
-    let actor = caller.actor.clone();
+    let actor = caller.actor();
     let id = account_change(&s, audit, move |tx| {
         manage::create(
             tx,
@@ -1122,7 +1113,7 @@ async fn set_grants(
     let Json(b) = body?;
     let audit = s
         .auth
-        .audit(&caller.actor, "user_grants", &id, json!({"to": b.grants}))
+        .audit(&caller.actor(), "user_grants", &id, json!({"to": b.grants}))
         .unmirrored();
     manageable(&s, &caller, &id, "user_grants").await?;
     let grants = audit_outcome(
@@ -1131,7 +1122,7 @@ async fn set_grants(
         parse_grants(&caller.principal, &b.grants),
     )
     .await?;
-    let (actor, id2) = (caller.actor.clone(), id.clone());
+    let (actor, id2) = (caller.actor(), id.clone());
     account_change(&s, audit, move |tx| {
         manage::set_grants(
             tx,
@@ -1161,13 +1152,13 @@ async fn set_disabled(
     let audit = s
         .auth
         .audit(
-            &caller.actor,
+            &caller.actor(),
             action,
             u["username"].as_str().unwrap_or(""),
             json!({"id": id}),
         )
         .unmirrored();
-    let (actor, id2) = (caller.actor.clone(), id.clone());
+    let (actor, id2) = (caller.actor(), id.clone());
     account_change(&s, audit, move |tx| {
         manage::set_disabled(
             tx,
@@ -1223,13 +1214,13 @@ async fn reset_password(
     let audit = s
         .auth
         .audit(
-            &caller.actor,
+            &caller.actor(),
             "password_reset",
             &username,
             json!({"id": id}),
         )
         .unmirrored();
-    let (actor, id2) = (caller.actor.clone(), id.clone());
+    let (actor, id2) = (caller.actor(), id.clone());
     account_change(&s, audit, move |tx| {
         manage::set_verifier(
             tx,
@@ -1253,13 +1244,13 @@ async fn reset_second_factor(
     let audit = s
         .auth
         .audit(
-            &caller.actor,
+            &caller.actor(),
             "second_factor_reset",
             u["username"].as_str().unwrap_or(""),
             json!({"id": id}),
         )
         .unmirrored();
-    let (actor, id2) = (caller.actor.clone(), id.clone());
+    let (actor, id2) = (caller.actor(), id.clone());
     account_change(&s, audit, move |tx| {
         manage::reset_second_factor(
             tx,
@@ -1344,13 +1335,13 @@ async fn create_department(
     let audit = s
         .auth
         .audit(
-            &caller.actor,
+            &caller.actor(),
             "department_create",
             &b.id,
             json!({"name": b.name, "park": b.park, "parent": b.parent}),
         )
         .unmirrored();
-    let (by, a2) = (caller.actor.name.clone(), audit.clone());
+    let (by, a2) = (caller.name.to_string(), audit.clone());
     let id = b.id.clone();
     account_change(&s, audit, move |tx| {
         if let Some(parent) = &b.parent {

@@ -41,8 +41,25 @@ use crate::node::{Devices, device_points, point_source};
 use crate::rollup::Level;
 use crate::store::Store;
 
+/// What the API serves from: one allocation shared by every request (each middleware
+/// and handler gets a clone of the state, so a clone must cost one reference count).
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<ApiParts>);
+
+impl ApiState {
+    pub fn new(parts: ApiParts) -> ApiState {
+        ApiState(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiParts;
+    fn deref(&self) -> &ApiParts {
+        &self.0
+    }
+}
+
+pub struct ApiParts {
     pub park: String,
     pub building: String,
     pub store: Store,
@@ -168,22 +185,13 @@ pub fn route_table() -> Vec<RouteSpec> {
 }
 
 pub fn router(state: ApiState) -> Router {
-    let (app, _) = routes().into_router();
-    app.route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        http::authorize::<ApiState>,
-    ))
-    .fallback(|| async { ApiError::not_found("no such route") })
-    .layer(DefaultBodyLimit::max(64 * 1024))
-    .layer(middleware::from_fn_with_state(
-        state.clone(),
-        http::guard::<ApiState>,
-    ))
-    .layer(middleware::from_fn_with_state(
-        state.clone(),
-        count_requests,
-    ))
-    .with_state(state)
+    routes()
+        .into_api_router(state.clone())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
 }
 
 /// The same routes with no authentication at all: never served by a node; `smartpark
@@ -487,7 +495,7 @@ async fn write_point(
     };
     let entry = s
         .auth
-        .audit(&caller.actor, "point_write", key.as_str(), detail)
+        .audit(&caller.actor(), "point_write", key.as_str(), detail)
         .with_outcome(outcome_text);
     s.auth.record(entry).await.map_err(ApiError::internal)?;
     match outcome {
@@ -796,7 +804,7 @@ async fn open_door(
     let Json(b) = body?;
     need_text("reason", &b.reason)?;
     let audit = s.auth.audit(
-        &caller.actor,
+        &caller.actor(),
         "door_manual_open",
         &id,
         json!({"reason": b.reason}),
@@ -845,7 +853,7 @@ async fn resolve_review(
         }
     }
     let audit = s.auth.audit(
-        &caller.actor,
+        &caller.actor(),
         "plate_review",
         &id,
         json!({"admit": b.admit, "plate": b.plate}),
@@ -887,7 +895,9 @@ async fn put_credential(
             ))
         })?;
     let detail = json!({"person": b.person_id, "kind": b.kind, "validFrom": b.valid_from, "validTo": b.valid_to});
-    let audit = s.auth.audit(&caller.actor, "credential_put", &b.id, detail);
+    let audit = s
+        .auth
+        .audit(&caller.actor(), "credential_put", &b.id, detail);
     let c = park_model::directory::RawCredential {
         id: b.id.clone(),
         person_id: b.person_id.clone(),
@@ -931,7 +941,7 @@ async fn credential_status(
             ))
         })?;
     let audit = s.auth.audit(
-        &caller.actor,
+        &caller.actor(),
         "credential_status",
         &id,
         json!({"status": b.status, "reason": b.reason}),
@@ -985,7 +995,7 @@ async fn put_pass(
     };
     let detail =
         json!({"plate": b.plate, "kind": b.kind, "lots": b.lot_ids, "validTo": b.valid_to});
-    let audit = s.auth.audit(&caller.actor, "pass_put", &b.id, detail);
+    let audit = s.auth.audit(&caller.actor(), "pass_put", &b.id, detail);
     let result = match park(&s) {
         Ok(p) => p
             .put_pass(pass, audit.clone())
@@ -1013,7 +1023,7 @@ async fn pass_status(
             ))
         })?;
     let audit = s.auth.audit(
-        &caller.actor,
+        &caller.actor(),
         "pass_status",
         &id,
         json!({"status": b.status, "reason": b.reason}),
@@ -1134,14 +1144,14 @@ async fn acknowledge_alarm(
     let id = alarm_id(&id)?;
     check_comment(b.comment.as_deref())?;
     let audit = s.auth.audit(
-        &caller.actor,
+        &caller.actor(),
         "alarm_acknowledge",
         &id.to_string(),
         json!({"comment": b.comment}),
     );
     let result = s
         .alarms
-        .acknowledge(id, &caller.actor.name, b.comment.as_deref(), audit.clone())
+        .acknowledge(id, &caller.name, b.comment.as_deref(), audit.clone())
         .await
         .map_err(ApiError::from);
     audit_outcome(&s.auth, audit, result).await?;
@@ -1174,20 +1184,14 @@ async fn shelve_alarm(
     check_comment(b.reason.as_deref())?;
     let until = now_micros() + b.duration_s as i64 * 1_000_000;
     let audit = s.auth.audit(
-        &caller.actor,
+        &caller.actor(),
         "alarm_shelve",
         &id.to_string(),
         json!({"duration_s": b.duration_s, "reason": b.reason}),
     );
     let result = s
         .alarms
-        .shelve(
-            id,
-            until,
-            &caller.actor.name,
-            b.reason.as_deref(),
-            audit.clone(),
-        )
+        .shelve(id, until, &caller.name, b.reason.as_deref(), audit.clone())
         .await
         .map_err(ApiError::from);
     audit_outcome(&s.auth, audit, result).await?;
@@ -1201,14 +1205,14 @@ async fn unshelve_alarm(
 ) -> ApiResult<Json<Json_>> {
     let id = alarm_id(&id)?;
     let audit = s.auth.audit(
-        &caller.actor,
+        &caller.actor(),
         "alarm_unshelve",
         &id.to_string(),
         Json_::Null,
     );
     let result = s
         .alarms
-        .unshelve(id, &caller.actor.name, audit.clone())
+        .unshelve(id, &caller.name, audit.clone())
         .await
         .map_err(ApiError::from);
     audit_outcome(&s.auth, audit, result).await?;
@@ -1231,14 +1235,14 @@ async fn comment_alarm(
     let id = alarm_id(&id)?;
     check_comment(Some(&b.text))?;
     let audit = s.auth.audit(
-        &caller.actor,
+        &caller.actor(),
         "alarm_comment",
         &id.to_string(),
         json!({"text": b.text}),
     );
     let result = s
         .alarms
-        .comment(id, &caller.actor.name, &b.text, audit.clone())
+        .comment(id, &caller.name, &b.text, audit.clone())
         .await
         .map_err(ApiError::from);
     audit_outcome(&s.auth, audit, result).await?;
@@ -1263,7 +1267,7 @@ async fn reload_rules(
     };
     let audit = s
         .auth
-        .audit(&caller.actor, "rules_reload", "rules", json!({}));
+        .audit(&caller.actor(), "rules_reload", "rules", json!({}));
     let n = match result {
         Ok(n) => {
             s.auth

@@ -331,7 +331,7 @@ impl EdgeNode {
             .with_context(|| format!("cannot listen on {} for the API", settings.api_listen))?;
         let api_addr = listener.local_addr()?;
         let api_metrics = metrics.clone();
-        let state = crate::api::ApiState {
+        let state = crate::api::ApiState::new(crate::api::ApiParts {
             park: settings.park.clone(),
             building: settings.building.clone(),
             store: store.clone(),
@@ -341,7 +341,7 @@ impl EdgeNode {
             alarms: alarms.clone(),
             sync: settings.sync.is_some().then(|| sync_status.clone()),
             auth: auth.clone(),
-        };
+        });
         let api_state = state.clone();
         let app = crate::api::router(state);
         let failed = move || {

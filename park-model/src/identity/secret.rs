@@ -39,6 +39,16 @@ pub fn token_hash(token: &str) -> String {
     sha256_hex(token.as_bytes())
 }
 
+/// [`token_hash`] written into `buf`, for lookups on every request without an allocation.
+pub fn token_hash_into<'a>(token: &str, buf: &'a mut [u8; 64]) -> &'a str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in sha256(token.as_bytes()).iter().enumerate() {
+        buf[2 * i] = HEX[(b >> 4) as usize];
+        buf[2 * i + 1] = HEX[(b & 15) as usize];
+    }
+    std::str::from_utf8(buf).expect("hex digits are ASCII")
+}
+
 /// A keyed digest of `value` in `domain` (such as a credential kind): what is stored and
 /// matched instead of a card number, QR value or PIN. 128 bits of HMAC-SHA256, URL-safe
 /// base64, prefixed `h1:`. Without the key, a stored digest cannot be turned back into the
@@ -243,6 +253,7 @@ mod tests {
         let t = token("sps_", &[3; 32]);
         assert!(t.starts_with("sps_") && t.len() == 47, "{t}");
         assert_eq!(token_hash(&t).len(), 64);
+        assert_eq!(token_hash_into(&t, &mut [0; 64]), token_hash(&t));
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
