@@ -30,17 +30,68 @@ fn credential_key(dir: &Path) -> anyhow::Result<CredentialKey> {
     }
 }
 
+/// How the benchmark's MQTT clients reach the broker: with accounts and their topic ACLs,
+/// as in a building, or anonymously (`mqtt.allow_anonymous`, a lab), to show what the
+/// checks cost.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BrokerAuth {
+    Accounts,
+    Anonymous,
+}
+
+/// The two accounts the probes log in with (one per connection: a client id is its
+/// username), each a controller of every door and lane.
+const PROBE_USERS: [&str; 2] = ["bench-reader", "bench-actuator"];
+
+/// A started edge and the password of its probe accounts (none when anonymous).
+struct BenchEdge {
+    node: EdgeNode,
+    password: Option<String>,
+}
+
 /// Starts an edge node with no devices whose documents come from `seed`, with the credential
-/// key of `dir` (see [`credential_key`]).
-async fn edge(dir: &Path, seed: &Path) -> anyhow::Result<EdgeNode> {
+/// key of `dir` (see [`credential_key`]); with `auth`, the probes' accounts control `doors`
+/// and `lanes`.
+async fn edge(
+    dir: &Path,
+    seed: &Path,
+    auth: BrokerAuth,
+    doors: &[String],
+    lanes: &[String],
+) -> anyhow::Result<BenchEdge> {
     credential_key(dir)?;
     let config = dir.join("edge.toml");
+    let quoted = |ids: &[String]| {
+        ids.iter()
+            .map(|i| format!("\"{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (mqtt, password) = match auth {
+        BrokerAuth::Anonymous => ("allow_anonymous = true\n".to_string(), None),
+        BrokerAuth::Accounts => {
+            let password = edge_node::broker::random_password();
+            let accounts: String = PROBE_USERS
+                .iter()
+                .map(|u| {
+                    format!(
+                        "[[mqtt.client]]\nusername = \"{u}\"\npassword_hash = \"{}\"\ndoors = [{}]\nlanes = [{}]\n",
+                        edge_node::broker::password_hash(&password, edge_node::broker::HASH_ITERATIONS),
+                        quoted(doors),
+                        quoted(lanes)
+                    )
+                })
+                .collect();
+            (accounts, Some(password))
+        }
+    };
     std::fs::write(
         &config,
         format!(
             "[node]\npark = \"sample-park\"\nbuilding = \"b1\"\ndata_dir = \"data\"\nprofiles_dir = \"{}\"\n\
-             [api]\nlisten = \"127.0.0.1:0\"\nplain_http = true\n[mqtt]\nlisten_v4 = \"127.0.0.1:0\"\nlisten_v5 = \"127.0.0.1:0\"\n\
-             [business]\nseed_dir = \"{}\"\ncredential_key_file = \"credential.key\"\n",
+             [api]\nlisten = \"127.0.0.1:0\"\nplain_http = true\n\
+             [business]\nseed_dir = \"{}\"\ncredential_key_file = \"credential.key\"\n\
+             [mqtt]\nlisten = \"127.0.0.1:0\"\n{mqtt}",
             Path::new("firmware-configs/profiles")
                 .canonicalize()
                 .context("run benchmarks from the repository root")?
@@ -48,7 +99,30 @@ async fn edge(dir: &Path, seed: &Path) -> anyhow::Result<EdgeNode> {
             seed.display()
         ),
     )?;
-    EdgeNode::start(EdgeSettings::load(&config)?).await
+    Ok(BenchEdge {
+        node: EdgeNode::start(EdgeSettings::load(&config)?).await?,
+        password,
+    })
+}
+
+/// The p99 of `fdatasync` after a 4 KiB append in `dir`, in ms: the disk's share of a door's
+/// answer, measured in the same run.
+fn fsync_p99_ms(dir: &Path) -> anyhow::Result<f64> {
+    use std::io::Write as _;
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path)?;
+    let block = [0x5au8; 4096];
+    let mut times = Vec::with_capacity(500);
+    for _ in 0..500 {
+        f.write_all(&block)?;
+        let t = Instant::now();
+        f.sync_data()?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    drop(f);
+    std::fs::remove_file(&path)?;
+    times.sort_by(f64::total_cmp);
+    Ok(quantile(&times, 0.99))
 }
 
 /// An MQTT client that timestamps what it sends by read id and records the latency of the
@@ -60,23 +134,21 @@ struct Prober {
 }
 
 impl Prober {
-    /// Publishes on one connection and listens for answers on another, as a controller with
-    /// separate reader and actuator links would; `shared` uses one connection for both, as
-    /// most controllers do. rumqttd leaves Nagle's algorithm on for accepted connections and
-    /// the edge switches it off from outside within a sweep interval of the connect
-    /// (`edge_node::broker::NoDelay`); a controller stays connected for days, so the probe
-    /// waits one second after connecting before it measures.
-    async fn connect(
-        broker: std::net::SocketAddr,
-        answers: &str,
-        shared: bool,
-    ) -> anyhow::Result<Prober> {
-        let connect = |name: &str| {
+    /// Publishes on one connection and listens for `answers` (topics, one per door or lane:
+    /// an account may not subscribe to a wildcard) on another, as a controller with separate
+    /// reader and actuator links would; `shared` uses one connection for both, as most
+    /// controllers do. With a password, each connection logs in as one of [`PROBE_USERS`].
+    async fn connect(edge: &BenchEdge, answers: &[String], shared: bool) -> anyhow::Result<Prober> {
+        let broker = edge.node.mqtt.context("the edge has no broker")?;
+        let connect = |user: &str| {
             let mut options = MqttOptions::new(
-                format!("bench-{name}-{}", fastrand::u32(..)),
+                format!("{user}-{}", fastrand::u32(..)),
                 broker.ip().to_string(),
                 broker.port(),
             );
+            if let Some(p) = &edge.password {
+                options.set_credentials(user, p);
+            }
             options.set_inflight(1000);
             options.set_keep_alive(Duration::from_secs(30));
             let (client, mut eventloop) = AsyncClient::new(options, 10_000);
@@ -85,19 +157,29 @@ impl Prober {
             eventloop.set_network_options(network);
             (client, eventloop)
         };
-        let (listener, mut eventloop) = connect("sub");
-        listener.subscribe(answers, QoS::AtLeastOnce).await?;
+        let (listener, mut eventloop) = connect(PROBE_USERS[0]);
+        for a in answers {
+            listener.subscribe(a, QoS::AtLeastOnce).await?;
+        }
         let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
         let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
         let (s2, l2) = (sent.clone(), latencies.clone());
         let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
         let mut subscribed_tx = Some(subscribed_tx);
+        let mut acks = answers.len();
         tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        if let Some(tx) = subscribed_tx.take() {
-                            let _ = tx.send(());
+                    Ok(Event::Incoming(Packet::SubAck(a))) => {
+                        let refused = a
+                            .return_codes
+                            .iter()
+                            .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                        acks = acks.saturating_sub(1);
+                        if (refused || acks == 0)
+                            && let Some(tx) = subscribed_tx.take()
+                        {
+                            let _ = tx.send(!refused);
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -122,13 +204,14 @@ impl Prober {
                 }
             }
         });
-        tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
+        let subscribed = tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
             .await
             .context("no SUBACK from the edge's broker")??;
+        anyhow::ensure!(subscribed, "the edge's broker refused a subscription");
         let client = if shared {
             listener
         } else {
-            let (client, mut eventloop) = connect("pub");
+            let (client, mut eventloop) = connect(PROBE_USERS[1]);
             tokio::spawn(async move {
                 loop {
                     if eventloop.poll().await.is_err() {
@@ -138,7 +221,6 @@ impl Prober {
             });
             client
         };
-        tokio::time::sleep(Duration::from_secs(1)).await;
         Ok(Prober {
             client,
             sent,
@@ -265,22 +347,26 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
         granted as f64 / times.len() as f64 * 100.0
     );
 
-    // End to end over MQTT on a real edge node.
+    // End to end over MQTT on a real edge node, the probes logged in with accounts.
     let seed = dir.path().join("seed");
     std::fs::create_dir_all(&seed)?;
     std::fs::write(seed.join("directory.automerge"), &bytes)?;
     std::fs::write(seed.join("building-b1.automerge"), &building_bytes)?;
     let t = Instant::now();
-    let node = edge(dir.path(), &seed).await?;
+    let edge1 = edge(dir.path(), &seed, BrokerAuth::Accounts, &sample.doors, &[]).await?;
     println!(
         "edge_start_with_directory_ms: {:.0} ms",
         t.elapsed().as_secs_f64() * 1000.0
     );
-    let broker = node.mqtt_v4.context("the edge has no broker")?;
-    let prober = Prober::connect(broker, "door/+/command", false).await?;
+    let answers: Vec<String> = sample
+        .doors
+        .iter()
+        .map(|d| format!("door/{d}/command"))
+        .collect();
+    let prober = Prober::connect(&edge1, &answers, false).await?;
     let creds = Arc::new(sample.credentials.clone());
     let doors = Arc::new(sample.doors.clone());
-    let read = |n: u64| {
+    let read = move |n: u64| {
         let (kind, value) = &creds[(n.wrapping_mul(2_654_435_761) % creds.len() as u64) as usize];
         let door = &doors[(n % doors.len() as u64) as usize];
         (
@@ -299,7 +385,7 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
     println!("access_e2e_light_p50_ms: {:.2} ms", quantile(&light, 0.50));
     println!("access_e2e_light_p99_ms: {:.2} ms", quantile(&light, 0.99));
     // The same, with reads and commands on one connection (see `Prober::connect`).
-    let shared = Prober::connect(broker, "door/+/command", true).await?;
+    let shared = Prober::connect(&edge1, &answers, true).await?;
     paced(seconds.min(5), 50.0, async |n| {
         let (topic, id, payload) = read(500_000_000 + n);
         shared.send(topic, id, payload).await
@@ -315,7 +401,87 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
         quantile(&one_link, 0.99)
     );
 
-    // 2,000 reads/s while telemetry flows into the same store at 50,000 samples/s.
+    let loaded = under_load(&edge1.node, &prober, &read, seconds, 1_000_000_000).await?;
+    println!("access_e2e_reads_per_s: {:.0} reads/s", loaded.rate);
+    println!(
+        "access_e2e_ingest_samples_per_s: {:.0} samples/s",
+        loaded.ingest_rate
+    );
+    println!(
+        "access_e2e_p50_ms: {:.2} ms",
+        quantile(&loaded.latencies, 0.50)
+    );
+    println!(
+        "access_e2e_p99_ms: {:.2} ms",
+        quantile(&loaded.latencies, 0.99)
+    );
+    println!(
+        "access_e2e_max_ms: {:.2} ms",
+        quantile(&loaded.latencies, 1.0)
+    );
+    println!(
+        "access_e2e_unanswered: {} reads",
+        missing_light + loaded.missing
+    );
+    println!("edge_peak_rss_mb: {:.1} MB", peak_rss_mb());
+    edge1.node.shutdown().await;
+
+    // A restart: the edge decides from the directory's row copy while the document loads.
+    let t = Instant::now();
+    let edge2 = edge(dir.path(), &seed, BrokerAuth::Anonymous, &[], &[]).await?;
+    let restart_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let park = edge2
+        .node
+        .park
+        .clone()
+        .context("the edge has no park service")?;
+    let (from_copy, decide_ready) = park.start_report();
+    park.directory_loaded().await?;
+    let document_ready_ms = t.elapsed().as_secs_f64() * 1000.0;
+    anyhow::ensure!(
+        from_copy,
+        "the restarted edge did not start from the row copy"
+    );
+    println!(
+        "directory_load_ms: {:.0} ms",
+        decide_ready.as_secs_f64() * 1000.0
+    );
+    println!("edge_restart_ms: {restart_ms:.0} ms");
+    println!("edge_restart_document_ready_ms: {document_ready_ms:.0} ms");
+
+    // The restarted edge lets the probes in anonymously (a lab): the load again, to show
+    // what accounts and their ACLs cost.
+    let prober = Prober::connect(&edge2, &answers, false).await?;
+    let anonymous = under_load(&edge2.node, &prober, &read, seconds, 2_000_000_000).await?;
+    println!(
+        "access_e2e_anonymous_p50_ms: {:.2} ms",
+        quantile(&anonymous.latencies, 0.50)
+    );
+    println!(
+        "access_e2e_anonymous_p99_ms: {:.2} ms",
+        quantile(&anonymous.latencies, 0.99)
+    );
+    println!("fsync_p99_ms: {:.2} ms", fsync_p99_ms(dir.path())?);
+    edge2.node.shutdown().await;
+    Ok(())
+}
+
+/// What [`under_load`] measured.
+struct Loaded {
+    rate: f64,
+    ingest_rate: f64,
+    latencies: Vec<f64>,
+    missing: usize,
+}
+
+/// 2,000 reads/s while telemetry flows into the same store at 50,000 samples/s.
+async fn under_load(
+    node: &EdgeNode,
+    prober: &Prober,
+    read: &impl Fn(u64) -> (String, String, serde_json::Value),
+    seconds: u64,
+    offset: u64,
+) -> anyhow::Result<Loaded> {
     let store = node.store.clone();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
@@ -346,7 +512,6 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
         }
         sent as f64 / start.elapsed().as_secs_f64()
     });
-    let offset = 1_000_000_000u64;
     let rate = paced(seconds, 2000.0, async |n| {
         let (topic, id, payload) = read(offset + n);
         prober.send(topic, id, payload).await
@@ -354,39 +519,13 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
     .await?;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let ingest_rate = ingest.await?;
-    let (loaded, missing_loaded) = prober.drain().await;
-    println!("access_e2e_reads_per_s: {rate:.0} reads/s");
-    println!("access_e2e_ingest_samples_per_s: {ingest_rate:.0} samples/s");
-    println!("access_e2e_p50_ms: {:.2} ms", quantile(&loaded, 0.50));
-    println!("access_e2e_p99_ms: {:.2} ms", quantile(&loaded, 0.99));
-    println!("access_e2e_max_ms: {:.2} ms", quantile(&loaded, 1.0));
-    println!(
-        "access_e2e_unanswered: {} reads",
-        missing_light + missing_loaded
-    );
-    println!("edge_peak_rss_mb: {:.1} MB", peak_rss_mb());
-    node.shutdown().await;
-
-    // A restart: the edge decides from the directory's row copy while the document loads.
-    let t = Instant::now();
-    let node = edge(dir.path(), &seed).await?;
-    let restart_ms = t.elapsed().as_secs_f64() * 1000.0;
-    let park = node.park.clone().context("the edge has no park service")?;
-    let (from_copy, decide_ready) = park.start_report();
-    park.directory_loaded().await?;
-    let document_ready_ms = t.elapsed().as_secs_f64() * 1000.0;
-    anyhow::ensure!(
-        from_copy,
-        "the restarted edge did not start from the row copy"
-    );
-    println!(
-        "directory_load_ms: {:.0} ms",
-        decide_ready.as_secs_f64() * 1000.0
-    );
-    println!("edge_restart_ms: {restart_ms:.0} ms");
-    println!("edge_restart_document_ready_ms: {document_ready_ms:.0} ms");
-    node.shutdown().await;
-    Ok(())
+    let (latencies, missing) = prober.drain().await;
+    Ok(Loaded {
+        rate,
+        ingest_rate,
+        latencies,
+        missing,
+    })
 }
 
 pub async fn parking(seconds: u64) -> anyhow::Result<()> {
@@ -414,9 +553,13 @@ pub async fn parking(seconds: u64) -> anyhow::Result<()> {
     let seed = dir.path().join("seed");
     std::fs::create_dir_all(&seed)?;
     std::fs::write(seed.join("parking.automerge"), doc.save())?;
-    let node = edge(dir.path(), &seed).await?;
-    let broker = node.mqtt_v4.context("the edge has no broker")?;
-    let prober = Prober::connect(broker, "barrier/+/command", false).await?;
+    let lanes: Vec<String> = snapshot.lanes.keys().cloned().collect();
+    let bench = edge(dir.path(), &seed, BrokerAuth::Accounts, &[], &lanes).await?;
+    let answers: Vec<String> = lanes
+        .iter()
+        .map(|l| format!("barrier/{l}/command"))
+        .collect();
+    let prober = Prober::connect(&bench, &answers, false).await?;
     let passes: Vec<(String, String)> = snapshot
         .passes
         .values()
@@ -450,7 +593,8 @@ pub async fn parking(seconds: u64) -> anyhow::Result<()> {
     println!("parking_e2e_p50_ms: {:.2} ms", quantile(&lat, 0.50));
     println!("parking_e2e_p99_ms: {:.2} ms", quantile(&lat, 0.99));
     println!("parking_e2e_unanswered: {missing} reads");
+    println!("fsync_p99_ms: {:.2} ms", fsync_p99_ms(dir.path())?);
     println!("edge_peak_rss_mb: {:.1} MB", peak_rss_mb());
-    node.shutdown().await;
+    bench.node.shutdown().await;
     Ok(())
 }

@@ -90,6 +90,8 @@ pub async fn run(data_dir: Option<PathBuf>, profiles: PathBuf, port: u16) -> any
     }
 
     let api = free_or_any(port).await;
+    // Every simulated device logs in to the building's broker with its own account.
+    let mqtt_password = edge_node::broker::random_password();
     let config = format!(
         r#"[node]
 park = "demo-park"
@@ -103,9 +105,8 @@ listen = "{api}"
 plain_http = true
 
 [mqtt]
-listen_v4 = "127.0.0.1:0"
-listen_v5 = "127.0.0.1:0"
-
+listen = "127.0.0.1:0"
+{mqtt_clients}
 [storage]
 raw_retention_days = 2
 minute_rollup_retention_days = 2
@@ -170,6 +171,7 @@ mqtt = {{ topic_id = "lab-env" }}
         m2 = meters[1],
         ahu = ahu_addr,
         ahu_instance = AHU_INSTANCE,
+        mqtt_clients = mqtt_accounts(&mqtt_password),
     );
     // The park's documents know the simulated cards and plates.
     let credentials = device_sim::demo_credentials(7, 40);
@@ -200,7 +202,7 @@ mqtt = {{ topic_id = "lab-env" }}
         &b2_file,
         format!(
             "[node]\npark = \"demo-park\"\nbuilding = \"b2\"\ndata_dir = \"{data}\"\nprofiles_dir = \"{profiles}\"\n\
-             [api]\nlisten = \"127.0.0.1:0\"\nplain_http = true\n[mqtt]\nlisten_v4 = \"127.0.0.1:0\"\nlisten_v5 = \"127.0.0.1:0\"\n\
+             [api]\nlisten = \"127.0.0.1:0\"\nplain_http = true\n[mqtt]\nlisten = \"127.0.0.1:0\"\n\
              [storage]\nraw_retention_days = 2\nminute_rollup_retention_days = 2\nrollup_retention_days = 30\ndisk_budget_mb = 256\n\
              [business]\nenabled = false\n[sync]\nhub = \"{hub}\"\nidentity_dir = \"{identity}\"\n\n\
              [[device]]\nid = \"main-meter\"\nname = \"Building 2 incomer\"\nprofile = \"eastron-sdm630\"\npoll_interval_ms = 1000\ntimeout_ms = 500\n\
@@ -213,19 +215,18 @@ mqtt = {{ topic_id = "lab-env" }}
         ),
     )?;
     let node_b2 = EdgeNode::start(EdgeSettings::load(&b2_file)?).await?;
-    let broker = node.mqtt_v4.context("the demo needs the MQTT broker")?;
+    let broker = node.mqtt.context("the demo needs the MQTT broker")?;
     for (i, topic) in ["lobby-env", "lab-env"].into_iter().enumerate() {
-        let host = broker.ip().to_string();
+        let sensor = device_sim::MqttSensorSim::new(
+            &broker.ip().to_string(),
+            broker.port(),
+            topic,
+            Duration::from_secs(2),
+            10 + i as u64,
+        )
+        .with_password(&mqtt_password);
         tokio::spawn(async move {
-            if let Err(e) = device_sim::run_mqtt_sensor(
-                &host,
-                broker.port(),
-                topic,
-                Duration::from_secs(2),
-                10 + i as u64,
-            )
-            .await
-            {
+            if let Err(e) = sensor.run().await {
                 tracing::error!(error = %format!("{e:#}"), "Simulated MQTT sensor stopped.");
             }
         });
@@ -244,6 +245,7 @@ mqtt = {{ topic_id = "lab-env" }}
     door_config.seed = 7;
     door_config.utc_offset_s = 8 * 3600;
     door_config.time_compression = 24.0;
+    door_config.mqtt_password = Some(mqtt_password.clone());
     let door_sim = door_config.build()?;
     tokio::spawn(async move {
         if let Err(e) = door_sim.run().await {
@@ -271,6 +273,7 @@ mqtt = {{ topic_id = "lab-env" }}
     lot_config.seed = 7;
     lot_config.utc_offset_s = 8 * 3600;
     lot_config.time_compression = 24.0;
+    lot_config.mqtt_password = Some(mqtt_password.clone());
     let lot_sim = lot_config.build()?;
     tokio::spawn(async move {
         if let Err(e) = lot_sim.run().await {
@@ -297,9 +300,7 @@ mqtt = {{ topic_id = "lab-env" }}
     println!("  Rules:          http://{a}/api/v1/rules");
     println!("  Metrics:        http://{a}/metrics");
     println!(
-        "  MQTT broker:    {} (MQTT 3.1.1), {} (MQTT 5)",
-        broker,
-        node.mqtt_v5.map(|a| a.to_string()).unwrap_or_default()
+        "  MQTT broker:    {broker} (MQTT 3.1.1 and 5; each simulated device has its own account)"
     );
     println!(
         "  Energy meters:  Modbus TCP at {} and {}",
@@ -374,4 +375,27 @@ fn toml_path(p: &std::path::Path) -> String {
         .to_string()
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
+}
+
+/// The `[[mqtt.client]]` accounts of b1's simulated devices, all with `password` (each
+/// stored as its own salted hash): a controller per door, a camera per lane, two sensors.
+fn mqtt_accounts(password: &str) -> String {
+    use edge_node::broker::{HASH_ITERATIONS, password_hash};
+    let mut out = String::new();
+    let mut account = |username: String, what: String| {
+        let hash = password_hash(password, HASH_ITERATIONS);
+        out.push_str(&format!(
+            "[[mqtt.client]]\nusername = \"{username}\"\npassword_hash = \"{hash}\"\n{what}\n\n"
+        ));
+    };
+    for d in crate::demo_park::DOORS {
+        account(format!("sim_door_{d}"), format!("doors = [\"{d}\"]"));
+    }
+    for (l, _) in crate::demo_park::LANES {
+        account(format!("sim_lane_{l}"), format!("lanes = [\"{l}\"]"));
+    }
+    for s in ["lobby-env", "lab-env"] {
+        account(format!("sim_{s}"), format!("device = \"{s}\""));
+    }
+    out
 }

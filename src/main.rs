@@ -51,6 +51,12 @@ enum Command {
     /// Make the park's credential key file (`business.credential_key_file`), readable by its
     /// owner only; copy the same file to every building of the park. An existing file is kept.
     CredentialKey { file: PathBuf },
+    /// Make a device's account on the building's broker: a random password for the device
+    /// (printed once) and the `[[mqtt.client]]` lines for the edge config, with its hash.
+    MqttCredential {
+        /// The device's username (also its MQTT client id).
+        username: String,
+    },
     /// Run a demo: simulated devices and an edge node, with the URLs printed.
     Demo {
         /// Where the demo keeps its data; a fresh temporary folder when left out.
@@ -148,11 +154,7 @@ fn main() -> std::process::ExitCode {
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // rumqttd logs every ordinary client disconnect as an error from its router
-        // ("no-connection id N is already gone"); that one target is silenced by default.
-        .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttd::router::routing=off")
-        });
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -196,6 +198,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 file.display(),
                 key.id()
             );
+            Ok(())
+        }
+        Command::MqttCredential { username } => {
+            anyhow::ensure!(
+                device_drivers::profile::is_name(&username)
+                    && !username.starts_with(edge_node::broker::EDGE_USER),
+                "{username:?} is not a valid username (letters, digits, '-', '_', '.'; not \
+                 starting with {:?})",
+                edge_node::broker::EDGE_USER
+            );
+            let password = edge_node::broker::random_password();
+            let hash =
+                edge_node::broker::password_hash(&password, edge_node::broker::HASH_ITERATIONS);
+            println!("# The device logs in as {username:?} with the password {password}");
+            println!("# (shown once; the edge keeps only its hash). Add to the edge config, with");
+            println!("# what the device is: device = \"ID\", doors = [...] or lanes = [...]:");
+            println!("[[mqtt.client]]\nusername = \"{username}\"\npassword_hash = \"{hash}\"");
             Ok(())
         }
         Command::CheckConfig { file } => {
@@ -265,14 +284,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .rsplit_once(':')
                     .context("--broker must be host:port")?;
                 let port: u16 = port.parse().context("--broker must be host:port")?;
-                device_sim::run_mqtt_sensor(
+                let mut sensor = device_sim::MqttSensorSim::new(
                     host,
                     port,
                     &topic_id,
                     std::time::Duration::from_millis(interval_ms),
                     seed,
-                )
-                .await
+                );
+                // The broker account's password, when the broker asks for one (its
+                // username is `sim_TOPIC_ID`); an environment variable, so that it is
+                // never on a command line.
+                if let Ok(p) = std::env::var("SMARTPARK_MQTT_PASSWORD") {
+                    sensor = sensor.with_password(&p);
+                }
+                sensor.run().await
             }
         },
     }
@@ -282,12 +307,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 pub(crate) fn print_endpoints(node: &EdgeNode) {
     let mqtt =
         |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
-    println!(
-        "ready api={} mqtt_v4={} mqtt_v5={}",
-        node.api_url(),
-        mqtt(node.mqtt_v4),
-        mqtt(node.mqtt_v5)
-    );
+    println!("ready api={} mqtt={}", node.api_url(), mqtt(node.mqtt));
 }
 
 pub(crate) async fn wait_for_stop() {

@@ -62,6 +62,9 @@ pub struct DoorControllerConfig {
     pub start_seconds_of_day: Option<f64>,
     /// Put simulated instead of wall-clock time in `ts`; see [`SimClock::timestamp_us`].
     pub simulated_timestamps: bool,
+    /// The password of every door's broker account, whose username is its client id
+    /// (`sim_door_ID`); none: anonymous (a lab broker).
+    pub mqtt_password: Option<String>,
 }
 
 impl DoorControllerConfig {
@@ -82,6 +85,7 @@ impl DoorControllerConfig {
             time_compression: 1.0,
             start_seconds_of_day: None,
             simulated_timestamps: false,
+            mqtt_password: None,
         }
     }
 
@@ -220,6 +224,7 @@ impl DoorControllerSim {
                     port: config.port,
                     status_topic: topic::door_status(&door.id),
                     subscriptions: vec![topic::door_command(&door.id)],
+                    password: config.mqtt_password.clone(),
                 },
                 tx,
             );

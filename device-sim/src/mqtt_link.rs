@@ -35,6 +35,8 @@ pub(crate) struct LinkConfig {
     pub port: u16,
     pub status_topic: String,
     pub subscriptions: Vec<String>,
+    /// The broker account's password; its username is the client id.
+    pub password: Option<String>,
 }
 
 /// The publishing side of a link.
@@ -58,6 +60,9 @@ impl Link {
                 QoS::AtLeastOnce,
                 true,
             ));
+        if let Some(p) = &config.password {
+            options.set_credentials(&config.client_id, p);
+        }
         let (client, events) = AsyncClient::new(options, 64);
         let connected = Arc::new(AtomicBool::new(false));
         let link = Link {

@@ -27,6 +27,7 @@ pub struct MqttSensorSim {
     interval: Duration,
     seed: u64,
     utc_offset_s: i32,
+    password: Option<String>,
 }
 
 impl MqttSensorSim {
@@ -38,7 +39,19 @@ impl MqttSensorSim {
             interval,
             seed,
             utc_offset_s: 0,
+            password: None,
         }
+    }
+
+    /// Logs in to the broker as `sim_TOPIC_ID` with this password.
+    pub fn with_password(mut self, password: &str) -> Self {
+        self.password = Some(password.to_owned());
+        self
+    }
+
+    /// The broker username the sensor logs in with.
+    pub fn username(&self) -> String {
+        format!("sim_{}", self.topic_id)
     }
 
     /// Shifts the `Time` field and the daily temperature pattern to local time.
@@ -72,7 +85,10 @@ impl MqttSensorSim {
     }
 
     async fn publish_forever(self) -> anyhow::Result<()> {
-        let mut options = MqttOptions::new(format!("sim_{}", self.topic_id), &self.host, self.port);
+        let mut options = MqttOptions::new(self.username(), &self.host, self.port);
+        if let Some(p) = &self.password {
+            options.set_credentials(self.username(), p);
+        }
         options
             .set_keep_alive(Duration::from_secs(30))
             .set_clean_session(true)

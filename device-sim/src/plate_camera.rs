@@ -43,6 +43,9 @@ pub struct PlateCameraConfig {
     pub start_seconds_of_day: Option<f64>,
     /// Put simulated instead of wall-clock time in `ts`; see [`SimClock::timestamp_us`].
     pub simulated_timestamps: bool,
+    /// The password of every lane's broker account, whose username is its client id
+    /// (`sim_lane_ID`); none: anonymous (a lab broker).
+    pub mqtt_password: Option<String>,
 }
 
 impl PlateCameraConfig {
@@ -57,6 +60,7 @@ impl PlateCameraConfig {
             time_compression: 1.0,
             start_seconds_of_day: None,
             simulated_timestamps: false,
+            mqtt_password: None,
         }
     }
 
@@ -201,6 +205,7 @@ impl PlateCameraSim {
                         topic::barrier_command(&lane.id),
                         topic::lane_display(&lane.id),
                     ],
+                    password: config.mqtt_password.clone(),
                 },
                 tx.clone(),
             );

@@ -70,6 +70,8 @@ pub struct ApiParts {
     /// The uplink's state, when a hub is configured.
     pub sync: Option<Arc<crate::sync::SyncStatus>>,
     pub auth: Auth,
+    /// The building's broker, when it runs one.
+    pub broker: Option<Arc<crate::broker::BrokerHealth>>,
 }
 
 impl ApiAuth for ApiState {
@@ -227,15 +229,16 @@ async fn list_users(State(s): State<ApiState>) -> Json<Json_> {
 }
 
 async fn ready(State(s): State<ApiState>) -> Response {
-    match s.store.health() {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
-        Err(reason) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            format!("the store is not committing: {reason}"),
-        )
-        .into_response(),
+    let not_ready = |reason: String| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason).into_response()
+    };
+    if let Err(reason) = s.store.health() {
+        return not_ready(format!("the store is not committing: {reason}"));
     }
+    if let Some(down) = s.broker.as_ref().and_then(|b| b.down()) {
+        return not_ready(down.to_string());
+    }
+    Json(json!({"status": "ready"})).into_response()
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
@@ -254,11 +257,33 @@ async fn metrics(State(s): State<ApiState>) -> Response {
             )
         })
         .collect();
-    let body = s.metrics.render(&[(
-        "smartpark_edge_device_online",
-        "Whether a device is online (1) or not (0).",
-        online,
-    )]);
+    let up = |b: &std::sync::atomic::AtomicBool| f64::from(u8::from(b.load(Relaxed)));
+    let broker: Vec<(String, f64)> = s
+        .broker
+        .iter()
+        .flat_map(|b| {
+            [
+                ("{part=\"broker\"}".to_string(), up(&b.running)),
+                ("{part=\"field_link\"}".to_string(), up(&b.field_link_up)),
+                (
+                    "{part=\"telemetry_link\"}".to_string(),
+                    up(&b.telemetry_link_up),
+                ),
+            ]
+        })
+        .collect();
+    let body = s.metrics.render(&[
+        (
+            "smartpark_edge_device_online",
+            "Whether a device is online (1) or not (0).",
+            online,
+        ),
+        (
+            "smartpark_edge_mqtt_up",
+            "Whether the building's MQTT broker runs and the node's links to it are up (1) or not (0).",
+            broker,
+        ),
+    ]);
     (
         [(
             header::CONTENT_TYPE,

@@ -1,402 +1,702 @@
-//! The building's embedded MQTT broker (rumqttd), for door controllers, cameras and
-//! sensors, with MQTT 3.1.1 and MQTT 5 on separate listeners.
+//! The building's MQTT broker: a Mosquitto process that the node configures from the site
+//! config, starts, watches and restarts, and the node's own links to it.
 //!
-//! rumqttd starts its own runtimes and blocks, so it runs on a thread of its own; the node
-//! talks to it through an in-process link. It has no shutdown: it ends with the process.
+//! Why Mosquitto and not an embedded broker: devices must be admitted one by one (a password
+//! stored as a hash), each may publish and hear only its own topics, nobody may take the
+//! edge's client id, and field devices speak MQTT as the standards say (keep-alive 0,
+//! persistent sessions, retained status, message expiry). rumqttd has no topic ACLs and
+//! refuses keep-alive 0; Mosquitto does all of it, is packaged by every Linux distribution,
+//! and is the reference that device makers test against.
 //!
-//! rumqttd leaves Nagle's algorithm on for the connections it accepts and has no setting for
-//! it. A door controller that publishes a read on its one connection gets the broker's PUBACK,
-//! and the unlock command that follows a millisecond later then waits, behind that unacknowledged
-//! PUBACK, for the controller's delayed ACK: 20 to 40 ms on every unlock. [`NoDelay`] therefore
-//! switches TCP_NODELAY on for every connection accepted on the broker's ports, from a thread
-//! that looks for new ones every 50 ms.
+//! What the node writes into `DATA_DIR/broker/` at every start (0700, files 0600):
+//! `mosquitto.conf`, `devices.passwd` and `devices.acl` (from `[[mqtt.client]]`),
+//! `edge.passwd` and `edge.acl` (the node's own account, with a password made at this
+//! start), and the socket `edge.sock`. The devices' listener is TCP; the node's links use
+//! the Unix socket, which no device can reach. Client ids on the devices' listener are the
+//! usernames (`use_username_as_clientid`), and the node's own ids carry a random suffix, so
+//! no device can take over the node's session.
 
-use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use tokio::io::AsyncBufReadExt as _;
+use tokio::task::JoinHandle;
 
-use crate::config::MqttSettings;
+use crate::config::{MqttClient, MqttSettings};
 
-/// A started broker: the addresses it listens on and the node's two links to it.
-pub struct Started {
-    pub v4: SocketAddr,
-    pub v5: SocketAddr,
-    /// Subscribes to device topics and receives what devices publish.
-    pub field: (LinkTx, LinkRx),
-    /// Publishes the edge's commands; see [`Publisher`].
-    pub commands: (LinkTx, LinkRx),
+/// How long a command the node publishes may wait in the broker for a device that is away
+/// (MQTT 5 message expiry): a door controller that reconnects within this gets its unlock;
+/// one that comes back later does not open on an old decision.
+pub const COMMAND_EXPIRY_S: u32 = 10;
+
+/// PBKDF2 iterations of the hashes the node makes (Mosquitto's `$7$` format). Device
+/// passwords are random (`smartpark mqtt-credential`), so the count guards against nothing
+/// a longer password would not; it is kept low because Mosquitto checks it on its one
+/// thread, where every connection waits for it.
+pub const HASH_ITERATIONS: u32 = 1_000;
+/// Hashes in a site config above this many iterations are refused: one device reconnecting
+/// in a loop would otherwise stall every door of the building.
+pub const MAX_HASH_ITERATIONS: u32 = 20_000;
+
+/// The username of the node's own links.
+pub const EDGE_USER: &str = "smartpark-edge";
+
+/// A password line for Mosquitto's password file: `$7$ITERATIONS$SALT$HASH`, PBKDF2 with
+/// HMAC-SHA512 over a 12-byte salt, both in standard base64.
+pub fn password_hash(password: &str, iterations: u32) -> String {
+    let mut salt = [0u8; 12];
+    fill_random(&mut salt);
+    hash_with_salt(password, &salt, iterations)
 }
 
-/// Starts the broker.
-pub fn start(settings: &MqttSettings) -> anyhow::Result<Started> {
-    let v4 = concrete(settings.listen_v4)?;
-    let v5 = concrete(settings.listen_v5)?;
-    let connections = ConnectionSettings {
-        connection_timeout_ms: 10_000,
-        max_payload_size: settings.max_payload_bytes,
-        max_inflight_count: 100,
-        auth: None,
-        external_auth: None,
-        dynamic_filters: true,
+fn hash_with_salt(password: &str, salt: &[u8], iterations: u32) -> String {
+    let mut out = [0u8; 64];
+    ring::pbkdf2::derive(
+        ring::pbkdf2::PBKDF2_HMAC_SHA512,
+        std::num::NonZeroU32::new(iterations.max(1)).expect("at least one iteration"),
+        salt,
+        password.as_bytes(),
+        &mut out,
+    );
+    let b64 = data_encoding::BASE64;
+    format!("$7${iterations}${}${}", b64.encode(salt), b64.encode(&out))
+}
+
+/// Whether `hash` is a `$7$` hash as Mosquitto reads it; the reason when it is not.
+pub fn check_password_hash(hash: &str) -> Result<(), String> {
+    let parts: Vec<&str> = hash.split('$').collect();
+    let [empty, "7", iterations, salt, digest] = parts.as_slice() else {
+        return Err(
+            "is not a password hash of the form $7$ITERATIONS$SALT$HASH (make one with \
+             `smartpark mqtt-credential USERNAME`)"
+                .into(),
+        );
     };
-    let server = |name: &str, listen: SocketAddr| ServerSettings {
-        name: name.to_string(),
-        listen,
-        tls: None,
-        next_connection_delay_ms: 1,
-        connections: connections.clone(),
-    };
-    let config = Config {
-        id: 0,
-        router: RouterConfig {
-            max_connections: 2000,
-            max_outgoing_packet_count: 200,
-            // Segments hold messages per filter in memory; a building's traffic is small,
-            // so small segments keep the broker's memory bounded.
-            max_segment_size: 1 << 20,
-            max_segment_count: 4,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Default::default(),
-        },
-        v4: Some(HashMap::from([("1".to_string(), server("v4", v4))])),
-        v5: Some(HashMap::from([("1".to_string(), server("v5", v5))])),
-        ..Default::default()
-    };
-    let mut broker = Broker::new(config);
-    let field = broker
-        .link("smartpark-edge")
-        .context("cannot link to the MQTT broker")?;
-    let commands = broker
-        .link("smartpark-edge-commands")
-        .context("cannot link to the MQTT broker")?;
-    std::thread::Builder::new()
-        .name("mqtt-broker".into())
-        .spawn(move || {
-            if let Err(e) = broker.start() {
-                tracing::error!(error = %e, "The MQTT broker stopped.");
-            }
-        })
-        .context("cannot start the MQTT broker thread")?;
-    wait_listening(v4, false)?;
-    wait_listening(v5, true)?;
-    NoDelay::spawn(vec![v4.port(), v5.port()]);
-    Ok(Started {
-        v4,
-        v5,
-        field,
-        commands,
-    })
+    if !empty.is_empty() {
+        return Err("must start with $7$".into());
+    }
+    let iterations: u32 = iterations
+        .parse()
+        .map_err(|_| format!("has {iterations:?} where its iteration count should be"))?;
+    if iterations == 0 || iterations > MAX_HASH_ITERATIONS {
+        return Err(format!(
+            "has {iterations} iterations; at most {MAX_HASH_ITERATIONS} are allowed, because \
+             the broker checks a password on the thread every device waits on"
+        ));
+    }
+    let b64 = data_encoding::BASE64;
+    if b64.decode(salt.as_bytes()).is_err()
+        || b64.decode(digest.as_bytes()).map(|d| d.len()) != Ok(64)
+    {
+        return Err("has a salt or hash that is not base64 (a SHA-512 hash is 64 bytes)".into());
+    }
+    Ok(())
 }
 
-/// Sets TCP_NODELAY on the connections that another part of this process (the broker)
-/// accepted on `ports`: they are found by inode in `/proc/net/tcp{,6}` and `/proc/self/fd`,
-/// and reached through a duplicate of their descriptor (`pidfd_getfd` on this process), which
-/// shares the socket and so its options.
-pub struct NoDelay {
-    ports: Vec<u16>,
-    pidfd: std::os::fd::OwnedFd,
-    done: std::collections::HashSet<u64>,
+/// A random password of 128 bits, as the device is given it.
+pub fn random_password() -> String {
+    let mut b = [0u8; 16];
+    fill_random(&mut b);
+    data_encoding::BASE64URL_NOPAD.encode(&b)
 }
 
-impl NoDelay {
-    pub fn new(ports: Vec<u16>) -> std::io::Result<NoDelay> {
-        let pidfd = rustix::process::pidfd_open(
-            rustix::process::getpid(),
-            rustix::process::PidfdFlags::empty(),
-        )?;
-        Ok(NoDelay {
-            ports,
-            pidfd,
-            done: Default::default(),
-        })
-    }
-
-    fn spawn(ports: Vec<u16>) {
-        let mut this = match NoDelay::new(ports) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "Cannot switch Nagle off for MQTT connections; commands may wait for delayed ACKs.");
-                return;
-            }
-        };
-        let spawned = std::thread::Builder::new()
-            .name("mqtt-nodelay".into())
-            .spawn(move || {
-                loop {
-                    if let Err(e) = this.sweep() {
-                        tracing::warn!(error = %e, "Cannot switch Nagle off for MQTT connections; commands may wait for delayed ACKs.");
-                        return;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "Cannot start the MQTT no-delay thread.");
-        }
-    }
-
-    /// One pass: switches Nagle off on the connections accepted since the last pass and
-    /// returns how many.
-    pub fn sweep(&mut self) -> std::io::Result<usize> {
-        let accepted = accepted_inodes(&self.ports);
-        self.done.retain(|i| accepted.contains(i));
-        let mut switched = 0;
-        if accepted.len() == self.done.len() {
-            return Ok(0);
-        }
-        for entry in std::fs::read_dir("/proc/self/fd")? {
-            let Ok(entry) = entry else { continue };
-            let Some(fd) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let Ok(link) = std::fs::read_link(entry.path()) else {
-                continue;
-            };
-            let Some(inode) = link
-                .to_str()
-                .and_then(|l| l.strip_prefix("socket:["))
-                .and_then(|l| l.strip_suffix(']'))
-                .and_then(|l| l.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            if !accepted.contains(&inode) || self.done.contains(&inode) {
-                continue;
-            }
-            // The descriptor may have been closed and reused since it was listed: set the
-            // option only if the duplicate is still the same socket.
-            let Ok(dup) = rustix::process::pidfd_getfd(
-                &self.pidfd,
-                fd,
-                rustix::process::PidfdGetfdFlags::empty(),
-            ) else {
-                continue;
-            };
-            let same = rustix::fs::fstat(&dup).is_ok_and(|st| st.st_ino == inode);
-            if same && rustix::net::sockopt::set_tcp_nodelay(&dup, true).is_ok() {
-                switched += 1;
-            }
-            self.done.insert(inode);
-        }
-        Ok(switched)
-    }
+fn fill_random(b: &mut [u8]) {
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), b)
+        .expect("the system's random source failed");
 }
 
-/// The inodes of established TCP connections whose local port is one of `ports`: on a
-/// listening port, the connections accepted there.
-fn accepted_inodes(ports: &[u16]) -> std::collections::HashSet<u64> {
-    let mut out = std::collections::HashSet::new();
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            continue;
-        };
-        // Columns: sl, local_address (ADDR:PORT in hex), rem_address, st (01 is ESTABLISHED),
-        // tx_queue:rx_queue, tr:tm->when, retrnsmt, uid, timeout, inode. The header line
-        // never matches: its state column is a name, not 01.
-        for line in text.lines() {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() < 10 || cols[3] != "01" {
-                continue;
-            }
-            let port = cols[1]
-                .rsplit_once(':')
-                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
-            if port.is_some_and(|p| ports.contains(&p))
-                && let Ok(inode) = cols[9].parse::<u64>()
-            {
-                out.insert(inode);
-            }
+/// What a Mosquitto instance is started from.
+struct Files {
+    dir: PathBuf,
+    conf: PathBuf,
+    socket: PathBuf,
+    pid: PathBuf,
+}
+
+/// The ACL lines of one device's account.
+fn acl_for(client: &MqttClient, out: &mut String) {
+    let _ = writeln!(out, "user {}", client.username);
+    for t in &client.publish {
+        let _ = writeln!(out, "topic write {t}");
+    }
+    for t in &client.subscribe {
+        let _ = writeln!(out, "topic read {t}");
+    }
+    out.push('\n');
+}
+
+/// The devices' ACL file: each account its own topics; anonymous clients (a lab) may
+/// publish every device topic and read everything, but never what only the node sends.
+fn devices_acl(settings: &MqttSettings, device_topics: &[String]) -> String {
+    let mut out =
+        String::from("# Written by the smartpark edge at every start; edits are lost.\n\n");
+    if settings.allow_anonymous {
+        out.push_str("# Anonymous clients (mqtt.allow_anonymous = true).\ntopic read #\n");
+        for t in device_topics {
+            let _ = writeln!(out, "topic write {t}");
         }
+        out.push('\n');
+    }
+    for c in &settings.clients {
+        acl_for(c, &mut out);
     }
     out
 }
 
-/// rumqttd cannot report the port it bound, so port 0 is resolved here: the port is taken
-/// from the OS and released just before the broker binds it. A port in use is reported by
-/// name instead of letting the broker thread fail quietly.
-fn concrete(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-    let l = TcpListener::bind(addr).with_context(|| {
-        format!("cannot listen on {addr} for MQTT (is another broker running there?)")
-    })?;
-    Ok(l.local_addr()?)
+/// The topics devices may publish at all, whoever they are: the field contract's inbound
+/// topics and every MQTT device's telemetry.
+pub fn inbound_topics(telemetry: &[String]) -> Vec<String> {
+    let mut t: Vec<String> = crate::field::SUBSCRIPTIONS
+        .iter()
+        .map(|s| s.to_string())
+        .chain(telemetry.iter().cloned())
+        .collect();
+    t.sort();
+    t.dedup();
+    t
 }
 
-/// Waits until the broker answers a real MQTT connect on `addr` (3.1.1, or 5 when `v5`). A
-/// bare TCP probe would make the broker log a failed client, and a bind probe could take the
-/// port from under it.
-fn wait_listening(addr: SocketAddr, v5: bool) -> anyhow::Result<()> {
-    for _ in 0..500 {
-        // Where the kernel's socket table can be read, it says so without touching the
-        // broker at all (rumqttd logs even a polite disconnect as an error).
-        let listening = match listening_in_proc(addr.port()) {
-            Some(found) => found,
-            None => mqtt_probe(addr, v5).is_ok(),
-        };
-        if listening {
-            return Ok(());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    anyhow::bail!("the MQTT broker did not start listening on {addr}")
-}
-
-/// Whether a socket listens on `port` per `/proc/net/tcp{,6}`; `None` where those files do
-/// not exist.
-fn listening_in_proc(port: u16) -> Option<bool> {
-    let mut any_file = false;
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            continue;
-        };
-        any_file = true;
-        let want = format!(":{port:04X}");
-        // Columns: sl, local_address (ADDR:PORT in hex), rem_address, st (0A is LISTEN).
-        // The header line never matches: its columns are names, not hex.
-        let found = text.lines().any(|l| {
-            let mut cols = l.split_whitespace();
-            let local = cols.nth(1).unwrap_or("");
-            let state = cols.nth(1).unwrap_or("");
-            local.ends_with(&want) && state == "0A"
-        });
-        if found {
-            return Some(true);
-        }
-    }
-    any_file.then_some(false)
-}
-
-fn mqtt_probe(addr: SocketAddr, v5: bool) -> std::io::Result<()> {
-    use std::io::{Read, Write};
-    let timeout = std::time::Duration::from_secs(1);
-    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    // CONNECT with protocol name MQTT, clean session, keep-alive 60 s, client id "smartpark-probe".
-    let id = b"smartpark-probe";
-    let mut body = vec![
-        0,
-        4,
-        b'M',
-        b'Q',
-        b'T',
-        b'T',
-        if v5 { 5 } else { 4 },
-        0x02,
-        0,
-        60,
-    ];
-    if v5 {
-        body.push(0); // No properties.
-    }
-    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    body.extend_from_slice(id);
-    let mut packet = vec![0x10, body.len() as u8];
-    packet.extend_from_slice(&body);
-    s.write_all(&packet)?;
-    let mut ack = [0u8; 2];
-    s.read_exact(&mut ack)?;
-    if ack[0] != 0x20 {
-        return Err(std::io::Error::other("not a CONNACK"));
-    }
-    let mut rest = vec![0u8; ack[1] as usize];
-    s.read_exact(&mut rest)?;
-    // Disconnect politely and wait for the broker to close, so that nobody sees a reset.
-    s.write_all(&[0xE0, 0x00])?;
-    s.shutdown(std::net::Shutdown::Write)?;
-    let mut sink = [0u8; 16];
-    while s.read(&mut sink)? > 0 {}
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
-/// Publishes the edge's own commands (unlock, barrier, display) into the building broker
-/// with QoS 1, over an in-process link of its own: no loopback socket and no client task sit
-/// between a decision and the router. The broker then delivers each command at the QoS the
-/// device subscribed with.
-///
-/// rumqttd's link publishes only at QoS 0 through its helpers, so the QoS 1 packet is built
-/// here and handed to the link whole. The link hands it to the router's channel, which holds
-/// 1,000 events; when that is full, [`Publisher::publish`] waits for the router to take one.
-#[derive(Clone)]
-pub struct Publisher {
-    link: std::sync::Arc<std::sync::Mutex<PublisherLink>>,
+/// The user Mosquitto runs as: the node's own. Started as root, Mosquitto would otherwise
+/// switch to a `mosquitto` user that cannot read the node's private files.
+fn current_user() -> String {
+    let uid = rustix::process::getuid().as_raw();
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| "root".into())
 }
 
-struct PublisherLink {
-    tx: LinkTx,
-    pkid: u16,
+fn write_files(
+    settings: &MqttSettings,
+    dir: &Path,
+    listen: SocketAddr,
+    edge_password: &str,
+    telemetry: &[String],
+) -> anyhow::Result<Files> {
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let socket = dir.join("edge.sock");
+    let _ = std::fs::remove_file(&socket);
+    let mut passwd = String::new();
+    for c in &settings.clients {
+        let _ = writeln!(passwd, "{}:{}", c.username, c.password_hash);
+    }
+    write_private(&dir.join("devices.passwd"), &passwd)?;
+    write_private(
+        &dir.join("devices.acl"),
+        &devices_acl(settings, &inbound_topics(telemetry)),
+    )?;
+    write_private(
+        &dir.join("edge.passwd"),
+        &format!(
+            "{EDGE_USER}:{}\n",
+            password_hash(edge_password, HASH_ITERATIONS)
+        ),
+    )?;
+    write_private(
+        &dir.join("edge.acl"),
+        &format!("user {EDGE_USER}\ntopic readwrite #\n"),
+    )?;
+    let anonymous = settings.allow_anonymous;
+    let conf = format!(
+        "# Written by the smartpark edge at every start from its config; edits are lost.\n\
+         per_listener_settings true\n\
+         user {user}\n\
+         persistence false\n\
+         log_dest stderr\n\
+         log_type error\nlog_type warning\nlog_type notice\n\
+         log_timestamp false\n\
+         connection_messages true\n\
+         set_tcp_nodelay true\n\
+         max_packet_size {max_packet}\n\
+         max_queued_messages 100000\n\
+         \n\
+         # The node's own links: a Unix socket no device reaches.\n\
+         listener 0 {socket}\n\
+         allow_anonymous false\n\
+         password_file {dir}/edge.passwd\n\
+         acl_file {dir}/edge.acl\n\
+         \n\
+         # Devices.\n\
+         listener {port} {host}\n\
+         allow_anonymous {anonymous}\n\
+         use_username_as_clientid {by_name}\n\
+         password_file {dir}/devices.passwd\n\
+         acl_file {dir}/devices.acl\n",
+        user = current_user(),
+        max_packet = settings.max_payload_bytes + 64 * 1024,
+        socket = socket.display(),
+        dir = dir.display(),
+        port = listen.port(),
+        host = listen.ip(),
+        // Without usernames, client ids cannot be usernames: a lab gives up that check.
+        by_name = !anonymous,
+    );
+    let conf_path = dir.join("mosquitto.conf");
+    write_private(&conf_path, &conf)?;
+    Ok(Files {
+        dir: dir.to_path_buf(),
+        conf: conf_path,
+        socket,
+        pid: dir.join("mosquitto.pid"),
+    })
 }
 
-impl Publisher {
-    /// Takes the broker's link for commands and drains what the router sends back on it
-    /// (its PUBACKs) in a task, so that the router never holds them waiting.
-    pub fn new(tx: LinkTx, mut rx: LinkRx) -> (Publisher, tokio::task::JoinHandle<()>) {
-        let task = tokio::spawn(async move {
-            loop {
-                match rx.next().await {
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "The command link to the MQTT broker closed.");
-                        return;
+/// A port that was free a moment ago, for a listener configured with port 0: Mosquitto
+/// cannot pick one itself.
+fn concrete(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let l = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot find a free port on {}", addr.ip()))?;
+    Ok(l.local_addr()?)
+}
+
+/// Counters and state of the broker and the node's links, for `/ready` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct BrokerHealth {
+    pub running: AtomicBool,
+    pub restarts_total: AtomicU64,
+    /// Connections the broker refused for a bad username or password, from its log.
+    pub refused_connections_total: AtomicU64,
+    pub field_link_up: AtomicBool,
+    pub telemetry_link_up: AtomicBool,
+    /// Times a link of the node to the broker was lost and made again.
+    pub link_reconnects_total: AtomicU64,
+}
+
+impl BrokerHealth {
+    /// Why the broker cannot carry door reads now, if it cannot.
+    pub fn down(&self) -> Option<&'static str> {
+        if !self.running.load(Relaxed) {
+            Some("the MQTT broker is not running")
+        } else if !self.field_link_up.load(Relaxed) {
+            Some("the node's link to the MQTT broker is down")
+        } else {
+            None
+        }
+    }
+}
+
+/// A running broker.
+pub struct Broker {
+    /// Where devices connect.
+    pub addr: SocketAddr,
+    socket: PathBuf,
+    password: String,
+    pub health: Arc<BrokerHealth>,
+    pub task: JoinHandle<()>,
+}
+
+impl Broker {
+    /// Writes the broker's files, starts Mosquitto, and waits until it listens. `telemetry`
+    /// lists the MQTT devices' topics (for a lab's anonymous clients).
+    pub async fn start(
+        settings: &MqttSettings,
+        data_dir: &Path,
+        telemetry: &[String],
+        health: Arc<BrokerHealth>,
+    ) -> anyhow::Result<Broker> {
+        let dir = data_dir.join("broker");
+        kill_stale(&dir.join("mosquitto.pid"), &dir.join("mosquitto.conf"));
+        let password = random_password();
+        // A port picked for port 0 may be taken before Mosquitto binds it: try again.
+        let mut tries = 0;
+        let (addr, files, child) = loop {
+            let addr = concrete(settings.listen)?;
+            let files = write_files(settings, &dir, addr, &password, telemetry)?;
+            match spawn(settings, &files).await {
+                Ok(child) => match wait_listening(child, addr, &files.socket).await {
+                    Ok(child) => break (addr, files, child),
+                    Err(e) if settings.listen.port() == 0 && tries < 3 => {
+                        tries += 1;
+                        tracing::debug!(error = %format!("{e:#}"), "The broker did not start; another port is tried.");
                     }
+                    Err(e) => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
+        };
+        health.running.store(true, Relaxed);
+        let task = tokio::spawn(supervise(settings.clone(), files, child, health.clone()));
+        Ok(Broker {
+            addr,
+            socket: dir.join("edge.sock"),
+            password,
+            health,
+            task,
+        })
+    }
+
+    /// Options for one of the node's links (`name` is part of its client id).
+    fn options(&self, name: &str) -> MqttOptions {
+        let mut suffix = [0u8; 8];
+        fill_random(&mut suffix);
+        let id = format!(
+            "{EDGE_USER}-{name}-{}",
+            data_encoding::HEXLOWER.encode(&suffix)
+        );
+        let mut o = MqttOptions::new(id, self.socket.to_string_lossy(), 0);
+        o.set_transport(rumqttc::Transport::unix());
+        o.set_credentials(EDGE_USER, self.password.clone());
+        o.set_keep_alive(Duration::from_secs(10));
+        o.set_clean_start(true);
+        o.set_max_packet_size(Some(16 << 20));
+        o
+    }
+}
+
+/// Kills a broker that an earlier run of this node left behind (a node killed with -9 does
+/// not stop its child): it would hold the port and the socket.
+fn kill_stale(pid_file: &Path, conf: &Path) {
+    let Ok(text) = std::fs::read_to_string(pid_file) else {
+        return;
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return;
+    };
+    let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            String::from_utf8_lossy(&c)
+                .split('\0')
+                .any(|a| Path::new(a) == conf)
+        })
+        .unwrap_or(false);
+    if ours && let Some(p) = rustix::process::Pid::from_raw(pid) {
+        tracing::warn!(
+            pid,
+            "A broker left by an earlier run of this node is stopped."
+        );
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        for _ in 0..50 {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = std::fs::remove_file(pid_file);
+}
+
+async fn spawn(settings: &MqttSettings, files: &Files) -> anyhow::Result<tokio::process::Child> {
+    // `setpriv --pdeathsig` makes the kernel stop the broker when the node dies, however it
+    // dies; without it (not Linux's util-linux), `kill_stale` cleans up at the next start.
+    let mut cmd = if Path::new("/usr/bin/setpriv").exists() {
+        let mut c = tokio::process::Command::new("/usr/bin/setpriv");
+        c.args(["--pdeathsig", "KILL", "--"])
+            .arg(&settings.mosquitto);
+        c
+    } else {
+        tokio::process::Command::new(&settings.mosquitto)
+    };
+    cmd.arg("-c")
+        .arg(&files.conf)
+        .current_dir(&files.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().with_context(|| {
+        format!(
+            "cannot start the MQTT broker {} (install the Debian package `mosquitto`, or set \
+             mqtt.mosquitto to its path)",
+            settings.mosquitto.display()
+        )
+    })?;
+    if let Some(pid) = child.id() {
+        let _ = std::fs::write(&files.pid, pid.to_string());
+    }
+    Ok(child)
+}
+
+/// Waits until the broker accepts connections on both listeners; fails with what it said
+/// when it exits first.
+async fn wait_listening(
+    mut child: tokio::process::Child,
+    addr: SocketAddr,
+    socket: &Path,
+) -> anyhow::Result<tokio::process::Child> {
+    let connect_to = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    for _ in 0..500 {
+        if let Some(status) = child.try_wait()? {
+            let mut said = String::new();
+            if let Some(err) = child.stderr.take() {
+                let mut lines = tokio::io::BufReader::new(err).lines();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    said.push_str(&l);
+                    said.push('\n');
+                }
+            }
+            anyhow::bail!(
+                "the MQTT broker exited at start ({status}) listening on {addr}: {}",
+                said.trim()
+            );
+        }
+        let tcp = tokio::net::TcpStream::connect(connect_to).await.is_ok();
+        let unix = tokio::net::UnixStream::connect(socket).await.is_ok();
+        if tcp && unix {
+            return Ok(child);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    anyhow::bail!("the MQTT broker did not listen on {addr} within 5 s")
+}
+
+/// Passes the broker's log on and counts refused logins.
+fn forward_log(child: &mut tokio::process::Child, health: Arc<BrokerHealth>) {
+    let streams: Vec<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for s in streams {
+        let health = health.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(s).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("not authorised") || line.contains("bad user name or password") {
+                    health.refused_connections_total.fetch_add(1, Relaxed);
+                    tracing::warn!(broker = %line, "The MQTT broker refused a client.");
+                } else if line.starts_with("Error") || line.contains("Error:") {
+                    tracing::warn!(broker = %line, "MQTT broker");
+                } else {
+                    tracing::debug!(broker = %line, "MQTT broker");
                 }
             }
         });
-        let link = PublisherLink { tx, pkid: 0 };
-        (
-            Publisher {
-                link: std::sync::Arc::new(std::sync::Mutex::new(link)),
-            },
-            task,
-        )
     }
+}
 
-    /// Hands a QoS 1 publish to the broker's router. It does not wait on any task, so it may
-    /// be called from the store's writer thread right after a decision is durable.
-    pub fn publish(&self, topic: &str, payload: Vec<u8>) -> anyhow::Result<()> {
-        let mut link = self.link.lock().unwrap_or_else(|e| e.into_inner());
-        link.pkid = link.pkid.checked_add(1).unwrap_or(1);
-        let packet = qos1_publish(topic, payload, link.pkid)
-            .with_context(|| format!("cannot publish to {topic}"))?;
-        // `LinkTx::send` is async in name only: it queues the packet and signals the router
-        // with a blocking channel send, and has no await point. One poll therefore finishes it.
-        let mut sending = std::pin::pin!(link.tx.send(packet));
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match sending.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(r) => r
-                .map(|_| ())
-                .map_err(|e| anyhow::anyhow!("cannot publish to {topic}: {e}")),
-            std::task::Poll::Pending => {
-                anyhow::bail!("cannot publish to {topic}: the broker link did not take it at once")
+/// Restarts the broker whenever it exits, with a growing pause (reset once it has stayed up
+/// a minute), counted.
+async fn supervise(
+    settings: MqttSettings,
+    files: Files,
+    mut child: tokio::process::Child,
+    health: Arc<BrokerHealth>,
+) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        forward_log(&mut child, health.clone());
+        let started = std::time::Instant::now();
+        let status = child.wait().await;
+        health.running.store(false, Relaxed);
+        health.restarts_total.fetch_add(1, Relaxed);
+        tracing::error!(status = ?status.map(|s| s.to_string()), "The MQTT broker stopped; it is started again.");
+        if started.elapsed() > Duration::from_secs(60) {
+            pause = Duration::from_millis(100);
+        }
+        loop {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+            let _ = std::fs::remove_file(&files.socket);
+            match spawn(&settings, &files).await {
+                Ok(c) => {
+                    child = c;
+                    health.running.store(true, Relaxed);
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "The MQTT broker cannot be started again.")
+                }
             }
         }
     }
 }
 
-/// A QoS 1 PUBLISH as rumqttd's router takes it. rumqttd builds only QoS 0 publishes for
-/// in-process links, so the packet is written with rumqttc's MQTT 3.1.1 codec and read back
-/// with rumqttd's.
-fn qos1_publish(
-    topic: &str,
-    payload: Vec<u8>,
-    pkid: u16,
-) -> anyhow::Result<rumqttd::protocol::Packet> {
-    use rumqttd::protocol::Protocol as _;
-    let mut publish = rumqttc::Publish::new(topic, rumqttc::QoS::AtLeastOnce, payload);
-    publish.pkid = pkid;
-    let mut wire = bytes::BytesMut::new();
-    publish
-        .write(&mut wire)
-        .map_err(|e| anyhow::anyhow!("cannot encode the publish: {e:?}"))?;
-    rumqttd::protocol::v4::V4
-        .read_mut(&mut wire, usize::MAX)
-        .map_err(|e| anyhow::anyhow!("the broker cannot read the publish: {e:?}"))
+/// Which of the node's links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    /// Doors and lanes: their reads in, the node's commands out.
+    Field,
+    /// Telemetry of MQTT devices, apart so that a flood of it never delays a door read.
+    Telemetry,
+}
+
+impl LinkKind {
+    fn name(self) -> &'static str {
+        match self {
+            LinkKind::Field => "field",
+            LinkKind::Telemetry => "telemetry",
+        }
+    }
+
+    fn flag(self, h: &BrokerHealth) -> &AtomicBool {
+        match self {
+            LinkKind::Field => &h.field_link_up,
+            LinkKind::Telemetry => &h.telemetry_link_up,
+        }
+    }
+}
+
+/// A publish the node received.
+pub struct Received {
+    pub topic: String,
+    pub payload: bytes::Bytes,
+}
+
+/// One of the node's links: subscribes to `topics` at every connection, hands each publish
+/// to `on_publish` (which may wait: the broker queues meanwhile), and connects again,
+/// counted, whenever the connection is lost for any reason (a broker restart, a keep-alive
+/// missed while `on_publish` waited, a takeover). Returns the client, for publishing.
+pub fn link<F, Fut>(
+    broker: &Broker,
+    kind: LinkKind,
+    topics: Vec<String>,
+    mut on_publish: F,
+) -> (AsyncClient, JoinHandle<()>)
+where
+    F: FnMut(Received) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    // Room for commands while a connection is being made; a full queue refuses them.
+    let (client, eventloop) = AsyncClient::new(broker.options(kind.name()), 1024);
+    let health = broker.health.clone();
+    let sub = client.clone();
+    let task = tokio::spawn(async move {
+        run_link(eventloop, kind, topics, sub, health, &mut on_publish).await
+    });
+    (client, task)
+}
+
+async fn run_link<F, Fut>(
+    mut eventloop: EventLoop,
+    kind: LinkKind,
+    topics: Vec<String>,
+    client: AsyncClient,
+    health: Arc<BrokerHealth>,
+    on_publish: &mut F,
+) where
+    F: FnMut(Received) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let up = kind.flag(&health);
+    let mut pause = Duration::from_millis(50);
+    let mut ever = false;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                up.store(true, Relaxed);
+                pause = Duration::from_millis(50);
+                if ever {
+                    tracing::info!(
+                        link = kind.name(),
+                        "The node's link to the MQTT broker is back."
+                    );
+                }
+                ever = true;
+                // A clean start: the subscriptions are made again on every connection.
+                for t in &topics {
+                    if let Err(e) = client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
+                        tracing::error!(topic = %t, error = %e, "Cannot subscribe.");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                on_publish(Received {
+                    topic,
+                    payload: p.payload,
+                })
+                .await;
+            }
+            Ok(Event::Incoming(Packet::Disconnect(d))) => {
+                up.store(false, Relaxed);
+                tracing::warn!(link = kind.name(), reason = ?d.reason_code, "The MQTT broker closed the node's link; it is made again.");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if up.swap(false, Relaxed) || !ever {
+                    tracing::warn!(link = kind.name(), error = %e, "The node's link to the MQTT broker is down; it is made again.");
+                }
+                if ever {
+                    health.link_reconnects_total.fetch_add(1, Relaxed);
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Publishes the node's commands (doors, barriers, displays, rule actions) at QoS 1 with
+/// an expiry of [`COMMAND_EXPIRY_S`]. It never waits: it may be called from the store's
+/// writer thread right after a decision is durable. While the field link is down a command
+/// is refused at once (the decision stays recorded), never held to open a door late.
+#[derive(Clone)]
+pub struct Publisher {
+    client: AsyncClient,
+    health: Arc<BrokerHealth>,
+}
+
+impl Publisher {
+    pub fn new(client: AsyncClient, health: Arc<BrokerHealth>) -> Publisher {
+        Publisher { client, health }
+    }
+
+    pub fn publish(&self, topic: &str, payload: Vec<u8>) -> anyhow::Result<()> {
+        if !self.health.field_link_up.load(Relaxed) {
+            anyhow::bail!("cannot publish to {topic}: the node's link to the MQTT broker is down");
+        }
+        let properties = PublishProperties {
+            message_expiry_interval: Some(COMMAND_EXPIRY_S),
+            ..Default::default()
+        };
+        self.client
+            .try_publish_with_properties(topic, QoS::AtLeastOnce, false, payload, properties)
+            .map_err(|e| anyhow::anyhow!("cannot publish to {topic}: {e}"))
+    }
 }
 
 #[cfg(test)]
@@ -404,94 +704,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connections_accepted_on_the_ports_get_nagle_switched_off_once() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (accepted, _) = listener.accept().unwrap();
-        assert!(!accepted.nodelay().unwrap());
-        let other = TcpListener::bind("127.0.0.1:0").unwrap();
-        let _elsewhere = std::net::TcpStream::connect(other.local_addr().unwrap()).unwrap();
-        let (not_ours, _) = other.accept().unwrap();
-
-        let mut sweeper = NoDelay::new(vec![port]).unwrap();
-        assert_eq!(sweeper.sweep().unwrap(), 1);
-        assert!(accepted.nodelay().unwrap(), "the accepted side is switched");
+    fn a_made_hash_is_accepted_and_a_malformed_or_costly_one_is_refused_with_its_reason() {
+        let h = password_hash("secret", HASH_ITERATIONS);
+        assert!(h.starts_with("$7$1000$"), "{h}");
+        check_password_hash(&h).unwrap();
+        assert!(check_password_hash("secret").unwrap_err().contains("$7$"));
+        let slow = hash_with_salt("x", &[0; 12], MAX_HASH_ITERATIONS + 1);
+        assert!(check_password_hash(&slow).unwrap_err().contains("at most"));
         assert!(
-            !client.nodelay().unwrap(),
-            "the client side is not ours to change"
+            check_password_hash("$7$100$@@$@@")
+                .unwrap_err()
+                .contains("base64")
         );
-        assert!(!not_ours.nodelay().unwrap(), "another port is left alone");
-        assert_eq!(sweeper.sweep().unwrap(), 0, "a connection is switched once");
     }
-}
 
-#[cfg(test)]
-mod publisher_tests {
-    use super::*;
+    #[test]
+    fn the_hash_is_pbkdf2_sha512_as_mosquitto_writes_it() {
+        // RFC 6070's inputs over HMAC-SHA512 (a published vector), in Mosquitto's layout.
+        let h = hash_with_salt("password", b"salt", 1);
+        let digest = h.rsplit('$').next().unwrap();
+        let bytes = data_encoding::BASE64.decode(digest.as_bytes()).unwrap();
+        assert_eq!(
+            data_encoding::HEXLOWER.encode(&bytes[..8]),
+            "867f70cf1ade02cf"
+        );
+        assert!(h.starts_with("$7$1$c2FsdA==$"));
+    }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn commands_reach_a_qos_1_subscriber_at_qos_1_and_a_qos_0_one_at_qos_0() {
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let started = start(&MqttSettings {
-            listen_v4: any,
-            listen_v5: any,
-            max_payload_bytes: 64 * 1024,
-        })
-        .unwrap();
-        let (tx, rx) = started.commands;
-        let (publisher, _drain) = Publisher::new(tx, rx);
-
-        let subscriber = |id: &str, qos: rumqttc::QoS| {
-            let options = rumqttc::MqttOptions::new(id, "127.0.0.1", started.v4.port());
-            let (client, mut events) = rumqttc::AsyncClient::new(options, 16);
-            let (got_tx, got_rx) = tokio::sync::mpsc::unbounded_channel();
-            tokio::spawn(async move {
-                while let Ok(e) = events.poll().await {
-                    match e {
-                        rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) => {
-                            let _ = got_tx.send(None);
-                        }
-                        rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
-                            let _ = got_tx.send(Some(p));
-                        }
-                        _ => {}
-                    }
-                }
-            });
-            (client, got_rx, qos)
+    #[test]
+    fn each_account_gets_only_its_topics_and_anonymous_clients_only_in_a_lab() {
+        let client = MqttClient {
+            username: "door-ctl-1".into(),
+            password_hash: password_hash("x", 1),
+            publish: vec!["door/lobby/read".into()],
+            subscribe: vec!["door/lobby/command".into()],
         };
-        let mut subs = vec![
-            subscriber("door-qos1", rumqttc::QoS::AtLeastOnce),
-            subscriber("door-qos0", rumqttc::QoS::AtMostOnce),
-        ];
-        for (client, got, qos) in &mut subs {
-            client.subscribe("door/+/command", *qos).await.unwrap();
-            assert!(
-                got.recv().await.unwrap().is_none(),
-                "the SUBACK comes first"
-            );
-        }
-        // The packet ids wrap around u16::MAX to 1, never to 0, which QoS 1 forbids.
-        publisher.link.lock().unwrap().pkid = u16::MAX - 1;
-        for n in 0..3 {
-            publisher
-                .publish("door/d-1/command", format!("unlock {n}").into_bytes())
-                .unwrap();
-        }
-        for (_, got, qos) in &mut subs {
-            for n in 0..3 {
-                let p = tokio::time::timeout(std::time::Duration::from_secs(10), got.recv())
-                    .await
-                    .expect("the command arrives")
-                    .unwrap()
-                    .unwrap();
-                assert_eq!(p.topic, "door/d-1/command");
-                assert_eq!(&p.payload[..], format!("unlock {n}").as_bytes());
-                assert_eq!(p.qos, *qos);
-            }
-        }
-        // u16::MAX, then 1 and 2.
-        assert_eq!(publisher.link.lock().unwrap().pkid, 2);
+        let mut settings = MqttSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            allow_anonymous: false,
+            mosquitto: "mosquitto".into(),
+            max_payload_bytes: 65536,
+            clients: vec![client],
+        };
+        let acl = devices_acl(&settings, &inbound_topics(&["tele/x/SENSOR".into()]));
+        assert!(acl.contains(
+            "user door-ctl-1\ntopic write door/lobby/read\ntopic read door/lobby/command\n"
+        ));
+        assert!(!acl.contains("topic read #"));
+        settings.allow_anonymous = true;
+        let acl = devices_acl(&settings, &inbound_topics(&["tele/x/SENSOR".into()]));
+        let anonymous = acl.split("user ").next().unwrap();
+        assert!(anonymous.contains("topic write tele/x/SENSOR\n"));
+        assert!(anonymous.contains("topic write door/+/read\n"));
+        assert!(!anonymous.contains("command"), "{anonymous}");
     }
 }

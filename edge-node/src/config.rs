@@ -174,26 +174,54 @@ fn default_utc_offset() -> i32 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
-    /// Run the embedded broker for the building's devices.
+    /// Run the building's broker for its devices (Mosquitto, see `broker`).
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// MQTT 3.1.1 listener; port 0 picks a free port.
-    #[serde(default = "default_mqtt_v4")]
-    pub listen_v4: String,
-    /// MQTT 5 listener; port 0 picks a free port.
-    #[serde(default = "default_mqtt_v5")]
-    pub listen_v5: String,
+    /// Where devices connect (MQTT 3.1.1 and 5); port 0 picks a free port.
+    #[serde(default = "default_mqtt_listen")]
+    pub listen: String,
+    /// Let clients in without a username (a lab): they may publish device topics and read
+    /// everything, never send a command. Off, only the accounts below connect.
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    /// The Mosquitto program.
+    #[serde(default = "default_mosquitto")]
+    pub mosquitto: PathBuf,
     #[serde(default = "default_max_payload")]
     pub max_payload_bytes: usize,
+    /// The devices' accounts.
+    #[serde(default, rename = "client")]
+    pub clients: Vec<MqttClientConfig>,
+}
+
+/// One device's account on the building's broker: its username (also its client id), the
+/// hash of its password, and what it is, from which its topics follow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttClientConfig {
+    pub username: String,
+    /// `$7$...`, from `smartpark mqtt-credential USERNAME`.
+    pub password_hash: String,
+    /// An MQTT `[[device]]` whose telemetry this account publishes.
+    pub device: Option<String>,
+    /// Doors whose controller this is: it publishes their reads, states and status and
+    /// receives their commands.
+    #[serde(default)]
+    pub doors: Vec<String>,
+    /// Lanes whose camera, pay terminal, barrier and display this is.
+    #[serde(default)]
+    pub lanes: Vec<String>,
 }
 
 impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             enabled: true,
-            listen_v4: default_mqtt_v4(),
-            listen_v5: default_mqtt_v5(),
+            listen: default_mqtt_listen(),
+            allow_anonymous: false,
+            mosquitto: default_mosquitto(),
             max_payload_bytes: default_max_payload(),
+            clients: Vec::new(),
         }
     }
 }
@@ -202,12 +230,12 @@ fn yes() -> bool {
     true
 }
 
-fn default_mqtt_v4() -> String {
+fn default_mqtt_listen() -> String {
     "127.0.0.1:1883".into()
 }
 
-fn default_mqtt_v5() -> String {
-    "127.0.0.1:1884".into()
+fn default_mosquitto() -> PathBuf {
+    "mosquitto".into()
 }
 
 fn default_max_payload() -> usize {
@@ -302,9 +330,20 @@ pub struct EdgeSettings {
 
 #[derive(Debug, Clone)]
 pub struct MqttSettings {
-    pub listen_v4: SocketAddr,
-    pub listen_v5: SocketAddr,
+    pub listen: SocketAddr,
+    pub allow_anonymous: bool,
+    pub mosquitto: PathBuf,
     pub max_payload_bytes: usize,
+    pub clients: Vec<MqttClient>,
+}
+
+/// A device's account with the topics it may publish and receive.
+#[derive(Debug, Clone)]
+pub struct MqttClient {
+    pub username: String,
+    pub password_hash: String,
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
 }
 
 impl EdgeSettings {
@@ -317,6 +356,109 @@ impl EdgeSettings {
         let config: EdgeConfig = parse_toml(file, text)?;
         config.build(file, text)
     }
+}
+
+/// The devices' broker accounts, checked, with their topics.
+fn mqtt_clients(
+    configs: &[MqttClientConfig],
+    devices: &[DeviceSpec],
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Vec<MqttClient>, ConfigError> {
+    let mut names = HashSet::new();
+    let mut out = Vec::with_capacity(configs.len());
+    for (i, c) in configs.iter().enumerate() {
+        let key = |k: &str| format!("mqtt.client[{i}].{k}");
+        if !is_name(&c.username) {
+            return Err(invalid(
+                &key("username"),
+                format!(
+                    "{:?} is not a valid id (letters, digits, '-', '_', '.')",
+                    c.username
+                ),
+            ));
+        }
+        if c.username.starts_with(crate::broker::EDGE_USER) {
+            return Err(invalid(
+                &key("username"),
+                format!(
+                    "names starting with {:?} are the node's own",
+                    crate::broker::EDGE_USER
+                ),
+            ));
+        }
+        if !names.insert(c.username.as_str()) {
+            return Err(invalid(
+                &key("username"),
+                format!("{:?} has two accounts", c.username),
+            ));
+        }
+        crate::broker::check_password_hash(&c.password_hash)
+            .map_err(|reason| invalid(&key("password_hash"), format!("the value {reason}")))?;
+        let (mut publish, mut subscribe) = (Vec::new(), Vec::new());
+        if let Some(d) = &c.device {
+            let Some(spec) = devices.iter().find(|s| &s.id == d) else {
+                return Err(invalid(
+                    &key("device"),
+                    format!("no [[device]] has the id {d:?}"),
+                ));
+            };
+            let topics = device_drivers::mqtt::MqttDevices::new([spec]).topics();
+            if topics.is_empty() {
+                return Err(invalid(
+                    &key("device"),
+                    format!("{d:?} is not an MQTT device"),
+                ));
+            }
+            publish.extend(topics);
+        }
+        for (list, k) in [(&c.doors, "doors"), (&c.lanes, "lanes")] {
+            if let Some(bad) = list.iter().find(|x| !is_name(x)) {
+                return Err(invalid(
+                    &key(k),
+                    format!("{bad:?} is not a valid id (letters, digits, '-', '_', '.')"),
+                ));
+            }
+        }
+        for d in &c.doors {
+            publish.extend(["read", "state", "status"].map(|t| format!("door/{d}/{t}")));
+            subscribe.push(format!("door/{d}/command"));
+        }
+        for l in &c.lanes {
+            publish.extend([
+                format!("lpr/{l}/plate"),
+                format!("lpr/{l}/status"),
+                format!("lane/{l}/payment"),
+            ]);
+            subscribe.extend([format!("barrier/{l}/command"), format!("lane/{l}/display")]);
+        }
+        if publish.is_empty() && subscribe.is_empty() {
+            return Err(invalid(
+                &format!("mqtt.client[{i}]"),
+                "an account needs a device, doors or lanes: nothing else may be published".into(),
+            ));
+        }
+        out.push(MqttClient {
+            username: c.username.clone(),
+            password_hash: c.password_hash.clone(),
+            publish,
+            subscribe,
+        });
+    }
+    Ok(out)
+}
+
+/// A program named without a path is looked for on PATH and then in the system's program
+/// folders (where Debian puts Mosquitto, which is not on a normal user's PATH).
+fn find_program(p: &Path) -> PathBuf {
+    if p.components().count() > 1 {
+        return p.to_path_buf();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(p))
+        .find(|c| c.is_file())
+        .unwrap_or_else(|| p.to_path_buf())
 }
 
 impl EdgeConfig {
@@ -359,9 +501,11 @@ impl EdgeConfig {
                 ));
             }
             Some(MqttSettings {
-                listen_v4: addr("mqtt.listen_v4", &self.mqtt.listen_v4)?,
-                listen_v5: addr("mqtt.listen_v5", &self.mqtt.listen_v5)?,
+                listen: addr("mqtt.listen", &self.mqtt.listen)?,
+                allow_anonymous: self.mqtt.allow_anonymous,
+                mosquitto: find_program(&self.mqtt.mosquitto),
                 max_payload_bytes: self.mqtt.max_payload_bytes,
+                clients: Vec::new(),
             })
         } else {
             None
@@ -417,6 +561,15 @@ impl EdgeConfig {
                 ));
             }
             devices.push(d.build(file, text, &key, &profiles)?);
+        }
+        let mut mqtt = mqtt;
+        if let Some(m) = &mut mqtt {
+            m.clients = mqtt_clients(&self.mqtt.clients, &devices, &invalid)?;
+        } else if !self.mqtt.clients.is_empty() {
+            return Err(invalid(
+                "mqtt.client",
+                "accounts need the broker (mqtt.enabled)".into(),
+            ));
         }
         let b = &self.business;
         if !(0.0..=1.0).contains(&b.plate_confidence_threshold) {

@@ -149,6 +149,8 @@ pub struct Metrics {
     pub directory_clear_values_total: AtomicU64,
     /// Logins, refusals and sessions of the LAN API.
     pub auth: std::sync::Arc<accounts::AuthMetrics>,
+    /// The building's broker and the node's links to it.
+    pub broker: std::sync::Arc<crate::broker::BrokerHealth>,
     /// Invalid input by kind (`mqtt_payload`, `http_body`, ...), counted where it is refused.
     invalid_input: Mutex<Vec<(String, u64)>>,
 }
@@ -259,6 +261,21 @@ impl Metrics {
                 "smartpark_edge_mqtt_unmapped_messages_total",
                 &self.mqtt_unmapped_messages_total,
                 "MQTT publishes on topics no device profile maps.",
+            ),
+            (
+                "smartpark_edge_mqtt_broker_restarts_total",
+                &self.broker.restarts_total,
+                "Times the building's MQTT broker stopped and was started again.",
+            ),
+            (
+                "smartpark_edge_mqtt_refused_connections_total",
+                &self.broker.refused_connections_total,
+                "MQTT connections the broker refused for a bad or missing username or password.",
+            ),
+            (
+                "smartpark_edge_mqtt_link_reconnects_total",
+                &self.broker.link_reconnects_total,
+                "Times a link of the node to its broker was lost and made again.",
             ),
             (
                 "smartpark_edge_point_writes_total",

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,8 +87,8 @@ pub struct EdgeNode {
     pub api_addr: SocketAddr,
     /// The certificate (PEM) an HTTPS client of the API should trust; `None` for plain HTTP.
     api_trust_pem: Option<String>,
-    pub mqtt_v4: Option<SocketAddr>,
-    pub mqtt_v5: Option<SocketAddr>,
+    /// Where devices connect to the building's broker (MQTT 3.1.1 and 5).
+    pub mqtt: Option<SocketAddr>,
     pub store: Store,
     pub devices: Devices,
     /// Doors and barriers, when this node decides them.
@@ -228,16 +229,37 @@ impl EdgeNode {
             tasks.push(tokio::spawn(fut));
         }
 
-        let (mqtt_v4, mqtt_v5, park_service, publisher) = match &settings.mqtt {
+        let (broker, park_service, publisher) = match &settings.mqtt {
             Some(m) => {
-                let started = crate::broker::start(m)?;
-                let (v4, v5) = (started.v4, started.v5);
-                let (link_tx, link_rx) = started.field;
-                // One command publisher (one client id) for doors, barriers and rule actions.
-                let (cmd_tx, cmd_rx) = started.commands;
-                let (publisher, task) = crate::broker::Publisher::new(cmd_tx, cmd_rx);
+                let mapping = Arc::new(Mutex::new(MqttDevices::new(&settings.devices)));
+                let telemetry = mapping.lock().unwrap_or_else(|e| e.into_inner()).topics();
+                let broker = crate::broker::Broker::start(
+                    m,
+                    &settings.data_dir,
+                    &telemetry,
+                    metrics.broker.clone(),
+                )
+                .await?;
+                let field_topics: Vec<String> = if settings.business.is_some() {
+                    crate::field::SUBSCRIPTIONS
+                        .iter()
+                        .map(|t| t.to_string())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let (field_tx, mut field_rx) = mpsc::channel::<FieldMessage>(1024);
+                // Door and lane messages arrive on a link of their own, so that a flood of
+                // telemetry never stands in front of a door read.
+                let (client, task) = crate::broker::link(
+                    &broker,
+                    crate::broker::LinkKind::Field,
+                    field_topics,
+                    field_handler(field_tx, metrics.clone()),
+                );
                 tasks.push(task);
-                let (field, park_service) = match &settings.business {
+                let publisher = crate::broker::Publisher::new(client, broker.health.clone());
+                let park_service = match &settings.business {
                     Some(b) => {
                         let mut service = ParkService::open(
                             store.clone(),
@@ -247,30 +269,35 @@ impl EdgeNode {
                         )
                         .await?;
                         service.set_alarms(alarms.clone());
-                        let (tx, mut rx) = mpsc::channel::<FieldMessage>(1024);
                         let s2 = service.clone();
                         tasks.push(tokio::spawn(async move {
-                            while let Some(m) = rx.recv().await {
+                            while let Some(m) = field_rx.recv().await {
                                 s2.handle(m).await;
                             }
                         }));
-                        (Some(tx), Some(service))
+                        Some(service)
                     }
-                    None => (None, None),
+                    None => None,
                 };
-                let mapping = Arc::new(Mutex::new(MqttDevices::new(&settings.devices)));
-                tasks.extend(mqtt_tasks(
-                    mapping,
-                    link_tx,
-                    link_rx,
-                    output.clone(),
-                    metrics.clone(),
-                    field,
-                ));
-                (Some(v4), Some(v5), park_service, Some(publisher))
+                if !telemetry.is_empty() {
+                    let (_client, task) = crate::broker::link(
+                        &broker,
+                        crate::broker::LinkKind::Telemetry,
+                        telemetry,
+                        telemetry_handler(mapping.clone(), output.clone(), metrics.clone()),
+                    );
+                    tasks.push(task);
+                }
+                tasks.push(stale_points(mapping, output.clone()));
+                (Some(broker), park_service, Some(publisher))
             }
-            None => (None, None, None, None),
+            None => (None, None, None),
         };
+        let mqtt_addr = broker.as_ref().map(|b| b.addr);
+        let broker_health = broker.as_ref().map(|b| b.health.clone());
+        if let Some(b) = broker {
+            tasks.push(b.task);
+        }
 
         tasks.push(tokio::spawn(crate::alarms::run_actions(
             alarm_actions,
@@ -341,6 +368,7 @@ impl EdgeNode {
             alarms: alarms.clone(),
             sync: settings.sync.is_some().then(|| sync_status.clone()),
             auth: auth.clone(),
+            broker: broker_health,
         });
         let api_state = state.clone();
         let app = crate::api::router(state);
@@ -363,8 +391,7 @@ impl EdgeNode {
             alarms,
             settings,
             api_addr,
-            mqtt_v4,
-            mqtt_v5,
+            mqtt: mqtt_addr,
             store,
             devices,
             tasks,
@@ -398,98 +425,89 @@ impl EdgeNode {
     }
 }
 
-fn mqtt_tasks(
-    mapping: Arc<Mutex<MqttDevices>>,
-    mut link_tx: rumqttd::local::LinkTx,
-    mut link_rx: rumqttd::local::LinkRx,
-    output: NodeOutput,
+/// What the field link does with each publish: a door or lane message goes to the park
+/// service; a bad one is refused and counted.
+fn field_handler(
+    field: mpsc::Sender<FieldMessage>,
     metrics: Arc<Metrics>,
-    field: Option<mpsc::Sender<FieldMessage>>,
-) -> Vec<JoinHandle<()>> {
-    let mut topics = mapping.lock().unwrap_or_else(|e| e.into_inner()).topics();
-    if field.is_some() {
-        topics.extend(crate::field::SUBSCRIPTIONS.iter().map(|t| t.to_string()));
-    }
-    for t in &topics {
-        if let Err(e) = link_tx.subscribe(t.clone()) {
-            tracing::error!(topic = %t, error = %e, "Cannot subscribe to a device topic.");
-        }
-    }
-    let ingest = {
-        let mapping = mapping.clone();
-        let output = output.clone();
-        tokio::spawn(async move {
-            // The link must stay alive as long as we read from it.
-            let _keep = link_tx;
-            loop {
-                let notification = match link_rx.next().await {
-                    Ok(Some(n)) => n,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::error!(error = %e, "The MQTT broker link closed.");
-                        return;
+) -> impl FnMut(
+    crate::broker::Received,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
++ Send
++ 'static {
+    move |r| {
+        let field = field.clone();
+        let metrics = metrics.clone();
+        Box::pin(async move {
+            metrics.mqtt_messages_total.fetch_add(1, Relaxed);
+            match crate::field::parse(&r.topic, &r.payload, now_micros()) {
+                Ok(Some(m)) => {
+                    if field.send(m).await.is_err() {
+                        tracing::error!("The door and lane service has stopped.");
                     }
-                };
-                let rumqttd::Notification::Forward(forward) = notification else {
-                    continue;
-                };
-                metrics
-                    .mqtt_messages_total
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let topic = String::from_utf8_lossy(&forward.publish.topic).to_string();
-                if let Some(field) = field
-                    .as_ref()
-                    .filter(|_| crate::field::is_field_topic(&topic))
-                {
-                    match crate::field::parse(&topic, &forward.publish.payload, now_micros()) {
-                        Ok(Some(m)) => {
-                            if field.send(m).await.is_err() {
-                                tracing::error!("The door and lane service has stopped.");
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            metrics.invalid_input("mqtt_payload");
-                            tracing::warn!(topic = %e.topic, reason = %e.reason, "Refused an MQTT message.");
-                        }
-                    }
-                    continue;
                 }
-                let result = mapping
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .handle_publish(&topic, &forward.publish.payload, now_micros());
-                match result {
-                    Ok(MqttInput::Samples(s)) => {
-                        if let Some(first) = s.first() {
-                            output.status(first.point.device(), DeviceStatus::Online);
-                        }
-                        output.samples(s).await
-                    }
-                    Ok(MqttInput::Status { device, online }) => {
-                        let status = if online {
-                            DeviceStatus::Online
-                        } else {
-                            DeviceStatus::Offline {
-                                reason: "last will or status topic".into(),
-                            }
-                        };
-                        output.status(&device, status);
-                    }
-                    Ok(MqttInput::Unmapped) => {
-                        metrics
-                            .mqtt_unmapped_messages_total
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        metrics.invalid_input("mqtt_payload");
-                        tracing::warn!(topic = %e.topic, reason = %e.reason, "Refused an MQTT payload.");
-                    }
+                Ok(None) => {}
+                Err(e) => {
+                    metrics.invalid_input("mqtt_payload");
+                    tracing::warn!(topic = %e.topic, reason = %e.reason, "Refused an MQTT message.");
                 }
             }
         })
-    };
-    let timeouts = tokio::spawn(async move {
+    }
+}
+
+/// What the telemetry link does with each publish: samples and status of MQTT devices.
+fn telemetry_handler(
+    mapping: Arc<Mutex<MqttDevices>>,
+    output: NodeOutput,
+    metrics: Arc<Metrics>,
+) -> impl FnMut(
+    crate::broker::Received,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
++ Send
++ 'static {
+    move |r| {
+        metrics.mqtt_messages_total.fetch_add(1, Relaxed);
+        let result = mapping
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .handle_publish(&r.topic, &r.payload, now_micros());
+        let output = output.clone();
+        let metrics = metrics.clone();
+        Box::pin(async move {
+            match result {
+                Ok(MqttInput::Samples(s)) => {
+                    if let Some(first) = s.first() {
+                        output.status(first.point.device(), DeviceStatus::Online);
+                    }
+                    // Waits while the store is behind; the broker queues meanwhile.
+                    output.samples(s).await
+                }
+                Ok(MqttInput::Status { device, online }) => {
+                    let status = if online {
+                        DeviceStatus::Online
+                    } else {
+                        DeviceStatus::Offline {
+                            reason: "last will or status topic".into(),
+                        }
+                    };
+                    output.status(&device, status);
+                }
+                Ok(MqttInput::Unmapped) => {
+                    metrics.mqtt_unmapped_messages_total.fetch_add(1, Relaxed);
+                }
+                Err(e) => {
+                    metrics.invalid_input("mqtt_payload");
+                    tracing::warn!(topic = %e.topic, reason = %e.reason, "Refused an MQTT payload.");
+                }
+            }
+        })
+    }
+}
+
+/// MQTT points not heard from within their profile's time become stale, once a second.
+fn stale_points(mapping: Arc<Mutex<MqttDevices>>, output: NodeOutput) -> JoinHandle<()> {
+    tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
@@ -507,8 +525,7 @@ fn mqtt_tasks(
             }
             output.samples(stale).await;
         }
-    });
-    vec![ingest, timeouts]
+    })
 }
 
 /// The points of a device with their profile facts, in profile order.

@@ -557,8 +557,8 @@ webhook = {{ url = \"http://{hook}/hook\" }}
     let edge = start(dir.path(), &rules, addr);
     polled(&edge, "dev/mode", json!(103));
     let sub = Command::new("mosquitto_sub")
-        .args(["-h", &edge.mqtt_v4.ip().to_string()])
-        .args(["-p", &edge.mqtt_v4.port().to_string()])
+        .args(["-h", &edge.mqtt.ip().to_string()])
+        .args(["-p", &edge.mqtt.port().to_string()])
         .args([
             "-t",
             "site/alarms/#",

@@ -37,7 +37,7 @@ fn kill_9_during_ingest_loses_nothing_that_was_reported_stored() {
 
     // MQTT publishers keep going while the edge dies.
     let stop = Arc::new(AtomicBool::new(false));
-    let broker = edge.mqtt_v4;
+    let broker = edge.mqtt;
     let publisher = {
         let stop = stop.clone();
         std::thread::spawn(move || {

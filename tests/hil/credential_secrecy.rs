@@ -77,8 +77,7 @@ fn start_logged(config: PathBuf, log: &Path) -> Edge {
             crate::support::ADMIN_PASSWORD,
         ),
         api,
-        mqtt_v4: field("mqtt_v4").parse().unwrap(),
-        mqtt_v5: field("mqtt_v5").parse().unwrap(),
+        mqtt: field("mqtt").parse().unwrap(),
         proc,
         config,
     }
@@ -86,7 +85,7 @@ fn start_logged(config: PathBuf, log: &Path) -> Edge {
 
 fn present(edge: &Edge, kind: &str, value: &str) {
     mosquitto_pub(
-        edge.mqtt_v4,
+        edge.mqtt,
         &[
             "-q",
             "1",
@@ -181,7 +180,7 @@ fn no_card_number_qr_value_or_pin_is_stored_served_or_logged_in_clear() {
     present(&edge, "pin", UNKNOWN_PIN);
     // A reader that sends a PIN as a number is refused, and the refusal does not repeat it.
     mosquitto_pub(
-        edge.mqtt_v4,
+        edge.mqtt,
         &[
             "-q",
             "1",

@@ -27,7 +27,7 @@ fn mosquitto_publishers_over_mqtt_3_and_5_become_stored_values() {
     let dir = tempfile::tempdir().unwrap();
     let edge = Edge::start(dir.path(), SENSOR);
     mosquitto_pub(
-        edge.mqtt_v4,
+        edge.mqtt,
         &[
             "-V",
             "mqttv311",
@@ -40,7 +40,7 @@ fn mosquitto_publishers_over_mqtt_3_and_5_become_stored_values() {
         ],
     );
     mosquitto_pub(
-        edge.mqtt_v5,
+        edge.mqtt,
         &[
             "-V",
             "mqttv5",
@@ -83,7 +83,7 @@ fn malformed_payloads_are_counted_and_do_not_disturb_good_ones() {
         let file = dir.path().join(format!("payload-{i}"));
         std::fs::write(&file, payload).unwrap();
         mosquitto_pub(
-            edge.mqtt_v4,
+            edge.mqtt,
             &[
                 "-q",
                 "1",
@@ -95,7 +95,7 @@ fn malformed_payloads_are_counted_and_do_not_disturb_good_ones() {
         );
     }
     mosquitto_pub(
-        edge.mqtt_v4,
+        edge.mqtt,
         &[
             "-q",
             "1",
@@ -125,7 +125,7 @@ fn malformed_payloads_are_counted_and_do_not_disturb_good_ones() {
     assert_eq!(refused, 4.0);
     // A payload with some fields missing stores those points as bad, naming the field.
     mosquitto_pub(
-        edge.mqtt_v4,
+        edge.mqtt,
         &[
             "-q",
             "1",
@@ -156,7 +156,7 @@ fn a_last_will_marks_the_device_offline() {
     let dir = tempfile::tempdir().unwrap();
     let edge = Edge::start(dir.path(), SENSOR);
     mosquitto_pub(
-        edge.mqtt_v4,
+        edge.mqtt,
         &["-q", "1", "-r", "-t", "tele/tas-lobby/LWT", "-m", "Online"],
     );
     eventually("lobby online", Duration::from_secs(10), || {
@@ -167,9 +167,9 @@ fn a_last_will_marks_the_device_offline() {
     let mut sub = std::process::Command::new("mosquitto_sub")
         .args([
             "-h",
-            &edge.mqtt_v4.ip().to_string(),
+            &edge.mqtt.ip().to_string(),
             "-p",
-            &edge.mqtt_v4.port().to_string(),
+            &edge.mqtt.port().to_string(),
             "-t",
             "x/none",
             "-k",

@@ -231,7 +231,7 @@ impl Drop for Sub {
 
 fn read(edge: &Edge, door: &str, card: &str) {
     mosquitto_pub(
-        edge.mqtt_v4,
+        edge.mqtt,
         &[
             "-q",
             "1",
@@ -252,7 +252,7 @@ fn access_events(edge: &Edge) -> Vec<Value> {
 fn doors_open_for_valid_cards_and_stay_shut_for_an_ended_lease_with_no_uplink_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut edge = start(dir.path());
-    let sub = Sub::start(edge.mqtt_v4, "door/d1/command");
+    let sub = Sub::start(edge.mqtt, "door/d1/command");
     read(&edge, "d1", "CARD-1");
     read(&edge, "d1", "CARD-2");
     read(&edge, "d1", "NOBODY");
@@ -312,7 +312,7 @@ fn doors_open_for_valid_cards_and_stay_shut_for_an_ended_lease_with_no_uplink_ac
     let edge = Edge::start_with(edge.config.clone());
     assert_eq!(edge.metric("smartpark_edge_directory_from_copy"), 1.0);
     assert_eq!(access_events(&edge).len(), 3);
-    let sub = Sub::start(edge.mqtt_v4, "door/d1/command");
+    let sub = Sub::start(edge.mqtt, "door/d1/command");
     read(&edge, "d1", "CARD-1");
     let after = sub.collect(1);
     assert_eq!(after[0].1["command"], "deny");
@@ -327,7 +327,7 @@ fn doors_open_for_valid_cards_and_stay_shut_for_an_ended_lease_with_no_uplink_ac
     }));
 
     // A manual open with a reason is recorded and sent.
-    let sub = Sub::start(edge.mqtt_v4, "door/d1/command");
+    let sub = Sub::start(edge.mqtt, "door/d1/command");
     let (status, body) = edge.post("/api/v1/doors/d1/open", json!({"reason": "delivery"}));
     assert_eq!(status, 200, "{body}");
     assert_eq!(sub.collect(1)[0].1["command"], "unlock");
@@ -338,7 +338,7 @@ fn doors_open_for_valid_cards_and_stay_shut_for_an_ended_lease_with_no_uplink_ac
 fn plate(edge: &Edge, lane: &str, plate: &str, direction: &str, confidence: f64, ts: i64) {
     let payload = json!({"plate": plate, "confidence": confidence, "direction": direction, "ts": ts, "image": "snap/1.jpg"});
     mosquitto_pub(
-        edge.mqtt_v4,
+        edge.mqtt,
         &[
             "-q",
             "1",
@@ -354,7 +354,7 @@ fn plate(edge: &Edge, lane: &str, plate: &str, direction: &str, confidence: f64,
 fn barriers_admit_charge_and_release_a_visitor_and_hold_a_blocked_plate_offline() {
     let dir = tempfile::tempdir().unwrap();
     let edge = start(dir.path());
-    let sub = Sub::start(edge.mqtt_v4, "barrier/+/command");
+    let sub = Sub::start(edge.mqtt, "barrier/+/command");
     // A visitor who came in 2 h 50 min ago (the camera stamps its reads): three started hours.
     let entered = now_us() - 170 * 60_000_000;
     plate(&edge, "a-in", "湘A12345", "in", 0.95, entered);
@@ -367,8 +367,8 @@ fn barriers_admit_charge_and_release_a_visitor_and_hold_a_blocked_plate_offline(
     assert_eq!(lots["lots"][0]["occupied"], 1);
 
     // At the exit: the fee is shown, the car waits, pays, and the barrier opens.
-    let display = Sub::start(edge.mqtt_v4, "lane/a-out/display");
-    let barrier = Sub::start(edge.mqtt_v4, "barrier/a-out/command");
+    let display = Sub::start(edge.mqtt, "lane/a-out/display");
+    let barrier = Sub::start(edge.mqtt, "barrier/a-out/command");
     plate(&edge, "a-out", "湘A12345", "out", 0.93, now_us());
     let shown = display.collect(1);
     let fee = shown[0].1["fee_fen"].as_i64().unwrap();
@@ -376,7 +376,7 @@ fn barriers_admit_charge_and_release_a_visitor_and_hold_a_blocked_plate_offline(
     let session = shown[0].1["session"].as_str().unwrap().to_string();
     let pay = json!({"session": session, "amount_fen": fee, "currency": "CNY", "method": "qr", "id": "pay-1"});
     mosquitto_pub(
-        edge.mqtt_v4,
+        edge.mqtt,
         &[
             "-q",
             "1",
@@ -388,7 +388,7 @@ fn barriers_admit_charge_and_release_a_visitor_and_hold_a_blocked_plate_offline(
     );
     // The same payment again (a terminal that resent it) changes nothing.
     mosquitto_pub(
-        edge.mqtt_v4,
+        edge.mqtt,
         &[
             "-q",
             "1",
@@ -417,7 +417,7 @@ fn barriers_admit_charge_and_release_a_visitor_and_hold_a_blocked_plate_offline(
     );
 
     // A plate the camera is unsure of waits for a person, who admits it.
-    let barrier = Sub::start(edge.mqtt_v4, "barrier/a-in/command");
+    let barrier = Sub::start(edge.mqtt, "barrier/a-in/command");
     plate(&edge, "a-in", "湘A7777?", "in", 0.41, now_us());
     let waiting = eventually(
         "the read in the review queue",

@@ -132,8 +132,8 @@ pub fn modbus_tcp_device() -> (Proc, SocketAddr) {
 pub struct Edge {
     pub proc: Proc,
     pub api: String,
-    pub mqtt_v4: SocketAddr,
-    pub mqtt_v5: SocketAddr,
+    /// The building's broker (MQTT 3.1.1 and 5).
+    pub mqtt: SocketAddr,
     pub config: PathBuf,
     /// An API token of the tests' local administrator (see [`Edge::start_with`]).
     pub token: String,
@@ -224,8 +224,16 @@ pub fn edge_binary() -> &'static str {
 impl Edge {
     /// Writes a config with `devices` (TOML `[[device]]` tables) and the test profiles, and
     /// starts the node on free ports. The node gets the park's credential key of `dir` (see
-    /// [`credential_key`]) in its `[business]` table.
+    /// [`credential_key`]) in its `[business]` table. Its broker lets anonymous clients in
+    /// (a lab), so that the Mosquitto clients of the tests need no account; see
+    /// [`Edge::start_with_mqtt`] for a building's broker.
     pub fn start(dir: &Path, devices: &str) -> Edge {
+        Self::start_with_mqtt(dir, "allow_anonymous = true\n", devices)
+    }
+
+    /// [`Edge::start`] with `mqtt` as the body of the `[mqtt]` table (after its `listen`),
+    /// e.g. `[[mqtt.client]]` accounts.
+    pub fn start_with_mqtt(dir: &Path, mqtt: &str, devices: &str) -> Edge {
         credential_key(dir);
         let devices = with_credential_key_file(devices);
         let config = dir.join("edge.toml");
@@ -245,7 +253,7 @@ impl Edge {
         }
         let text = format!(
             "[node]\npark = \"hil\"\nbuilding = \"b1\"\ndata_dir = \"data\"\nprofiles_dir = \"{profiles}\"\n\n\
-             [api]\nlisten = \"127.0.0.1:0\"\nplain_http = true\n\n[mqtt]\nlisten_v4 = \"127.0.0.1:0\"\nlisten_v5 = \"127.0.0.1:0\"\n\n{devices}\n",
+             [api]\nlisten = \"127.0.0.1:0\"\nplain_http = true\n\n[mqtt]\nlisten = \"127.0.0.1:0\"\n{mqtt}\n{devices}\n",
             profiles = profiles.display(),
         );
         std::fs::write(&config, text).unwrap();
@@ -283,7 +291,7 @@ impl Edge {
             Command::new(edge_binary())
                 .args(["edge", "--config"])
                 .arg(&config)
-                .env("RUST_LOG", "info,rumqttd=error"),
+                .env("RUST_LOG", "info"),
         );
         let line = proc.wait_line("ready ", Duration::from_secs(30));
         let field = |name: &str| -> String {
@@ -296,8 +304,7 @@ impl Edge {
         Edge {
             token: token_for(&api, ADMIN, ADMIN_PASSWORD),
             api,
-            mqtt_v4: field("mqtt_v4").parse().unwrap(),
-            mqtt_v5: field("mqtt_v5").parse().unwrap(),
+            mqtt: field("mqtt").parse().unwrap(),
             proc,
             config,
         }

@@ -140,7 +140,7 @@ fn enroll(config: &Path, hub: &Hub, dir: &Path) -> (String, std::path::PathBuf) 
 
 fn read(edge: &Edge, card: &str) {
     mosquitto_pub(
-        edge.mqtt_v4,
+        edge.mqtt,
         &[
             "-q",
             "1",

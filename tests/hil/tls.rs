@@ -119,7 +119,7 @@ fn edge_config(dir: &Path, sync: Option<(&str, &Path)>) -> std::path::PathBuf {
     let mut text = format!(
         "[node]\npark = \"hil\"\nbuilding = \"b1\"\ndata_dir = \"data\"\nprofiles_dir = \"{}\"\n\
          [api]\nlisten = \"127.0.0.1:0\"\n\
-         [mqtt]\nlisten_v4 = \"127.0.0.1:0\"\nlisten_v5 = \"127.0.0.1:0\"\n\
+         [mqtt]\nlisten = \"127.0.0.1:0\"\nallow_anonymous = true\n\
          [business]\nenabled = false\n",
         repo().join("firmware-configs/profiles").display()
     );
