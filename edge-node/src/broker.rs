@@ -213,6 +213,10 @@ fn write_files(
             .create(dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    // Mosquitto runs in this folder and reads these paths: absolute, whatever the config said.
+    let dir = &dir
+        .canonicalize()
+        .with_context(|| format!("cannot find {}", dir.display()))?;
     let socket = dir.join("edge.sock");
     let _ = std::fs::remove_file(&socket);
     let mut passwd = String::new();

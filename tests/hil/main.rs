@@ -7,6 +7,7 @@ mod support;
 
 mod alarms;
 mod bacnet;
+mod broker;
 mod config;
 mod crash;
 mod credential_secrecy;

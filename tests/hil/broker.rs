@@ -1,0 +1,438 @@
+//! The building's broker as an attacker on the LAN meets it: Mosquitto clients with no
+//! account, with a wrong password, with one door controller's account trying to speak for
+//! another door or listen to it, taking the edge's client id, and flooding telemetry; the
+//! broker itself killed. Doors must keep deciding through all of it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{Edge, eventually, http, mosquitto_pub, smartpark};
+
+/// A device account made with `smartpark mqtt-credential`: its username, the password the
+/// device is given, and the hash for the edge config.
+struct Account {
+    user: String,
+    password: String,
+    hash: String,
+}
+
+fn account(user: &str) -> Account {
+    let (ok, out) = smartpark(&["mqtt-credential", user], "");
+    assert!(ok, "mqtt-credential: {out}");
+    let password = out
+        .split("with the password ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no password in {out:?}"))
+        .to_string();
+    let hash = out
+        .lines()
+        .find_map(|l| l.strip_prefix("password_hash = \""))
+        .and_then(|h| h.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no hash in {out:?}"))
+        .to_string();
+    Account {
+        user: user.into(),
+        password,
+        hash,
+    }
+}
+
+/// The building of `park::seed` (door `d1`, card `CARD-1`) with two accounts for `d1`'s
+/// controller (its reader and its lock connect separately, and a client id is its account's
+/// name, so each connection needs its own), one for a door `d2`, and a sensor's account; no
+/// anonymous clients.
+struct Building {
+    edge: Edge,
+    d1: Account,
+    d1_lock: Account,
+    d2: Account,
+    sensor: Account,
+    _dir: tempfile::TempDir,
+}
+
+fn building() -> Building {
+    let dir = tempfile::tempdir().unwrap();
+    crate::park::seed(&dir.path().join("seed"));
+    let (d1, d1_lock, d2, sensor) = (
+        account("ctl-d1"),
+        account("ctl-d1-lock"),
+        account("ctl-d2"),
+        account("tas-lobby"),
+    );
+    let entry = |a: &Account, what: &str| {
+        format!(
+            "[[mqtt.client]]\nusername = \"{}\"\npassword_hash = \"{}\"\n{what}\n\n",
+            a.user, a.hash
+        )
+    };
+    let mqtt = entry(&d1, "doors = [\"d1\"]")
+        + &entry(&d1_lock, "doors = [\"d1\"]")
+        + &entry(&d2, "doors = [\"d2\"]")
+        + &entry(&sensor, "device = \"lobby\"");
+    let devices = format!(
+        "[business]\nseed_dir = \"{}\"\n\n[[device]]\nid = \"lobby\"\nprofile = \"tasmota-am2301\"\n\
+         mqtt = {{ topic_id = \"tas-lobby\" }}\n",
+        dir.path().join("seed").display()
+    );
+    let edge = Edge::start_with_mqtt(dir.path(), &mqtt, &devices);
+    Building {
+        edge,
+        d1,
+        d1_lock,
+        d2,
+        sensor,
+        _dir: dir,
+    }
+}
+
+fn login<'a>(a: &'a Account) -> [&'a str; 4] {
+    ["-u", &a.user, "-P", &a.password]
+}
+
+/// A `mosquitto_sub` (debug output on), which has its SUBACK before `start` returns.
+struct Sub {
+    child: Child,
+    out: Arc<Mutex<Vec<String>>>,
+}
+
+impl Sub {
+    fn start(broker: SocketAddr, args: &[&str], topics: &[&str]) -> Sub {
+        // Line-buffered: its debug lines (the SUBACK) are not flushed on their own.
+        let mut cmd = Command::new("stdbuf");
+        cmd.args(["-oL", "mosquitto_sub"])
+            .args([
+                "-h",
+                &broker.ip().to_string(),
+                "-p",
+                &broker.port().to_string(),
+            ])
+            .args(["-d", "-v", "-q", "1"])
+            .args(args);
+        for t in topics {
+            cmd.args(["-t", t]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub");
+        let out: Arc<Mutex<Vec<String>>> = Arc::default();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    out.lock().unwrap().push(line);
+                }
+            });
+        }
+        let sub = Sub { child, out };
+        eventually("the subscription's SUBACK", Duration::from_secs(20), || {
+            sub.lines()
+                .iter()
+                .any(|l| l.starts_with("Subscribed"))
+                .then_some(())
+        });
+        sub
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// The messages received, as `topic payload` lines.
+    fn messages(&self) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| !l.starts_with("Client ") && !l.starts_with("Subscribed"))
+            .collect()
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A read of `card` at `door` with a read id, published with `args` (an account).
+fn read(edge: &Edge, args: &[&str], door: &str, card: &str, id: &str) {
+    let payload = json!({"type": "card", "value": card, "reader": "in", "id": id}).to_string();
+    let topic = format!("door/{door}/read");
+    let mut all = args.to_vec();
+    all.extend(["-q", "1", "-t", &topic, "-m", &payload]);
+    mosquitto_pub(edge.mqtt, &all);
+}
+
+/// Runs a Mosquitto client that the broker is expected to refuse; returns its exit status
+/// and what it printed.
+fn refused(program: &str, broker: SocketAddr, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(program)
+        .args([
+            "-h",
+            &broker.ip().to_string(),
+            "-p",
+            &broker.port().to_string(),
+        ])
+        .args(args)
+        .output()
+        .expect(program);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn access_events(edge: &Edge) -> Vec<serde_json::Value> {
+    let (_, body) = edge.get("/api/v1/events?kind=access&limit=1000");
+    body["events"].as_array().unwrap().clone()
+}
+
+#[test]
+fn clients_without_an_account_or_with_a_wrong_password_are_refused_and_counted() {
+    let b = building();
+    let broker = b.edge.mqtt;
+    let (code, said) = refused("mosquitto_sub", broker, &["-t", "#", "-C", "1", "-W", "5"]);
+    assert_ne!(code, Some(0), "an anonymous subscriber got in: {said}");
+    assert!(said.contains("not authorised"), "{said}");
+    let (code, said) = refused(
+        "mosquitto_pub",
+        broker,
+        &[
+            "-u",
+            "ctl-d1",
+            "-P",
+            "not-the-password",
+            "-t",
+            "door/d1/read",
+            "-m",
+            "{}",
+        ],
+    );
+    assert_ne!(code, Some(0), "a wrong password got in: {said}");
+    eventually("both refusals counted", Duration::from_secs(10), || {
+        (b.edge
+            .metric("smartpark_edge_mqtt_refused_connections_total")
+            >= 2.0)
+            .then_some(())
+    });
+    assert!(access_events(&b.edge).is_empty());
+}
+
+#[test]
+fn a_door_controller_can_neither_speak_for_another_door_nor_hear_its_commands() {
+    let b = building();
+    let broker = b.edge.mqtt;
+    // The controller of d2 listens to everything it can name, d1's commands above all.
+    let spy = Sub::start(
+        broker,
+        &login(&b.d2),
+        &["#", "door/d1/command", "door/+/read"],
+    );
+    let d1 = Sub::start(broker, &login(&b.d1_lock), &["door/d1/command"]);
+
+    // It presents a valid card at d1 in d1's name, and a card at its own door.
+    read(&b.edge, &login(&b.d2), "d1", "CARD-1", "forged-1");
+    // The sensor tries to command a door.
+    mosquitto_pub(
+        broker,
+        &[
+            "-u",
+            &b.sensor.user,
+            "-P",
+            &b.sensor.password,
+            "-q",
+            "1",
+            "-t",
+            "door/d1/command",
+            "-m",
+            r#"{"command":"unlock","duration_ms":60000,"decision":"x"}"#,
+        ],
+    );
+    // The real controller of d1 presents the same card.
+    read(&b.edge, &login(&b.d1), "d1", "CARD-1", "real-1");
+    let got = eventually("d1's unlock", Duration::from_secs(20), || {
+        let m = d1.messages();
+        (!m.is_empty()).then_some(m)
+    });
+    // Only the real read was decided and answered, and only d1's controller heard it.
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains(r#""read":"real-1""#), "{got:?}");
+    assert!(got[0].contains("unlock"), "{got:?}");
+    let events = access_events(&b.edge);
+    assert_eq!(events.len(), 1, "only the real read is decided: {events:?}");
+    // Give the broker every chance to deliver what it should not: a second real read must
+    // reach d1 before we look at the spy again.
+    read(&b.edge, &login(&b.d1), "d1", "CARD-1", "real-2");
+    eventually("the second unlock", Duration::from_secs(20), || {
+        (d1.messages().len() == 2).then_some(())
+    });
+    let heard = spy.messages();
+    assert!(heard.is_empty(), "d2's controller heard {heard:?}");
+}
+
+#[test]
+fn a_client_taking_the_edges_client_id_is_refused_and_doors_keep_working() {
+    let b = building();
+    let broker = b.edge.mqtt;
+    let d1 = Sub::start(broker, &login(&b.d1_lock), &["door/d1/command"]);
+    // Without an account: refused outright.
+    let (code, said) = refused(
+        "mosquitto_sub",
+        broker,
+        &["-i", "smartpark-edge", "-t", "#", "-C", "1", "-W", "5"],
+    );
+    assert_ne!(code, Some(0), "{said}");
+    // With a device's account the client id is the account's name, whatever it asks for:
+    // the edge's session is never taken over.
+    for id in ["smartpark-edge", "smartpark-edge-field", "ctl-d1"] {
+        let (code, said) = refused(
+            "mosquitto_pub",
+            broker,
+            &[
+                "-i",
+                id,
+                "-u",
+                &b.d2.user,
+                "-P",
+                &b.d2.password,
+                "-t",
+                "door/d2/state",
+                "-m",
+                r#"{"state":"closed"}"#,
+            ],
+        );
+        assert_eq!(code, Some(0), "{said}");
+    }
+    // The real d1 controller's subscription is still there (its client id was not taken),
+    // the node's links never dropped, and the door still opens.
+    read(&b.edge, &login(&b.d1), "d1", "CARD-1", "after-takeover");
+    eventually(
+        "the unlock after the attempts",
+        Duration::from_secs(20),
+        || {
+            d1.messages()
+                .iter()
+                .any(|m| m.contains("after-takeover"))
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        b.edge.metric("smartpark_edge_mqtt_link_reconnects_total"),
+        0.0
+    );
+    let (status, body) = http("GET", &format!("{}/ready", b.edge.api), None);
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn a_flood_of_telemetry_from_one_device_leaves_every_door_read_answered() {
+    let b = building();
+    let broker = b.edge.mqtt;
+    let d1 = Sub::start(broker, &login(&b.d1_lock), &["door/d1/command"]);
+    let committed_before = b.edge.metric("smartpark_edge_samples_committed_total");
+    // 10,000 publishes from the sensor's account as fast as one connection sends them.
+    let mut flood = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            &broker.ip().to_string(),
+            "-p",
+            &broker.port().to_string(),
+        ])
+        .args(["-u", &b.sensor.user, "-P", &b.sensor.password])
+        .args(["-q", "0", "-t", "tele/tas-lobby/SENSOR", "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub");
+    let mut stdin = flood.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        for i in 0..10_000 {
+            let line = format!(
+                r#"{{"AM2301":{{"Temperature":{}.5,"Humidity":40.0,"DewPoint":9.1}}}}"#,
+                20 + i % 5
+            );
+            writeln!(stdin, "{line}").unwrap();
+        }
+    });
+    // Door reads while the flood goes on.
+    for i in 0..40 {
+        read(
+            &b.edge,
+            &login(&b.d1),
+            "d1",
+            "CARD-1",
+            &format!("during-{i}"),
+        );
+    }
+    writer.join().unwrap();
+    assert!(flood.wait().unwrap().success());
+    let got = eventually("40 answers", Duration::from_secs(60), || {
+        let m = d1.messages();
+        (m.len() >= 40).then_some(m)
+    });
+    for i in 0..40 {
+        let id = format!(r#""read":"during-{i}""#);
+        assert!(got.iter().any(|m| m.contains(&id)), "read {i} unanswered");
+    }
+    // Commits went on: the sensor's samples are stored.
+    eventually(
+        "the flood's samples committed",
+        Duration::from_secs(60),
+        || {
+            (b.edge.metric("smartpark_edge_samples_committed_total") > committed_before + 1000.0)
+                .then_some(())
+        },
+    );
+    let (status, _) = http("GET", &format!("{}/ready", b.edge.api), None);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_killed_broker_is_started_again_counted_and_doors_work_again() {
+    let b = building();
+    let pid_file = b
+        .edge
+        .config
+        .parent()
+        .unwrap()
+        .join("data/broker/mosquitto.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    eventually("the restart counted", Duration::from_secs(20), || {
+        (b.edge.metric("smartpark_edge_mqtt_broker_restarts_total") >= 1.0).then_some(())
+    });
+    eventually("ready again", Duration::from_secs(20), || {
+        let (status, _) = http("GET", &format!("{}/ready", b.edge.api), None);
+        (status == 200).then_some(())
+    });
+    assert!(b.edge.metric("smartpark_edge_mqtt_link_reconnects_total") >= 1.0);
+    let d1 = Sub::start(b.edge.mqtt, &login(&b.d1_lock), &["door/d1/command"]);
+    read(&b.edge, &login(&b.d1), "d1", "CARD-1", "after-restart");
+    eventually(
+        "the unlock after the restart",
+        Duration::from_secs(20),
+        || {
+            d1.messages()
+                .iter()
+                .any(|m| m.contains("after-restart"))
+                .then_some(())
+        },
+    );
+}
