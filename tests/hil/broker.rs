@@ -91,7 +91,7 @@ fn building() -> Building {
     }
 }
 
-fn login<'a>(a: &'a Account) -> [&'a str; 4] {
+fn login(a: &Account) -> [&str; 4] {
     ["-u", &a.user, "-P", &a.password]
 }
 
