@@ -57,6 +57,11 @@ struct Building {
 }
 
 fn building() -> Building {
+    building_with("")
+}
+
+/// [`building`] with `more` in its `[mqtt]` table.
+fn building_with(more: &str) -> Building {
     let dir = tempfile::tempdir().unwrap();
     crate::park::seed(&dir.path().join("seed"));
     let (d1, d1_lock, d2, sensor) = (
@@ -71,7 +76,8 @@ fn building() -> Building {
             a.user, a.hash
         )
     };
-    let mqtt = entry(&d1, "doors = [\"d1\"]")
+    let mqtt = more.to_string()
+        + &entry(&d1, "doors = [\"d1\"]")
         + &entry(&d1_lock, "doors = [\"d1\"]")
         + &entry(&d2, "doors = [\"d2\"]")
         + &entry(&sensor, "device = \"lobby\"");
@@ -434,5 +440,31 @@ fn a_killed_broker_is_started_again_counted_and_doors_work_again() {
                 .any(|m| m.contains("after-restart"))
                 .then_some(())
         },
+    );
+}
+
+#[test]
+fn mqtt_3_and_5_as_field_devices_speak_it() {
+    // Accounts for the doors, and anonymous clients too (a lab), for the MQTT 5 features
+    // between two clients of one topic.
+    let b = building_with("allow_anonymous = true\n");
+    let out = Command::new(crate::support::python())
+        .arg(crate::support::repo().join("tests/hil/peers/mqtt_conformance.py"))
+        .args([b.edge.mqtt.ip().to_string(), b.edge.mqtt.port().to_string()])
+        .env("DOOR_USER", &b.d1.user)
+        .env("DOOR_PASSWORD", &b.d1.password)
+        .env("LOCK_USER", &b.d1_lock.user)
+        .env("LOCK_PASSWORD", &b.d1_lock.password)
+        .env("CARD", "CARD-1")
+        .env("TELEMETRY", "tele/tas-lobby/SENSOR")
+        .output()
+        .expect("python");
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert_eq!(
+        said.matches("\nok ").count() + usize::from(said.starts_with("ok ")),
+        10,
+        "{said}"
     );
 }
