@@ -244,7 +244,9 @@ fn write_files(
         "# Written by the smartpark edge at every start from its config; edits are lost.\n\
          per_listener_settings true\n\
          user {user}\n\
-         persistence false\n\
+         persistence true\n\
+         persistence_location {dir}/\n\
+         autosave_interval 30\n\
          log_dest stderr\n\
          log_type error\nlog_type warning\nlog_type notice\n\
          log_timestamp false\n\

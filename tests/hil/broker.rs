@@ -468,3 +468,71 @@ fn mqtt_3_and_5_as_field_devices_speak_it() {
         "{said}"
     );
 }
+
+#[test]
+fn ready_says_the_broker_is_down_while_it_cannot_be_started_again() {
+    // The broker's program is a script that refuses to start while a file exists.
+    let scripts = tempfile::tempdir().unwrap();
+    let hold = scripts.path().join("hold");
+    let wrapper = scripts.path().join("mosquitto");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ -e '{}' ]; then echo 'held for the test' >&2; exit 1; fi\n\
+             PATH=\"$PATH:/usr/sbin\" exec mosquitto \"$@\"\n",
+            hold.display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&wrapper)
+        .status()
+        .unwrap();
+    let b = building_with(&format!("mosquitto = \"{}\"\n", wrapper.display()));
+    let ready = || http("GET", &format!("{}/ready", b.edge.api), None);
+    assert_eq!(ready().0, 200);
+
+    std::fs::write(&hold, "").unwrap();
+    let pid_file = b
+        .edge
+        .config
+        .parent()
+        .unwrap()
+        .join("data/broker/mosquitto.pid");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (_, body) = eventually("/ready refuses", Duration::from_secs(20), || {
+        let (status, body) = ready();
+        (status == 503).then_some((status, body))
+    });
+    assert!(body.to_string().contains("broker"), "{body}");
+    // Still down a while later: the restarts fail, and are counted.
+    eventually("failed restarts counted", Duration::from_secs(20), || {
+        (b.edge.metric("smartpark_edge_mqtt_broker_restarts_total") >= 2.0).then_some(())
+    });
+    assert_eq!(ready().0, 503);
+
+    std::fs::remove_file(&hold).unwrap();
+    eventually("ready again", Duration::from_secs(30), || {
+        (ready().0 == 200).then_some(())
+    });
+    let d1 = Sub::start(b.edge.mqtt, &login(&b.d1_lock), &["door/d1/command"]);
+    read(&b.edge, &login(&b.d1), "d1", "CARD-1", "back");
+    eventually(
+        "the unlock once the broker is back",
+        Duration::from_secs(20),
+        || {
+            d1.messages()
+                .iter()
+                .any(|m| m.contains(r#""read":"back""#))
+                .then_some(())
+        },
+    );
+}
