@@ -1,5 +1,5 @@
-//! The door controller and plate camera simulators against a real MQTT broker (an embedded
-//! rumqttd on a free port, never the machine's own broker): they announce themselves, publish
+//! The door controller and plate camera simulators against a real MQTT broker (a Mosquitto
+//! of the test's own on a free port, never the machine's own broker): they announce themselves, publish
 //! contract payloads, act on the edge's commands, and leave their last will.
 //!
 //! The test plays the edge's part with a plain MQTT client. Real sleeps are unavoidable here
@@ -23,50 +23,52 @@ use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Starts rumqttd (MQTT 3.1.1 only) on a free port of 127.0.0.1 on a thread of its own; it
-/// ends with the test process.
-fn start_broker() -> SocketAddr {
+/// A Mosquitto of the test's own (anonymous clients, no persistence) on a free port of
+/// 127.0.0.1, stopped when dropped.
+struct Broker {
+    addr: SocketAddr,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_broker() -> Broker {
     let addr = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap();
-    let connections = rumqttd::ConnectionSettings {
-        connection_timeout_ms: 10_000,
-        max_payload_size: 64 * 1024,
-        max_inflight_count: 100,
-        auth: None,
-        external_auth: None,
-        dynamic_filters: true,
-    };
-    let server = rumqttd::ServerSettings {
-        name: "v4".into(),
-        listen: addr,
-        tls: None,
-        next_connection_delay_ms: 1,
-        connections,
-    };
-    let config = rumqttd::Config {
-        id: 0,
-        router: rumqttd::RouterConfig {
-            max_connections: 100,
-            max_outgoing_packet_count: 200,
-            max_segment_size: 1 << 20,
-            max_segment_count: 4,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Default::default(),
-        },
-        v4: Some(HashMap::from([("1".to_string(), server)])),
-        ..Default::default()
-    };
-    let mut broker = rumqttd::Broker::new(config);
-    std::thread::spawn(move || {
-        if let Err(error) = broker.start() {
-            eprintln!("the test broker stopped: {error}");
-        }
-    });
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n\
+             log_type error\nset_tcp_nodelay true\n",
+            addr.port()
+        ),
+    )
+    .unwrap();
+    let program = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("mosquitto");
+    let child = std::process::Command::new(program)
+        .arg("-c")
+        .arg(&conf)
+        .spawn()
+        .expect("mosquitto is missing: scripts/test installs the Debian package");
     for _ in 0..500 {
         if TcpStream::connect(addr).is_ok() {
-            return addr;
+            return Broker {
+                addr,
+                child,
+                _dir: dir,
+            };
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -171,7 +173,8 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn a_door_controller_publishes_reads_and_opens_on_an_unlock_command() {
-    let addr = start_broker();
+    let broker = start_broker();
+    let addr = broker.addr;
     let mut edge = Edge::connect(addr, "test-edge", &["door/#"]).await;
 
     let credentials = demo_credentials(5, 10);
@@ -245,8 +248,8 @@ async fn a_door_controller_publishes_reads_and_opens_on_an_unlock_command() {
 #[tokio::test]
 async fn a_door_controller_reconnects_after_losing_the_broker_and_obeys_commands_again() {
     let broker = start_broker();
-    let relay = Relay::start(broker).await;
-    let mut edge = Edge::connect(broker, "test-edge", &["door/#"]).await;
+    let relay = Relay::start(broker.addr).await;
+    let mut edge = Edge::connect(broker.addr, "test-edge", &["door/#"]).await;
     let config = DoorControllerConfig::new(
         &relay.addr.ip().to_string(),
         relay.addr.port(),
@@ -294,7 +297,8 @@ async fn a_door_controller_reconnects_after_losing_the_broker_and_obeys_commands
 
 #[tokio::test]
 async fn plate_camera_lanes_publish_plates_and_pay_the_fee_shown_at_the_exit() {
-    let addr = start_broker();
+    let broker = start_broker();
+    let addr = broker.addr;
     let mut edge = Edge::connect(addr, "test-edge", &["lpr/#", "lane/+/payment"]).await;
 
     let lanes = vec![
