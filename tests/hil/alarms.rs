@@ -556,25 +556,7 @@ webhook = {{ url = \"http://{hook}/hook\" }}
     );
     let edge = start(dir.path(), &rules, addr);
     polled(&edge, "dev/mode", json!(103));
-    let sub = Command::new("mosquitto_sub")
-        .args(["-h", &edge.mqtt.ip().to_string()])
-        .args(["-p", &edge.mqtt.port().to_string()])
-        .args([
-            "-t",
-            "site/alarms/#",
-            "-q",
-            "1",
-            "-C",
-            "1",
-            "-W",
-            "60",
-            "-v",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub");
-    // mosquitto_sub gives no sign once it has subscribed; a moment is enough on loopback.
-    std::thread::sleep(Duration::from_millis(500));
+    let sub = crate::support::MqttSub::start(edge.mqtt, &[], &["site/alarms/#"]);
 
     write_register(addr, MODE_REGISTER, 600);
     let a = the_alarm_of(&edge, "mode-high");
@@ -598,8 +580,9 @@ webhook = {{ url = \"http://{hook}/hook\" }}
     assert_eq!(audited["outcome"], "ok", "{audited}");
 
     // The MQTT command reached a subscriber through the building's broker.
-    let out = sub.wait_with_output().unwrap();
-    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let line = eventually("the rule's MQTT command", Duration::from_secs(60), || {
+        sub.messages().into_iter().next()
+    });
     let (topic, payload) = line.split_once(' ').expect("topic and payload");
     assert_eq!(topic, "site/alarms/dev");
     let payload: Value = serde_json::from_str(payload).unwrap();

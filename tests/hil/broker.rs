@@ -3,15 +3,14 @@
 //! another door or listen to it, taking the edge's client id, and flooding telemetry; the
 //! broker itself killed. Doors must keep deciding through all of it.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{Edge, eventually, http, mosquitto_pub, smartpark};
+use crate::support::{Edge, MqttSub as Sub, eventually, http, mosquitto_pub, smartpark};
 
 /// A device account made with `smartpark mqtt-credential`: its username, the password the
 /// device is given, and the hash for the edge config.
@@ -99,75 +98,6 @@ fn building_with(more: &str) -> Building {
 
 fn login(a: &Account) -> [&str; 4] {
     ["-u", &a.user, "-P", &a.password]
-}
-
-/// A `mosquitto_sub` (debug output on), which has its SUBACK before `start` returns.
-struct Sub {
-    child: Child,
-    out: Arc<Mutex<Vec<String>>>,
-}
-
-impl Sub {
-    fn start(broker: SocketAddr, args: &[&str], topics: &[&str]) -> Sub {
-        // Line-buffered: its debug lines (the SUBACK) are not flushed on their own.
-        let mut cmd = Command::new("stdbuf");
-        cmd.args(["-oL", "mosquitto_sub"])
-            .args([
-                "-h",
-                &broker.ip().to_string(),
-                "-p",
-                &broker.port().to_string(),
-            ])
-            .args(["-d", "-v", "-q", "1"])
-            .args(args);
-        for t in topics {
-            cmd.args(["-t", t]);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("mosquitto_sub");
-        let out: Arc<Mutex<Vec<String>>> = Arc::default();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let out = out.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    out.lock().unwrap().push(line);
-                }
-            });
-        }
-        let sub = Sub { child, out };
-        eventually("the subscription's SUBACK", Duration::from_secs(20), || {
-            sub.lines()
-                .iter()
-                .any(|l| l.starts_with("Subscribed"))
-                .then_some(())
-        });
-        sub
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.out.lock().unwrap().clone()
-    }
-
-    /// The messages received, as `topic payload` lines.
-    fn messages(&self) -> Vec<String> {
-        self.lines()
-            .into_iter()
-            .filter(|l| !l.starts_with("Client ") && !l.starts_with("Subscribed"))
-            .collect()
-    }
-}
-
-impl Drop for Sub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A read of `card` at `door` with a read id, published with `args` (an account).

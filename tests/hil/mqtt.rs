@@ -163,30 +163,22 @@ fn a_last_will_marks_the_device_offline() {
         let (_, d) = edge.get("/api/v1/devices/lobby");
         (d["status"]["state"] == "online").then_some(())
     });
-    // A client that dies without disconnecting: the broker publishes its last will.
-    let mut sub = std::process::Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            &edge.mqtt.ip().to_string(),
-            "-p",
-            &edge.mqtt.port().to_string(),
-            "-t",
-            "x/none",
+    // A client that dies without disconnecting (once it is surely connected: it has its
+    // SUBACK): the broker publishes its last will.
+    let sub = crate::support::MqttSub::start(
+        edge.mqtt,
+        &[
             "-k",
             "5",
-        ])
-        .args([
             "--will-topic",
             "tele/tas-lobby/LWT",
             "--will-payload",
             "Offline",
             "--will-retain",
-        ])
-        .spawn()
-        .expect("mosquitto_sub");
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = sub.kill();
-    let _ = sub.wait();
+        ],
+        &["x/none"],
+    );
+    drop(sub);
     let d = eventually(
         "lobby offline after its last will",
         Duration::from_secs(30),

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use park_model::building::{Door, DoorDirection, DoorStatus};
@@ -15,7 +14,7 @@ use park_model::parking::{BlockedPlate, Lane, LaneDirection, Lot, Tariff};
 use park_model::{BuildingDoc, ParkDirectory, ParkingDoc};
 use serde_json::{Value, json};
 
-use crate::support::{Edge, eventually, mosquitto_pub};
+use crate::support::{Edge, MqttSub, eventually, mosquitto_pub};
 
 const DAY: i64 = 86_400_000_000;
 
@@ -156,76 +155,35 @@ fn start(dir: &Path) -> Edge {
     )
 }
 
-/// A `mosquitto_sub` that prints `topic payload` lines for `topic`.
-struct Sub(Child);
+/// A `mosquitto_sub` of `topic` (anonymous: the tests' broker is in lab mode).
+struct Sub(MqttSub);
 
 impl Sub {
     fn start(broker: SocketAddr, topic: &str) -> Sub {
-        let child = Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                &broker.ip().to_string(),
-                "-p",
-                &broker.port().to_string(),
-                "-q",
-                "1",
-                "-v",
-                "-t",
-                topic,
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("mosquitto_sub");
-        // Give the subscription a moment to reach the broker before anything is published.
-        std::thread::sleep(Duration::from_millis(400));
-        Sub(child)
+        Sub(MqttSub::start(broker, &[], &[topic]))
     }
 
-    /// Stops the subscriber and returns the JSON payloads it printed.
-    fn collect(mut self, at_least: usize) -> Vec<(String, Value)> {
-        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let mut stdout = self.0.stdout.take().unwrap();
-        let out2 = out.clone();
-        std::thread::spawn(move || {
-            use std::io::Read;
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                out2.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let parse = |s: &str| -> Vec<(String, Value)> {
-            s.lines()
-                .filter_map(|l| l.split_once(' '))
-                .map(|(t, p)| {
-                    (
-                        t.to_string(),
-                        serde_json::from_str(p).unwrap_or(Value::Null),
-                    )
-                })
-                .collect()
-        };
-        let got = eventually(
+    /// Waits for at least `at_least` messages and returns their topics and JSON payloads.
+    fn collect(self, at_least: usize) -> Vec<(String, Value)> {
+        eventually(
             &format!("{at_least} commands"),
             Duration::from_secs(20),
             || {
-                let v = parse(&out.lock().unwrap());
+                let v: Vec<(String, Value)> = self
+                    .0
+                    .messages()
+                    .iter()
+                    .filter_map(|l| l.split_once(' '))
+                    .map(|(t, p)| {
+                        (
+                            t.to_string(),
+                            serde_json::from_str(p).unwrap_or(Value::Null),
+                        )
+                    })
+                    .collect();
                 (v.len() >= at_least).then_some(v)
             },
-        );
-        let _ = self.0.kill();
-        got
-    }
-}
-
-impl Drop for Sub {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        )
     }
 }
 

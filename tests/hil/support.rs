@@ -456,3 +456,78 @@ pub fn mosquitto_pub(broker: SocketAddr, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A `mosquitto_sub` (debug output on) that has its SUBACK before `start` returns, so that
+/// nothing published after it is missed, however busy the machine.
+pub struct MqttSub {
+    child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl MqttSub {
+    /// Subscribes to `topics` with `args` (an account's `-u`/`-P`, a protocol version).
+    pub fn start(broker: SocketAddr, args: &[&str], topics: &[&str]) -> MqttSub {
+        // Line-buffered: its debug lines (the SUBACK) are not flushed on their own.
+        let mut cmd = Command::new("stdbuf");
+        cmd.args(["-oL", "mosquitto_sub"])
+            .args([
+                "-h",
+                &broker.ip().to_string(),
+                "-p",
+                &broker.port().to_string(),
+            ])
+            .args(["-d", "-v", "-q", "1"])
+            .args(args);
+        for t in topics {
+            cmd.args(["-t", t]);
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub");
+        let out: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead as _;
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    out.lock().unwrap().push(line);
+                }
+            });
+        }
+        let sub = MqttSub { child, out };
+        eventually("the subscription's SUBACK", Duration::from_secs(20), || {
+            sub.lines()
+                .iter()
+                .any(|l| l.starts_with("Subscribed"))
+                .then_some(())
+        });
+        sub
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// The messages received, as `topic payload` lines.
+    pub fn messages(&self) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| !l.starts_with("Client ") && !l.starts_with("Subscribed"))
+            .collect()
+    }
+}
+
+impl Drop for MqttSub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
