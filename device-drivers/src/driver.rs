@@ -55,7 +55,7 @@ pub enum WriteError {
     Refused(String),
     #[error("read-back after the write gave {read_back}, expected {written}")]
     VerifyFailed { written: String, read_back: String },
-    #[error("write timed out after {0:?}")]
+    #[error("write timed out after {} ms", .0.as_millis())]
     Timeout(Duration),
     #[error("the driver has stopped")]
     DriverStopped,

@@ -12,6 +12,7 @@ pub mod bacnet;
 pub mod config;
 pub mod device;
 pub mod driver;
+pub mod metrics;
 pub mod modbus;
 pub mod mqtt;
 pub mod profile;

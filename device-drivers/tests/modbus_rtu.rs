@@ -6,7 +6,7 @@ mod modbus_support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use device_drivers::modbus::run_rtu_bus;
 use device_drivers::{DeviceStatus, Quality, Value, WriteError};
@@ -140,7 +140,7 @@ async fn a_silent_slave_does_not_stall_the_bus() {
                 }
                 Event::Samples(batch) => {
                     let batch = Batch(batch);
-                    assert!(batch.all_bad_with("timeout after 100ms"), "{batch:?}");
+                    assert!(batch.all_bad_with("timed out after 100 ms"), "{batch:?}");
                     silent_batches += 1;
                 }
                 Event::Status(device, DeviceStatus::Offline { reason }) if device == "silent" => {
@@ -159,7 +159,10 @@ async fn a_silent_slave_does_not_stall_the_bus() {
             "the silent slave was asked {asked} times"
         );
         assert!(silent_batches >= 1, "its points are still reported, as bad");
-        assert_eq!(silent_offline.as_deref(), Some("timeout after 100ms"));
+        assert_eq!(
+            silent_offline.as_deref(),
+            Some("holding register 259 of unit 7: timed out after 100 ms")
+        );
     })
     .await
 }
@@ -289,6 +292,163 @@ async fn input_waiting_on_the_line_is_never_taken_for_an_answer() {
             let batch = events.batch("s3").await;
             assert_eq!(batch.get("v").value, Some(Value::Int(111)), "{batch:?}");
             assert_eq!(batch.get("v").quality, Quality::Good);
+        }
+    })
+    .await
+}
+
+/// Two blocks of the same size, so that the reply to one would fit the other.
+const TWO_BLOCKS: &str = r#"
+[[point]]
+name = "a0"
+table = "holding"
+address = 0
+type = "u16"
+
+[[point]]
+name = "a1"
+table = "holding"
+address = 1
+type = "u16"
+
+[[point]]
+name = "b0"
+table = "holding"
+address = 100
+type = "u16"
+
+[[point]]
+name = "b1"
+table = "holding"
+address = 101
+type = "u16"
+"#;
+
+/// What every register of the line below holds: the unit and the address, so that a value
+/// stored for the wrong unit or the wrong block shows.
+fn own_value(unit: u8, address: u16) -> u16 {
+    1000 * unit as u16 + address
+}
+
+/// Units answering reads of holding registers with [`own_value`], each reply 10 ms after its
+/// request; while `late` is set, unit 1 answers instead after one of `LATE_MS`, each longer
+/// than its master's timeout. Counts unit 1's late replies.
+const LATE_MS: [u64; 4] = [78, 56, 84, 62];
+
+async fn line_with_a_late_unit(
+    master: SerialStream,
+    late: Arc<AtomicBool>,
+    sent_late: Arc<AtomicUsize>,
+) {
+    let (mut rx, tx) = tokio::io::split(master);
+    let tx = Arc::new(tokio::sync::Mutex::new(tx));
+    loop {
+        let mut request = [0u8; 8];
+        if rx.read_exact(&mut request).await.is_err() {
+            return;
+        }
+        let unit = request[0];
+        assert_eq!(request[1], 3, "only reads of holding registers");
+        let address = u16::from_be_bytes([request[2], request[3]]);
+        let count = u16::from_be_bytes([request[4], request[5]]);
+        let mut reply = vec![unit, 3, 2 * count as u8];
+        for a in address..address + count {
+            reply.extend_from_slice(&own_value(unit, a).to_be_bytes());
+        }
+        let reply = with_crc(&reply);
+        let delay = if unit == 1 && late.load(Ordering::SeqCst) {
+            ms(LATE_MS[sent_late.fetch_add(1, Ordering::SeqCst) % LATE_MS.len()])
+        } else {
+            ms(10)
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.lock().await.write_all(&reply).await;
+        });
+    }
+}
+
+/// Every good sample of the batch has its own register's value.
+fn assert_own_values(batch: &[device_drivers::Sample], unit: u8) {
+    for s in batch.iter().filter(|s| s.quality == Quality::Good) {
+        let address = match s.point.point() {
+            "a0" => 0,
+            "a1" => 1,
+            "b0" => 100,
+            "b1" => 101,
+            other => panic!("unexpected point {other}"),
+        };
+        assert_eq!(
+            s.value,
+            Some(Value::Int(own_value(unit, address) as i64)),
+            "{} stored as good with another register's value",
+            s.point.as_str()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_late_reply_is_never_taken_for_the_answer_to_a_later_request() {
+    guarded(async {
+        let (master, _keep, path) = pty();
+        let late = Arc::new(AtomicBool::new(true));
+        let sent_late = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(line_with_a_late_unit(
+            master,
+            late.clone(),
+            sent_late.clone(),
+        ));
+        let (out, mut events) = collector();
+        let (_w1, rx1) = mpsc::channel(4);
+        let (_w2, rx2) = mpsc::channel(4);
+        let devices = vec![
+            (
+                rtu_device("slow", profile(TWO_BLOCKS), &path, 1, ms(20), ms(50)),
+                rx1,
+            ),
+            (
+                rtu_device("quick", profile(TWO_BLOCKS), &path, 2, ms(20), ms(200)),
+                rx2,
+            ),
+        ];
+        tokio::spawn(run_rtu_bus(devices, out));
+
+        // Every late reply arrives after the slow unit's timeout, while the line settles or
+        // while the quick unit's request waits for its answer.
+        let mut quick_good = 0;
+        let mut slow_bad = 0;
+        while sent_late.load(Ordering::SeqCst) < LATE_MS.len() || quick_good < 20 {
+            let Event::Samples(batch) = events.next().await else {
+                continue;
+            };
+            match batch[0].point.device() {
+                "quick" => {
+                    assert_own_values(&batch, 2);
+                    quick_good += Batch(batch).all_good() as usize;
+                }
+                _ => {
+                    assert_own_values(&batch, 1);
+                    slow_bad += !Batch(batch).all_good() as usize;
+                }
+            }
+        }
+        assert!(
+            slow_bad > 0,
+            "the slow unit's late replies made its points bad"
+        );
+        let discarded = device_drivers::metrics::MODBUS_RTU_FRAMES_DISCARDED_TOTAL.get()
+            + device_drivers::metrics::MODBUS_RTU_BYTES_DISCARDED_TOTAL.get();
+        assert!(discarded > 0, "the late replies were discarded");
+
+        // Once it answers in time again, the slow unit recovers with its own values.
+        late.store(false, Ordering::SeqCst);
+        loop {
+            let batch = events.batch("slow").await;
+            assert_own_values(&batch.0, 1);
+            if batch.all_good() {
+                break;
+            }
         }
     })
     .await

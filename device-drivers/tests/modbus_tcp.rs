@@ -365,7 +365,7 @@ type = "u16"
             assert_eq!(missing.value, None);
             assert_eq!(
                 missing.quality,
-                Quality::bad("exception IllegalDataAddress (2)")
+                Quality::bad("holding register 100 of unit 1: exception IllegalDataAddress (2)")
             );
             assert_eq!(batch.get("present").value, Some(Value::Int(7)));
         }
@@ -419,7 +419,7 @@ async fn a_silent_server_times_out_while_another_device_keeps_its_rate() {
             match events.next().await {
                 Event::Samples(batch) if batch[0].point.device() == "silent" => {
                     let batch = Batch(batch);
-                    assert!(batch.all_bad_with("timeout"), "{batch:?}");
+                    assert!(batch.all_bad_with("timed out after 300 ms"), "{batch:?}");
                     silent_bad += 1;
                 }
                 Event::Samples(batch) => {
@@ -441,7 +441,10 @@ async fn a_silent_server_times_out_while_another_device_keeps_its_rate() {
             lively_between >= 4,
             "the lively device polled only {lively_between} times meanwhile"
         );
-        assert_eq!(offline_reason.as_deref(), Some("timeout after 300ms"));
+        assert_eq!(
+            offline_reason.as_deref(),
+            Some("holding register 0 of unit 1: timed out after 300 ms")
+        );
         assert!(!silent.requests().is_empty());
     })
     .await

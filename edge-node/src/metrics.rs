@@ -414,6 +414,7 @@ impl Metrics {
             }
         }
         self.auth.render("smartpark_edge", &mut out);
+        device_drivers::metrics::render(&mut out);
         self.commit_latency.render(
             &mut out,
             "smartpark_edge_commit_latency_seconds",

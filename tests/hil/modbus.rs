@@ -1,5 +1,6 @@
 //! Modbus devices played by pymodbus, over TCP and over RTU on a socat pty pair.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -130,7 +131,7 @@ fn a_silent_device_goes_bad_and_recovers_while_another_keeps_its_rate() {
 
     quiet.signal("STOP");
     let outage_start = now_us();
-    let l = bad_with(&edge, "quiet/voltage", "timeout");
+    let l = bad_with(&edge, "quiet/voltage", "timed out after 1000 ms");
     assert!(l["value"].is_null());
     // Let the outage last a few of the silent device's timeouts.
     std::thread::sleep(Duration::from_secs(4));
@@ -230,11 +231,12 @@ fn writes_are_verified_by_read_back_refused_out_of_range_and_audited() {
     }));
 }
 
-#[test]
-fn rtu_devices_share_a_serial_line_and_a_silent_unit_does_not_stall_the_others() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (dir.path().join("ttyA"), dir.path().join("ttyB"));
-    let mut socat = Proc::spawn(
+/// A serial line: a socat pty pair with the pymodbus RTU device (started with `peer_args`
+/// after `--rtu PATH --baud 19200`) on one end. Returns socat, the device, and the path of
+/// the end for the edge.
+fn rtu_line(dir: &Path, peer_args: &[&str]) -> (Proc, Proc, PathBuf) {
+    let (a, b) = (dir.join("ttyA"), dir.join("ttyB"));
+    let socat = Proc::spawn(
         "socat",
         Command::new("socat").args([
             "-d",
@@ -252,32 +254,44 @@ fn rtu_devices_share_a_serial_line_and_a_silent_unit_does_not_stall_the_others()
             .arg(repo().join("tests/hil/peers/modbus_device.py"))
             .args(["--rtu"])
             .arg(&a)
-            .args([
-                "--baud",
-                "19200",
-                "--unit",
-                "1",
-                "--unit",
-                "2",
-                "--silent-unit",
-                "3",
-            ]),
+            .args(["--baud", "19200"])
+            .args(peer_args),
     );
     device.wait_line("READY", Duration::from_secs(30));
-    let rtu = |id: &str, unit: u8| {
-        format!(
-            "[[device]]\nid = \"{id}\"\nprofile = \"hil-modbus-device\"\npoll_interval_ms = 300\ntimeout_ms = 500\n\
-             modbus_rtu = {{ port = \"{}\", baud = 19200, unit = {unit} }}\n\n",
-            b.display()
-        )
-    };
+    (socat, device, b)
+}
+
+/// A `[[device]]` table for unit `unit` on the serial line at `port`.
+fn rtu_device(
+    id: &str,
+    profile: &str,
+    port: &Path,
+    unit: u8,
+    poll_ms: u64,
+    timeout_ms: u64,
+) -> String {
+    format!(
+        "[[device]]\nid = \"{id}\"\nprofile = \"{profile}\"\npoll_interval_ms = {poll_ms}\ntimeout_ms = {timeout_ms}\n\
+         modbus_rtu = {{ port = \"{}\", baud = 19200, unit = {unit} }}\n\n",
+        port.display()
+    )
+}
+
+#[test]
+fn rtu_devices_share_a_serial_line_and_a_silent_unit_does_not_stall_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut socat, device, b) = rtu_line(
+        dir.path(),
+        &["--unit", "1", "--unit", "2", "--silent-unit", "3"],
+    );
+    let rtu = |id: &str, unit: u8| rtu_device(id, "hil-modbus-device", &b, unit, 300, 500);
     let edge = Edge::start(
         dir.path(),
         &(rtu("rtu1", 1) + &rtu("rtu2", 2) + &rtu("rtu3", 3)),
     );
     assert_eq!(good(&edge, "rtu1/voltage")["value"], 230.5);
     assert_eq!(good(&edge, "rtu2/signed16")["value"], -1234);
-    bad_with(&edge, "rtu3/voltage", "timeout");
+    bad_with(&edge, "rtu3/voltage", "timed out after 500 ms");
 
     // With the silent unit backed off, the answering units keep being polled.
     let from = now_us();
@@ -300,6 +314,135 @@ fn rtu_devices_share_a_serial_line_and_a_silent_unit_does_not_stall_the_others()
         max_gap < 2_000_000,
         "unit 1 went {max_gap} µs without a poll while unit 3 was silent"
     );
+    drop(edge);
+    drop(device);
+    socat.kill9();
+}
+
+/// The points of `hil-rtu-blocks` and their registers.
+const BLOCK_POINTS: [(&str, &str, u16); 10] = [
+    ("a0", "holding", 0),
+    ("a1", "holding", 1),
+    ("a2", "holding", 2),
+    ("a3", "holding", 3),
+    ("b0", "holding", 100),
+    ("b1", "holding", 101),
+    ("b2", "holding", 102),
+    ("b3", "holding", 103),
+    ("c0", "input", 0),
+    ("c1", "input", 1),
+];
+
+/// What a register of unit `unit` holds in the maps of the late-reply test: its unit and
+/// address, so that a value stored for another unit or another block shows.
+fn own_value(unit: u8, table: &str, address: u16) -> i64 {
+    1000 * unit as i64 + if table == "input" { 500 } else { 0 } + address as i64
+}
+
+/// The register map of `unit` for `modbus_device.py --unit-registers`.
+fn unit_map(unit: u8) -> Value {
+    let values = |table: &str, from: u16, n: u16| -> Vec<i64> {
+        (from..from + n)
+            .map(|a| own_value(unit, table, a))
+            .collect()
+    };
+    json!({
+        "holding": [
+            {"address": 0, "type": "u16", "values": values("holding", 0, 4)},
+            {"address": 100, "type": "u16", "values": values("holding", 100, 4)},
+        ],
+        "input": [{"address": 0, "type": "u16", "values": values("input", 0, 2)}],
+    })
+}
+
+#[test]
+fn a_late_rtu_reply_at_wire_speed_is_never_stored_as_the_answer_to_another_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = Vec::new();
+    for unit in 1..=3u8 {
+        let map = dir.path().join(format!("unit{unit}.json"));
+        std::fs::write(&map, unit_map(unit).to_string()).unwrap();
+        args.extend([
+            "--unit-registers".into(),
+            format!("{unit}={}", map.display()),
+        ]);
+    }
+    // Unit 3 answers half of its requests, drawn at random, between 2 and 60 ms after the
+    // edge's 300 ms timeout ran out, at 19,200 baud like the others: its late reply comes in
+    // while the line settles or while the next unit's request waits for its answer.
+    args.extend(
+        [
+            "--wire-speed",
+            "--turnaround-ms",
+            "5",
+            "--late-unit",
+            "3",
+            "--late-ms",
+            "302:360",
+            "--late-probability",
+            "0.5",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut socat, mut device, port) = rtu_line(dir.path(), &args);
+    let devices: String = (1..=3u8)
+        .map(|unit| rtu_device(&format!("u{unit}"), "hil-rtu-blocks", &port, unit, 200, 300))
+        .collect();
+    let from = now_us();
+    let edge = Edge::start(dir.path(), &devices);
+    for unit in 1..=3 {
+        good(&edge, &format!("u{unit}/a0"));
+    }
+    for _ in 0..8 {
+        device.wait_line("LATE 3", Duration::from_secs(60));
+    }
+    bad_with(
+        &edge,
+        "u3/b0",
+        "holding registers 100\u{2013}103 of unit 3: timed out after 300 ms",
+    );
+
+    // Answering in time again, unit 3 recovers.
+    device.signal("USR1");
+    let on_time = now_us();
+    eventually("unit 3 to recover", Duration::from_secs(30), || {
+        let l = edge.latest("u3/c1");
+        (l["quality"] == "good" && l["ts"].as_i64()? > on_time).then_some(())
+    });
+    let to = now_us();
+
+    // No point of any unit was ever stored as good with a value that is not its own
+    // register's; the others had good values throughout, and unit 3 at least once it
+    // recovered.
+    for unit in 1..=3u8 {
+        for (point, table, address) in BLOCK_POINTS {
+            let key = format!("u{unit}/{point}");
+            let (status, body) = edge.get(&format!(
+                "/api/v1/points/{key}/history?resolution=raw&from={from}&to={to}&limit=100000"
+            ));
+            assert_eq!(status, 200, "{body}");
+            let rows = body["rows"].as_array().unwrap();
+            let good: Vec<&Value> = rows.iter().filter(|r| r["quality"] == "good").collect();
+            let least = if unit == 3 { 1 } else { 5 };
+            assert!(
+                good.len() >= least,
+                "{key} has only {} good samples",
+                good.len()
+            );
+            for row in good {
+                assert_eq!(
+                    row["value"],
+                    own_value(unit, table, address),
+                    "{key} was stored as good with another register's value: {row}"
+                );
+            }
+        }
+    }
+    // The late replies reached the edge and were thrown away.
+    let discarded = edge.metric("smartpark_edge_modbus_rtu_frames_discarded_total")
+        + edge.metric("smartpark_edge_modbus_rtu_bytes_discarded_total");
+    assert!(discarded > 0.0, "no late reply was discarded");
     drop(edge);
     drop(device);
     socat.kill9();

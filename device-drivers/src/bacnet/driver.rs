@@ -165,7 +165,7 @@ impl Failure {
 
 fn classify(error: &BnError) -> Failure {
     match error {
-        BnError::Timeout(d) => Failure::NoAnswer(format!("no answer within {d:?}")),
+        BnError::Timeout(d) => Failure::NoAnswer(format!("no answer within {} ms", d.as_millis())),
         BnError::Transport(e) => Failure::NoAnswer(format!("network error: {e}")),
         // The client gives this reason when a request's timer runs out, and also when a
         // segmented reply stopped coming, which is how
@@ -454,8 +454,8 @@ impl<O: DriverOutput> Device<O> {
             Ok(Ok(t)) => Ok(t),
             Ok(Err(e)) => Err(classify(&e)),
             Err(_) => Err(Failure::NoAnswer(format!(
-                "no answer within {:?}",
-                self.guard
+                "no answer within {} ms",
+                self.guard.as_millis()
             ))),
         }
     }

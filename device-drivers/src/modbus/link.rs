@@ -1,9 +1,11 @@
-//! One Modbus request at a time over a tokio-modbus client, with the guards tokio-modbus
-//! leaves to its user: a timeout on every call, a pause between requests, and a check that
-//! a reply has the shape of its request.
+//! One Modbus request at a time, over tokio-modbus's TCP client or the RTU client of
+//! [`serial`](super::serial), with the guards tokio-modbus leaves to its user: a timeout on
+//! every call, a pause between requests, and a check that a reply has the shape of its
+//! request.
 //!
 //! It does not decide what a failure means for the connection (TCP and RTU differ) and it
-//! does not reconnect; it classifies errors so that the drivers can.
+//! does not reconnect; it classifies errors so that the drivers can. Its errors are
+//! sentences, never a dump of a frame.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -12,8 +14,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_modbus::client::{Client, Context};
 use tokio_modbus::slave::SlaveContext;
-use tokio_modbus::{ExceptionCode, Request, Response, Slave};
+use tokio_modbus::{ExceptionCode, ProtocolError, Request, Response, Slave};
+use tokio_serial::SerialStream;
 
+use crate::modbus::serial::{SerialClient, function_name};
 use crate::profile::RegisterTable;
 
 /// Why a request got no usable answer.
@@ -22,7 +26,7 @@ pub enum LinkError {
     /// The device answered with a Modbus exception: it is there, it refused this request.
     #[error("exception {} ({})", exception_name(*.0), u8::from(*.0))]
     Exception(ExceptionCode),
-    #[error("timeout after {0:?}")]
+    #[error("timed out after {} ms", .0.as_millis())]
     Timeout(Duration),
     /// The connection or port failed.
     #[error("{0}")]
@@ -63,10 +67,17 @@ pub struct Timing {
     pub gap: Duration,
 }
 
-/// A tokio-modbus client plus the time its last exchange ended.
+/// A Modbus client plus the time its last exchange ended.
 pub struct Link {
-    ctx: Context,
+    wire: Wire,
     last_exchange: Option<Instant>,
+}
+
+enum Wire {
+    /// tokio-modbus's client: MBAP transaction ids pair replies with requests.
+    Tcp(Context),
+    /// RTU, where only unit, function and length can pair them.
+    Rtu(SerialClient<SerialStream>),
 }
 
 impl fmt::Debug for Link {
@@ -78,32 +89,51 @@ impl fmt::Debug for Link {
 }
 
 impl Link {
-    pub fn new(ctx: Context) -> Self {
+    /// A link over a tokio-modbus TCP client.
+    pub fn tcp(ctx: Context) -> Self {
         Link {
-            ctx,
+            wire: Wire::Tcp(ctx),
+            last_exchange: None,
+        }
+    }
+
+    /// A link over a serial line.
+    pub(crate) fn rtu(client: SerialClient<SerialStream>) -> Self {
+        Link {
+            wire: Wire::Rtu(client),
             last_exchange: None,
         }
     }
 
     /// Addresses the next requests to another unit (RTU devices sharing a line).
     pub fn set_unit(&mut self, unit: u8) {
-        self.ctx.set_slave(Slave(unit));
+        match &mut self.wire {
+            Wire::Tcp(ctx) => ctx.set_slave(Slave(unit)),
+            Wire::Rtu(client) => client.set_unit(unit),
+        }
     }
 
     async fn call(&mut self, request: Request<'_>, timing: Timing) -> Result<Response, LinkError> {
         if let Some(last) = self.last_exchange {
             tokio::time::sleep_until(last + timing.gap).await;
         }
-        let result = tokio::time::timeout(timing.timeout, self.ctx.call(request)).await;
+        let result = match &mut self.wire {
+            Wire::Tcp(ctx) => match tokio::time::timeout(timing.timeout, ctx.call(request)).await {
+                Err(_) => Err(LinkError::Timeout(timing.timeout)),
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(tokio_modbus::Error::Transport(e))) => {
+                    Err(LinkError::Transport(describe_io(&e)))
+                }
+                Ok(Err(tokio_modbus::Error::Protocol(e))) => {
+                    Err(LinkError::Protocol(describe_mismatch(&e)))
+                }
+            },
+            Wire::Rtu(client) => client.call(&request, timing.timeout).await,
+        };
         self.last_exchange = Some(Instant::now());
-        match result {
-            Err(_) => Err(LinkError::Timeout(timing.timeout)),
-            Ok(Ok(Ok(response))) => Ok(response),
-            Ok(Ok(Err(exception))) => Err(LinkError::Exception(exception)),
-            Ok(Err(tokio_modbus::Error::Transport(e))) => {
-                Err(LinkError::Transport(describe_io(&e)))
-            }
-            Ok(Err(tokio_modbus::Error::Protocol(e))) => Err(LinkError::Protocol(e.to_string())),
+        match result? {
+            Ok(response) => Ok(response),
+            Err(exception) => Err(LinkError::Exception(exception)),
         }
     }
 
@@ -123,6 +153,7 @@ impl Link {
             RegisterTable::Discrete => Request::ReadDiscreteInputs(address, count),
         };
         let wanted = count as usize;
+        let function = request.function_code().value();
         match (table, self.call(request, timing).await?) {
             (RegisterTable::Holding, Response::ReadHoldingRegisters(words))
             | (RegisterTable::Input, Response::ReadInputRegisters(words)) => {
@@ -147,7 +178,11 @@ impl Link {
                 bits.truncate(wanted);
                 Ok(BlockData::Bits(bits))
             }
-            (_, other) => Err(LinkError::Protocol(format!("unexpected reply {other:?}"))),
+            (_, other) => Err(LinkError::Protocol(format!(
+                "the reply is to {}, not to {}",
+                function_name(other.function_code().value()),
+                function_name(function)
+            ))),
         }
     }
 
@@ -197,8 +232,44 @@ impl Link {
             Ok(())
         } else {
             Err(LinkError::Protocol(format!(
-                "write reply {response:?} does not echo the request"
+                "the reply to the write ({}) does not echo the request ({})",
+                describe_write(&response),
+                describe_write(&expected)
             )))
+        }
+    }
+}
+
+/// What a write reply says was written, in words.
+fn describe_write(response: &Response) -> String {
+    match response {
+        Response::WriteSingleRegister(address, word) => format!("register {address} = {word}"),
+        Response::WriteMultipleRegisters(address, count) => {
+            format!("{count} registers from {address}")
+        }
+        Response::WriteSingleCoil(address, on) => {
+            format!("coil {address} {}", if *on { "on" } else { "off" })
+        }
+        other => function_name(other.function_code().value()),
+    }
+}
+
+/// tokio-modbus's mismatch errors carry the whole reply in Debug form; say what is wrong.
+fn describe_mismatch(e: &ProtocolError) -> String {
+    match e {
+        ProtocolError::HeaderMismatch { .. } => {
+            "the reply belongs to another transaction or unit".into()
+        }
+        ProtocolError::FunctionCodeMismatch { request, result } => {
+            let got = match result {
+                Ok(response) => response.function_code().value(),
+                Err(exception) => exception.function.value(),
+            };
+            format!(
+                "the reply is to {}, not to {}",
+                function_name(got),
+                function_name(request.value())
+            )
         }
     }
 }
@@ -233,7 +304,35 @@ mod tests {
         );
         assert_eq!(
             LinkError::Timeout(Duration::from_millis(500)).to_string(),
-            "timeout after 500ms"
+            "timed out after 500 ms"
+        );
+    }
+
+    #[test]
+    fn mismatched_replies_are_described_in_words_not_dumped() {
+        let e = ProtocolError::FunctionCodeMismatch {
+            request: tokio_modbus::FunctionCode::new(3),
+            result: Ok(Response::ReadInputRegisters(vec![1, 2, 3])),
+        };
+        assert_eq!(
+            describe_mismatch(&e),
+            "the reply is to read input registers, not to read holding registers"
+        );
+        let e = ProtocolError::HeaderMismatch {
+            message: "expected/request = Header { .. }".into(),
+            result: Ok(Response::ReadHoldingRegisters(vec![7])),
+        };
+        assert_eq!(
+            describe_mismatch(&e),
+            "the reply belongs to another transaction or unit"
+        );
+        assert_eq!(
+            describe_write(&Response::WriteSingleRegister(10, 7)),
+            "register 10 = 7"
+        );
+        assert_eq!(
+            describe_write(&Response::WriteSingleCoil(3, false)),
+            "coil 3 off"
         );
     }
 

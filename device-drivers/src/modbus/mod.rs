@@ -14,6 +14,7 @@ mod link;
 pub mod plan;
 mod poll;
 mod rtu;
+mod serial;
 mod tcp;
 
 use std::sync::Arc;

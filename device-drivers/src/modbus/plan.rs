@@ -25,6 +25,24 @@ pub struct Block {
     pub points: Vec<usize>,
 }
 
+impl Block {
+    /// The registers or bits read, in words: `holding registers 100–131`, `coil 7`.
+    pub fn describe(&self) -> String {
+        let (one, many) = match self.table {
+            RegisterTable::Holding => ("holding register", "holding registers"),
+            RegisterTable::Input => ("input register", "input registers"),
+            RegisterTable::Coil => ("coil", "coils"),
+            RegisterTable::Discrete => ("discrete input", "discrete inputs"),
+        };
+        let last = self.address as u32 + self.count as u32 - 1;
+        if self.count <= 1 {
+            format!("{one} {}", self.address)
+        } else {
+            format!("{many} {}\u{2013}{last}", self.address)
+        }
+    }
+}
+
 /// Plans the reads for a profile's Modbus points; other points are ignored.
 ///
 /// For coils and discrete inputs the limits are counted in bits, sixteen to a register, and
@@ -122,6 +140,29 @@ mod tests {
             .iter()
             .map(|b| (b.table, b.address, b.count))
             .collect()
+    }
+
+    #[test]
+    fn a_block_is_described_by_its_table_and_range() {
+        let block = |table, address, count| Block {
+            table,
+            address,
+            count,
+            points: vec![],
+        };
+        for (table, address, count, described) in [
+            (
+                RegisterTable::Holding,
+                100,
+                32,
+                "holding registers 100\u{2013}131",
+            ),
+            (RegisterTable::Input, 4, 1, "input register 4"),
+            (RegisterTable::Coil, 0, 16, "coils 0\u{2013}15"),
+            (RegisterTable::Discrete, 7, 1, "discrete input 7"),
+        ] {
+            assert_eq!(block(table, address, count).describe(), described);
+        }
     }
 
     #[test]

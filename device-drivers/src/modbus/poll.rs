@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tracing::{debug, warn};
 
-use crate::device::DeviceSpec;
+use crate::device::{Connection, DeviceSpec};
 use crate::driver::WriteError;
 use crate::modbus::codec::{self, Encoded, Raw, Reading};
 use crate::modbus::link::{BlockData, Link, LinkError, Timing};
@@ -23,6 +23,7 @@ pub struct Poller {
     spec: DeviceSpec,
     keys: Vec<PointKey>,
     blocks: Vec<Block>,
+    unit: u8,
 }
 
 /// What one poll cycle produced.
@@ -33,7 +34,15 @@ pub struct PollOutcome {
     /// The device answered at least one request (with data or with an exception).
     pub answered: bool,
     /// The failure that ended the cycle early, when the caller's `stops` said so.
-    pub stopped_by: Option<LinkError>,
+    pub stopped_by: Option<Stop>,
+}
+
+/// A failure that ended a poll cycle, and the reason its points were given.
+#[derive(Debug)]
+pub struct Stop {
+    pub error: LinkError,
+    /// The error, naming the read that failed.
+    pub reason: Arc<str>,
 }
 
 /// A write that passed validation and encoding, ready for the wire.
@@ -59,12 +68,32 @@ impl Poller {
             .map(|p| PointKey::new(&spec.id, &p.name))
             .collect();
         let blocks = plan_blocks(&profile.points, &profile.modbus);
+        let unit = match &spec.connection {
+            Connection::ModbusTcp { unit, .. } => *unit,
+            Connection::ModbusRtu(line) => line.unit,
+            Connection::Mqtt { .. } | Connection::Bacnet(_) => 0,
+        };
         Poller {
             id: spec.id.clone(),
             spec: spec.clone(),
             keys,
             blocks,
+            unit,
         }
+    }
+
+    /// Why a read of `block` gave no data: `holding registers 100–131 of unit 2: timed out
+    /// after 300 ms`.
+    fn read_failure(&self, block: &Block, e: &LinkError) -> Arc<str> {
+        format!("{} of unit {}: {e}", block.describe(), self.unit).into()
+    }
+
+    fn bad_block(&self, block: &Block, ts: Timestamp, reason: &Arc<str>) -> Vec<Sample> {
+        block
+            .points
+            .iter()
+            .map(|&i| Sample::bad(self.keys[i].clone(), ts, reason.clone()))
+            .collect()
     }
 
     fn modbus_point(&self, index: usize) -> Option<(&PointSpec, &ModbusPoint)> {
@@ -96,16 +125,11 @@ impl Poller {
     ) -> PollOutcome {
         let mut samples = Vec::with_capacity(self.keys.len());
         let mut answered = false;
-        let mut stopped_by: Option<LinkError> = None;
+        let mut stopped_by: Option<Stop> = None;
         for block in &self.blocks {
-            if let Some(e) = &stopped_by {
-                let reason: Arc<str> = e.to_string().into();
-                samples.extend(
-                    block
-                        .points
-                        .iter()
-                        .map(|&i| Sample::bad(self.keys[i].clone(), ts, reason.clone())),
-                );
+            if let Some(stop) = &stopped_by {
+                let reason: Arc<str> = format!("not read: {}", stop.reason).into();
+                samples.extend(self.bad_block(block, ts, &reason));
                 continue;
             }
             match link
@@ -125,16 +149,11 @@ impl Poller {
                     if matches!(e, LinkError::Exception(_)) {
                         answered = true;
                     }
-                    debug!(device = %self.id, table = ?block.table, address = block.address, count = block.count, error = %e, "Modbus read failed.");
-                    let reason: Arc<str> = e.to_string().into();
-                    samples.extend(
-                        block
-                            .points
-                            .iter()
-                            .map(|&i| Sample::bad(self.keys[i].clone(), ts, reason.clone())),
-                    );
+                    let reason = self.read_failure(block, &e);
+                    debug!(device = %self.id, %reason, "Modbus read failed.");
+                    samples.extend(self.bad_block(block, ts, &reason));
                     if stops(&e) {
-                        stopped_by = Some(e);
+                        stopped_by = Some(Stop { error: e, reason });
                     }
                 }
             }
@@ -229,9 +248,10 @@ impl Poller {
                     .map_err(WriteFailure::Link)?
                 {
                     BlockData::Registers(r) if r.len() == 1 => r[0],
-                    other => {
+                    _ => {
                         return Err(WriteFailure::Link(LinkError::Protocol(format!(
-                            "unexpected reply {other:?}"
+                            "the read of holding register {} before the write gave no register",
+                            m.address
                         ))));
                     }
                 };

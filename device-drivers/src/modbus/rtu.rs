@@ -10,38 +10,33 @@
 //! # Late replies
 //!
 //! RTU frames carry no transaction id, so a reply that arrives after its request timed out
-//! can pass for the answer to the next request. tokio-modbus clears the bytes *it* has
-//! buffered before each request, but bytes still in the kernel's tty buffer, or arriving
-//! after that, are read as the next reply. Reopening the port after a timeout would not
-//! help (the late bytes come in on the new descriptor just the same) and would toggle the
-//! modem lines that some RS-485 adapters use for direction. Instead [`FreshInput`] throws
-//! away every byte that is waiting at the moment a request is written: nothing received
-//! before a request can be its answer. What remains is checked by tokio-modbus (a reply
-//! from another unit or for another function is an error, not data) and by
-//! [`Link`] (a reply of the wrong size is an error). A reply that
-//! comes later than the timeout plus the device's backoff delay, from the same unit, to a
-//! request of the same function and size, cannot be told apart by any RTU master: give
-//! the device a timeout longer than its slowest answer.
+//! can pass for the answer to the next request. The line's client ([`SerialClient`]) takes
+//! only a frame of the request's unit, function and length as its answer, discards any
+//! other, and lets the line fall quiet after a timeout or a discarded frame before the next
+//! request. What it cannot tell apart is a reply from the same unit to a request of the same
+//! function and length: so a unit that timed out is not asked again within its backoff
+//! delay, and a device whose replies take longer than its timeout needs a longer timeout.
+//! Reopening the port after a timeout would not help (the late bytes come in on the new
+//! descriptor just the same) and would toggle the modem lines that some RS-485 adapters use
+//! for direction.
 //!
-//! The port is reopened only after a transport error, where the framed reader's state is
-//! no longer known.
+//! The port is reopened only after a transport error, where the line's state is no longer
+//! known.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_serial::SerialPortBuilderExt;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::device::{Connection, DeviceSpec, Parity, RtuLine};
 use crate::driver::{Backoff, DriverOutput, WriteError, WriteRequest};
 use crate::modbus::link::{Link, LinkError, Timing};
 use crate::modbus::poll::{Poller, WriteFailure};
+use crate::modbus::serial::{SerialClient, frame_gap, settle_quiet};
 use crate::modbus::{BACKOFF_BASE, BACKOFF_MAX, StatusReporter};
 use crate::sample::now_micros;
 
@@ -66,8 +61,8 @@ pub async fn run_rtu_bus<O: DriverOutput>(
 }
 
 /// On a shared line only a transport failure ends the cycle for everyone. A timeout ends
-/// the cycle of the device that timed out; an answer that belongs to another request is
-/// that request's failure, and the next request starts from fresh input.
+/// the cycle of the device that timed out; a reply of the wrong shape from the addressed
+/// unit is that request's failure, and the next request waits for the line to settle.
 fn stops_cycle(e: &LinkError) -> bool {
     matches!(e, LinkError::Timeout(_) | LinkError::Transport(_))
 }
@@ -165,16 +160,6 @@ impl Slave {
     }
 }
 
-/// The Modbus minimum silence between frames, 3.5 characters of 11 bits, and 1.75 ms above
-/// 19200 baud as the specification fixes it. tokio-modbus does not keep it by itself.
-fn frame_gap(baud: u32) -> Duration {
-    if baud > 19200 || baud == 0 {
-        Duration::from_micros(1750)
-    } else {
-        Duration::from_micros(38_500_000 / baud as u64)
-    }
-}
-
 struct Port {
     line: Option<RtuLine>,
     link: Option<Link>,
@@ -207,11 +192,8 @@ impl Port {
         let stream = builder
             .open_native_async()
             .map_err(|e| format!("cannot open serial port {}: {e}", line.port))?;
-        let ctx = tokio_modbus::client::rtu::attach_slave(
-            FreshInput { inner: stream },
-            tokio_modbus::Slave(line.unit),
-        );
-        self.link = Some(Link::new(ctx));
+        let client = SerialClient::new(stream, line.unit, settle_quiet(line.baud));
+        self.link = Some(Link::rtu(client));
         Ok(())
     }
 
@@ -331,11 +313,10 @@ async fn poll_slave<O: DriverOutput>(s: &mut Slave, port: &mut Port, out: &O) {
         port.backoff.reset();
     }
     match outcome.stopped_by {
-        Some(LinkError::Timeout(d)) => s.rest(out, LinkError::Timeout(d).to_string().into()),
-        Some(e) => {
-            let reason: Arc<str> = e.to_string().into();
-            s.status.offline(out, &reason);
-            port.fail(reason);
+        Some(stop) if matches!(stop.error, LinkError::Timeout(_)) => s.rest(out, stop.reason),
+        Some(stop) => {
+            s.status.offline(out, &stop.reason);
+            port.fail(stop.reason);
         }
         None => {}
     }
@@ -411,91 +392,4 @@ async fn next_bus_write(slaves: &mut [Slave]) -> (usize, WriteRequest) {
         Poll::Pending
     })
     .await
-}
-
-/// A serial transport that discards whatever input is waiting whenever a request is
-/// written; see the module documentation for why.
-#[derive(Debug)]
-struct FreshInput<T> {
-    inner: T,
-}
-
-/// Enough for several stale frames; a line that never falls quiet (a device in a streaming
-/// mode) must not keep a write from ever starting.
-const MAX_DISCARD: usize = 4096;
-
-impl<T: AsyncRead + Unpin> AsyncRead for FreshInput<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FreshInput<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        // Also on the later parts of a partly written request: nothing that arrives before
-        // the request is complete can be its answer either.
-        let mut scratch = [0u8; 256];
-        let mut discarded = 0;
-        while discarded < MAX_DISCARD {
-            let mut buf = ReadBuf::new(&mut scratch);
-            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => break,
-                Poll::Ready(Ok(())) => discarded += buf.filled().len(),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => break,
-            }
-        }
-        if discarded > 0 {
-            debug!(
-                bytes = discarded,
-                "Discarded stale input before a Modbus RTU request."
-            );
-        }
-        Pin::new(&mut this.inner).poll_write(cx, data)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    #[test]
-    fn the_frame_gap_is_three_and_a_half_characters() {
-        assert_eq!(frame_gap(9600), Duration::from_micros(4010));
-        assert_eq!(frame_gap(19200), Duration::from_micros(2005));
-        assert_eq!(frame_gap(115200), Duration::from_micros(1750));
-    }
-
-    #[tokio::test]
-    async fn waiting_input_is_discarded_when_a_request_is_written() {
-        let (near, mut far) = tokio::io::duplex(64);
-        let mut line = FreshInput { inner: near };
-        far.write_all(b"stale reply").await.unwrap();
-        line.write_all(b"request").await.unwrap();
-        let mut got = [0u8; 7];
-        far.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"request");
-        far.write_all(b"answer").await.unwrap();
-        let mut answer = [0u8; 6];
-        line.read_exact(&mut answer).await.unwrap();
-        assert_eq!(&answer, b"answer");
-    }
 }

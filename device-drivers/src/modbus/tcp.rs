@@ -76,7 +76,7 @@ async fn run<O: DriverOutput>(spec: DeviceSpec, out: O, writes: mpsc::Receiver<W
                     // Online only once the device answers: a stopped device's kernel still
                     // accepts connections, and a link that only connects is no use.
                     info!(address = %address_of(&spec), "Modbus TCP connected.");
-                    link = Some(Link::new(ctx));
+                    link = Some(Link::tcp(ctx));
                 }
                 Err(reason) => {
                     let delay = backoff.next_delay();
@@ -98,12 +98,12 @@ async fn run<O: DriverOutput>(spec: DeviceSpec, out: O, writes: mpsc::Receiver<W
                     status.online(&out);
                 }
                 out.samples(outcome.samples).await;
-                if let Some(error) = outcome.stopped_by {
+                if let Some(stop) = outcome.stopped_by {
                     let delay = backoff.next_delay();
-                    warn!(%error, retry_in = ?delay, "Modbus TCP read failed, reconnecting.");
+                    warn!(error = %stop.reason, retry_in = ?delay, "Modbus TCP read failed, reconnecting.");
                     link = None;
                     retry_at = Instant::now() + delay;
-                    down_reason = error.to_string().into();
+                    down_reason = stop.reason;
                     status.offline(&out, &down_reason);
                 }
             }
@@ -178,8 +178,8 @@ async fn connect(spec: &DeviceSpec) -> Result<tokio_modbus::client::Context, Arc
     match tokio::time::timeout(spec.timeout, attempt).await {
         Ok(result) => result.map_err(Into::into),
         Err(_) => Err(format!(
-            "cannot connect to {address}: timeout after {:?}",
-            spec.timeout
+            "cannot connect to {address}: {}",
+            LinkError::Timeout(spec.timeout)
         )
         .into()),
     }

@@ -9,10 +9,14 @@ Usage:
     modbus_device.py --tcp 127.0.0.1:0 [--unit 1]
     modbus_device.py --rtu /tmp/x/a --baud 19200 --unit 1 --unit 2 [--silent-unit 3]
     modbus_device.py --tcp 127.0.0.1:15020 --registers map.json
+    modbus_device.py --rtu /tmp/x/a --wire-speed --unit-registers 1=u1.json \
+        --unit-registers 2=u2.json --late-unit 2 --late-ms 302:360 --late-probability 0.5
 
 Once it accepts requests it prints one line, `READY <port>` for TCP (the bound port, useful
 with port 0) or `READY <path>` for RTU, and flushes stdout. SIGTERM or SIGINT stop it
-cleanly (exit 0). Tests may SIGSTOP/SIGCONT it to make it go silent for a while.
+cleanly (exit 0). Tests may SIGSTOP/SIGCONT it to make it go silent for a while, and
+SIGUSR1 it to make its late units answer in time from then on (a second SIGUSR1 makes them
+late again).
 
 Options:
     --unit N         Unit (slave) id to answer as; repeat for several devices on one line.
@@ -22,7 +26,24 @@ Options:
                      it take no effect and its responses are dropped before they reach the
                      wire. Repeatable; works over TCP as well.
     --registers F    A JSON register map replacing the default one (format below).
+    --unit-registers N=F  Unit N serves the JSON register map in F instead (and answers, as
+                     with --unit). Repeatable; gives each unit values of its own.
     --baud, --parity N|E|O, --stopbits 1|2   Serial settings for --rtu (19200 8N1 default).
+    --wire-speed     RTU only: send every reply byte by byte at the line's speed (one start
+                     bit, eight data bits, the parity bit if any and the stop bits per byte:
+                     0.52 ms a byte at 19200 8N1), as a real device on a real line does, instead
+                     of all at once; replies never overlap on the wire. pymodbus computes the
+                     replies; this script only paces them, on a second descriptor of the port.
+    --turnaround-ms T  With --wire-speed: every unit starts its reply T ms after pymodbus has
+                     it (default 0), like a device's processing time.
+    --late-unit N    With --wire-speed: unit N answers late, after --late-ms instead of the
+                     turnaround; meant to exceed the master's timeout. Repeatable.
+    --late-ms LO:HI  The late delay, drawn uniformly from LO to HI ms. Default 350:400.
+    --late-probability P  A request to a late unit is answered late with probability P
+                     (default 1: always); the others get the turnaround, so that the unit
+                     keeps coming back. Draws are seeded: the same run of delays every time.
+                     Every late reply is announced on stdout when its first byte is sent:
+                     `LATE <unit> <delay ms>`.
     --verbose        pymodbus debug logging on stderr.
 
 Default register map (all multi-register values big-endian, high word first; addresses are
@@ -62,9 +83,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
 import json
+import os
+import random
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -202,6 +227,90 @@ def silencer(silent_units: set[int], framer: FramerType):
     return trace_packet
 
 
+class WireSpeedLine:
+    """Sends RTU replies paced at the line's speed, each after its unit's delay.
+
+    pymodbus hands every reply to `trace_packet` before it writes it; the hook returns
+    nothing for pymodbus to write and queues the reply here instead. One thread sends the
+    queued replies in the order they fall due, byte by byte, on its own descriptor of the
+    serial port; a reply that falls due while another is on the wire waits for it, as a
+    device waits for a quiet bus.
+    """
+
+    def __init__(self, args: argparse.Namespace, silent: set[int]):
+        bits = 1 + 8 + (0 if args.parity == "N" else 1) + args.stopbits
+        self.char_time = bits / args.baud
+        self.turnaround = args.turnaround_ms / 1000
+        self.late_units = set(args.late_unit)
+        self.late_range = args.late_ms
+        self.late_probability = args.late_probability
+        self.late = True
+        self.silent = silent
+        self.random = random.Random(12)
+        self.fd = os.open(args.rtu, os.O_RDWR | os.O_NOCTTY)
+        self.queue: list[tuple[float, int, bytes, str | None]] = []
+        self.seq = 0
+        self.wake = threading.Condition()
+        threading.Thread(target=self.send_forever, daemon=True).start()
+
+    def toggle_late(self) -> None:
+        self.late = not self.late
+
+    def trace_packet(self, sending: bool, data: bytes) -> bytes:
+        if not sending or not data:
+            return data
+        unit = data[0]
+        if unit in self.silent:
+            return b""
+        delay = self.turnaround
+        note = None
+        if unit in self.late_units and self.late and self.random.random() < self.late_probability:
+            delay = self.random.uniform(*self.late_range) / 1000
+            note = f"LATE {unit} {delay * 1000:.1f}"
+        with self.wake:
+            self.seq += 1
+            heapq.heappush(self.queue, (time.monotonic() + delay, self.seq, data, note))
+            self.wake.notify()
+        return b""
+
+    def send_forever(self) -> None:
+        while True:
+            with self.wake:
+                while not self.queue or self.queue[0][0] > time.monotonic():
+                    timeout = self.queue[0][0] - time.monotonic() if self.queue else None
+                    self.wake.wait(timeout)
+                _, _, data, note = heapq.heappop(self.queue)
+            if note:
+                print(note, flush=True)
+            start = time.monotonic()
+            for i, byte in enumerate(data):
+                # Absolute deadlines: a late wake-up is caught up, not added to every byte.
+                pause = start + i * self.char_time - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                os.write(self.fd, bytes([byte]))
+            # The last byte's own time on the wire, before the line is free again.
+            time.sleep(self.char_time)
+
+
+def parse_late_ms(text: str) -> tuple[float, float]:
+    lo, _, hi = text.partition(":")
+    try:
+        lo_ms, hi_ms = float(lo), float(hi or lo)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LO:HI in ms") from exc
+    if not 0 <= lo_ms <= hi_ms:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LO:HI with 0 <= LO <= HI")
+    return lo_ms, hi_ms
+
+
+def parse_unit_registers(text: str) -> tuple[int, str]:
+    unit, _, path = text.partition("=")
+    if not unit.isdigit() or not path:
+        raise argparse.ArgumentTypeError(f"{text!r} is not N=FILE")
+    return int(unit), path
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     where = parser.add_mutually_exclusive_group(required=True)
@@ -213,12 +322,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--unit", type=int, action="append", metavar="N")
     parser.add_argument("--silent-unit", type=int, action="append", default=[], metavar="N")
     parser.add_argument("--registers", metavar="JSON_FILE")
+    parser.add_argument("--unit-registers", type=parse_unit_registers, action="append",
+                        default=[], metavar="N=JSON_FILE")
+    parser.add_argument("--wire-speed", action="store_true")
+    parser.add_argument("--turnaround-ms", type=float, default=0.0)
+    parser.add_argument("--late-unit", type=int, action="append", default=[], metavar="N")
+    parser.add_argument("--late-ms", type=parse_late_ms, default=(350.0, 400.0), metavar="LO:HI")
+    parser.add_argument("--late-probability", type=float, default=1.0, metavar="P")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
-    args.unit = args.unit or [1]
-    for unit in args.unit + args.silent_unit:
+    mapped = [unit for unit, _ in args.unit_registers]
+    args.unit = args.unit or ([] if mapped else [1])
+    args.unit += [u for u in mapped if u not in args.unit]
+    for unit in args.unit + args.silent_unit + args.late_unit:
         if not 0 < unit < 248:
             parser.error(f"unit {unit} is outside 1..247")
+    if (args.late_unit or args.turnaround_ms) and not args.wire_speed:
+        parser.error("--late-unit and --turnaround-ms need --wire-speed")
+    if args.wire_speed and not args.rtu:
+        parser.error("--wire-speed is for --rtu")
+    if not 0 <= args.late_probability <= 1:
+        parser.error("--late-probability must be between 0 and 1")
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")
         if not host or not port.isdigit() or int(port) > 65535:
@@ -229,23 +353,38 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 async def serve(args: argparse.Namespace) -> int:
     try:
-        spec = DEFAULT_MAP
-        if args.registers:
-            with open(args.registers, encoding="utf-8") as f:
-                spec = json.load(f)
-        tables, counters = build_tables(spec)
-        action = counter_action(counters, time.monotonic()) if counters else None
+        started = time.monotonic()
+
+        def load(path: str | None):
+            spec = DEFAULT_MAP
+            if path:
+                with open(path, encoding="utf-8") as f:
+                    spec = json.load(f)
+            tables, counters = build_tables(spec)
+            return tables, counter_action(counters, started) if counters else None
+
+        default = load(args.registers)
+        own = {unit: load(path) for unit, path in args.unit_registers}
         silent = set(args.silent_unit)
-        devices = [
-            SimDevice(id=u, simdata=tables, action=refuse if u in silent else action)
-            for u in sorted(set(args.unit) | silent)
-        ]
+        devices = []
+        for u in sorted(set(args.unit) | silent):
+            tables, action = own.get(u, default)
+            devices.append(SimDevice(id=u, simdata=tables, action=refuse if u in silent else action))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"modbus_device: bad register map: {exc}", file=sys.stderr)
         return 2
 
     framer = FramerType.SOCKET if args.tcp else FramerType.RTU
-    trace = silencer(set(args.silent_unit), framer) if args.silent_unit else None
+    wire = None
+    if args.wire_speed:
+        try:
+            wire = WireSpeedLine(args, silent)
+        except OSError as exc:
+            print(f"modbus_device: cannot open {args.rtu}: {exc}", file=sys.stderr)
+            return 1
+        trace = wire.trace_packet
+    else:
+        trace = silencer(silent, framer) if silent else None
     if args.tcp:
         server = ModbusTcpServer(devices, address=(args.host, args.port), trace_packet=trace)
     else:
@@ -269,6 +408,8 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if wire:
+        loop.add_signal_handler(signal.SIGUSR1, wire.toggle_late)
     where = server.transport.sockets[0].getsockname()[1] if args.tcp else args.rtu
     print(f"READY {where}", flush=True)
     await stop.wait()
