@@ -72,10 +72,8 @@ pub fn read_text(file: &Path) -> Result<String, ConfigError> {
 }
 
 fn toml_error(file: &Path, text: &str, key: String, e: toml::de::Error) -> ConfigError {
-    let line = e
-        .span()
-        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-    let reason = e.message().trim_end_matches('.').to_string();
+    let line = e.span().map(|span| line_at(text, span.start));
+    let reason = in_format_words(e.message().trim_end_matches('.'));
     let line = line.or_else(|| line_of_key(text, &key));
     ConfigError {
         file: file.to_path_buf(),
@@ -85,8 +83,47 @@ fn toml_error(file: &Path, text: &str, key: String, e: toml::de::Error) -> Confi
     }
 }
 
-/// The line where the last segment of a dotted key path is assigned, if it appears once.
-fn line_of_key(text: &str, key: &str) -> Option<usize> {
+/// The line (from 1) of a byte offset into `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The line of `key`, a path such as `point[3].name` as the errors spell it: where its last
+/// segment is assigned or, when that key is missing, where the table that lacks it starts
+/// (a `[[point]]` header, an inline table). `None` when the path names nothing in `text`.
+pub(crate) fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    spanned_line_of_key(text, key).or_else(|| assigned_once(text, key))
+}
+
+fn spanned_line_of_key(text: &str, key: &str) -> Option<usize> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut found: Option<usize> = None;
+    for segment in key.split('.') {
+        let mut parts = segment.split('[');
+        let name = parts.next()?;
+        let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref() == name) else {
+            // A missing key: the table that should hold it.
+            return found.map(|at| line_at(text, at));
+        };
+        found = Some(k.span().start);
+        let mut value = v;
+        for index in parts {
+            let i: usize = index.strip_suffix(']')?.parse().ok()?;
+            value = value.get_ref().as_array()?.get(i)?;
+            found = Some(value.span().start);
+        }
+        match value.get_ref().as_table() {
+            Some(t) => table = t,
+            None => break,
+        }
+    }
+    found.map(|at| line_at(text, at))
+}
+
+/// The line where the last segment of a dotted key path is assigned, if it appears once: for
+/// keys that are not paths into the text.
+fn assigned_once(text: &str, key: &str) -> Option<usize> {
     let last = key.rsplit('.').next()?.split('[').next()?;
     if last.is_empty() {
         return None;
@@ -98,6 +135,61 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
     });
     let first = found.next()?;
     found.next().is_none().then_some(first.0 + 1)
+}
+
+/// serde speaks of Rust's types (`expected u16`, `expected struct Inner`, `missing field`);
+/// a config file is TOML, with keys, integers, floats, arrays and tables. Rewrites the
+/// former into the latter.
+fn in_format_words(message: &str) -> String {
+    const WORDS: [(&str, &str); 20] = [
+        ("missing field", "missing key"),
+        ("unknown field", "unknown key"),
+        ("duplicate field", "duplicate key"),
+        ("floating point", "float"),
+        ("wanted string or table", "expected a string"),
+        ("expected a sequence", "expected an array"),
+        ("expected a map", "expected a table"),
+        ("invalid type: sequence", "invalid type: array"),
+        ("invalid type: map", "invalid type: table"),
+        ("expected u8", "expected an integer from 0 to 255"),
+        ("expected u16", "expected an integer from 0 to 65535"),
+        ("expected u32", "expected an integer from 0 to 4294967295"),
+        ("expected u64", "expected an integer of at least 0"),
+        ("expected usize", "expected an integer of at least 0"),
+        ("expected i8", "expected an integer"),
+        ("expected i16", "expected an integer"),
+        ("expected i32", "expected an integer"),
+        ("expected i64", "expected an integer"),
+        ("expected f32", "expected a number"),
+        ("expected f64", "expected a number"),
+    ];
+    let mut out = message.to_string();
+    for (rust, toml) in WORDS {
+        let mut from = 0;
+        while let Some(at) = out[from..].find(rust).map(|i| i + from) {
+            let end = at + rust.len();
+            // Whole words only: `expected u16` but not a longer name that starts the same.
+            if out[end..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+                from = end;
+                continue;
+            }
+            out.replace_range(at..end, toml);
+            from = at + toml.len();
+        }
+    }
+    // `expected struct ProfileConfig`, `expected enum Order`: a table, a string.
+    for (rust, toml) in [
+        ("expected struct ", "a table"),
+        ("expected enum ", "a string"),
+    ] {
+        if let Some(at) = out.find(rust) {
+            let name_end = out[at + rust.len()..]
+                .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .map_or(out.len(), |i| i + at + rust.len());
+            out.replace_range(at..name_end, &format!("expected {toml}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -137,6 +229,59 @@ mod tests {
         let err = parse_toml::<Outer>(Path::new("x.toml"), text).unwrap_err();
         assert!(err.reason.contains("prot"), "{err}");
         assert_eq!(err.line, Some(4));
+    }
+
+    #[test]
+    fn a_missing_key_is_reported_at_the_table_that_lacks_it() {
+        let text = "name = \"a\"\n\n[inner]\n";
+        let err = parse_toml::<Outer>(Path::new("x.toml"), text).unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert_eq!(err.reason, "missing key `port`");
+        let text = "[inner]\nport = 1\n";
+        let err = parse_toml::<Outer>(Path::new("x.toml"), text).unwrap_err();
+        assert_eq!(err.reason, "missing key `name`");
+        assert!(err.line.is_some(), "{err}");
+    }
+
+    #[test]
+    fn keys_inside_arrays_of_tables_are_found_by_index() {
+        let text = "[[point]]\nname = \"a\"\n\n[[point]]\nname = \"b\"\nio = { port = 1 }\n";
+        assert_eq!(line_of_key(text, "point[1].name"), Some(5));
+        assert_eq!(line_of_key(text, "point[0].name"), Some(2));
+        // Missing keys: the table that should have them.
+        assert_eq!(line_of_key(text, "point[1].address"), Some(4));
+        assert_eq!(line_of_key(text, "point[1].io.unit"), Some(6));
+        assert_eq!(line_of_key(text, "point[2].name"), None);
+    }
+
+    #[test]
+    fn messages_name_toml_types_not_rust_types() {
+        for (text, reason) in [
+            (
+                "name = \"a\"\n[inner]\nport = \"80\"\n",
+                "invalid type: string \"80\", expected an integer from 0 to 65535",
+            ),
+            (
+                "name = \"a\"\n[inner]\nport = 70000\n",
+                "invalid value: integer `70000`, expected an integer from 0 to 65535",
+            ),
+            (
+                "name = \"a\"\n[inner]\nport = 1.5\n",
+                "invalid type: float `1.5`, expected an integer from 0 to 65535",
+            ),
+            (
+                "name = \"a\"\ninner = 3\n",
+                "invalid type: integer `3`, expected a table",
+            ),
+        ] {
+            let err = parse_toml::<Outer>(Path::new("x.toml"), text).unwrap_err();
+            assert_eq!(err.reason, reason, "{text}");
+        }
+        assert_eq!(in_format_words("expected u16x"), "expected u16x");
+        assert_eq!(
+            in_format_words("invalid type: map, expected f64"),
+            "invalid type: table, expected a number"
+        );
     }
 
     #[test]

@@ -490,7 +490,7 @@ instance = 1
             (
                 "{ address = \"10.1.2.3\" }",
                 "device[0].bacnet",
-                "missing field `instance`",
+                "missing key `instance`",
             ),
             (
                 "{ instance = 4194303 }",
@@ -520,7 +520,7 @@ instance = 1
             (
                 "{ instance = 1, local_prot = 47809 }",
                 "device[0].bacnet.local_prot",
-                "unknown field `local_prot`",
+                "unknown key `local_prot`",
             ),
         ] {
             let text = format!("[[device]]\nid = \"a\"\nprofile = \"ahu\"\nbacnet = {table}\n");

@@ -4,13 +4,14 @@
 //! A profile is checked when it is loaded (addresses, types, bit fields, JSON pointers), so
 //! a running driver never meets a malformed point.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
 use serde::Deserialize;
+use tracing::warn;
 
-use crate::config::{ConfigError, parse_toml};
+use crate::config::{ConfigError, line_of_key, parse_toml};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -43,6 +44,16 @@ pub enum RegisterTable {
 }
 
 impl RegisterTable {
+    /// The name as profiles spell it: `holding`, `input`, `coil`, `discrete`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RegisterTable::Holding => "holding",
+            RegisterTable::Input => "input",
+            RegisterTable::Coil => "coil",
+            RegisterTable::Discrete => "discrete",
+        }
+    }
+
     pub fn is_bit_table(self) -> bool {
         matches!(self, RegisterTable::Coil | RegisterTable::Discrete)
     }
@@ -76,6 +87,21 @@ impl DataType {
         !matches!(self, DataType::F32 | DataType::F64 | DataType::Bool)
     }
 
+    /// The name as profiles spell it: `u16`, `f32`, `bool`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataType::Bool => "bool",
+            DataType::U16 => "u16",
+            DataType::I16 => "i16",
+            DataType::U32 => "u32",
+            DataType::I32 => "i32",
+            DataType::U64 => "u64",
+            DataType::I64 => "i64",
+            DataType::F32 => "f32",
+            DataType::F64 => "f64",
+        }
+    }
+
     /// The largest raw value, for integer types; counters wrap there.
     pub fn max_raw(self) -> Option<f64> {
         match self {
@@ -87,6 +113,12 @@ impl DataType {
             DataType::I64 => Some(i64::MAX as f64),
             _ => None,
         }
+    }
+}
+
+impl std::fmt::Display for DataType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -506,10 +538,25 @@ impl Profile {
         self.points.iter().find(|p| p.name == name)
     }
 
-    /// Parses and checks a profile file's text.
+    /// Parses and checks a profile file's text. What looks wrong but may be meant (see
+    /// [`Profile::check`]) is logged as a warning.
     pub fn parse(file: &Path, text: &str) -> Result<Profile, ConfigError> {
+        let (profile, warnings) = Profile::check(file, text)?;
+        for warning in warnings {
+            // The finding in the `FILE:LINE: KEY: REASON` form is the message: `smartpark
+            // check-config` shows it as it is.
+            warn!("{warning}");
+        }
+        Ok(profile)
+    }
+
+    /// Parses and checks a profile file's text, returning the profile and the warnings: what
+    /// looks wrong but may be meant, in the same form as errors (an address that looks like a
+    /// register number, such as 40101 for holding register 101).
+    pub fn check(file: &Path, text: &str) -> Result<(Profile, Vec<ConfigError>), ConfigError> {
         let config: ProfileConfig = parse_toml(file, text)?;
-        config.build(file, text)
+        let warnings = config.warnings(file, text);
+        Ok((config.build(file, text)?, warnings))
     }
 
     pub fn read(file: &Path) -> Result<Profile, ConfigError> {
@@ -518,7 +565,42 @@ impl Profile {
     }
 }
 
+/// Modicon reference numbers: 1-based, with the table as the first digit (3xxxx input
+/// registers, 4xxxx holding registers). A profile takes the 0-based protocol address.
+const REFERENCE_NUMBERS: [(RegisterTable, u16); 2] = [
+    (RegisterTable::Input, 30001),
+    (RegisterTable::Holding, 40001),
+];
+
 impl ProfileConfig {
+    /// Findings that do not stop the profile from loading.
+    fn warnings(&self, file: &Path, text: &str) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        for (i, p) in self.points.iter().enumerate() {
+            let (Some(table), Some(address)) = (p.table, p.address) else {
+                continue;
+            };
+            for (t, first) in REFERENCE_NUMBERS {
+                if t == table && (first..first + 9999).contains(&address) {
+                    let offset = address - first;
+                    out.push(ConfigError::invalid(
+                        file,
+                        text,
+                        format!("point[{i}].address"),
+                        format!(
+                            "{address} looks like a register number ({table} register {} \
+                             counted from 1); addresses count from 0, so that register is \
+                             address {offset}",
+                            offset + 1,
+                            table = table.name(),
+                        ),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     pub fn build(self, file: &Path, text: &str) -> Result<Profile, ConfigError> {
         let invalid = |key: String, reason: String| ConfigError::invalid(file, text, key, reason);
         if !is_name(&self.id) {
@@ -558,8 +640,14 @@ impl ProfileConfig {
                 "must be at least 1".into(),
             ));
         }
-        let mut objects = HashSet::new();
-        let mut names = HashSet::new();
+        let mut objects = HashMap::new();
+        let mut names = HashMap::new();
+        let first_at =
+            |first: usize, field: &str| match line_of_key(text, &format!("point[{first}].{field}"))
+            {
+                Some(line) => format!("point[{first}], line {line}"),
+                None => format!("point[{first}]"),
+            };
         let mut points = Vec::with_capacity(self.points.len());
         for (i, p) in self.points.into_iter().enumerate() {
             let key = |field: &str| format!("point[{i}].{field}");
@@ -569,12 +657,17 @@ impl ProfileConfig {
                     format!("{:?} is not a valid point name", p.name),
                 ));
             }
-            if !names.insert(p.name.clone()) {
+            if let Some(&first) = names.get(&p.name) {
                 return Err(invalid(
                     key("name"),
-                    format!("point {:?} is defined twice", p.name),
+                    format!(
+                        "point {:?} is defined twice (first as {})",
+                        p.name,
+                        first_at(first, "name")
+                    ),
                 ));
             }
+            names.insert(p.name.clone(), i);
             if !p.scale.is_finite() || p.scale == 0.0 || !p.offset.is_finite() {
                 return Err(invalid(
                     key("scale"),
@@ -627,12 +720,16 @@ impl ProfileConfig {
                             format!("instance {instance} is above {MAX_BACNET_INSTANCE}"),
                         ));
                     }
-                    if !objects.insert((object_type, instance)) {
+                    if let Some(&first) = objects.get(&(object_type, instance)) {
                         return Err(invalid(
                             key("instance"),
-                            format!("{object_type} {instance} is mapped to two points"),
+                            format!(
+                                "{object_type} {instance} is mapped to two points (first to {})",
+                                first_at(first, "instance")
+                            ),
                         ));
                     }
+                    objects.insert((object_type, instance), i);
                     if p.writable && object_type.is_input() {
                         return Err(invalid(
                             key("writable"),
@@ -694,7 +791,7 @@ impl ProfileConfig {
                         (true, Some(t), None) => {
                             return Err(invalid(
                                 key("type"),
-                                format!("{t:?} cannot be read from a bit table; use bool"),
+                                format!("{t} cannot be read from a bit table; use bool"),
                             ));
                         }
                         (false, None, Some(_)) => DataType::U16,
@@ -908,12 +1005,106 @@ bit = 4
         assert_eq!(b.bit, Some(4));
     }
 
+    /// The line (from 1) of the `n`-th line of `text` that is `line`.
+    fn line_of(text: &str, line: &str, n: usize) -> usize {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| *l == line)
+            .nth(n)
+            .unwrap_or_else(|| panic!("no {line:?}"))
+            .0
+            + 1
+    }
+
     #[test]
-    fn a_modbus_point_without_an_address_is_refused_by_key() {
+    fn a_modbus_point_without_an_address_is_refused_with_its_line() {
         let text = METER.replace("address = 12\n", "");
         let err = Profile::parse(Path::new("m.toml"), &text).unwrap_err();
         assert_eq!(err.key, "point[0].address");
         assert!(err.reason.contains("required"), "{err}");
+        // The key is missing, so the line is that of the table that lacks it.
+        assert_eq!(err.line, Some(line_of(&text, "[[point]]", 0)), "{err}");
+    }
+
+    #[test]
+    fn a_point_defined_twice_is_refused_with_both_lines() {
+        let text = METER.replace("name = \"alarm_bit\"", "name = \"power\"");
+        let err = Profile::parse(Path::new("m.toml"), &text).unwrap_err();
+        assert_eq!(err.key, "point[1].name");
+        assert_eq!(
+            err.line,
+            Some(line_of(&text, "name = \"power\"", 1)),
+            "{err}"
+        );
+        let first = line_of(&text, "name = \"power\"", 0);
+        assert_eq!(
+            err.reason,
+            format!("point \"power\" is defined twice (first as point[0], line {first})")
+        );
+    }
+
+    #[test]
+    fn types_are_named_as_profiles_spell_them() {
+        let text = METER.replace("table = \"input\"", "table = \"coil\"");
+        let err = Profile::parse(Path::new("m.toml"), &text).unwrap_err();
+        assert_eq!(err.reason, "f32 cannot be read from a bit table; use bool");
+        let text = METER.replace("type = \"f32\"", "type = \"float32\"");
+        let err = Profile::parse(Path::new("m.toml"), &text).unwrap_err();
+        assert!(
+            err.reason.contains("expected one of `bool`, `u16`"),
+            "{err}"
+        );
+        let text = METER.replace("address = 12", "address = \"12\"");
+        let err = Profile::parse(Path::new("m.toml"), &text).unwrap_err();
+        assert_eq!(
+            err.reason,
+            "invalid type: string \"12\", expected an integer from 0 to 65535"
+        );
+    }
+
+    #[test]
+    fn an_address_that_looks_like_a_register_number_is_a_warning() {
+        let text = METER
+            .replace("address = 12", "address = 30013")
+            .replace("address = 3\n", "address = 40101\n");
+        let (profile, warnings) = Profile::check(Path::new("m.toml"), &text).unwrap();
+        assert_eq!(
+            profile.points.len(),
+            2,
+            "a warning does not refuse the profile"
+        );
+        let shown: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                format!(
+                    "m.toml:{}: point[0].address: 30013 looks like a register number (input \
+                     register 13 counted from 1); addresses count from 0, so that register is \
+                     address 12",
+                    line_of(&text, "address = 30013", 0)
+                ),
+                format!(
+                    "m.toml:{}: point[1].address: 40101 looks like a register number (holding \
+                     register 101 counted from 1); addresses count from 0, so that register is \
+                     address 100",
+                    line_of(&text, "address = 40101", 0)
+                ),
+            ]
+        );
+        // A 4xxxx address of an input register, or a high address below 30001, is left alone.
+        let text = METER.replace("address = 12", "address = 40101");
+        assert!(
+            Profile::check(Path::new("m.toml"), &text)
+                .unwrap()
+                .1
+                .is_empty()
+        );
+        assert!(
+            Profile::check(Path::new("m.toml"), METER)
+                .unwrap()
+                .1
+                .is_empty()
+        );
     }
 
     #[test]
@@ -1041,7 +1232,7 @@ writable = true
                 "name = \"setpoint\"\nobject_type = \"analog-value\"\ninstance = 1",
                 "name = \"setpoint\"\nobject_type = \"analog-input\"\ninstance = 1",
                 "point[1].instance",
-                "mapped to two points",
+                "mapped to two points (first to point[0], line 14)",
             ),
             (
                 "write_priority = 10",

@@ -112,3 +112,17 @@ fn the_bacnet_profiles_map_standard_objects() {
         device_drivers::profile::PointKind::Counter
     );
 }
+
+#[test]
+fn no_shipped_profile_has_a_warning() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware-configs/profiles");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let file = entry.unwrap().path();
+        if file.extension().is_some_and(|x| x == "toml") {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let (_, warnings) =
+                device_drivers::Profile::check(&file, &text).unwrap_or_else(|e| panic!("{e}"));
+            assert!(warnings.is_empty(), "{warnings:?}");
+        }
+    }
+}

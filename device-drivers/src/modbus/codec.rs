@@ -271,14 +271,11 @@ pub fn encode(spec: &PointSpec, point: &ModbusPoint, value: &Value) -> Result<En
                 // keep digits an f64 would round away.
                 Value::Int(i) if is_identity(spec) => *i as i128,
                 _ => round_to_integer((engineering - spec.offset) / spec.scale)
-                    .ok_or_else(|| refuse(format!("does not fit {}", type_name(t))))?,
+                    .ok_or_else(|| refuse(format!("does not fit {}", t.name())))?,
             };
             let (lo, hi) = integer_bounds(t);
             if raw < lo || raw > hi {
-                return Err(refuse(format!(
-                    "raw value {raw} does not fit {}",
-                    type_name(t)
-                )));
+                return Err(refuse(format!("raw value {raw} does not fit {}", t.name())));
             }
             let width = t.registers() as usize * 2;
             // Two's complement in 128 bits, cut to the register width, is the wire form of
@@ -311,20 +308,6 @@ fn integer_bounds(t: DataType) -> (i128, i128) {
         DataType::I64 => (i64::MIN as i128, i64::MAX as i128),
         DataType::Bool => (0, 1),
         DataType::F32 | DataType::F64 => (i128::MIN, i128::MAX),
-    }
-}
-
-fn type_name(t: DataType) -> &'static str {
-    match t {
-        DataType::Bool => "bool",
-        DataType::U16 => "u16",
-        DataType::I16 => "i16",
-        DataType::U32 => "u32",
-        DataType::I32 => "i32",
-        DataType::U64 => "u64",
-        DataType::I64 => "i64",
-        DataType::F32 => "f32",
-        DataType::F64 => "f64",
     }
 }
 
