@@ -62,13 +62,15 @@ fn start_broker() -> Broker {
         .arg(&conf)
         .spawn()
         .expect("mosquitto is missing: scripts/test installs the Debian package");
+    // Dropped (and so stopped) if it never listens.
+    let broker = Broker {
+        addr,
+        child,
+        _dir: dir,
+    };
     for _ in 0..500 {
         if TcpStream::connect(addr).is_ok() {
-            return Broker {
-                addr,
-                child,
-                _dir: dir,
-            };
+            return broker;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
