@@ -57,6 +57,26 @@ enum Command {
         /// The device's username (also its MQTT client id).
         username: String,
     },
+    /// Issue a device's certificate for the building broker's TLS listener from the operator
+    /// CA (on the host that keeps the CA's key): DIR/DEVICE-cert.pem and DIR/DEVICE-key.pem,
+    /// named PARK/BUILDING/DEVICE, so that it is that account in that building only.
+    DeviceCert {
+        #[arg(long)]
+        ca_cert: PathBuf,
+        #[arg(long)]
+        ca_key: PathBuf,
+        #[arg(long)]
+        park: String,
+        #[arg(long)]
+        building: String,
+        /// The device's account (`[[mqtt.client]]` username).
+        #[arg(long)]
+        device: String,
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run a demo: simulated devices and an edge node, with the URLs printed.
     Demo {
         /// Where the demo keeps its data; a fresh temporary folder when left out.
@@ -200,6 +220,35 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::DeviceCert {
+            ca_cert,
+            ca_key,
+            park,
+            building,
+            device,
+            days,
+            out,
+        } => {
+            let ca = sync_protocol::transport::OperatorCa::load(&ca_cert, &ca_key)?;
+            let issued = ca.issue_device_cert(
+                &park,
+                &building,
+                &device,
+                sync_protocol::transport::Validity::days_from_now(days),
+            )?;
+            std::fs::create_dir_all(&out)?;
+            let (cert, key) = (
+                out.join(format!("{device}-cert.pem")),
+                out.join(format!("{device}-key.pem")),
+            );
+            issued.save(&cert, &key)?;
+            println!(
+                "{}: certificate for {park}/{building}/{device}, valid {days} days; key in {}",
+                cert.display(),
+                key.display()
+            );
+            Ok(())
+        }
         Command::MqttCredential { username } => {
             anyhow::ensure!(
                 device_drivers::profile::is_name(&username)
@@ -307,7 +356,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
 pub(crate) fn print_endpoints(node: &EdgeNode) {
     let mqtt =
         |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
-    println!("ready api={} mqtt={}", node.api_url(), mqtt(node.mqtt));
+    println!(
+        "ready api={} mqtt={} mqtt_tls={}",
+        node.api_url(),
+        mqtt(node.mqtt),
+        mqtt(node.mqtt_tls)
+    );
 }
 
 pub(crate) async fn wait_for_stop() {

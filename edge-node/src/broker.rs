@@ -123,9 +123,9 @@ struct Files {
     pid: PathBuf,
 }
 
-/// The ACL lines of one device's account.
-fn acl_for(client: &MqttClient, out: &mut String) {
-    let _ = writeln!(out, "user {}", client.username);
+/// The ACL lines of one device's account, named `prefix` + its username.
+fn acl_for(client: &MqttClient, prefix: &str, out: &mut String) {
+    let _ = writeln!(out, "user {prefix}{}", client.username);
     for t in &client.publish {
         let _ = writeln!(out, "topic write {t}");
     }
@@ -148,7 +148,18 @@ fn devices_acl(settings: &MqttSettings, device_topics: &[String]) -> String {
         out.push('\n');
     }
     for c in &settings.clients {
-        acl_for(c, &mut out);
+        acl_for(c, "", &mut out);
+    }
+    out
+}
+
+/// The TLS listener's ACL file: the same accounts, named as their certificates name them
+/// (`PARK/BUILDING/USERNAME`); no anonymous clients.
+fn tls_acl(settings: &MqttSettings, prefix: &str) -> String {
+    let mut out =
+        String::from("# Written by the smartpark edge at every start; edits are lost.\n\n");
+    for c in &settings.clients {
+        acl_for(c, prefix, &mut out);
     }
     out
 }
@@ -201,7 +212,7 @@ fn current_user() -> String {
 fn write_files(
     settings: &MqttSettings,
     dir: &Path,
-    listen: SocketAddr,
+    (listen, tls_listen): (SocketAddr, Option<SocketAddr>),
     edge_password: &str,
     telemetry: &[String],
 ) -> anyhow::Result<Files> {
@@ -221,7 +232,9 @@ fn write_files(
     let _ = std::fs::remove_file(&socket);
     let mut passwd = String::new();
     for c in &settings.clients {
-        let _ = writeln!(passwd, "{}:{}", c.username, c.password_hash);
+        if let Some(h) = &c.password_hash {
+            let _ = writeln!(passwd, "{}:{h}", c.username);
+        }
     }
     write_private(&dir.join("devices.passwd"), &passwd)?;
     write_private(
@@ -276,6 +289,32 @@ fn write_files(
         // Without usernames, client ids cannot be usernames: a lab gives up that check.
         by_name = !anonymous,
     );
+    let mut conf = conf;
+    if let (Some(tls), Some(at)) = (&settings.tls, tls_listen) {
+        write_private(
+            &dir.join("devices-tls.acl"),
+            &tls_acl(settings, &tls.name_prefix),
+        )?;
+        let _ = write!(
+            conf,
+            "\n# Devices with a certificate from the operator CA, named PARK/BUILDING/USERNAME.\n\
+             listener {port} {host}\n\
+             certfile {cert}\n\
+             keyfile {key}\n\
+             cafile {ca}\n\
+             require_certificate true\n\
+             use_identity_as_username true\n\
+             use_username_as_clientid true\n\
+             allow_anonymous false\n\
+             acl_file {dir}/devices-tls.acl\n",
+            port = at.port(),
+            host = at.ip(),
+            cert = tls.cert.display(),
+            key = tls.key.display(),
+            ca = tls.client_ca.display(),
+            dir = dir.display(),
+        );
+    }
     let conf_path = dir.join("mosquitto.conf");
     write_private(&conf_path, &conf)?;
     Ok(Files {
@@ -327,6 +366,8 @@ impl BrokerHealth {
 pub struct Broker {
     /// Where devices connect.
     pub addr: SocketAddr,
+    /// Where devices with a certificate connect, when configured.
+    pub tls_addr: Option<SocketAddr>,
     socket: PathBuf,
     password: String,
     pub health: Arc<BrokerHealth>,
@@ -347,13 +388,19 @@ impl Broker {
         let password = random_password();
         // A port picked for port 0 may be taken before Mosquitto binds it: try again.
         let mut tries = 0;
-        let (addr, files, child) = loop {
+        let any_port_zero = settings.listen.port() == 0
+            || settings.tls.as_ref().is_some_and(|t| t.listen.port() == 0);
+        let (addr, tls_addr, files, child) = loop {
             let addr = concrete(settings.listen)?;
-            let files = write_files(settings, &dir, addr, &password, telemetry)?;
+            let tls_addr = match &settings.tls {
+                Some(t) => Some(concrete(t.listen)?),
+                None => None,
+            };
+            let files = write_files(settings, &dir, (addr, tls_addr), &password, telemetry)?;
             match spawn(settings, &files).await {
-                Ok(child) => match wait_listening(child, addr, &files.socket).await {
-                    Ok(child) => break (addr, files, child),
-                    Err(e) if settings.listen.port() == 0 && tries < 3 => {
+                Ok(child) => match wait_listening(child, addr, tls_addr, &files.socket).await {
+                    Ok(child) => break (addr, tls_addr, files, child),
+                    Err(e) if any_port_zero && tries < 3 => {
                         tries += 1;
                         tracing::debug!(error = %format!("{e:#}"), "The broker did not start; another port is tried.");
                     }
@@ -366,6 +413,7 @@ impl Broker {
         let task = tokio::spawn(supervise(settings.clone(), files, child, health.clone()));
         Ok(Broker {
             addr,
+            tls_addr,
             socket: dir.join("edge.sock"),
             password,
             health,
@@ -459,13 +507,17 @@ async fn spawn(settings: &MqttSettings, files: &Files) -> anyhow::Result<tokio::
 async fn wait_listening(
     mut child: tokio::process::Child,
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     socket: &Path,
 ) -> anyhow::Result<tokio::process::Child> {
-    let connect_to = if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
+    let local = |a: SocketAddr| {
+        if a.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        } else {
+            a
+        }
     };
+    let connect_to = local(addr);
     for _ in 0..500 {
         if let Some(status) = child.try_wait()? {
             let mut said = String::new();
@@ -482,8 +534,12 @@ async fn wait_listening(
             );
         }
         let tcp = tokio::net::TcpStream::connect(connect_to).await.is_ok();
+        let tls = match tls_addr {
+            Some(a) => tokio::net::TcpStream::connect(local(a)).await.is_ok(),
+            None => true,
+        };
         let unix = tokio::net::UnixStream::connect(socket).await.is_ok();
-        if tcp && unix {
+        if tcp && tls && unix {
             return Ok(child);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -741,7 +797,7 @@ mod tests {
     fn each_account_gets_only_its_topics_and_anonymous_clients_only_in_a_lab() {
         let client = MqttClient {
             username: "door-ctl-1".into(),
-            password_hash: password_hash("x", 1),
+            password_hash: Some(password_hash("x", 1)),
             publish: vec!["door/lobby/read".into()],
             subscribe: vec!["door/lobby/command".into()],
         };
@@ -751,6 +807,7 @@ mod tests {
             mosquitto: "mosquitto".into(),
             max_payload_bytes: 65536,
             clients: vec![client],
+            tls: None,
         };
         let acl = devices_acl(&settings, &inbound_topics(&["tele/x/SENSOR".into()]));
         assert!(acl.contains(

@@ -189,6 +189,14 @@ pub struct MqttConfig {
     pub mosquitto: PathBuf,
     #[serde(default = "default_max_payload")]
     pub max_payload_bytes: usize,
+    /// A TLS listener for devices with a certificate from the operator CA (made with
+    /// `smartpark device-cert`), whose name is `PARK/BUILDING/USERNAME`.
+    pub listen_tls: Option<String>,
+    /// The TLS listener's own certificate and key (PEM files).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The operator CA's certificate (PEM), which devices' certificates must come from.
+    pub client_ca: Option<PathBuf>,
     /// The devices' accounts.
     #[serde(default, rename = "client")]
     pub clients: Vec<MqttClientConfig>,
@@ -200,8 +208,9 @@ pub struct MqttConfig {
 #[serde(deny_unknown_fields)]
 pub struct MqttClientConfig {
     pub username: String,
-    /// `$7$...`, from `smartpark mqtt-credential USERNAME`.
-    pub password_hash: String,
+    /// `$7$...`, from `smartpark mqtt-credential USERNAME`; none for a device that logs in
+    /// with a certificate on `mqtt.listen_tls` only.
+    pub password_hash: Option<String>,
     /// An MQTT `[[device]]` whose telemetry this account publishes.
     pub device: Option<String>,
     /// Doors whose controller this is: it publishes their reads, states and status and
@@ -221,6 +230,10 @@ impl Default for MqttConfig {
             allow_anonymous: false,
             mosquitto: default_mosquitto(),
             max_payload_bytes: default_max_payload(),
+            listen_tls: None,
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
             clients: Vec::new(),
         }
     }
@@ -335,13 +348,26 @@ pub struct MqttSettings {
     pub mosquitto: PathBuf,
     pub max_payload_bytes: usize,
     pub clients: Vec<MqttClient>,
+    pub tls: Option<MqttTls>,
+}
+
+/// The devices' TLS listener.
+#[derive(Debug, Clone)]
+pub struct MqttTls {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    /// What a device certificate's name starts with here: `PARK/BUILDING/`, so that a
+    /// certificate made for another building is nobody here.
+    pub name_prefix: String,
 }
 
 /// A device's account with the topics it may publish and receive.
 #[derive(Debug, Clone)]
 pub struct MqttClient {
     pub username: String,
-    pub password_hash: String,
+    pub password_hash: Option<String>,
     pub publish: Vec<String>,
     pub subscribe: Vec<String>,
 }
@@ -362,6 +388,7 @@ impl EdgeSettings {
 fn mqtt_clients(
     configs: &[MqttClientConfig],
     devices: &[DeviceSpec],
+    tls: bool,
     invalid: &dyn Fn(&str, String) -> ConfigError,
 ) -> Result<Vec<MqttClient>, ConfigError> {
     let mut names = HashSet::new();
@@ -392,8 +419,18 @@ fn mqtt_clients(
                 format!("{:?} has two accounts", c.username),
             ));
         }
-        crate::broker::check_password_hash(&c.password_hash)
-            .map_err(|reason| invalid(&key("password_hash"), format!("the value {reason}")))?;
+        match &c.password_hash {
+            Some(h) => crate::broker::check_password_hash(h)
+                .map_err(|reason| invalid(&key("password_hash"), format!("the value {reason}")))?,
+            None if tls => {}
+            None => {
+                return Err(invalid(
+                    &key("password_hash"),
+                    "required, unless the device logs in with a certificate on mqtt.listen_tls"
+                        .into(),
+                ));
+            }
+        }
         let (mut publish, mut subscribe) = (Vec::new(), Vec::new());
         if let Some(d) = &c.device {
             let Some(spec) = devices.iter().find(|s| &s.id == d) else {
@@ -445,6 +482,49 @@ fn mqtt_clients(
         });
     }
     Ok(out)
+}
+
+/// The devices' TLS listener, when `listen_tls` asks for one: its certificate, key and
+/// the operator CA must be given too.
+fn mqtt_tls(
+    c: &MqttConfig,
+    node: &NodeConfig,
+    addr: &dyn Fn(&str, &str) -> Result<SocketAddr, ConfigError>,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<Option<MqttTls>, ConfigError> {
+    let Some(listen) = &c.listen_tls else {
+        for (k, v) in [
+            ("mqtt.tls_cert", &c.tls_cert),
+            ("mqtt.tls_key", &c.tls_key),
+            ("mqtt.client_ca", &c.client_ca),
+        ] {
+            if v.is_some() {
+                return Err(invalid(k, "is used only with mqtt.listen_tls".into()));
+            }
+        }
+        return Ok(None);
+    };
+    let file = |k: &str, v: &Option<PathBuf>| -> Result<PathBuf, ConfigError> {
+        let p = v
+            .as_deref()
+            .map(resolve)
+            .ok_or_else(|| invalid(k, "required with mqtt.listen_tls".into()))?;
+        if !p.is_file() {
+            return Err(invalid(
+                k,
+                format!("{} is not a readable file", p.display()),
+            ));
+        }
+        Ok(p)
+    };
+    Ok(Some(MqttTls {
+        listen: addr("mqtt.listen_tls", listen)?,
+        cert: file("mqtt.tls_cert", &c.tls_cert)?,
+        key: file("mqtt.tls_key", &c.tls_key)?,
+        client_ca: file("mqtt.client_ca", &c.client_ca)?,
+        name_prefix: format!("{}/{}/", node.park, node.building),
+    }))
 }
 
 /// A program named without a path is looked for on PATH and then in the system's program
@@ -506,6 +586,7 @@ impl EdgeConfig {
                 mosquitto: find_program(&self.mqtt.mosquitto),
                 max_payload_bytes: self.mqtt.max_payload_bytes,
                 clients: Vec::new(),
+                tls: mqtt_tls(&self.mqtt, &self.node, &addr, &invalid, &resolve)?,
             })
         } else {
             None
@@ -564,7 +645,7 @@ impl EdgeConfig {
         }
         let mut mqtt = mqtt;
         if let Some(m) = &mut mqtt {
-            m.clients = mqtt_clients(&self.mqtt.clients, &devices, &invalid)?;
+            m.clients = mqtt_clients(&self.mqtt.clients, &devices, m.tls.is_some(), &invalid)?;
         } else if !self.mqtt.clients.is_empty() {
             return Err(invalid(
                 "mqtt.client",

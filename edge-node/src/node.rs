@@ -89,6 +89,8 @@ pub struct EdgeNode {
     api_trust_pem: Option<String>,
     /// Where devices connect to the building's broker (MQTT 3.1.1 and 5).
     pub mqtt: Option<SocketAddr>,
+    /// Where devices with a certificate connect, when configured.
+    pub mqtt_tls: Option<SocketAddr>,
     pub store: Store,
     pub devices: Devices,
     /// Doors and barriers, when this node decides them.
@@ -294,6 +296,7 @@ impl EdgeNode {
             None => (None, None, None),
         };
         let mqtt_addr = broker.as_ref().map(|b| b.addr);
+        let mqtt_tls_addr = broker.as_ref().and_then(|b| b.tls_addr);
         let broker_health = broker.as_ref().map(|b| b.health.clone());
         if let Some(b) = broker {
             tasks.push(b.task);
@@ -392,6 +395,7 @@ impl EdgeNode {
             settings,
             api_addr,
             mqtt: mqtt_addr,
+            mqtt_tls: mqtt_tls_addr,
             store,
             devices,
             tasks,

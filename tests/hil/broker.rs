@@ -466,3 +466,111 @@ fn ready_says_the_broker_is_down_while_it_cannot_be_started_again() {
         },
     );
 }
+
+#[test]
+fn a_device_with_a_certificate_from_the_operator_ca_is_its_account_in_its_building_only() {
+    let certs = tempfile::tempdir().unwrap();
+    let path = |name: &str| certs.path().join(name).display().to_string();
+    // The operator CA, and another CA nobody here trusts.
+    let ca = sync_protocol::transport::OperatorCa::create("hil operator").unwrap();
+    ca.save(
+        certs.path().join("ca-cert.pem").as_path(),
+        certs.path().join("ca-key.pem").as_path(),
+    )
+    .unwrap();
+    let stranger = sync_protocol::transport::OperatorCa::create("stranger").unwrap();
+    stranger
+        .save(
+            certs.path().join("stranger-cert.pem").as_path(),
+            certs.path().join("stranger-key.pem").as_path(),
+        )
+        .unwrap();
+    // The listener's own certificate.
+    sync_protocol::transport::CertifiedKeyPem::load_or_create_self_signed(
+        &certs.path().join("server-cert.pem"),
+        &certs.path().join("server-key.pem"),
+        &["127.0.0.1".to_string(), "localhost".to_string()],
+        30,
+    )
+    .unwrap();
+    let issue = |ca: &str, building: &str, out: &str| {
+        let (ok, said) = smartpark(
+            &[
+                "device-cert",
+                "--ca-cert",
+                &path(&format!("{ca}-cert.pem")),
+                "--ca-key",
+                &path(&format!("{ca}-key.pem")),
+                "--park",
+                "hil",
+                "--building",
+                building,
+                "--device",
+                "ctl-d1-lock",
+                "--out",
+                &path(out),
+            ],
+            "",
+        );
+        assert!(ok, "device-cert: {said}");
+    };
+    issue("ca", "b1", "mine");
+    issue("ca", "b2", "elsewhere");
+    issue("stranger", "b1", "forged");
+
+    let b = building_with(&format!(
+        "listen_tls = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nclient_ca = \"{}\"\n",
+        path("server-cert.pem"),
+        path("server-key.pem"),
+        path("ca-cert.pem")
+    ));
+    let tls = b.edge.mqtt_tls.expect("the edge prints its TLS listener");
+    let with_cert = |dir: &str| {
+        vec![
+            "--cafile".to_string(),
+            path("server-cert.pem"),
+            "--cert".to_string(),
+            path(&format!("{dir}/ctl-d1-lock-cert.pem")),
+            "--key".to_string(),
+            path(&format!("{dir}/ctl-d1-lock-key.pem")),
+        ]
+    };
+    let (mine, other, mut forged) = (
+        with_cert("mine"),
+        with_cert("elsewhere"),
+        with_cert("forged"),
+    );
+    let lock = Sub::start(tls, &refs(&mine), &["door/d1/command"]);
+    let elsewhere = Sub::start(tls, &refs(&other), &["door/d1/command", "#"]);
+
+    // A certificate from another CA does not get in at all.
+    forged.extend(["-t", "#", "-C", "1", "-W", "5"].map(String::from));
+    let (code, said) = refused("mosquitto_sub", tls, &refs(&forged));
+    assert_ne!(code, Some(0), "a stranger's certificate got in: {said}");
+
+    // The lock with its certificate gets the unlock for a read from the reader's account.
+    read(&b.edge, &login(&b.d1), "d1", "CARD-1", "over-tls");
+    eventually("the unlock over TLS", Duration::from_secs(20), || {
+        lock.messages()
+            .iter()
+            .any(|m| m.contains(r#""read":"over-tls""#))
+            .then_some(())
+    });
+    // A certificate for the same device in another building is nobody here.
+    read(&b.edge, &login(&b.d1), "d1", "CARD-1", "second");
+    eventually("the second unlock", Duration::from_secs(20), || {
+        lock.messages()
+            .iter()
+            .any(|m| m.contains(r#""read":"second""#))
+            .then_some(())
+    });
+    assert!(
+        elsewhere.messages().is_empty(),
+        "{:?}",
+        elsewhere.messages()
+    );
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}

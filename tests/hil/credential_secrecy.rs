@@ -78,6 +78,7 @@ fn start_logged(config: PathBuf, log: &Path) -> Edge {
         ),
         api,
         mqtt: field("mqtt").parse().unwrap(),
+        mqtt_tls: None,
         proc,
         config,
     }

@@ -134,6 +134,8 @@ pub struct Edge {
     pub api: String,
     /// The building's broker (MQTT 3.1.1 and 5).
     pub mqtt: SocketAddr,
+    /// Its TLS listener, when the config has one.
+    pub mqtt_tls: Option<SocketAddr>,
     pub config: PathBuf,
     /// An API token of the tests' local administrator (see [`Edge::start_with`]).
     pub token: String,
@@ -305,6 +307,7 @@ impl Edge {
             token: token_for(&api, ADMIN, ADMIN_PASSWORD),
             api,
             mqtt: field("mqtt").parse().unwrap(),
+            mqtt_tls: field("mqtt_tls").parse().ok(),
             proc,
             config,
         }

@@ -445,6 +445,39 @@ impl OperatorCa {
         })
     }
 
+    /// A client certificate with a fresh key for a field device, named
+    /// `PARK/BUILDING/DEVICE`: the building's broker takes it as that device's account there
+    /// and nowhere else.
+    pub fn issue_device_cert(
+        &self,
+        park: &str,
+        building: &str,
+        device: &str,
+        validity: Validity,
+    ) -> Result<CertifiedKeyPem, TransportError> {
+        if !is_valid_id(park) || !is_valid_id(building) || !is_valid_id(device) {
+            return Err(TransportError::Certificate(format!(
+                "{park:?}/{building:?}/{device:?} is not a valid park, building and device (letters, digits, '-', '_', '.')"
+            )));
+        }
+        let key = KeyPair::generate().map_err(cert_error)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("{park}/{building}/{device}"));
+        dn.push(DnType::OrganizationName, "smartpark device");
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial()?);
+        set_validity(&mut params, validity);
+        let cert = params.signed_by(&key, &self.issuer).map_err(cert_error)?;
+        Ok(CertifiedKeyPem {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
     /// An edge certificate for the public key of a certificate signing request. Only the
     /// key is taken from the request (its signature proves the edge holds the private key);
     /// names, usages and validity are the CA's choice.
