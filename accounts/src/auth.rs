@@ -101,6 +101,53 @@ pub struct AuthSettings {
     pub cost: Cost,
 }
 
+impl AuthSettings {
+    /// The settings of an API's `[api]` or `[http]` table, checked: on a bad value, the key
+    /// (without its table) and why.
+    pub fn checked(
+        session_idle_minutes: u32,
+        session_absolute_hours: u32,
+        allowed_hosts: &[String],
+        allowed_origins: &[String],
+        secure_cookies: bool,
+    ) -> Result<AuthSettings, (&'static str, String)> {
+        if session_idle_minutes == 0 || session_idle_minutes > 24 * 60 {
+            return Err(("session_idle_minutes", "must be between 1 and 1440".into()));
+        }
+        if session_absolute_hours == 0 || session_absolute_hours > 24 * 30 {
+            return Err(("session_absolute_hours", "must be between 1 and 720".into()));
+        }
+        if let Some(bad) = allowed_hosts
+            .iter()
+            .find(|n| n.is_empty() || n.contains(['/', ':', ' ']))
+        {
+            return Err((
+                "allowed_hosts",
+                format!("{bad:?} is not a host name (no scheme, port or path)"),
+            ));
+        }
+        if let Some(bad) = allowed_origins
+            .iter()
+            .find(|o| !(o.starts_with("https://") || o.starts_with("http://")) || o.ends_with('/'))
+        {
+            return Err((
+                "allowed_origins",
+                format!("{bad:?} is not an origin such as https://console.example:8443"),
+            ));
+        }
+        Ok(AuthSettings {
+            session: SessionPolicy {
+                idle: i64::from(session_idle_minutes) * 60_000_000,
+                absolute: i64::from(session_absolute_hours) * 3_600_000_000,
+            },
+            allowed_hosts: allowed_hosts.to_vec(),
+            allowed_origins: allowed_origins.to_vec(),
+            secure_cookies,
+            cost: Cost::DEFAULT,
+        })
+    }
+}
+
 impl Default for AuthSettings {
     fn default() -> Self {
         AuthSettings {

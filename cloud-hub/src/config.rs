@@ -223,48 +223,15 @@ impl HubSettings {
         let http_listen = addr("http.listen", &config.http.listen)?;
         let http_tls = http_tls(&config.http, http_listen, file, text, &resolve)?;
         let h = &config.http;
-        if h.session_idle_minutes == 0 || h.session_idle_minutes > 24 * 60 {
-            return Err(invalid(
-                "http.session_idle_minutes",
-                "must be between 1 and 1440".into(),
-            ));
-        }
-        if h.session_absolute_hours == 0 || h.session_absolute_hours > 24 * 30 {
-            return Err(invalid(
-                "http.session_absolute_hours",
-                "must be between 1 and 720".into(),
-            ));
-        }
-        if let Some(bad) = h
-            .allowed_hosts
-            .iter()
-            .find(|n| n.is_empty() || n.contains(['/', ':', ' ']))
-        {
-            return Err(invalid(
-                "http.allowed_hosts",
-                format!("{bad:?} is not a host name (no scheme, port or path)"),
-            ));
-        }
-        if let Some(bad) = h
-            .allowed_origins
-            .iter()
-            .find(|o| !(o.starts_with("https://") || o.starts_with("http://")) || o.ends_with('/'))
-        {
-            return Err(invalid(
-                "http.allowed_origins",
-                format!("{bad:?} is not an origin such as https://console.example"),
-            ));
-        }
-        let auth = accounts::AuthSettings {
-            session: park_model::identity::web::SessionPolicy {
-                idle: i64::from(h.session_idle_minutes) * 60_000_000,
-                absolute: i64::from(h.session_absolute_hours) * 3_600_000_000,
-            },
-            allowed_hosts: h.allowed_hosts.clone(),
-            allowed_origins: h.allowed_origins.clone(),
-            secure_cookies: http_tls != HttpTls::Plain,
-            cost: park_model::identity::password::Cost::DEFAULT,
-        };
+        let auth = accounts::AuthSettings::checked(
+            h.session_idle_minutes,
+            h.session_absolute_hours,
+            &h.allowed_hosts,
+            &h.allowed_origins,
+            // Over HTTPS the session cookie must never travel in clear.
+            http_tls != HttpTls::Plain,
+        )
+        .map_err(|(key, reason)| invalid(&format!("http.{key}"), reason))?;
         Ok(HubSettings {
             operator: config.hub.operator.clone(),
             data_dir: resolve(&config.hub.data_dir),

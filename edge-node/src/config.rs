@@ -734,45 +734,15 @@ impl EdgeConfig {
             }
         };
         let api = &self.api;
-        if api.session_idle_minutes == 0 || api.session_idle_minutes > 24 * 60 {
-            return Err(invalid(
-                "api.session_idle_minutes",
-                "must be between 1 and 1440".into(),
-            ));
-        }
-        if api.session_absolute_hours == 0 || api.session_absolute_hours > 24 * 30 {
-            return Err(invalid(
-                "api.session_absolute_hours",
-                "must be between 1 and 720".into(),
-            ));
-        }
-        for h in &api.allowed_hosts {
-            if h.is_empty() || h.contains(['/', ':', ' ']) {
-                return Err(invalid(
-                    "api.allowed_hosts",
-                    format!("{h:?} is not a host name (no scheme, port or path)"),
-                ));
-            }
-        }
-        for o in &api.allowed_origins {
-            if !(o.starts_with("https://") || o.starts_with("http://")) || o.ends_with('/') {
-                return Err(invalid(
-                    "api.allowed_origins",
-                    format!("{o:?} is not an origin such as https://console.example:8443"),
-                ));
-            }
-        }
-        let auth = accounts::AuthSettings {
-            session: park_model::identity::web::SessionPolicy {
-                idle: i64::from(api.session_idle_minutes) * 60_000_000,
-                absolute: i64::from(api.session_absolute_hours) * 3_600_000_000,
-            },
-            allowed_hosts: api.allowed_hosts.clone(),
-            allowed_origins: api.allowed_origins.clone(),
+        let auth = accounts::AuthSettings::checked(
+            api.session_idle_minutes,
+            api.session_absolute_hours,
+            &api.allowed_hosts,
+            &api.allowed_origins,
             // Over HTTPS the session cookie must never travel in clear.
-            secure_cookies: api_tls,
-            cost: park_model::identity::password::Cost::DEFAULT,
-        };
+            api_tls,
+        )
+        .map_err(|(key, reason)| invalid(&format!("api.{key}"), reason))?;
         // BACnet devices that share a local port must agree on it.
         if let Err(e) = device_drivers::bacnet::plan_networks(&devices) {
             return Err(invalid("device", format!("BACnet devices: {e}")));
