@@ -246,6 +246,34 @@ struct Token {
     actor_name: Arc<str>,
 }
 
+impl Token {
+    /// `account`'s token `name`, acting with `permissions` of what the account holds.
+    fn of(
+        account: &Account,
+        id: String,
+        name: String,
+        permissions: PermissionSet,
+        created: i64,
+        expires: i64,
+    ) -> Token {
+        Token {
+            principal: Arc::new(principal_of(
+                &account.id,
+                &account.username,
+                &account.grants,
+                Some(permissions),
+            )),
+            actor_name: Arc::from(format!("{} (token {name})", account.username)),
+            id,
+            user_id: account.id.clone(),
+            name,
+            permissions,
+            created,
+            expires,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     accounts: HashMap<String, Account>,
@@ -478,26 +506,8 @@ fn load_state(c: &Connection, now: i64, policy: &SessionPolicy) -> rusqlite::Res
             let Some(a) = st.accounts.get(&user_id) else {
                 continue;
             };
-            let principal = Arc::new(principal_of(
-                &a.id,
-                &a.username,
-                &a.grants,
-                Some(permissions),
-            ));
-            let actor_name = Arc::from(format!("{} (token {name})", a.username));
-            st.tokens.insert(
-                Arc::from(hash),
-                Token {
-                    actor_name,
-                    id,
-                    user_id,
-                    name,
-                    permissions,
-                    created,
-                    expires,
-                    principal,
-                },
-            );
+            let token = Token::of(a, id, name, permissions, created, expires);
+            st.tokens.insert(Arc::from(hash), token);
         }
     }
     let meta = |key: &str| -> rusqlite::Result<i64> {
@@ -1408,26 +1418,8 @@ impl Auth {
         .await?;
         let mut st = self.write();
         if let Some(a) = st.accounts.get(&caller.principal.user_id) {
-            let principal = Arc::new(principal_of(
-                &a.id,
-                &a.username,
-                &a.grants,
-                Some(permissions),
-            ));
-            let actor_name = Arc::from(format!("{} (token {name})", a.username));
-            st.tokens.insert(
-                Arc::from(hash),
-                Token {
-                    actor_name,
-                    id: id.clone(),
-                    user_id: caller.principal.user_id.clone(),
-                    name: name.to_string(),
-                    permissions,
-                    created: now,
-                    expires,
-                    principal,
-                },
-            );
+            let token = Token::of(a, id.clone(), name.to_string(), permissions, now, expires);
+            st.tokens.insert(Arc::from(hash), token);
         }
         Ok(
             json!({"id": id, "token": token, "name": name, "permissions": permissions.names(), "expires": expires}),

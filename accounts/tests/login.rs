@@ -28,7 +28,7 @@ fn table() -> Routes<TestApi> {
         .get(
             "/api/v1/thing",
             Access::Allowed(Permission::TelemetryRead),
-            |Extension(c): Extension<Caller>| async move { Json(json!({"reader": c.name})) },
+            |Extension(c): Extension<Caller>| async move { Json(json!({"reader": &*c.name})) },
         )
         .post(
             "/api/v1/thing",
@@ -36,7 +36,7 @@ fn table() -> Routes<TestApi> {
             |State(s): State<TestApi>, Extension(c): Extension<Caller>| async move {
                 let a = s.auth.audit(&c.actor(), "thing_write", "thing", json!({}));
                 s.auth.record(a).await.unwrap();
-                Json(json!({"writer": c.name}))
+                Json(json!({"writer": &*c.name}))
             },
         )
 }
