@@ -2301,18 +2301,19 @@ mod tests {
             (field::CredentialKind::Pin, "739104"),
             (field::CredentialKind::Qr, "QR-NOT-REGISTERED-1234"),
         ];
+        // Decided at the sample's workday morning (as `granted_read` chose the credential),
+        // not at the wall clock's time, which may fall outside the door's schedule.
         for (i, (kind, value)) in reads.iter().enumerate() {
-            svc.handle(FieldMessage::DoorRead {
-                door: door.clone(),
-                read: CredentialRead {
-                    kind: *kind,
-                    value: value.to_string(),
-                    reader: None,
-                    ts: SAMPLE_WORKDAY_MORNING + i as i64,
-                    id: Some(format!("r{i}")),
-                },
-            })
-            .await;
+            let read = CredentialRead {
+                kind: *kind,
+                value: value.to_string(),
+                reader: None,
+                ts: SAMPLE_WORKDAY_MORNING + i as i64,
+                id: Some(format!("r{i}")),
+            };
+            svc.door_read(&door, read, SAMPLE_WORKDAY_MORNING + i as i64)
+                .await
+                .unwrap();
         }
         let bodies = loop {
             let bodies: Vec<String> = store
