@@ -32,6 +32,7 @@ pub async fn run(samples: usize, events: usize) -> anyhow::Result<()> {
         ca_key: hub_dir.join("ca/ca-key.pem"),
         token_ttl: Duration::from_secs(3600),
         edge_cert_days: 30,
+        documents_seed_dir: None,
     };
     let db = settings.db_path();
     let hub = cloud_hub::Hub::start(settings).await?;
@@ -119,8 +120,10 @@ pub async fn run(samples: usize, events: usize) -> anyhow::Result<()> {
     let events_s = t2.elapsed().as_secs_f64();
     task.abort();
 
-    // Document changes made offline: a directory with `DOC_CHANGES` separate changes,
-    // brought to the hub by automerge sync over the same connection.
+    // Document changes made offline: the park's directory, which the hub holds, with
+    // `DOC_CHANGES` separate edits made at the edge (card suspensions, which a building may
+    // always make), brought to the hub by automerge sync over the same connection and
+    // checked there change by change.
     let doc_dir = dir.path().join("docs");
     let key = edge_node::park::generate_credential_key_file(&dir.path().join("credential.key"))?;
     let mut directory = park_model::ParkDirectory::new("bench-park", 480, start_ts)?;
@@ -132,6 +135,13 @@ pub async fn run(samples: usize, events: usize) -> anyhow::Result<()> {
             park_model::directory::CredentialKind::Card,
             &format!("{:08X}", i * 7919),
         )?)?;
+    }
+    directory.commit("the park's cards", start_ts);
+    hub.documents
+        .import(&hub.store, "bench-park", "directory", &directory.save())?;
+    let mut directory = directory.fork();
+    for i in 0..DOC_CHANGES {
+        directory.suspend_credential(&format!("cred-{i:05}"))?;
         directory.commit("offline edit", start_ts + i as i64);
     }
     std::fs::create_dir_all(&doc_dir)?;

@@ -52,6 +52,31 @@ pub async fn run(data_dir: Option<PathBuf>, profiles: PathBuf, port: u16) -> any
             tracing::error!(error = %format!("{e:#}"), "Simulated air-handling unit stopped.");
         }
     });
+    // The park's documents know the simulated cards and plates.
+    let credentials = device_sim::demo_credentials(7, 40);
+    let plates = device_sim::demo_plates(7, 30, 2);
+    let key = crate::demo_park::credential_key(&data_dir.join("credential.key"))?;
+    crate::demo_park::write(
+        &data_dir.join("seed-b1"),
+        "b1",
+        device_drivers::now_micros(),
+        &credentials,
+        &plates,
+        &key,
+    )?;
+    // The hub holds the park's master data: the same documents, which the edge of b1 also
+    // starts from (so it decides before its first sync), merged at the hub's start.
+    let hub_seed = data_dir.join("hub-seed");
+    let park_seed = hub_seed.join("demo-park");
+    std::fs::create_dir_all(&park_seed)?;
+    for name in [
+        "directory.automerge",
+        "building-b1.automerge",
+        "parking.automerge",
+    ] {
+        std::fs::copy(data_dir.join("seed-b1").join(name), park_seed.join(name))
+            .with_context(|| format!("cannot copy the seed document {name}"))?;
+    }
     // The hub, with its operator CA made on first start, and a one-time enrollment per
     // building, exactly as an operator would do it.
     let hub_dir = data_dir.join("hub");
@@ -69,6 +94,7 @@ pub async fn run(data_dir: Option<PathBuf>, profiles: PathBuf, port: u16) -> any
         ca_key: hub_dir.join("ca/ca-key.pem"),
         token_ttl: Duration::from_secs(3600),
         edge_cert_days: 30,
+        documents_seed_dir: Some(hub_seed),
     };
     let db = hub_settings.db_path();
     let hub = cloud_hub::Hub::start(hub_settings).await?;
@@ -173,18 +199,6 @@ mqtt = {{ topic_id = "lab-env" }}
         ahu_instance = AHU_INSTANCE,
         mqtt_clients = mqtt_accounts(&mqtt_password),
     );
-    // The park's documents know the simulated cards and plates.
-    let credentials = device_sim::demo_credentials(7, 40);
-    let plates = device_sim::demo_plates(7, 30, 2);
-    let key = crate::demo_park::credential_key(&data_dir.join("credential.key"))?;
-    crate::demo_park::write(
-        &data_dir.join("seed-b1"),
-        "b1",
-        device_drivers::now_micros(),
-        &credentials,
-        &plates,
-        &key,
-    )?;
     let file = data_dir.join("b1.toml");
     std::fs::write(&file, config).with_context(|| format!("cannot write {}", file.display()))?;
     let node = EdgeNode::start(EdgeSettings::load(&file)?).await?;

@@ -26,6 +26,18 @@ pub struct HubConfig {
     pub enrollment: EnrollmentSection,
     #[serde(default)]
     pub retention: RetentionSection,
+    #[serde(default)]
+    pub documents: DocumentsSection,
+}
+
+/// The park documents the hub starts from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentsSection {
+    /// A folder with one folder per park, each holding any of `directory.automerge`,
+    /// `parking.automerge` and `building-ID.automerge`, merged into the hub's documents at
+    /// every start (merging the same file again changes nothing).
+    pub seed_dir: Option<PathBuf>,
 }
 
 /// How long the hub keeps what is personal data.
@@ -169,6 +181,8 @@ pub struct HubSettings {
     pub ca_key: PathBuf,
     pub token_ttl: Duration,
     pub edge_cert_days: u32,
+    /// Park documents merged in at start (`[documents] seed_dir`).
+    pub documents_seed_dir: Option<PathBuf>,
 }
 
 impl HubSettings {
@@ -246,6 +260,7 @@ impl HubSettings {
             ca_key: resolve(&config.ca.key),
             token_ttl: Duration::from_secs(u64::from(e.token_ttl_hours) * 3600),
             edge_cert_days: e.edge_cert_days,
+            documents_seed_dir: config.documents.seed_dir.as_deref().map(resolve),
         })
     }
 
@@ -266,6 +281,7 @@ impl HubSettings {
             ca_key: dir.join("ca").join("ca-key.pem"),
             token_ttl: Duration::from_secs(24 * 3600),
             edge_cert_days: 365,
+            documents_seed_dir: None,
         }
     }
 

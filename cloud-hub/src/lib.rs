@@ -119,6 +119,43 @@ async fn open_auth(
     .await
 }
 
+/// Merges the seed documents under `dir` (one folder per park) into the hub's replicas.
+fn import_seed(
+    documents: &sync::Documents,
+    store: &HubStore,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let parks = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the seed folder {}", dir.display()))?;
+    for park in parks {
+        let park = park?;
+        if !park.file_type()?.is_dir() {
+            continue;
+        }
+        let park_id = park.file_name().to_string_lossy().into_owned();
+        for file in std::fs::read_dir(park.path())? {
+            let path = file?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(stem) = name.strip_suffix(".automerge") else {
+                continue;
+            };
+            let doc_id = match stem.strip_prefix("building-") {
+                Some(b) => format!("building/{b}"),
+                None => stem.to_string(),
+            };
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let changed = documents
+                .import(store, &park_id, &doc_id, &bytes)
+                .with_context(|| format!("cannot import {}", path.display()))?;
+            tracing::info!(park = %park_id, doc = %doc_id, changed, "Imported a seed document.");
+        }
+    }
+    Ok(())
+}
+
 impl Hub {
     /// Opens the store, loads (or creates) the CA, issues the hub's server certificate,
     /// and starts listening. Returns once both listeners are bound.
@@ -156,6 +193,9 @@ impl Hub {
         let quic_addr = endpoint.local_addr();
         let registry = Arc::new(sync::Registry::default());
         let documents = Arc::new(sync::Documents::load(&store).await?);
+        if let Some(dir) = &settings.documents_seed_dir {
+            import_seed(&documents, &store, dir)?;
+        }
         let auth = open_auth(&settings, &store, &metrics).await?;
         let cx = Arc::new(sync::SyncContext {
             auth: auth.clone(),

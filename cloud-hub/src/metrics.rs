@@ -50,6 +50,8 @@ metrics! {
     commit_errors_total: "counter", "Store transactions that failed (retried).";
     documents_messages_total: "counter", "Automerge sync messages received from edges.";
     documents_changed_total: "counter", "Document changes taken from edges and stored.";
+    documents_refused_total: "counter", "Document messages refused because their building may not make what they change (or name a document it may not have); audited.";
+    documents_malformed_total: "counter", "Document messages refused as malformed or over a limit (compressed or run-length bombs, Bloom filters, missing dependencies).";
     enrollments_total: "counter", "Edges enrolled.";
     enrollments_refused_total: "counter", "Enrollment requests refused.";
     protocol_errors_total: "counter", "Sync sessions ended by a protocol violation or an undecodable frame.";

@@ -88,14 +88,6 @@ struct DocChanged {
     origin: u64,
 }
 
-/// The hub's replicas of the parks' automerge documents, loaded at start, kept in memory
-/// and stored as a snapshot plus incremental chunks.
-pub struct Documents {
-    docs: Mutex<BTreeMap<(String, String), automerge::Automerge>>,
-    changed: broadcast::Sender<DocChanged>,
-    chunks: Mutex<HashMap<(String, String), u64>>,
-}
-
 /// A document of a park: (park, document id).
 type DocKey = (String, String);
 /// A stored document: its snapshot and the incremental chunks after it.
@@ -103,6 +95,57 @@ type StoredDoc = (Vec<u8>, Vec<Vec<u8>>);
 
 /// Chunks after which a document is saved whole again.
 const COMPACT_AFTER_CHUNKS: u64 = 64;
+
+/// One document's replica. Readers take the current version (an `Arc`) and work on it with
+/// no lock held; a writer makes a copy, applies and checks the edge's changes on the copy,
+/// and swaps it in. `current` is locked only to take or swap the pointer, so automerge work
+/// never runs under a lock that another connection waits on; `writer` puts the writers of
+/// this one document in line (in blocking threads, off the async workers).
+struct Replica {
+    current: Mutex<Arc<automerge::Automerge>>,
+    writer: Mutex<()>,
+    chunks: AtomicU64,
+}
+
+impl Replica {
+    fn new(doc: automerge::Automerge, chunks: u64) -> Replica {
+        Replica {
+            current: Mutex::new(Arc::new(doc)),
+            writer: Mutex::new(()),
+            chunks: AtomicU64::new(chunks),
+        }
+    }
+
+    fn snapshot(&self) -> Arc<automerge::Automerge> {
+        lock(&self.current).clone()
+    }
+}
+
+/// Why an edge's document message was not applied.
+#[derive(Debug)]
+pub enum DocRefusal {
+    /// The building may not do this (see `park_model::ownership`): counted and audited.
+    Forbidden(String),
+    /// The message is malformed or over a limit: counted.
+    Malformed(String),
+}
+
+impl std::fmt::Display for DocRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DocRefusal::Forbidden(r) | DocRefusal::Malformed(r) => f.write_str(r),
+        }
+    }
+}
+
+/// The hub's replicas of the parks' automerge documents, loaded at start, kept in memory
+/// and stored as a snapshot plus incremental chunks. A park has at most a directory, a car
+/// parks document and one document per building: edges cannot add others.
+pub struct Documents {
+    replicas: Mutex<BTreeMap<DocKey, Arc<Replica>>>,
+    changed: broadcast::Sender<DocChanged>,
+    limits: sync_protocol::docguard::DocLimits,
+}
 
 impl Documents {
     /// Loads every stored document.
@@ -127,8 +170,7 @@ impl Documents {
                 Ok(out)
             })
             .await?;
-        let mut docs = BTreeMap::new();
-        let mut chunks = HashMap::new();
+        let mut replicas = BTreeMap::new();
         for (key, (snapshot, incremental)) in rows {
             let mut doc = if snapshot.is_empty() {
                 automerge::Automerge::new()
@@ -146,75 +188,100 @@ impl Documents {
                     tracing::error!(park = %key.0, doc = %key.1, error = %e, "A stored document chunk does not load; skipped.");
                 }
             }
-            chunks.insert(key.clone(), incremental.len() as u64);
-            docs.insert(key, doc);
+            replicas.insert(key, Arc::new(Replica::new(doc, incremental.len() as u64)));
         }
         let (changed, _) = broadcast::channel(1024);
         Ok(Documents {
-            docs: Mutex::new(docs),
+            replicas: Mutex::new(replicas),
             changed,
-            chunks: Mutex::new(chunks),
+            limits: sync_protocol::docguard::DocLimits::FROM_EDGE,
         })
     }
 
     /// The ids of a park's documents.
     pub fn ids(&self, park: &str) -> Vec<String> {
-        lock(&self.docs)
+        lock(&self.replicas)
             .keys()
             .filter(|(p, _)| p == park)
             .map(|(_, d)| d.clone())
             .collect()
     }
 
-    /// A copy of a document, for tests and the API.
-    pub fn get(&self, park: &str, doc_id: &str) -> Option<automerge::Automerge> {
-        lock(&self.docs)
+    /// The current version of a document, for tests and the API.
+    pub fn get(&self, park: &str, doc_id: &str) -> Option<Arc<automerge::Automerge>> {
+        self.replica(park, doc_id).map(|r| r.snapshot())
+    }
+
+    fn replica(&self, park: &str, doc_id: &str) -> Option<Arc<Replica>> {
+        lock(&self.replicas)
             .get(&(park.to_string(), doc_id.to_string()))
             .cloned()
     }
 
-    /// Applies an edge's sync message and returns the answer to send back, if any.
-    fn receive(
+    /// The replica of a document an edge may sync, made empty when the park has none yet.
+    /// The caller has checked the id, so a park gets at most its directory, its car parks
+    /// and one document per enrolled building.
+    fn replica_or_new(&self, park: &str, doc_id: &str) -> Arc<Replica> {
+        lock(&self.replicas)
+            .entry((park.to_string(), doc_id.to_string()))
+            .or_insert_with(|| Arc::new(Replica::new(automerge::Automerge::new(), 0)))
+            .clone()
+    }
+
+    /// Merges a document from a file the operator provides (the park's master data until the
+    /// hub edits it itself): the hub's own write, unchecked. Returns whether it changed.
+    pub fn import(
         &self,
         store: &HubStore,
-        metrics: &Metrics,
         park: &str,
+        doc_id: &str,
+        bytes: &[u8],
+    ) -> anyhow::Result<bool> {
+        park_model::ownership::DocumentId::parse(doc_id).map_err(anyhow::Error::msg)?;
+        let replica = self.replica_or_new(park, doc_id);
+        let _writer = lock(&replica.writer);
+        let before = replica.snapshot();
+        let mut after = (*before).clone();
+        after.load_incremental(bytes)?;
+        if after.get_heads() == before.get_heads() {
+            return Ok(false);
+        }
+        self.install(store, park, doc_id, &replica, &before, after, 0);
+        Ok(true)
+    }
+
+    /// Swaps in a new version and stores what it added.
+    #[allow(clippy::too_many_arguments)]
+    fn install(
+        &self,
+        store: &HubStore,
+        park: &str,
+        doc_id: &str,
+        replica: &Replica,
+        before: &automerge::Automerge,
+        after: automerge::Automerge,
         origin: u64,
-        state: &mut automerge::sync::State,
-        message: &DocumentMessage,
-    ) -> Result<Option<Vec<u8>>, String> {
-        let msg = automerge::sync::Message::decode(&message.message)
-            .map_err(|e| format!("undecodable automerge sync message: {e}"))?;
-        let key = (park.to_string(), message.doc_id.clone());
-        let mut docs = lock(&self.docs);
-        let doc = docs.entry(key.clone()).or_default();
-        let before = doc.get_heads();
-        doc.receive_sync_message(state, msg)
-            .map_err(|e| format!("automerge refused the sync message: {e}"))?;
-        if doc.get_heads() != before {
-            Metrics::add(&metrics.documents_changed_total, 1);
-            let chunk = doc.save_after(&before);
-            let n = {
-                let mut chunks = lock(&self.chunks);
-                let n = chunks.entry(key.clone()).or_insert(0);
-                *n += 1;
-                *n
-            };
-            let (p, d) = key.clone();
-            if n >= COMPACT_AFTER_CHUNKS {
-                let snapshot = doc.save();
-                lock(&self.chunks).insert(key.clone(), 0);
-                store.write_nowait(Box::new(move |c| {
+    ) {
+        let chunk = after.save_after(&before.get_heads());
+        let n = replica.chunks.fetch_add(1, Relaxed) + 1;
+        let snapshot = (n >= COMPACT_AFTER_CHUNKS).then(|| {
+            replica.chunks.store(0, Relaxed);
+            after.save()
+        });
+        let old = std::mem::replace(&mut *lock(&replica.current), Arc::new(after));
+        drop(old);
+        let (p, d) = (park.to_string(), doc_id.to_string());
+        store.write_nowait(Box::new(move |c| {
+            match &snapshot {
+                Some(snapshot) => {
                     c.execute(
                         "INSERT INTO documents (park, doc_id, snapshot, updated) VALUES (?1, ?2, ?3, ?4)
                          ON CONFLICT (park, doc_id) DO UPDATE SET snapshot = excluded.snapshot, updated = excluded.updated",
                         params![p, d, snapshot, now_micros()],
                     )?;
                     c.execute("DELETE FROM doc_chunks WHERE park = ?1 AND doc_id = ?2", params![p, d])?;
-                    Ok(())
-                }));
-            } else {
-                store.write_nowait(Box::new(move |c| {
+                }
+                None => {
                     c.execute(
                         "INSERT OR IGNORE INTO documents (park, doc_id, snapshot, updated) VALUES (?1, ?2, x'', ?3)",
                         params![p, d, now_micros()],
@@ -222,17 +289,116 @@ impl Documents {
                     c.execute(
                         "INSERT INTO doc_chunks (park, doc_id, seq, data)
                          VALUES (?1, ?2, (SELECT coalesce(max(seq), 0) + 1 FROM doc_chunks WHERE park = ?1 AND doc_id = ?2), ?3)",
-                        params![p, d, chunk],
+                        params![p, d, &chunk],
                     )?;
-                    Ok(())
-                }));
+                }
             }
-            let _ = self.changed.send(DocChanged {
-                park: park.to_string(),
-                doc_id: message.doc_id.clone(),
-                origin,
-            });
+            Ok(())
+        }));
+        let _ = self.changed.send(DocChanged {
+            park: park.to_string(),
+            doc_id: doc_id.to_string(),
+            origin,
+        });
+    }
+
+    /// Applies an edge's sync message, if its building may make what it changes, and
+    /// returns the answer to send back, if any. Blocking: call it off the async workers.
+    ///
+    /// The message is bounded first (`docguard`), then applied to a copy of the replica,
+    /// whose changes are checked against what the building may write
+    /// (`park_model::ownership`); only then is the copy swapped in. A refused message
+    /// leaves the replica and the sync state as they were.
+    pub fn receive(
+        &self,
+        store: &HubStore,
+        building: &BuildingKey,
+        origin: u64,
+        state: &mut automerge::sync::State,
+        message: &DocumentMessage,
+    ) -> Result<Option<Vec<u8>>, DocRefusal> {
+        use park_model::ownership::{DocumentId, EdgeScope, check_edge_change};
+        let id = DocumentId::parse(&message.doc_id).map_err(DocRefusal::Forbidden)?;
+        if !id.readable_by(&building.building) {
+            return Err(DocRefusal::Forbidden(format!(
+                "{id} belongs to another building"
+            )));
         }
+        sync_protocol::docguard::check_sync_message(&message.message, &self.limits)
+            .map_err(|e| DocRefusal::Malformed(e.to_string()))?;
+        let msg = automerge::sync::Message::decode(&message.message).map_err(|e| {
+            DocRefusal::Malformed(format!("undecodable automerge sync message: {e}"))
+        })?;
+        let replica = self.replica_or_new(&building.park, &message.doc_id);
+        if msg.changes.is_empty() {
+            // Only what the edge has and needs: the document does not change.
+            let mut current = lock(&replica.current);
+            let result = match Arc::get_mut(&mut current) {
+                Some(doc) => {
+                    let r = doc.receive_sync_message(state, msg);
+                    drop(current);
+                    r
+                }
+                None => {
+                    // A reader holds this version: the state is worked out on a copy, made
+                    // with no lock held.
+                    let snapshot = current.clone();
+                    drop(current);
+                    (*snapshot).clone().receive_sync_message(state, msg)
+                }
+            };
+            result.map_err(|e| {
+                DocRefusal::Malformed(format!("automerge refused the sync message: {e}"))
+            })?;
+            let doc = replica.snapshot();
+            return Ok(doc.generate_sync_message(state).map(|m| m.encode()));
+        }
+        let _writer = lock(&replica.writer);
+        let before = replica.snapshot();
+        let mut after = (*before).clone();
+        let mut next_state = state.clone();
+        let mut log = automerge::PatchLog::active();
+        after
+            .receive_sync_message_log_patches(&mut next_state, msg, &mut log)
+            .map_err(|e| {
+                DocRefusal::Malformed(format!("automerge refused the sync message: {e}"))
+            })?;
+        let missing = automerge::ReadDoc::get_missing_deps(&after, &[]);
+        if !missing.is_empty() {
+            return Err(DocRefusal::Malformed(format!(
+                "the message's changes depend on {} changes the hub does not have",
+                missing.len()
+            )));
+        }
+        if after.get_heads() != before.get_heads() {
+            let building_doc = if matches!(id, DocumentId::Directory) {
+                self.get(
+                    &building.park,
+                    &DocumentId::building(&building.building).to_string(),
+                )
+            } else {
+                None
+            };
+            let scope = EdgeScope {
+                park: &building.park,
+                building: &building.building,
+                building_doc: building_doc.as_deref(),
+            };
+            let patches = after.make_patches(&mut log);
+            check_edge_change(&id, &scope, &before, &after, patches)
+                .map_err(|r| DocRefusal::Forbidden(r.to_string()))?;
+            self.install(
+                store,
+                &building.park,
+                &message.doc_id,
+                &replica,
+                &before,
+                after,
+                origin,
+            );
+        }
+        *state = next_state;
+        let doc = replica.snapshot();
         Ok(doc.generate_sync_message(state).map(|m| m.encode()))
     }
 
@@ -243,10 +409,21 @@ impl Documents {
         doc_id: &str,
         state: &mut automerge::sync::State,
     ) -> Option<Vec<u8>> {
-        let docs = lock(&self.docs);
-        let doc = docs.get(&(park.to_string(), doc_id.to_string()))?;
+        let doc = self.get(park, doc_id)?;
         doc.generate_sync_message(state).map(|m| m.encode())
     }
+
+    /// The ids of a park's documents that `building` is sent.
+    fn readable(&self, park: &str, building: &str) -> Vec<String> {
+        self.ids(park)
+            .into_iter()
+            .filter(|d| readable_by(d, building))
+            .collect()
+    }
+}
+
+fn readable_by(doc_id: &str, building: &str) -> bool {
+    park_model::ownership::DocumentId::parse(doc_id).is_ok_and(|d| d.readable_by(building))
 }
 
 /// Everything a connection task needs.
@@ -324,6 +501,7 @@ pub async fn run_connection(
     let mut doc_changes = cx.documents.changed.subscribe();
     let mut accounts_changed = cx.auth.subscribe_generation();
     let mut sync_states: HashMap<String, automerge::sync::State> = HashMap::new();
+    let mut refusals = Refusals::default();
     session.handle_connected(cx.now());
     let mut end: Option<String> = None;
     let mut persisted_seen = Instant::now();
@@ -356,9 +534,9 @@ pub async fn run_connection(
                         None,
                     );
                     push_accounts(&cx, &key, &mut session);
-                    // Offer the edge every document of its park; automerge works out what
-                    // each side lacks.
-                    for doc_id in cx.documents.ids(&key.park) {
+                    // Offer the edge every document of its park it may read; automerge
+                    // works out what each side lacks.
+                    for doc_id in cx.documents.readable(&key.park, &key.building) {
                         let state = sync_states.entry(doc_id.clone()).or_default();
                         if let Some(m) = cx.documents.generate(&key.park, &doc_id, state) {
                             let _ = session.send_document(DocumentMessage { doc_id, message: m });
@@ -395,20 +573,67 @@ pub async fn run_connection(
                 }
                 HubEvent::Document(d) => {
                     Metrics::add(&cx.metrics.documents_messages_total, 1);
-                    let state = sync_states.entry(d.doc_id.clone()).or_default();
-                    match cx
-                        .documents
-                        .receive(&cx.store, &cx.metrics, &key.park, id, state, &d)
-                    {
+                    if !readable_by(&d.doc_id, &key.building) {
+                        // Not even a sync state is kept for a document the building may not
+                        // have: an edge cannot make the hub hold more by naming more.
+                        refused_document(
+                            &cx,
+                            &key,
+                            &remote,
+                            &mut refusals,
+                            &d.doc_id,
+                            DocRefusal::Forbidden(
+                                park_model::ownership::DocumentId::parse(&d.doc_id)
+                                    .map(|id| format!("{id} belongs to another building"))
+                                    .unwrap_or_else(|e| e),
+                            ),
+                        );
+                        continue;
+                    }
+                    if refusals.blocked(&d.doc_id) {
+                        // Refused a moment ago: not worked on again until the pause is over.
+                        Metrics::add(&cx.metrics.documents_refused_total, 1);
+                        continue;
+                    }
+                    let mut state = sync_states.remove(&d.doc_id).unwrap_or_default();
+                    let documents = cx.documents.clone();
+                    let store = cx.store.clone();
+                    let building = key.clone();
+                    let doc_id = d.doc_id.clone();
+                    let outcome = tokio::task::spawn_blocking(move || {
+                        let r = documents.receive(&store, &building, id, &mut state, &d);
+                        (r, state)
+                    })
+                    .await;
+                    let (result, state) = match outcome {
+                        Ok(done) => done,
+                        Err(e) => {
+                            tracing::error!(doc = %doc_id, error = %e, "Applying a document message failed.");
+                            (
+                                Err(DocRefusal::Malformed("the hub could not apply it".into())),
+                                automerge::sync::State::new(),
+                            )
+                        }
+                    };
+                    sync_states.insert(doc_id.clone(), state);
+                    match result {
                         Ok(Some(answer)) => {
                             let _ = session.send_document(DocumentMessage {
-                                doc_id: d.doc_id,
+                                doc_id,
                                 message: answer,
                             });
                         }
                         Ok(None) => {}
-                        Err(reason) => {
-                            tracing::warn!(doc = %d.doc_id, %reason, "Refused a document message.")
+                        Err(refusal) => {
+                            if matches!(refusal, DocRefusal::Forbidden(_)) {
+                                // The edge sends the same changes again with every message
+                                // of this document; each would cost a copy of it. The
+                                // document pauses for this connection, doubling each time,
+                                // and starts over with a fresh sync state.
+                                refusals.block(&doc_id);
+                                sync_states.remove(&doc_id);
+                            }
+                            refused_document(&cx, &key, &remote, &mut refusals, &doc_id, refusal)
                         }
                     }
                 }
@@ -463,7 +688,7 @@ pub async fn run_connection(
             }
             _ = sleep_or_never(sleep_until) => session.handle_timeout(cx.now()),
             change = doc_changes.recv() => match change {
-                Ok(c) if c.park == key.park && c.origin != id && session.state() == sync_protocol::ConnectionState::Connected => {
+                Ok(c) if c.park == key.park && c.origin != id && readable_by(&c.doc_id, &key.building) && session.state() == sync_protocol::ConnectionState::Connected => {
                     let state = sync_states.entry(c.doc_id.clone()).or_default();
                     if let Some(m) = cx.documents.generate(&key.park, &c.doc_id, state) {
                         let _ = session.send_document(DocumentMessage { doc_id: c.doc_id, message: m });
@@ -472,7 +697,7 @@ pub async fn run_connection(
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Missed notices: offer every document of the park again.
-                    for doc_id in cx.documents.ids(&key.park) {
+                    for doc_id in cx.documents.readable(&key.park, &key.building) {
                         let state = sync_states.entry(doc_id.clone()).or_default();
                         if let Some(m) = cx.documents.generate(&key.park, &doc_id, state) {
                             let _ = session.send_document(DocumentMessage { doc_id, message: m });
@@ -521,6 +746,90 @@ pub async fn run_connection(
         Ok(())
     }));
     tracing::info!(%reason, durable_events = cx.store.durable(&key, UploadStream::Events), "Edge disconnected.");
+}
+
+/// What a connection refused of its edge's document messages, for the audit.
+#[derive(Default)]
+struct Refusals {
+    /// By document: when last audited, and how many were refused since.
+    audited: HashMap<String, (Instant, u64)>,
+    /// By document: paused until, and the next pause.
+    paused: HashMap<String, (Instant, std::time::Duration)>,
+}
+
+impl Refusals {
+    const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+    const LONGEST_PAUSE: std::time::Duration = std::time::Duration::from_secs(300);
+
+    fn blocked(&self, doc_id: &str) -> bool {
+        self.paused
+            .get(doc_id)
+            .is_some_and(|(until, _)| Instant::now() < *until)
+    }
+
+    fn block(&mut self, doc_id: &str) {
+        let pause = self
+            .paused
+            .get(doc_id)
+            .map_or(Self::FIRST_PAUSE, |(_, next)| *next);
+        self.paused.insert(
+            doc_id.to_string(),
+            (Instant::now() + pause, (pause * 2).min(Self::LONGEST_PAUSE)),
+        );
+    }
+}
+
+/// A refused document message is counted and logged; a forbidden one is also audited, at
+/// most once a minute per connection and document (with the number refused meanwhile), so
+/// that an edge cannot grow the audit log without bound.
+fn refused_document(
+    cx: &SyncContext,
+    key: &BuildingKey,
+    remote: &str,
+    refusals: &mut Refusals,
+    doc_id: &str,
+    refusal: DocRefusal,
+) {
+    let shown: String = doc_id.chars().take(80).collect();
+    match &refusal {
+        DocRefusal::Malformed(reason) => {
+            Metrics::add(&cx.metrics.documents_malformed_total, 1);
+            tracing::warn!(doc = %shown, %reason, "Refused a malformed document message.");
+            return;
+        }
+        DocRefusal::Forbidden(reason) => {
+            Metrics::add(&cx.metrics.documents_refused_total, 1);
+            tracing::warn!(doc = %shown, %reason, "Refused a document change this building may not make.");
+        }
+    }
+    // Audited under one entry for every id that is not a document of the park.
+    let slot = if park_model::ownership::DocumentId::parse(doc_id).is_ok() {
+        shown.clone()
+    } else {
+        "(not a document)".to_string()
+    };
+    let entry = refusals.audited.entry(slot).or_insert((Instant::now(), 0));
+    entry.1 += 1;
+    let first = entry.1 == 1;
+    if !first && entry.0.elapsed() < std::time::Duration::from_secs(60) {
+        return;
+    }
+    let count = entry.1;
+    *entry = (Instant::now(), 0);
+    let actor = accounts::audit::Actor {
+        user_id: String::new(),
+        name: format!("edge:{}/{}", key.park, key.building),
+        client: remote.to_string(),
+    };
+    let audit = accounts::Audit::new(
+        &actor,
+        "document.refused",
+        &format!("{}/{shown}", key.park),
+        serde_json::json!({ "reason": refusal.to_string(), "refused": count }),
+    )
+    .unmirrored()
+    .with_outcome("refused");
+    cx.store.write_nowait(Box::new(move |c| audit.append(c)));
 }
 
 fn describe_end(e: &TransportError) -> String {

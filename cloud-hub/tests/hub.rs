@@ -223,8 +223,10 @@ struct TestEdge {
     tls: EdgeTlsConfig,
     epoch: Instant,
     events: Vec<EdgeEvent>,
-    /// One automerge document this edge syncs, with its sync state for this connection.
-    doc: Option<(String, automerge::Automerge, automerge::sync::State)>,
+    /// The automerge documents this edge syncs, with their sync states for this connection.
+    docs: Vec<(String, automerge::Automerge, automerge::sync::State)>,
+    /// Document messages sent as they are once connected (what a compromised edge crafts).
+    raw_documents: Vec<sync_protocol::DocumentMessage>,
 }
 
 enum Stop {
@@ -232,8 +234,8 @@ enum Stop {
     Drained,
     /// Drop the connection, without a close, after this many upload frames.
     CutAfter(usize),
-    /// Run until the document has this key at its root.
-    DocHas(&'static str),
+    /// Run until no document message has arrived for this long.
+    Settled(Duration),
 }
 
 impl TestEdge {
@@ -250,7 +252,8 @@ impl TestEdge {
             tls,
             epoch: Instant::now(),
             events: Vec::new(),
-            doc: None,
+            docs: Vec::new(),
+            raw_documents: Vec::new(),
         }
     }
 
@@ -265,6 +268,7 @@ impl TestEdge {
             .map_err(|e| e.to_string())?;
         self.session.handle_connected(self.now(), &self.outbox);
         let mut uploads = 0;
+        let mut last_heard = Instant::now();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             assert!(Instant::now() < deadline, "the edge did not finish in time");
@@ -293,7 +297,7 @@ impl TestEdge {
                     let _ = self.session.send_health(Health {
                         body: br#"{"backlog":{"events":5,"rollups":6,"raw":7}}"#.to_vec(),
                     });
-                    if let Some((id, doc, state)) = &mut self.doc {
+                    for (id, doc, state) in &mut self.docs {
                         *state = automerge::sync::State::new();
                         if let Some(m) = doc.generate_sync_message(state) {
                             let _ = self.session.send_document(sync_protocol::DocumentMessage {
@@ -302,10 +306,16 @@ impl TestEdge {
                             });
                         }
                     }
+                    for m in self.raw_documents.drain(..) {
+                        let _ = self.session.send_document(m);
+                    }
+                }
+                if let EdgeEvent::Document(_) = &e {
+                    last_heard = Instant::now();
                 }
                 if let EdgeEvent::Document(d) = &e
-                    && let Some((id, doc, state)) = &mut self.doc
-                    && *id == d.doc_id
+                    && let Some((id, doc, state)) =
+                        self.docs.iter_mut().find(|(id, _, _)| *id == d.doc_id)
                 {
                     let m = automerge::sync::Message::decode(&d.message).unwrap();
                     doc.receive_sync_message(state, m).unwrap();
@@ -324,9 +334,16 @@ impl TestEdge {
             {
                 return Ok(());
             }
-            if let (Stop::DocHas(key), Some((_, doc, _))) = (&stop, &self.doc)
-                && doc.get(automerge::ROOT, *key).unwrap().is_some()
+            if let Stop::Settled(quiet) = stop
+                && self.session.state() == ConnectionState::Connected
+                && last_heard.elapsed() >= quiet
             {
+                // Gone without a close, like a cut: the next run is a new connection.
+                drop(channel);
+                self.session.handle_disconnected(self.now());
+                while let Some(e) = self.session.poll_event() {
+                    self.events.push(e);
+                }
                 return Ok(());
             }
             let wait = self
@@ -343,7 +360,7 @@ impl TestEdge {
                         return Err(e.to_string());
                     }
                 },
-                _ = tokio::time::sleep(wait) => self.session.handle_timeout(self.now()),
+                _ = tokio::time::sleep(wait.min(Duration::from_millis(100))) => self.session.handle_timeout(self.now()),
             }
         }
     }
@@ -569,51 +586,390 @@ async fn revoking_an_edge_closes_its_connection_and_refuses_it_after() {
     );
 }
 
+/// The park of the boundary tests: building b-1 has door d-1 and b-2 door d-2; group g-1
+/// opens d-1 and g-2 opens d-2; p-1 and the visitor v-1 are in g-1, p-2 in g-2; p-1 holds
+/// card c-1 and p-2 card c-2. Returns the directory and the two buildings' documents.
+fn boundary_park() -> [(&'static str, Vec<u8>); 3] {
+    use park_model::building::{Door, DoorDirection, DoorStatus};
+    use park_model::directory::{
+        AccessGroup, Credential, CredentialKey, CredentialKind, Person, PersonStatus,
+    };
+    let key = CredentialKey::new(&[7; 32]);
+    let mut d = park_model::ParkDirectory::new("park-1", 480, 0).unwrap();
+    for (g, door) in [("g-1", "d-1"), ("g-2", "d-2")] {
+        d.upsert(&AccessGroup {
+            id: g.into(),
+            name: g.into(),
+            door_ids: vec![door.into()],
+            schedule_id: None,
+        })
+        .unwrap();
+    }
+    for (p, g) in [("p-1", "g-1"), ("v-1", "g-1"), ("p-2", "g-2")] {
+        d.upsert(&Person {
+            id: p.into(),
+            name: p.into(),
+            enterprise_id: "ent-1".into(),
+            status: PersonStatus::Active,
+            access_group_ids: vec![g.into()],
+        })
+        .unwrap();
+    }
+    for (c, p) in [("c-1", "p-1"), ("c-2", "p-2")] {
+        d.upsert(
+            &Credential::from_secret(&key, c, p, CredentialKind::Card, &format!("CARD-{c}"))
+                .unwrap(),
+        )
+        .unwrap();
+    }
+    d.commit("the park", 0);
+    let building = |b: &str, door: &str| {
+        let mut doc = park_model::BuildingDoc::new("park-1", b, 0).unwrap();
+        doc.upsert(&Door {
+            id: door.into(),
+            name: door.into(),
+            building_id: b.into(),
+            anti_passback: false,
+            direction: DoorDirection::Both,
+            area_id: None,
+            unlock_duration_ms: 3000,
+            status: DoorStatus::Enabled,
+        })
+        .unwrap();
+        doc.commit("doors", 0);
+        doc.save()
+    };
+    [
+        ("directory", d.save()),
+        ("building/b-1", building("b-1", "d-1")),
+        ("building/b-2", building("b-2", "d-2")),
+    ]
+}
+
+/// An edit of an edge's copy of the directory, made through the park model as an edge app
+/// would, on top of the copy's history.
+fn edit_directory(
+    doc: &automerge::Automerge,
+    edit: impl FnOnce(&mut park_model::ParkDirectory),
+) -> automerge::Automerge {
+    let mut d = park_model::ParkDirectory::load(&doc.save()).unwrap();
+    edit(&mut d);
+    d.commit("edge edit", 1);
+    automerge::Automerge::load(&d.save()).unwrap()
+}
+
+fn credential_in(
+    doc: &automerge::Automerge,
+    id: &str,
+) -> Option<park_model::directory::Credential> {
+    park_model::document::entity_in(doc, id).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_document_change_from_one_building_reaches_the_hub_and_another_building() {
+async fn a_compromised_building_changes_only_what_it_owns_while_another_keeps_syncing() {
+    use park_model::directory::{AccessGroup, Credential, CredentialKind, Person, PersonStatus};
     let dir = tempfile::tempdir().unwrap();
     let hub = start_hub(dir.path()).await;
+    for (id, bytes) in boundary_park() {
+        assert!(
+            hub.documents
+                .import(&hub.store, "park-1", id, &bytes)
+                .unwrap()
+        );
+    }
     let a = enroll_edge(&hub, "park-1", "b-1", &dir.path().join("a")).await;
     let b = enroll_edge(&hub, "park-1", "b-2", &dir.path().join("b")).await;
-    let mut doc = automerge::Automerge::new();
-    let mut tx = doc.transaction();
-    tx.put(automerge::ROOT, "name", "Park One").unwrap();
-    tx.commit();
-    let heads = doc.get_heads();
+    let hub = Arc::new(hub);
+    let settled = Stop::Settled(Duration::from_millis(700));
+
+    // Building 1 gets the directory and its own document, never building 2's.
     let mut edge_a = TestEdge::new(a, "b-1", MemOutbox::default());
-    edge_a.doc = Some(("directory".into(), doc, automerge::sync::State::new()));
+    for id in ["directory", "building/b-1"] {
+        edge_a
+            .docs
+            .push((id.into(), automerge::Automerge::new(), Default::default()));
+    }
+    edge_a
+        .run(&hub, Stop::Settled(Duration::from_millis(700)))
+        .await
+        .unwrap();
+    let synced = edge_a.docs[0].1.clone();
+    assert_eq!(
+        synced.get_heads(),
+        hub.documents
+            .get("park-1", "directory")
+            .unwrap()
+            .get_heads()
+    );
+    let documents_sent: Vec<&str> = edge_a
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            EdgeEvent::Document(d) => Some(d.doc_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(documents_sent.contains(&"directory"), "{documents_sent:?}");
+    assert!(
+        !documents_sent.contains(&"building/b-2"),
+        "{documents_sent:?}"
+    );
+
+    // Building 2 syncs all along.
     let mut edge_b = TestEdge::new(b, "b-2", MemOutbox::default());
-    edge_b.doc = Some((
+    edge_b.docs.push((
         "directory".into(),
         automerge::Automerge::new(),
-        automerge::sync::State::new(),
+        Default::default(),
     ));
-
-    // Edge a connects, then edge b: b learns the change from the hub's replica.
-    let hub = Arc::new(hub);
-    let task_a = {
-        let hub = hub.clone();
-        tokio::spawn(async move { edge_a.run(&hub, Stop::CutAfter(usize::MAX)).await })
+    let stop_b = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let task_b = {
+        let (hub, stop_b) = (hub.clone(), stop_b.clone());
+        tokio::spawn(async move {
+            // Connected throughout, reconnecting after each quiet spell.
+            while !stop_b.load(std::sync::atomic::Ordering::Relaxed) {
+                edge_b
+                    .run(&hub, Stop::Settled(Duration::from_millis(300)))
+                    .await
+                    .unwrap();
+            }
+            edge_b
+        })
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while hub
-        .documents
-        .get("park-1", "directory")
-        .is_none_or(|d| d.get_heads() != heads)
-    {
-        assert!(Instant::now() < deadline, "the hub never got the change");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // What a building may do at once, and the hub takes: suspend any card (here building
+    // 2's), and give its own visitor a card.
+    let key = park_model::directory::CredentialKey::new(&[7; 32]);
+    let allowed = edit_directory(&synced, |d| {
+        d.suspend_credential("c-2").unwrap();
+        d.upsert(
+            &Credential::from_secret(&key, "c-v", "v-1", CredentialKind::Qr, "VISIT-1").unwrap(),
+        )
+        .unwrap();
+        d.add_person_to_group("p-2", "g-1").unwrap();
+    });
+    edge_a.docs[0].1 = allowed.clone();
+    edge_a
+        .run(&hub, Stop::Settled(Duration::from_millis(700)))
+        .await
+        .unwrap();
+    let at_hub = hub.documents.get("park-1", "directory").unwrap();
+    assert_eq!(at_hub.get_heads(), allowed.get_heads());
+    assert_eq!(
+        credential_in(&at_hub, "c-2").unwrap().status,
+        park_model::directory::CredentialStatus::Suspended
+    );
+    assert!(credential_in(&at_hub, "c-v").is_some());
+    let refused_before = hub
+        .metrics
+        .documents_refused_total
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(refused_before, 0);
+
+    // What it may not do: each tried alone, each refused, the hub's copy unchanged.
+    type Edit = Box<dyn FnOnce(&mut park_model::ParkDirectory)>;
+    let attempts: Vec<(&str, Edit)> = vec![
+        (
+            "adds person",
+            Box::new(|d| {
+                d.upsert(&Person {
+                    id: "p-evil".into(),
+                    name: "Mallory".into(),
+                    enterprise_id: "ent-1".into(),
+                    status: PersonStatus::Active,
+                    access_group_ids: vec!["g-2".into()],
+                })
+                .unwrap()
+            }),
+        ),
+        (
+            "not building b-1's own",
+            Box::new(|d| d.add_person_to_group("p-1", "g-2").unwrap()),
+        ),
+        (
+            "changes access group",
+            Box::new(|d| {
+                d.upsert(&AccessGroup {
+                    id: "g-1".into(),
+                    name: "g-1".into(),
+                    door_ids: vec!["d-1".into(), "d-2".into()],
+                    schedule_id: None,
+                })
+                .unwrap()
+            }),
+        ),
+        (
+            "beyond building b-1",
+            Box::new(move |d| {
+                let c = Credential::from_secret(
+                    &park_model::directory::CredentialKey::new(&[7; 32]),
+                    "c-x",
+                    "p-2",
+                    CredentialKind::Card,
+                    "CLONED-1",
+                )
+                .unwrap();
+                d.upsert(&c).unwrap()
+            }),
+        ),
+        (
+            "beyond building b-1",
+            Box::new(|d| d.reactivate_credential("c-2").unwrap()),
+        ),
+        (
+            "root value",
+            Box::new(|d| d.set_utc_offset_minutes(0).unwrap()),
+        ),
+    ];
+    let mut expected_refusals = 0;
+    for (why, edit) in attempts {
+        let attempt = edit_directory(&allowed, edit);
+        edge_a.docs[0].1 = attempt;
+        edge_a
+            .run(&hub, Stop::Settled(Duration::from_millis(700)))
+            .await
+            .unwrap();
+        expected_refusals += 1;
+        assert_eq!(
+            hub.documents
+                .get("park-1", "directory")
+                .unwrap()
+                .get_heads(),
+            allowed.get_heads(),
+            "{why}: the hub took it"
+        );
+        assert!(
+            hub.metrics
+                .documents_refused_total
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= expected_refusals,
+            "{why}: not counted"
+        );
     }
+    // Another building's document, and documents that do not exist.
+    let mut theirs = (*hub.documents.get("park-1", "building/b-2").unwrap()).clone();
+    let mut tx = theirs.transaction();
+    let doors = tx.get(automerge::ROOT, "doors").unwrap().unwrap().1;
+    tx.delete(&doors, "d-2").unwrap();
+    tx.commit();
+    let before_b2 = hub
+        .documents
+        .get("park-1", "building/b-2")
+        .unwrap()
+        .get_heads();
+    edge_a.docs = vec![("building/b-2".into(), theirs, Default::default())];
+    for bogus in ["secrets", "building/../b-2", "building/b-3"] {
+        let mut doc = automerge::Automerge::new();
+        let mut tx = doc.transaction();
+        tx.put(automerge::ROOT, "x", 1).unwrap();
+        tx.commit();
+        edge_a.docs.push((bogus.into(), doc, Default::default()));
+    }
+    edge_a.run(&hub, settled).await.unwrap();
+    expected_refusals += 4;
+    assert_eq!(
+        hub.documents
+            .get("park-1", "building/b-2")
+            .unwrap()
+            .get_heads(),
+        before_b2
+    );
+    assert!(
+        hub.metrics
+            .documents_refused_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= expected_refusals
+    );
+    let mut ids = hub.documents.ids("park-1");
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["building/b-1", "building/b-2", "directory"],
+        "the hub made no document for what an edge named"
+    );
+
+    // Audited, under the building's name.
+    hub.store.flush().await;
+    let audited: i64 = hub
+        .store
+        .read(|c| {
+            c.query_row(
+                "SELECT count(*) FROM audit_log WHERE action = 'document.refused' AND actor = 'edge:park-1/b-1' AND outcome = 'refused'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
+        .unwrap();
+    assert!(audited >= 2, "{audited}");
+
+    // Building 2 heard what building 1 was allowed to do, and nothing it was refused.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop_b.store(true, std::sync::atomic::Ordering::Relaxed);
+    let edge_b = task_b.await.unwrap();
+    assert_eq!(edge_b.docs[0].1.get_heads(), allowed.get_heads());
+    assert!(credential_in(&edge_b.docs[0].1, "c-v").is_some());
+    // The stored chunks hold only what was taken: the import, then the allowed edit.
+    let stored: i64 = hub
+        .store
+        .read(|c| {
+            c.query_row(
+                "SELECT count(*) FROM doc_chunks WHERE doc_id = 'directory'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_change_from_one_building_reaches_another_building() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_hub(dir.path()).await;
+    let park = boundary_park();
+    for (id, bytes) in &park {
+        hub.documents
+            .import(&hub.store, "park-1", id, bytes)
+            .unwrap();
+    }
+    let a = enroll_edge(&hub, "park-1", "b-1", &dir.path().join("a")).await;
+    let b = enroll_edge(&hub, "park-1", "b-2", &dir.path().join("b")).await;
+    let hub = Arc::new(hub);
+    // The edge starts from the same documents as the hub (a seed file, or a first sync).
+    let base = automerge::Automerge::load(&park[0].1).unwrap();
+    let edited = edit_directory(&base, |d| d.suspend_credential("c-2").unwrap());
+    let heads = edited.get_heads();
+    let mut edge_a = TestEdge::new(a, "b-1", MemOutbox::default());
+    edge_a
+        .docs
+        .push(("directory".into(), edited, Default::default()));
+    let mut edge_b = TestEdge::new(b, "b-2", MemOutbox::default());
+    edge_b.docs.push((
+        "directory".into(),
+        automerge::Automerge::new(),
+        Default::default(),
+    ));
+    edge_a
+        .run(&hub, Stop::Settled(Duration::from_millis(500)))
+        .await
+        .unwrap();
+    assert_eq!(
+        hub.documents
+            .get("park-1", "directory")
+            .unwrap()
+            .get_heads(),
+        heads
+    );
     tokio::time::timeout(
         Duration::from_secs(10),
-        edge_b.run(&hub, Stop::DocHas("name")),
+        edge_b.run(&hub, Stop::Settled(Duration::from_millis(500))),
     )
     .await
     .unwrap()
     .unwrap();
-    let (_, doc_b, _) = edge_b.doc.as_ref().unwrap();
-    assert_eq!(doc_b.get_heads(), heads);
-    task_a.abort();
+    assert_eq!(edge_b.docs[0].1.get_heads(), heads);
     // The hub stored the change, not only held it in memory.
     hub.store.flush().await;
     let stored: i64 = hub
@@ -622,4 +978,101 @@ async fn a_document_change_from_one_building_reaches_the_hub_and_another_buildin
         .await
         .unwrap();
     assert!(stored >= 1);
+}
+
+/// The peak resident memory of this process (each test runs in a process of its own under
+/// the test command's runner).
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_bombs_are_refused_with_bounded_memory_and_the_connection_goes_on() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_hub(dir.path()).await;
+    for (id, bytes) in boundary_park() {
+        hub.documents
+            .import(&hub.store, "park-1", id, &bytes)
+            .unwrap();
+    }
+    let a = enroll_edge(&hub, "park-1", "b-1", &dir.path().join("a")).await;
+    let hub = Arc::new(hub);
+    // 256 MiB of zeros in about a quarter of a megabyte, as a compressed change chunk.
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        enc.write_all(&zeros).unwrap();
+    }
+    let bomb = enc.finish().unwrap();
+    let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
+    let mut n = bomb.len() as u64;
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            chunk.push(b);
+            break;
+        }
+        chunk.push(b | 0x80);
+    }
+    chunk.extend(&bomb);
+    let deflate = automerge::sync::Message {
+        heads: vec![],
+        need: vec![],
+        have: vec![],
+        changes: vec![chunk].into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    };
+    // A Bloom filter asking for four billion probes per hash.
+    let mut probes = vec![
+        0x42, 0, 0, 1, 0, 9, 1, 10, 0xff, 0xff, 0xff, 0xff, 0x0f, 0xff, 0xff,
+    ];
+    probes.push(0);
+    let rss_before = peak_rss_kib();
+    let mut edge = TestEdge::new(a, "b-1", MemOutbox::default());
+    edge.raw_documents = vec![
+        sync_protocol::DocumentMessage {
+            doc_id: "directory".into(),
+            message: deflate.encode(),
+        },
+        sync_protocol::DocumentMessage {
+            doc_id: "directory".into(),
+            message: probes,
+        },
+    ];
+    edge.docs.push((
+        "building/b-1".into(),
+        automerge::Automerge::new(),
+        Default::default(),
+    ));
+    edge.run(&hub, Stop::Settled(Duration::from_millis(700)))
+        .await
+        .unwrap();
+    let grown_mib = (peak_rss_kib() - rss_before) / 1024;
+    assert_eq!(
+        hub.metrics
+            .documents_malformed_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    assert!(
+        grown_mib < 64,
+        "the hub's peak memory grew by {grown_mib} MiB"
+    );
+    // The same connection went on: the building's own document synced after the bombs.
+    assert_eq!(
+        edge.docs[0].1.get_heads(),
+        hub.documents
+            .get("park-1", "building/b-1")
+            .unwrap()
+            .get_heads()
+    );
+    println!("peak RSS growth while refusing the bombs: {grown_mib} MiB");
 }

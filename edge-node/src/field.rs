@@ -227,6 +227,15 @@ pub fn parse(
         serde_json::from_str(t).map_err(|e| err(format!("payload is not valid JSON: {e}")))
     };
     let id = id.to_string();
+    // Free-text fields have limits: what a device sends is stored and shown.
+    let bounded = |what: &str, v: &Option<String>, max: usize| -> Result<(), FieldError> {
+        match v {
+            Some(v) if v.is_empty() || v.chars().count() > max => {
+                Err(err(format!("{what} must be 1 to {max} characters")))
+            }
+            _ => Ok(()),
+        }
+    };
     let msg = match (kind, leaf) {
         ("door", "read") => {
             let w: ReadWire =
@@ -238,6 +247,7 @@ pub fn parse(
             if value.is_empty() || value.len() > 256 {
                 return Err(err("value must be 1 to 256 characters".into()));
             }
+            bounded("id", &w.id, MAX_ID_CHARS)?;
             FieldMessage::DoorRead {
                 door: id,
                 read: CredentialRead {
@@ -281,6 +291,8 @@ pub fn parse(
             if !(0.0..=1.0).contains(&w.confidence) {
                 return Err(err(format!("confidence {} is outside 0..1", w.confidence)));
             }
+            bounded("id", &w.id, MAX_ID_CHARS)?;
+            bounded("image", &w.image, 1024)?;
             let plate = normalize_plate(&w.plate);
             if plate.is_empty() || plate.chars().count() > 12 {
                 return Err(err(format!("{:?} is not a plate", w.plate)));
@@ -303,8 +315,19 @@ pub fn parse(
             if w.amount_fen < 0 {
                 return Err(err("amount_fen must not be negative".into()));
             }
-            if w.id.is_empty() || w.session.is_empty() {
-                return Err(err("id and session must not be empty".into()));
+            if w.amount_fen > MAX_PAYMENT_FEN {
+                return Err(err(format!(
+                    "amount_fen {} is over the {MAX_PAYMENT_FEN} fen a lane takes",
+                    w.amount_fen
+                )));
+            }
+            bounded("id", &Some(w.id.clone()), MAX_ID_CHARS)?;
+            bounded("session", &Some(w.session.clone()), MAX_ID_CHARS)?;
+            if w.currency.len() != 3 || !w.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(err(format!(
+                    "currency {:?} is not an ISO 4217 code such as CNY",
+                    w.currency.chars().take(16).collect::<String>()
+                )));
             }
             FieldMessage::Payment {
                 lane: id,
@@ -327,6 +350,11 @@ pub fn parse(
     };
     Ok(Some(msg))
 }
+
+/// The longest read, payment or session id a device may send.
+pub const MAX_ID_CHARS: usize = 128;
+/// The largest single payment a lane takes: 100,000 yuan.
+pub const MAX_PAYMENT_FEN: i64 = 10_000_000;
 
 /// Plates compared as cameras report them vary in separators and case: keep letters,
 /// digits and CJK characters, upper-cased.

@@ -125,6 +125,19 @@ pub struct Metrics {
     /// refused the command).
     pub commands_published_total: AtomicU64,
     pub commands_not_sent_total: AtomicU64,
+    /// Field messages naming a door or lane this building does not have: refused.
+    pub field_unknown_target_total: AtomicU64,
+    /// Door reads repeated within the window (`field::REPEAT_WINDOW_*`): answered once.
+    pub door_reads_repeated_total: AtomicU64,
+    /// Payments whose id was already counted: recorded once.
+    pub payments_repeated_total: AtomicU64,
+    /// Payments in another currency than the fee's, or at another lane than the exit's:
+    /// recorded, not counted towards the fee.
+    pub payments_refused_total: AtomicU64,
+    /// Low-confidence plate reads turned away because the review queue was full.
+    pub review_queue_full_total: AtomicU64,
+    /// Decisions whose write failed: their presence and parking changes were undone.
+    pub decisions_undone_total: AtomicU64,
     pub point_write_failures_total: AtomicU64,
     pub http_requests_total: AtomicU64,
     pub http_client_errors_total: AtomicU64,
@@ -196,6 +209,36 @@ impl Metrics {
                 "smartpark_edge_commands_not_sent_total",
                 &self.commands_not_sent_total,
                 "Commands not sent: their decision could not be stored, or the broker refused them.",
+            ),
+            (
+                "smartpark_edge_field_unknown_target_total",
+                &self.field_unknown_target_total,
+                "Door and lane messages naming a door or lane this building does not have (refused, no command).",
+            ),
+            (
+                "smartpark_edge_door_reads_repeated_total",
+                &self.door_reads_repeated_total,
+                "Door reads repeated within the documented window, answered once.",
+            ),
+            (
+                "smartpark_edge_payments_repeated_total",
+                &self.payments_repeated_total,
+                "Lane payments whose id was already counted (recorded and counted once).",
+            ),
+            (
+                "smartpark_edge_payments_refused_total",
+                &self.payments_refused_total,
+                "Lane payments in another currency than the fee or at another lane than the exit (recorded, not counted).",
+            ),
+            (
+                "smartpark_edge_review_queue_full_total",
+                &self.review_queue_full_total,
+                "Low-confidence plate reads turned away because the review queue was full.",
+            ),
+            (
+                "smartpark_edge_decisions_undone_total",
+                &self.decisions_undone_total,
+                "Door and lane decisions whose write failed; their presence and parking changes were undone.",
             ),
             (
                 "smartpark_edge_samples_received_total",

@@ -114,8 +114,43 @@ struct OpenSession {
     session: ParkingSession,
     /// Set once an exit has been decided with a fee still to pay.
     fee_due: Option<(ExitDecision, String)>,
-    paid_fen: i64,
+    /// Payments counted for this session, by payment id: amount and currency. A payment
+    /// sent again (the same id) is counted once.
+    payments: BTreeMap<String, (i64, String)>,
 }
+
+impl OpenSession {
+    /// What has been paid in `currency`.
+    fn paid_in(&self, currency: &str) -> i64 {
+        self.payments
+            .values()
+            .filter(|(_, c)| c == currency)
+            .map(|(fen, _)| fen)
+            .sum()
+    }
+
+    /// What has been paid, in the fee's currency once a fee is decided.
+    fn paid_fen(&self) -> i64 {
+        match &self.fee_due {
+            Some((d, _)) => self.paid_in(&d.currency),
+            None => self.payments.values().map(|(fen, _)| fen).sum(),
+        }
+    }
+}
+
+/// How many plate reads may wait for a person; more are turned away at the lane.
+pub const MAX_REVIEW_QUEUE: usize = 500;
+
+/// A repeated door read is answered once when it comes again within this window: by its
+/// `id` for 60 s, or, without one, the same credential at the same door for 2 s (see
+/// `docs/mqtt-topics.md`).
+const REPEAT_WINDOW_BY_ID: Timestamp = 60_000_000;
+const REPEAT_WINDOW_BY_VALUE: Timestamp = 2_000_000;
+/// Reads remembered for the repeat check; older ones are forgotten first.
+const MAX_RECENT_READS: usize = 10_000;
+
+/// What a decision changed in memory, undone if its write fails.
+type Undo = Box<dyn FnOnce(&mut State) + Send>;
 
 #[derive(Debug, Clone, Default)]
 struct DoorLive {
@@ -149,6 +184,8 @@ struct State {
     doors: BTreeMap<String, DoorLive>,
     cameras: BTreeMap<String, bool>,
     review: BTreeMap<String, ReviewItem>,
+    /// Recent door reads by (door, read id or credential digest), for the repeat check.
+    recent_reads: HashMap<(String, String), Timestamp>,
 }
 
 /// The door and barrier services of one building.
@@ -380,6 +417,7 @@ impl ParkService {
             doors,
             cameras: BTreeMap::new(),
             review,
+            recent_reads: HashMap::new(),
         };
         if let Some(d) = &mut state.directory {
             d.doc.track_changes();
@@ -522,18 +560,32 @@ impl ParkService {
                 .event(&format!("door.{}", state.as_str()), door, *ts)
                 .await;
         }
+        if let Some(unknown) = self.unknown_target(&msg) {
+            // A device the broker let in, naming a door or lane this building does not
+            // have: nothing is decided, stored or sent for it.
+            self.metrics
+                .field_unknown_target_total
+                .fetch_add(1, Relaxed);
+            tracing::warn!(target = %unknown, "A door or lane message names a door or lane this building does not have; refused.");
+            return;
+        }
         let result = match msg {
             FieldMessage::DoorRead { door, read } => self.door_read(&door, read, now).await,
             FieldMessage::DoorState { door, state, ts } => {
-                self.lock().doors.entry(door.clone()).or_default().state =
-                    Some((state.as_str().to_string(), ts));
+                if let Some(live) = self.lock().doors.get_mut(&door) {
+                    live.state = Some((state.as_str().to_string(), ts));
+                }
                 let e = Event::new(ts, "door.state", &door, json!({"state": state.as_str()}));
                 self.commit_then(vec![event_stmt(&e)], Vec::new()).await
             }
             FieldMessage::Status { device, online } => {
                 let mut s = self.lock();
                 match device {
-                    FieldDevice::Door(d) => s.doors.entry(d).or_default().online = Some(online),
+                    FieldDevice::Door(d) => {
+                        if let Some(live) = s.doors.get_mut(&d) {
+                            live.online = Some(online);
+                        }
+                    }
                     FieldDevice::Camera(l) => {
                         s.cameras.insert(l, online);
                     }
@@ -548,6 +600,28 @@ impl ParkService {
         }
     }
 
+    /// The door or lane a message names, when this building has no such door or lane.
+    fn unknown_target(&self, msg: &FieldMessage) -> Option<String> {
+        let s = self.lock();
+        let door = |d: &str| (!s.doors.contains_key(d)).then(|| format!("door {d}"));
+        let lane = |l: &str| (!s.lane_lots.contains_key(l)).then(|| format!("lane {l}"));
+        match msg {
+            FieldMessage::DoorRead { door: d, .. } | FieldMessage::DoorState { door: d, .. } => {
+                door(d)
+            }
+            FieldMessage::Status {
+                device: FieldDevice::Door(d),
+                ..
+            } => door(d),
+            FieldMessage::Status {
+                device: FieldDevice::Camera(l),
+                ..
+            }
+            | FieldMessage::Plate { lane: l, .. }
+            | FieldMessage::Payment { lane: l, .. } => lane(l),
+        }
+    }
+
     /// Queues `stmts` as one write now, and publishes `commands` once it is durable: from
     /// the store's writer thread, right after the commit, so that no task wake-up lies
     /// between the durable event and the unlock.
@@ -556,7 +630,20 @@ impl ParkService {
         stmts: Vec<Stmt>,
         commands: Vec<(String, Json)>,
     ) -> anyhow::Result<()> {
-        self.commit_audited(stmts, commands, None).await
+        self.commit_undoable(stmts, commands, None, None).await
+    }
+
+    /// [`Self::commit_then`] for a decision that changed presence or parking state in
+    /// memory before its write: if the write fails, `undo` puts the state back as it was
+    /// and nothing is sent.
+    async fn commit_or_undo(
+        &self,
+        stmts: Vec<Stmt>,
+        commands: Vec<(String, Json)>,
+        undo: Undo,
+    ) -> anyhow::Result<()> {
+        self.commit_undoable(stmts, commands, None, Some(undo))
+            .await
     }
 
     /// [`Self::commit_then`] with the audit record of the person's act that made the
@@ -567,8 +654,19 @@ impl ParkService {
         commands: Vec<(String, Json)>,
         audit: Option<Audit>,
     ) -> anyhow::Result<()> {
+        self.commit_undoable(stmts, commands, audit, None).await
+    }
+
+    async fn commit_undoable(
+        &self,
+        stmts: Vec<Stmt>,
+        commands: Vec<(String, Json)>,
+        audit: Option<Audit>,
+        undo: Option<Undo>,
+    ) -> anyhow::Result<()> {
         let publisher = self.publisher.clone();
         let metrics = self.metrics.clone();
+        let state = self.state.clone();
         // Serialized here, not on the writer's thread.
         let commands: Vec<(String, Vec<u8>)> = commands
             .into_iter()
@@ -578,7 +676,11 @@ impl ParkService {
             if let Err(e) = outcome {
                 let n = commands.len() as u64;
                 metrics.commands_not_sent_total.fetch_add(n, Relaxed);
-                tracing::error!(error = %e, "A decision could not be stored; its command is not sent.");
+                if let Some(undo) = undo {
+                    undo(&mut state.lock().unwrap_or_else(|e| e.into_inner()));
+                    metrics.decisions_undone_total.fetch_add(1, Relaxed);
+                }
+                tracing::error!(error = %e, "A decision could not be stored; its command is not sent and what it changed is undone.");
                 return;
             }
             let Some(p) = publisher else { return };
@@ -622,11 +724,42 @@ impl ParkService {
         // The value is digested before anything else sees it; from here on only the digest
         // and the visible suffix exist.
         let presented = self.key.present(credential_kind(read.kind), &read.value);
-        let (decision, event) = {
+        let (decision, event, undo) = {
             let mut s = self.lock();
+            let (key, window) = match &read.id {
+                Some(id) => (format!("id:{id}"), REPEAT_WINDOW_BY_ID),
+                None => (
+                    format!("value:{}", presented.digest),
+                    REPEAT_WINDOW_BY_VALUE,
+                ),
+            };
+            let key = (door.to_string(), key);
+            if s.recent_reads.get(&key).is_some_and(|t| now - t < window) {
+                drop(s);
+                self.metrics.door_reads_repeated_total.fetch_add(1, Relaxed);
+                tracing::debug!(%door, "A door read repeated within its window; answered once.");
+                return Ok(());
+            }
+            if s.recent_reads.len() >= MAX_RECENT_READS {
+                s.recent_reads.retain(|_, t| now - *t < REPEAT_WINDOW_BY_ID);
+                if s.recent_reads.len() >= MAX_RECENT_READS {
+                    s.recent_reads.clear();
+                }
+            }
+            s.recent_reads.insert(key, now);
             let d = s.access.decide(&presented, door, now, &s.presence);
+            let mut undo: Option<Undo> = None;
             if let Some(update) = &d.presence_update {
+                let before = park_model::access::PresenceLookup::presence(
+                    &s.presence,
+                    &update.person_id,
+                    &update.area_id,
+                );
                 s.presence.apply(update);
+                let (person, area) = (update.person_id.clone(), update.area_id.clone());
+                undo = Some(Box::new(move |s: &mut State| {
+                    s.presence.restore(&person, &area, before);
+                }));
             }
             let e = Event::new(
                 read.ts,
@@ -634,9 +767,10 @@ impl ParkService {
                 door,
                 decision_body(&d, &presented, &read, now),
             );
-            s.doors.entry(door.to_string()).or_default().last_decision =
-                Some((d.granted, d.reason.as_str().to_string(), now));
-            (d, e)
+            if let Some(live) = s.doors.get_mut(door) {
+                live.last_decision = Some((d.granted, d.reason.as_str().to_string(), now));
+            }
+            (d, e, undo)
         };
         let counter = if decision.granted {
             &self.metrics.access_granted_total
@@ -664,12 +798,35 @@ impl ParkService {
         if let Some(id) = &read.id {
             command["read"] = json!(id);
         }
-        self.commit_then(stmts, vec![(format!("door/{door}/command"), command)])
-            .await
+        let commands = vec![(format!("door/{door}/command"), command)];
+        match undo {
+            Some(undo) => self.commit_or_undo(stmts, commands, undo).await,
+            None => self.commit_then(stmts, commands).await,
+        }
     }
 
     async fn plate(&self, lane: &str, read: PlateRead, now: Timestamp) -> anyhow::Result<()> {
         if read.confidence < self.settings.plate_confidence_threshold {
+            if self.lock().review.len() >= MAX_REVIEW_QUEUE {
+                self.metrics.review_queue_full_total.fetch_add(1, Relaxed);
+                let e = Event::new(
+                    read.ts,
+                    "parking.review_full",
+                    lane,
+                    json!({"plate": read.plate, "confidence": read.confidence, "direction": side(Some(read.direction)), "waiting": MAX_REVIEW_QUEUE}),
+                );
+                let commands = vec![
+                    (
+                        format!("barrier/{lane}/command"),
+                        json!({"command": "hold", "reason": "review_queue_full", "decision": e.id}),
+                    ),
+                    (
+                        format!("lane/{lane}/display"),
+                        json!({"text": "Please call the attendant."}),
+                    ),
+                ];
+                return self.commit_then(vec![event_stmt(&e)], commands).await;
+            }
             let e = Event::new(
                 read.ts,
                 "parking.review",
@@ -681,6 +838,7 @@ impl ParkService {
                 lane: lane.to_string(),
                 read: read.clone(),
             };
+            let review_id = item.id.clone();
             self.lock().review.insert(item.id.clone(), item);
             let stmts = vec![
                 event_stmt(&e),
@@ -698,8 +856,11 @@ impl ParkService {
                 ),
             ];
             let display = json!({"text": "Please wait: an attendant is checking your plate."});
+            let undo: Undo = Box::new(move |s: &mut State| {
+                s.review.remove(&review_id);
+            });
             return self
-                .commit_then(stmts, vec![(format!("lane/{lane}/display"), display)])
+                .commit_or_undo(stmts, vec![(format!("lane/{lane}/display"), display)], undo)
                 .await;
         }
         match read.direction {
@@ -723,9 +884,10 @@ impl ParkService {
         confirmed_by: Option<&str>,
         read_id: Option<&str>,
     ) -> anyhow::Result<()> {
-        let (stmts, commands) = {
+        let (stmts, commands, undo) = {
             let mut s = self.lock();
             let d = s.gates.decide_entry(plate, lane, now, &s.occupancy);
+            let mut undo: Option<Undo> = None;
             let session_id = d
                 .granted
                 .then(|| Event::new(ts, "parking.session", lane, Json::Null).id);
@@ -750,11 +912,27 @@ impl ParkService {
                 (Some(id), Some(lot), Some(kind)) if d.granted => {
                     // A car already inside by this plate (a missed exit) is closed first so the
                     // lot is not counted twice.
-                    if let Some(old) = s.sessions.remove(&(lot.clone(), d.plate.clone())) {
+                    let key = (lot.clone(), d.plate.clone());
+                    let old = s.sessions.remove(&key);
+                    if let Some(old) = &old {
                         release(&mut s.occupancy, &old.session);
                         stmts.push(("UPDATE parking_sessions SET state = 'closed', exited_at = ?2 WHERE id = ?1", vec![text(&old.id), Sql::Integer(ts)]));
                     }
                     s.occupancy.record_entry(&d);
+                    let new_id = id.clone();
+                    undo = Some(Box::new(move |s: &mut State| {
+                        if let Some(new) = s.sessions.remove(&key) {
+                            if new.id == new_id {
+                                release(&mut s.occupancy, &new.session);
+                            } else {
+                                s.sessions.insert(key.clone(), new);
+                            }
+                        }
+                        if let Some(old) = old {
+                            occupy(&mut s.occupancy, &old.session);
+                            s.sessions.insert(key, old);
+                        }
+                    }));
                     let session = ParkingSession {
                         lot_id: lot.clone(),
                         entered_at: ts,
@@ -768,7 +946,7 @@ impl ParkService {
                             lane: lane.to_string(),
                             session,
                             fee_due: None,
-                            paid_fen: 0,
+                            payments: BTreeMap::new(),
                         },
                     );
                     stmts.push((
@@ -795,9 +973,13 @@ impl ParkService {
                     ));
                 }
             }
-            (stmts, commands)
+            (stmts, commands, undo)
         };
-        self.commit_then(stmts, echo_read(commands, read_id)).await
+        let commands = echo_read(commands, read_id);
+        match undo {
+            Some(undo) => self.commit_or_undo(stmts, commands, undo).await,
+            None => self.commit_then(stmts, commands).await,
+        }
     }
 
     async fn exit(
@@ -808,12 +990,13 @@ impl ParkService {
         now: Timestamp,
         read_id: Option<&str>,
     ) -> anyhow::Result<()> {
-        let (stmts, commands) = {
+        let (stmts, commands, undo) = {
             let mut s = self.lock();
             let plate = field::normalize_plate(plate);
             let lot = s.lane_lots.get(lane).cloned();
             let key = lot.clone().map(|l| (l, plate.clone()));
             let open = key.as_ref().and_then(|k| s.sessions.get(k)).cloned();
+            let undo = undo_session(key.clone(), open.clone());
             let d = s
                 .gates
                 .decide_exit(&plate, lane, open.as_ref().map(|o| &o.session), now);
@@ -887,7 +1070,7 @@ impl ParkService {
                                 lane: lane.to_string(),
                                 session,
                                 fee_due: Some((d.clone(), lane.to_string())),
-                                paid_fen: 0,
+                                payments: BTreeMap::new(),
                             },
                         );
                         id
@@ -908,31 +1091,63 @@ impl ParkService {
                     json!({"text": d.reason.sentence()}),
                 ));
             }
-            (stmts, commands)
+            (stmts, commands, undo)
         };
-        self.commit_then(stmts, echo_read(commands, read_id)).await
+        self.commit_or_undo(stmts, echo_read(commands, read_id), undo)
+            .await
     }
 
-    /// A payment at an exit lane, recorded once by its id (offline payments reach the hub's
-    /// billing later as these events); the barrier opens when the fee is covered.
+    /// A payment at an exit lane, recorded and counted once by its id (offline payments
+    /// reach the hub's billing later as these events); the barrier opens when the fee is
+    /// covered. A payment in another currency than the fee's, or made at another lane than
+    /// the one the car waits at, is recorded but not counted.
     async fn payment(&self, lane: &str, p: Payment, _now: Timestamp) -> anyhow::Result<()> {
-        let (stmts, commands) = {
+        let (stmts, commands, undo) = {
             let mut s = self.lock();
             let found = s
                 .sessions
                 .iter()
                 .find(|(_, o)| o.id == p.session)
                 .map(|(k, _)| k.clone());
+            let before = found.as_ref().and_then(|k| s.sessions.get(k)).cloned();
+            if before
+                .as_ref()
+                .is_some_and(|o| o.payments.contains_key(&p.id))
+            {
+                drop(s);
+                self.metrics.payments_repeated_total.fetch_add(1, Relaxed);
+                tracing::info!(payment = %p.id, "A payment came again; it was counted once.");
+                return Ok(());
+            }
+            let refusal = match &before {
+                None => None,
+                Some(o) => match &o.fee_due {
+                    Some((d, _)) if d.currency != p.currency => Some(format!(
+                        "paid in {}, the fee is in {}",
+                        p.currency, d.currency
+                    )),
+                    Some((_, exit_lane)) if exit_lane != lane => Some(format!(
+                        "paid at lane {lane}, the car waits at lane {exit_lane}"
+                    )),
+                    None if s.lane_lots.get(lane) != Some(&o.session.lot_id) => Some(format!(
+                        "lane {lane} is not a lane of lot {}",
+                        o.session.lot_id
+                    )),
+                    _ => None,
+                },
+            };
             let e = Event::new(
                 p.ts,
                 "parking.payment",
                 lane,
-                json!({"session": p.session, "payment": p.id, "amountFen": p.amount_fen, "currency": p.currency, "method": format!("{:?}", p.method).to_lowercase()}),
+                json!({"session": p.session, "payment": p.id, "amountFen": p.amount_fen, "currency": p.currency, "method": format!("{:?}", p.method).to_lowercase(), "counted": refusal.is_none(), "refused": refusal}),
             );
+            // The payment's row first: its event (and the session's total) are written only
+            // when the row is new, so a payment the store already has is not counted again
+            // even if memory did not know it.
             let mut stmts = vec![
-                event_stmt(&e),
                 (
-                    "INSERT OR IGNORE INTO parking_payments (id, session, amount_fen, currency, method, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT OR IGNORE INTO parking_payments (id, session, amount_fen, currency, method, ts, counted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     vec![
                         text(&p.id),
                         text(&p.session),
@@ -940,60 +1155,71 @@ impl ParkService {
                         text(&p.currency),
                         text(&format!("{:?}", p.method).to_lowercase()),
                         Sql::Integer(p.ts),
+                        Sql::Integer(i64::from(refusal.is_none())),
+                    ],
+                ),
+                (
+                    "INSERT OR IGNORE INTO events (id, ts, kind, subject, body) SELECT ?1, ?2, ?3, ?4, ?5 WHERE changes() = 1",
+                    vec![
+                        text(&e.id),
+                        Sql::Integer(e.ts),
+                        text(&e.kind),
+                        text(&e.subject),
+                        Sql::Text(e.body.to_string()),
                     ],
                 ),
             ];
             let mut commands = Vec::new();
-            match found {
-                None => {
+            if let Some(reason) = &refusal {
+                self.metrics.payments_refused_total.fetch_add(1, Relaxed);
+                tracing::warn!(payment = %p.id, %reason, "A payment does not match its session; recorded, not counted.");
+            }
+            match (&found, refusal) {
+                (None, _) => {
                     tracing::warn!(session = %p.session, payment = %p.id, "A payment names no open session; it is recorded for billing.")
                 }
-                Some(key) => {
-                    let seen_before = s
-                        .sessions
-                        .get(&key)
-                        .is_some_and(|o| o.paid_fen > 0 && o.fee_due.is_none());
-                    if !seen_before {
-                        let o = s.sessions.get_mut(&key).expect("found above");
-                        o.paid_fen += p.amount_fen;
-                        stmts.push((
-                            "UPDATE parking_sessions SET paid_fen = paid_fen + ?2 WHERE id = ?1",
-                            vec![text(&o.id), Sql::Integer(p.amount_fen)],
+                (Some(_), Some(_)) => {}
+                (Some(key), None) => {
+                    let o = s.sessions.get_mut(key).expect("found above");
+                    o.payments
+                        .insert(p.id.clone(), (p.amount_fen, p.currency.clone()));
+                    stmts.push((
+                        "UPDATE parking_sessions SET paid_fen = ?2 WHERE id = ?1 AND EXISTS (SELECT 1 FROM events WHERE id = ?3)",
+                        vec![text(&o.id), Sql::Integer(o.paid_fen()), text(&e.id)],
+                    ));
+                    if let Some((d, exit_lane)) = o.fee_due.clone()
+                        && o.paid_in(&d.currency) >= d.fee_fen
+                    {
+                        let o = s.sessions.remove(key).expect("found above");
+                        s.occupancy.record_exit(&o.session.lot_id, &d);
+                        let exit = Event::new(
+                            p.ts,
+                            "parking.exit",
+                            &exit_lane,
+                            json!({"plate": o.plate, "lot": o.session.lot_id, "session": o.id, "open": true, "reason": "paid", "feeFen": d.fee_fen, "paidFen": o.paid_in(&d.currency), "currency": d.currency, "payer": payer_json(&d.payer), "enteredAt": o.session.entered_at}),
+                        );
+                        stmts.push(event_stmt(&exit));
+                        stmts.push(close_session_stmt(
+                            &o.id,
+                            &exit_lane,
+                            p.ts,
+                            d.fee_fen,
+                            &d.currency,
                         ));
-                        if let Some((d, exit_lane)) = o.fee_due.clone()
-                            && o.paid_fen >= d.fee_fen
-                        {
-                            let o = s.sessions.remove(&key).expect("found above");
-                            s.occupancy.record_exit(&o.session.lot_id, &d);
-                            let exit = Event::new(
-                                p.ts,
-                                "parking.exit",
-                                &exit_lane,
-                                json!({"plate": o.plate, "lot": o.session.lot_id, "session": o.id, "open": true, "reason": "paid", "feeFen": d.fee_fen, "paidFen": o.paid_fen, "currency": d.currency, "payer": payer_json(&d.payer), "enteredAt": o.session.entered_at}),
-                            );
-                            stmts.push(event_stmt(&exit));
-                            stmts.push(close_session_stmt(
-                                &o.id,
-                                &exit_lane,
-                                p.ts,
-                                d.fee_fen,
-                                &d.currency,
-                            ));
-                            commands.push((
-                                format!("barrier/{exit_lane}/command"),
-                                json!({"command": "open", "decision": exit.id, "session": o.id}),
-                            ));
-                            commands.push((
-                                format!("lane/{exit_lane}/display"),
-                                json!({"text": "Paid, thank you."}),
-                            ));
-                        }
+                        commands.push((
+                            format!("barrier/{exit_lane}/command"),
+                            json!({"command": "open", "decision": exit.id, "session": o.id}),
+                        ));
+                        commands.push((
+                            format!("lane/{exit_lane}/display"),
+                            json!({"text": "Paid, thank you."}),
+                        ));
                     }
                 }
             }
-            (stmts, commands)
+            (stmts, commands, undo_session(found, before))
         };
-        self.commit_then(stmts, commands).await
+        self.commit_or_undo(stmts, commands, undo).await
     }
 
     /// A person at the console confirms (with the plate as read or corrected) or rejects a
@@ -1334,7 +1560,7 @@ impl ParkService {
                 json!({
                     "id": o.id, "plate": o.plate, "lot": o.session.lot_id, "entryLane": o.lane,
                     "enteredAt": o.session.entered_at, "entry": entry_kind_json(&o.session.kind),
-                    "feeDueFen": o.fee_due.as_ref().map(|(d, _)| d.fee_fen), "paidFen": o.paid_fen,
+                    "feeDueFen": o.fee_due.as_ref().map(|(d, _)| d.fee_fen), "paidFen": o.paid_fen(),
                 })
             })
             .collect();
@@ -1533,6 +1759,35 @@ fn lane_lots(p: &park_model::parking::Parking) -> HashMap<String, String> {
         .values()
         .map(|l| (l.id.clone(), l.lot_id.clone()))
         .collect()
+}
+
+/// Puts the session at `key` back as it was before a decision (`before`, or none), with
+/// the lot's count: the undo of a decision whose write failed.
+fn undo_session(key: Option<(String, String)>, before: Option<OpenSession>) -> Undo {
+    Box::new(move |s: &mut State| {
+        let Some(key) = key else { return };
+        if let Some(now) = s.sessions.remove(&key) {
+            release(&mut s.occupancy, &now.session);
+        }
+        if let Some(before) = before {
+            occupy(&mut s.occupancy, &before.session);
+            s.sessions.insert(key, before);
+        }
+    })
+}
+
+/// Counts a session in its lot again (the inverse of [`release`]).
+fn occupy(occupancy: &mut Occupancy, session: &ParkingSession) {
+    *occupancy
+        .occupied
+        .entry(session.lot_id.clone())
+        .or_default() += 1;
+    if let EntryKind::Allowance { enterprise_id, .. } = &session.kind {
+        *occupancy
+            .allowance_in_use
+            .entry((enterprise_id.clone(), session.lot_id.clone()))
+            .or_default() += 1;
+    }
 }
 
 fn release(occupancy: &mut Occupancy, session: &ParkingSession) {
@@ -1889,7 +2144,7 @@ async fn restore(store: &Store) -> anyhow::Result<Restored> {
     store
         .read(|c| {
             let mut sessions = HashMap::new();
-            let mut stmt = c.prepare("SELECT id, lot, plate, entry_lane, entered_at, kind, paid_fen FROM parking_sessions WHERE state != 'closed'")?;
+            let mut stmt = c.prepare("SELECT id, lot, plate, entry_lane, entered_at, kind FROM parking_sessions WHERE state != 'closed'")?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
                 let kind: String = r.get(5)?;
@@ -1898,7 +2153,18 @@ async fn restore(store: &Store) -> anyhow::Result<Restored> {
                 let session = ParkingSession { lot_id: lot.clone(), entered_at: r.get(4)?, kind };
                 // A fee decided before a restart is decided again when the car comes back to
                 // the exit: the tariff may have changed, and the time has.
-                sessions.insert((lot, plate.clone()), OpenSession { id, plate, lane: r.get(3)?, session, fee_due: None, paid_fen: r.get(6)? });
+                sessions.insert((lot, plate.clone()), OpenSession { id, plate, lane: r.get(3)?, session, fee_due: None, payments: BTreeMap::new() });
+            }
+            // Each open session's counted payments, so that one sent again after a restart
+            // is still counted once.
+            let by_id: HashMap<String, (String, String)> = sessions.iter().map(|(k, o)| (o.id.clone(), k.clone())).collect();
+            let mut stmt = c.prepare("SELECT p.id, p.session, p.amount_fen, p.currency FROM parking_payments p JOIN parking_sessions s ON s.id = p.session WHERE s.state != 'closed' AND p.counted = 1")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let session: String = r.get(1)?;
+                if let Some(o) = by_id.get(&session).and_then(|k| sessions.get_mut(k)) {
+                    o.payments.insert(r.get(0)?, (r.get(2)?, r.get(3)?));
+                }
             }
             let mut presence = PresenceMap::default();
             let mut stmt = c.prepare("SELECT person, area, inside FROM presence")?;
@@ -2138,14 +2404,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_restart_decides_from_the_row_copy_which_follows_every_saved_change() {
         let dir = tempfile::tempdir().unwrap();
-        let seed = dir.path().join("seed");
-        let mut sample = write_sample_documents(&seed, 300, 6, 5, 9, &key()).unwrap();
-        let store = Store::open(
-            StoreConfig::new(dir.path().join("edge.sqlite")),
-            &[],
-            Arc::new(Metrics::default()),
-        )
-        .unwrap();
+        let (seed, mut sample, store) = sample_edge(dir.path(), (300, 6, 5, 9));
 
         // First start: from the document; the copy is written behind it.
         let svc = open(&store, &seed).await;
@@ -2232,14 +2491,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_damaged_row_copy_is_passed_over_for_the_document_and_written_again() {
         let dir = tempfile::tempdir().unwrap();
-        let seed = dir.path().join("seed");
-        let sample = write_sample_documents(&seed, 50, 4, 2, 5, &key()).unwrap();
-        let store = Store::open(
-            StoreConfig::new(dir.path().join("edge.sqlite")),
-            &[],
-            Arc::new(Metrics::default()),
-        )
-        .unwrap();
+        let (seed, sample, store) = sample_edge(dir.path(), (50, 4, 2, 5));
         let copy_written = async || {
             for _ in 0..200 {
                 if crate::docs::load_cache(&store, DIRECTORY)
@@ -2280,14 +2532,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn decision_events_name_the_credential_or_its_digest_and_never_the_read_value() {
         let dir = tempfile::tempdir().unwrap();
-        let seed = dir.path().join("seed");
-        let sample = write_sample_documents(&seed, 200, 6, 2, 3, &key()).unwrap();
-        let store = Store::open(
-            StoreConfig::new(dir.path().join("edge.sqlite")),
-            &[],
-            Arc::new(Metrics::default()),
-        )
-        .unwrap();
+        let (seed, sample, store) = sample_edge(dir.path(), (200, 6, 2, 3));
         let svc = open(&store, &seed).await;
         let ((kind, value), door, credential, _) = granted_read(&svc, &sample);
         let field_kind = match kind {
@@ -2353,17 +2598,227 @@ mod tests {
         assert_eq!(bodies[2]["credentialSuffix"], "1234");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stored_directory_with_values_in_clear_is_rewritten_at_load_and_stays_rewritten() {
-        let dir = tempfile::tempdir().unwrap();
-        let seed = dir.path().join("seed");
-        let mut sample = write_sample_documents(&seed, 200, 6, 2, 4, &key()).unwrap();
+    /// The sample documents as seed files in `dir` (credentials, doors, passes, seed) and a
+    /// store beside them.
+    fn sample_edge(
+        dir: &Path,
+        (credentials, doors, passes, rng): (usize, usize, usize, u64),
+    ) -> (std::path::PathBuf, park_model::sample::SamplePark, Store) {
+        let seed = dir.join("seed");
+        let sample =
+            write_sample_documents(&seed, credentials, doors, passes, rng, &key()).unwrap();
         let store = Store::open(
-            StoreConfig::new(dir.path().join("edge.sqlite")),
+            StoreConfig::new(dir.join("edge.sqlite")),
             &[],
             Arc::new(Metrics::default()),
         )
         .unwrap();
+        (seed, sample, store)
+    }
+
+    async fn count_events(store: &Store, kind: &'static str) -> i64 {
+        store.flush().await;
+        store
+            .read(move |c| {
+                c.query_row("SELECT count(*) FROM events WHERE kind = ?1", [kind], |r| {
+                    r.get(0)
+                })
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_repeated_door_read_is_answered_once_and_an_unknown_door_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let (seed, sample, store) = sample_edge(dir.path(), (50, 4, 2, 5));
+        let metrics = Arc::new(Metrics::default());
+        let svc = open_counted(&store, &seed, metrics.clone()).await;
+        let ((_, value), door, _, _) = granted_read(&svc, &sample);
+        let read = |id: Option<&str>, value: &str| FieldMessage::DoorRead {
+            door: door.clone(),
+            read: CredentialRead {
+                kind: field::CredentialKind::Card,
+                value: value.to_string(),
+                reader: None,
+                ts: SAMPLE_WORKDAY_MORNING,
+                id: id.map(str::to_string),
+            },
+        };
+        // A controller that resent its read (same id), and one that sends no id twice in
+        // a row: each answered once.
+        svc.handle(read(Some("r-1"), &value)).await;
+        svc.handle(read(Some("r-1"), &value)).await;
+        svc.handle(read(None, "NOT-A-CARD-1")).await;
+        svc.handle(read(None, "NOT-A-CARD-1")).await;
+        assert_eq!(count_events(&store, "access.decision").await, 2);
+        assert_eq!(metrics.door_reads_repeated_total.load(Relaxed), 2);
+        // A door this building does not have: nothing decided, stored or listed.
+        svc.handle(FieldMessage::DoorRead {
+            door: "no-such-door".into(),
+            read: CredentialRead {
+                kind: field::CredentialKind::Card,
+                value: value.clone(),
+                reader: None,
+                ts: SAMPLE_WORKDAY_MORNING,
+                id: Some("r-2".into()),
+            },
+        })
+        .await;
+        svc.handle(FieldMessage::Status {
+            device: field::FieldDevice::Door("no-such-door".into()),
+            online: true,
+        })
+        .await;
+        assert_eq!(metrics.field_unknown_target_total.load(Relaxed), 2);
+        assert_eq!(count_events(&store, "access.decision").await, 2);
+        assert!(!svc.doors().to_string().contains("no-such-door"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_leaves_parking_sessions_and_occupancy_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("seed");
+        write_sample_documents(&seed, 10, 4, 2, 5, &key()).unwrap();
+        let path = dir.path().join("edge.sqlite");
+        let store = Store::open(
+            StoreConfig::new(path.clone()),
+            &[],
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let svc = open_counted(&store, &seed, metrics.clone()).await;
+        // The store refuses the session's row, as a damaged or read-only file would.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TRIGGER refuse_sessions BEFORE INSERT ON parking_sessions
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .unwrap();
+        let plate = |p: &str| FieldMessage::Plate {
+            lane: "lot-north-in".into(),
+            plate: PlateRead {
+                plate: p.into(),
+                confidence: 0.99,
+                direction: Side::In,
+                image: None,
+                ts: SAMPLE_WORKDAY_MORNING,
+                id: None,
+            },
+        };
+        svc.handle(plate("湘A00001")).await;
+        store.flush().await;
+        assert_eq!(metrics.decisions_undone_total.load(Relaxed), 1);
+        assert_eq!(svc.sessions()["sessions"].as_array().unwrap().len(), 0);
+        let occupied = |svc: &ParkService| {
+            svc.lots()["lots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["occupied"].as_i64().unwrap())
+                .sum::<i64>()
+        };
+        assert_eq!(occupied(&svc), 0);
+        assert_eq!(count_events(&store, "parking.entry").await, 0);
+        // Once the store takes writes again, the same car comes in once.
+        c.execute_batch("DROP TRIGGER refuse_sessions").unwrap();
+        svc.handle(plate("湘A00001")).await;
+        store.flush().await;
+        assert_eq!(svc.sessions()["sessions"].as_array().unwrap().len(), 1);
+        assert_eq!(occupied(&svc), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_payment_is_counted_once_in_the_fee_currency_at_the_exit_lane_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("seed");
+        write_sample_documents(&seed, 10, 4, 2, 5, &key()).unwrap();
+        let path = dir.path().join("edge.sqlite");
+        let open_store = || {
+            Store::open(
+                StoreConfig::new(path.clone()),
+                &[],
+                Arc::new(Metrics::default()),
+            )
+            .unwrap()
+        };
+        let store = open_store();
+        let metrics = Arc::new(Metrics::default());
+        let svc = open_counted(&store, &seed, metrics.clone()).await;
+        let read = |lane: &str, direction: Side, ts: Timestamp| FieldMessage::Plate {
+            lane: lane.into(),
+            plate: PlateRead {
+                plate: "湘A00002".into(),
+                confidence: 0.99,
+                direction,
+                image: None,
+                ts,
+                id: None,
+            },
+        };
+        let entered = SAMPLE_WORKDAY_MORNING - 3 * 3_600_000_000;
+        svc.handle(read("lot-north-in", Side::In, entered)).await;
+        let session = svc.sessions()["sessions"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let pay = |id: &str, fen: i64, currency: &str, lane: &str| FieldMessage::Payment {
+            lane: lane.into(),
+            payment: Payment {
+                session: session.clone(),
+                amount_fen: fen,
+                currency: currency.into(),
+                method: field::PayMethod::Qr,
+                ts: SAMPLE_WORKDAY_MORNING,
+                id: id.into(),
+            },
+        };
+        // Paid ahead, at the lot's exit, then sent again after a restart.
+        svc.handle(pay("pre-1", 300, "CNY", "lot-north-out")).await;
+        svc.handle(pay("pre-1", 300, "CNY", "lot-north-out")).await;
+        assert_eq!(metrics.payments_repeated_total.load(Relaxed), 1);
+        store.flush().await;
+        drop(svc);
+        let metrics = Arc::new(Metrics::default());
+        let svc = open_counted(&store, &seed, metrics.clone()).await;
+        svc.handle(pay("pre-1", 300, "CNY", "lot-north-out")).await;
+        assert_eq!(metrics.payments_repeated_total.load(Relaxed), 1);
+        assert_eq!(svc.sessions()["sessions"][0]["paidFen"], 300);
+        // At the exit a fee is due; a payment elsewhere or in another currency is kept
+        // but not counted.
+        svc.handle(read("lot-north-out", Side::Out, SAMPLE_WORKDAY_MORNING))
+            .await;
+        let due = svc.sessions()["sessions"][0]["feeDueFen"].as_i64().unwrap();
+        assert!(due > 300, "{due}");
+        svc.handle(pay("wrong-lane", due, "CNY", "lot-south-out"))
+            .await;
+        svc.handle(pay("wrong-currency", due, "USD", "lot-north-out"))
+            .await;
+        assert_eq!(metrics.payments_refused_total.load(Relaxed), 2);
+        assert_eq!(svc.sessions()["sessions"].as_array().unwrap().len(), 1);
+        svc.handle(pay("rest", due - 300, "CNY", "lot-north-out"))
+            .await;
+        assert_eq!(svc.sessions()["sessions"].as_array().unwrap().len(), 0);
+        assert_eq!(count_events(&store, "parking.payment").await, 4);
+        assert_eq!(count_events(&store, "parking.exit").await, 1);
+        let counted: i64 = store
+            .read(|c| {
+                c.query_row(
+                    "SELECT sum(amount_fen) FROM parking_payments WHERE counted = 1",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(counted, due);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stored_directory_with_values_in_clear_is_rewritten_at_load_and_stays_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (seed, mut sample, store) = sample_edge(dir.path(), (200, 6, 2, 4));
         let svc = open(&store, &seed).await;
         let (_, door, _, person) = granted_read(&svc, &sample);
         drop(svc);

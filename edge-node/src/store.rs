@@ -32,7 +32,7 @@ use crate::rollup::{self, Agg, CounterEvent, LEVELS, Level, PointMeta, RollupRow
 
 /// 2: the audit log is hash-chained (`audit_log`), and accounts, sessions and API tokens
 /// are kept (`auth.rs`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// How long after a bucket ends the writer waits for late samples before closing it.
 const ROLLUP_GRACE: i64 = 5_000_000;
@@ -578,7 +578,8 @@ fn open_writer(path: &Path) -> anyhow::Result<Connection> {
              amount_fen INTEGER NOT NULL,
              currency TEXT NOT NULL,
              method TEXT NOT NULL,
-             ts INTEGER NOT NULL
+             ts INTEGER NOT NULL,
+             counted INTEGER NOT NULL DEFAULT 1
          ) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS presence (
              person TEXT NOT NULL,
@@ -631,20 +632,36 @@ fn open_writer(path: &Path) -> anyhow::Result<Connection> {
             )?;
         }
         Some(SCHEMA_VERSION) => {}
-        Some(1) => {
-            // The first schema kept an audit table without a chain: its rows join the
-            // chain, marked as unverified, in one transaction with the version change.
+        Some(v @ (1 | 2)) => {
             let tx = conn.unchecked_transaction()?;
-            let n = accounts::audit::migrate_unchained(&tx)
-                .context("cannot bring the audit log into its chained form")?;
+            if v == 1 {
+                // The first schema kept an audit table without a chain: its rows join the
+                // chain, marked as unverified.
+                let n = accounts::audit::migrate_unchained(&tx)
+                    .context("cannot bring the audit log into its chained form")?;
+                tracing::info!(rows = n, "The store's audit log is now hash-chained.");
+            }
+            // Schema 3: a lane payment records whether it counted towards its session's fee
+            // (a payment in another currency, or at another lane, is kept but not counted).
+            let has_counted: bool = tx
+                .prepare(
+                    "SELECT 1 FROM pragma_table_info('parking_payments') WHERE name = 'counted'",
+                )?
+                .exists([])?;
+            if !has_counted {
+                tx.execute_batch(
+                    "ALTER TABLE parking_payments ADD COLUMN counted INTEGER NOT NULL DEFAULT 1",
+                )?;
+            }
             tx.execute(
                 "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
                 [SCHEMA_VERSION],
             )?;
             tx.commit()?;
             tracing::info!(
-                rows = n,
-                "The store moved to schema 2 (a hash-chained audit log)."
+                from = v,
+                to = SCHEMA_VERSION,
+                "The store's schema moved on."
             );
         }
         Some(v) => anyhow::bail!(

@@ -197,6 +197,22 @@ impl PresenceMap {
             .insert(area_id.to_string(), presence);
     }
 
+    /// Puts one person's state in one area back to `before` (none: unknown), for a decision
+    /// whose record could not be written.
+    pub fn restore(&mut self, person_id: &str, area_id: &str, before: Option<Presence>) {
+        match before {
+            Some(p) => self.set(person_id, area_id, p),
+            None => {
+                if let Some(areas) = self.0.get_mut(person_id) {
+                    areas.remove(area_id);
+                    if areas.is_empty() {
+                        self.0.remove(person_id);
+                    }
+                }
+            }
+        }
+    }
+
     /// Forgets a person's state in every area (e.g. a guard's reset).
     pub fn forget(&mut self, person_id: &str) {
         self.0.remove(person_id);

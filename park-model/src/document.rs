@@ -408,7 +408,7 @@ impl<S: Schema> Document<S> {
         let Some((_, obj)) = self.find::<E>(id)? else {
             return Ok(None);
         };
-        read_entity::<E>(&self.am, &obj, id).map(Some)
+        read_entity::<E, _>(&self.am, &obj, id).map(Some)
     }
 
     /// Reads one entity that must exist.
@@ -490,7 +490,7 @@ impl<S: Schema> Document<S> {
                 }
                 let value = item.value.into_value();
                 let read = if matches!(value, Value::Object(ObjType::Map)) {
-                    read_entity::<E>(&self.am, &obj, &key)
+                    read_entity::<E, _>(&self.am, &obj, &key)
                 } else {
                     Err(DocError::InvalidEntity {
                         collection: E::COLLECTION,
@@ -583,6 +583,42 @@ pub(crate) fn set_root<T: Field>(
     Ok(())
 }
 
+/// One entity of any automerge document laid out as schema `E::Schema` says, read without
+/// wrapping the document in a [`Document`] (no migration, no copy): for a replica kept as a
+/// plain automerge document, such as the hub's. `Ok(None)` when there is none with that id.
+pub fn entity_in<E: Entity, D: ReadDoc + autosurgeon::ReadDoc>(
+    doc: &D,
+    id: &str,
+) -> Result<Option<E>, DocError> {
+    for container in containers(doc, E::COLLECTION)? {
+        if let Some((Value::Object(ObjType::Map), obj)) = ReadDoc::get(doc, &container, id)? {
+            return read_entity::<E, D>(doc, &obj, id).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// The ids in a collection of any automerge document (see [`entity_in`]).
+pub fn ids_in<D: ReadDoc>(doc: &D, collection: Collection) -> Result<BTreeSet<String>, DocError> {
+    let mut ids = BTreeSet::new();
+    for container in containers(doc, collection)? {
+        ids.extend(doc.keys(&container));
+    }
+    Ok(ids)
+}
+
+/// A root value of any automerge document read as a string (Str or Text), if it is one.
+pub fn root_string_in<D: ReadDoc + autosurgeon::ReadDoc>(doc: &D, key: &str) -> Option<String> {
+    let (value, obj) = ReadDoc::get(doc, ROOT, key).ok()??;
+    string_from_value(doc, &value, &obj).ok()
+}
+
+/// Which entities of a schema-`S` document the patches touch (for a plain automerge
+/// document: patches from a [`automerge::PatchLog`] kept while changes were applied).
+pub fn changes_from_patches<S: Schema>(patches: Vec<automerge::Patch>) -> ChangeSet {
+    change_set::<S>(patches)
+}
+
 fn change_set<S: Schema>(patches: Vec<automerge::Patch>) -> ChangeSet {
     let mut set = ChangeSet::default();
     for patch in patches {
@@ -638,7 +674,11 @@ fn commit_options(message: &str, now: Timestamp) -> CommitOptions {
         .with_time(now.div_euclid(1_000_000))
 }
 
-fn read_entity<E: Entity>(am: &AutoCommit, obj: &ObjId, id: &str) -> Result<E, DocError> {
+fn read_entity<E: Entity, D: ReadDoc + autosurgeon::ReadDoc>(
+    am: &D,
+    obj: &ObjId,
+    id: &str,
+) -> Result<E, DocError> {
     let invalid = |reason: String| DocError::InvalidEntity {
         collection: E::COLLECTION,
         id: id.to_string(),
@@ -651,7 +691,10 @@ fn read_entity<E: Entity>(am: &AutoCommit, obj: &ObjId, id: &str) -> Result<E, D
 }
 
 /// The maps holding `collection` in `am`, the winning one first (see the module docs).
-pub(crate) fn containers(am: &AutoCommit, collection: Collection) -> Result<Vec<ObjId>, DocError> {
+pub(crate) fn containers<D: ReadDoc>(
+    am: &D,
+    collection: Collection,
+) -> Result<Vec<ObjId>, DocError> {
     let mut out = Vec::new();
     if let Some((Value::Object(ObjType::Map), winner)) = am.get(ROOT, collection.as_str())? {
         out.push(winner);

@@ -20,6 +20,8 @@
 //! - [`identity`]: roles, permissions, scopes and grants, and the pure parts of logging in
 //!   (Argon2id verifiers, TOTP, tokens, lockout, sealing and masking of personal data).
 //! - [`audit`]: the audit log's hash chain and its verification.
+//! - [`ownership`]: which documents a building reads and writes, and the check of what an
+//!   edge changed in the park's documents.
 
 pub mod compat;
 
@@ -31,6 +33,7 @@ pub mod directory;
 pub mod document;
 pub mod gate;
 pub mod identity;
+pub mod ownership;
 pub mod parking;
 pub mod sample;
 pub mod tariff;

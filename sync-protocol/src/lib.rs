@@ -12,12 +12,15 @@
 //! - [`codec`]: the frame envelope (version, stream, kind, sequence number, payload) and
 //!   its limits. The byte layout is also in `docs/sync-wire-format.md`.
 //! - [`message`]: the messages and their payload layouts.
+//! - [`docguard`]: the bound on what an automerge sync message (a document message's
+//!   payload) makes its receiver build, checked before automerge decodes it.
 //! - [`telemetry`]: columnar raw and rollup batches.
 //! - [`session`]: [`EdgeSession`] and [`HubSession`].
 //! - `transport` (feature `transport`): QUIC with mutual TLS, enrollment, and frames over a
 //!   QUIC stream. The only part of the crate that does IO; the rest never depends on it.
 
 pub mod codec;
+pub mod docguard;
 pub mod message;
 pub mod session;
 pub mod telemetry;

@@ -332,46 +332,72 @@ fn barriers_admit_charge_and_release_a_visitor_and_hold_a_blocked_plate_offline(
     let fee = shown[0].1["fee_fen"].as_i64().unwrap();
     assert_eq!(fee, 1500, "3 started hours at 5 yuan: {shown:?}");
     let session = shown[0].1["session"].as_str().unwrap().to_string();
+    let publish = |topic: &str, body: &Value| {
+        mosquitto_pub(
+            edge.mqtt,
+            &["-q", "1", "-t", topic, "-m", &body.to_string()],
+        );
+    };
+    // Paid in another currency, and at the entry lane: recorded, not counted.
+    publish(
+        "lane/a-out/payment",
+        &json!({"session": session, "amount_fen": fee, "currency": "USD", "method": "card", "id": "pay-usd"}),
+    );
+    publish(
+        "lane/a-in/payment",
+        &json!({"session": session, "amount_fen": fee, "currency": "CNY", "method": "qr", "id": "pay-elsewhere"}),
+    );
+    // A lane this building does not have: refused, and nothing is sent to it.
+    let ghost = Sub::start(edge.mqtt, "barrier/ghost/command");
+    publish(
+        "lane/ghost/payment",
+        &json!({"session": session, "amount_fen": fee, "currency": "CNY", "method": "qr", "id": "pay-ghost"}),
+    );
+    plate(&edge, "ghost", "湘A12345", "out", 0.99, now_us());
+    eventually(
+        "the refused payments counted",
+        Duration::from_secs(10),
+        || {
+            (edge.metric("smartpark_edge_payments_refused_total") == 2.0
+                && edge.metric("smartpark_edge_field_unknown_target_total") == 2.0)
+                .then_some(())
+        },
+    );
     let pay = json!({"session": session, "amount_fen": fee, "currency": "CNY", "method": "qr", "id": "pay-1"});
-    mosquitto_pub(
-        edge.mqtt,
-        &[
-            "-q",
-            "1",
-            "-t",
-            "lane/a-out/payment",
-            "-m",
-            &pay.to_string(),
-        ],
-    );
-    // The same payment again (a terminal that resent it) changes nothing.
-    mosquitto_pub(
-        edge.mqtt,
-        &[
-            "-q",
-            "1",
-            "-t",
-            "lane/a-out/payment",
-            "-m",
-            &pay.to_string(),
-        ],
-    );
+    publish("lane/a-out/payment", &pay);
+    // The same payment again (a terminal that resent it) is counted once.
+    publish("lane/a-out/payment", &pay);
     let opened = barrier.collect(2);
     assert_eq!(opened[0].1["command"], "hold");
     assert_eq!(opened[1].1["command"], "open");
     let (_, lots) = edge.get("/api/v1/lots");
     assert_eq!(lots["lots"][0]["occupied"], 0);
-    let (_, payments) = edge.get("/api/v1/events?kind=parking.payment");
-    assert_eq!(
-        payments["events"].as_array().unwrap().len(),
-        2,
-        "both receipts are logged"
+    eventually(
+        "the resent payment counted",
+        Duration::from_secs(10),
+        || (edge.metric("smartpark_edge_payments_repeated_total") == 1.0).then_some(()),
     );
+    let (_, payments) = edge.get("/api/v1/events?kind=parking.payment");
+    let payments = payments["events"].as_array().unwrap().clone();
+    assert_eq!(
+        payments.len(),
+        3,
+        "each payment is logged once, the refused ones as not counted: {payments:?}"
+    );
+    let counted: Vec<bool> = payments
+        .iter()
+        .map(|e| e["body"]["counted"].as_bool().unwrap())
+        .collect();
+    assert_eq!(counted.iter().filter(|c| **c).count(), 1, "{payments:?}");
     let (_, exits) = edge.get("/api/v1/events?kind=parking.exit");
     assert_eq!(
         exits["events"].as_array().unwrap().len(),
         1,
         "the car left once"
+    );
+    assert!(
+        ghost.0.messages().is_empty(),
+        "a command went to a lane that does not exist"
     );
 
     // A plate the camera is unsure of waits for a person, who admits it.

@@ -536,6 +536,14 @@ mod tests {
         let r = decode(&s, &m, Raw::Registers(&[1]));
         assert_eq!(r, Reading::bad("expected 2 registers, got 1"));
         assert!(decode(&s, &m, Raw::Bits(&[true])).value.is_none());
+        // A reply with no register at all, for a word and for a bit of one.
+        let r = decode(&s, &m, Raw::Registers(&[]));
+        assert_eq!(r, Reading::bad("expected 2 registers, got 0"));
+        let mut flag = holding(DataType::U16);
+        flag.bit = Some(3);
+        let s = spec(&flag, 1.0, 0.0, None, None);
+        assert!(decode(&s, &flag, Raw::Registers(&[])).value.is_none());
+        assert!(decode(&s, &flag, Raw::Bits(&[])).value.is_none());
     }
 
     #[test]

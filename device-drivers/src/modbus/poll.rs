@@ -263,8 +263,10 @@ impl Poller {
                     .await
                     .map_err(WriteFailure::Link)?;
                 // Only the written bit is compared: the device may change the others meanwhile.
-                let took =
-                    matches!(&data, BlockData::Registers(r) if (r[0] >> bit & 1 == 1) == *value);
+                // A reply with no register (a faulty device) is a failed read-back, not a
+                // panic.
+                let took = matches!(&data, BlockData::Registers(r)
+                    if r.first().is_some_and(|r0| (r0 >> bit & 1 == 1) == *value));
                 (value.to_string().into(), data, took)
             }
         };
