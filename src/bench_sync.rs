@@ -153,6 +153,7 @@ pub async fn run(samples: usize, events: usize) -> anyhow::Result<()> {
         plate_confidence_threshold: 0.6,
         utc_offset_minutes: 480,
         credential_key: edge_node::park::CredentialKeySource::Key(key),
+        hub_owned: true,
     };
     let park = edge_node::park::ParkService::open(
         store.clone(),

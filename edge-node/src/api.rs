@@ -796,6 +796,11 @@ impl From<crate::park::ParkError> for ApiError {
             crate::park::ParkError::Invalid(m) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m)
             }
+            crate::park::ParkError::Forbidden(m) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "owned_by_hub",
+                format!("{m}; make this change on the hub"),
+            ),
             crate::park::ParkError::Store(e) => ApiError::internal(e),
         }
     }

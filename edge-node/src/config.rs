@@ -694,6 +694,7 @@ impl EdgeConfig {
             plate_confidence_threshold: b.plate_confidence_threshold,
             utc_offset_minutes: b.utc_offset_minutes,
             credential_key,
+            hub_owned: self.sync.is_some(),
         });
         let sync = match &self.sync {
             None => None,

@@ -58,6 +58,11 @@ pub struct ParkSettings {
     pub utc_offset_minutes: i32,
     /// The park's key for credential digests, the same in every building of the park.
     pub credential_key: CredentialKeySource,
+    /// Whether a hub keeps the park's documents (the edge syncs): local edits are then
+    /// held to what the building may write (`park_model::ownership`), as the hub would hold
+    /// them, so that an edit the hub would refuse is refused here at once instead of
+    /// staying in this building's copy alone.
+    pub hub_owned: bool,
 }
 
 /// Where the park's credential key comes from.
@@ -423,6 +428,9 @@ impl ParkService {
             d.doc.track_changes();
         }
         state.building.doc.track_changes();
+        // Local edits of the car parks are checked by what they change (see
+        // `edit_parking`), which is counted from here.
+        state.parking.doc.track_changes();
         tracing::info!(
             credentials = state.access.credential_count(),
             credentials_read,
@@ -1402,9 +1410,32 @@ impl ParkService {
             let dir = s.directory.as_mut().ok_or_else(|| {
                 ParkError::Store(anyhow::anyhow!("the park directory is not loaded"))
             })?;
-            edit(&mut dir.doc).map_err(|e| ParkError::Invalid(e.to_string()))?;
-            dir.doc.commit(what, now_micros());
-            let changes = dir.doc.take_changes();
+            let settings = &self.settings;
+            let building = &mut s.building.doc;
+            let changes = dir.doc.checked_edit(
+                what,
+                now_micros(),
+                |d| edit(d).map_err(|e| ParkError::Invalid(e.to_string())),
+                |before, after, changes| {
+                    if !settings.hub_owned {
+                        return Ok(());
+                    }
+                    let building_doc = building.automerge_mut().document();
+                    let scope = park_model::ownership::EdgeScope {
+                        park: &settings.park,
+                        building: &settings.building,
+                        building_doc: Some(building_doc),
+                    };
+                    park_model::ownership::check_changes(
+                        &park_model::ownership::DocumentId::Directory,
+                        &scope,
+                        before,
+                        after,
+                        changes,
+                    )
+                    .map_err(|r| ParkError::Forbidden(r.reason))
+                },
+            )?;
             let refreshed = s.access.refresh_directory(&dir.doc, &changes);
             s.directory_unsaved.absorb(changes);
             refreshed.map_err(|e| ParkError::Invalid(e.to_string()))?;
@@ -1423,8 +1454,30 @@ impl ParkService {
         {
             let mut guard = self.lock();
             let s = &mut *guard;
-            edit(&mut s.parking.doc).map_err(|e| ParkError::Invalid(e.to_string()))?;
-            s.parking.doc.commit(what, now_micros());
+            let settings = &self.settings;
+            s.parking.doc.checked_edit(
+                what,
+                now_micros(),
+                |d| edit(d).map_err(|e| ParkError::Invalid(e.to_string())),
+                |before, after, changes| {
+                    if !settings.hub_owned {
+                        return Ok(());
+                    }
+                    let scope = park_model::ownership::EdgeScope {
+                        park: &settings.park,
+                        building: &settings.building,
+                        building_doc: None,
+                    };
+                    park_model::ownership::check_changes(
+                        &park_model::ownership::DocumentId::Parking,
+                        &scope,
+                        before,
+                        after,
+                        changes,
+                    )
+                    .map_err(|r| ParkError::Forbidden(r.reason))
+                },
+            )?;
             s.refresh_gates()
                 .map_err(|e| ParkError::Invalid(e.to_string()))?;
         }
@@ -1671,6 +1724,9 @@ impl ParkService {
                         .automerge_mut()
                         .sync()
                         .receive_sync_message(state, message)?;
+                    // The hub's changes are not this building's edits: the next local
+                    // edit is checked from here.
+                    let _ = s.parking.doc.take_changes();
                     s.refresh_gates()?;
                 }
                 id if id == building_id => {
@@ -1712,8 +1768,17 @@ pub enum ParkError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    /// An edit this building may not make: the park's master data is the hub's.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("the store failed: {0:#}")]
     Store(anyhow::Error),
+}
+
+impl From<park_model::DocError> for ParkError {
+    fn from(e: park_model::DocError) -> Self {
+        ParkError::Invalid(e.to_string())
+    }
 }
 
 /// Barrier commands echo the plate read's id, when the camera gave one, so a lane
@@ -2302,6 +2367,7 @@ mod tests {
             plate_confidence_threshold: 0.8,
             utc_offset_minutes: 480,
             credential_key: CredentialKeySource::Key(key()),
+            hub_owned: false,
         }
     }
 
@@ -2673,6 +2739,144 @@ mod tests {
         assert_eq!(metrics.field_unknown_target_total.load(Relaxed), 2);
         assert_eq!(count_events(&store, "access.decision").await, 2);
         assert!(!svc.doors().to_string().contains("no-such-door"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_a_hub_local_edits_are_held_to_what_the_building_owns() {
+        use park_model::directory::{AccessGroup, Person, PersonStatus};
+        let dir = tempfile::tempdir().unwrap();
+        let (seed, sample, store) = sample_edge(dir.path(), (20, 4, 2, 5));
+        // Someone whose access is in another building, and a visitor of this one.
+        let file = seed.join("directory.automerge");
+        let mut d = ParkDirectory::load(&std::fs::read(&file).unwrap()).unwrap();
+        d.upsert(&AccessGroup {
+            id: "g-elsewhere".into(),
+            name: "Building 2".into(),
+            door_ids: vec!["b2-lobby".into()],
+            schedule_id: None,
+        })
+        .unwrap();
+        let own_group = d
+            .entities::<AccessGroup>()
+            .unwrap()
+            .items
+            .values()
+            .find(|g| g.id != "g-elsewhere" && !g.door_ids.is_empty())
+            .unwrap()
+            .id
+            .clone();
+        for (id, group) in [
+            ("p-elsewhere", "g-elsewhere"),
+            ("p-visitor", own_group.as_str()),
+        ] {
+            d.upsert(&Person {
+                id: id.into(),
+                name: id.into(),
+                enterprise_id: "ent-operator".into(),
+                status: PersonStatus::Active,
+                access_group_ids: vec![group.into()],
+            })
+            .unwrap();
+        }
+        d.upsert(&Credential {
+            status: CredentialStatus::Suspended,
+            ..Credential::from_secret(
+                &key(),
+                "c-held",
+                "p-elsewhere",
+                CredentialKind::Card,
+                "HELD-1",
+            )
+            .unwrap()
+        })
+        .unwrap();
+        d.commit("test", 0);
+        std::fs::write(&file, d.save()).unwrap();
+        let svc = ParkService::open(
+            store.clone(),
+            ParkSettings {
+                hub_owned: true,
+                ..settings(&seed)
+            },
+            None,
+            Arc::new(Metrics::default()),
+        )
+        .await
+        .unwrap();
+        let card = |id: &str, person: &str| RawCredential {
+            id: id.into(),
+            person_id: person.into(),
+            kind: CredentialKind::Card,
+            value: format!("CARD-{id}"),
+            status: CredentialStatus::Active,
+            valid_from: None,
+            valid_to: None,
+        };
+        // A card for this building's visitor, and suspending anyone's: taken at once.
+        svc.put_credential(card("c-visitor", "p-visitor"), test_audit())
+            .await
+            .unwrap();
+        let (_, _, credential, _) = granted_read(&svc, &sample);
+        svc.set_credential_status(&credential, CredentialStatus::Suspended, test_audit())
+            .await
+            .unwrap();
+        // A card for someone with access elsewhere, or giving a suspended card back: the
+        // hub's to do, refused here with the reason, and nothing kept.
+        let heads = svc.heads(DIRECTORY).unwrap();
+        let err = svc
+            .put_credential(card("c-elsewhere", "p-elsewhere"), test_audit())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ParkError::Forbidden(m) if m.contains("beyond building b1")),
+            "{err}"
+        );
+        let err = svc
+            .set_credential_status("c-held", CredentialStatus::Active, test_audit())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ParkError::Forbidden(_)), "{err}");
+        // Giving back this building's own card is the building's to do.
+        svc.set_credential_status(&credential, CredentialStatus::Active, test_audit())
+            .await
+            .unwrap();
+        let heads = svc.heads(DIRECTORY).unwrap();
+        assert!(
+            svc.put_credential(card("c-elsewhere-2", "p-elsewhere"), test_audit())
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            svc.heads(DIRECTORY).unwrap(),
+            heads,
+            "a refused edit left a change behind"
+        );
+        // Passes are issued on the hub; suspending one is this building's to do.
+        let pass = svc
+            .lock()
+            .parking
+            .doc
+            .snapshot()
+            .unwrap()
+            .passes
+            .values()
+            .next()
+            .unwrap()
+            .clone();
+        let err = svc
+            .put_pass(
+                Pass {
+                    valid_to: pass.valid_to + 1,
+                    ..pass.clone()
+                },
+                test_audit(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ParkError::Forbidden(_)), "{err}");
+        svc.set_pass_status(&pass.id, PassStatus::Suspended, test_audit())
+            .await
+            .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

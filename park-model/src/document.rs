@@ -536,6 +536,31 @@ impl<S: Schema> Document<S> {
         change_set::<S>(patches)
     }
 
+    /// Makes `edit` and commits it as one change, but keeps it only if `check` accepts it:
+    /// the edit is made on a copy, which `check` sees beside this document (before, after,
+    /// and the entities changed), and which replaces this document once accepted. Returns
+    /// the entities changed (what [`Document::take_changes`] would have returned). A
+    /// refused edit leaves this document as it was, with no change in its history.
+    pub fn checked_edit<E: From<DocError>>(
+        &mut self,
+        message: &str,
+        now: Timestamp,
+        edit: impl FnOnce(&mut Self) -> Result<(), E>,
+        check: impl FnOnce(&automerge::Automerge, &automerge::Automerge, &ChangeSet) -> Result<(), E>,
+    ) -> Result<ChangeSet, E> {
+        let mut trial = Document::<S> {
+            am: self.am.clone(),
+            migrated: self.migrated,
+            _schema: PhantomData,
+        };
+        edit(&mut trial)?;
+        trial.commit(message, now);
+        let changes = trial.take_changes();
+        check(self.am.document(), trial.am.document(), &changes)?;
+        *self = trial;
+        Ok(changes)
+    }
+
     /// Starts recording changes from the current heads, for [`Document::take_changes`].
     pub fn track_changes(&mut self) {
         self.am.update_diff_cursor();

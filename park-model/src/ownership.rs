@@ -137,6 +137,23 @@ pub fn check_edge_change(
     after: &Automerge,
     patches: Vec<Patch>,
 ) -> Result<(), Refusal> {
+    let changes = match id {
+        DocumentId::Directory => changes_from_patches::<DirectorySchema>(patches),
+        DocumentId::Parking => changes_from_patches::<ParkingSchema>(patches),
+        DocumentId::Building(_) => changes_from_patches::<BuildingSchema>(patches),
+    };
+    check_changes(id, scope, before, after, &changes)
+}
+
+/// [`check_edge_change`] with the changed entities already worked out (an edge checks its
+/// own edit this way before it keeps it: see `Document::checked_edit`).
+pub fn check_changes(
+    id: &DocumentId,
+    scope: &EdgeScope<'_>,
+    before: &Automerge,
+    after: &Automerge,
+    changes: &crate::ChangeSet,
+) -> Result<(), Refusal> {
     let refuse = |reason: String| Refusal {
         document: id.to_string(),
         reason,
@@ -149,7 +166,6 @@ pub fn check_edge_change(
             scope.building
         ))),
         DocumentId::Building(_) => {
-            let changes = changes_from_patches::<BuildingSchema>(patches);
             for key in ["park_id", "building_id"] {
                 if changes.root_fields.contains(key) || created {
                     let want = if key == "park_id" {
@@ -181,8 +197,7 @@ pub fn check_edge_change(
             Ok(())
         }
         DocumentId::Directory => {
-            let changes = changes_from_patches::<DirectorySchema>(patches);
-            refuse_wholesale(&changes).map_err(refuse)?;
+            refuse_wholesale(changes).map_err(refuse)?;
             let doors = match scope.building_doc {
                 Some(b) => ids_in(b, Collection::Doors).unwrap_or_default(),
                 None => BTreeSet::new(),
@@ -199,8 +214,7 @@ pub fn check_edge_change(
             Ok(())
         }
         DocumentId::Parking => {
-            let changes = changes_from_patches::<ParkingSchema>(patches);
-            refuse_wholesale(&changes).map_err(refuse)?;
+            refuse_wholesale(changes).map_err(refuse)?;
             for (collection, entity) in &changes.entities {
                 parking_entity(before_doc, after, *collection, entity).map_err(refuse)?;
             }
