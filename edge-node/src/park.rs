@@ -2836,6 +2836,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, ParkError::Forbidden(_)), "{err}");
+        assert_eq!(svc.heads(DIRECTORY).unwrap(), heads);
         // Giving back this building's own card is the building's to do.
         svc.set_credential_status(&credential, CredentialStatus::Active, test_audit())
             .await
