@@ -46,6 +46,18 @@ enum HubAction {
         #[arg(long)]
         ttl_hours: Option<u32>,
     },
+    /// List the enrollment tokens (their ids, buildings, expiry and state; never the
+    /// tokens themselves).
+    Tokens {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Cancel an unused enrollment token by its id (from `smartpark hub tokens`).
+    CancelToken {
+        #[arg(long)]
+        config: PathBuf,
+        id: String,
+    },
     /// Revoke an edge certificate: by serial, or the current one of a building. A running
     /// hub refuses it within seconds.
     Revoke {
@@ -67,9 +79,10 @@ pub struct EdgeEnrollArgs {
     /// The hub's QUIC address, host:port.
     #[arg(long)]
     hub: String,
-    /// The token that `smartpark hub enroll` printed.
-    #[arg(long)]
-    token: String,
+    /// A file holding the token that `smartpark hub enroll` printed, or `-` to read it from
+    /// standard input. Never on the command line, where other users of the host see it.
+    #[arg(long, value_name = "FILE")]
+    token_file: PathBuf,
     /// The edge's data dir; the key, certificate and CA are saved there.
     #[arg(long)]
     data_dir: PathBuf,
@@ -120,10 +133,31 @@ pub async fn run_hub(args: HubArgs) -> anyhow::Result<()> {
             // The token alone on standard output, for scripts; guidance on standard error.
             println!("{}", created.token);
             eprintln!(
-                "One-time token for {park}/{building}, valid for {} h. On the edge, run:\n  smartpark edge-enroll --hub HUB_HOST:{} --token <the token above> --data-dir DIR",
+                "One-time token for {park}/{building}, valid for {} h. On the edge, save it in a file only you can read, then run:\n  smartpark edge-enroll --hub HUB_HOST:{} --token-file TOKEN_FILE --data-dir DIR\n(or pipe it in with --token-file -)",
                 ttl.as_secs() / 3600,
                 settings.quic_listen.port()
             );
+            Ok(())
+        }
+        (Some(HubAction::Tokens { config }), _) => {
+            let settings = HubSettings::load(&config)?;
+            let tokens = cloud_hub::list_tokens(&settings.db_path())?;
+            println!("id            building             expires (UTC)        state");
+            for t in tokens {
+                println!(
+                    "{:<13} {:<20} {:<20} {}",
+                    t.id,
+                    format!("{}/{}", t.park, t.building),
+                    utc(t.expires),
+                    t.state
+                );
+            }
+            Ok(())
+        }
+        (Some(HubAction::CancelToken { config, id }), _) => {
+            let settings = HubSettings::load(&config)?;
+            let t = cloud_hub::cancel_token(&settings.db_path(), &id)?;
+            println!("cancelled {} ({}/{})", t.id, t.park, t.building);
             Ok(())
         }
         (
@@ -160,8 +194,34 @@ pub async fn run_hub(args: HubArgs) -> anyhow::Result<()> {
     }
 }
 
+/// A UTC time for people, from microseconds since the Unix epoch.
+fn utc(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000);
+    let day = park_model::time::format_date(secs.div_euclid(86_400) as i32);
+    let rest = secs.rem_euclid(86_400);
+    format!("{day} {:02}:{:02}", rest / 3600, rest % 3600 / 60)
+}
+
+/// Reads an enrollment token from a file, or from standard input for `-`.
+fn read_token(path: &std::path::Path) -> anyhow::Result<EnrollmentToken> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    if path == std::path::Path::new("-") {
+        std::io::stdin()
+            .take(4096)
+            .read_to_string(&mut text)
+            .context("cannot read the token from standard input")?;
+    } else {
+        std::fs::File::open(path)
+            .and_then(|f| f.take(4096).read_to_string(&mut text))
+            .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    }
+    EnrollmentToken::parse(text.trim())
+        .with_context(|| format!("{} does not hold an enrollment token", path.display()))
+}
+
 pub async fn edge_enroll(args: EdgeEnrollArgs) -> anyhow::Result<()> {
-    let token = EnrollmentToken::parse(&args.token)?;
+    let token = read_token(&args.token_file)?;
     let hub = tokio::net::lookup_host(&args.hub)
         .await
         .with_context(|| format!("cannot resolve the hub address {:?}", args.hub))?

@@ -51,6 +51,12 @@ pub fn create_token(
             "INSERT INTO tokens (hash, building_id, created, expires) VALUES (?1, ?2, ?3, ?4)",
             params![hash, bid, now, expires],
         )?;
+        audit(
+            tx,
+            "enrollment.token_created",
+            &format!("{park}/{building}"),
+            serde_json::json!({"token": token_id(&hash), "expires": expires}),
+        )?;
         Ok(())
     })
     .context("cannot store the enrollment token")?;
@@ -61,6 +67,108 @@ pub fn create_token(
         "Created an enrollment token."
     );
     Ok(CreatedToken { token, expires })
+}
+
+/// A token's id in listings: the start of its hash (never the token itself).
+pub fn token_id(hash: &str) -> String {
+    hash.chars().take(12).collect()
+}
+
+/// An act on enrollment, in the hub's audit chain, by whoever runs the command on the host.
+fn audit(
+    tx: &rusqlite::Transaction<'_>,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> anyhow::Result<()> {
+    let actor = accounts::auth::manage::host_actor(action);
+    accounts::Audit::new(&actor, action, target, detail)
+        .unmirrored()
+        .append(tx)?;
+    Ok(())
+}
+
+/// One enrollment token as listed: never the token, only its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: String,
+    pub park: String,
+    pub building: String,
+    pub created: i64,
+    pub expires: i64,
+    /// `waiting`, `used` (with the serial it got) or `expired`.
+    pub state: String,
+}
+
+/// Every enrollment token the hub knows, newest first.
+pub fn list_tokens(db: &Path) -> anyhow::Result<Vec<TokenInfo>> {
+    let c = crate::store::open_db(db)?;
+    let mut stmt = c.prepare(
+        "SELECT t.hash, b.park, b.building, t.created, t.expires, t.used_at, t.used_by_serial
+         FROM tokens t JOIN buildings b ON b.id = t.building_id ORDER BY t.created DESC",
+    )?;
+    let now = now_micros();
+    let rows = stmt.query_map([], |r| {
+        let hash: String = r.get(0)?;
+        let expires: i64 = r.get(4)?;
+        let used: Option<i64> = r.get(5)?;
+        let serial: Option<String> = r.get(6)?;
+        Ok(TokenInfo {
+            id: token_id(&hash),
+            park: r.get(1)?,
+            building: r.get(2)?,
+            created: r.get(3)?,
+            expires,
+            state: match (used, serial) {
+                (Some(_), Some(s)) => format!("used by {s}"),
+                (Some(_), None) => "used".into(),
+                _ if expires <= now => "expired".into(),
+                _ => "waiting".into(),
+            },
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Cancels the unused token whose id (or the start of it, at least 6 characters) is `id`:
+/// it can no longer enroll anything.
+pub fn cancel_token(db: &Path, id: &str) -> anyhow::Result<TokenInfo> {
+    anyhow::ensure!(
+        id.len() >= 6 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "a token id is at least 6 hexadecimal digits, as `smartpark hub tokens` lists them"
+    );
+    let id = id.to_ascii_lowercase();
+    let matching: Vec<TokenInfo> = list_tokens(db)?
+        .into_iter()
+        .filter(|t| t.id.starts_with(&id))
+        .collect();
+    let token = match &matching[..] {
+        [] => anyhow::bail!("no enrollment token has the id {id}"),
+        [one] => one.clone(),
+        _ => anyhow::bail!(
+            "{} tokens start with {id}; give more of the id",
+            matching.len()
+        ),
+    };
+    anyhow::ensure!(
+        token.state == "waiting" || token.state == "expired",
+        "token {} was {} and cannot be cancelled; revoke the certificate instead",
+        token.id,
+        token.state
+    );
+    admin_transaction(db, |tx| {
+        tx.execute(
+            "DELETE FROM tokens WHERE substr(hash, 1, 12) = ?1 AND used_at IS NULL",
+            [&token.id],
+        )?;
+        audit(
+            tx,
+            "enrollment.token_cancelled",
+            &format!("{}/{}", token.park, token.building),
+            serde_json::json!({"token": token.id}),
+        )
+    })?;
+    Ok(token)
 }
 
 /// Revokes certificates: the one with `serial`, or (with `None`) the current one of
@@ -97,6 +205,12 @@ pub fn revoke(
                 params![s, now_micros(), reason],
             )?;
         }
+        audit(
+            tx,
+            "certificate.revoked",
+            &building.map_or_else(String::new, |(p, b)| format!("{p}/{b}")),
+            serde_json::json!({"serials": serials, "reason": reason}),
+        )?;
         Ok(serials)
     })
 }
@@ -179,6 +293,22 @@ impl Enroller for HubEnroller {
                         "UPDATE edges SET serial = ?2, enrolled_at = ?3, cert_not_after = ?4 WHERE building_id = ?1",
                         params![bid, serial, now, not_after],
                     )?;
+                    // Enrolling a building again ends its earlier certificates: a lost or
+                    // stolen edge is replaced by enrolling the new one.
+                    let replaced = tx.execute(
+                        "INSERT OR IGNORE INTO revocations (serial, revoked_at, reason)
+                         SELECT serial, ?2, 'replaced by a new enrollment of the building'
+                         FROM certificates WHERE building_id = ?1 AND serial != ?3",
+                        params![bid, now, serial],
+                    )?;
+                    accounts::Audit::new(
+                        &accounts::audit::Actor::system("enrollment"),
+                        "edge.enrolled",
+                        &format!("{park}/{building}"),
+                        serde_json::json!({"serial": serial, "token": token_id(&hash), "revoked": replaced}),
+                    )
+                    .unmirrored()
+                    .append(tx)?;
                     Ok(Ok(issued))
                 })
                 .await;

@@ -35,7 +35,7 @@ use sync_protocol::transport::{
 };
 
 pub use config::{DEFAULT_CONFIG, HttpTls, HubSettings};
-pub use enroll::{CreatedToken, create_token, revoke};
+pub use enroll::{CreatedToken, TokenInfo, cancel_token, create_token, list_tokens, revoke};
 pub use store::{BuildingKey, HubStore};
 /// The transport, re-exported for the `smartpark` command and tests.
 pub use sync_protocol::transport;

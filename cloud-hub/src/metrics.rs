@@ -44,6 +44,7 @@ metrics! {
     rollup_rows_stored_total: "counter", "Telemetry rollup rows stored.";
     raw_samples_stored_total: "counter", "Raw telemetry samples stored.";
     records_duplicate_total: "counter", "Upload records that arrived again and were already stored.";
+    points_refused_total: "counter", "Telemetry series or rollup rows not stored: a point name over 256 bytes, or a building past 200,000 points.";
     records_gap_total: "counter", "Upload sequence numbers the edges reported gone before upload.";
     sink_busy_total: "counter", "Upload records refused because the writer queue was full (resent by the edge).";
     commits_total: "counter", "Store transactions committed.";

@@ -617,6 +617,7 @@ struct Outcome {
     raw_samples: u64,
     duplicates: u64,
     gaps: u64,
+    points_refused: u64,
     holes: Vec<(BuildingKey, UploadStream)>,
 }
 
@@ -686,6 +687,13 @@ impl Writer {
         Metrics::add(&m.rollup_rows_stored_total, outcome.rollup_rows);
         Metrics::add(&m.raw_samples_stored_total, outcome.raw_samples);
         Metrics::add(&m.records_duplicate_total, outcome.duplicates);
+        if outcome.points_refused > 0 {
+            Metrics::add(&m.points_refused_total, outcome.points_refused);
+            tracing::warn!(
+                series = outcome.points_refused,
+                "Telemetry for points over a building's limit (or with names too long) was not stored."
+            );
+        }
         Metrics::add(&m.records_gap_total, outcome.gaps);
         self.shared.healthy.store(true, Relaxed);
         let _ = self
@@ -759,22 +767,46 @@ fn msg_items(m: &WriterMsg) -> u64 {
     }
 }
 
+/// The most points one building may have at the hub, and the longest point name: an
+/// enrolled edge cannot grow the hub's tables without bound by naming ever more points.
+pub const MAX_POINTS_PER_BUILDING: i64 = 200_000;
+pub const MAX_POINT_NAME_LEN: usize = 256;
+
+/// The id of a building's point, made on first use; `None` when the name is too long or the
+/// building already has [`MAX_POINTS_PER_BUILDING`] points (its samples are then not stored,
+/// and counted in `points_refused`).
 fn point_id(
     tx: &Connection,
     points: &mut HashMap<(i64, String), i64>,
     bid: i64,
     point: &str,
-) -> rusqlite::Result<i64> {
+) -> rusqlite::Result<Option<i64>> {
     if let Some(id) = points.get(&(bid, point.to_string())) {
-        return Ok(*id);
+        return Ok(Some(*id));
     }
-    tx.prepare_cached("INSERT OR IGNORE INTO points (building_id, point) VALUES (?1, ?2)")?
-        .execute(params![bid, point])?;
-    let id: i64 = tx
+    let existing: Option<i64> = tx
         .prepare_cached("SELECT id FROM points WHERE building_id = ?1 AND point = ?2")?
-        .query_row(params![bid, point], |r| r.get(0))?;
+        .query_row(params![bid, point], |r| r.get(0))
+        .optional()?;
+    let id = match existing {
+        Some(id) => id,
+        None => {
+            if point.is_empty() || point.len() > MAX_POINT_NAME_LEN {
+                return Ok(None);
+            }
+            let count: i64 = tx
+                .prepare_cached("SELECT count(*) FROM points WHERE building_id = ?1")?
+                .query_row([bid], |r| r.get(0))?;
+            if count >= MAX_POINTS_PER_BUILDING {
+                return Ok(None);
+            }
+            tx.prepare_cached("INSERT INTO points (building_id, point) VALUES (?1, ?2)")?
+                .execute(params![bid, point])?;
+            tx.last_insert_rowid()
+        }
+    };
     points.insert((bid, point.to_string()), id);
-    Ok(id)
+    Ok(Some(id))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -823,7 +855,10 @@ fn apply_upload(
         OwnedRecord::Rollups(batch) => {
             let mut newest = i64::MIN;
             for row in &batch.rows {
-                let pid = point_id(tx, points, bid, &row.point)?;
+                let Some(pid) = point_id(tx, points, bid, &row.point)? else {
+                    outcome.points_refused += 1;
+                    continue;
+                };
                 let f = |v: f64| v.is_finite().then_some(v);
                 tx.prepare_cached(
                     "INSERT OR REPLACE INTO rollups (point_id, period, bucket, count, bad, min, max, sum, last, last_ts, delta)
@@ -859,7 +894,10 @@ fn apply_upload(
         OwnedRecord::Raw(batch) => {
             let mut newest = i64::MIN;
             for series in &batch.series {
-                let pid = point_id(tx, points, bid, &series.point)?;
+                let Some(pid) = point_id(tx, points, bid, &series.point)? else {
+                    outcome.points_refused += 1;
+                    continue;
+                };
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO raw (point_id, ts, value, q, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;

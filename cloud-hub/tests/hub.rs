@@ -586,6 +586,46 @@ async fn revoking_an_edge_closes_its_connection_and_refuses_it_after() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolling_a_building_again_revokes_its_old_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_hub(dir.path()).await;
+    let old = enroll_edge(&hub, "park-1", "b-1", &dir.path().join("old")).await;
+    drop(connect(&old, hub.quic_addr).await.unwrap());
+    // The building's edge is replaced (lost, stolen, rebuilt): enrolled again.
+    let new = enroll_edge(&hub, "park-1", "b-1", &dir.path().join("new")).await;
+    assert_ne!(old.identity().serial, new.identity().serial);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match connect(&old, hub.quic_addr).await {
+            Err(e) if e.to_string().contains("revoked") => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the old certificate still connects: {:?}",
+                    other.map(drop)
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    drop(connect(&new, hub.quic_addr).await.unwrap());
+    // Audited: the enrollment, with the certificate it revoked.
+    hub.store.flush().await;
+    let detail: String = hub
+        .store
+        .read(|c| {
+            c.query_row(
+                "SELECT detail FROM audit_log WHERE action = 'edge.enrolled' ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
+        .unwrap();
+    assert!(detail.contains("\"revoked\":1"), "{detail}");
+}
+
 /// The park of the boundary tests: building b-1 has door d-1 and b-2 door d-2; group g-1
 /// opens d-1 and g-2 opens d-2; p-1 and the visitor v-1 are in g-1, p-2 in g-2; p-1 holds
 /// card c-1 and p-2 card c-2. Returns the directory and the two buildings' documents.

@@ -146,11 +146,10 @@ impl OpenSession {
 /// How many plate reads may wait for a person; more are turned away at the lane.
 pub const MAX_REVIEW_QUEUE: usize = 500;
 
-/// A repeated door read is answered once when it comes again within this window: by its
-/// `id` for 60 s, or, without one, the same credential at the same door for 2 s (see
-/// `docs/mqtt-topics.md`).
-const REPEAT_WINDOW_BY_ID: Timestamp = 60_000_000;
-const REPEAT_WINDOW_BY_VALUE: Timestamp = 2_000_000;
+/// A repeated door read is answered once when it comes again within this window: the same
+/// `id`, or without one the same credential with the same device time, at the same door
+/// (see `docs/mqtt-topics.md`).
+const REPEAT_WINDOW: Timestamp = 60_000_000;
 /// Reads remembered for the repeat check; older ones are forgotten first.
 const MAX_RECENT_READS: usize = 10_000;
 
@@ -191,6 +190,9 @@ struct State {
     review: BTreeMap<String, ReviewItem>,
     /// Recent door reads by (door, read id or credential digest), for the repeat check.
     recent_reads: HashMap<(String, String), Timestamp>,
+    /// Payment ids taken by this process, with when: a payment sent again after its
+    /// session closed is recognised too (the store keeps it once either way).
+    recent_payments: HashMap<String, Timestamp>,
 }
 
 /// The door and barrier services of one building.
@@ -423,6 +425,7 @@ impl ParkService {
             cameras: BTreeMap::new(),
             review,
             recent_reads: HashMap::new(),
+            recent_payments: HashMap::new(),
         };
         if let Some(d) = &mut state.directory {
             d.doc.track_changes();
@@ -734,13 +737,13 @@ impl ParkService {
         let presented = self.key.present(credential_kind(read.kind), &read.value);
         let (decision, event, undo) = {
             let mut s = self.lock();
-            let (key, window) = match &read.id {
-                Some(id) => (format!("id:{id}"), REPEAT_WINDOW_BY_ID),
-                None => (
-                    format!("value:{}", presented.digest),
-                    REPEAT_WINDOW_BY_VALUE,
-                ),
+            let key = match &read.id {
+                Some(id) => format!("id:{id}"),
+                // Without an id, a duplicate is the same credential with the same time
+                // (a device's own `ts`; reads stamped on arrival never repeat).
+                None => format!("value:{}@{}", presented.digest, read.ts),
             };
+            let window = REPEAT_WINDOW;
             let key = (door.to_string(), key);
             if s.recent_reads.get(&key).is_some_and(|t| now - t < window) {
                 drop(s);
@@ -749,7 +752,7 @@ impl ParkService {
                 return Ok(());
             }
             if s.recent_reads.len() >= MAX_RECENT_READS {
-                s.recent_reads.retain(|_, t| now - *t < REPEAT_WINDOW_BY_ID);
+                s.recent_reads.retain(|_, t| now - *t < REPEAT_WINDOW);
                 if s.recent_reads.len() >= MAX_RECENT_READS {
                     s.recent_reads.clear();
                 }
@@ -1121,12 +1124,21 @@ impl ParkService {
             if before
                 .as_ref()
                 .is_some_and(|o| o.payments.contains_key(&p.id))
+                || s.recent_payments.contains_key(&p.id)
             {
                 drop(s);
                 self.metrics.payments_repeated_total.fetch_add(1, Relaxed);
                 tracing::info!(payment = %p.id, "A payment came again; it was counted once.");
                 return Ok(());
             }
+            if s.recent_payments.len() >= MAX_RECENT_READS {
+                let day_ago = now_micros() - 86_400_000_000;
+                s.recent_payments.retain(|_, t| *t > day_ago);
+                if s.recent_payments.len() >= MAX_RECENT_READS {
+                    s.recent_payments.clear();
+                }
+            }
+            s.recent_payments.insert(p.id.clone(), now_micros());
             let refusal = match &before {
                 None => None,
                 Some(o) => match &o.fee_due {
@@ -1225,7 +1237,13 @@ impl ParkService {
                     }
                 }
             }
-            (stmts, commands, undo_session(found, before))
+            let session_undo = undo_session(found, before);
+            let payment = p.id.clone();
+            let undo: Undo = Box::new(move |s: &mut State| {
+                s.recent_payments.remove(&payment);
+                session_undo(s);
+            });
+            (stmts, commands, undo)
         };
         self.commit_or_undo(stmts, commands, undo).await
     }

@@ -118,15 +118,13 @@ fn enroll(config: &Path, hub: &Hub, dir: &Path) -> (String, std::path::PathBuf) 
     );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let identity = dir.join("identity");
+    // The token travels in a file, never on a command line.
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let out = Command::new(edge_binary())
-        .args([
-            "edge-enroll",
-            "--hub",
-            &hub.quic,
-            "--token",
-            &token,
-            "--data-dir",
-        ])
+        .args(["edge-enroll", "--hub", &hub.quic, "--token-file"])
+        .arg(&token_file)
+        .arg("--data-dir")
         .arg(&identity)
         .output()
         .unwrap();
@@ -175,20 +173,73 @@ fn an_enrolled_edge_uploads_its_events_once_even_when_the_hub_is_killed() {
     let mut hub = Hub::start(&config);
 
     let (token, identity) = enroll(&config, &hub, dir.path());
-    // The same token a second time is refused.
-    let again = Command::new(edge_binary())
+    // The same token a second time, on standard input, is refused.
+    let mut again = Command::new(edge_binary())
         .args([
             "edge-enroll",
             "--hub",
             &hub.quic,
-            "--token",
-            &token,
+            "--token-file",
+            "-",
             "--data-dir",
         ])
         .arg(dir.path().join("other"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = again.stdin.take().unwrap();
+        writeln!(stdin, "{token}").unwrap();
+    }
+    let again = again.wait_with_output().unwrap();
+    assert!(!again.status.success(), "a used token must be refused");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already used"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // Tokens are listed by id, never shown again; an unused one can be cancelled.
+    let hub_cmd = |args: &[&str]| {
+        let out = Command::new(edge_binary())
+            .arg("hub")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let spare = hub_cmd(&["enroll", "--park", "hil", "--building", "b9"])
+        .trim()
+        .to_string();
+    let listed = hub_cmd(&["tokens"]);
+    assert!(
+        !listed.contains(&token) && !listed.contains(&spare),
+        "{listed}"
+    );
+    assert!(listed.contains("used by"), "{listed}");
+    let spare_line = listed.lines().find(|l| l.contains("hil/b9")).unwrap();
+    let spare_id = spare_line.split_whitespace().next().unwrap();
+    assert!(listed.contains("waiting"), "{listed}");
+    assert!(hub_cmd(&["cancel-token", spare_id]).contains("cancelled"));
+    let spare_file = dir.path().join("spare-token");
+    std::fs::write(&spare_file, &spare).unwrap();
+    let out = Command::new(edge_binary())
+        .args(["edge-enroll", "--hub", &hub.quic, "--token-file"])
+        .arg(&spare_file)
+        .arg("--data-dir")
+        .arg(dir.path().join("spare"))
         .output()
         .unwrap();
-    assert!(!again.status.success(), "a used token must be refused");
+    assert!(!out.status.success(), "a cancelled token must be refused");
 
     crate::park::seed(&dir.path().join("seed"));
     let edge = Edge::start(

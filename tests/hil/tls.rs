@@ -178,8 +178,11 @@ fn the_hub_and_the_edge_serve_https_with_self_signed_then_operator_certificates(
     );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let identity = dir.path().join("identity");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &token).unwrap();
     let out = Command::new(edge_binary())
-        .args(["edge-enroll", "--hub", &quic, "--token", &token])
+        .args(["edge-enroll", "--hub", &quic, "--token-file"])
+        .arg(&token_file)
         .args(["--lan-name", "127.0.0.1", "--lan-name", "edge-b1.example"])
         .arg("--data-dir")
         .arg(&identity)

@@ -17,6 +17,9 @@ use crate::message::{
 };
 use crate::telemetry::{RawBatch, RollupBatch};
 
+/// The longest edge id a hub takes in a hello (it is stored and shown).
+pub const MAX_EDGE_ID_LEN: usize = 128;
+
 /// One upload record handed to the sink.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Record<'a> {
@@ -347,6 +350,14 @@ impl HubSession {
         }
         let id = &hello.identity;
         let refusal = match (&self.expected, &self.identity) {
+            _ if id.edge_id.is_empty()
+                || id.edge_id.len() > MAX_EDGE_ID_LEN
+                || id.edge_id.chars().any(char::is_control) =>
+            {
+                Some(format!(
+                    "an edge id must be 1 to {MAX_EDGE_ID_LEN} bytes with no control characters"
+                ))
+            }
             (Some((park, building)), _) if (park, building) != (&id.park, &id.building) => {
                 Some(format!(
                     "edge {} says it is in {}/{}, but its certificate names {park}/{building}",
