@@ -32,6 +32,7 @@ pub async fn run(samples: usize, events: usize) -> anyhow::Result<()> {
         ca_key: hub_dir.join("ca/ca-key.pem"),
         token_ttl: Duration::from_secs(3600),
         edge_cert_days: 30,
+        renew_before: Duration::from_secs(10 * 86_400),
         documents_seed_dir: None,
     };
     let db = settings.db_path();

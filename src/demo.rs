@@ -94,6 +94,7 @@ pub async fn run(data_dir: Option<PathBuf>, profiles: PathBuf, port: u16) -> any
         ca_key: hub_dir.join("ca/ca-key.pem"),
         token_ttl: Duration::from_secs(3600),
         edge_cert_days: 30,
+        renew_before: Duration::from_secs(10 * 86_400),
         documents_seed_dir: Some(hub_seed),
     };
     let db = hub_settings.db_path();

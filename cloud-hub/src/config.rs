@@ -131,6 +131,9 @@ pub struct EnrollmentSection {
     pub token_ttl_hours: u32,
     #[serde(default = "default_edge_cert_days")]
     pub edge_cert_days: u32,
+    /// An edge whose certificate ends within this many days is given a new one over its
+    /// sync connection; a third of `edge_cert_days`, at most 30, when left out.
+    pub renew_before_days: Option<u32>,
 }
 
 fn default_token_ttl_hours() -> u32 {
@@ -146,6 +149,7 @@ impl Default for EnrollmentSection {
         EnrollmentSection {
             token_ttl_hours: default_token_ttl_hours(),
             edge_cert_days: default_edge_cert_days(),
+            renew_before_days: None,
         }
     }
 }
@@ -181,6 +185,8 @@ pub struct HubSettings {
     pub ca_key: PathBuf,
     pub token_ttl: Duration,
     pub edge_cert_days: u32,
+    /// Edges whose certificate ends sooner than this are given a new one when they connect.
+    pub renew_before: Duration,
     /// Park documents merged in at start (`[documents] seed_dir`).
     pub documents_seed_dir: Option<PathBuf>,
 }
@@ -228,6 +234,18 @@ impl HubSettings {
                 "must be between 1 and 3650 days".into(),
             ));
         }
+        let renew_before_days = e
+            .renew_before_days
+            .unwrap_or_else(|| (e.edge_cert_days / 3).clamp(1, 30));
+        if renew_before_days == 0 || renew_before_days >= e.edge_cert_days {
+            return Err(invalid(
+                "enrollment.renew_before_days",
+                format!(
+                    "must be at least 1 and less than edge_cert_days ({})",
+                    e.edge_cert_days
+                ),
+            ));
+        }
         if config.retention.log_days == 0 || config.retention.log_days > 3650 {
             return Err(invalid(
                 "retention.log_days",
@@ -260,6 +278,7 @@ impl HubSettings {
             ca_key: resolve(&config.ca.key),
             token_ttl: Duration::from_secs(u64::from(e.token_ttl_hours) * 3600),
             edge_cert_days: e.edge_cert_days,
+            renew_before: Duration::from_secs(u64::from(renew_before_days) * 86_400),
             documents_seed_dir: config.documents.seed_dir.as_deref().map(resolve),
         })
     }
@@ -281,6 +300,7 @@ impl HubSettings {
             ca_key: dir.join("ca").join("ca-key.pem"),
             token_ttl: Duration::from_secs(24 * 3600),
             edge_cert_days: 365,
+            renew_before: Duration::from_secs(30 * 86_400),
             documents_seed_dir: None,
         }
     }

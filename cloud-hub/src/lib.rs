@@ -199,6 +199,9 @@ impl Hub {
         let auth = open_auth(&settings, &store, &metrics).await?;
         let cx = Arc::new(sync::SyncContext {
             auth: auth.clone(),
+            ca: ca.clone(),
+            edge_cert_days: settings.edge_cert_days,
+            renew_before: settings.renew_before,
             store: store.clone(),
             registry: registry.clone(),
             documents: documents.clone(),

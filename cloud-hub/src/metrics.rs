@@ -54,6 +54,7 @@ metrics! {
     documents_refused_total: "counter", "Document messages refused because their building may not make what they change (or name a document it may not have); audited.";
     documents_malformed_total: "counter", "Document messages refused as malformed or over a limit (compressed or run-length bombs, Bloom filters, missing dependencies).";
     enrollments_total: "counter", "Edges enrolled.";
+    certificates_renewed_total: "counter", "Edge certificates renewed over the sync connection and installed by the edge.";
     enrollments_refused_total: "counter", "Enrollment requests refused.";
     protocol_errors_total: "counter", "Sync sessions ended by a protocol violation or an undecodable frame.";
     http_requests_total: "counter", "HTTP API requests.";

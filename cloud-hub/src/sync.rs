@@ -430,6 +430,11 @@ fn readable_by(doc_id: &str, building: &str) -> bool {
 pub struct SyncContext {
     /// The accounts each edge gets a copy of (those with a role in its building).
     pub auth: accounts::Auth,
+    /// Issues renewed edge certificates.
+    pub ca: Arc<sync_protocol::transport::OperatorCa>,
+    pub edge_cert_days: u32,
+    /// An edge whose certificate ends sooner than this is asked to renew it.
+    pub renew_before: std::time::Duration,
     pub store: HubStore,
     pub registry: Arc<Registry>,
     pub documents: Arc<Documents>,
@@ -502,6 +507,7 @@ pub async fn run_connection(
     let mut accounts_changed = cx.auth.subscribe_generation();
     let mut sync_states: HashMap<String, automerge::sync::State> = HashMap::new();
     let mut refusals = Refusals::default();
+    let mut renewal: Option<RenewalStep> = None;
     session.handle_connected(cx.now());
     let mut end: Option<String> = None;
     let mut persisted_seen = Instant::now();
@@ -534,6 +540,22 @@ pub async fn run_connection(
                         None,
                     );
                     push_accounts(&cx, &key, &mut session);
+                    revoke_replaced(&cx, &key, &identity.serial);
+                    let left = identity.not_after.saturating_mul(1_000_000) - now_micros();
+                    if left < cx.renew_before.as_micros() as i64 {
+                        let id = now_micros() as u64;
+                        renewal = Some(RenewalStep::Asked(id));
+                        tracing::info!(
+                            days_left = left / 86_400_000_000,
+                            "Asking the edge to renew its certificate."
+                        );
+                        let _ = session.send_command(sync_protocol::Command {
+                            id,
+                            body: serde_json::json!({"renewCertificate": {}})
+                                .to_string()
+                                .into_bytes(),
+                        });
+                    }
                     // Offer the edge every document of its park it may read; automerge
                     // works out what each side lacks.
                     for doc_id in cx.documents.readable(&key.park, &key.building) {
@@ -568,9 +590,34 @@ pub async fn run_connection(
                     );
                 }
                 HubEvent::Health(h) => record_health(&cx.store, &key, &h.body),
-                HubEvent::CommandResult(r) => {
-                    tracing::info!(id = r.id, ok = r.ok, "Command result.");
-                }
+                HubEvent::CommandResult(r) => match renewal {
+                    Some(RenewalStep::Asked(id)) if r.id == id => {
+                        renewal = None;
+                        match renew(&cx, &key, &identity.serial, &r).await {
+                            Ok((pem, serial)) => {
+                                let id = now_micros() as u64;
+                                renewal = Some(RenewalStep::Sent(id, serial));
+                                let _ = session.send_command(sync_protocol::Command {
+                                    id,
+                                    body: serde_json::json!({"installCertificate": {"certificate": pem}}).to_string().into_bytes(),
+                                });
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %format!("{e:#}"), "The edge's certificate was not renewed.")
+                            }
+                        }
+                    }
+                    Some(RenewalStep::Sent(id, ref serial)) if r.id == id => {
+                        if r.ok {
+                            Metrics::add(&cx.metrics.certificates_renewed_total, 1);
+                            tracing::info!(%serial, "The edge installed its renewed certificate.");
+                        } else {
+                            tracing::warn!(%serial, answer = %String::from_utf8_lossy(&r.body), "The edge refused its renewed certificate.");
+                        }
+                        renewal = None;
+                    }
+                    _ => tracing::info!(id = r.id, ok = r.ok, "Command result."),
+                },
                 HubEvent::Document(d) => {
                     Metrics::add(&cx.metrics.documents_messages_total, 1);
                     if !readable_by(&d.doc_id, &key.building) {
@@ -746,6 +793,101 @@ pub async fn run_connection(
         Ok(())
     }));
     tracing::info!(%reason, durable_events = cx.store.durable(&key, UploadStream::Events), "Edge disconnected.");
+}
+
+/// Where a certificate renewal over this connection stands.
+enum RenewalStep {
+    /// The edge was asked for a certificate request (command id).
+    Asked(u64),
+    /// The renewed certificate was sent (command id, its serial).
+    Sent(u64, String),
+}
+
+/// Issues a renewed certificate for the request in the edge's answer, records it, and
+/// returns it (PEM) with its serial. The old certificate stays valid until the edge first
+/// connects with the new one ([`revoke_replaced`]).
+async fn renew(
+    cx: &SyncContext,
+    key: &BuildingKey,
+    old_serial: &str,
+    answer: &sync_protocol::CommandResult,
+) -> anyhow::Result<(String, String)> {
+    use data_encoding::BASE64;
+    anyhow::ensure!(
+        answer.ok,
+        "the edge could not make a key: {}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&answer.body)?;
+    let der = BASE64.decode(
+        body["certificateRequest"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("the answer has no certificateRequest"))?
+            .as_bytes(),
+    )?;
+    let csr = sync_protocol::transport::CertificateRequest::from_der(&der)?;
+    let issued = cx.ca.issue_edge_cert(
+        &csr,
+        &key.park,
+        &key.building,
+        sync_protocol::transport::Validity::days_from_now(cx.edge_cert_days),
+    )?;
+    let serial = issued.identity.serial.clone();
+    let not_after = issued.identity.not_after.saturating_mul(1_000_000);
+    let pem = issued.pem();
+    let (k, s, old) = (key.clone(), serial.clone(), old_serial.to_string());
+    cx.store
+        .admin(move |tx| {
+            let bid = building_id(tx, &k.park, &k.building)?;
+            let now = now_micros();
+            tx.execute(
+                "INSERT INTO certificates (serial, building_id, issued_at, not_after) VALUES (?1, ?2, ?3, ?4)",
+                params![s, bid, now, not_after],
+            )?;
+            tx.execute(
+                "UPDATE edges SET serial = ?2, cert_not_after = ?3 WHERE building_id = ?1",
+                params![bid, s, not_after],
+            )?;
+            accounts::Audit::new(
+                &accounts::audit::Actor::system(format!("edge:{}/{}", k.park, k.building)),
+                "certificate.renewed",
+                &format!("{}/{}", k.park, k.building),
+                serde_json::json!({"serial": s, "replaces": old, "notAfter": not_after}),
+            )
+            .unmirrored()
+            .append(tx)?;
+            Ok(())
+        })
+        .await?;
+    Ok((pem, serial))
+}
+
+/// The building's certificates issued before the one this connection uses are revoked:
+/// once an edge connects with a renewed certificate, the one it replaced is no longer
+/// needed by anyone.
+fn revoke_replaced(cx: &SyncContext, key: &BuildingKey, serial: &str) {
+    let (k, s) = (key.clone(), serial.to_string());
+    cx.store.write_nowait(Box::new(move |c| {
+        let bid = building_id(c, &k.park, &k.building)?;
+        let revoked = c.execute(
+            "INSERT OR IGNORE INTO revocations (serial, revoked_at, reason)
+             SELECT serial, ?3, 'replaced by a renewed certificate' FROM certificates
+             WHERE building_id = ?1 AND serial != ?2
+               AND issued_at < (SELECT issued_at FROM certificates WHERE serial = ?2)",
+            params![bid, s, now_micros()],
+        )?;
+        if revoked > 0 {
+            accounts::Audit::new(
+                &accounts::audit::Actor::system("hub"),
+                "certificate.revoked",
+                &format!("{}/{}", k.park, k.building),
+                serde_json::json!({"reason": "replaced by a renewed certificate", "certificates": revoked, "inUse": s}),
+            )
+            .unmirrored()
+            .append(c)?;
+        }
+        Ok(())
+    }));
 }
 
 /// What a connection refused of its edge's document messages, for the audit.

@@ -164,6 +164,7 @@ async fn run_inner<O: EdgeOutbox>(
                         connection(
                             channel,
                             identity,
+                            &settings.identity_dir,
                             &mut outbox,
                             park.as_ref(),
                             auth.as_ref(),
@@ -190,6 +191,7 @@ async fn run_inner<O: EdgeOutbox>(
 async fn connection<O: EdgeOutbox>(
     mut channel: FrameChannel,
     identity: EdgeIdentity,
+    identity_dir: &std::path::Path,
     outbox: &mut O,
     park: Option<&ParkService>,
     auth: Option<&Auth>,
@@ -212,6 +214,8 @@ async fn connection<O: EdgeOutbox>(
     let mut poll = tokio::time::interval(Duration::from_millis(200));
     let mut counted_bytes = 0;
     let mut health = tokio::time::interval(Duration::from_secs(10));
+    let mut renewal: Option<transport::Renewal> = None;
+    let mut reconnect_after_send = false;
     loop {
         // Outputs first: frames to send, events to act on.
         if let Some(p) = park {
@@ -230,6 +234,12 @@ async fn connection<O: EdgeOutbox>(
             if let Err(e) = channel.send(&frame).await {
                 return e.to_string();
             }
+        }
+        if reconnect_after_send {
+            // The answer is on its way; the next connection uses the new certificate, and
+            // the hub then revokes the old one.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return "the certificate was renewed; connecting again with it".into();
         }
         while let Some(event) = session.poll_event() {
             match event {
@@ -284,10 +294,16 @@ async fn connection<O: EdgeOutbox>(
                     }
                 }
                 EdgeEvent::Config(c) => apply_config(auth, &c.body).await,
-                EdgeEvent::Command(_) => {
-                    tracing::info!(
-                        "The hub sent a command; this edge does not act on commands yet."
-                    );
+                EdgeEvent::Command(c) => {
+                    let (ok, body, reconnect) = command(&c.body, identity_dir, &mut renewal);
+                    let _ = session.send_command_result(sync_protocol::CommandResult {
+                        id: c.id,
+                        ok,
+                        body: body.to_string().into_bytes(),
+                    });
+                    if reconnect {
+                        reconnect_after_send = true;
+                    }
                 }
             }
         }
@@ -322,6 +338,64 @@ async fn connection<O: EdgeOutbox>(
             }
         }
     }
+}
+
+/// A command from the hub: `renewCertificate` (answered with a certificate request for a
+/// key made here) and `installCertificate` (the certificate the hub issued for it, checked
+/// and saved in place of the old one). Returns whether it succeeded, the answer, and
+/// whether to connect again (with a new certificate).
+fn command(
+    body: &[u8],
+    identity_dir: &std::path::Path,
+    renewal: &mut Option<transport::Renewal>,
+) -> (bool, serde_json::Value, bool) {
+    use data_encoding::BASE64;
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return (
+            false,
+            json!({"error": "the command is not a JSON object"}),
+            false,
+        );
+    };
+    if body.get("renewCertificate").is_some() {
+        return match transport::Renewal::start() {
+            Ok((r, csr)) => {
+                *renewal = Some(r);
+                tracing::info!("The hub asked for a certificate renewal; a new key was made.");
+                (
+                    true,
+                    json!({"certificateRequest": BASE64.encode(&csr)}),
+                    false,
+                )
+            }
+            Err(e) => (false, json!({"error": e.to_string()}), false),
+        };
+    }
+    if let Some(pem) = body
+        .pointer("/installCertificate/certificate")
+        .and_then(|v| v.as_str())
+    {
+        let Some(r) = renewal.take() else {
+            return (
+                false,
+                json!({"error": "no renewal is under way on this connection"}),
+                false,
+            );
+        };
+        let der = match transport::certificate_der_from_pem(pem) {
+            Ok(d) => d,
+            Err(e) => return (false, json!({"error": e.to_string()}), false),
+        };
+        return match r.install(identity_dir, &der) {
+            Ok(id) => (true, json!({"serial": id.serial}), true),
+            Err(e) => {
+                tracing::error!(error = %e, "Refused the renewed certificate; the current one stays.");
+                (false, json!({"error": e.to_string()}), false)
+            }
+        };
+    }
+    tracing::info!("The hub sent a command this edge does not know.");
+    (false, json!({"error": "unknown command"}), false)
 }
 
 /// A config push: a JSON object whose `accounts` member, when present, is the accounts of

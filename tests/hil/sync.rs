@@ -95,7 +95,7 @@ fn hub_config(dir: &Path, quic_port: u16) -> std::path::PathBuf {
         format!(
             "[hub]\noperator = \"hil-operator\"\ndata_dir = \"hub-data\"\n[quic]\nlisten = \"127.0.0.1:{quic_port}\"\nserver_names = []\n\
              [http]\nlisten = \"127.0.0.1:0\"\nplain_http = true\n[ca]\ncert = \"ca/ca-cert.pem\"\nkey = \"ca/ca-key.pem\"\n\
-             [enrollment]\ntoken_ttl_hours = 1\nedge_cert_days = 30\n"
+             [enrollment]\ntoken_ttl_hours = 1\nedge_cert_days = 30\nrenew_before_days = 7\n"
         ),
     )
     .unwrap();
@@ -287,6 +287,18 @@ fn an_enrolled_edge_uploads_its_events_once_even_when_the_hub_is_killed() {
         || (edge_event_ids(&edge).len() >= 10).then_some(()),
     );
 
+    // It comes back with certificates that last a year, and renews those ending within
+    // 60 days: the edge's 30-day certificate is renewed over its sync connection.
+    let text = std::fs::read_to_string(&hub.config).unwrap();
+    std::fs::write(
+        &hub.config,
+        text.replace(
+            "edge_cert_days = 30\nrenew_before_days = 7",
+            "edge_cert_days = 365\nrenew_before_days = 60",
+        ),
+    )
+    .unwrap();
+    let old_cert = std::fs::read_to_string(identity.join("edge-cert.pem")).unwrap();
     let hub = Hub::start(&hub.config);
     let want = edge_event_ids(&edge);
     let got = eventually(
@@ -308,6 +320,43 @@ fn an_enrolled_edge_uploads_its_events_once_even_when_the_hub_is_killed() {
         let (_, s) = edge.get("/api/v1/sync");
         (s["connected"] == true && s["backlog"]["events"] == 0).then_some(())
     });
+    // Renewed across the restart: a new certificate in place (its key made on the edge),
+    // the old one beside it, and at the hub the renewal and the old one's revocation, once
+    // the edge connected with the new one.
+    // The hub's own chain is the operator's to read: read here from its database file.
+    let db = dir.path().join("hub-data").join("hub.sqlite");
+    let actions = eventually("the renewal audited", Duration::from_secs(30), || {
+        let out = Command::new(crate::support::python())
+            .args([
+                "-c",
+                "import sqlite3, sys\nc = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)\nprint('\\n'.join(r[0] for r in c.execute('SELECT action FROM audit_log')))",
+            ])
+            .arg(&db)
+            .output()
+            .unwrap();
+        let actions: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        (actions.iter().any(|a| a == "certificate.renewed")
+            && actions.iter().any(|a| a == "certificate.revoked"))
+        .then_some(actions)
+    });
+    assert!(actions.iter().any(|a| a == "edge.enrolled"), "{actions:?}");
+    let new_cert = std::fs::read_to_string(identity.join("edge-cert.pem")).unwrap();
+    assert_ne!(new_cert, old_cert, "the certificate was renewed");
+    assert_eq!(
+        std::fs::read_to_string(identity.join("edge-cert.pem.old")).unwrap(),
+        old_cert
+    );
+    eventually(
+        "the edge connected with its new certificate",
+        Duration::from_secs(30),
+        || {
+            let (_, s) = edge.get("/api/v1/sync");
+            (s["connected"] == true).then_some(())
+        },
+    );
 }
 
 /// A UDP relay between the edge and the hub that the test can cut and heal.

@@ -291,6 +291,90 @@ pub async fn enroll_with_lan(
     })
 }
 
+/// A renewal of this edge's sync certificate, over its sync connection: a new key (made
+/// here, never sent) and its certificate request for the hub; then the certificate the hub
+/// issued, checked and saved in place of the old pair.
+pub struct Renewal {
+    key: EdgeKey,
+}
+
+/// Marks a renewed key and certificate written in full beside the current pair, so that a
+/// crash between the two renames is finished at the next load (see [`finish_renewal`]).
+const RENEWAL_READY: &str = "renewal.ready";
+
+impl Renewal {
+    /// A new key and the request to send the hub (DER).
+    pub fn start() -> Result<(Renewal, Vec<u8>), TransportError> {
+        let key = EdgeKey::generate()?;
+        let csr = key.certificate_request()?.der().to_vec();
+        Ok((Renewal { key }, csr))
+    }
+
+    /// Checks the certificate the hub issued (for this key, from the operator CA in
+    /// `data_dir`, naming this edge's park and building) and puts the new key and
+    /// certificate in place of the old ones, which stay beside them as `.old`. The next
+    /// connection uses the new pair.
+    pub fn install(self, data_dir: &Path, cert_der: &[u8]) -> Result<PeerIdentity, TransportError> {
+        let [key_path, cert_path, ca_path] = edge_paths(data_dir);
+        let current = EdgeTlsConfig::load(data_dir)?;
+        let cert: Der = CertificateDer::from(cert_der.to_vec());
+        if !self.key.matches(&cert) {
+            return Err(TransportError::BadCertificate(
+                "the renewed certificate is for another key".into(),
+            ));
+        }
+        let ca_pem = std::fs::read_to_string(&ca_path).map_err(|source| TransportError::Io {
+            path: ca_path.clone(),
+            source,
+        })?;
+        let ca = super::pki::cert_from_pem(&ca_pem, &ca_path)?;
+        verify_edge_cert(&cert, &ca)?;
+        let identity = PeerIdentity::from_certificate(&cert)?;
+        let was = current.identity();
+        if (identity.park.as_str(), identity.building.as_str())
+            != (was.park.as_str(), was.building.as_str())
+        {
+            return Err(TransportError::BadCertificate(format!(
+                "the renewed certificate names {}/{}, this edge is {}/{}",
+                identity.park, identity.building, was.park, was.building
+            )));
+        }
+        let new = |p: &Path| p.with_extension("pem.new");
+        write_file(&new(&key_path), &self.key.pem(), true)?;
+        write_file(&new(&cert_path), &pem_of("CERTIFICATE", &cert), false)?;
+        write_file(&data_dir.join(RENEWAL_READY), "", false)?;
+        for path in [&key_path, &cert_path] {
+            let _ = std::fs::copy(path, path.with_extension("pem.old"));
+        }
+        finish_renewal(data_dir)?;
+        tracing::info!(edge = %identity, "Installed the renewed sync certificate.");
+        Ok(identity)
+    }
+}
+
+/// Puts a renewed key and certificate that were written in full in place (both renames are
+/// idempotent, so a crash anywhere in between is finished here).
+pub(crate) fn finish_renewal(data_dir: &Path) -> Result<(), TransportError> {
+    let ready = data_dir.join(RENEWAL_READY);
+    if !ready.exists() {
+        return Ok(());
+    }
+    let [key_path, cert_path, _] = edge_paths(data_dir);
+    for path in [&key_path, &cert_path] {
+        let new = path.with_extension("pem.new");
+        if new.exists() {
+            std::fs::rename(&new, path).map_err(|source| TransportError::Io {
+                path: new.clone(),
+                source,
+            })?;
+        }
+    }
+    std::fs::remove_file(&ready).map_err(|source| TransportError::Io {
+        path: ready.clone(),
+        source,
+    })
+}
+
 fn bad_message(e: crate::DecodeError) -> TransportError {
     TransportError::BadEnrollmentMessage(e.to_string())
 }

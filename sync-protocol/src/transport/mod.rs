@@ -85,14 +85,14 @@ use thiserror::Error;
 
 pub use channel::{ChannelCloser, FrameChannel, FrameReader};
 pub use endpoint::{
-    EnrollFuture, Enroller, Enrollment, EnrollmentRequest, HubEndpoint, LanRequest, connect,
-    enroll, enroll_with_lan,
+    EnrollFuture, Enroller, Enrollment, EnrollmentRequest, HubEndpoint, LanRequest, Renewal,
+    connect, enroll, enroll_with_lan,
 };
 pub use https::{ServerTls, serve_http};
 pub use pki::{
     CertificateRequest, CertifiedKeyPem, EdgeKey, Fingerprint, HUB_SERVER_NAME, IssuedCertificate,
-    MAX_SERVER_NAMES, OperatorCa, PeerIdentity, Validity, certificate_pem, check_server_names,
-    is_valid_id, self_signed_server_cert, server_names_of,
+    MAX_SERVER_NAMES, OperatorCa, PeerIdentity, Validity, certificate_der_from_pem,
+    certificate_pem, check_server_names, is_valid_id, self_signed_server_cert, server_names_of,
 };
 pub use tls::{
     CA_CERT_FILE, EDGE_CERT_FILE, EDGE_KEY_FILE, EdgeTlsConfig, HubTlsConfig, LAN_CERT_FILE,

@@ -296,6 +296,11 @@ pub fn certificate_pem(der: &[u8]) -> String {
     pem_of("CERTIFICATE", der)
 }
 
+/// The DER of the first certificate in a PEM text (a certificate sent in a message).
+pub fn certificate_der_from_pem(pem: &str) -> Result<Vec<u8>, TransportError> {
+    Ok(cert_from_pem(pem, Path::new("(message)"))?.to_vec())
+}
+
 pub(crate) fn pem_of(label: &str, der: &[u8]) -> String {
     use std::fmt::Write as _;
     let b64 = super::token::base64_std(der);

@@ -85,6 +85,7 @@ impl EdgeTlsConfig {
     /// [`super::enroll`] saved). An error names the file and says what is wrong; a
     /// missing file means the edge has not enrolled.
     pub fn load(data_dir: &Path) -> Result<EdgeTlsConfig, TransportError> {
+        super::endpoint::finish_renewal(data_dir)?;
         let path = |f: &str| data_dir.join(f);
         for f in [EDGE_KEY_FILE, EDGE_CERT_FILE, CA_CERT_FILE] {
             if !path(f).exists() {
