@@ -209,6 +209,9 @@ pub struct ParkService {
     alarms: Option<crate::alarms::Alarms>,
     /// Document saves one at a time, so that the row copy's writes keep the changes' order.
     saving: Arc<tokio::sync::Mutex<()>>,
+    /// Held while the directory document is out of the decision state for automerge work
+    /// (a sync message from the hub) and while it is edited, so the two take turns.
+    directory_turn: Arc<tokio::sync::Mutex<()>>,
     /// Whether the directory document is there to edit and sync (see [`DirectoryLoad`]).
     directory_load: tokio::sync::watch::Receiver<DirectoryLoad>,
     /// Whether this start decided from the directory's row copy.
@@ -465,6 +468,7 @@ impl ParkService {
             metrics,
             alarms: None,
             saving: Arc::new(tokio::sync::Mutex::new(())),
+            directory_turn: Arc::new(tokio::sync::Mutex::new(())),
             directory_load: load_rx,
             from_copy,
             decide_ready,
@@ -1422,6 +1426,7 @@ impl ParkService {
         edit: impl FnOnce(&mut ParkDirectory) -> Result<(), park_model::DocError>,
     ) -> Result<(), ParkError> {
         self.directory_loaded().await?;
+        let _turn = self.directory_turn.lock().await;
         {
             let mut guard = self.lock();
             let s = &mut *guard;
@@ -1697,45 +1702,24 @@ impl ParkService {
         message: &[u8],
     ) -> anyhow::Result<()> {
         use automerge::sync::SyncDoc;
+        // Bounded before automerge decodes it, as the hub bounds what edges send.
+        sync_protocol::docguard::check_sync_message(
+            message,
+            &sync_protocol::docguard::DocLimits::FROM_HUB,
+        )?;
         let message = automerge::sync::Message::decode(message)
             .map_err(|e| anyhow::anyhow!("bad sync message: {e}"))?;
         let building_id = building_doc_id(&self.settings.building);
         if doc_id == DIRECTORY {
             self.directory_loaded().await?;
+            let cleared = self.receive_directory(state, message).await?;
+            report_clear_values(&self.metrics, cleared);
+            return self.persist(DIRECTORY, |s| s.directory.as_mut()).await;
         }
-        let mut cleared = ClearValues::default();
         {
             let mut guard = self.lock();
             let s = &mut *guard;
             match doc_id {
-                DIRECTORY => {
-                    let dir = s
-                        .directory
-                        .as_mut()
-                        .context("the park directory is not loaded")?;
-                    dir.doc
-                        .automerge_mut()
-                        .sync()
-                        .receive_sync_message(state, message)?;
-                    let mut changes = dir.doc.take_changes();
-                    // An app that still writes values in clear: they are rewritten here, as
-                    // a local edit that goes back to the hub with the next sync.
-                    cleared = dir.doc.digest_clear_values(&self.key, Some(&changes))?;
-                    if !cleared.is_empty() {
-                        dir.doc.commit(CLEAR_VALUES_EDIT, now_micros());
-                        changes.absorb(dir.doc.take_changes());
-                    }
-                    let refreshed = s.access.refresh_directory(&dir.doc, &changes);
-                    s.directory_unsaved.absorb(changes);
-                    let report = refreshed?;
-                    if report.upserted + report.removed > 0 {
-                        tracing::info!(
-                            upserted = report.upserted,
-                            removed = report.removed,
-                            "The park directory changed on the hub."
-                        );
-                    }
-                }
                 PARKING => {
                     s.parking
                         .doc
@@ -1764,12 +1748,60 @@ impl ParkService {
                 other => anyhow::bail!("this edge keeps no document {other:?}"),
             }
         }
-        report_clear_values(&self.metrics, cleared);
         match doc_id {
-            DIRECTORY => self.persist(DIRECTORY, |s| s.directory.as_mut()).await,
             PARKING => self.persist(PARKING, |s| Some(&mut s.parking)).await,
             _ => self.persist(doc_id, |s| Some(&mut s.building)).await,
         }
+    }
+
+    /// Applies a sync message for the directory with the decision state unlocked: the
+    /// document is taken out of it, the message applied, the changed entities read and
+    /// the clear values rewritten, then the document is put back and the index updated in
+    /// one short step. Door decisions go on meanwhile from the index as it was; edits of
+    /// the directory wait their turn.
+    async fn receive_directory(
+        &self,
+        state: &mut automerge::sync::State,
+        message: automerge::sync::Message,
+    ) -> anyhow::Result<ClearValues> {
+        use automerge::sync::SyncDoc;
+        let _turn = self.directory_turn.lock().await;
+        let mut dir = self
+            .lock()
+            .directory
+            .take()
+            .context("the park directory is not loaded")?;
+        let work = (|| -> anyhow::Result<_> {
+            dir.doc
+                .automerge_mut()
+                .sync()
+                .receive_sync_message(state, message)?;
+            let mut changes = dir.doc.take_changes();
+            // An app that still writes values in clear: they are rewritten here, as a local
+            // edit that goes back to the hub with the next sync.
+            let cleared = dir.doc.digest_clear_values(&self.key, Some(&changes))?;
+            if !cleared.is_empty() {
+                dir.doc.commit(CLEAR_VALUES_EDIT, now_micros());
+                changes.absorb(dir.doc.take_changes());
+            }
+            let delta = park_model::access::DirectoryDelta::read(&dir.doc, &changes);
+            Ok((changes, cleared, delta))
+        })();
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        s.directory = Some(dir);
+        let (changes, cleared, delta) = work?;
+        s.directory_unsaved.absorb(changes);
+        let report = delta?.apply(&mut s.access);
+        drop(guard);
+        if report.upserted + report.removed > 0 {
+            tracing::info!(
+                upserted = report.upserted,
+                removed = report.removed,
+                "The park directory changed on the hub."
+            );
+        }
+        Ok(cleared)
     }
 
     pub fn credential_count(&self) -> usize {
@@ -2896,6 +2928,45 @@ mod tests {
         svc.set_pass_status(&pass.id, PassStatus::Suspended, test_audit())
             .await
             .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_suspension_synced_from_another_replica_is_decided_on_and_kept_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (seed, sample, store) = sample_edge(&dir.path().join("a"), (200, 6, 2, 3));
+        let a = open(&store, &seed).await;
+        let b_dir = dir.path().join("b");
+        std::fs::create_dir_all(&b_dir).unwrap();
+        let b_store = Store::open(
+            StoreConfig::new(b_dir.join("edge.sqlite")),
+            &[],
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        let b = open(&b_store, &seed).await;
+        let ((kind, value), door, credential, _) = granted_read(&a, &sample);
+        assert!(decide(&b, kind, &value, &door).0);
+        a.set_credential_status(&credential, CredentialStatus::Suspended, test_audit())
+            .await
+            .unwrap();
+        // The two replicas sync the directory as an edge and the hub do.
+        let (mut sa, mut sb) = (automerge::sync::State::new(), automerge::sync::State::new());
+        for _ in 0..10 {
+            if let Some(m) = a.generate_sync(DIRECTORY, &mut sa) {
+                b.receive_sync(DIRECTORY, &mut sb, &m).await.unwrap();
+            }
+            if let Some(m) = b.generate_sync(DIRECTORY, &mut sb) {
+                a.receive_sync(DIRECTORY, &mut sa, &m).await.unwrap();
+            }
+        }
+        assert_eq!(a.heads(DIRECTORY), b.heads(DIRECTORY));
+        let (granted, reason) = decide(&b, kind, &value, &door);
+        assert!(!granted, "{reason}");
+        // Saved with its row copy: a restart of b decides the same.
+        drop(b);
+        b_store.flush().await;
+        let b = open(&b_store, &seed).await;
+        assert!(!decide(&b, kind, &value, &door).0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -332,6 +332,125 @@ pub struct RefreshReport {
     pub rejected: Vec<Rejected>,
 }
 
+/// One step of a [`DirectoryDelta`].
+type DeltaStep = Box<dyn FnOnce(&mut AccessIndex, &mut RefreshReport) + Send>;
+
+/// What changed entities of a directory do to an [`AccessIndex`], read from the document
+/// with no index at hand ([`DirectoryDelta::read`]) and applied later ([`Self::apply`]):
+/// an edge reads a large change with its decision state unlocked, then applies it in a
+/// moment. [`AccessIndex::refresh_directory`] is the two in one.
+pub struct DirectoryDelta {
+    steps: Vec<DeltaStep>,
+}
+
+impl DirectoryDelta {
+    /// Reads every entity `changes` touched (all of a collection replaced as a whole).
+    pub fn read(doc: &ParkDirectory, changes: &ChangeSet) -> Result<DirectoryDelta, DocError> {
+        let mut steps: Vec<DeltaStep> = Vec::new();
+        if changes.root_fields.contains("utc_offset_minutes") {
+            let minutes = doc.utc_offset_minutes()?;
+            steps.push(Box::new(move |ix, _| ix.utc_offset_minutes = minutes));
+        }
+        macro_rules! read {
+            ($ty:ty, $map:ident, $upsert:ident, $remove:ident) => {{
+                let whole = changes.collections.contains(&<$ty as Entity>::COLLECTION);
+                let ids: Vec<String> = if whole {
+                    doc.ids(<$ty as Entity>::COLLECTION)?.into_iter().collect()
+                } else {
+                    changes
+                        .ids(<$ty as Entity>::COLLECTION)
+                        .map(str::to_string)
+                        .collect()
+                };
+                for id in &ids {
+                    let found = match doc.get::<$ty>(id) {
+                        Ok(found) => Ok(found),
+                        Err(DocError::InvalidEntity {
+                            collection,
+                            id,
+                            reason,
+                        }) => Err(Rejected {
+                            collection,
+                            id,
+                            reason,
+                        }),
+                        Err(e) => return Err(e),
+                    };
+                    let id = id.clone();
+                    steps.push(Box::new(move |ix, report| match found {
+                        Ok(Some(entity)) => {
+                            AccessIndex::$upsert(ix, &entity);
+                            report.upserted += 1;
+                        }
+                        Ok(None) => {
+                            AccessIndex::$remove(ix, &id);
+                            report.removed += 1;
+                        }
+                        Err(rejected) => {
+                            AccessIndex::$remove(ix, &rejected.id);
+                            report.removed += 1;
+                            report.rejected.push(rejected);
+                        }
+                    }));
+                }
+                if whole {
+                    // Those the index has and the replaced collection no longer holds.
+                    let keep: HashSet<String> = ids.into_iter().collect();
+                    steps.push(Box::new(move |ix, report| {
+                        let gone: Vec<String> = ix
+                            .$map
+                            .keys()
+                            .filter(|k| !keep.contains(&***k))
+                            .map(|k| k.to_string())
+                            .collect();
+                        for id in gone {
+                            AccessIndex::$remove(ix, &id);
+                            report.removed += 1;
+                        }
+                    }));
+                }
+            }};
+        }
+        read!(
+            Enterprise,
+            enterprises,
+            upsert_enterprise,
+            remove_enterprise
+        );
+        read!(Lease, lease_owner, upsert_lease, remove_lease);
+        read!(Person, people, upsert_person, remove_person);
+        read!(
+            Credential,
+            credentials,
+            upsert_credential,
+            remove_credential
+        );
+        read!(
+            AccessGroup,
+            groups,
+            upsert_access_group,
+            remove_access_group
+        );
+        read!(WeeklySchedule, schedules, upsert_schedule, remove_schedule);
+        read!(
+            HolidayCalendar,
+            calendars,
+            upsert_holiday_calendar,
+            remove_holiday_calendar
+        );
+        Ok(DirectoryDelta { steps })
+    }
+
+    /// Writes what was read into `index`.
+    pub fn apply(self, index: &mut AccessIndex) -> RefreshReport {
+        let mut report = RefreshReport::default();
+        for step in self.steps {
+            step(index, &mut report);
+        }
+        report
+    }
+}
+
 /// Everything a building needs to decide door access, in hash maps keyed by id, derived from
 /// the documents and kept up to date entity by entity.
 #[derive(Debug, Clone, Default)]
@@ -573,51 +692,7 @@ impl AccessIndex {
         doc: &ParkDirectory,
         changes: &ChangeSet,
     ) -> Result<RefreshReport, DocError> {
-        let mut report = RefreshReport::default();
-        if changes.root_fields.contains("utc_offset_minutes") {
-            self.utc_offset_minutes = doc.utc_offset_minutes()?;
-        }
-        macro_rules! refresh {
-            ($ty:ty, $map:expr, $upsert:ident, $remove:ident) => {{
-                let existing = || $map.keys().map(|k| k.to_string()).collect::<Vec<_>>();
-                for id in ids_to_refresh::<$ty>(doc, changes, existing)? {
-                    self.refresh_one::<$ty>(doc, &id, &mut report, Self::$upsert, Self::$remove)?;
-                }
-            }};
-        }
-        refresh!(
-            Enterprise,
-            self.enterprises,
-            upsert_enterprise,
-            remove_enterprise
-        );
-        refresh!(Lease, self.lease_owner, upsert_lease, remove_lease);
-        refresh!(Person, self.people, upsert_person, remove_person);
-        refresh!(
-            Credential,
-            self.credentials,
-            upsert_credential,
-            remove_credential
-        );
-        refresh!(
-            AccessGroup,
-            self.groups,
-            upsert_access_group,
-            remove_access_group
-        );
-        refresh!(
-            WeeklySchedule,
-            self.schedules,
-            upsert_schedule,
-            remove_schedule
-        );
-        refresh!(
-            HolidayCalendar,
-            self.calendars,
-            upsert_holiday_calendar,
-            remove_holiday_calendar
-        );
-        Ok(report)
+        Ok(DirectoryDelta::read(doc, changes)?.apply(self))
     }
 
     /// Brings the index's doors up to date with one building's document after `changes`.
