@@ -463,6 +463,21 @@ async fn history(
             )));
         }
     };
+    // Raw samples are read through the time index of every point, so one wide raw query
+    // would hold a reader (and the WAL) for as long as it scans: ranges are bounded.
+    const HOUR: i64 = 3_600_000_000;
+    let widest = match resolution {
+        "raw" => Some(("raw", 6 * HOUR, "6 hours")),
+        "1m" => Some(("1m", 7 * 24 * HOUR, "7 days")),
+        _ => None,
+    };
+    if let Some((r, max, shown)) = widest
+        && to - from > max
+    {
+        return Err(ApiError::bad_request(format!(
+            "a {r} history covers at most {shown}; ask for a shorter range or a coarser resolution"
+        )));
+    }
     let rows: Vec<Json_> = if resolution == "raw" {
         s.store
             .raw_history(&key, from, to, limit)

@@ -284,6 +284,16 @@ async fn hostile_requests_get_clear_json_errors_and_are_counted() {
             "bad_request",
         ),
         (
+            request(
+                "GET",
+                "/api/v1/points/env/temperature/history?resolution=raw&from=0&to=86400000000",
+                "",
+                b"",
+            ),
+            400,
+            "bad_request",
+        ),
+        (
             request("GET", "/api/v1/stream?points=no-slash", "", b""),
             400,
             "bad_request",
