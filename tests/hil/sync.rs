@@ -526,7 +526,17 @@ fn a_cut_link_and_a_killed_edge_still_leave_the_hub_with_every_event_and_sample_
             .map(|r| r["ts"].as_i64().unwrap())
             .collect()
     };
-    let range = "resolution=raw&from=0&to=9000000000000000&limit=100000";
+    // The edge serves raw history 6 hours at a time: the test's samples are all within the
+    // last hour.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let range = format!(
+        "resolution=raw&from={}&to={}&limit=100000",
+        now - 3_600_000_000,
+        now + 3_600_000_000
+    );
     let hub_ts = eventually(
         "raw telemetry backfilled at the hub",
         Duration::from_secs(60),
