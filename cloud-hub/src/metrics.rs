@@ -52,7 +52,7 @@ metrics! {
     documents_messages_total: "counter", "Automerge sync messages received from edges.";
     documents_changed_total: "counter", "Document changes taken from edges and stored.";
     documents_refused_total: "counter", "Document messages refused because their building may not make what they change (or name a document it may not have); audited.";
-    documents_malformed_total: "counter", "Document messages refused as malformed or over a limit (compressed or run-length bombs, Bloom filters, missing dependencies).";
+    documents_malformed_total: "counter", "Document messages refused as malformed or over a limit (compressed or run-length bombs, Bloom filters).";
     enrollments_total: "counter", "Edges enrolled.";
     certificates_renewed_total: "counter", "Edge certificates renewed over the sync connection and installed by the edge.";
     enrollments_refused_total: "counter", "Enrollment requests refused.";

@@ -365,10 +365,17 @@ impl Documents {
             })?;
         let missing = automerge::ReadDoc::get_missing_deps(&after, &[]);
         if !missing.is_empty() {
-            return Err(DocRefusal::Malformed(format!(
-                "the message's changes depend on {} changes the hub does not have",
-                missing.len()
-            )));
+            // Changes whose dependencies the edge did not send (a false positive of the
+            // hub's Bloom filter, or an edge that means harm). They are neither kept nor
+            // checked: the sync starts over for this document, with a new filter, and the
+            // edge sends again what the hub lacks.
+            tracing::debug!(
+                missing = missing.len(),
+                "Changes with missing dependencies; the document's sync starts over."
+            );
+            *state = automerge::sync::State::new();
+            let doc = replica.snapshot();
+            return Ok(doc.generate_sync_message(state).map(|m| m.encode()));
         }
         if after.get_heads() != before.get_heads() {
             let building_doc = if matches!(id, DocumentId::Directory) {

@@ -1020,6 +1020,66 @@ async fn a_document_change_from_one_building_reaches_another_building() {
     assert!(stored >= 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_sent_without_their_dependencies_restart_the_sync_and_it_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_hub(dir.path()).await;
+    let park = boundary_park();
+    for (id, bytes) in &park {
+        hub.documents
+            .import(&hub.store, "park-1", id, bytes)
+            .unwrap();
+    }
+    let a = enroll_edge(&hub, "park-1", "b-1", &dir.path().join("a")).await;
+    let hub = Arc::new(hub);
+    let base = automerge::Automerge::load(&park[0].1).unwrap();
+    let once = edit_directory(&base, |d| d.suspend_credential("c-1").unwrap());
+    let twice = edit_directory(&once, |d| d.suspend_credential("c-2").unwrap());
+    // The second change alone, as a Bloom filter's false positive would make an edge send.
+    let last = twice
+        .get_changes(&once.get_heads())
+        .pop()
+        .unwrap()
+        .raw_bytes()
+        .to_vec();
+    let orphan = automerge::sync::Message {
+        heads: twice.get_heads(),
+        need: vec![],
+        have: vec![],
+        changes: vec![last].into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    };
+    let mut edge = TestEdge::new(a, "b-1", MemOutbox::default());
+    edge.raw_documents = vec![sync_protocol::DocumentMessage {
+        doc_id: "directory".into(),
+        message: orphan.encode(),
+    }];
+    edge.docs
+        .push(("directory".into(), twice.clone(), Default::default()));
+    edge.run(&hub, Stop::Settled(Duration::from_millis(700)))
+        .await
+        .unwrap();
+    assert_eq!(
+        hub.documents
+            .get("park-1", "directory")
+            .unwrap()
+            .get_heads(),
+        twice.get_heads()
+    );
+    let m = &hub.metrics;
+    assert_eq!(
+        m.documents_refused_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        m.documents_malformed_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
+
 /// The peak resident memory of this process (each test runs in a process of its own under
 /// the test command's runner).
 fn peak_rss_kib() -> u64 {
