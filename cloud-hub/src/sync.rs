@@ -335,7 +335,8 @@ impl Documents {
             let mut current = lock(&replica.current);
             let result = match Arc::get_mut(&mut current) {
                 Some(doc) => {
-                    let r = doc.receive_sync_message(state, msg);
+                    let r =
+                        sync_protocol::docguard::contained(|| doc.receive_sync_message(state, msg));
                     drop(current);
                     r
                 }
@@ -344,12 +345,21 @@ impl Documents {
                     // with no lock held.
                     let snapshot = current.clone();
                     drop(current);
-                    (*snapshot).clone().receive_sync_message(state, msg)
+                    let mut copy = (*snapshot).clone();
+                    sync_protocol::docguard::contained(|| copy.receive_sync_message(state, msg))
                 }
             };
-            result.map_err(|e| {
-                DocRefusal::Malformed(format!("automerge refused the sync message: {e}"))
-            })?;
+            match result {
+                Ok(r) => r.map_err(|e| {
+                    DocRefusal::Malformed(format!("automerge refused the sync message: {e}"))
+                })?,
+                Err(e) => {
+                    // A message without changes changes no op, so the replica is intact;
+                    // the sync state starts over.
+                    *state = automerge::sync::State::new();
+                    return Err(DocRefusal::Malformed(e.to_string()));
+                }
+            }
             let doc = replica.snapshot();
             return Ok(doc.generate_sync_message(state).map(|m| m.encode()));
         }
@@ -358,11 +368,12 @@ impl Documents {
         let mut after = (*before).clone();
         let mut next_state = state.clone();
         let mut log = automerge::PatchLog::active();
-        after
-            .receive_sync_message_log_patches(&mut next_state, msg, &mut log)
-            .map_err(|e| {
-                DocRefusal::Malformed(format!("automerge refused the sync message: {e}"))
-            })?;
+        // The copy is dropped if automerge fails on the message, even by a panic.
+        sync_protocol::docguard::contained(|| {
+            after.receive_sync_message_log_patches(&mut next_state, msg, &mut log)
+        })
+        .map_err(|e| DocRefusal::Malformed(e.to_string()))?
+        .map_err(|e| DocRefusal::Malformed(format!("automerge refused the sync message: {e}")))?;
         let missing = automerge::ReadDoc::get_missing_deps(&after, &[]);
         if !missing.is_empty() {
             // Changes whose dependencies the edge did not send (a false positive of the
@@ -391,9 +402,12 @@ impl Documents {
                 building: &building.building,
                 building_doc: building_doc.as_deref(),
             };
-            let patches = after.make_patches(&mut log);
-            check_edge_change(&id, &scope, &before, &after, patches)
-                .map_err(|r| DocRefusal::Forbidden(r.to_string()))?;
+            let checked = sync_protocol::docguard::contained(|| {
+                let patches = after.make_patches(&mut log);
+                check_edge_change(&id, &scope, &before, &after, patches)
+            })
+            .map_err(|e| DocRefusal::Malformed(e.to_string()))?;
+            checked.map_err(|r| DocRefusal::Forbidden(r.to_string()))?;
             self.install(
                 store,
                 &building.park,

@@ -1137,6 +1137,19 @@ async fn document_bombs_are_refused_with_bounded_memory_and_the_connection_goes_
     probes.push(0);
     let rss_before = peak_rss_kib();
     let mut edge = TestEdge::new(a, "b-1", MemOutbox::default());
+    // A change that passes the bounds but makes automerge 0.12 panic (found by fuzzing):
+    // contained, the copy it broke dropped.
+    let panics = include_bytes!(
+        "../../fuzz/crashers/automerge_sync/crash-1797547b3fed497ad9b5209a8f9b40043810342a"
+    )
+    .to_vec();
+    assert!(
+        sync_protocol::docguard::check_sync_message(
+            &panics,
+            &sync_protocol::docguard::DocLimits::FROM_EDGE
+        )
+        .is_ok()
+    );
     edge.raw_documents = vec![
         sync_protocol::DocumentMessage {
             doc_id: "directory".into(),
@@ -1165,6 +1178,21 @@ async fn document_bombs_are_refused_with_bounded_memory_and_the_connection_goes_
     assert!(
         grown_mib < 64,
         "the hub's peak memory grew by {grown_mib} MiB"
+    );
+    // Then the message that makes automerge panic (measured apart: the panic's report,
+    // not the input, is what costs memory when backtraces are on).
+    edge.raw_documents = vec![sync_protocol::DocumentMessage {
+        doc_id: "directory".into(),
+        message: panics,
+    }];
+    edge.run(&hub, Stop::Settled(Duration::from_millis(700)))
+        .await
+        .unwrap();
+    assert_eq!(
+        hub.metrics
+            .documents_malformed_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
     );
     // The same connection went on: the building's own document synced after the bombs.
     assert_eq!(

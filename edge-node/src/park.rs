@@ -1701,7 +1701,6 @@ impl ParkService {
         state: &mut automerge::sync::State,
         message: &[u8],
     ) -> anyhow::Result<()> {
-        use automerge::sync::SyncDoc;
         // Bounded before automerge decodes it, as the hub bounds what edges send.
         sync_protocol::docguard::check_sync_message(
             message,
@@ -1721,22 +1720,20 @@ impl ParkService {
             let s = &mut *guard;
             match doc_id {
                 PARKING => {
-                    s.parking
-                        .doc
-                        .automerge_mut()
-                        .sync()
-                        .receive_sync_message(state, message)?;
+                    // On a copy (the document is small), kept only if automerge took the
+                    // message without failing, even by a panic.
+                    let mut copy = s.parking.doc.duplicate();
+                    receive_contained(copy.automerge_mut(), state, message)?;
+                    s.parking.doc = copy;
                     // The hub's changes are not this building's edits: the next local
                     // edit is checked from here.
                     let _ = s.parking.doc.take_changes();
                     s.refresh_gates()?;
                 }
                 id if id == building_id => {
-                    s.building
-                        .doc
-                        .automerge_mut()
-                        .sync()
-                        .receive_sync_message(state, message)?;
+                    let mut copy = s.building.doc.duplicate();
+                    receive_contained(copy.automerge_mut(), state, message)?;
+                    s.building.doc = copy;
                     let changes = s.building.doc.take_changes();
                     s.access.refresh_building(&s.building.doc, &changes)?;
                     if let Ok(b) = s.building.doc.snapshot() {
@@ -1771,7 +1768,7 @@ impl ParkService {
             .directory
             .take()
             .context("the park directory is not loaded")?;
-        let work = (|| -> anyhow::Result<_> {
+        let work = sync_protocol::docguard::contained(|| -> anyhow::Result<_> {
             dir.doc
                 .automerge_mut()
                 .sync()
@@ -1786,7 +1783,23 @@ impl ParkService {
             }
             let delta = park_model::access::DirectoryDelta::read(&dir.doc, &changes);
             Ok((changes, cleared, delta))
-        })();
+        });
+        let (dir, work) = match work {
+            Ok(work) => (dir, work),
+            Err(failed) => {
+                // automerge panicked inside the document: what is stored is what it was
+                // before this message, so it is read again from there, and the sync with the
+                // hub starts over.
+                tracing::error!(error = %failed, "A sync message from the hub broke the directory in memory; reloading it from the store.");
+                drop(dir);
+                *state = automerge::sync::State::new();
+                let reloaded = load_directory(self.store.clone(), None, self.key.clone()).await;
+                match reloaded {
+                    Ok(loaded) => (loaded.stored, Err(anyhow::anyhow!(failed))),
+                    Err(e) => return Err(e.context(failed.to_string())),
+                }
+            }
+        };
         let mut guard = self.lock();
         let s = &mut *guard;
         s.directory = Some(dir);
@@ -1874,6 +1887,23 @@ fn lane_lots(p: &park_model::parking::Parking) -> HashMap<String, String> {
         .values()
         .map(|l| (l.id.clone(), l.lot_id.clone()))
         .collect()
+}
+
+/// Applies a sync message to `am` with a panic inside automerge turned into an error; the
+/// sync state starts over after one (the caller drops `am`).
+fn receive_contained(
+    am: &mut automerge::AutoCommit,
+    state: &mut automerge::sync::State,
+    message: automerge::sync::Message,
+) -> anyhow::Result<()> {
+    use automerge::sync::SyncDoc;
+    match sync_protocol::docguard::contained(|| am.sync().receive_sync_message(state, message)) {
+        Ok(r) => Ok(r?),
+        Err(failed) => {
+            *state = automerge::sync::State::new();
+            Err(failed.into())
+        }
+    }
 }
 
 /// Puts the session at `key` back as it was before a decision (`before`, or none), with

@@ -49,11 +49,15 @@ pub fn automerge_sync(data: &[u8]) {
     let Ok(message) = automerge::sync::Message::decode(data) else {
         return;
     };
-    let mut doc = automerge::Automerge::new();
-    let mut state = automerge::sync::State::new();
-    if doc.receive_sync_message(&mut state, message).is_ok() {
-        let _ = doc.generate_sync_message(&mut state);
-    }
+    // As the hub and the edges do: automerge's own panics on malformed changes are
+    // contained, and the document they happened in is dropped.
+    let _ = sync_protocol::docguard::contained(|| {
+        let mut doc = automerge::Automerge::new();
+        let mut state = automerge::sync::State::new();
+        if doc.receive_sync_message(&mut state, message).is_ok() {
+            let _ = doc.generate_sync_message(&mut state);
+        }
+    });
 }
 
 /// Splits an input into an MQTT topic (up to the first newline) and a payload.

@@ -536,6 +536,16 @@ impl<S: Schema> Document<S> {
         change_set::<S>(patches)
     }
 
+    /// A copy with the same actor and the same record of changes (for work that is kept
+    /// only if it succeeds).
+    pub fn duplicate(&self) -> Self {
+        Document {
+            am: self.am.clone(),
+            migrated: self.migrated,
+            _schema: PhantomData,
+        }
+    }
+
     /// Makes `edit` and commits it as one change, but keeps it only if `check` accepts it:
     /// the edit is made on a copy, which `check` sees beside this document (before, after,
     /// and the entities changed), and which replaces this document once accepted. Returns
@@ -548,11 +558,7 @@ impl<S: Schema> Document<S> {
         edit: impl FnOnce(&mut Self) -> Result<(), E>,
         check: impl FnOnce(&automerge::Automerge, &automerge::Automerge, &ChangeSet) -> Result<(), E>,
     ) -> Result<ChangeSet, E> {
-        let mut trial = Document::<S> {
-            am: self.am.clone(),
-            migrated: self.migrated,
-            _schema: PhantomData,
-        };
+        let mut trial = self.duplicate();
         edit(&mut trial)?;
         trial.commit(message, now);
         let changes = trial.take_changes();

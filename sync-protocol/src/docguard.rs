@@ -109,6 +109,22 @@ pub fn check_sync_message(bytes: &[u8], limits: &DocLimits) -> Result<DocSummary
     Ok(budget.summary)
 }
 
+/// Runs automerge work on input from outside (a sync message that passed
+/// [`check_sync_message`]) with a panic inside automerge turned into an error: automerge
+/// 0.12 panics on some malformed changes instead of refusing them (fuzzing found
+/// `op_set2/change/batch.rs` unwrapping a missing value). The caller must treat the
+/// document the work was done on as unusable after an error (apply to a copy, or reload).
+pub fn contained<T>(f: impl FnOnce() -> T) -> Result<T, DocRefused> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        refused(format!("automerge failed on it: {what}"))
+    })
+}
+
 fn refused(reason: impl Into<String>) -> DocRefused {
     DocRefused(reason.into())
 }
