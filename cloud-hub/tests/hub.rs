@@ -366,6 +366,14 @@ impl TestEdge {
     }
 }
 
+/// The one value a query of the hub's database gives.
+async fn scalar<T: rusqlite::types::FromSql + Send + 'static>(hub: &Hub, sql: &'static str) -> T {
+    hub.store
+        .read(move |c| c.query_row(sql, [], |r| r.get(0)))
+        .await
+        .unwrap()
+}
+
 async fn count(hub: &Hub, sql: &'static str, park: &str, building: &str) -> i64 {
     let (p, b) = (park.to_string(), building.to_string());
     hub.store
@@ -612,17 +620,11 @@ async fn enrolling_a_building_again_revokes_its_old_certificate() {
     drop(connect(&new, hub.quic_addr).await.unwrap());
     // Audited: the enrollment, with the certificate it revoked.
     hub.store.flush().await;
-    let detail: String = hub
-        .store
-        .read(|c| {
-            c.query_row(
-                "SELECT detail FROM audit_log WHERE action = 'edge.enrolled' ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-        })
-        .await
-        .unwrap();
+    let detail: String = scalar(
+        &hub,
+        "SELECT detail FROM audit_log WHERE action = 'edge.enrolled' ORDER BY seq DESC LIMIT 1",
+    )
+    .await;
     assert!(detail.contains("\"revoked\":1"), "{detail}");
 }
 
@@ -930,17 +932,7 @@ async fn a_compromised_building_changes_only_what_it_owns_while_another_keeps_sy
 
     // Audited, under the building's name.
     hub.store.flush().await;
-    let audited: i64 = hub
-        .store
-        .read(|c| {
-            c.query_row(
-                "SELECT count(*) FROM audit_log WHERE action = 'document.refused' AND actor = 'edge:park-1/b-1' AND outcome = 'refused'",
-                [],
-                |r| r.get(0),
-            )
-        })
-        .await
-        .unwrap();
+    let audited: i64 = scalar(&hub, "SELECT count(*) FROM audit_log WHERE action = 'document.refused' AND actor = 'edge:park-1/b-1' AND outcome = 'refused'").await;
     assert!(audited >= 2, "{audited}");
 
     // Building 2 heard what building 1 was allowed to do, and nothing it was refused.
@@ -950,17 +942,11 @@ async fn a_compromised_building_changes_only_what_it_owns_while_another_keeps_sy
     assert_eq!(edge_b.docs[0].1.get_heads(), allowed.get_heads());
     assert!(credential_in(&edge_b.docs[0].1, "c-v").is_some());
     // The stored chunks hold only what was taken: the import, then the allowed edit.
-    let stored: i64 = hub
-        .store
-        .read(|c| {
-            c.query_row(
-                "SELECT count(*) FROM doc_chunks WHERE doc_id = 'directory'",
-                [],
-                |r| r.get(0),
-            )
-        })
-        .await
-        .unwrap();
+    let stored: i64 = scalar(
+        &hub,
+        "SELECT count(*) FROM doc_chunks WHERE doc_id = 'directory'",
+    )
+    .await;
     assert_eq!(stored, 2);
 }
 
@@ -1012,11 +998,7 @@ async fn a_document_change_from_one_building_reaches_another_building() {
     assert_eq!(edge_b.docs[0].1.get_heads(), heads);
     // The hub stored the change, not only held it in memory.
     hub.store.flush().await;
-    let stored: i64 = hub
-        .store
-        .read(|c| c.query_row("SELECT count(*) FROM doc_chunks", [], |r| r.get(0)))
-        .await
-        .unwrap();
+    let stored: i64 = scalar(&hub, "SELECT count(*) FROM doc_chunks").await;
     assert!(stored >= 1);
 }
 

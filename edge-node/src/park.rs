@@ -1440,23 +1440,13 @@ impl ParkService {
                 now_micros(),
                 |d| edit(d).map_err(|e| ParkError::Invalid(e.to_string())),
                 |before, after, changes| {
-                    if !settings.hub_owned {
-                        return Ok(());
-                    }
                     let building_doc = building.automerge_mut().document();
-                    let scope = park_model::ownership::EdgeScope {
-                        park: &settings.park,
-                        building: &settings.building,
-                        building_doc: Some(building_doc),
-                    };
-                    park_model::ownership::check_changes(
-                        &park_model::ownership::DocumentId::Directory,
-                        &scope,
-                        before,
-                        after,
-                        changes,
+                    owned_edit(
+                        settings,
+                        park_model::ownership::DocumentId::Directory,
+                        Some(building_doc),
+                        (before, after, changes),
                     )
-                    .map_err(|r| ParkError::Forbidden(r.reason))
                 },
             )?;
             let refreshed = s.access.refresh_directory(&dir.doc, &changes);
@@ -1483,22 +1473,12 @@ impl ParkService {
                 now_micros(),
                 |d| edit(d).map_err(|e| ParkError::Invalid(e.to_string())),
                 |before, after, changes| {
-                    if !settings.hub_owned {
-                        return Ok(());
-                    }
-                    let scope = park_model::ownership::EdgeScope {
-                        park: &settings.park,
-                        building: &settings.building,
-                        building_doc: None,
-                    };
-                    park_model::ownership::check_changes(
-                        &park_model::ownership::DocumentId::Parking,
-                        &scope,
-                        before,
-                        after,
-                        changes,
+                    owned_edit(
+                        settings,
+                        park_model::ownership::DocumentId::Parking,
+                        None,
+                        (before, after, changes),
                     )
-                    .map_err(|r| ParkError::Forbidden(r.reason))
                 },
             )?;
             s.refresh_gates()
@@ -1887,6 +1867,26 @@ fn lane_lots(p: &park_model::parking::Parking) -> HashMap<String, String> {
         .values()
         .map(|l| (l.id.clone(), l.lot_id.clone()))
         .collect()
+}
+
+/// With a hub, holds a local edit of `doc` to what this building may write there
+/// (`park_model::ownership`), as the hub will; without one, the edge is its own master.
+fn owned_edit(
+    settings: &ParkSettings,
+    doc: park_model::ownership::DocumentId,
+    building_doc: Option<&automerge::Automerge>,
+    (before, after, changes): (&automerge::Automerge, &automerge::Automerge, &ChangeSet),
+) -> Result<(), ParkError> {
+    if !settings.hub_owned {
+        return Ok(());
+    }
+    let scope = park_model::ownership::EdgeScope {
+        park: &settings.park,
+        building: &settings.building,
+        building_doc,
+    };
+    park_model::ownership::check_changes(&doc, &scope, before, after, changes)
+        .map_err(|r| ParkError::Forbidden(r.reason))
 }
 
 /// Applies a sync message to `am` with a panic inside automerge turned into an error; the

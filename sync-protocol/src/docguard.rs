@@ -84,12 +84,12 @@ pub fn check_sync_message(bytes: &[u8], limits: &DocLimits) -> Result<DocSummary
     }
     for what in ["heads", "needs"] {
         let n = r.uleb(what)?;
-        r.skip(n.saturating_mul(HASH_LEN as u64), what)?;
+        r.advance(n.saturating_mul(HASH_LEN as u64), what)?;
     }
     let haves = r.uleb("haves")?;
     for _ in 0..haves {
         let n = r.uleb("have's last sync")?;
-        r.skip(n.saturating_mul(HASH_LEN as u64), "have's last sync")?;
+        r.advance(n.saturating_mul(HASH_LEN as u64), "have's last sync")?;
         let bloom = r.bytes("Bloom filter")?;
         check_bloom(bloom, limits)?;
     }
@@ -225,7 +225,7 @@ impl Budget<'_> {
     fn change(&mut self, body: &[u8]) -> Result<(), DocRefused> {
         let mut r = Reader::new(body);
         let deps = r.uleb("change dependencies")?;
-        r.skip(deps.saturating_mul(HASH_LEN as u64), "change dependencies")?;
+        r.advance(deps.saturating_mul(HASH_LEN as u64), "change dependencies")?;
         r.bytes("change actor")?;
         r.uleb("change sequence number")?;
         r.uleb("change start op")?;
@@ -248,7 +248,7 @@ impl Budget<'_> {
             r.bytes("document actor")?;
         }
         let heads = r.uleb("document heads")?;
-        r.skip(heads.saturating_mul(HASH_LEN as u64), "document heads")?;
+        r.advance(heads.saturating_mul(HASH_LEN as u64), "document heads")?;
         let change_columns = column_specs(&mut r)?;
         let op_columns = column_specs(&mut r)?;
         self.columns(&mut r, &change_columns, "document change")?;
@@ -382,7 +382,7 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn skip(&mut self, n: u64, what: &str) -> Result<(), DocRefused> {
+    fn advance(&mut self, n: u64, what: &str) -> Result<(), DocRefused> {
         self.take(n, what).map(drop)
     }
 

@@ -121,19 +121,25 @@ fn enroll(config: &Path, hub: &Hub, dir: &Path) -> (String, std::path::PathBuf) 
     // The token travels in a file, never on a command line.
     let token_file = dir.join("token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
-    let out = Command::new(edge_binary())
-        .args(["edge-enroll", "--hub", &hub.quic, "--token-file"])
-        .arg(&token_file)
-        .arg("--data-dir")
-        .arg(&identity)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, out) = edge_enroll(hub, &token_file, &identity, "");
+    assert!(ok, "{out}");
     (token, identity)
+}
+
+/// `smartpark edge-enroll` with the token from `token_file` (`-`: from `stdin`).
+fn edge_enroll(hub: &Hub, token_file: &Path, data_dir: &Path, stdin: &str) -> (bool, String) {
+    smartpark(
+        &[
+            "edge-enroll",
+            "--hub",
+            &hub.quic,
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
+        stdin,
+    )
 }
 
 fn read(edge: &Edge, card: &str) {
@@ -174,50 +180,29 @@ fn an_enrolled_edge_uploads_its_events_once_even_when_the_hub_is_killed() {
 
     let (token, identity) = enroll(&config, &hub, dir.path());
     // The same token a second time, on standard input, is refused.
-    let mut again = Command::new(edge_binary())
-        .args([
-            "edge-enroll",
-            "--hub",
-            &hub.quic,
-            "--token-file",
-            "-",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("other"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write as _;
-        let mut stdin = again.stdin.take().unwrap();
-        writeln!(stdin, "{token}").unwrap();
-    }
-    let again = again.wait_with_output().unwrap();
-    assert!(!again.status.success(), "a used token must be refused");
-    assert!(
-        String::from_utf8_lossy(&again.stderr).contains("already used"),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
+    let stdin = std::path::Path::new("-");
+    let (ok, out) = edge_enroll(
+        &hub,
+        stdin,
+        &dir.path().join("other"),
+        &format!("{token}\n"),
     );
+    assert!(!ok, "a used token must be refused");
+    assert!(out.contains("already used"), "{out}");
     // Tokens are listed by id, never shown again; an unused one can be cancelled.
+    let cfg = config.to_str().unwrap();
     let hub_cmd = |args: &[&str]| {
-        let out = Command::new(edge_binary())
-            .arg("hub")
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        let mut all = vec!["hub"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", cfg]);
+        let (ok, out) = smartpark(&all, "");
+        assert!(ok, "{out}");
+        out
     };
     let spare = hub_cmd(&["enroll", "--park", "hil", "--building", "b9"])
+        .lines()
+        .next()
+        .unwrap()
         .trim()
         .to_string();
     let listed = hub_cmd(&["tokens"]);
@@ -232,14 +217,8 @@ fn an_enrolled_edge_uploads_its_events_once_even_when_the_hub_is_killed() {
     assert!(hub_cmd(&["cancel-token", spare_id]).contains("cancelled"));
     let spare_file = dir.path().join("spare-token");
     std::fs::write(&spare_file, &spare).unwrap();
-    let out = Command::new(edge_binary())
-        .args(["edge-enroll", "--hub", &hub.quic, "--token-file"])
-        .arg(&spare_file)
-        .arg("--data-dir")
-        .arg(dir.path().join("spare"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "a cancelled token must be refused");
+    let (ok, _) = edge_enroll(&hub, &spare_file, &dir.path().join("spare"), "");
+    assert!(!ok, "a cancelled token must be refused");
 
     crate::park::seed(&dir.path().join("seed"));
     let edge = Edge::start(
