@@ -111,7 +111,9 @@ pub fn seed(dir: &Path) {
         day_rate_fen: 500,
         night_start_minute: 22 * 60,
         night_end_minute: 7 * 60,
-        night_rate_fen: 200,
+        // The same rate by night, so that a fee does not depend on the hour the tests run
+        // (day and night rates are the tariff's own unit tests).
+        night_rate_fen: 500,
         daily_cap_fen: Some(4000),
         lost_ticket_fen: 8000,
     })
