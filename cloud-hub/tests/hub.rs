@@ -688,6 +688,20 @@ fn boundary_park() -> [(&'static str, Vec<u8>); 3] {
     ]
 }
 
+/// A hub holding the boundary park's documents (its master data), and those documents.
+async fn hub_with_park(dir: &std::path::Path) -> (Hub, [(&'static str, Vec<u8>); 3]) {
+    let hub = start_hub(dir).await;
+    let park = boundary_park();
+    for (id, bytes) in &park {
+        assert!(
+            hub.documents
+                .import(&hub.store, "park-1", id, bytes)
+                .unwrap()
+        );
+    }
+    (hub, park)
+}
+
 /// An edit of an edge's copy of the directory, made through the park model as an edge app
 /// would, on top of the copy's history.
 fn edit_directory(
@@ -953,13 +967,7 @@ async fn a_compromised_building_changes_only_what_it_owns_while_another_keeps_sy
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_change_from_one_building_reaches_another_building() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = start_hub(dir.path()).await;
-    let park = boundary_park();
-    for (id, bytes) in &park {
-        hub.documents
-            .import(&hub.store, "park-1", id, bytes)
-            .unwrap();
-    }
+    let (hub, park) = hub_with_park(dir.path()).await;
     let a = enroll_edge(&hub, "park-1", "b-1", &dir.path().join("a")).await;
     let b = enroll_edge(&hub, "park-1", "b-2", &dir.path().join("b")).await;
     let hub = Arc::new(hub);
@@ -1005,13 +1013,7 @@ async fn a_document_change_from_one_building_reaches_another_building() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_sent_without_their_dependencies_restart_the_sync_and_it_converges() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = start_hub(dir.path()).await;
-    let park = boundary_park();
-    for (id, bytes) in &park {
-        hub.documents
-            .import(&hub.store, "park-1", id, bytes)
-            .unwrap();
-    }
+    let (hub, park) = hub_with_park(dir.path()).await;
     let a = enroll_edge(&hub, "park-1", "b-1", &dir.path().join("a")).await;
     let hub = Arc::new(hub);
     let base = automerge::Automerge::load(&park[0].1).unwrap();
@@ -1077,12 +1079,7 @@ fn peak_rss_kib() -> u64 {
 async fn document_bombs_are_refused_with_bounded_memory_and_the_connection_goes_on() {
     use std::io::Write as _;
     let dir = tempfile::tempdir().unwrap();
-    let hub = start_hub(dir.path()).await;
-    for (id, bytes) in boundary_park() {
-        hub.documents
-            .import(&hub.store, "park-1", id, &bytes)
-            .unwrap();
-    }
+    let (hub, _) = hub_with_park(dir.path()).await;
     let a = enroll_edge(&hub, "park-1", "b-1", &dir.path().join("a")).await;
     let hub = Arc::new(hub);
     // 256 MiB of zeros in about a quarter of a megabyte, as a compressed change chunk.
