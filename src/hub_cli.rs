@@ -58,6 +58,15 @@ enum HubAction {
         config: PathBuf,
         id: String,
     },
+    /// Make the hub's issuing CA key (in the config's `ca.key`, owner-only) and write its
+    /// certificate request to `--out`, for the operator's root to sign on its own machine
+    /// (`smartpark ca sign`); the root's key never comes to the hub.
+    CaRequest {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Revoke an edge certificate: by serial, or the current one of a building. A running
     /// hub refuses it within seconds.
     Revoke {
@@ -72,6 +81,94 @@ enum HubAction {
         #[arg(long, default_value = "revoked by an operator")]
         reason: String,
     },
+}
+
+/// The operator's root CA, on a machine other than any hub's.
+#[derive(clap::Subcommand)]
+pub enum CaAction {
+    /// Make the operator's root CA: a key (owner-only) and a self-signed certificate valid
+    /// 20 years, for certifying the hubs' issuing CAs. Keep the key off every hub's host.
+    Init {
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        /// The operator's name, in the certificate.
+        #[arg(long)]
+        operator: String,
+    },
+    /// Certify a hub's issuing CA from the request `smartpark hub ca-request` wrote, and
+    /// write that hub's CA file (the issuing CA's certificate, then the root's).
+    Sign {
+        #[arg(long)]
+        root_cert: PathBuf,
+        #[arg(long)]
+        root_key: PathBuf,
+        #[arg(long)]
+        request: PathBuf,
+        /// The hub it is for, in the certificate.
+        #[arg(long, default_value = "hub")]
+        name: String,
+        #[arg(long, default_value_t = 5 * 365)]
+        days: u32,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+pub fn run_ca(action: CaAction) -> anyhow::Result<()> {
+    match action {
+        CaAction::Init {
+            cert,
+            key,
+            operator,
+        } => {
+            for path in [&cert, &key] {
+                anyhow::ensure!(
+                    !path.exists(),
+                    "{} exists; not replacing it",
+                    path.display()
+                );
+            }
+            let root = OperatorCa::create_root(&operator)?;
+            root.save(&cert, &key)?;
+            println!(
+                "{}: operator root CA {} (key in {}); hubs and edges trust this certificate",
+                cert.display(),
+                root.fingerprint(),
+                key.display()
+            );
+            Ok(())
+        }
+        CaAction::Sign {
+            root_cert,
+            root_key,
+            request,
+            name,
+            days,
+            out,
+        } => {
+            let root = OperatorCa::load(&root_cert, &root_key)?;
+            let text = std::fs::read_to_string(&request)
+                .with_context(|| format!("cannot read {}", request.display()))?;
+            let csr = transport::CertificateRequest::from_pem(&text)
+                .with_context(|| format!("{}", request.display()))?;
+            anyhow::ensure!(
+                (1..=20 * 365).contains(&days),
+                "--days must be between 1 and 7300"
+            );
+            let chain =
+                root.certify_issuing_ca(&csr, &name, transport::Validity::days_from_now(days))?;
+            std::fs::write(&out, chain)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!(
+                "{}: issuing CA of {name}, valid {days} days, certified by root {}; put it at the hub's `ca.cert`",
+                out.display(),
+                root.fingerprint()
+            );
+            Ok(())
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -158,6 +255,30 @@ pub async fn run_hub(args: HubArgs) -> anyhow::Result<()> {
             let settings = HubSettings::load(&config)?;
             let t = cloud_hub::cancel_token(&settings.db_path(), &id)?;
             println!("cancelled {} ({}/{})", t.id, t.park, t.building);
+            Ok(())
+        }
+        (Some(HubAction::CaRequest { config, out }), _) => {
+            let settings = HubSettings::load(&config)?;
+            for path in [&settings.ca_key, &settings.ca_cert] {
+                anyhow::ensure!(
+                    !path.exists(),
+                    "{} exists: this hub has a CA already (move it away first to replace it)",
+                    path.display()
+                );
+            }
+            let (key, request) = transport::issuing_ca_request(&settings.operator)?;
+            transport::CertifiedKeyPem {
+                cert_pem: request,
+                key_pem: key,
+            }
+            .save(&out, &settings.ca_key)?;
+            println!(
+                "{}: certificate request of this hub's issuing CA; its key is in {}.\nOn the machine that keeps the operator's root key, run\n  smartpark ca sign --root-cert ROOT_CERT --root-key ROOT_KEY --request {} --out hub-ca.pem\nthen put hub-ca.pem here as {}.",
+                out.display(),
+                settings.ca_key.display(),
+                out.display(),
+                settings.ca_cert.display()
+            );
             Ok(())
         }
         (

@@ -102,6 +102,11 @@ enum Command {
     },
     /// Run the cloud hub (`--config FILE`), or manage it: generate-config, enroll, revoke.
     Hub(hub_cli::HubArgs),
+    /// The operator's root CA, kept off the hubs' hosts: `ca init`, `ca sign`.
+    Ca {
+        #[command(subcommand)]
+        action: hub_cli::CaAction,
+    },
     /// Enroll this building's edge with the hub: make keys, redeem a token, save the
     /// certificates (sync, and the LAN API's for `--lan-name`).
     EdgeEnroll(hub_cli::EdgeEnrollArgs),
@@ -301,6 +306,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::EdgeEnroll(args) => hub_cli::edge_enroll(args).await,
+        Command::Ca { action } => hub_cli::run_ca(action),
         Command::Sim { device } => match device {
             SimDevice::EnergyMeter { listen, seed } => {
                 let listener = tokio::net::TcpListener::bind(&listen)

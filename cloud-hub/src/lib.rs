@@ -343,7 +343,7 @@ fn http_tls(settings: &HubSettings, ca: &OperatorCa) -> anyhow::Result<Option<Se
             let issued = ca
                 .issue_hub_cert(&names, Validity::days_from_now(2 * 365))
                 .context("cannot issue the HTTP API's certificate")?;
-            // The CA goes with the chain so that a client can be pointed at either.
+            // The root goes with the chain so that a client can be pointed at either.
             let chain = format!("{}{}", issued.cert_pem, ca.cert_pem());
             Ok(Some(ServerTls::from_pem(&chain, &issued.key_pem)?))
         }

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use cloud_hub::transport::{
-    EdgeKey, EdgeTlsConfig, EnrollFuture, Enroller, EnrollmentRequest, EnrollmentToken,
-    Fingerprint, HubEndpoint, HubTlsConfig, LAN_KEY_FILE, OperatorCa, RevocationList, ServerTls,
-    TransportError, Validity, connect, enroll, enroll_with_lan,
+    CertificateRequest, EdgeKey, EdgeTlsConfig, EnrollFuture, Enroller, EnrollmentRequest,
+    EnrollmentToken, Fingerprint, HubEndpoint, HubTlsConfig, LAN_KEY_FILE, OperatorCa,
+    RevocationList, ServerTls, TransportError, Validity, connect, enroll, enroll_with_lan,
+    issuing_ca_request,
 };
 
 /// Tokens by secret hash: (park, building, expired, used).
@@ -56,7 +57,20 @@ fn start_hub() -> TestHub {
 
 /// A hub whose own certificate also names `names`.
 fn start_hub_named(names: &[String]) -> TestHub {
-    let ca = Arc::new(OperatorCa::create("test").unwrap());
+    start_hub_with(Arc::new(OperatorCa::create("test").unwrap()), names)
+}
+
+/// An issuing CA for one hub, certified by `root` from a request made "on the hub".
+fn issuing_ca(root: &OperatorCa, hub: &str) -> OperatorCa {
+    let (key, request) = issuing_ca_request("test").unwrap();
+    let csr = CertificateRequest::from_pem(&request).unwrap();
+    let file = root
+        .certify_issuing_ca(&csr, hub, Validity::days_from_now(365))
+        .unwrap();
+    OperatorCa::from_pem(&file, &key).unwrap()
+}
+
+fn start_hub_with(ca: Arc<OperatorCa>, names: &[String]) -> TestHub {
     let revocations = RevocationList::default();
     let tls = HubTlsConfig::new(&ca, names, revocations.clone()).unwrap();
     let enroller = Arc::new(MemEnroller {
@@ -329,6 +343,78 @@ async fn enrollment_issues_a_lan_certificate_for_the_names_asked_and_never_the_h
     .unwrap();
     assert!(ServerTls::load_lan(dir.path()).unwrap().is_none());
     assert!(!dir.path().join(LAN_KEY_FILE).exists());
+}
+
+/// The operator's root stays on another machine: the hub holds an issuing CA that the
+/// root certified. Edges enroll pinning the root, keep the root alone as their trust, and
+/// send the issuing CA's certificate with their own; an edge enrolled by a second hub
+/// under the same root (another issuing CA) connects to the first as well, and one from
+/// another root does not.
+#[tokio::test]
+async fn a_hub_with_an_issuing_ca_enrolls_and_connects_edges_that_trust_only_the_root() {
+    let root = OperatorCa::create_root("op").unwrap();
+    let hub = start_hub_with(Arc::new(issuing_ca(&root, "hub-1")), &[]);
+    assert!(!hub.ca.holds_root_key());
+    let dir = tempfile::tempdir().unwrap();
+    let token = hub.token("park-1", "b-1", false);
+    assert_eq!(token.ca_fingerprint(), root.fingerprint());
+    let enrolled = enroll_with_lan(
+        hub.endpoint.local_addr(),
+        &token,
+        dir.path(),
+        &["127.0.0.1".to_string()],
+    )
+    .await
+    .unwrap();
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    let count = |pem: &str| pem.matches("BEGIN CERTIFICATE").count();
+    assert_eq!(
+        read("ca-cert.pem"),
+        root.cert_pem(),
+        "the edge trusts the root"
+    );
+    assert_eq!(
+        count(&read("edge-cert.pem")),
+        2,
+        "certificate and issuing CA"
+    );
+    assert_eq!(
+        count(&read("lan-cert.pem")),
+        3,
+        "certificate, issuing CA, root"
+    );
+    let lan = ServerTls::load_lan(dir.path()).unwrap().unwrap();
+    assert_eq!(lan.trust_pem(), root.cert_pem());
+
+    let mut edge = connect(&enrolled.tls, hub.endpoint.local_addr())
+        .await
+        .unwrap();
+    edge.send(&sync_protocol::Message::Heartbeat.encode(0).unwrap())
+        .await
+        .unwrap();
+    let (identity, _) = hub.accepted(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(identity.serial, enrolled.tls.identity().serial);
+
+    // A second hub's issuing CA under the same root: its edges are this hub's edges too.
+    let second = issuing_ca(&root, "hub-2");
+    let moved = edge_config(&second, &root, "b-2", Validity::days_from_now(1));
+    let mut edge = connect(&moved, hub.endpoint.local_addr()).await.unwrap();
+    edge.send(&sync_protocol::Message::Heartbeat.encode(0).unwrap())
+        .await
+        .unwrap();
+    let (identity, _) = hub.accepted(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(identity.building, "b-2");
+
+    // Another root's issuing CA is refused.
+    let foreign_root = OperatorCa::create_root("other").unwrap();
+    let foreign = edge_config(
+        &issuing_ca(&foreign_root, "hub-x"),
+        &root,
+        "b-3",
+        Validity::days_from_now(1),
+    );
+    assert!(connect(&foreign, hub.endpoint.local_addr()).await.is_err());
+    assert!(hub.accepted(Duration::from_millis(500)).await.is_none());
 }
 
 #[tokio::test]

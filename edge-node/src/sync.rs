@@ -382,11 +382,11 @@ fn command(
                 false,
             );
         };
-        let der = match transport::certificate_der_from_pem(pem) {
-            Ok(d) => d,
+        let chain = match transport::certificate_chain_from_pem(pem) {
+            Ok(c) => c,
             Err(e) => return (false, json!({"error": e.to_string()}), false),
         };
-        return match r.install(identity_dir, &der) {
+        return match r.install(identity_dir, &chain) {
             Ok(id) => (true, json!({"serial": id.serial}), true),
             Err(e) => {
                 tracing::error!(error = %e, "Refused the renewed certificate; the current one stays.");

@@ -102,6 +102,58 @@ fn hub_config(dir: &Path, quic_port: u16) -> std::path::PathBuf {
     file
 }
 
+/// The operator's root made on "another machine" (`dir/offline`), and the hub's issuing
+/// CA certified by it through the commands an operator runs: `hub ca-request` on the hub,
+/// `ca sign` where the root's key is, the signed file copied to the hub's `ca.cert`.
+/// Returns the root's certificate.
+fn offline_root(config: &Path, dir: &Path) -> String {
+    let offline = dir.join("offline");
+    let (root_cert, root_key) = (offline.join("root-cert.pem"), offline.join("root-key.pem"));
+    let run = |args: &[&str]| {
+        let (ok, out) = smartpark(args, "");
+        assert!(ok, "{args:?}: {out}");
+    };
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    std::fs::create_dir_all(&offline).unwrap();
+    run(&[
+        "ca",
+        "init",
+        "--cert",
+        &path(&root_cert),
+        "--key",
+        &path(&root_key),
+        "--operator",
+        "hil-operator",
+    ]);
+    let request = dir.join("hub-ca.csr");
+    run(&[
+        "hub",
+        "ca-request",
+        "--config",
+        &path(config),
+        "--out",
+        &path(&request),
+    ]);
+    let signed = offline.join("hub-ca.pem");
+    run(&[
+        "ca",
+        "sign",
+        "--root-cert",
+        &path(&root_cert),
+        "--root-key",
+        &path(&root_key),
+        "--request",
+        &path(&request),
+        "--out",
+        &path(&signed),
+    ]);
+    std::fs::copy(&signed, dir.join("ca").join("ca-cert.pem")).unwrap();
+    let root_key = std::fs::read_to_string(&root_key).unwrap();
+    let hub_key = std::fs::read_to_string(dir.join("ca").join("ca-key.pem")).unwrap();
+    assert_ne!(hub_key, root_key, "the hub holds its issuing CA's key only");
+    std::fs::read_to_string(root_cert).unwrap()
+}
+
 /// `hub enroll` for building b1, then `edge-enroll` into `dir/identity`; returns the token
 /// (now used) and the identity folder.
 fn enroll(config: &Path, hub: &Hub, dir: &Path) -> (String, std::path::PathBuf) {
@@ -176,9 +228,16 @@ fn an_enrolled_edge_uploads_its_events_once_even_when_the_hub_is_killed() {
         .unwrap()
         .port();
     let config = hub_config(dir.path(), quic_port);
+    // This hub issues from a CA that the operator's offline root certified.
+    let root = offline_root(&config, dir.path());
     let mut hub = Hub::start(&config);
 
     let (token, identity) = enroll(&config, &hub, dir.path());
+    assert_eq!(
+        std::fs::read_to_string(identity.join("ca-cert.pem")).unwrap(),
+        root,
+        "the edge trusts the operator's root"
+    );
     // The same token a second time, on standard input, is refused.
     let stdin = std::path::Path::new("-");
     let (ok, out) = edge_enroll(
@@ -324,6 +383,11 @@ fn an_enrolled_edge_uploads_its_events_once_even_when_the_hub_is_killed() {
     assert!(actions.iter().any(|a| a == "edge.enrolled"), "{actions:?}");
     let new_cert = std::fs::read_to_string(identity.join("edge-cert.pem")).unwrap();
     assert_ne!(new_cert, old_cert, "the certificate was renewed");
+    assert_eq!(
+        new_cert.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "the renewed certificate travels with the issuing CA's"
+    );
     assert_eq!(
         std::fs::read_to_string(identity.join("edge-cert.pem.old")).unwrap(),
         old_cert

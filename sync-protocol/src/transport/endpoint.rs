@@ -19,11 +19,11 @@ use tracing::Instrument as _;
 use super::channel::FrameChannel;
 use super::pki::{
     CertificateRequest, EdgeKey, Fingerprint, IssuedCertificate, MAX_SERVER_NAMES, PeerIdentity,
-    check_server_names, hex, pem_of, write_file,
+    chain_pem, check_server_names, concat_der, hex, pem_of, split_der, write_file,
 };
 use super::tls::{
     EdgeTlsConfig, HubTlsConfig, PinnedCaVerifier, client_config, edge_paths, lan_paths,
-    verify_edge_cert, verify_lan_cert,
+    verify_client_chain, verify_lan_cert,
 };
 use super::token::EnrollmentToken;
 use super::{
@@ -223,13 +223,13 @@ pub async fn enroll_with_lan(
             "the hub sent a CA certificate other than the one the token names".into(),
         ));
     }
-    if !key.matches(&cert) {
+    if !key.matches(&cert[0]) {
         return Err(TransportError::BadEnrollmentMessage(
             "the hub sent a certificate for another key".into(),
         ));
     }
-    verify_edge_cert(&cert, &ca)?;
-    let identity = PeerIdentity::from_certificate(&cert)?;
+    verify_client_chain(&cert[0], &cert[1..], &ca)?;
+    let identity = PeerIdentity::from_certificate(&cert[0])?;
     // The token is spent by now, so a LAN certificate that is missing or wrong costs only
     // the LAN certificate: the API serves a self-signed one until the next enrollment.
     let lan = match (lan, lan_cert) {
@@ -239,8 +239,8 @@ pub async fn enroll_with_lan(
             None
         }
         (Some((names, lan_key, _)), Some(lan_cert)) => {
-            let checked = if lan_key.matches(&lan_cert) {
-                verify_lan_cert(&lan_cert, &ca, &names)
+            let checked = if lan_key.matches(&lan_cert[0]) {
+                verify_lan_cert(&lan_cert[0], &lan_cert[1..], &ca, &names)
             } else {
                 Err(TransportError::BadCertificate(
                     "the LAN certificate is for another key".into(),
@@ -257,13 +257,13 @@ pub async fn enroll_with_lan(
     };
     let [key_path, cert_path, ca_path] = edge_paths(data_dir);
     write_file(&key_path, &key.pem(), true)?;
-    write_file(&cert_path, &pem_of("CERTIFICATE", &cert), false)?;
+    write_file(&cert_path, &chain_pem(&cert), false)?;
     write_file(&ca_path, &pem_of("CERTIFICATE", &ca), false)?;
     let [lan_key_path, lan_cert_path] = lan_paths(data_dir);
     let lan_names = match lan {
         Some((names, lan_key, lan_cert)) => {
             write_file(&lan_key_path, &lan_key.pem(), true)?;
-            let chain = pem_of("CERTIFICATE", &lan_cert) + &pem_of("CERTIFICATE", &ca);
+            let chain = chain_pem(lan_cert.iter().chain([&ca]));
             write_file(&lan_cert_path, &chain, false)?;
             names
         }
@@ -310,15 +310,19 @@ impl Renewal {
         Ok((Renewal { key }, csr))
     }
 
-    /// Checks the certificate the hub issued (for this key, from the operator CA in
-    /// `data_dir`, naming this edge's park and building) and puts the new key and
-    /// certificate in place of the old ones, which stay beside them as `.old`. The next
-    /// connection uses the new pair.
-    pub fn install(self, data_dir: &Path, cert_der: &[u8]) -> Result<PeerIdentity, TransportError> {
+    /// Checks the certificate the hub issued, `chain[0]`, with the rest of `chain` (for
+    /// this key, up to the operator's root in `data_dir`, naming this edge's park and
+    /// building) and puts the new key and certificate in place of the old ones, which stay
+    /// beside them as `.old`. The next connection uses the new pair.
+    pub fn install(self, data_dir: &Path, chain: &[Der]) -> Result<PeerIdentity, TransportError> {
         let [key_path, cert_path, ca_path] = edge_paths(data_dir);
         let current = EdgeTlsConfig::load(data_dir)?;
-        let cert: Der = CertificateDer::from(cert_der.to_vec());
-        if !self.key.matches(&cert) {
+        let Some(cert) = chain.first() else {
+            return Err(TransportError::BadCertificate(
+                "no renewed certificate was sent".into(),
+            ));
+        };
+        if !self.key.matches(cert) {
             return Err(TransportError::BadCertificate(
                 "the renewed certificate is for another key".into(),
             ));
@@ -328,8 +332,8 @@ impl Renewal {
             source,
         })?;
         let ca = super::pki::cert_from_pem(&ca_pem, &ca_path)?;
-        verify_edge_cert(&cert, &ca)?;
-        let identity = PeerIdentity::from_certificate(&cert)?;
+        verify_client_chain(cert, &chain[1..], &ca)?;
+        let identity = PeerIdentity::from_certificate(cert)?;
         let was = current.identity();
         if (identity.park.as_str(), identity.building.as_str())
             != (was.park.as_str(), was.building.as_str())
@@ -341,7 +345,7 @@ impl Renewal {
         }
         let new = |p: &Path| p.with_extension("pem.new");
         write_file(&new(&key_path), &self.key.pem(), true)?;
-        write_file(&new(&cert_path), &pem_of("CERTIFICATE", &cert), false)?;
+        write_file(&new(&cert_path), &chain_pem(chain), false)?;
         write_file(&data_dir.join(RENEWAL_READY), "", false)?;
         for path in [&key_path, &cert_path] {
             let _ = std::fs::copy(path, path.with_extension("pem.old"));
@@ -382,28 +386,41 @@ fn bad_message(e: crate::DecodeError) -> TransportError {
 /// A certificate from an enrollment answer.
 type Der = CertificateDer<'static>;
 
-/// The hub's answer: certificate, CA and, when `with_lan` (a version 2 request), the LAN
-/// certificate (`None` when the hub sent none).
-fn parse_response(bytes: &[u8], with_lan: bool) -> Result<(Der, Der, Option<Der>), TransportError> {
+/// A certificate and its chain from an enrollment answer, the certificate first.
+type Chain = Vec<Der>;
+
+/// The hub's answer: certificate with chain, root and, when `with_lan` (a version 2
+/// request), the LAN certificate with chain (`None` when the hub sent none).
+fn parse_response(
+    bytes: &[u8],
+    with_lan: bool,
+) -> Result<(Chain, Der, Option<Chain>), TransportError> {
     let mut r = Reader::new(bytes);
+    let chain = |what: &str, bytes: &[u8]| {
+        split_der(bytes).map_err(|e| TransportError::BadEnrollmentMessage(format!("{what}: {e}")))
+    };
     match r.u8("enrollment status").map_err(bad_message)? {
         0 => {
-            let cert = r.len_prefixed("certificate").map_err(bad_message)?.to_vec();
+            let cert = chain(
+                "certificate",
+                r.len_prefixed("certificate").map_err(bad_message)?,
+            )?;
             let ca = r
                 .len_prefixed("CA certificate")
                 .map_err(bad_message)?
                 .to_vec();
             let lan = if with_lan {
-                let lan = r
-                    .len_prefixed("LAN certificate")
-                    .map_err(bad_message)?
-                    .to_vec();
-                (!lan.is_empty()).then(|| lan.into())
+                let lan = r.len_prefixed("LAN certificate").map_err(bad_message)?;
+                if lan.is_empty() {
+                    None
+                } else {
+                    Some(chain("LAN certificate", lan)?)
+                }
             } else {
                 None
             };
             r.finish("enrollment response").map_err(bad_message)?;
-            Ok((cert.into(), ca.into(), lan))
+            Ok((cert, ca.into(), lan))
         }
         1 => Err(TransportError::EnrollmentRefused(
             r.string("refusal reason").map_err(bad_message)?,
@@ -631,12 +648,19 @@ async fn serve_enrollment(connection: quinn::Connection, shared: &HubShared) {
         let mut response = Vec::new();
         let outcome = match answer {
             Ok(issued) => {
+                // Each certificate travels with its chain (DER after DER): nothing when
+                // the root issued it, the issuing CA's certificate when one did.
                 response.push(0);
-                wire::put_bytes(&mut response, &issued.der);
+                wire::put_bytes(
+                    &mut response,
+                    &concat_der(std::iter::once(&issued.der).chain(&issued.chain)),
+                );
                 wire::put_bytes(&mut response, &shared.ca_der);
                 if version == Some(ENROLL_VERSION_LAN) {
-                    let lan = issued.lan.as_ref().map_or(&[][..], |c| c.as_ref());
-                    wire::put_bytes(&mut response, lan);
+                    let lan = issued.lan.as_ref().map_or_else(Vec::new, |c| {
+                        concat_der(std::iter::once(c).chain(&issued.chain))
+                    });
+                    wire::put_bytes(&mut response, &lan);
                 }
                 tracing::info!(edge = %issued.identity, lan = issued.lan.is_some(), "Enrolled an edge.");
                 Ok(())

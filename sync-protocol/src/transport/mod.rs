@@ -91,8 +91,9 @@ pub use endpoint::{
 pub use https::{ServerTls, serve_http};
 pub use pki::{
     CertificateRequest, CertifiedKeyPem, EdgeKey, Fingerprint, HUB_SERVER_NAME, IssuedCertificate,
-    MAX_SERVER_NAMES, OperatorCa, PeerIdentity, Validity, certificate_der_from_pem,
-    certificate_pem, check_server_names, is_valid_id, self_signed_server_cert, server_names_of,
+    MAX_CHAIN, MAX_SERVER_NAMES, OperatorCa, PeerIdentity, Validity, certificate_chain_from_pem,
+    certificate_pem, check_server_names, is_valid_id, issuing_ca_request, self_signed_server_cert,
+    server_names_of,
 };
 pub use tls::{
     CA_CERT_FILE, EDGE_CERT_FILE, EDGE_KEY_FILE, EdgeTlsConfig, HubTlsConfig, LAN_CERT_FILE,

@@ -3,7 +3,12 @@
 //! HTTPS server certificates for an edge's LAN API; and self-signed HTTPS certificates for
 //! an edge that is not enrolled yet.
 //!
-//! It keeps no state beyond the CA's key and certificate, reads and writes only the PEM
+//! The CA that issues can be the operator's root itself, or an issuing CA that the root
+//! certified (its key made on the hub, the root's key kept on another machine): then
+//! every certificate it issues travels with the issuing CA's certificate, and edges trust
+//! the root alone, so the hub's issuing CA can be replaced without touching any edge.
+//!
+//! It keeps no state beyond the CA's key and certificates, reads and writes only the PEM
 //! files it is pointed at (private keys readable by their owner only), and decides nothing
 //! about who may enroll (the hub does that).
 //!
@@ -242,13 +247,22 @@ pub(crate) fn key_from_pem(
     })
 }
 
-/// The operator's certificate authority: one per operator, shared by its hubs, signing
-/// every hub and edge certificate.
+/// The operator's certificate authority as a hub holds it: the CA that signs every hub and
+/// edge certificate, and the root edges trust. Either the root issues itself (one file
+/// holding one certificate) or an issuing CA does, whose certificate file holds the issuing
+/// CA's certificate, then any between, then the root's; the key is the issuing CA's.
 pub struct OperatorCa {
-    cert_der: CertificateDer<'static>,
-    cert_pem: String,
+    /// The root: what edges keep as `ca-cert.pem` and enrollment tokens pin.
+    root_der: CertificateDer<'static>,
+    root_pem: String,
+    /// The certificates between what this CA issues and the root, the issuer's first;
+    /// empty when the root issues.
+    intermediates: Vec<CertificateDer<'static>>,
     issuer: Issuer<'static, KeyPair>,
 }
+
+/// The most certificates an operator CA's file, or an issued chain, may hold.
+pub const MAX_CHAIN: usize = 4;
 
 impl fmt::Debug for OperatorCa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -277,6 +291,9 @@ impl fmt::Debug for CertifiedKeyPem {
 #[derive(Debug, Clone)]
 pub struct IssuedCertificate {
     pub der: CertificateDer<'static>,
+    /// The certificates between the issued ones and the operator's root (the issuing CA's),
+    /// which go with them; empty when the root issued them.
+    pub chain: Vec<CertificateDer<'static>>,
     pub identity: PeerIdentity,
     /// The HTTPS server certificate for the names of [`EnrollmentRequest::lan`]; `None`
     /// when none was asked for (or the enroller issues none).
@@ -286,9 +303,77 @@ pub struct IssuedCertificate {
 }
 
 impl IssuedCertificate {
+    /// The edge certificate followed by its chain, PEM.
     pub fn pem(&self) -> String {
-        pem_of("CERTIFICATE", &self.der)
+        chain_pem(std::iter::once(&self.der).chain(&self.chain))
     }
+}
+
+/// Certificates as one PEM text, in order.
+pub(crate) fn chain_pem<'a>(
+    certs: impl IntoIterator<Item = &'a CertificateDer<'static>>,
+) -> String {
+    certs
+        .into_iter()
+        .map(|c| pem_of("CERTIFICATE", c))
+        .collect()
+}
+
+/// Every certificate of a PEM text, in order: at least one, at most [`MAX_CHAIN`].
+pub(crate) fn certs_from_pem(
+    pem: &str,
+    what: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TransportError> {
+    let bad = |reason: String| TransportError::BadFile {
+        path: what.to_path_buf(),
+        reason,
+    };
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .take(MAX_CHAIN + 1)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("bad PEM: {e}")))?;
+    match certs.len() {
+        0 => Err(bad("no certificate in it".into())),
+        n if n > MAX_CHAIN => Err(bad(format!("more than {MAX_CHAIN} certificates in it"))),
+        _ => Ok(certs),
+    }
+}
+
+/// Certificates as one byte string, DER after DER (how enrollment sends a chain).
+pub(crate) fn concat_der<'a>(
+    certs: impl IntoIterator<Item = &'a CertificateDer<'static>>,
+) -> Vec<u8> {
+    certs
+        .into_iter()
+        .flat_map(|c| c.as_ref().iter().copied())
+        .collect()
+}
+
+/// The certificates of [`concat_der`]'s byte string: at least one, at most [`MAX_CHAIN`],
+/// each one whole.
+pub(crate) fn split_der(mut bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        if out.len() == MAX_CHAIN {
+            return Err(format!("more than {MAX_CHAIN} certificates"));
+        }
+        let (rest, _) = x509_parser::certificate::X509Certificate::from_der(bytes)
+            .map_err(|e| format!("certificate {} does not parse: {e}", out.len() + 1))?;
+        let used = bytes.len() - rest.len();
+        out.push(CertificateDer::from(bytes[..used].to_vec()));
+        bytes = rest;
+    }
+    if out.is_empty() {
+        return Err("no certificate".into());
+    }
+    Ok(out)
+}
+
+/// The certificates of a PEM text sent in a message (a renewed certificate and its chain).
+pub fn certificate_chain_from_pem(
+    pem: &str,
+) -> Result<Vec<CertificateDer<'static>>, TransportError> {
+    certs_from_pem(pem, Path::new("(message)"))
 }
 
 /// A DER certificate as PEM text.
@@ -296,9 +381,30 @@ pub fn certificate_pem(der: &[u8]) -> String {
     pem_of("CERTIFICATE", der)
 }
 
-/// The DER of the first certificate in a PEM text (a certificate sent in a message).
-pub fn certificate_der_from_pem(pem: &str) -> Result<Vec<u8>, TransportError> {
-    Ok(cert_from_pem(pem, Path::new("(message)"))?.to_vec())
+/// The parameters every CA certificate here shares: its name and what it may sign.
+fn ca_params(common_name: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    dn.push(DnType::OrganizationName, "smartpark");
+    params.distinguished_name = dn;
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
+/// A hub's issuing CA key, made where it will be used, and its certificate request for the
+/// operator's root: `(key PEM, request PEM)`.
+pub fn issuing_ca_request(name: &str) -> Result<(String, String), TransportError> {
+    let key = KeyPair::generate().map_err(cert_error)?;
+    let csr = ca_params(&format!("smartpark issuing CA {name}"))
+        .serialize_request(&key)
+        .map_err(cert_error)?;
+    let pem = csr.pem().map_err(cert_error)?;
+    Ok((key.serialize_pem(), pem))
 }
 
 pub(crate) fn pem_of(label: &str, der: &[u8]) -> String {
@@ -313,29 +419,31 @@ pub(crate) fn pem_of(label: &str, der: &[u8]) -> String {
 }
 
 impl OperatorCa {
-    /// A new CA with a fresh P-256 key, valid for 20 years.
+    /// A new CA with a fresh P-256 key, valid for 20 years, that issues hub and edge
+    /// certificates itself (and no CA below it): a hub that keeps its CA's key.
     pub fn create(name: &str) -> Result<OperatorCa, TransportError> {
+        Self::create_self_signed(&format!("smartpark operator CA {name}"), 0)
+    }
+
+    /// A new root CA with a fresh P-256 key, valid for 20 years, for a machine other than
+    /// the hub's: it certifies the hubs' issuing CAs ([`OperatorCa::certify_issuing_ca`]),
+    /// which issue everything else.
+    pub fn create_root(name: &str) -> Result<OperatorCa, TransportError> {
+        Self::create_self_signed(&format!("smartpark operator root CA {name}"), 1)
+    }
+
+    fn create_self_signed(common_name: &str, path_len: u8) -> Result<OperatorCa, TransportError> {
         let key = KeyPair::generate().map_err(cert_error)?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, format!("smartpark operator CA {name}"));
-        dn.push(DnType::OrganizationName, "smartpark");
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let mut params = ca_params(common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
+        set_validity(&mut params, Validity::days_from_now(20 * 365));
         params.serial_number = Some(random_serial()?);
-        let validity = Validity::days_from_now(20 * 365);
-        set_validity(&mut params, validity);
         let cert = params.self_signed(&key).map_err(cert_error)?;
-        let cert_der = cert.der().clone();
-        let cert_pem = cert.pem();
+        let root_der = cert.der().clone();
         Ok(OperatorCa {
-            cert_der,
-            cert_pem,
+            root_pem: cert.pem(),
+            root_der,
+            intermediates: Vec::new(),
             issuer: Issuer::new(params, key),
         })
     }
@@ -345,45 +453,83 @@ impl OperatorCa {
         let cert_pem = read_file(cert_path)?;
         let key_pem = read_file(key_path)?;
         Self::from_pem(&cert_pem, &key_pem).map_err(|e| match e {
-            TransportError::Certificate(reason) => TransportError::BadFile {
-                path: cert_path.to_path_buf(),
-                reason,
-            },
+            TransportError::Certificate(reason) | TransportError::BadFile { reason, .. } => {
+                TransportError::BadFile {
+                    path: cert_path.to_path_buf(),
+                    reason,
+                }
+            }
             e => e,
         })
     }
 
-    /// The CA from PEM texts.
+    /// The CA from PEM texts: the issuing CA's certificate, then any certificates up to
+    /// and including the root (self-signed, last), and the issuing CA's key. A chain is
+    /// checked by issuing a certificate from it and verifying that against the root, so a
+    /// chain that would not verify at the edges is refused here.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<OperatorCa, TransportError> {
-        let cert_der = cert_from_pem(cert_pem, Path::new("the CA certificate"))?;
-        let key = KeyPair::from_pem(key_pem)
-            .map_err(|e| TransportError::Certificate(format!("bad CA key: {e}")))?;
-        {
-            let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&cert_der)
-                .map_err(|e| TransportError::Certificate(format!("bad CA certificate: {e}")))?;
-            if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-                return Err(TransportError::Certificate(
-                    "the CA key does not belong to the CA certificate".into(),
+        let bad = |reason: String| TransportError::Certificate(reason);
+        let certs = certs_from_pem(cert_pem, Path::new("the CA certificate"))?;
+        let key = KeyPair::from_pem(key_pem).map_err(|e| bad(format!("bad CA key: {e}")))?;
+        for (i, der) in certs.iter().enumerate() {
+            let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
+                .map_err(|e| bad(format!("bad CA certificate {}: {e}", i + 1)))?;
+            if !cert.is_ca() {
+                return Err(bad(format!(
+                    "certificate {} of the CA file is not a CA certificate",
+                    i + 1
+                )));
+            }
+            if i == 0 && cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw()
+            {
+                return Err(bad(
+                    "the CA key does not belong to the first certificate of the CA file".into(),
                 ));
             }
-            if !cert.is_ca() {
-                return Err(TransportError::Certificate(
-                    "the CA certificate is not a CA certificate".into(),
+            if i == certs.len() - 1 && cert.subject().as_raw() != cert.issuer().as_raw() {
+                return Err(bad(
+                    "the last certificate of the CA file is not a root (self-signed): append the operator's root certificate".into(),
                 ));
             }
         }
-        let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(cert_error)?;
-        Ok(OperatorCa {
-            cert_pem: pem_of("CERTIFICATE", &cert_der),
-            cert_der,
+        let issuer = Issuer::from_ca_cert_der(&certs[0], key).map_err(cert_error)?;
+        let (root_der, intermediates) = match certs.split_last() {
+            Some((root, between)) => (root.clone(), between.to_vec()),
+            None => return Err(bad("no certificate in the CA file".into())),
+        };
+        let ca = OperatorCa {
+            root_pem: pem_of("CERTIFICATE", &root_der),
+            root_der,
+            intermediates,
             issuer,
-        })
+        };
+        if !ca.intermediates.is_empty() {
+            let probe = EdgeKey::generate()?;
+            let issued = ca.issue_edge_cert(
+                &probe.certificate_request()?,
+                "chain-check",
+                "chain-check",
+                Validity::days_from_now(1),
+            )?;
+            super::tls::verify_client_chain(&issued.der, &issued.chain, &ca.root_der).map_err(
+                |e| {
+                    bad(format!(
+                        "the CA file's chain does not verify up to its root: {e}"
+                    ))
+                },
+            )?;
+        }
+        Ok(ca)
     }
 
-    /// Writes the certificate and (owner-only) the key.
+    /// Writes the certificates (issuer first, root last) and (owner-only) the key.
     pub fn save(&self, cert_path: &Path, key_path: &Path) -> Result<(), TransportError> {
         write_file(key_path, &self.issuer.key().serialize_pem(), true)?;
-        write_file(cert_path, &self.cert_pem, false)
+        write_file(
+            cert_path,
+            &chain_pem(self.intermediates.iter().chain([&self.root_der])),
+            false,
+        )
     }
 
     /// Loads the CA, or creates and saves a new one when neither file exists. Returns
@@ -406,22 +552,74 @@ impl OperatorCa {
             }),
             (false, true) => Err(TransportError::BadFile {
                 path: cert_path.to_path_buf(),
-                reason: "the CA key exists but its certificate does not".into(),
+                reason: format!(
+                    "the CA key exists but its certificate does not: after `smartpark hub ca-request`, have the root sign the request (`smartpark ca sign`) and put what it wrote here, with the root's certificate last (key: {})",
+                    key_path.display()
+                ),
             }),
         }
     }
 
+    /// The operator's root certificate, which edges trust.
     pub fn cert_der(&self) -> &CertificateDer<'static> {
-        &self.cert_der
+        &self.root_der
     }
 
+    /// The root certificate, PEM.
     pub fn cert_pem(&self) -> &str {
-        &self.cert_pem
+        &self.root_pem
     }
 
-    /// The SHA-256 of the CA certificate; enrollment tokens carry it.
+    /// The certificates between what this CA issues and the root (empty when the root
+    /// issues); they go with every certificate it issues.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.intermediates
+    }
+
+    /// Whether the key held here is the root's (rather than an issuing CA's).
+    pub fn holds_root_key(&self) -> bool {
+        self.intermediates.is_empty()
+    }
+
+    /// The SHA-256 of the root certificate; enrollment tokens carry it.
     pub fn fingerprint(&self) -> Fingerprint {
-        Fingerprint::of(&self.cert_der)
+        Fingerprint::of(&self.root_der)
+    }
+
+    /// Certifies a hub's issuing CA from its request ([`issuing_ca_request`]): a CA
+    /// certificate for the request's key that may issue end certificates only, valid
+    /// `validity`. Returns the CA file for that hub: the new certificate, then this CA's
+    /// chain, root last. Only a root made to certify CAs ([`OperatorCa::create_root`])
+    /// can do this.
+    pub fn certify_issuing_ca(
+        &self,
+        csr: &CertificateRequest,
+        name: &str,
+        validity: Validity,
+    ) -> Result<String, TransportError> {
+        if !self.holds_root_key() {
+            return Err(TransportError::Certificate(
+                "an issuing CA cannot certify another CA: sign with the operator's root".into(),
+            ));
+        }
+        let (_, root) = x509_parser::certificate::X509Certificate::from_der(&self.root_der)
+            .map_err(|e| TransportError::Certificate(format!("bad root certificate: {e}")))?;
+        if let Ok(Some(bc)) = root.basic_constraints()
+            && bc.value.path_len_constraint == Some(0)
+        {
+            return Err(TransportError::Certificate(
+                "this CA was made to issue end certificates only (path length 0); make a root for issuing CAs with `smartpark ca init`".into(),
+            ));
+        }
+        let mut params = ca_params(&format!("smartpark issuing CA {name}"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial()?);
+        set_validity(&mut params, validity);
+        let cert = params
+            .signed_by(&csr.params.public_key, &self.issuer)
+            .map_err(cert_error)?;
+        Ok(chain_pem([cert.der(), &self.root_der]))
     }
 
     /// A server certificate for a hub with a fresh key. It names [`HUB_SERVER_NAME`] and
@@ -445,7 +643,7 @@ impl OperatorCa {
         set_validity(&mut params, validity);
         let cert = params.signed_by(&key, &self.issuer).map_err(cert_error)?;
         Ok(CertifiedKeyPem {
-            cert_pem: cert.pem(),
+            cert_pem: chain_pem(std::iter::once(cert.der()).chain(&self.intermediates)),
             key_pem: key.serialize_pem(),
         })
     }
@@ -478,7 +676,7 @@ impl OperatorCa {
         set_validity(&mut params, validity);
         let cert = params.signed_by(&key, &self.issuer).map_err(cert_error)?;
         Ok(CertifiedKeyPem {
-            cert_pem: cert.pem(),
+            cert_pem: chain_pem(std::iter::once(cert.der()).chain(&self.intermediates)),
             key_pem: key.serialize_pem(),
         })
     }
@@ -518,6 +716,7 @@ impl OperatorCa {
         let identity = PeerIdentity::from_certificate(&der)?;
         Ok(IssuedCertificate {
             der,
+            chain: self.intermediates.clone(),
             identity,
             lan: None,
         })
@@ -773,6 +972,14 @@ impl CertificateRequest {
         })
     }
 
+    /// Parses a PEM request (`CERTIFICATE REQUEST`) and checks its signature.
+    pub fn from_pem(pem: &str) -> Result<CertificateRequest, TransportError> {
+        let der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes()).map_err(|e| {
+            TransportError::Certificate(format!("no certificate request in it: {e}"))
+        })?;
+        Self::from_der(der.as_ref())
+    }
+
     pub fn der(&self) -> &[u8] {
         &self.der
     }
@@ -867,13 +1074,14 @@ mod tests {
             .unwrap();
         assert!(key.matches(&cert));
         let wanted = vec!["10.1.2.3".to_string(), "edge-b1.example".to_string()];
-        super::super::tls::verify_lan_cert(&cert, ca.cert_der(), &wanted).unwrap();
+        super::super::tls::verify_lan_cert(&cert, &[], ca.cert_der(), &wanted).unwrap();
         let (named, _) = server_names_of(&cert).unwrap();
         assert_eq!(named, wanted);
-        let other = super::super::tls::verify_lan_cert(&cert, ca.cert_der(), &["10.1.2.4".into()]);
+        let other =
+            super::super::tls::verify_lan_cert(&cert, &[], ca.cert_der(), &["10.1.2.4".into()]);
         assert!(other.is_err());
         // It cannot stand in for the edge's sync certificate.
-        assert!(super::super::tls::verify_edge_cert(&cert, ca.cert_der()).is_err());
+        assert!(super::super::tls::verify_client_chain(&cert, &[], ca.cert_der()).is_err());
         assert!(PeerIdentity::from_certificate(&cert).is_err());
         // Nor can the sync certificate serve HTTPS.
         let edge = ca
@@ -885,7 +1093,7 @@ mod tests {
             )
             .unwrap();
         let as_server =
-            super::super::tls::verify_lan_cert(&edge.der, ca.cert_der(), &["10.1.2.3".into()]);
+            super::super::tls::verify_lan_cert(&edge.der, &[], ca.cert_der(), &["10.1.2.3".into()]);
         assert!(as_server.is_err());
     }
 
@@ -968,5 +1176,100 @@ mod tests {
             );
         }
         assert_eq!(parse_edge_uri("smartpark://park/a/building/b/c"), None);
+    }
+
+    /// A root made on one machine certifies the issuing CA a hub made on another from its
+    /// request; the hub's CA file holds no root key, and what it issues verifies against
+    /// the root alone once its chain goes with it.
+    #[test]
+    fn an_issuing_ca_certified_by_an_offline_root_issues_certificates_that_verify_against_the_root()
+    {
+        let root = OperatorCa::create_root("op").unwrap();
+        let (key_pem, request_pem) = issuing_ca_request("op").unwrap();
+        let csr = CertificateRequest::from_pem(&request_pem).unwrap();
+        let file = root
+            .certify_issuing_ca(&csr, "hub-1", Validity::days_from_now(365))
+            .unwrap();
+        let hub_ca = OperatorCa::from_pem(&file, &key_pem).unwrap();
+        assert!(!hub_ca.holds_root_key());
+        assert_eq!(
+            hub_ca.fingerprint(),
+            root.fingerprint(),
+            "tokens pin the root"
+        );
+        assert_eq!(hub_ca.cert_der(), root.cert_der());
+        assert_eq!(hub_ca.chain().len(), 1);
+
+        let key = EdgeKey::generate().unwrap();
+        let issued = hub_ca
+            .issue_edge_cert(
+                &key.certificate_request().unwrap(),
+                "north",
+                "b-1",
+                Validity::days_from_now(30),
+            )
+            .unwrap();
+        assert_eq!(issued.chain, hub_ca.chain());
+        super::super::tls::verify_client_chain(&issued.der, &issued.chain, root.cert_der())
+            .unwrap();
+        assert!(
+            super::super::tls::verify_client_chain(&issued.der, &[], root.cert_der()).is_err(),
+            "without the issuing CA's certificate it does not verify"
+        );
+        // The PEM of an issued certificate carries its chain; a round trip keeps it.
+        assert_eq!(
+            certs_from_pem(&issued.pem(), Path::new("x")).unwrap().len(),
+            2
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
+        hub_ca.save(&c, &k).unwrap();
+        let again = OperatorCa::load(&c, &k).unwrap();
+        assert_eq!(again.chain(), hub_ca.chain());
+        assert_eq!(again.fingerprint(), root.fingerprint());
+        // Enrollment sends a chain DER after DER.
+        let bytes = concat_der(std::iter::once(&issued.der).chain(&issued.chain));
+        assert_eq!(
+            split_der(&bytes).unwrap(),
+            [issued.der.clone(), issued.chain[0].clone()]
+        );
+        assert!(split_der(&bytes[..bytes.len() - 1]).is_err());
+        assert!(split_der(&[]).is_err());
+    }
+
+    #[test]
+    fn a_ca_file_that_is_not_a_chain_up_to_a_root_is_refused_with_the_reason() {
+        let root = OperatorCa::create_root("op").unwrap();
+        let (key_pem, request_pem) = issuing_ca_request("op").unwrap();
+        let csr = CertificateRequest::from_pem(&request_pem).unwrap();
+        let file = root
+            .certify_issuing_ca(&csr, "hub-1", Validity::days_from_now(365))
+            .unwrap();
+        let certs = certs_from_pem(&file, Path::new("x")).unwrap();
+        // Without the root last.
+        let err = OperatorCa::from_pem(&pem_of("CERTIFICATE", &certs[0]), &key_pem).unwrap_err();
+        assert!(err.to_string().contains("not a root"), "{err}");
+        // With another root.
+        let other = OperatorCa::create_root("other").unwrap();
+        let wrong = pem_of("CERTIFICATE", &certs[0]) + other.cert_pem();
+        let err = OperatorCa::from_pem(&wrong, &key_pem).unwrap_err();
+        assert!(err.to_string().contains("does not verify"), "{err}");
+        // With the root's key in place of the issuing CA's.
+        let root_key = root.issuer.key().serialize_pem();
+        let err = OperatorCa::from_pem(&file, &root_key).unwrap_err();
+        assert!(err.to_string().contains("does not belong"), "{err}");
+        // A CA made to issue end certificates only certifies no CA, and an issuing CA
+        // certifies none either.
+        let flat = OperatorCa::create("flat").unwrap();
+        let err = flat
+            .certify_issuing_ca(&csr, "hub", Validity::days_from_now(1))
+            .unwrap_err();
+        assert!(err.to_string().contains("path length 0"), "{err}");
+        let hub_ca = OperatorCa::from_pem(&file, &key_pem).unwrap();
+        assert!(
+            hub_ca
+                .certify_issuing_ca(&csr, "hub", Validity::days_from_now(1))
+                .is_err()
+        );
     }
 }

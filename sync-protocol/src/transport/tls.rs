@@ -21,20 +21,22 @@ use rustls::{
 };
 
 use super::pki::{
-    Fingerprint, OperatorCa, PeerIdentity, Validity, cert_from_pem, key_from_pem, read_file,
+    Fingerprint, OperatorCa, PeerIdentity, Validity, cert_from_pem, certs_from_pem, key_from_pem,
+    read_file,
 };
 use super::{ALPN_ENROLL, ALPN_SYNC, TransportError, provider};
 
 /// The edge's private key in its data dir (owner-only).
 pub const EDGE_KEY_FILE: &str = "edge-key.pem";
-/// The edge's certificate in its data dir.
+/// The edge's certificate in its data dir, followed by the issuing CA's when the operator's
+/// root did not issue it itself.
 pub const EDGE_CERT_FILE: &str = "edge-cert.pem";
-/// The operator's CA certificate in the edge's data dir.
+/// The operator's root certificate in the edge's data dir: the one certificate it trusts.
 pub const CA_CERT_FILE: &str = "ca-cert.pem";
 /// The private key of the edge's LAN API certificate in its data dir (owner-only).
 pub const LAN_KEY_FILE: &str = "lan-key.pem";
-/// The edge's LAN API certificate from enrollment, followed by the operator's CA
-/// certificate, in its data dir.
+/// The edge's LAN API certificate from enrollment, followed by its chain up to and
+/// including the operator's root certificate, in its data dir.
 pub const LAN_CERT_FILE: &str = "lan-cert.pem";
 
 fn tls_error(e: impl std::fmt::Display) -> TransportError {
@@ -119,9 +121,9 @@ impl EdgeTlsConfig {
         ca_pem: &str,
     ) -> Result<EdgeTlsConfig, TransportError> {
         let key = key_from_pem(key_pem, Path::new(EDGE_KEY_FILE))?;
-        let cert = cert_from_pem(cert_pem, Path::new(EDGE_CERT_FILE))?;
+        let chain = certs_from_pem(cert_pem, Path::new(EDGE_CERT_FILE))?;
         let ca = cert_from_pem(ca_pem, Path::new(CA_CERT_FILE))?;
-        let identity = PeerIdentity::from_certificate(&cert)?;
+        let identity = PeerIdentity::from_certificate(&chain[0])?;
         let ca_fingerprint = Fingerprint::of(&ca);
         let mut roots = RootCertStore::empty();
         roots.add(ca).map_err(tls_error)?;
@@ -129,7 +131,7 @@ impl EdgeTlsConfig {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_error)?
             .with_root_certificates(roots)
-            .with_client_auth_cert(vec![cert], key)
+            .with_client_auth_cert(chain, key)
             .map_err(tls_error)?;
         tls.alpn_protocols = vec![ALPN_SYNC.to_vec()];
         let client = client_config(tls)?;
@@ -217,14 +219,17 @@ impl std::fmt::Debug for HubTlsConfig {
 impl HubTlsConfig {
     /// Issues the hub a fresh server certificate from `ca` (valid two years, for
     /// [`super::HUB_SERVER_NAME`] and `extra_names`) and requires edges to present
-    /// certificates from the same CA that are not in `revocations`.
+    /// certificates that chain to the same root and are not in `revocations`.
     pub fn new(
         ca: &OperatorCa,
         extra_names: &[String],
         revocations: RevocationList,
     ) -> Result<HubTlsConfig, TransportError> {
         let issued = ca.issue_hub_cert(extra_names, Validity::days_from_now(2 * 365))?;
-        let cert = cert_from_pem(&issued.cert_pem, Path::new("the hub certificate"))?;
+        let mut chain = certs_from_pem(&issued.cert_pem, Path::new("the hub certificate"))?;
+        // The root goes with the chain so that an enrolling edge can check it against the
+        // fingerprint in its token.
+        chain.push(ca.cert_der().clone());
         let key = key_from_pem(&issued.key_pem, Path::new("the hub key"))?;
         let mut roots = RootCertStore::empty();
         roots.add(ca.cert_der().clone()).map_err(tls_error)?;
@@ -244,9 +249,7 @@ impl HubTlsConfig {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_error)?
             .with_client_cert_verifier(verifier)
-            // The CA goes with the chain so that an enrolling edge can check it against
-            // the fingerprint in its token.
-            .with_single_cert(vec![cert, ca.cert_der().clone()], key)
+            .with_single_cert(chain, key)
             .map_err(tls_error)?;
         tls.alpn_protocols = vec![ALPN_SYNC.to_vec(), ALPN_ENROLL.to_vec()];
         tls.max_early_data_size = 0;
@@ -357,8 +360,8 @@ impl ClientCertVerifier for RevocationAwareVerifier {
     }
 }
 
-/// The enrolling edge's verifier: the hub's chain must include the CA whose fingerprint
-/// the token carries, and the hub's certificate must verify against that CA.
+/// The enrolling edge's verifier: the hub's chain must include the root whose fingerprint
+/// the token carries, and the hub's certificate must verify up to that root.
 #[derive(Debug)]
 pub(crate) struct PinnedCaVerifier {
     pub(crate) fingerprint: Fingerprint,
@@ -401,7 +404,7 @@ impl ServerCertVerifier for PinnedCaVerifier {
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
                 .build()
                 .map_err(|e| rustls::Error::General(e.to_string()))?;
-        webpki.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+        webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
     }
 
     fn verify_tls12_signature(
@@ -439,10 +442,12 @@ impl ServerCertVerifier for PinnedCaVerifier {
     }
 }
 
-/// Checks that `cert` chains to `ca` as a client certificate, now (what an edge does with
-/// the certificate enrollment gave it before saving it).
-pub(crate) fn verify_edge_cert(
+/// Checks that `cert` chains to `ca` as a client certificate, now, through
+/// `intermediates` (what an edge does with the certificate enrollment gave it before
+/// saving it).
+pub(crate) fn verify_client_chain(
     cert: &CertificateDer<'static>,
+    intermediates: &[CertificateDer<'static>],
     ca: &CertificateDer<'static>,
 ) -> Result<(), TransportError> {
     let mut roots = RootCertStore::empty();
@@ -451,18 +456,19 @@ pub(crate) fn verify_edge_cert(
         .build()
         .map_err(tls_error)?;
     verifier
-        .verify_client_cert(cert, &[], UnixTime::now())
+        .verify_client_cert(cert, intermediates, UnixTime::now())
         .map(|_| ())
         .map_err(|e| {
             TransportError::BadCertificate(format!("the issued certificate does not verify: {e}"))
         })
 }
 
-/// Checks that `cert` chains to `ca` as a server certificate valid now for every one of
-/// `names` (what an edge does with the LAN certificate enrollment gave it before saving
+/// Checks that `cert` chains to `ca` (through `intermediates`) as a server certificate
+/// valid now for every one of `names` (what an edge does with the LAN certificate enrollment gave it before saving
 /// it).
 pub(crate) fn verify_lan_cert(
     cert: &CertificateDer<'static>,
+    intermediates: &[CertificateDer<'static>],
     ca: &CertificateDer<'static>,
     names: &[String],
 ) -> Result<(), TransportError> {
@@ -475,7 +481,7 @@ pub(crate) fn verify_lan_cert(
         let server_name = ServerName::try_from(name.as_str())
             .map_err(|e| TransportError::BadCertificate(format!("{name:?}: {e}")))?;
         verifier
-            .verify_server_cert(cert, &[], &server_name, &[], UnixTime::now())
+            .verify_server_cert(cert, intermediates, &server_name, &[], UnixTime::now())
             .map_err(|e| {
                 TransportError::BadCertificate(format!(
                     "the issued LAN certificate does not verify for {name}: {e}"
