@@ -314,6 +314,7 @@ mqtt = {{ topic_id = "lab-env" }}
     println!("  Alarms:         http://{a}/api/v1/alarms");
     println!("  Rules:          http://{a}/api/v1/rules");
     println!("  Metrics:        http://{a}/metrics");
+    println!("  API document:   http://{a}/api/v1/openapi.json");
     println!(
         "  MQTT broker:    {broker} (MQTT 3.1.1 and 5; each simulated device has its own account)"
     );

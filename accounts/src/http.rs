@@ -126,14 +126,19 @@ pub struct RouteSpec {
     pub access: Access,
 }
 
-/// A table of routes under construction: each added with its requirement, once.
+/// A table of routes under construction: each added with its requirement, once, and
+/// documented with [`Routes::doc`].
 pub struct Routes<S> {
     pub list: Vec<(RouteSpec, MethodRouter<S>)>,
+    pub(crate) docs: HashMap<(Method, &'static str), crate::openapi::Doc>,
 }
 
 impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
     fn default() -> Self {
-        Routes { list: Vec::new() }
+        Routes {
+            list: Vec::new(),
+            docs: HashMap::new(),
+        }
     }
 }
 
@@ -206,7 +211,8 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         S: ApiAuth,
     {
         let (app, _) = self.into_router();
-        app.route_layer(Authorize::new(state))
+        app.route_layer(axum::middleware::from_fn(catch_panic))
+            .route_layer(Authorize::new(state))
             .fallback(|| async { ApiError::not_found("no such route") })
             .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
     }
@@ -230,6 +236,38 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     }
 }
 
+/// Whether an API token may be used on a route: on every route that needs a permission,
+/// and to ask who it is; never on the routes that manage the account itself (password,
+/// second factor, sessions, tokens), which need a logged-in person.
+pub fn token_may_use(access: Access, path: &str) -> bool {
+    match access {
+        Access::Public | Access::Allowed(_) => true,
+        Access::Session | Access::User => path == "/api/v1/auth/me",
+    }
+}
+
+/// A handler that panics answers 500 like any other failure (logged with the panic's
+/// message) instead of dropping the connection; the process goes on either way.
+async fn catch_panic(req: Request, next: axum::middleware::Next) -> Response {
+    use futures_util::FutureExt as _;
+    let path = req.uri().path().to_string();
+    match std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            ApiError::internal(anyhow::anyhow!("a handler for {path} panicked: {message}"))
+                .into_response()
+        }
+    }
+}
+
 /// What each route requires, by method and matched path.
 #[derive(Debug, Default)]
 pub struct RouteIndex {
@@ -244,6 +282,24 @@ impl RouteIndex {
                 .map(|r| ((r.method.clone(), r.path), r.access))
                 .collect(),
         }
+    }
+
+    /// The methods a path takes (for a 405's `Allow`), sorted; empty for an unknown path.
+    pub fn methods(&self, path: &str) -> Vec<&'static str> {
+        let mut m: Vec<&'static str> = self
+            .table
+            .keys()
+            .filter(|(_, p)| *p == path)
+            .map(|(m, _)| match *m {
+                Method::POST => "POST",
+                Method::PUT => "PUT",
+                Method::DELETE => "DELETE",
+                Method::PATCH => "PATCH",
+                _ => "GET",
+            })
+            .collect();
+        m.sort_unstable();
+        m
     }
 
     pub fn access(&self, method: &Method, path: &str) -> Option<Access> {
@@ -471,6 +527,20 @@ fn check_request<S: ApiAuth>(s: &S, req: Request) -> Result<Request, Refusal> {
     let path = matched.as_str();
     let method = &parts.method;
     let Some(access) = s.routes().access(method, path) else {
+        let allowed = s.routes().methods(path);
+        if !allowed.is_empty() {
+            let allow = allowed.join(", ");
+            let mut response = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{path} takes {allow}"),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                response.headers_mut().insert(header::ALLOW, v);
+            }
+            return Err(response.into());
+        }
         tracing::error!(%method, %path, "A route is missing from the route table; refused.");
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -502,6 +572,16 @@ fn check_request<S: ApiAuth>(s: &S, req: Request) -> Result<Request, Refusal> {
         .into_response()
         .into());
     };
+    if bearer.is_some() && !token_may_use(access, path) {
+        auth.metrics().forbidden_total.fetch_add(1, Relaxed);
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "session_required",
+            "this acts on the account itself (its password, second factor, sessions or tokens): log in; an API token cannot",
+        )
+        .into_response()
+        .into());
+    }
     // A browser sends a cookie on its own; a write that relies on one must also prove it
     // comes from our page. A bearer token is never sent on its own.
     if bearer.is_none() && is_write(method) {
@@ -561,24 +641,40 @@ fn check_request<S: ApiAuth>(s: &S, req: Request) -> Result<Request, Refusal> {
 
 /// The routes of logging in and of the caller's own account, under `/api/v1/auth`.
 pub fn auth_routes<S: ApiAuth>(routes: Routes<S>) -> Routes<S> {
+    use crate::openapi::Doc;
     use Access::{Public, Session, User};
+    let doc = |summary| Doc::new("auth", summary);
     routes
         .post("/api/v1/auth/login", Public, login::<S>)
+        .doc(doc("Log in: a session cookie and the CSRF token for writes").body::<LoginBody>().status("401", "The username, password or code is wrong, or a second factor is needed.").describe(
+            "Wrong passwords are counted per account and per client address; too many lock the account for a while (429 with the seconds to wait).",
+        ))
         .post("/api/v1/auth/logout", Session, logout::<S>)
+        .doc(doc("Log out of this session"))
         .post("/api/v1/auth/logout-all", Session, logout_all::<S>)
+        .doc(doc("Log out of every session of this account"))
         .get("/api/v1/auth/me", Session, me::<S>)
+        .doc(doc("Who is logged in, with roles and permissions"))
         .post("/api/v1/auth/password", User, change_password::<S>)
+        .doc(doc("Change one's own password").body::<PasswordBody>())
         .post("/api/v1/auth/totp/setup", Session, totp_setup::<S>)
+        .doc(doc("Start setting up a second factor (TOTP): the secret and its otpauth URI"))
         .post("/api/v1/auth/totp/confirm", Session, totp_confirm::<S>)
+        .doc(doc("Confirm the second factor with a code: recovery codes, shown once").body::<CodeBody>())
         .get("/api/v1/auth/tokens", User, list_tokens::<S>)
+        .doc(doc("One's own API tokens (never the secrets)"))
         .post("/api/v1/auth/tokens", User, create_token::<S>)
+        .doc(doc("Make an API token with some of one's permissions: the secret, shown once").body::<NewToken>())
         .delete("/api/v1/auth/tokens/{id}", User, revoke_token::<S>)
+        .doc(doc("Revoke one of one's own API tokens"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct LoginBody {
+    #[schema(min_length = 1, max_length = 64)]
     username: String,
+    #[schema(max_length = 1024)]
     password: String,
     /// The one-time code from the authenticator app, when the account has one.
     code: Option<String>,
@@ -601,7 +697,7 @@ async fn login<S: ApiAuth>(
 ) -> ApiResult<Response> {
     let Json(b) = body?;
     if b.username.is_empty() || b.username.len() > 64 || b.password.len() > 1024 {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::invalid(
             "username must be 1 to 64 bytes and password at most 1024",
         ));
     }
@@ -669,7 +765,7 @@ async fn me<S: ApiAuth>(
     Ok(Json(me))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PasswordBody {
     current_password: String,
@@ -695,7 +791,7 @@ async fn totp_setup<S: ApiAuth>(
     Ok(Json(s.auth().totp_setup(&caller).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CodeBody {
     code: String,
@@ -718,12 +814,26 @@ async fn list_tokens<S: ApiAuth>(
     Json(json!({"tokens": s.auth().tokens_of(&caller.principal.user_id)}))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct NewToken {
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
+    #[schema(schema_with = permission_names)]
     permissions: Vec<String>,
+    #[serde(deserialize_with = "crate::openapi::whole::u32")]
+    #[schema(minimum = 1, maximum = 365)]
     expires_in_days: u32,
+}
+
+fn permission_names() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Array(
+        utoipa::openapi::ArrayBuilder::new()
+            .items(crate::openapi::one_of(
+                park_model::identity::Permission::ALL.map(|p| p.as_str()),
+            ))
+            .build(),
+    ))
 }
 
 async fn create_token<S: ApiAuth>(

@@ -15,6 +15,7 @@ pub mod audit;
 pub mod auth;
 pub mod http;
 pub mod metrics;
+pub mod openapi;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -157,9 +157,12 @@ async fn every_route_with_every_role_and_without_login_is_allowed_exactly_as_the
             let scope = cloud_hub::api::scope_of(r.path, &params);
             let allowed = match &token {
                 None => r.access == Access::Public,
+                // An API token works on permission routes and "who am I" only, never on
+                // the routes that manage the account itself.
                 Some(_) => {
                     r.access == Access::Public
-                        || scope.allows(r.access, &principal, &Scope::Operator)
+                        || (scope.allows(r.access, &principal, &Scope::Operator)
+                            && accounts::http::token_may_use(r.access, r.path))
                 }
             };
             let who = if name.is_empty() { "nobody" } else { &name };

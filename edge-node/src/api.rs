@@ -21,6 +21,7 @@ use std::time::Duration;
 use accounts::http::{
     self, ApiAuth, ApiError, ApiResult, RouteIndex, RouteScope, RouteSpec, Routes, audit_outcome,
 };
+use accounts::openapi::{self, Doc};
 use accounts::{Audit, Auth, Caller};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -35,6 +36,7 @@ use park_model::identity::{Access, Permission};
 use serde::Deserialize;
 use serde_json::{Value as Json_, json};
 use tokio::sync::oneshot;
+use utoipa::openapi::{RefOr, Schema};
 
 use crate::metrics::Metrics;
 use crate::node::{Devices, device_points, point_source};
@@ -94,91 +96,157 @@ impl ApiAuth for ApiState {
 fn routes() -> Routes<ApiState> {
     use Access::{Allowed, Public};
     use Permission::*;
+    let doc = Doc::new;
     http::auth_routes(Routes::default())
         .get("/health", Public, || async {
             Json(json!({"status": "ok"}))
         })
+        .doc(doc("node", "Liveness: the process answers"))
         .get("/ready", Public, ready)
+        .doc(doc("node", "Readiness: the store, the drivers and the broker are up (503 while not)"))
         .get("/metrics", Allowed(TelemetryRead), metrics)
+        .doc(doc("node", "Metrics in the Prometheus text format").text())
+        .get("/api/v1/openapi.json", Public, openapi)
+        .doc(doc("node", "This document"))
         .get("/api/v1/users", Allowed(UsersManage), list_users)
+        .doc(doc("users", "The accounts that may log in here, with their roles in this building"))
         .get("/api/v1/site", Allowed(TelemetryRead), site)
+        .doc(doc("node", "The park, the building and the node's version"))
         .get("/api/v1/devices", Allowed(TelemetryRead), list_devices)
+        .doc(doc("devices", "Every device with its state"))
         .get("/api/v1/devices/{id}", Allowed(TelemetryRead), get_device)
+        .doc(doc("devices", "One device with its points"))
         .get("/api/v1/points", Allowed(TelemetryRead), list_points)
+        .doc(doc("points", "Every point with its latest value, quality and unit"))
         .get(
             "/api/v1/points/{device}/{point}",
             Allowed(TelemetryRead),
             get_point,
         )
+        .doc(doc("points", "One point with its latest value"))
         .get(
             "/api/v1/points/{device}/{point}/history",
             Allowed(TelemetryRead),
             history,
+        )
+        .doc(
+            doc("points", "A point's history: raw samples or rollups over a range")
+                .query::<HistoryQuery>()
+                .describe("`auto` picks raw samples up to 2 hours and rollups beyond; ranges and limits are bounded and a value outside them is a 422 that names it."),
         )
         .post(
             "/api/v1/points/{device}/{point}/write",
             Allowed(PointsWrite),
             write_point,
         )
+        .doc(
+            doc("points", "Write a writable point (a setpoint, a command), checked against its range")
+                .body::<WriteBody>(),
+        )
         .get("/api/v1/stream", Allowed(TelemetryRead), stream)
+        .doc(doc("points", "Live values as server-sent events").query::<StreamQuery>().event_stream())
         .get("/api/v1/audit", Allowed(AuditRead), audit)
+        .doc(doc("audit", "The audit log, newest first, a page at a time").query::<AuditQuery>())
         .get("/api/v1/events", Allowed(EventsRead), list_events)
+        .doc(doc("events", "The event log (door decisions, parking, alarms), newest first, a page at a time").query::<EventsQuery>())
         .get("/api/v1/sync", Allowed(TelemetryRead), sync_status)
+        .doc(doc("node", "The uplink to the hub: connected, backlog, last acknowledgement"))
         .get("/api/v1/doors", Allowed(TelemetryRead), list_doors)
+        .doc(doc("doors", "Every door with its state and last decision"))
         .post("/api/v1/doors/{id}/open", Allowed(DoorsOpen), open_door)
+        .doc(doc("doors", "Open a door now, with a reason (audited)").body::<ManualOpen>())
         .get("/api/v1/lots", Allowed(TelemetryRead), list_lots)
+        .doc(doc("parking", "Every car park lot with its occupancy"))
         .get(
             "/api/v1/parking/sessions",
             Allowed(EventsRead),
             list_sessions,
         )
+        .doc(doc("parking", "The open parking sessions"))
         .get("/api/v1/parking/review", Allowed(PlatesReview), list_review)
+        .doc(doc("parking", "The plate review queue: reads the camera was not sure of"))
         .post(
             "/api/v1/parking/review/{id}",
             Allowed(PlatesReview),
             resolve_review,
         )
+        .doc(doc("parking", "Admit (with the plate as read by a person) or reject a queued read").body::<Review>())
         .post(
             "/api/v1/credentials",
             Allowed(CredentialsEdit),
             put_credential,
         )
+        .doc(doc("doors", "Issue a credential (a visitor's card) within this building's own access groups").body::<NewCredential>())
         .post(
             "/api/v1/credentials/{id}/status",
             Allowed(CredentialsEdit),
             credential_status,
         )
+        .doc(doc("doors", "Suspend, restore or report lost a credential").body::<CredentialStatusChange>())
         .post("/api/v1/passes", Allowed(CredentialsEdit), put_pass)
+        .doc(doc("parking", "Issue a parking pass").body::<NewPass>())
         .post(
             "/api/v1/passes/{id}/status",
             Allowed(CredentialsEdit),
             pass_status,
         )
+        .doc(doc("parking", "Suspend or restore a parking pass").body::<PassStatusChange>())
         .get("/api/v1/store", Allowed(TelemetryRead), store_stats)
+        .doc(doc("node", "The store: size, disk budget, oldest data kept"))
         .get("/api/v1/alarms", Allowed(TelemetryRead), list_alarms)
+        .doc(doc("alarms", "The alarms, by state, severity, source or rule").query::<AlarmQuery>())
         .get("/api/v1/alarms/{id}", Allowed(TelemetryRead), get_alarm)
+        .doc(doc("alarms", "One alarm with its history and comments"))
         .post(
             "/api/v1/alarms/{id}/acknowledge",
             Allowed(AlarmsAct),
             acknowledge_alarm,
         )
+        .doc(doc("alarms", "Acknowledge an alarm, with a comment").body::<AckBody>())
         .post(
             "/api/v1/alarms/{id}/shelve",
             Allowed(AlarmsAct),
             shelve_alarm,
         )
+        .doc(doc("alarms", "Shelve an alarm for a while (at most 7 days)").body::<ShelveBody>())
         .post(
             "/api/v1/alarms/{id}/unshelve",
             Allowed(AlarmsAct),
             unshelve_alarm,
         )
+        .doc(doc("alarms", "Bring a shelved alarm back"))
         .post(
             "/api/v1/alarms/{id}/comment",
             Allowed(AlarmsAct),
             comment_alarm,
         )
+        .doc(doc("alarms", "Comment on an alarm").body::<CommentBody>())
         .get("/api/v1/rules", Allowed(TelemetryRead), list_rules)
+        .doc(doc("rules", "The loaded rules, their state and the rule file's last error"))
         .post("/api/v1/rules/reload", Allowed(RulesEdit), reload_rules)
+        .doc(doc("rules", "Load the rule file again (a bad file keeps the running rules)"))
+}
+
+/// The OpenAPI document of this API, built once from [`routes`].
+pub fn openapi_document() -> &'static Json_ {
+    static DOC: OnceLock<Json_> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let doc = routes().openapi(
+            "smartpark edge LAN API",
+            env!("CARGO_PKG_VERSION"),
+            "The building's own API: devices, points, alarms, doors, the car park, rules, events and the audit log. Every route but login, health and this document needs a session or an API token, and the permission it names (x-permission) in this building.",
+        );
+        serde_json::to_value(&doc).unwrap_or_else(|e| json!({"error": e.to_string()}))
+    })
+}
+
+async fn openapi() -> Json<&'static Json_> {
+    Json(openapi_document())
+}
+
+/// The routes that have no documentation (a test keeps this empty).
+pub fn undocumented_routes() -> Vec<RouteSpec> {
+    routes().undocumented()
 }
 
 /// The route table, for tests and documentation.
@@ -413,16 +481,27 @@ async fn get_point(
     Ok(Json(point_json(&s.store, &key, p)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct HistoryQuery {
     /// Microseconds since the Unix epoch; defaults to one hour before `to`.
+    #[param(minimum = 0, maximum = 7_258_118_400_000_000_i64)]
     from: Option<i64>,
     /// Microseconds since the Unix epoch; defaults to now.
+    #[param(minimum = 0, maximum = 7_258_118_400_000_000_i64)]
     to: Option<i64>,
     /// `raw`, `1m`, `15m`, `1h` or `auto` (the default).
+    #[param(schema_with = resolutions)]
     resolution: Option<String>,
+    #[param(minimum = 1, maximum = 100_000)]
     limit: Option<usize>,
+}
+
+/// The latest time a query may name: the year 2200, in microseconds since 1970.
+const MAX_TIME: i64 = 7_258_118_400_000_000;
+
+fn resolutions() -> RefOr<Schema> {
+    openapi::one_of(["raw", "1m", "15m", "1h", "auto"])
 }
 
 /// Picks the finest resolution that keeps a range to a few thousand rows.
@@ -443,10 +522,19 @@ async fn history(
 ) -> ApiResult<Json<Json_>> {
     let Query(q) = q?;
     let (key, _, _) = find_point(&s, &device, &point)?;
+    for (name, t) in [("from", q.from), ("to", q.to)] {
+        if let Some(t) = t
+            && !(0..=MAX_TIME).contains(&t)
+        {
+            return Err(ApiError::invalid(format!(
+                "{name} must be microseconds since 1970 (0 to {MAX_TIME}), not {t}"
+            )));
+        }
+    }
     let to = q.to.unwrap_or_else(now_micros);
-    let from = q.from.unwrap_or(to - 3_600_000_000);
+    let from = q.from.unwrap_or(to.saturating_sub(3_600_000_000));
     if from >= to {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::invalid(format!(
             "from ({from}) must be before to ({to})"
         )));
     }
@@ -474,7 +562,7 @@ async fn history(
     if let Some((r, max, shown)) = widest
         && to - from > max
     {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::invalid(format!(
             "a {r} history covers at most {shown}; ask for a shorter range or a coarser resolution"
         )));
     }
@@ -508,11 +596,24 @@ async fn history(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct WriteBody {
+    #[schema(schema_with = write_value)]
     value: Json_,
+    #[schema(max_length = 500)]
     reason: Option<String>,
+}
+
+/// A written value: a number or a boolean, as the point's type takes it.
+fn write_value() -> RefOr<Schema> {
+    use utoipa::openapi::{ObjectBuilder, OneOfBuilder, Type};
+    RefOr::T(Schema::OneOf(
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .item(ObjectBuilder::new().schema_type(Type::Boolean))
+            .build(),
+    ))
 }
 
 async fn write_point(
@@ -523,8 +624,12 @@ async fn write_point(
 ) -> ApiResult<Json<Json_>> {
     let Json(body) = body?;
     let (key, p, d) = find_point(&s, &device, &point)?;
-    if body.reason.as_ref().is_some_and(|r| r.len() > 500) {
-        return Err(ApiError::bad_request("reason takes at most 500 bytes"));
+    if body
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > 500)
+    {
+        return Err(ApiError::invalid("reason takes at most 500 characters"));
     }
     s.metrics.point_writes_total.fetch_add(1, Relaxed);
     let detail = json!({"value": body.value, "reason": body.reason});
@@ -632,10 +737,14 @@ async fn do_write(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct StreamQuery {
     /// Comma-separated point keys (`device/point`); all points when left out.
+    #[param(
+        pattern = "^[A-Za-z0-9._-]{1,64}/[A-Za-z0-9._-]{1,64}(,[A-Za-z0-9._-]{1,64}/[A-Za-z0-9._-]{1,64})*$",
+        max_length = 8192
+    )]
     points: Option<String>,
 }
 
@@ -647,10 +756,16 @@ async fn stream(
     let filter: Option<HashSet<String>> = match q.points {
         None => None,
         Some(list) => {
+            if list.len() > 8192 {
+                return Err(ApiError::invalid("points takes at most 8192 characters"));
+            }
             let mut set = HashSet::new();
-            for k in list.split(',').filter(|k| !k.is_empty()) {
-                if PointKey::parse(k).is_none() {
-                    return Err(ApiError::bad_request(format!(
+            for k in list.split(',') {
+                let named = k.split_once('/').is_some_and(|(d, p)| {
+                    device_drivers::profile::is_name(d) && device_drivers::profile::is_name(p)
+                });
+                if !named || PointKey::parse(k).is_none() {
+                    return Err(ApiError::invalid(format!(
                         "{k:?} is not a point key of the form device/point"
                     )));
                 }
@@ -709,7 +824,7 @@ where
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
     /// A kind (`access.decision`) or a family (`access`, `parking`).
@@ -720,6 +835,7 @@ struct EventsQuery {
     to: Option<i64>,
     /// Page backwards: only events older than this sequence number.
     before: Option<i64>,
+    #[param(minimum = 1, maximum = 10_000)]
     limit: Option<usize>,
 }
 
@@ -752,12 +868,14 @@ async fn list_events(
     Ok(Json(json!({"events": events, "before": next})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
+    #[param(minimum = 1, maximum = 10_000)]
     limit: Option<usize>,
     /// Page backwards: only records before this sequence number.
-    before: Option<u64>,
+    #[param(minimum = 0)]
+    before: Option<i64>,
 }
 
 /// The audit log, newest first, each record with its place in the chain and its hashes.
@@ -770,7 +888,14 @@ async fn audit(
     if limit == 0 || limit > 10_000 {
         return Err(ApiError::bad_request("limit must be between 1 and 10000"));
     }
-    let before = q.before;
+    let before = match q.before {
+        Some(b) if b < 0 => {
+            return Err(ApiError::bad_request(format!(
+                "before must be a sequence number (0 or more), not {b}"
+            )));
+        }
+        b => b.map(|b| b as u64),
+    };
     let rows = s
         .store
         .read(move |c| accounts::audit::list(c, before, limit))
@@ -825,16 +950,27 @@ async fn list_doors(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
     Ok(Json(park(&s)?.doors()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ManualOpen {
+    #[schema(min_length = 1, max_length = 500)]
     reason: String,
 }
 
 fn need_text(field: &str, v: &str) -> ApiResult<()> {
-    if v.trim().is_empty() || v.len() > 500 {
-        return Err(ApiError::bad_request(format!(
-            "{field} must be 1 to 500 characters"
+    if v.trim().is_empty() || v.chars().count() > 500 {
+        return Err(ApiError::invalid(format!(
+            "{field} must be 1 to 500 characters, not only spaces"
+        )));
+    }
+    Ok(())
+}
+
+/// An id or name a body gives: 1 to `max` characters, no control characters.
+fn need_id(field: &str, v: &str, max: usize) -> ApiResult<()> {
+    if v.is_empty() || v.chars().count() > max || v.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "{field} must be 1 to {max} characters without control characters"
         )));
     }
     Ok(())
@@ -876,11 +1012,12 @@ async fn list_review(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
     Ok(Json(park(&s)?.review_queue()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Review {
     admit: bool,
     /// The plate as the person reads it, when the camera got it wrong.
+    #[schema(min_length = 1, max_length = 32)]
     plate: Option<String>,
 }
 
@@ -894,7 +1031,7 @@ async fn resolve_review(
     if let Some(p) = &b.plate {
         let n = crate::field::normalize_plate(p);
         if n.is_empty() || n.chars().count() > 12 {
-            return Err(ApiError::bad_request(format!("{p:?} is not a plate")));
+            return Err(ApiError::invalid(format!("{p:?} is not a plate")));
         }
     }
     let audit = s.auth.audit(
@@ -913,15 +1050,53 @@ async fn resolve_review(
     Ok(Json(audit_outcome(&s.auth, audit, result).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewCredential {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\x00-\\x1F\\x7F]*$")]
     id: String,
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\x00-\\x1F\\x7F]*$")]
     person_id: String,
+    #[schema(schema_with = credential_kinds)]
     kind: String,
+    #[schema(min_length = 1, max_length = 256, pattern = "^[^\\x00-\\x1F\\x7F]*$")]
     value: String,
+    #[serde(default, deserialize_with = "openapi::whole::opt_i64")]
     valid_from: Option<i64>,
+    #[serde(default, deserialize_with = "openapi::whole::opt_i64")]
     valid_to: Option<i64>,
+}
+
+fn credential_kinds() -> RefOr<Schema> {
+    openapi::one_of(
+        park_model::directory::CredentialKind::ALL
+            .iter()
+            .map(|k| k.as_str()),
+    )
+}
+
+fn credential_statuses() -> RefOr<Schema> {
+    openapi::one_of(
+        park_model::directory::CredentialStatus::ALL
+            .iter()
+            .map(|k| k.as_str()),
+    )
+}
+
+fn pass_kinds() -> RefOr<Schema> {
+    openapi::one_of(
+        park_model::parking::PassKind::ALL
+            .iter()
+            .map(|k| k.as_str()),
+    )
+}
+
+fn pass_statuses() -> RefOr<Schema> {
+    openapi::one_of(
+        park_model::parking::PassStatus::ALL
+            .iter()
+            .map(|k| k.as_str()),
+    )
 }
 
 async fn put_credential(
@@ -930,6 +1105,9 @@ async fn put_credential(
     body: Result<Json<NewCredential>, JsonRejection>,
 ) -> ApiResult<Json<Json_>> {
     let Json(b) = body?;
+    need_id("id", &b.id, 128)?;
+    need_id("person_id", &b.person_id, 128)?;
+    need_id("value", &b.value, 256)?;
     let kind = b
         .kind
         .parse::<park_model::directory::CredentialKind>()
@@ -962,10 +1140,21 @@ async fn put_credential(
     Ok(Json(audit_outcome(&s.auth, audit, result).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StatusChange {
+struct CredentialStatusChange {
+    #[schema(schema_with = credential_statuses)]
     status: String,
+    #[schema(max_length = 500)]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PassStatusChange {
+    #[schema(schema_with = pass_statuses)]
+    status: String,
+    #[schema(max_length = 500)]
     reason: Option<String>,
 }
 
@@ -973,7 +1162,7 @@ async fn credential_status(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    body: Result<Json<StatusChange>, JsonRejection>,
+    body: Result<Json<CredentialStatusChange>, JsonRejection>,
 ) -> ApiResult<Json<Json_>> {
     let Json(b) = body?;
     let status = b
@@ -985,6 +1174,9 @@ async fn credential_status(
                 b.status
             ))
         })?;
+    if let Some(r) = &b.reason {
+        need_text("reason", r)?;
+    }
     let audit = s.auth.audit(
         &caller.actor(),
         "credential_status",
@@ -1001,15 +1193,22 @@ async fn credential_status(
     Ok(Json(audit_outcome(&s.auth, audit, result).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewPass {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\x00-\\x1F\\x7F]*$")]
     id: String,
+    #[schema(min_length = 1, max_length = 32, pattern = "^[^\\x00-\\x1F\\x7F]*$")]
     plate: String,
+    #[schema(schema_with = pass_kinds)]
     kind: String,
+    #[schema(max_items = 64)]
     lot_ids: Vec<String>,
+    #[serde(deserialize_with = "openapi::whole::i64")]
     valid_from: i64,
+    #[serde(deserialize_with = "openapi::whole::i64")]
     valid_to: i64,
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\x00-\\x1F\\x7F]*$")]
     enterprise_id: Option<String>,
 }
 
@@ -1019,6 +1218,17 @@ async fn put_pass(
     body: Result<Json<NewPass>, JsonRejection>,
 ) -> ApiResult<Json<Json_>> {
     let Json(b) = body?;
+    need_id("id", &b.id, 128)?;
+    need_id("plate", &b.plate, 32)?;
+    if b.lot_ids.len() > 64 {
+        return Err(ApiError::invalid("a pass names at most 64 lots"));
+    }
+    for lot in &b.lot_ids {
+        need_id("lot_ids[]", lot, 128)?;
+    }
+    if let Some(e) = &b.enterprise_id {
+        need_id("enterprise_id", e, 128)?;
+    }
     let kind = b
         .kind
         .parse::<park_model::parking::PassKind>()
@@ -1055,7 +1265,7 @@ async fn pass_status(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    body: Result<Json<StatusChange>, JsonRejection>,
+    body: Result<Json<PassStatusChange>, JsonRejection>,
 ) -> ApiResult<Json<Json_>> {
     let Json(b) = body?;
     let status = b
@@ -1067,6 +1277,9 @@ async fn pass_status(
                 b.status
             ))
         })?;
+    if let Some(r) = &b.reason {
+        need_text("reason", r)?;
+    }
     let audit = s.auth.audit(
         &caller.actor(),
         "pass_status",
@@ -1092,18 +1305,28 @@ async fn sync_status(State(s): State<ApiState>) -> Json<Json_> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct AlarmQuery {
     /// `active_unacked`, `active_acked`, `cleared_unacked`, `normal`.
+    #[param(schema_with = alarm_states)]
     state: Option<String>,
     /// `P0`, `P1`, `P2`.
+    #[param(schema_with = severities)]
     severity: Option<String>,
     /// Sources starting with this, such as `ahu-1/`.
     source: Option<String>,
     rule: Option<String>,
     /// Also list alarms folded into a storm summary.
     include_folded: Option<bool>,
+}
+
+fn alarm_states() -> RefOr<Schema> {
+    openapi::one_of(rules_engine::AlarmState::ALL.map(|s| s.name()))
+}
+
+fn severities() -> RefOr<Schema> {
+    openapi::one_of(rules_engine::Severity::ALL.map(|s| s.name()))
 }
 
 fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> ApiResult<T> {
@@ -1134,9 +1357,10 @@ async fn list_alarms(
     Ok(Json(json!({"alarms": s.alarms.list(&filter)})))
 }
 
+/// An alarm's id from a path: one that is not a number names no alarm.
 fn alarm_id(id: &str) -> ApiResult<u64> {
     id.parse()
-        .map_err(|_| ApiError::bad_request(format!("{id:?} is not an alarm id")))
+        .map_err(|_| ApiError::not_found(format!("no alarm {id:?} (alarm ids are numbers)")))
 }
 
 async fn get_alarm(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Json_>> {
@@ -1162,9 +1386,10 @@ impl From<crate::alarms::AlarmsError> for ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AckBody {
+    #[schema(max_length = 4000)]
     comment: Option<String>,
 }
 
@@ -1203,11 +1428,14 @@ async fn acknowledge_alarm(
     get_alarm(State(s), Path(id.to_string())).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ShelveBody {
     /// For how long, in seconds (at most 7 days).
+    #[serde(deserialize_with = "openapi::whole::u64")]
+    #[schema(minimum = 1, maximum = 604_800)]
     duration_s: u64,
+    #[schema(max_length = 4000)]
     reason: Option<String>,
 }
 
@@ -1264,9 +1492,10 @@ async fn unshelve_alarm(
     get_alarm(State(s), Path(id.to_string())).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CommentBody {
+    #[schema(min_length = 1, max_length = 4000)]
     text: String,
 }
 
@@ -1304,8 +1533,9 @@ async fn reload_rules(
 ) -> ApiResult<Json<Json_>> {
     let result = match s.alarms.reload().await {
         Ok(n) => Ok(n),
+        // The request is fine; the node's rule file (missing or wrong) refuses it.
         Err(message) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::CONFLICT,
             "rules_refused",
             message,
         )),

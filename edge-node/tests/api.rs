@@ -270,8 +270,8 @@ async fn hostile_requests_get_clear_json_errors_and_are_counted() {
                 "",
                 b"",
             ),
-            400,
-            "bad_request",
+            422,
+            "invalid",
         ),
         (
             request(
@@ -290,15 +290,30 @@ async fn hostile_requests_get_clear_json_errors_and_are_counted() {
                 "",
                 b"",
             ),
-            400,
-            "bad_request",
+            422,
+            "invalid",
         ),
         (
             request("GET", "/api/v1/stream?points=no-slash", "", b""),
-            400,
-            "bad_request",
+            422,
+            "invalid",
         ),
         (request("GET", "/no/such/route", "", b""), 404, "not_found"),
+        (
+            request("DELETE", "/api/v1/points", "", b""),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            request(
+                "GET",
+                "/api/v1/points/env/temperature/history?from=-9223372036854775808",
+                "",
+                b"",
+            ),
+            422,
+            "invalid",
+        ),
     ];
     let n = cases.len() as u64;
     for (req, status, code) in cases {
@@ -554,7 +569,7 @@ async fn the_acting_user_comes_from_the_session_and_every_act_is_in_the_chain() 
         b"",
     );
     let (status, _, _) = raw_full(&node, &spoof).await;
-    assert_eq!(status, 422, "no rule file: refused, and audited");
+    assert_eq!(status, 409, "no rule file: refused, and audited");
     let write = request_as(
         Some(&session),
         "POST",
@@ -585,4 +600,81 @@ async fn the_acting_user_comes_from_the_session_and_every_act_is_in_the_chain() 
     node.store.flush().await;
     let verdict = accounts::audit::verify_store(&dir.path().join("data/edge.sqlite")).unwrap();
     assert!(verdict.is_ok(), "{verdict:?}");
+}
+
+/// The document served at `/api/v1/openapi.json` names every route of the table with its
+/// method, path parameters and requirement, and documents each one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path()).await;
+    let (status, text) = raw(
+        &node,
+        b"GET /api/v1/openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let doc: Json = serde_json::from_str(&text).unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    assert_eq!(
+        edge_node::api::undocumented_routes(),
+        [],
+        "every route has its summary and types"
+    );
+    let mut ids = std::collections::HashSet::new();
+    for route in edge_node::api::route_table() {
+        let op = &doc["paths"][route.path][route.method.as_str().to_ascii_lowercase()];
+        assert!(
+            op.is_object(),
+            "{} {} is missing from the document",
+            route.method,
+            route.path
+        );
+        assert!(ids.insert(op["operationId"].as_str().unwrap().to_string()));
+        for name in route.path.split('/').filter_map(|s| s.strip_prefix('{')) {
+            let name = name.trim_end_matches('}');
+            assert!(
+                op["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["name"] == name && p["in"] == "path"),
+                "{} {}: path parameter {name}",
+                route.method,
+                route.path
+            );
+        }
+        match route.access {
+            Access::Public => assert!(op.get("security").is_none(), "{}", route.path),
+            Access::Allowed(p) => {
+                assert_eq!(op["x-permission"], p.as_str(), "{}", route.path);
+                assert!(op["security"].is_array());
+            }
+            _ => assert!(op["security"].is_array(), "{}", route.path),
+        }
+    }
+    // Bodies and queries come from the handlers' own types.
+    let write = &doc["paths"]["/api/v1/points/{device}/{point}/write"]["post"];
+    assert_eq!(
+        write["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/WriteBody"
+    );
+    let history = &doc["paths"]["/api/v1/points/{device}/{point}/history"]["get"];
+    assert!(
+        history["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "resolution" && p["in"] == "query")
+    );
+    assert!(doc["components"]["schemas"]["ShelveBody"]["properties"]["duration_s"].is_object());
+    assert_eq!(
+        doc["components"]["schemas"]["ShelveBody"]["additionalProperties"],
+        false
+    );
+    node.shutdown().await;
 }

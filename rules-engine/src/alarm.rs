@@ -58,6 +58,14 @@ pub enum AlarmState {
 }
 
 impl AlarmState {
+    /// Every state.
+    pub const ALL: [AlarmState; 4] = [
+        AlarmState::Normal,
+        AlarmState::ActiveUnacked,
+        AlarmState::ActiveAcked,
+        AlarmState::ClearedUnacked,
+    ];
+
     pub fn is_active(self) -> bool {
         matches!(self, AlarmState::ActiveUnacked | AlarmState::ActiveAcked)
     }
@@ -88,6 +96,9 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// Every severity, most urgent first.
+    pub const ALL: [Severity; 3] = [Severity::P0, Severity::P1, Severity::P2];
+
     /// The next more urgent severity, or `None` for P0.
     pub fn higher(self) -> Option<Severity> {
         match self {

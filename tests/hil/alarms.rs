@@ -413,7 +413,7 @@ threshold = {{ below = 300, deadband = -1 }}
         .unwrap();
     std::fs::write(&file, &broken).unwrap();
     let (status, body) = edge.post("/api/v1/rules/reload", json!({}));
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 409, "{body}");
     assert_eq!(body["code"], "rules_refused");
     let message = body["message"].as_str().unwrap();
     assert!(

@@ -14,6 +14,7 @@ mod credential_secrecy;
 mod demo;
 mod modbus;
 mod mqtt;
+mod openapi;
 mod park;
 mod sync;
 mod tls;

@@ -1,0 +1,469 @@
+//! The OpenAPI 3.1 document of an API, built from its route table: each route's method,
+//! path and requirement come from the table itself, and what a route takes and gives
+//! (query parameters, body, answer) from the Rust types its handler uses, through
+//! utoipa's derives. A route without a [`Doc`] is reported by [`Routes::undocumented`], so
+//! a test can refuse an API whose document lacks a route.
+//!
+//! Every operation that needs a caller names both ways in: the session cookie (with the
+//! CSRF header on writes) and an API token; every error answer is the one error shape.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use axum::http::Method;
+use park_model::identity::Access;
+use park_model::identity::web::{CSRF_HEADER, SESSION_COOKIE};
+use utoipa::openapi::path::{
+    HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn,
+};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
+};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, InfoBuilder, ObjectBuilder, OpenApi, OpenApiBuilder,
+    PathItem, Paths, Ref, RefOr, Required, ResponseBuilder, Schema, Type,
+};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::http::{RouteSpec, Routes};
+
+/// What a route takes and gives, for the API's document.
+#[derive(Clone, Default)]
+pub struct Doc {
+    tag: &'static str,
+    summary: &'static str,
+    description: Option<&'static str>,
+    query: Vec<utoipa::openapi::path::Parameter>,
+    body: Option<String>,
+    answer: Answer,
+    statuses: Vec<(&'static str, &'static str)>,
+    schemas: Vec<(String, RefOr<Schema>)>,
+}
+
+#[derive(Clone, Default)]
+enum Answer {
+    /// A JSON object whose shape the document does not pin down yet.
+    #[default]
+    Object,
+    Json(String),
+    EventStream,
+    Text,
+}
+
+impl Doc {
+    /// A route in `tag` (the API's area: points, alarms, doors...) doing `summary`.
+    pub fn new(tag: &'static str, summary: &'static str) -> Doc {
+        Doc {
+            tag,
+            summary,
+            ..Doc::default()
+        }
+    }
+
+    /// A longer explanation: limits, what is refused and why.
+    pub fn describe(mut self, text: &'static str) -> Doc {
+        self.description = Some(text);
+        self
+    }
+
+    /// The query parameters, from the type the handler reads them into.
+    pub fn query<T: IntoParams>(mut self) -> Doc {
+        self.query = T::into_params(|| Some(ParameterIn::Query));
+        self
+    }
+
+    /// The JSON body, from the type the handler reads it into.
+    pub fn body<T: ToSchema>(mut self) -> Doc {
+        self.body = Some(self.schema::<T>());
+        self
+    }
+
+    /// The JSON answer, from the type the handler writes it from.
+    pub fn returns<T: ToSchema>(mut self) -> Doc {
+        let name = self.schema::<T>();
+        self.answer = Answer::Json(name);
+        self
+    }
+
+    /// Another answer this route gives besides the usual ones (`401` from logging in).
+    pub fn status(mut self, code: &'static str, description: &'static str) -> Doc {
+        self.statuses.push((code, description));
+        self
+    }
+
+    /// A stream of server-sent events.
+    pub fn event_stream(mut self) -> Doc {
+        self.answer = Answer::EventStream;
+        self
+    }
+
+    /// Plain text (the Prometheus exposition format).
+    pub fn text(mut self) -> Doc {
+        self.answer = Answer::Text;
+        self
+    }
+
+    fn schema<T: ToSchema>(&mut self) -> String {
+        let name = T::name().into_owned();
+        self.schemas.push((name.clone(), T::schema()));
+        T::schemas(&mut self.schemas);
+        name
+    }
+}
+
+/// The schema of a string that is one of `values` (for `#[schema(schema_with = ...)]` on
+/// a field the handler parses with the domain type's own parser, whose names these are).
+pub fn one_of(values: impl IntoIterator<Item = &'static str>) -> RefOr<Schema> {
+    let values: Vec<&str> = values.into_iter().collect();
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(values))
+            .build(),
+    ))
+}
+
+/// Whole numbers from JSON as JSON Schema counts them: `5` and `5.0` alike (a body field
+/// documented as an integer), anything with a fraction or out of range refused.
+pub mod whole {
+    use serde::{Deserialize, Deserializer, de::Error as _};
+
+    fn of<'de, D: Deserializer<'de>>(n: serde_json::Number) -> Result<i64, D::Error> {
+        if let Some(i) = n.as_i64() {
+            return Ok(i);
+        }
+        // Only where a float holds every whole number exactly (2^53): beyond, a float
+        // could stand for a number it rounded (-9223372036854775809 reads as i64::MIN).
+        const EXACT: f64 = 9_007_199_254_740_992.0;
+        match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() <= EXACT => Ok(f as i64),
+            _ => Err(D::Error::custom(format!(
+                "{n} is not a whole number in range"
+            ))),
+        }
+    }
+
+    pub fn i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        of::<D>(serde_json::Number::deserialize(d)?)
+    }
+
+    pub fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        Option::<serde_json::Number>::deserialize(d)?
+            .map(of::<D>)
+            .transpose()
+    }
+
+    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let n = of::<D>(serde_json::Number::deserialize(d)?)?;
+        u64::try_from(n).map_err(|_| D::Error::custom(format!("{n} is negative")))
+    }
+
+    pub fn u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let n = of::<D>(serde_json::Number::deserialize(d)?)?;
+        u32::try_from(n).map_err(|_| D::Error::custom(format!("{n} is out of range")))
+    }
+}
+
+/// The error every failing request gets.
+#[derive(ToSchema)]
+#[schema(as = Error)]
+#[allow(dead_code)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBody {
+    /// A stable code for programs (`not_found`, `invalid`, `forbidden`...).
+    code: String,
+    /// What was wrong, for people.
+    message: String,
+    /// More about it, where there is more (the field at fault, a retry delay...).
+    details: Option<serde_json::Value>,
+    /// The request's trace id, as logged.
+    trace_id: String,
+}
+
+fn json_ref(name: &str) -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name(name))
+}
+
+fn any_object() -> RefOr<Schema> {
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new().schema_type(Type::Object).build(),
+    ))
+}
+
+fn error_response(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(json_ref("Error")))
+                .build(),
+        )
+        .build()
+}
+
+fn method_of(m: &Method) -> HttpMethod {
+    match *m {
+        Method::POST => HttpMethod::Post,
+        Method::PUT => HttpMethod::Put,
+        Method::DELETE => HttpMethod::Delete,
+        Method::PATCH => HttpMethod::Patch,
+        _ => HttpMethod::Get,
+    }
+}
+
+/// The `{name}` segments of a route's path.
+fn path_params(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+}
+
+fn operation(spec: &RouteSpec, doc: &Doc) -> Operation {
+    let write = spec.method != Method::GET;
+    let mut op = OperationBuilder::new()
+        .tag(doc.tag)
+        .summary(Some(doc.summary))
+        .description(doc.description)
+        .operation_id(Some(operation_id(spec)));
+    for name in path_params(spec.path) {
+        op = op.parameter(
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .schema(Some(RefOr::T(Schema::Object(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1))
+                        .build(),
+                )))),
+        );
+    }
+    for p in &doc.query {
+        op = op.parameter(p.clone());
+    }
+    if let Some(body) = &doc.body {
+        op = op.request_body(Some(
+            RequestBodyBuilder::new()
+                .required(Some(Required::True))
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(json_ref(body))).build(),
+                )
+                .build(),
+        ));
+    }
+    let (media, schema) = match &doc.answer {
+        Answer::Object => ("application/json", any_object()),
+        Answer::Json(name) => ("application/json", json_ref(name)),
+        // One event of the stream: its name and its data (JSON text).
+        Answer::EventStream => (
+            "text/event-stream",
+            RefOr::T(Schema::Object(
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .property("event", ObjectBuilder::new().schema_type(Type::String))
+                    .property("data", ObjectBuilder::new().schema_type(Type::String))
+                    .property("id", ObjectBuilder::new().schema_type(Type::String))
+                    .required("data")
+                    .build(),
+            )),
+        ),
+        Answer::Text => (
+            "text/plain",
+            RefOr::T(Schema::Object(
+                ObjectBuilder::new().schema_type(Type::String).build(),
+            )),
+        ),
+    };
+    op = op.response(
+        "200",
+        ResponseBuilder::new()
+            .description("Done.")
+            .content(media, ContentBuilder::new().schema(Some(schema)).build())
+            .build(),
+    );
+    let mut errors: Vec<(&str, &str)> = vec![
+        (
+            "400",
+            "The request was malformed: the message names what was wrong.",
+        ),
+        ("404", "No such thing (or no such route)."),
+        (
+            "405",
+            "The path does not take this method; `Allow` lists those it takes.",
+        ),
+        (
+            "409",
+            "The request conflicts with the state of what it names.",
+        ),
+        ("413", "The body is larger than the API takes."),
+        (
+            "422",
+            "A value is out of range or unusable: the message names it.",
+        ),
+        (
+            "429",
+            "Too many attempts; `details.retryAfterSeconds` says when to try again.",
+        ),
+        ("500", "The node failed; the trace id finds it in the log."),
+        ("503", "A part the request needs is not running."),
+    ];
+    if !matches!(spec.access, Access::Public) {
+        errors.push(("401", "No valid session or token."));
+        errors.push((
+            "403",
+            "The caller may not do this here (or a write came without its CSRF token).",
+        ));
+    }
+    if write || matches!(spec.access, Access::Public) {
+        errors.push(("415", "The body is not JSON."));
+    }
+    errors.extend(doc.statuses.iter().copied());
+    for (code, text) in errors {
+        op = op.response(code, error_response(text));
+    }
+    match spec.access {
+        Access::Public => {}
+        Access::Session | Access::User => {
+            op = op.security(SecurityRequirement::new("session", Vec::<String>::new()));
+            if crate::http::token_may_use(spec.access, spec.path) {
+                op = op.security(SecurityRequirement::new("token", Vec::<String>::new()));
+            }
+        }
+        Access::Allowed(p) => {
+            op = op
+                .security(SecurityRequirement::new("session", Vec::<String>::new()))
+                .security(SecurityRequirement::new("token", Vec::<String>::new()));
+            let mut ext = utoipa::openapi::extensions::Extensions::default();
+            ext.insert("x-permission".into(), serde_json::json!(p.as_str()));
+            op = op.extensions(Some(ext));
+        }
+    }
+    op.build()
+}
+
+/// `get_api_v1_points_device_point`: unique per method and path, stable across builds.
+fn operation_id(spec: &RouteSpec) -> String {
+    let mut id = spec.method.as_str().to_ascii_lowercase();
+    for seg in spec.path.split('/').filter(|s| !s.is_empty()) {
+        id.push('_');
+        id.extend(
+            seg.chars()
+                .filter(|c| *c != '{' && *c != '}')
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }),
+        );
+    }
+    id
+}
+
+impl<S: Clone + Send + Sync + 'static> Routes<S> {
+    /// Documents the route added last.
+    pub fn doc(mut self, doc: Doc) -> Self {
+        if let Some((spec, _)) = self.list.last() {
+            self.docs.insert((spec.method.clone(), spec.path), doc);
+        }
+        self
+    }
+
+    /// The routes that have no [`Doc`].
+    pub fn undocumented(&self) -> Vec<RouteSpec> {
+        self.list
+            .iter()
+            .filter(|(s, _)| !self.docs.contains_key(&(s.method.clone(), s.path)))
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+
+    /// The OpenAPI 3.1 document of these routes: every route, with or without a [`Doc`]
+    /// (one without gets its path, method and requirement and nothing more).
+    pub fn openapi(&self, title: &str, version: &str, description: &str) -> OpenApi {
+        let mut paths = Paths::new();
+        let mut schemas: BTreeMap<String, RefOr<Schema>> = BTreeMap::new();
+        let mut error = Vec::new();
+        <ErrorBody as ToSchema>::schemas(&mut error);
+        schemas.insert(
+            "Error".into(),
+            <ErrorBody as utoipa::PartialSchema>::schema(),
+        );
+        for (spec, _) in &self.list {
+            let fallback;
+            let doc = match self.docs.get(&(spec.method.clone(), spec.path)) {
+                Some(d) => d,
+                None => {
+                    fallback = Doc::new("other", "(undocumented)");
+                    &fallback
+                }
+            };
+            for (name, schema) in &doc.schemas {
+                schemas
+                    .entry(name.clone())
+                    .or_insert_with(|| schema.clone());
+            }
+            let op = operation(spec, doc);
+            let item = PathItem::new(method_of(&spec.method), op);
+            match paths.paths.get_mut(spec.path) {
+                Some(existing) => existing.merge_operations(item),
+                None => {
+                    paths.paths.insert(spec.path.to_string(), item);
+                }
+            }
+        }
+        let mut components = ComponentsBuilder::new()
+            .security_scheme(
+                "session",
+                SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                    SESSION_COOKIE,
+                    &*Cow::Owned(format!(
+                        "The session from POST /api/v1/auth/login; writes also send its csrfToken in the {CSRF_HEADER} header."
+                    )),
+                ))),
+            )
+            .security_scheme(
+                "token",
+                SecurityScheme::Http(
+                    Http::builder()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some("An API token (POST /api/v1/auth/tokens)."))
+                        .build(),
+                ),
+            );
+        for (name, schema) in schemas {
+            components = components.schema(name, schema);
+        }
+        OpenApiBuilder::new()
+            .info(
+                InfoBuilder::new()
+                    .title(title)
+                    .version(version)
+                    .description(Some(description)),
+            )
+            .paths(paths)
+            .components(Some(components.build()))
+            .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_ids_are_unique_per_method_and_path() {
+        let spec = |m: Method, p: &'static str| RouteSpec {
+            method: m,
+            path: p,
+            access: Access::Public,
+        };
+        assert_eq!(
+            operation_id(&spec(Method::GET, "/api/v1/points/{device}/{point}")),
+            "get_api_v1_points_device_point"
+        );
+        assert_ne!(
+            operation_id(&spec(Method::GET, "/api/v1/auth/tokens")),
+            operation_id(&spec(Method::POST, "/api/v1/auth/tokens"))
+        );
+        assert_eq!(path_params("/a/{x}/b/{y}").collect::<Vec<_>>(), ["x", "y"]);
+    }
+}
