@@ -302,6 +302,7 @@ mqtt = {{ topic_id = "lab-env" }}
     println!(
         "smartpark demo: building b1 of demo-park, with 2 simulated Modbus TCP energy meters, a BACnet/IP air-handling unit, 2 MQTT sensors, 3 door controllers and a car park with 2 camera lanes (a simulated day passes in an hour)."
     );
+    println!("  Edge console:   http://{a}/   (log in with a login below)");
     println!("  Devices:        http://{a}/api/v1/devices");
     println!("  Latest values:  http://{a}/api/v1/points");
     println!("  History:        http://{a}/api/v1/points/main-meter/power_total/history");

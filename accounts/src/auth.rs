@@ -638,8 +638,42 @@ pub struct LoginOk {
     /// The cookie's value: shown to the client once, stored only as its hash.
     pub token: String,
     pub csrf: String,
-    pub me: Json,
+    pub me: Option<Me>,
     pub expires_at: i64,
+}
+
+/// A second factor being set up: the secret for the authenticator app, and its
+/// `otpauth://` URI (for a QR code). Shown once; confirmed with a code from it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct TotpSetup {
+    pub secret: String,
+    pub uri: String,
+}
+
+/// Who is logged in, as `GET /api/v1/auth/me` answers.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Me {
+    pub id: String,
+    pub username: String,
+    pub display_name: String,
+    /// `local` (made on this edge) or `hub`.
+    pub source: String,
+    /// `role@scope`, such as `facility_engineer@building:park-1/b1`.
+    pub grants: Vec<String>,
+    /// What the caller may do here (none until a required second factor is set up).
+    pub permissions: Vec<String>,
+    /// `none`, `enabled`, or `enrollment_required` (the role needs one; only the account
+    /// routes work until it is set up).
+    pub second_factor: String,
+    /// Where this API acts (`building:park-1/b1`, `operator`).
+    pub scope: String,
+    /// The session's CSRF token, for writes (a session caller only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
+    /// `token` when the caller came with an API token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 impl Auth {
@@ -1053,7 +1087,7 @@ impl Auth {
             );
         }
         m.logins_total.fetch_add(1, Relaxed);
-        let me = self.me_of(&user_id, pending).unwrap_or(Json::Null);
+        let me = self.me_of(&user_id, pending);
         Ok(LoginOk {
             csrf: self.csrf_for(&token),
             token,
@@ -1123,7 +1157,7 @@ impl Auth {
     }
 
     /// The caller's account as the API shows it.
-    pub fn me_of(&self, user_id: &str, pending: bool) -> Option<Json> {
+    pub fn me_of(&self, user_id: &str, pending: bool) -> Option<Me> {
         let st = self.read();
         let a = st.accounts.get(user_id)?;
         let perms = if pending {
@@ -1131,16 +1165,25 @@ impl Auth {
         } else {
             self.permissions_here(&a.principal)
         };
-        Some(json!({
-            "id": a.id,
-            "username": a.username,
-            "displayName": a.display_name,
-            "source": a.source.as_str(),
-            "grants": a.grants,
-            "permissions": perms.names(),
-            "secondFactor": if pending { "enrollment_required" } else if a.totp.is_some() { "enabled" } else { "none" },
-            "scope": self.inner.scope.to_string(),
-        }))
+        Some(Me {
+            id: a.id.clone(),
+            username: a.username.clone(),
+            display_name: a.display_name.clone(),
+            source: a.source.as_str().to_string(),
+            grants: a.grants.iter().map(|g| g.to_string()).collect(),
+            permissions: perms.names().into_iter().map(str::to_string).collect(),
+            second_factor: if pending {
+                "enrollment_required"
+            } else if a.totp.is_some() {
+                "enabled"
+            } else {
+                "none"
+            }
+            .to_string(),
+            scope: self.inner.scope.to_string(),
+            csrf_token: None,
+            via: None,
+        })
     }
 
     /// Ends one session.
@@ -1268,7 +1311,7 @@ impl Auth {
 
     /// Starts setting up TOTP on a local account: a new secret, returned once, kept sealed
     /// until a code from it confirms it.
-    pub async fn totp_setup(&self, caller: &Caller) -> Result<Json, AuthError> {
+    pub async fn totp_setup(&self, caller: &Caller) -> Result<TotpSetup, AuthError> {
         let uid = caller.principal.user_id.clone();
         self.local_account(&uid)?;
         let secret_bytes = self.random::<{ totp::SECRET_LEN }>();
@@ -1291,10 +1334,10 @@ impl Auth {
         if let Some(a) = self.write().accounts.get_mut(&uid) {
             a.totp_pending = Some(sealed);
         }
-        Ok(json!({
-            "secret": totp::secret_text(&secret_bytes),
-            "uri": totp::provisioning_uri(&self.inner.issuer, &caller.name, &secret_bytes),
-        }))
+        Ok(TotpSetup {
+            secret: totp::secret_text(&secret_bytes),
+            uri: totp::provisioning_uri(&self.inner.issuer, &caller.name, &secret_bytes),
+        })
     }
 
     /// Confirms a pending TOTP secret with a code from it; returns the recovery codes,

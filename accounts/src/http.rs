@@ -210,10 +210,21 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     where
         S: ApiAuth,
     {
+        self.into_api_router_with(state, || async { ApiError::not_found("no such route") })
+    }
+
+    /// [`Routes::into_api_router`] with `fallback` answering every path that is not a
+    /// route (a web app's files): it is public, so it must serve nothing but public files.
+    pub fn into_api_router_with<H, T>(self, state: S, fallback: H) -> axum::Router<S>
+    where
+        S: ApiAuth,
+        H: Handler<T, S>,
+        T: 'static,
+    {
         let (app, _) = self.into_router();
         app.route_layer(axum::middleware::from_fn(catch_panic))
             .route_layer(Authorize::new(state))
-            .fallback(|| async { ApiError::not_found("no such route") })
+            .fallback(fallback)
             .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
     }
 
@@ -646,7 +657,7 @@ pub fn auth_routes<S: ApiAuth>(routes: Routes<S>) -> Routes<S> {
     let doc = |summary| Doc::new("auth", summary);
     routes
         .post("/api/v1/auth/login", Public, login::<S>)
-        .doc(doc("Log in: a session cookie and the CSRF token for writes").body::<LoginBody>().status("401", "The username, password or code is wrong, or a second factor is needed.").describe(
+        .doc(doc("Log in: a session cookie and the CSRF token for writes").body::<LoginBody>().returns::<LoginAnswer>().status("401", "The username, password or code is wrong, or a second factor is needed.").describe(
             "Wrong passwords are counted per account and per client address; too many lock the account for a while (429 with the seconds to wait).",
         ))
         .post("/api/v1/auth/logout", Session, logout::<S>)
@@ -654,13 +665,13 @@ pub fn auth_routes<S: ApiAuth>(routes: Routes<S>) -> Routes<S> {
         .post("/api/v1/auth/logout-all", Session, logout_all::<S>)
         .doc(doc("Log out of every session of this account"))
         .get("/api/v1/auth/me", Session, me::<S>)
-        .doc(doc("Who is logged in, with roles and permissions"))
+        .doc(doc("Who is logged in, with roles and permissions").returns::<crate::auth::Me>())
         .post("/api/v1/auth/password", User, change_password::<S>)
         .doc(doc("Change one's own password").body::<PasswordBody>())
         .post("/api/v1/auth/totp/setup", Session, totp_setup::<S>)
-        .doc(doc("Start setting up a second factor (TOTP): the secret and its otpauth URI"))
+        .doc(doc("Start setting up a second factor (TOTP): the secret and its otpauth URI").returns::<crate::auth::TotpSetup>())
         .post("/api/v1/auth/totp/confirm", Session, totp_confirm::<S>)
-        .doc(doc("Confirm the second factor with a code: recovery codes, shown once").body::<CodeBody>())
+        .doc(doc("Confirm the second factor with a code: recovery codes, shown once").body::<CodeBody>().returns::<TotpConfirmed>())
         .get("/api/v1/auth/tokens", User, list_tokens::<S>)
         .doc(doc("One's own API tokens (never the secrets)"))
         .post("/api/v1/auth/tokens", User, create_token::<S>)
@@ -680,6 +691,24 @@ struct LoginBody {
     code: Option<String>,
     /// Instead of a code: one of the account's recovery codes (each works once).
     recovery_code: Option<String>,
+}
+
+/// A session begun: who, the CSRF token its writes carry, and when it ends at the latest
+/// (microseconds since 1970). The session itself is the HttpOnly cookie.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct LoginAnswer {
+    user: Option<crate::auth::Me>,
+    csrf_token: String,
+    expires_at: i64,
+}
+
+/// A second factor switched on, with its recovery codes (shown once).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct TotpConfirmed {
+    enabled: bool,
+    recovery_codes: Vec<String>,
 }
 
 fn set_cookie(auth: &Auth, value: &str, max_age: i64) -> [(header::HeaderName, HeaderValue); 1] {
@@ -715,7 +744,11 @@ async fn login<S: ApiAuth>(
     let max_age = auth.settings().session.absolute / 1_000_000;
     Ok((
         set_cookie(auth, &ok.token, max_age),
-        Json(json!({"user": ok.me, "csrfToken": ok.csrf, "expiresAt": ok.expires_at})),
+        Json(LoginAnswer {
+            user: ok.me,
+            csrf_token: ok.csrf,
+            expires_at: ok.expires_at,
+        }),
     )
         .into_response())
 }
@@ -748,7 +781,7 @@ async fn me<S: ApiAuth>(
     State(s): State<S>,
     headers: HeaderMap,
     Extension(caller): Extension<Caller>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<crate::auth::Me>> {
     let auth = s.auth();
     let pending = caller.principal.second_factor != SecondFactor::Satisfied;
     let mut me = auth
@@ -757,10 +790,15 @@ async fn me<S: ApiAuth>(
     if caller.session.is_some() {
         let token =
             header_str(&headers, header::COOKIE).and_then(|c| web::cookie(c, web::SESSION_COOKIE));
-        me["csrfToken"] = json!(token.map(|t| auth.csrf_for(t)));
+        me.csrf_token = token.map(|t| auth.csrf_for(t));
     } else {
-        me["permissions"] = json!(auth.permissions_here(&caller.principal).names());
-        me["via"] = json!("token");
+        me.permissions = auth
+            .permissions_here(&caller.principal)
+            .names()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        me.via = Some("token".into());
     }
     Ok(Json(me))
 }
@@ -787,7 +825,7 @@ async fn change_password<S: ApiAuth>(
 async fn totp_setup<S: ApiAuth>(
     State(s): State<S>,
     Extension(caller): Extension<Caller>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<crate::auth::TotpSetup>> {
     Ok(Json(s.auth().totp_setup(&caller).await?))
 }
 
@@ -801,10 +839,13 @@ async fn totp_confirm<S: ApiAuth>(
     State(s): State<S>,
     Extension(caller): Extension<Caller>,
     body: Result<Json<CodeBody>, JsonRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<TotpConfirmed>> {
     let Json(b) = body?;
     let codes = s.auth().totp_confirm(&caller, &b.code).await?;
-    Ok(Json(json!({"enabled": true, "recoveryCodes": codes})))
+    Ok(Json(TotpConfirmed {
+        enabled: true,
+        recovery_codes: codes,
+    }))
 }
 
 async fn list_tokens<S: ApiAuth>(

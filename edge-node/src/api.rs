@@ -39,9 +39,10 @@ use tokio::sync::oneshot;
 use utoipa::openapi::{RefOr, Schema};
 
 use crate::metrics::Metrics;
-use crate::node::{Devices, device_points, point_source};
+use crate::node::{Devices, device_points};
 use crate::rollup::Level;
 use crate::store::Store;
+use crate::views;
 
 /// What the API serves from: one allocation shared by every request (each middleware
 /// and handler gets a clone of the state, so a clone must cost one reference count).
@@ -111,19 +112,23 @@ fn routes() -> Routes<ApiState> {
         .get("/api/v1/users", Allowed(UsersManage), list_users)
         .doc(doc("users", "The accounts that may log in here, with their roles in this building"))
         .get("/api/v1/site", Allowed(TelemetryRead), site)
-        .doc(doc("node", "The park, the building and the node's version"))
+        .doc(doc("node", "The park, the building and what the node reads").returns::<views::Site>())
         .get("/api/v1/devices", Allowed(TelemetryRead), list_devices)
-        .doc(doc("devices", "Every device with its state"))
+        .doc(doc("devices", "Every device with its state").returns::<views::DeviceList>())
         .get("/api/v1/devices/{id}", Allowed(TelemetryRead), get_device)
-        .doc(doc("devices", "One device with its points"))
+        .doc(doc("devices", "One device with its points").returns::<views::DeviceDetail>())
         .get("/api/v1/points", Allowed(TelemetryRead), list_points)
-        .doc(doc("points", "Every point with its latest value, quality and unit"))
+        .doc(
+            doc("points", "The points with their latest values, a page at a time, filtered by device or name")
+                .query::<PointsQuery>()
+                .returns::<views::PointPage>(),
+        )
         .get(
             "/api/v1/points/{device}/{point}",
             Allowed(TelemetryRead),
             get_point,
         )
-        .doc(doc("points", "One point with its latest value"))
+        .doc(doc("points", "One point with its latest value").returns::<views::PointView>())
         .get(
             "/api/v1/points/{device}/{point}/history",
             Allowed(TelemetryRead),
@@ -132,6 +137,7 @@ fn routes() -> Routes<ApiState> {
         .doc(
             doc("points", "A point's history: raw samples or rollups over a range")
                 .query::<HistoryQuery>()
+                .returns::<views::HistoryPage>()
                 .describe("`auto` picks raw samples up to 2 hours and rollups beyond; ranges and limits are bounded and a value outside them is a 422 that names it."),
         )
         .post(
@@ -141,7 +147,8 @@ fn routes() -> Routes<ApiState> {
         )
         .doc(
             doc("points", "Write a writable point (a setpoint, a command), checked against its range")
-                .body::<WriteBody>(),
+                .body::<WriteBody>()
+                .returns::<views::WriteAnswer>(),
         )
         .get("/api/v1/stream", Allowed(TelemetryRead), stream)
         .doc(doc("points", "Live values as server-sent events").query::<StreamQuery>().event_stream())
@@ -150,7 +157,7 @@ fn routes() -> Routes<ApiState> {
         .get("/api/v1/events", Allowed(EventsRead), list_events)
         .doc(doc("events", "The event log (door decisions, parking, alarms), newest first, a page at a time").query::<EventsQuery>())
         .get("/api/v1/sync", Allowed(TelemetryRead), sync_status)
-        .doc(doc("node", "The uplink to the hub: connected, backlog, last acknowledgement"))
+        .doc(doc("node", "The uplink to the hub: connected, backlog, last acknowledgement").returns::<views::SyncState>())
         .get("/api/v1/doors", Allowed(TelemetryRead), list_doors)
         .doc(doc("doors", "Every door with its state and last decision"))
         .post("/api/v1/doors/{id}/open", Allowed(DoorsOpen), open_door)
@@ -192,9 +199,9 @@ fn routes() -> Routes<ApiState> {
         )
         .doc(doc("parking", "Suspend or restore a parking pass").body::<PassStatusChange>())
         .get("/api/v1/store", Allowed(TelemetryRead), store_stats)
-        .doc(doc("node", "The store: size, disk budget, oldest data kept"))
+        .doc(doc("node", "The store: what it committed, its size against its disk budget").returns::<views::StoreState>())
         .get("/api/v1/alarms", Allowed(TelemetryRead), list_alarms)
-        .doc(doc("alarms", "The alarms, by state, severity, source or rule").query::<AlarmQuery>())
+        .doc(doc("alarms", "The alarms, by state, severity, source or rule").query::<AlarmQuery>().returns::<views::AlarmList>())
         .get("/api/v1/alarms/{id}", Allowed(TelemetryRead), get_alarm)
         .doc(doc("alarms", "One alarm with its history and comments"))
         .post(
@@ -256,7 +263,7 @@ pub fn route_table() -> Vec<RouteSpec> {
 
 pub fn router(state: ApiState) -> Router {
     routes()
-        .into_api_router(state.clone())
+        .into_api_router_with(state.clone(), crate::console::serve)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -362,95 +369,115 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         .into_response()
 }
 
-async fn site(State(s): State<ApiState>) -> Json<Json_> {
+async fn site(State(s): State<ApiState>) -> Json<views::Site> {
     let points: usize = s
         .devices
         .values()
         .map(|d| d.spec.profile.points.len())
         .sum();
-    Json(
-        json!({"park": s.park, "building": s.building, "devices": s.devices.len(), "points": points, "now": now_micros()}),
-    )
-}
-
-fn status_json(status: &DeviceStatus, since: i64) -> Json_ {
-    match status {
-        DeviceStatus::Online => json!({"state": "online", "since": since}),
-        DeviceStatus::Offline { reason } => {
-            json!({"state": "offline", "reason": reason.as_ref(), "since": since})
-        }
-    }
-}
-
-fn device_json(d: &crate::node::DeviceEntry) -> Json_ {
-    let (status, since) = d.status();
-    let p = &d.spec.profile;
-    json!({
-        "id": d.spec.id,
-        "name": d.spec.name,
-        "protocol": d.spec.protocol_name(),
-        "profile": p.id,
-        "manufacturer": p.manufacturer,
-        "model": p.model,
-        "status": status_json(&status, since),
-        "points": p.points.len(),
-        "pollIntervalMs": d.spec.poll_interval.as_millis() as u64,
+    Json(views::Site {
+        park: s.park.clone(),
+        building: s.building.clone(),
+        devices: s.devices.len(),
+        points,
+        now: now_micros(),
     })
 }
 
-async fn list_devices(State(s): State<ApiState>) -> Json<Json_> {
-    Json(json!({"devices": s.devices.values().map(device_json).collect::<Vec<_>>()}))
+async fn list_devices(State(s): State<ApiState>) -> Json<views::DeviceList> {
+    Json(views::DeviceList {
+        devices: s.devices.values().map(views::DeviceView::new).collect(),
+    })
 }
 
-async fn get_device(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult<Json<Json_>> {
+async fn get_device(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<views::DeviceDetail>> {
     let d = s
         .devices
         .get(&id)
         .ok_or_else(|| ApiError::not_found(format!("no device {id:?}")))?;
-    let mut body = device_json(d);
-    let points: Vec<Json_> = device_points(&d.spec)
-        .map(|(key, p)| point_json(&s.store, &key, p))
-        .collect();
-    body["pointList"] = Json_::Array(points);
-    Ok(Json(body))
+    Ok(Json(views::DeviceDetail {
+        device: views::DeviceView::new(d),
+        point_list: device_points(&d.spec)
+            .map(|(key, p)| views::PointView::new(&s.store, &key, p))
+            .collect(),
+    }))
 }
 
 pub fn sample_json(s: &Sample) -> Json_ {
-    json!({
-        "ts": s.ts,
-        "value": s.value.as_ref().map(Value::to_json),
-        "quality": s.quality.name(),
-        "reason": s.quality.reason(),
-    })
+    json!(views::SampleView::from(s))
 }
 
-fn point_json(store: &Store, key: &PointKey, p: &device_drivers::profile::PointSpec) -> Json_ {
-    let latest = store.latest_of(key);
-    json!({
-        "key": key.as_str(),
-        "device": key.device(),
-        "name": p.name,
-        "unit": p.unit,
-        "kind": format!("{:?}", p.kind).to_lowercase(),
-        "writable": p.writable,
-        "min": p.min,
-        "max": p.max,
-        "source": point_source(p),
-        "latest": latest.as_ref().map(sample_json),
-    })
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct PointsQuery {
+    /// Points whose key contains this (case-insensitive).
+    #[param(max_length = 128)]
+    q: Option<String>,
+    /// Only this device's points.
+    #[param(max_length = 128)]
+    device: Option<String>,
+    #[param(minimum = 0)]
+    offset: Option<usize>,
+    /// At most 1000; 100 when left out.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
 }
 
-async fn list_points(State(s): State<ApiState>) -> Json<Json_> {
-    let points: Vec<Json_> = s
+/// The points in key order, a page at a time, filtered here: a building's thousands of
+/// points never go to the browser at once.
+async fn list_points(
+    State(s): State<ApiState>,
+    q: Result<Query<PointsQuery>, QueryRejection>,
+) -> ApiResult<Json<views::PointPage>> {
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    for (name, v) in [("q", &q.q), ("device", &q.device)] {
+        if v.as_ref().is_some_and(|v| v.chars().count() > 128) {
+            return Err(ApiError::bad_request(format!(
+                "{name} takes at most 128 characters"
+            )));
+        }
+    }
+    let offset = q.offset.unwrap_or(0);
+    let needle =
+        q.q.as_deref()
+            .map(str::to_lowercase)
+            .filter(|n| !n.is_empty());
+    let mut matching: Vec<(PointKey, &device_drivers::profile::PointSpec)> = s
         .devices
         .values()
-        .flat_map(|d| {
-            device_points(&d.spec)
-                .map(|(k, p)| point_json(&s.store, &k, p))
-                .collect::<Vec<_>>()
+        .filter(|d| {
+            q.device
+                .as_deref()
+                .is_none_or(|id| d.spec.id.as_str() == id)
+        })
+        .flat_map(|d| device_points(&d.spec))
+        .filter(|(k, _)| {
+            needle
+                .as_deref()
+                .is_none_or(|n| k.as_str().to_lowercase().contains(n))
         })
         .collect();
-    Json(json!({"points": points}))
+    matching.sort_by(|a, b| a.0.cmp(&b.0));
+    let total = matching.len();
+    let points = matching
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(k, p)| views::PointView::new(&s.store, k, p))
+        .collect();
+    Ok(Json(views::PointPage {
+        total,
+        offset,
+        limit,
+        points,
+    }))
 }
 
 fn find_point<'a>(
@@ -476,9 +503,9 @@ fn find_point<'a>(
 async fn get_point(
     State(s): State<ApiState>,
     Path((device, point)): Path<(String, String)>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::PointView>> {
     let (key, p, _) = find_point(&s, &device, &point)?;
-    Ok(Json(point_json(&s.store, &key, p)))
+    Ok(Json(views::PointView::new(&s.store, &key, p)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -519,7 +546,7 @@ async fn history(
     State(s): State<ApiState>,
     Path((device, point)): Path<(String, String)>,
     q: Result<Query<HistoryQuery>, QueryRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::HistoryPage>> {
     let Query(q) = q?;
     let (key, _, _) = find_point(&s, &device, &point)?;
     for (name, t) in [("from", q.from), ("to", q.to)] {
@@ -566,13 +593,13 @@ async fn history(
             "a {r} history covers at most {shown}; ask for a shorter range or a coarser resolution"
         )));
     }
-    let rows: Vec<Json_> = if resolution == "raw" {
+    let rows: Vec<views::HistoryRow> = if resolution == "raw" {
         s.store
             .raw_history(&key, from, to, limit)
             .await
             .map_err(ApiError::internal)?
             .iter()
-            .map(sample_json)
+            .map(|x| views::HistoryRow::Raw(x.into()))
             .collect()
     } else {
         let level = match resolution {
@@ -587,13 +614,26 @@ async fn history(
             .map_err(ApiError::internal)?
             .into_iter()
             .map(|(bucket, a)| {
-                json!({"bucket": bucket, "min": f(a.min), "max": f(a.max), "avg": a.avg(), "last": f(a.last), "count": a.count, "delta": a.delta, "bad": a.bad})
+                views::HistoryRow::Rollup(views::RollupRow {
+                    bucket,
+                    min: f(a.min),
+                    max: f(a.max),
+                    avg: a.avg().and_then(f),
+                    last: f(a.last),
+                    count: a.count,
+                    delta: a.delta,
+                    bad: a.bad,
+                })
             })
             .collect()
     };
-    Ok(Json(
-        json!({"point": key.as_str(), "from": from, "to": to, "resolution": resolution, "rows": rows}),
-    ))
+    Ok(Json(views::HistoryPage {
+        point: key.as_str().to_string(),
+        from,
+        to,
+        resolution: resolution.to_string(),
+        rows,
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -621,7 +661,7 @@ async fn write_point(
     Extension(caller): Extension<Caller>,
     Path((device, point)): Path<(String, String)>,
     body: Result<Json<WriteBody>, JsonRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::WriteAnswer>> {
     let Json(body) = body?;
     let (key, p, d) = find_point(&s, &device, &point)?;
     if body
@@ -644,9 +684,11 @@ async fn write_point(
         .with_outcome(outcome_text);
     s.auth.record(entry).await.map_err(ApiError::internal)?;
     match outcome {
-        Ok(v) => Ok(Json(
-            json!({"point": key.as_str(), "value": v.to_json(), "verified": true}),
-        )),
+        Ok(v) => Ok(Json(views::WriteAnswer {
+            point: key.as_str().to_string(),
+            value: v.to_json(),
+            verified: true,
+        })),
         Err(e) => {
             s.metrics.point_write_failures_total.fetch_add(1, Relaxed);
             Err(e)
@@ -907,16 +949,16 @@ async fn audit(
 
 /// What the store holds: committed totals and raw samples per point. Tests use it to check
 /// that nothing reported stored is lost across a crash.
-async fn store_stats(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
+async fn store_stats(State(s): State<ApiState>) -> ApiResult<Json<views::StoreState>> {
     let counts = s.store.counts().await.map_err(ApiError::internal)?;
     let m = &s.metrics;
-    Ok(Json(json!({
-        "samplesCommitted": m.samples_committed_total.load(Relaxed),
-        "bytes": m.store_bytes.load(Relaxed),
-        "budgetBytes": m.store_budget_bytes.load(Relaxed),
-        "rawSamplesPerPoint": counts,
-        "healthy": s.store.health().is_ok(),
-    })))
+    Ok(Json(views::StoreState {
+        samples_committed: m.samples_committed_total.load(Relaxed),
+        bytes: m.store_bytes.load(Relaxed),
+        budget_bytes: m.store_budget_bytes.load(Relaxed),
+        raw_samples_per_point: counts,
+        healthy: s.store.health().is_ok(),
+    }))
 }
 
 fn park(s: &ApiState) -> ApiResult<&crate::park::ParkService> {
@@ -1298,10 +1340,10 @@ async fn pass_status(
 
 /// Whether the hub is connected (truthfully: the session's heartbeats decide), what it has
 /// acknowledged, and what is still waiting to go.
-async fn sync_status(State(s): State<ApiState>) -> Json<Json_> {
+async fn sync_status(State(s): State<ApiState>) -> Json<views::SyncState> {
     Json(match &s.sync {
-        Some(status) => status.to_json(),
-        None => json!({"configured": false, "connected": false}),
+        Some(status) => status.view(),
+        None => views::SyncState::alone(),
     })
 }
 
@@ -1337,7 +1379,7 @@ fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> ApiResult<
 async fn list_alarms(
     State(s): State<ApiState>,
     q: Result<Query<AlarmQuery>, QueryRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::AlarmList>> {
     let Query(q) = q?;
     let filter = rules_engine::AlarmFilter {
         state: q
@@ -1354,7 +1396,9 @@ async fn list_alarms(
         rule: q.rule,
         include_folded: q.include_folded.unwrap_or(false),
     };
-    Ok(Json(json!({"alarms": s.alarms.list(&filter)})))
+    Ok(Json(views::AlarmList {
+        alarms: s.alarms.list(&filter),
+    }))
 }
 
 /// An alarm's id from a path: one that is not a number names no alarm.

@@ -7,6 +7,7 @@ pub mod alarms;
 pub mod api;
 pub mod broker;
 pub mod config;
+pub mod console;
 pub mod docs;
 pub mod events;
 pub mod field;
@@ -17,6 +18,7 @@ pub mod park;
 pub mod rollup;
 pub mod store;
 pub mod sync;
+pub mod views;
 
 pub use config::{DEFAULT_CONFIG, EdgeSettings};
 pub use node::EdgeNode;

@@ -70,21 +70,27 @@ impl SyncStatus {
         (d.acknowledged, d.written)
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
+    pub fn view(&self) -> crate::views::SyncState {
         let d = self
             .detail
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let backlog = |i: usize| d.written[i].saturating_sub(d.acknowledged[i]);
-        json!({
-            "connected": self.is_connected(),
-            "hub": d.hub,
-            "lastError": d.last_error,
-            "lastConnectedAt": d.last_connected_at,
-            "acknowledged": {"events": d.acknowledged[0], "rollups": d.acknowledged[1], "raw": d.acknowledged[2]},
-            "backlog": {"events": backlog(0), "rollups": backlog(1), "raw": backlog(2)},
-        })
+        let streams = |f: &dyn Fn(usize) -> u64| crate::views::Streams {
+            events: f(0),
+            rollups: f(1),
+            raw: f(2),
+        };
+        crate::views::SyncState {
+            configured: true,
+            connected: self.is_connected(),
+            hub: d.hub.clone(),
+            last_error: d.last_error.clone(),
+            last_connected_at: d.last_connected_at,
+            acknowledged: streams(&|i| d.acknowledged[i]),
+            backlog: streams(&backlog),
+        }
     }
 
     fn update(&self, f: impl FnOnce(&mut SyncDetail)) {

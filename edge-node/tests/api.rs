@@ -298,7 +298,11 @@ async fn hostile_requests_get_clear_json_errors_and_are_counted() {
             422,
             "invalid",
         ),
-        (request("GET", "/no/such/route", "", b""), 404, "not_found"),
+        (
+            request("GET", "/api/v1/no/such/route", "", b""),
+            404,
+            "not_found",
+        ),
         (
             request("DELETE", "/api/v1/points", "", b""),
             405,
@@ -677,4 +681,23 @@ async fn the_openapi_document_describes_every_route() {
         false
     );
     node.shutdown().await;
+}
+
+/// The web apps' API client is generated from `ui/packages/api/openapi/edge.json`: it must
+/// be this API's document. `SMARTPARK_UPDATE_OPENAPI=1` rewrites it.
+#[test]
+fn the_document_the_web_apps_are_typed_from_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../ui/packages/api/openapi/edge.json");
+    let current = serde_json::to_string_pretty(edge_node::api::openapi_document()).unwrap() + "\n";
+    if std::env::var_os("SMARTPARK_UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &current).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == current,
+        "{} is stale: run `SMARTPARK_UPDATE_OPENAPI=1 cargo test -p edge-node --test api the_document` and commit it",
+        path.display()
+    );
 }

@@ -29,6 +29,7 @@ use crate::input::Timestamp;
 /// The identity of one alarm occurrence. Ids increase and are derived from the raise time
 /// (the larger of the last id plus one and the raise time in microseconds), so that they
 /// stay unique across restarts of the edge even when its alarm state was lost.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct AlarmId(pub u64);
@@ -47,6 +48,7 @@ impl FromStr for AlarmId {
 }
 
 /// Where an alarm stands. See the diagram in the module documentation.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlarmState {
@@ -88,6 +90,7 @@ impl AlarmState {
 
 /// How urgent an alarm is. P0 is the most urgent; the order of the type is by urgency, so
 /// `Severity::P0 > Severity::P2`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Severity {
     P2,
@@ -124,6 +127,7 @@ impl fmt::Display for Severity {
 }
 
 /// Who acknowledged an occurrence, when, and what they said.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     pub by: String,
@@ -132,6 +136,7 @@ pub struct Ack {
 }
 
 /// A shelf: the alarm does not notify until `until`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shelf {
     pub by: String,
@@ -140,6 +145,7 @@ pub struct Shelf {
     pub reason: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Comment {
     pub by: String,
@@ -148,9 +154,11 @@ pub struct Comment {
 }
 
 /// What a storm summary alarm stands for.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StormInfo {
     /// The device whose raises are folded, or `*` for the storm over all devices.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub device: Arc<str>,
     /// How many raises were folded into the summary.
     pub folded: u32,
@@ -163,12 +171,17 @@ pub const STORM_RULE: &str = "@storm";
 
 /// The alarm of one (source, rule) pair. There is one record per pair, reused by every
 /// occurrence; `id` names the current (or last) occurrence.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alarm {
+    /// Served as a string (JavaScript numbers cannot hold every u64).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: AlarmId,
     /// The point key or door the alarm is about; a device (or `*`) for storm summaries.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub source: Arc<str>,
     /// The rule id, or [`STORM_RULE`] for storm summaries.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub rule: Arc<str>,
     pub state: AlarmState,
     /// The current severity: the rule's, or higher after escalation.

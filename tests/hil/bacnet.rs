@@ -72,7 +72,7 @@ fn spawn(address: SocketAddrV4, instance: u32, extra: &[String]) -> Proc {
 
 /// Every point of `device` as `GET /api/v1/points` lists them, by point name.
 fn points_of(edge: &Edge, device: &str) -> serde_json::Map<String, Value> {
-    let (status, body) = edge.get("/api/v1/points");
+    let (status, body) = edge.get(&format!("/api/v1/points?device={device}&limit=1000"));
     assert_eq!(status, 200, "{body}");
     body["points"]
         .as_array()

@@ -6,38 +6,14 @@
 //! answer must be a documented status with the documented shape, never a server error.
 
 use std::process::Command;
-use std::time::Duration;
 
-use crate::support::{Edge, eventually, modbus_tcp_device, python, repo};
-
-const RULES: &str = r#"
-[[rule]]
-id = "mode-set"
-severity = "P2"
-points = "dev/mode"
-threshold = { above = 1, deadband = 0 }
-message = "{device}: mode {value}"
-"#;
+use crate::support::{python, repo};
 
 #[test]
 fn schemathesis_finds_no_fault_in_the_lan_api() {
     let dir = tempfile::tempdir().unwrap();
-    let (_device, addr) = modbus_tcp_device();
-    crate::park::seed(&dir.path().join("seed"));
-    std::fs::write(dir.path().join("rules.toml"), RULES).unwrap();
-    let edge = Edge::start(
-        dir.path(),
-        &format!(
-            "[business]\nseed_dir = \"{}\"\n\n[rules]\nfile = \"rules.toml\"\n\n\
-             [[device]]\nid = \"dev\"\nprofile = \"hil-modbus-device\"\npoll_interval_ms = 500\ntimeout_ms = 500\n\
-             modbus_tcp = {{ address = \"{addr}\", unit = 1 }}\n",
-            dir.path().join("seed").display()
-        ),
-    );
-    let alarm = eventually("the rule's alarm", Duration::from_secs(20), || {
-        let (_, body) = edge.get("/api/v1/alarms");
-        body["alarms"][0]["id"].as_str().map(str::to_string)
-    });
+    let (_device, edge) = crate::lab::edge(dir.path());
+    let alarm = crate::lab::first_alarm(&edge);
     let schemathesis = python().with_file_name("schemathesis");
     let out = Command::new(&schemathesis)
         // Its cache of found failures goes to the test's folder, not the checkout.

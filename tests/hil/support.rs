@@ -146,6 +146,26 @@ pub struct Edge {
 pub const ADMIN: &str = "hil-admin";
 pub const ADMIN_PASSWORD: &str = "hil-tall-cedar-river";
 
+/// `smartpark edge user add` for the node of `config`: a local account with `roles` in
+/// its building, as an installer makes one (a running node picks it up within seconds).
+pub fn add_local_user(config: &Path, username: &str, roles: &[&str], password: &str) {
+    let mut args = vec![
+        "edge",
+        "user",
+        "add",
+        "--config",
+        config.to_str().unwrap(),
+        "--username",
+        username,
+        "--password-stdin",
+    ];
+    for r in roles {
+        args.extend(["--role", r]);
+    }
+    let (ok, out) = smartpark(&args, &format!("{password}\n"));
+    assert!(ok, "edge user add: {out}");
+}
+
 /// Runs `smartpark` with `args`, feeding `stdin`; returns its status and output.
 pub fn smartpark(args: &[&str], stdin: &str) -> (bool, String) {
     use std::io::Write as _;
@@ -267,26 +287,12 @@ impl Edge {
         let cfg = config.to_str().unwrap();
         let (ok, out) = smartpark(&["edge", "user", "list", "--config", cfg], "");
         if ok && !out.contains(ADMIN) {
-            let (ok, out) = smartpark(
-                &[
-                    "edge",
-                    "user",
-                    "add",
-                    "--config",
-                    cfg,
-                    "--username",
-                    ADMIN,
-                    "--role",
-                    "facility_engineer",
-                    "--role",
-                    "security_officer",
-                    "--role",
-                    "park_manager",
-                    "--password-stdin",
-                ],
-                &format!("{ADMIN_PASSWORD}\n"),
+            add_local_user(
+                &config,
+                ADMIN,
+                &["facility_engineer", "security_officer", "park_manager"],
+                ADMIN_PASSWORD,
             );
-            assert!(ok, "edge user add: {out}");
         }
         let mut proc = Proc::spawn(
             "smartpark edge",

@@ -1,0 +1,287 @@
+//! What the LAN API answers, as types: each is serialized as the answer and described in
+//! the OpenAPI document by the same derive, so the document cannot drift from the answers
+//! (schemathesis checks every answer against it).
+
+use device_drivers::{DeviceStatus, PointKey, Sample};
+use serde::Serialize;
+use serde_json::Value as Json;
+use utoipa::ToSchema;
+use utoipa::openapi::{ObjectBuilder, OneOfBuilder, RefOr, Schema, Type};
+
+use crate::node::{DeviceEntry, point_source};
+use crate::store::Store;
+
+/// The park and building this node serves, and what it reads.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Site {
+    pub park: String,
+    pub building: String,
+    /// Devices configured.
+    pub devices: usize,
+    /// Points of all devices.
+    pub points: usize,
+    /// The node's clock, microseconds since 1970.
+    pub now: i64,
+}
+
+/// A sample's value: a number, a boolean or a text; null for a failed read.
+fn sample_value() -> RefOr<Schema> {
+    RefOr::T(Schema::OneOf(
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .item(ObjectBuilder::new().schema_type(Type::Boolean))
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .build(),
+    ))
+}
+
+/// One committed sample: time (microseconds since 1970), value and quality.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SampleView {
+    pub ts: i64,
+    #[schema(schema_with = sample_value)]
+    pub value: Json,
+    /// `good`, `uncertain`, `bad` or `stale`.
+    pub quality: String,
+    /// Why the quality is not good.
+    pub reason: Option<String>,
+}
+
+impl From<&Sample> for SampleView {
+    fn from(s: &Sample) -> Self {
+        SampleView {
+            ts: s.ts,
+            value: s.value.as_ref().map_or(Json::Null, |v| v.to_json()),
+            quality: s.quality.name().to_string(),
+            reason: s.quality.reason().map(str::to_string),
+        }
+    }
+}
+
+/// A point with what its profile says of it and its latest committed sample.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PointView {
+    /// `device/point`.
+    pub key: String,
+    pub device: String,
+    pub name: String,
+    pub unit: Option<String>,
+    /// `analog`, `counter`, `binary`, `enum` or `text`.
+    pub kind: String,
+    pub writable: bool,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// Where the value comes from on the device (register, topic, object).
+    pub source: String,
+    pub latest: Option<SampleView>,
+}
+
+impl PointView {
+    pub fn new(store: &Store, key: &PointKey, p: &device_drivers::profile::PointSpec) -> Self {
+        PointView {
+            key: key.as_str().to_string(),
+            device: key.device().to_string(),
+            name: p.name.to_string(),
+            unit: p.unit.as_ref().map(|u| u.to_string()),
+            kind: format!("{:?}", p.kind).to_lowercase(),
+            writable: p.writable,
+            min: p.min,
+            max: p.max,
+            source: point_source(p),
+            latest: store.latest_of(key).as_ref().map(SampleView::from),
+        }
+    }
+}
+
+/// One page of points, in key order, with the total that match.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PointPage {
+    pub total: usize,
+    pub offset: usize,
+    pub limit: usize,
+    pub points: Vec<PointView>,
+}
+
+/// Whether a device answers, since when, and why not.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceState {
+    /// `online` or `offline`.
+    pub state: String,
+    pub reason: Option<String>,
+    /// Microseconds since 1970.
+    pub since: i64,
+}
+
+impl DeviceState {
+    pub fn new(status: &DeviceStatus, since: i64) -> Self {
+        match status {
+            DeviceStatus::Online => DeviceState {
+                state: "online".into(),
+                reason: None,
+                since,
+            },
+            DeviceStatus::Offline { reason } => DeviceState {
+                state: "offline".into(),
+                reason: Some(reason.to_string()),
+                since,
+            },
+        }
+    }
+}
+
+/// A device: what it is, how it is read, and whether it answers.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceView {
+    pub id: String,
+    pub name: Option<String>,
+    /// `modbus-tcp`, `modbus-rtu`, `bacnet-ip` or `mqtt`.
+    pub protocol: String,
+    pub profile: String,
+    pub manufacturer: String,
+    pub model: String,
+    pub status: DeviceState,
+    /// How many points it has.
+    pub points: usize,
+    pub poll_interval_ms: u64,
+}
+
+impl DeviceView {
+    pub fn new(d: &DeviceEntry) -> Self {
+        let (status, since) = d.status();
+        let p = &d.spec.profile;
+        DeviceView {
+            id: d.spec.id.to_string(),
+            name: d.spec.name.as_ref().map(|n| n.to_string()),
+            protocol: d.spec.protocol_name().to_string(),
+            profile: p.id.to_string(),
+            manufacturer: p.manufacturer.to_string(),
+            model: p.model.to_string(),
+            status: DeviceState::new(&status, since),
+            points: p.points.len(),
+            poll_interval_ms: d.spec.poll_interval.as_millis() as u64,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceList {
+    pub devices: Vec<DeviceView>,
+}
+
+/// A device with its points.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceDetail {
+    #[serde(flatten)]
+    pub device: DeviceView,
+    pub point_list: Vec<PointView>,
+}
+
+/// Records uploaded to the hub, or waiting, per stream.
+#[derive(Debug, Serialize, ToSchema, Default, Clone, Copy)]
+pub struct Streams {
+    pub events: u64,
+    pub rollups: u64,
+    pub raw: u64,
+}
+
+/// The uplink to the hub.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncState {
+    /// Whether this node has a hub at all (a building can run alone).
+    pub configured: bool,
+    /// Whether the session's heartbeats come back now.
+    pub connected: bool,
+    /// The hub's address.
+    pub hub: Option<String>,
+    pub last_error: Option<String>,
+    /// Microseconds since 1970.
+    pub last_connected_at: Option<i64>,
+    /// What the hub has acknowledged (sequence numbers).
+    pub acknowledged: Streams,
+    /// What is stored here and not yet acknowledged.
+    pub backlog: Streams,
+}
+
+impl SyncState {
+    /// A node with no hub configured.
+    pub fn alone() -> Self {
+        SyncState {
+            configured: false,
+            connected: false,
+            hub: None,
+            last_error: None,
+            last_connected_at: None,
+            acknowledged: Streams::default(),
+            backlog: Streams::default(),
+        }
+    }
+}
+
+/// The store: what it has committed, its size against its disk budget.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreState {
+    pub samples_committed: u64,
+    pub bytes: u64,
+    pub budget_bytes: u64,
+    /// Raw samples kept per point key.
+    pub raw_samples_per_point: std::collections::HashMap<String, u64>,
+    /// Whether the store can commit.
+    pub healthy: bool,
+}
+
+/// The alarms, most urgent first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlarmList {
+    #[schema(value_type = Vec<rules_engine::Alarm>)]
+    pub alarms: Json,
+}
+
+/// One bucket of a rollup: the statistics of the samples in it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RollupRow {
+    /// The bucket's start, microseconds since 1970.
+    pub bucket: i64,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub avg: Option<f64>,
+    pub last: Option<f64>,
+    pub count: u64,
+    /// Consumption within the bucket (counters).
+    pub delta: f64,
+    /// Samples without a usable value.
+    pub bad: u64,
+}
+
+/// A row of a history: a raw sample, or a rollup bucket.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum HistoryRow {
+    Raw(SampleView),
+    Rollup(RollupRow),
+}
+
+/// A point's history over a range at a resolution.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryPage {
+    pub point: String,
+    pub from: i64,
+    pub to: i64,
+    /// `raw`, `1m`, `15m` or `1h`.
+    pub resolution: String,
+    pub rows: Vec<HistoryRow>,
+}
+
+/// A write done: the value the device read back after it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WriteAnswer {
+    pub point: String,
+    #[schema(schema_with = sample_value)]
+    pub value: Json,
+    /// Always true: an unverified write is an error, not an answer.
+    pub verified: bool,
+}

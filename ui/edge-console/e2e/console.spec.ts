@@ -1,0 +1,100 @@
+import { engineer, expect, logIn, screenshots, test, viewer } from './fixtures'
+
+test('the login page works by keyboard, in Chinese, and refuses a wrong password with the API message', async ({ page }) => {
+  await page.goto('/')
+  await expect(page).toHaveURL(/\/login/)
+  await expect(page.getByRole('button', { name: '登录' })).toBeVisible()
+  await screenshots(page, 'login')
+  await page.getByLabel('用户名').fill(engineer.username)
+  await page.getByLabel('密码').fill('not-the-password')
+  await page.getByLabel('密码').press('Enter')
+  await expect(page.getByRole('alert')).toContainText('追踪号')
+  await logIn(page, engineer)
+})
+
+test('the overview shows the building: devices online, alarms by severity, the store and the hub', async ({ page }) => {
+  await logIn(page, engineer)
+  await expect(page.getByTestId('devices-online')).toContainText('1 / 1')
+  await expect(page.getByTestId('alarms-P2')).toContainText('1')
+  await expect(page.getByTestId('store')).toContainText('%')
+  await expect(page.getByTestId('hub')).toContainText('未配置')
+  await expect(page.getByRole('cell', { name: 'dev', exact: true })).toBeVisible()
+  await screenshots(page, 'overview')
+})
+
+test('a live value changes on the points page without a reload', async ({ page }) => {
+  await logIn(page, engineer)
+  await page.getByRole('menuitem', { name: '设备与点位' }).click()
+  await page.getByLabel('搜索').fill('uptime')
+  const cell = page.getByTestId('value-dev/uptime')
+  await expect(cell).toHaveText(/\d+/)
+  const first = await cell.textContent()
+  await expect(cell).not.toHaveText(first ?? '', { timeout: 20_000 })
+  await screenshots(page, 'points')
+})
+
+test('an engineer writes a setpoint, confirms it by name with old and new value, and sees it read back', async ({ page }) => {
+  await logIn(page, engineer)
+  await page.goto('/points/dev/setpoint')
+  await expect(page.getByTestId('point-value')).toHaveText(/\d/)
+  const old = (await page.getByTestId('point-value').textContent())?.trim() ?? ''
+  const next = old === '21.5' ? '22' : '21.5'
+  const input = page.getByTestId('write-form').getByRole('spinbutton')
+  await input.fill(next)
+  await input.press('Tab')
+  await page.getByRole('button', { name: '写入…' }).click()
+  const dialog = page.getByRole('dialog')
+  await expect(dialog).toContainText(`将 dev/setpoint 从 ${old} 改为 ${next}`)
+  await dialog.getByRole('button', { name: '确认' }).click()
+  await expect(page.getByTestId('read-back')).toContainText(next)
+  await expect(page.getByTestId('point-value')).toHaveText(next)
+  await screenshots(page, 'point')
+})
+
+test('the console switches to English and back, and the choice is kept', async ({ page }) => {
+  await logIn(page, engineer)
+  // By keyboard: focus the language box, open it, pick.
+  await page.getByRole('combobox', { name: '语言' }).focus()
+  await page.keyboard.press('Enter')
+  await page.getByRole('option', { name: 'English' }).click()
+  await expect(page.getByRole('menuitem', { name: 'Devices and points' })).toBeVisible()
+  await expect(page.getByTestId('devices-online')).toContainText('Devices online')
+  await page.reload()
+  await expect(page.getByRole('menuitem', { name: 'Overview' })).toBeVisible()
+  await screenshots(page, 'overview-en')
+  await page.getByRole('combobox', { name: 'Language' }).focus()
+  await page.keyboard.press('Enter')
+  await page.getByRole('option', { name: '中文' }).click()
+  await expect(page.getByRole('menuitem', { name: '总览' })).toBeVisible()
+})
+
+test('a role that may not write points sees no write control, and the API refuses it anyway', async ({ page }) => {
+  await logIn(page, viewer)
+  await page.goto('/points/dev/setpoint')
+  await expect(page.getByTestId('point-value')).toHaveText(/\d/)
+  await expect(page.getByTestId('write-form')).toHaveCount(0)
+  const status = await page.evaluate(async () => {
+    const me = await (await fetch('/api/v1/auth/me')).json()
+    const r = await fetch('/api/v1/points/dev/setpoint/write', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': me.csrfToken },
+      body: JSON.stringify({ value: 23 }),
+    })
+    return r.status
+  })
+  expect(status).toBe(403)
+  await screenshots(page, 'point-viewer')
+})
+
+test('the account page shows who is logged in and logging out ends the session', async ({ page }) => {
+  await logIn(page, engineer)
+  await page.getByTestId('user-menu').click()
+  await page.getByRole('menuitem', { name: '我的账号' }).click()
+  await expect(page.getByText('points.write')).toBeVisible()
+  await screenshots(page, 'account')
+  await page.getByTestId('user-menu').click()
+  await page.getByRole('menuitem', { name: '退出登录' }).click()
+  await expect(page).toHaveURL(/\/login/)
+  const status = await page.evaluate(async () => (await fetch('/api/v1/auth/me')).status)
+  expect(status).toBe(401)
+})

@@ -1,0 +1,26 @@
+import { currentLocale } from '@smartpark/i18n'
+
+/** Bytes for people: 1.2 GB. */
+export function bytes(n: number): string {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB']
+  let v = n
+  let i = 0
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024
+    i++
+  }
+  return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`
+}
+
+/** A time from microseconds since 1970, in the user's language and time zone. */
+export function dateTime(micros: number): string {
+  return new Date(micros / 1000).toLocaleString(currentLocale(), { hour12: false })
+}
+
+/** A sample's value for display: numbers with at most 3 decimals, booleans as on/off. */
+export function value(v: unknown, on = 'ON', off = 'OFF'): string {
+  if (v === null || v === undefined) return '—'
+  if (typeof v === 'boolean') return v ? on : off
+  if (typeof v === 'number') return Number.isInteger(v) ? String(v) : v.toFixed(3).replace(/\.?0+$/, '')
+  return String(v)
+}

@@ -1,0 +1,50 @@
+import { createRouter, createWebHistory, type RouteRecordRaw } from 'vue-router'
+import { useSessionStore } from '@/stores/session'
+
+declare module 'vue-router' {
+  interface RouteMeta {
+    /** Shown without a login. */
+    public?: boolean
+    /** The permission the page needs (the API checks it again on every request). */
+    permission?: string
+    /** i18n key of the page's title. */
+    title?: string
+  }
+}
+
+const routes: RouteRecordRaw[] = [
+  { path: '/login', component: () => import('@/views/LoginView.vue'), meta: { public: true, title: 'login.title' } },
+  { path: '/', redirect: '/overview' },
+  {
+    path: '/overview',
+    component: () => import('@/views/OverviewView.vue'),
+    meta: { permission: 'telemetry.read', title: 'nav.overview' },
+  },
+  {
+    path: '/points',
+    component: () => import('@/views/PointsView.vue'),
+    meta: { permission: 'telemetry.read', title: 'nav.points' },
+  },
+  {
+    path: '/points/:device/:point',
+    component: () => import('@/views/PointView.vue'),
+    meta: { permission: 'telemetry.read', title: 'nav.points' },
+  },
+  {
+    path: '/account',
+    component: () => import('@/views/AccountView.vue'),
+    meta: { title: 'account.title' },
+  },
+  { path: '/:rest(.*)*', component: () => import('@/views/NotFoundView.vue'), meta: { title: 'notFound.title' } },
+]
+
+export const router = createRouter({ history: createWebHistory(), routes })
+
+router.beforeEach(async (to) => {
+  const session = useSessionStore()
+  if (!session.checked) await session.restore()
+  if (to.meta.public) return true
+  if (!session.loggedIn) return { path: '/login', query: { next: to.fullPath } }
+  if (session.needsSecondFactor && to.path !== '/account') return '/account'
+  return true
+})

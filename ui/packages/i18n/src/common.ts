@@ -1,0 +1,96 @@
+/** Words every app shares, zh-CN first: it is the schema that en must match key for key. */
+export const zhCN = {
+  common: {
+    appName: '智慧园区',
+    save: '保存',
+    cancel: '取消',
+    confirm: '确认',
+    close: '关闭',
+    refresh: '刷新',
+    search: '搜索',
+    filter: '筛选',
+    reset: '重置',
+    loading: '加载中…',
+    empty: '暂无数据',
+    actions: '操作',
+    yes: '是',
+    no: '否',
+    all: '全部',
+    language: '语言',
+    copy: '复制',
+    copied: '已复制',
+    previous: '上一页',
+    next: '下一页',
+    exportCsv: '导出 CSV',
+    unit: '单位',
+    since: '自 {time} 起',
+    error: {
+      title: '请求失败',
+      network: '无法连接本楼宇的边缘节点，正在重试…',
+      traceId: '追踪号 {id}',
+      forbidden: '没有权限执行此操作',
+      sessionEnded: '会话已结束，请重新登录',
+    },
+    quality: {
+      good: '正常',
+      uncertain: '可疑',
+      bad: '故障',
+      stale: '过期',
+    },
+    severity: {
+      P0: '紧急',
+      P1: '重要',
+      P2: '一般',
+    },
+  },
+} as const
+
+export const en: Messages = {
+  common: {
+    appName: 'Smart Park',
+    save: 'Save',
+    cancel: 'Cancel',
+    confirm: 'Confirm',
+    close: 'Close',
+    refresh: 'Refresh',
+    search: 'Search',
+    filter: 'Filter',
+    reset: 'Reset',
+    loading: 'Loading…',
+    empty: 'Nothing here',
+    actions: 'Actions',
+    yes: 'Yes',
+    no: 'No',
+    all: 'All',
+    language: 'Language',
+    copy: 'Copy',
+    copied: 'Copied',
+    previous: 'Previous',
+    next: 'Next',
+    exportCsv: 'Export CSV',
+    unit: 'Unit',
+    since: 'since {time}',
+    error: {
+      title: 'Request failed',
+      network: 'Cannot reach this building’s edge node; retrying…',
+      traceId: 'Trace id {id}',
+      forbidden: 'You may not do this',
+      sessionEnded: 'Your session ended; please log in again',
+    },
+    quality: {
+      good: 'Good',
+      uncertain: 'Uncertain',
+      bad: 'Bad',
+      stale: 'Stale',
+    },
+    severity: {
+      P0: 'Critical',
+      P1: 'Major',
+      P2: 'Minor',
+    },
+  },
+}
+
+/** The shape of a message tree: the same keys, any strings. */
+export type Shape<T> = { [K in keyof T]: T[K] extends string ? string : Shape<T[K]> }
+export type Messages = Shape<typeof zhCN>
