@@ -21,9 +21,8 @@ fn main() {
         collect(&dist, &dist, &mut files);
     }
     files.sort();
-    let mut code = String::from(
-        "/// The console's files.\npub static FILES: &[ConsoleFile] = &[\n",
-    );
+    let mut code =
+        String::from("/// The console's files.\npub static FILES: &[ConsoleFile] = &[\n");
     for (i, rel) in files.iter().enumerate() {
         let path = dist.join(rel);
         let bytes = std::fs::read(&path).expect("a file of the built console");
