@@ -153,25 +153,25 @@ fn routes() -> Routes<ApiState> {
         .get("/api/v1/stream", Allowed(TelemetryRead), stream)
         .doc(doc("points", "Live values as server-sent events").query::<StreamQuery>().event_stream())
         .get("/api/v1/audit", Allowed(AuditRead), audit)
-        .doc(doc("audit", "The audit log, newest first, a page at a time").query::<AuditQuery>())
+        .doc(doc("audit", "The audit log, newest first, a page at a time").query::<AuditQuery>().returns::<views::AuditPage>())
         .get("/api/v1/events", Allowed(EventsRead), list_events)
-        .doc(doc("events", "The event log (door decisions, parking, alarms), newest first, a page at a time").query::<EventsQuery>())
+        .doc(doc("events", "The event log (door decisions, parking, alarms), newest first, a page at a time").query::<EventsQuery>().returns::<views::EventPage>())
         .get("/api/v1/sync", Allowed(TelemetryRead), sync_status)
         .doc(doc("node", "The uplink to the hub: connected, backlog, last acknowledgement").returns::<views::SyncState>())
         .get("/api/v1/doors", Allowed(TelemetryRead), list_doors)
-        .doc(doc("doors", "Every door with its state and last decision"))
+        .doc(doc("doors", "Every door with its state and last decision").returns::<views::DoorList>())
         .post("/api/v1/doors/{id}/open", Allowed(DoorsOpen), open_door)
         .doc(doc("doors", "Open a door now, with a reason (audited)").body::<ManualOpen>())
         .get("/api/v1/lots", Allowed(TelemetryRead), list_lots)
-        .doc(doc("parking", "Every car park lot with its occupancy"))
+        .doc(doc("parking", "Every car park lot with its occupancy").returns::<views::LotList>())
         .get(
             "/api/v1/parking/sessions",
             Allowed(EventsRead),
             list_sessions,
         )
-        .doc(doc("parking", "The open parking sessions"))
+        .doc(doc("parking", "The open parking sessions").returns::<views::ParkingSessionList>())
         .get("/api/v1/parking/review", Allowed(PlatesReview), list_review)
-        .doc(doc("parking", "The plate review queue: reads the camera was not sure of"))
+        .doc(doc("parking", "The plate review queue: reads the camera was not sure of").returns::<views::ReviewQueue>())
         .post(
             "/api/v1/parking/review/{id}",
             Allowed(PlatesReview),
@@ -203,31 +203,31 @@ fn routes() -> Routes<ApiState> {
         .get("/api/v1/alarms", Allowed(TelemetryRead), list_alarms)
         .doc(doc("alarms", "The alarms, by state, severity, source or rule").query::<AlarmQuery>().returns::<views::AlarmList>())
         .get("/api/v1/alarms/{id}", Allowed(TelemetryRead), get_alarm)
-        .doc(doc("alarms", "One alarm with its history and comments"))
+        .doc(doc("alarms", "One alarm with its acknowledgement, shelf and comments").returns::<rules_engine::Alarm>())
         .post(
             "/api/v1/alarms/{id}/acknowledge",
             Allowed(AlarmsAct),
             acknowledge_alarm,
         )
-        .doc(doc("alarms", "Acknowledge an alarm, with a comment").body::<AckBody>())
+        .doc(doc("alarms", "Acknowledge an alarm, with a comment").body::<AckBody>().returns::<rules_engine::Alarm>())
         .post(
             "/api/v1/alarms/{id}/shelve",
             Allowed(AlarmsAct),
             shelve_alarm,
         )
-        .doc(doc("alarms", "Shelve an alarm for a while (at most 7 days)").body::<ShelveBody>())
+        .doc(doc("alarms", "Shelve an alarm for a while (at most 7 days)").body::<ShelveBody>().returns::<rules_engine::Alarm>())
         .post(
             "/api/v1/alarms/{id}/unshelve",
             Allowed(AlarmsAct),
             unshelve_alarm,
         )
-        .doc(doc("alarms", "Bring a shelved alarm back"))
+        .doc(doc("alarms", "Bring a shelved alarm back").returns::<rules_engine::Alarm>())
         .post(
             "/api/v1/alarms/{id}/comment",
             Allowed(AlarmsAct),
             comment_alarm,
         )
-        .doc(doc("alarms", "Comment on an alarm").body::<CommentBody>())
+        .doc(doc("alarms", "Comment on an alarm").body::<CommentBody>().returns::<rules_engine::Alarm>())
         .get("/api/v1/rules", Allowed(TelemetryRead), list_rules)
         .doc(doc("rules", "The loaded rules, their state and the rule file's last error"))
         .post("/api/v1/rules/reload", Allowed(RulesEdit), reload_rules)
@@ -885,7 +885,7 @@ struct EventsQuery {
 async fn list_events(
     State(s): State<ApiState>,
     q: Result<Query<EventsQuery>, QueryRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::EventPage>> {
     let Query(q) = q?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > 10_000 {
@@ -903,11 +903,21 @@ async fn list_events(
         .await
         .map_err(ApiError::internal)?;
     let next = rows.last().map(|(seq, _)| *seq);
-    let events: Vec<Json_> = rows
+    let events = rows
         .into_iter()
-        .map(|(seq, e)| json!({"seq": seq, "id": e.id, "ts": e.ts, "kind": e.kind, "subject": e.subject, "body": e.body}))
+        .map(|(seq, e)| views::EventView {
+            seq,
+            id: e.id,
+            ts: e.ts,
+            kind: e.kind,
+            subject: e.subject,
+            body: e.body,
+        })
         .collect();
-    Ok(Json(json!({"events": events, "before": next})))
+    Ok(Json(views::EventPage {
+        events,
+        before: next,
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -924,7 +934,7 @@ struct AuditQuery {
 async fn audit(
     State(s): State<ApiState>,
     q: Result<Query<AuditQuery>, QueryRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::AuditPage>> {
     let Query(q) = q?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > 10_000 {
@@ -944,7 +954,10 @@ async fn audit(
         .await
         .map_err(ApiError::internal)?;
     let next = rows.last().and_then(|r| r["seq"].as_u64());
-    Ok(Json(json!({"entries": rows, "before": next})))
+    Ok(Json(views::AuditPage {
+        entries: rows,
+        before: next,
+    }))
 }
 
 /// What the store holds: committed totals and raw samples per point. Tests use it to check
@@ -988,7 +1001,7 @@ impl From<crate::park::ParkError> for ApiError {
     }
 }
 
-async fn list_doors(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
+async fn list_doors(State(s): State<ApiState>) -> ApiResult<Json<views::DoorList>> {
     Ok(Json(park(&s)?.doors()))
 }
 
@@ -1042,15 +1055,15 @@ async fn open_door(
     Ok(Json(audit_outcome(&s.auth, audit, result).await?))
 }
 
-async fn list_lots(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
+async fn list_lots(State(s): State<ApiState>) -> ApiResult<Json<views::LotList>> {
     Ok(Json(park(&s)?.lots()))
 }
 
-async fn list_sessions(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
+async fn list_sessions(State(s): State<ApiState>) -> ApiResult<Json<views::ParkingSessionList>> {
     Ok(Json(park(&s)?.sessions()))
 }
 
-async fn list_review(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
+async fn list_review(State(s): State<ApiState>) -> ApiResult<Json<views::ReviewQueue>> {
     Ok(Json(park(&s)?.review_queue()))
 }
 

@@ -43,6 +43,7 @@ use crate::events::Event;
 use crate::field::{self, CredentialRead, FieldDevice, FieldMessage, Payment, PlateRead, Side};
 use crate::metrics::Metrics;
 use crate::store::{Store, WriteOp};
+use crate::views;
 
 /// Settings for the park services of one edge.
 #[derive(Debug, Clone)]
@@ -257,6 +258,25 @@ fn event_stmt(e: &Event) -> Stmt {
 
 fn text(s: &str) -> Sql {
     Sql::Text(s.to_string())
+}
+
+fn entry_view(k: &EntryKind) -> crate::views::EntryView {
+    let (kind, pass, enterprise) = match k {
+        EntryKind::Monthly { pass_id } => ("monthly", Some(pass_id), None),
+        EntryKind::Allowance {
+            pass_id,
+            enterprise_id,
+        } => ("allowance", Some(pass_id), Some(enterprise_id)),
+        EntryKind::Visitor {
+            pass_id,
+            enterprise_id,
+        } => ("visitor", pass_id.as_ref(), enterprise_id.as_ref()),
+    };
+    crate::views::EntryView {
+        kind: kind.to_string(),
+        pass: pass.cloned(),
+        enterprise: enterprise.cloned(),
+    }
 }
 
 fn entry_kind_json(k: &EntryKind) -> Json {
@@ -1563,76 +1583,107 @@ impl ParkService {
     }
 
     /// Doors with their configuration and live status.
-    pub fn doors(&self) -> Json {
+    pub fn doors(&self) -> views::DoorList {
         let s = self.lock();
         let building = s.building.doc.snapshot().ok();
-        let doors: Vec<Json> = s
+        let doors = s
             .doors
             .iter()
             .map(|(id, live)| {
                 let d = building.as_ref().and_then(|b| b.doors.get(id));
-                json!({
-                    "id": id,
-                    "name": d.map(|d| d.name.clone()),
-                    "enabled": d.map(|d| d.status.as_str() == "enabled"),
-                    "antiPassback": d.map(|d| d.anti_passback),
-                    "online": live.online,
-                    "state": live.state.as_ref().map(|(st, ts)| json!({"state": st, "ts": ts})),
-                    "lastDecision": live.last_decision.as_ref().map(|(g, r, ts)| json!({"granted": g, "reason": r, "ts": ts})),
-                })
+                views::DoorView {
+                    id: id.clone(),
+                    name: d.map(|d| d.name.clone()),
+                    enabled: d.map(|d| d.status.as_str() == "enabled"),
+                    anti_passback: d.map(|d| d.anti_passback),
+                    online: live.online,
+                    state: live.state.as_ref().map(|(st, ts)| views::DoorState {
+                        state: st.clone(),
+                        ts: *ts,
+                    }),
+                    last_decision: live.last_decision.as_ref().map(|(g, r, ts)| {
+                        views::DoorDecision {
+                            granted: *g,
+                            reason: r.clone(),
+                            ts: *ts,
+                        }
+                    }),
+                }
             })
             .collect();
-        json!({"doors": doors})
+        views::DoorList { doors }
     }
 
     /// Lots with capacity, live occupancy and lanes.
-    pub fn lots(&self) -> Json {
+    pub fn lots(&self) -> views::LotList {
         let s = self.lock();
         let parking = s.parking.doc.snapshot().ok();
-        let lots: Vec<Json> = parking
+        let lots = parking
             .iter()
             .flat_map(|p| p.lots.values().map(move |l| (p, l)))
             .map(|(p, l)| {
-                let lanes: Vec<Json> = p
+                let lanes = p
                     .lanes
                     .values()
                     .filter(|lane| lane.lot_id == l.id)
-                    .map(|lane| json!({"id": lane.id, "direction": lane.direction.as_str(), "cameraOnline": s.cameras.get(&lane.id)}))
+                    .map(|lane| views::LaneView {
+                        id: lane.id.clone(),
+                        direction: lane.direction.as_str().to_string(),
+                        camera_online: s.cameras.get(&lane.id).copied(),
+                    })
                     .collect();
                 let occupied = s.occupancy.occupied.get(&l.id).copied().unwrap_or(0);
-                json!({"id": l.id, "name": l.name, "capacity": l.capacity, "occupied": occupied, "free": l.capacity.saturating_sub(occupied), "lanes": lanes})
+                views::LotView {
+                    id: l.id.clone(),
+                    name: l.name.clone(),
+                    capacity: l.capacity,
+                    occupied,
+                    free: l.capacity.saturating_sub(occupied),
+                    lanes,
+                }
             })
             .collect();
-        json!({"lots": lots})
+        views::LotList { lots }
     }
 
     /// Cars inside now.
-    pub fn sessions(&self) -> Json {
+    pub fn sessions(&self) -> views::ParkingSessionList {
         let s = self.lock();
-        let mut list: Vec<Json> = s
+        let mut sessions: Vec<views::ParkingSessionView> = s
             .sessions
             .values()
-            .map(|o| {
-                json!({
-                    "id": o.id, "plate": o.plate, "lot": o.session.lot_id, "entryLane": o.lane,
-                    "enteredAt": o.session.entered_at, "entry": entry_kind_json(&o.session.kind),
-                    "feeDueFen": o.fee_due.as_ref().map(|(d, _)| d.fee_fen), "paidFen": o.paid_fen(),
-                })
+            .map(|o| views::ParkingSessionView {
+                id: o.id.clone(),
+                plate: o.plate.clone(),
+                lot: o.session.lot_id.clone(),
+                entry_lane: o.lane.clone(),
+                entered_at: o.session.entered_at,
+                entry: entry_view(&o.session.kind),
+                fee_due_fen: o.fee_due.as_ref().map(|(d, _)| d.fee_fen),
+                paid_fen: o.paid_fen(),
             })
             .collect();
-        list.sort_by(|a, b| a["enteredAt"].as_i64().cmp(&b["enteredAt"].as_i64()));
-        json!({"sessions": list})
+        sessions.sort_by_key(|v| v.entered_at);
+        views::ParkingSessionList { sessions }
     }
 
     /// Plate reads waiting for a person.
-    pub fn review_queue(&self) -> Json {
+    pub fn review_queue(&self) -> views::ReviewQueue {
         let s = self.lock();
-        let items: Vec<Json> = s
+        let waiting = s
             .review
             .values()
-            .map(|r| json!({"id": r.id, "lane": r.lane, "plate": r.read.plate, "confidence": r.read.confidence, "direction": side(Some(r.read.direction)), "image": r.read.image, "ts": r.read.ts}))
+            .map(|r| views::ReviewItem {
+                id: r.id.clone(),
+                lane: r.lane.clone(),
+                plate: r.read.plate.clone(),
+                confidence: r.read.confidence,
+                direction: side(Some(r.read.direction)).map(str::to_string),
+                image: r.read.image.clone(),
+                ts: r.read.ts,
+            })
             .collect();
-        json!({"waiting": items})
+        views::ReviewQueue { waiting }
     }
 
     /// The current heads of one of this building's documents.
@@ -2818,7 +2869,7 @@ mod tests {
         .await;
         assert_eq!(metrics.field_unknown_target_total.load(Relaxed), 2);
         assert_eq!(count_events(&store, "access.decision").await, 2);
-        assert!(!svc.doors().to_string().contains("no-such-door"));
+        assert!(!json!(svc.doors()).to_string().contains("no-such-door"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -3034,9 +3085,12 @@ mod tests {
         svc.handle(plate("湘A00001")).await;
         store.flush().await;
         assert_eq!(metrics.decisions_undone_total.load(Relaxed), 1);
-        assert_eq!(svc.sessions()["sessions"].as_array().unwrap().len(), 0);
+        assert_eq!(
+            json!(svc.sessions())["sessions"].as_array().unwrap().len(),
+            0
+        );
         let occupied = |svc: &ParkService| {
-            svc.lots()["lots"]
+            json!(svc.lots())["lots"]
                 .as_array()
                 .unwrap()
                 .iter()
@@ -3049,7 +3103,10 @@ mod tests {
         c.execute_batch("DROP TRIGGER refuse_sessions").unwrap();
         svc.handle(plate("湘A00001")).await;
         store.flush().await;
-        assert_eq!(svc.sessions()["sessions"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            json!(svc.sessions())["sessions"].as_array().unwrap().len(),
+            1
+        );
         assert_eq!(occupied(&svc), 1);
     }
 
@@ -3083,7 +3140,7 @@ mod tests {
         };
         let entered = SAMPLE_WORKDAY_MORNING - 3 * 3_600_000_000;
         svc.handle(read("lot-north-in", Side::In, entered)).await;
-        let session = svc.sessions()["sessions"][0]["id"]
+        let session = json!(svc.sessions())["sessions"][0]["id"]
             .as_str()
             .unwrap()
             .to_string();
@@ -3108,22 +3165,30 @@ mod tests {
         let svc = open_counted(&store, &seed, metrics.clone()).await;
         svc.handle(pay("pre-1", 300, "CNY", "lot-north-out")).await;
         assert_eq!(metrics.payments_repeated_total.load(Relaxed), 1);
-        assert_eq!(svc.sessions()["sessions"][0]["paidFen"], 300);
+        assert_eq!(json!(svc.sessions())["sessions"][0]["paidFen"], 300);
         // At the exit a fee is due; a payment elsewhere or in another currency is kept
         // but not counted.
         svc.handle(read("lot-north-out", Side::Out, SAMPLE_WORKDAY_MORNING))
             .await;
-        let due = svc.sessions()["sessions"][0]["feeDueFen"].as_i64().unwrap();
+        let due = json!(svc.sessions())["sessions"][0]["feeDueFen"]
+            .as_i64()
+            .unwrap();
         assert!(due > 300, "{due}");
         svc.handle(pay("wrong-lane", due, "CNY", "lot-south-out"))
             .await;
         svc.handle(pay("wrong-currency", due, "USD", "lot-north-out"))
             .await;
         assert_eq!(metrics.payments_refused_total.load(Relaxed), 2);
-        assert_eq!(svc.sessions()["sessions"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            json!(svc.sessions())["sessions"].as_array().unwrap().len(),
+            1
+        );
         svc.handle(pay("rest", due - 300, "CNY", "lot-north-out"))
             .await;
-        assert_eq!(svc.sessions()["sessions"].as_array().unwrap().len(), 0);
+        assert_eq!(
+            json!(svc.sessions())["sessions"].as_array().unwrap().len(),
+            0
+        );
         assert_eq!(count_events(&store, "parking.payment").await, 4);
         assert_eq!(count_events(&store, "parking.exit").await, 1);
         let counted: i64 = store

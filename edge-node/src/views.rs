@@ -285,3 +285,147 @@ pub struct WriteAnswer {
     /// Always true: an unverified write is an error, not an answer.
     pub verified: bool,
 }
+
+/// A door's last reported state (`open`, `closed`, `forced`, `held`...) and when.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DoorState {
+    pub state: String,
+    pub ts: i64,
+}
+
+/// The last decision at a door.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DoorDecision {
+    pub granted: bool,
+    /// The reason code (`granted`, `unknown_credential`, `outside_schedule`...).
+    pub reason: String,
+    pub ts: i64,
+}
+
+/// A door of this building: its settings from the building's document and what its
+/// controller last said.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DoorView {
+    pub id: String,
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    pub anti_passback: Option<bool>,
+    /// Whether its controller is connected to the building's broker; unknown until it has
+    /// spoken.
+    pub online: Option<bool>,
+    pub state: Option<DoorState>,
+    pub last_decision: Option<DoorDecision>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DoorList {
+    pub doors: Vec<DoorView>,
+}
+
+/// A camera lane of a lot.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LaneView {
+    pub id: String,
+    /// `entry` or `exit`.
+    pub direction: String,
+    /// Whether its camera is connected; unknown until it has spoken.
+    pub camera_online: Option<bool>,
+}
+
+/// A car park lot with its live occupancy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LotView {
+    pub id: String,
+    pub name: String,
+    pub capacity: u32,
+    pub occupied: u32,
+    pub free: u32,
+    pub lanes: Vec<LaneView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LotList {
+    pub lots: Vec<LotView>,
+}
+
+/// How a car came in.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EntryView {
+    /// `monthly`, `allowance` or `visitor`.
+    pub kind: String,
+    pub pass: Option<String>,
+    pub enterprise: Option<String>,
+}
+
+/// A car inside now, with what it owes (integer fen).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParkingSessionView {
+    pub id: String,
+    pub plate: String,
+    pub lot: String,
+    pub entry_lane: String,
+    pub entered_at: i64,
+    pub entry: EntryView,
+    pub fee_due_fen: Option<i64>,
+    pub paid_fen: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParkingSessionList {
+    pub sessions: Vec<ParkingSessionView>,
+}
+
+/// A plate read the camera was not sure of, waiting for a person.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReviewItem {
+    pub id: String,
+    pub lane: String,
+    pub plate: String,
+    /// 0 to 1.
+    pub confidence: f64,
+    /// `in` or `out`.
+    pub direction: Option<String>,
+    /// The camera's reference to the image of the read.
+    pub image: Option<String>,
+    pub ts: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReviewQueue {
+    pub waiting: Vec<ReviewItem>,
+}
+
+/// A stored event (a door decision, a barrier, an alarm transition...), with its place in
+/// the event log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    pub seq: i64,
+    pub id: String,
+    pub ts: i64,
+    /// `access.decision`, `parking.exit`, `alarm.raised`...
+    pub kind: String,
+    /// The door, lane or point it is about.
+    pub subject: String,
+    /// What the kind says, as stored.
+    #[schema(value_type = Object)]
+    pub body: Json,
+}
+
+/// A page of the event log, newest first; `before` asks for the next page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    pub events: Vec<EventView>,
+    pub before: Option<i64>,
+}
+
+/// A page of the audit log, newest first, each record with its hashes in the chain;
+/// `before` asks for the next page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    #[schema(value_type = Vec<Object>)]
+    pub entries: Vec<Json>,
+    pub before: Option<u64>,
+}

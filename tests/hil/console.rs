@@ -32,6 +32,23 @@ fn the_console_runs_the_building_in_chromium() {
     eventually("the viewer can log in", Duration::from_secs(20), || {
         (login(&edge.api, VIEWER, VIEWER_PASSWORD, None).0 == 200).then_some(())
     });
+    // A plate the camera was not sure of, waiting for a person.
+    crate::park::plate(
+        &edge,
+        "a-in",
+        "湘A12345",
+        "in",
+        0.41,
+        device_drivers::now_micros(),
+    );
+    eventually(
+        "the read in the review queue",
+        Duration::from_secs(20),
+        || {
+            let (_, q) = edge.get("/api/v1/parking/review");
+            (q["waiting"].as_array()?.len() == 1).then_some(())
+        },
+    );
     let output = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-e2e");
     let _ = std::fs::remove_dir_all(&output);
     let run = Command::new("npx")

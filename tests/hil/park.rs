@@ -295,7 +295,7 @@ fn doors_open_for_valid_cards_and_stay_shut_for_an_ended_lease_with_no_uplink_ac
     assert_eq!(status, 404);
 }
 
-fn plate(edge: &Edge, lane: &str, plate: &str, direction: &str, confidence: f64, ts: i64) {
+pub fn plate(edge: &Edge, lane: &str, plate: &str, direction: &str, confidence: f64, ts: i64) {
     let payload = json!({"plate": plate, "confidence": confidence, "direction": direction, "ts": ts, "image": "snap/1.jpg"});
     mosquitto_pub(
         edge.mqtt,

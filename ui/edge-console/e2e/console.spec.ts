@@ -51,6 +51,59 @@ test('an engineer writes a setpoint, confirms it by name with old and new value,
   await screenshots(page, 'point')
 })
 
+test('an engineer acknowledges an alarm with a comment, comments on it, and finds the act in the audit log', async ({ page }) => {
+  await logIn(page, engineer)
+  await page.getByRole('menuitem', { name: /告警/ }).click()
+  await page.getByTestId('alarm-mode-set').click()
+  const drawer = page.getByRole('dialog')
+  await expect(drawer.getByTestId('alarm-state')).toHaveText('活动未确认')
+  await drawer.getByRole('textbox', { name: '确认说明（可选）' }).fill('checked the controller')
+  await drawer.getByRole('button', { name: '确认', exact: true }).click()
+  await expect(drawer.getByTestId('alarm-state')).toHaveText('活动已确认')
+  await drawer.getByRole('textbox', { name: '备注', exact: true }).fill('mode set by the BMS on purpose')
+  await drawer.getByRole('button', { name: '添加备注' }).click()
+  await expect(drawer.getByText('mode set by the BMS on purpose')).toBeVisible()
+  await screenshots(page, 'alarms')
+  const actions = await page.evaluate(async () => {
+    const audit = await (await fetch('/api/v1/audit?limit=50')).json()
+    return (audit.entries as { action: string }[]).map((e) => e.action)
+  })
+  expect(actions).toContain('alarm_acknowledge')
+  expect(actions).toContain('alarm_comment')
+})
+
+test('a door opened by hand with a reason shows in the access log and the audit log', async ({ page }) => {
+  await logIn(page, engineer)
+  await page.getByRole('menuitem', { name: '门禁' }).click()
+  await page.getByTestId('open-d1').click()
+  const dialog = page.getByRole('dialog')
+  await dialog.getByRole('textbox').fill('delivery at the loading bay')
+  await page.getByTestId('confirm-open').click()
+  await expect(dialog).toBeHidden()
+  await expect(page.getByTestId('access-log')).toContainText('access.manual_open')
+  await expect(page.getByTestId('access-log')).toContainText('delivery at the loading bay')
+  await screenshots(page, 'doors')
+  const audit = await page.evaluate(async () => {
+    const a = await (await fetch('/api/v1/audit?limit=50')).json()
+    return (a.entries as { action: string; target: string }[]).map((e) => `${e.action} ${e.target}`)
+  })
+  expect(audit).toContain('door_manual_open d1')
+})
+
+test('a low-confidence plate is admitted with the plate a person read', async ({ page }) => {
+  await logIn(page, engineer)
+  await page.getByRole('menuitem', { name: '停车场' }).click()
+  const review = page.getByTestId('review-table')
+  await expect(review).toContainText('湘A12345')
+  await expect(review).toContainText('41%')
+  await expect(review).toContainText('snap/1.jpg')
+  await review.getByRole('textbox', { name: '更正车牌' }).fill('湘A12346')
+  await review.getByRole('button', { name: '放行' }).click()
+  await expect(review).toContainText('没有待确认的车牌')
+  await expect(page.getByTestId('sessions-table')).toContainText('湘A12346')
+  await screenshots(page, 'parking')
+})
+
 test('the console switches to English and back, and the choice is kept', async ({ page }) => {
   await logIn(page, engineer)
   // By keyboard: focus the language box, open it, pick.

@@ -49,10 +49,11 @@ export function useDevices() {
   })
 }
 
-export function useActiveAlarms() {
+export function useActiveAlarms(enabled: MaybeRefOrGetter<boolean> = true) {
   return useQuery({
-    queryKey: keys.alarms,
+    queryKey: [...keys.alarms, 'current'],
     queryFn: () => unwrap(api.GET('/api/v1/alarms')),
+    enabled: computed(() => toValue(enabled)),
     refetchInterval: 5_000,
   })
 }
@@ -141,6 +142,152 @@ export function useWritePoint() {
       void client.invalidateQueries({ queryKey: keys.point(w.device, w.point) })
       void client.invalidateQueries({ queryKey: ['points'] })
       void client.invalidateQueries({ queryKey: ['history', w.device, w.point] })
+    },
+  })
+}
+
+export interface AlarmFilter {
+  state?: 'active_unacked' | 'active_acked' | 'cleared_unacked' | 'normal'
+  severity?: 'P0' | 'P1' | 'P2'
+  includeFolded?: boolean
+}
+
+/** The alarms as the node holds them, most urgent first, refreshed every few seconds. */
+export function useAlarms(filter: MaybeRefOrGetter<AlarmFilter>) {
+  return useQuery({
+    queryKey: computed(() => [...keys.alarms, toValue(filter)]),
+    queryFn: () => {
+      const f = toValue(filter)
+      return unwrap(
+        api.GET('/api/v1/alarms', {
+          params: {
+            query: { state: f.state, severity: f.severity, include_folded: f.includeFolded || undefined },
+          },
+        }),
+      )
+    },
+    refetchInterval: 3_000,
+    placeholderData: keepPreviousData,
+  })
+}
+
+export function useAlarm(id: MaybeRefOrGetter<string | null>) {
+  return useQuery({
+    queryKey: computed(() => ['alarm', toValue(id)]),
+    queryFn: () => unwrap(api.GET('/api/v1/alarms/{id}', { params: { path: { id: toValue(id) ?? '' } } })),
+    enabled: computed(() => toValue(id) !== null),
+    refetchInterval: 5_000,
+  })
+}
+
+/** Acknowledge, shelve, unshelve or comment: each refreshes the alarm and the list. */
+export function useAlarmAction() {
+  const client = useQueryClient()
+  return useMutation({
+    mutationFn: (a: { id: string } & (
+      | { kind: 'acknowledge'; comment?: string }
+      | { kind: 'shelve'; seconds: number; reason?: string }
+      | { kind: 'unshelve' }
+      | { kind: 'comment'; text: string }
+    )) => {
+      const path = { id: a.id }
+      switch (a.kind) {
+        case 'acknowledge':
+          return unwrap(api.POST('/api/v1/alarms/{id}/acknowledge', { params: { path }, body: { comment: a.comment || null } }))
+        case 'shelve':
+          return unwrap(
+            api.POST('/api/v1/alarms/{id}/shelve', { params: { path }, body: { duration_s: a.seconds, reason: a.reason || null } }),
+          )
+        case 'unshelve':
+          return unwrap(api.POST('/api/v1/alarms/{id}/unshelve', { params: { path } }))
+        case 'comment':
+          return unwrap(api.POST('/api/v1/alarms/{id}/comment', { params: { path }, body: { text: a.text } }))
+      }
+    },
+    onSuccess: (alarm, a) => {
+      client.setQueryData(['alarm', a.id], alarm)
+      void client.invalidateQueries({ queryKey: keys.alarms })
+    },
+  })
+}
+
+export function useDoors() {
+  return useQuery({
+    queryKey: ['doors'],
+    queryFn: () => unwrap(api.GET('/api/v1/doors')),
+    refetchInterval: 3_000,
+  })
+}
+
+export interface EventFilter {
+  kind: string
+  subject?: string
+  before?: number
+  limit: number
+}
+
+/** A page of the event log, newest first (`before` pages back by sequence number). */
+export function useEvents(filter: MaybeRefOrGetter<EventFilter>) {
+  return useQuery({
+    queryKey: computed(() => ['events', toValue(filter)]),
+    queryFn: () => {
+      const f = toValue(filter)
+      return unwrap(
+        api.GET('/api/v1/events', {
+          params: { query: { kind: f.kind, subject: f.subject || undefined, before: f.before, limit: f.limit } },
+        }),
+      )
+    },
+    refetchInterval: computed(() => (toValue(filter).before === undefined ? 5_000 : false)),
+    placeholderData: keepPreviousData,
+  })
+}
+
+export function useOpenDoor() {
+  const client = useQueryClient()
+  return useMutation({
+    mutationFn: (o: { id: string; reason: string }) =>
+      unwrap(api.POST('/api/v1/doors/{id}/open', { params: { path: { id: o.id } }, body: { reason: o.reason } })),
+    onSuccess: () => {
+      void client.invalidateQueries({ queryKey: ['doors'] })
+      void client.invalidateQueries({ queryKey: ['events'] })
+    },
+  })
+}
+
+export function useLots() {
+  return useQuery({ queryKey: ['lots'], queryFn: () => unwrap(api.GET('/api/v1/lots')), refetchInterval: 3_000 })
+}
+
+export function useParkingSessions() {
+  return useQuery({
+    queryKey: ['parking-sessions'],
+    queryFn: () => unwrap(api.GET('/api/v1/parking/sessions')),
+    refetchInterval: 5_000,
+  })
+}
+
+export function useReviewQueue(enabled: MaybeRefOrGetter<boolean>) {
+  return useQuery({
+    queryKey: ['review'],
+    queryFn: () => unwrap(api.GET('/api/v1/parking/review')),
+    enabled: computed(() => toValue(enabled)),
+    refetchInterval: 3_000,
+  })
+}
+
+export function useResolveReview() {
+  const client = useQueryClient()
+  return useMutation({
+    mutationFn: (r: { id: string; admit: boolean; plate?: string }) =>
+      unwrap(
+        api.POST('/api/v1/parking/review/{id}', {
+          params: { path: { id: r.id } },
+          body: { admit: r.admit, plate: r.plate || null },
+        }),
+      ),
+    onSuccess: () => {
+      for (const key of [['review'], ['lots'], ['parking-sessions'], ['events']]) void client.invalidateQueries({ queryKey: key })
     },
   })
 }

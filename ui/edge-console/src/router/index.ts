@@ -31,6 +31,21 @@ const routes: RouteRecordRaw[] = [
     meta: { permission: 'telemetry.read', title: 'nav.points' },
   },
   {
+    path: '/alarms',
+    component: () => import('@/views/AlarmsView.vue'),
+    meta: { permission: 'telemetry.read', title: 'nav.alarms' },
+  },
+  {
+    path: '/doors',
+    component: () => import('@/views/DoorsView.vue'),
+    meta: { permission: 'telemetry.read', title: 'nav.doors' },
+  },
+  {
+    path: '/parking',
+    component: () => import('@/views/ParkingView.vue'),
+    meta: { permission: 'telemetry.read', title: 'nav.parking' },
+  },
+  {
     path: '/account',
     component: () => import('@/views/AccountView.vue'),
     meta: { title: 'account.title' },
@@ -46,5 +61,6 @@ router.beforeEach(async (to) => {
   if (to.meta.public) return true
   if (!session.loggedIn) return { path: '/login', query: { next: to.fullPath } }
   if (session.needsSecondFactor && to.path !== '/account') return '/account'
+  if (to.meta.permission && !session.permissions.includes(to.meta.permission)) return '/account'
   return true
 })
