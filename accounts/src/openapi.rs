@@ -49,6 +49,7 @@ enum Answer {
     Json(String),
     EventStream,
     Text,
+    Csv,
 }
 
 impl Doc {
@@ -95,6 +96,12 @@ impl Doc {
     /// A stream of server-sent events.
     pub fn event_stream(mut self) -> Doc {
         self.answer = Answer::EventStream;
+        self
+    }
+
+    /// A CSV file (UTF-8 with a header row), as a download.
+    pub fn csv(mut self) -> Doc {
+        self.answer = Answer::Csv;
         self
     }
 
@@ -268,6 +275,12 @@ fn operation(spec: &RouteSpec, doc: &Doc) -> Operation {
                     .property("id", ObjectBuilder::new().schema_type(Type::String))
                     .required("data")
                     .build(),
+            )),
+        ),
+        Answer::Csv => (
+            "text/csv",
+            RefOr::T(Schema::Object(
+                ObjectBuilder::new().schema_type(Type::String).build(),
             )),
         ),
         Answer::Text => (

@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
 ";
 
 /// What the API reports about the rule file.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct RulesStatus {
     pub file: Option<String>,
     pub rules: usize,
@@ -75,6 +75,18 @@ pub struct RulesStatus {
     /// The error of the last refused file, if the last attempt was refused.
     pub last_error: Option<String>,
     pub refused_total: u64,
+}
+
+/// The loaded rules, the state of the rule file, and how much the engine tracks.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RulesView {
+    pub status: RulesStatus,
+    /// Point keys and event sources the rules watch.
+    pub sources: usize,
+    /// (rule, source) pairs being evaluated.
+    pub instances: usize,
+    pub open_alarms: usize,
+    pub rules: Vec<rules_engine::RuleSummary>,
 }
 
 struct State {
@@ -420,7 +432,7 @@ impl Alarms {
     }
 
     /// The rules and the state of the rule file.
-    pub fn rules(&self) -> Json {
+    pub fn rules(&self) -> RulesView {
         let st = self.lock();
         let status = self
             .inner
@@ -429,13 +441,13 @@ impl Alarms {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let stats = st.engine.stats();
-        json!({
-            "status": status,
-            "sources": stats.sources,
-            "instances": stats.instances,
-            "open_alarms": stats.open_alarms,
-            "rules": st.engine.rules().rules(),
-        })
+        RulesView {
+            status,
+            sources: stats.sources,
+            instances: stats.instances,
+            open_alarms: stats.open_alarms,
+            rules: st.engine.rules().rules(),
+        }
     }
 
     /// Reads the rule file again. A file that does not compile is refused with its error and

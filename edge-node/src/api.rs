@@ -154,6 +154,14 @@ fn routes() -> Routes<ApiState> {
         .doc(doc("points", "Live values as server-sent events").query::<StreamQuery>().event_stream())
         .get("/api/v1/audit", Allowed(AuditRead), audit)
         .doc(doc("audit", "The audit log, newest first, a page at a time").query::<AuditQuery>().returns::<views::AuditPage>())
+        .get("/api/v1/events/export", Allowed(EventsRead), export_events)
+        .doc(
+            doc("events", "The event log as a CSV file (at most 50,000 rows, newest first)")
+                .query::<EventsExportQuery>()
+                .csv(),
+        )
+        .get("/api/v1/audit/export", Allowed(AuditRead), export_audit)
+        .doc(doc("audit", "The audit log as a CSV file (at most 50,000 records, newest first, with their hashes)").csv())
         .get("/api/v1/events", Allowed(EventsRead), list_events)
         .doc(doc("events", "The event log (door decisions, parking, alarms), newest first, a page at a time").query::<EventsQuery>().returns::<views::EventPage>())
         .get("/api/v1/sync", Allowed(TelemetryRead), sync_status)
@@ -229,9 +237,9 @@ fn routes() -> Routes<ApiState> {
         )
         .doc(doc("alarms", "Comment on an alarm").body::<CommentBody>().returns::<rules_engine::Alarm>())
         .get("/api/v1/rules", Allowed(TelemetryRead), list_rules)
-        .doc(doc("rules", "The loaded rules, their state and the rule file's last error"))
+        .doc(doc("rules", "The loaded rules, their state and the rule file's last error").returns::<crate::alarms::RulesView>())
         .post("/api/v1/rules/reload", Allowed(RulesEdit), reload_rules)
-        .doc(doc("rules", "Load the rule file again (a bad file keeps the running rules)"))
+        .doc(doc("rules", "Load the rule file again (a bad file keeps the running rules)").returns::<views::Reloaded>())
 }
 
 /// The OpenAPI document of this API, built once from [`routes`].
@@ -879,6 +887,148 @@ struct EventsQuery {
     before: Option<i64>,
     #[param(minimum = 1, maximum = 10_000)]
     limit: Option<usize>,
+}
+
+/// The most rows one CSV export holds; a narrower range gets the rest.
+const EXPORT_ROWS: usize = 50_000;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct EventsExportQuery {
+    /// A kind (`access.decision`) or a family (`access`, `parking`).
+    #[param(max_length = 128)]
+    kind: Option<String>,
+    /// A door or lane id.
+    #[param(max_length = 128)]
+    subject: Option<String>,
+    #[param(minimum = 0, maximum = 7_258_118_400_000_000_i64)]
+    from: Option<i64>,
+    #[param(minimum = 0, maximum = 7_258_118_400_000_000_i64)]
+    to: Option<i64>,
+}
+
+/// A CSV field: quoted when it needs to be, and never read as a formula by a spreadsheet.
+fn csv_field(v: &str) -> String {
+    let v = if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{v}")
+    } else {
+        v.to_string()
+    };
+    if v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v
+    }
+}
+
+/// A time for people reading a CSV: UTC, to the second.
+fn utc_text(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000);
+    let day = park_model::time::format_date(secs.div_euclid(86_400) as i32);
+    let rest = secs.rem_euclid(86_400);
+    format!(
+        "{day}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+fn csv_download(name: &str, body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The event log as CSV, newest first, at most [`EXPORT_ROWS`] rows.
+async fn export_events(
+    State(s): State<ApiState>,
+    q: Result<Query<EventsExportQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q?;
+    for (name, v) in [("kind", &q.kind), ("subject", &q.subject)] {
+        if v.as_ref().is_some_and(|v| v.chars().count() > 128) {
+            return Err(ApiError::bad_request(format!(
+                "{name} takes at most 128 characters"
+            )));
+        }
+    }
+    for (name, t) in [("from", q.from), ("to", q.to)] {
+        if let Some(t) = t
+            && !(0..=MAX_TIME).contains(&t)
+        {
+            return Err(ApiError::bad_request(format!(
+                "{name} must be microseconds since 1970 (0 to {MAX_TIME}), not {t}"
+            )));
+        }
+    }
+    let rows = crate::events::query(
+        &s.store,
+        crate::events::EventQuery {
+            kind: q.kind,
+            subject: q.subject,
+            from: q.from,
+            to: q.to,
+            before_seq: None,
+            limit: EXPORT_ROWS,
+        },
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    let mut out = String::from("seq,time_utc,kind,subject,body\n");
+    for (seq, e) in rows {
+        let line = [
+            seq.to_string(),
+            utc_text(e.ts),
+            csv_field(&e.kind),
+            csv_field(&e.subject),
+            csv_field(&e.body.to_string()),
+        ]
+        .join(",");
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Ok(csv_download("events.csv", out))
+}
+
+/// The audit log as CSV, newest first, at most [`EXPORT_ROWS`] rows, with each record's
+/// hash so the copy can be checked against the chain.
+async fn export_audit(State(s): State<ApiState>) -> ApiResult<Response> {
+    let rows = s
+        .store
+        .read(move |c| accounts::audit::list(c, None, EXPORT_ROWS))
+        .await
+        .map_err(ApiError::internal)?;
+    let mut out = String::from("seq,time_utc,actor,action,target,outcome,detail,hash\n");
+    let text = |v: &Json_| match v {
+        Json_::String(s) => s.clone(),
+        Json_::Null => String::new(),
+        other => other.to_string(),
+    };
+    for r in rows {
+        let line = [
+            text(&r["seq"]),
+            r["ts"].as_i64().map(utc_text).unwrap_or_default(),
+            csv_field(&text(&r["actor"])),
+            csv_field(&text(&r["action"])),
+            csv_field(&text(&r["target"])),
+            csv_field(&text(&r["outcome"])),
+            csv_field(&text(&r["detail"])),
+            text(&r["hash"]),
+        ]
+        .join(",");
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Ok(csv_download("audit.csv", out))
 }
 
 /// Access and parking logs, newest first, with filters.
@@ -1580,14 +1730,14 @@ async fn comment_alarm(
     get_alarm(State(s), Path(id.to_string())).await
 }
 
-async fn list_rules(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
+async fn list_rules(State(s): State<ApiState>) -> ApiResult<Json<crate::alarms::RulesView>> {
     Ok(Json(s.alarms.rules()))
 }
 
 async fn reload_rules(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::Reloaded>> {
     let result = match s.alarms.reload().await {
         Ok(n) => Ok(n),
         // The request is fine; the node's rule file (missing or wrong) refuses it.
@@ -1613,5 +1763,30 @@ async fn reload_rules(
         }
         Err(e) => return audit_outcome(&s.auth, audit, Err(e)).await,
     };
-    Ok(Json(json!({"reloaded": true, "rules": n})))
+    Ok(Json(views::Reloaded {
+        reloaded: true,
+        rules: n,
+    }))
+}
+
+#[cfg(test)]
+mod csv_tests {
+    use super::{csv_field, utc_text};
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed_and_never_read_as_formulas() {
+        assert_eq!(csv_field("d1"), "d1");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("line\nbreak"), "\"line\nbreak\"");
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("-1+2"), "'-1+2");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+    }
+
+    #[test]
+    fn csv_times_are_utc_to_the_second() {
+        assert_eq!(utc_text(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_text(1_796_658_353_091_238), "2026-12-07T15:45:53Z");
+    }
 }

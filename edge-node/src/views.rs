@@ -429,3 +429,10 @@ pub struct AuditPage {
     pub entries: Vec<Json>,
     pub before: Option<u64>,
 }
+
+/// The rule file loaded again: how many rules run now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Reloaded {
+    pub reloaded: bool,
+    pub rules: usize,
+}

@@ -106,6 +106,7 @@ impl Default for StormSettings {
 }
 
 /// A rule as listed by [`RuleSet::rules`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RuleSummary {
     pub id: String,

@@ -104,6 +104,32 @@ test('a low-confidence plate is admitted with the plate a person read', async ({
   await screenshots(page, 'parking')
 })
 
+test('the rules page shows the loaded rule and reloads the file', async ({ page }) => {
+  await logIn(page, engineer)
+  await page.getByRole('menuitem', { name: '规则' }).click()
+  await expect(page.getByTestId('rules-table')).toContainText('mode-set')
+  await page.getByRole('button', { name: '重新加载规则文件' }).click()
+  await expect(page.getByText('已加载 1 条规则')).toBeVisible()
+  await screenshots(page, 'rules')
+})
+
+test('the logs page pages the event and audit logs and exports them as CSV', async ({ page }) => {
+  await logIn(page, engineer)
+  await page.getByRole('menuitem', { name: '日志' }).click()
+  await expect(page.getByTestId('events-table')).toContainText('access.manual_open')
+  const [events] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-events').click()])
+  const csv = await (await events.createReadStream()).toArray()
+  const text = Buffer.concat(csv).toString('utf8')
+  expect(text.split('\n')[0]).toBe('seq,time_utc,kind,subject,body')
+  expect(text).toContain('access.manual_open')
+  await page.getByRole('tab', { name: '审计日志' }).click()
+  await expect(page.getByTestId('audit-table')).toContainText('door_manual_open')
+  const [audit] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-audit').click()])
+  const auditText = Buffer.concat(await (await audit.createReadStream()).toArray()).toString('utf8')
+  expect(auditText).toContain('door_manual_open')
+  await screenshots(page, 'logs')
+})
+
 test('the console switches to English and back, and the choice is kept', async ({ page }) => {
   await logIn(page, engineer)
   // By keyboard: focus the language box, open it, pick.

@@ -234,7 +234,7 @@ export function useEvents(filter: MaybeRefOrGetter<EventFilter>) {
       const f = toValue(filter)
       return unwrap(
         api.GET('/api/v1/events', {
-          params: { query: { kind: f.kind, subject: f.subject || undefined, before: f.before, limit: f.limit } },
+          params: { query: { kind: f.kind || undefined, subject: f.subject || undefined, before: f.before, limit: f.limit } },
         }),
       )
     },
@@ -289,5 +289,25 @@ export function useResolveReview() {
     onSuccess: () => {
       for (const key of [['review'], ['lots'], ['parking-sessions'], ['events']]) void client.invalidateQueries({ queryKey: key })
     },
+  })
+}
+
+export function useRules() {
+  return useQuery({ queryKey: ['rules'], queryFn: () => unwrap(api.GET('/api/v1/rules')), refetchInterval: 10_000 })
+}
+
+export function useReloadRules() {
+  const client = useQueryClient()
+  return useMutation({
+    mutationFn: () => unwrap(api.POST('/api/v1/rules/reload')),
+    onSettled: () => void client.invalidateQueries({ queryKey: ['rules'] }),
+  })
+}
+
+export function useAudit(before: MaybeRefOrGetter<number | undefined>, limit = 50) {
+  return useQuery({
+    queryKey: computed(() => ['audit', toValue(before), limit]),
+    queryFn: () => unwrap(api.GET('/api/v1/audit', { params: { query: { before: toValue(before), limit } } })),
+    placeholderData: keepPreviousData,
   })
 }

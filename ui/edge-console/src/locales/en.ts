@@ -4,7 +4,7 @@ import type zhCN from './zh-CN'
 // The edge console's words in English: every key of zh-CN.ts, no other.
 const en: Shape<typeof zhCN> = {
   app: { title: 'Building edge console' },
-  nav: { doors: 'Doors', parking: 'Car park', alarms: 'Alarms', overview: 'Overview', points: 'Devices and points', menu: 'Menu', skip: 'Skip to content' },
+  nav: { rules: 'Rules', logs: 'Logs', doors: 'Doors', parking: 'Car park', alarms: 'Alarms', overview: 'Overview', points: 'Devices and points', menu: 'Menu', skip: 'Skip to content' },
   links: {
     lanUp: 'LAN up',
     lanDown: 'LAN down',
@@ -151,6 +151,33 @@ const en: Shape<typeof zhCN> = {
     kinds: { monthly: 'Monthly', allowance: 'Allowance', visitor: 'Visitor' },
     due: 'Due',
     paid: 'Paid',
+  },
+  rules: {
+    file: 'Rule file',
+    noFile: 'No rule file configured',
+    loaded: 'Loaded',
+    count: 'Rules',
+    watching: 'Watching',
+    watchingText: '{sources} sources, {instances} instances',
+    lastError: 'The rule file is wrong; the previous rules keep running',
+    reload: 'Reload the rule file',
+    reloaded: '{n} rules loaded',
+    id: 'Rule',
+    watches: 'Watches',
+    condition: 'Condition',
+    enabled: 'Enabled',
+  },
+  logs: {
+    events: 'Event log',
+    audit: 'Audit log',
+    kind: 'Kind (access, parking.exit…)',
+    subject: 'Subject (door, lane, point)',
+    time: 'Time',
+    body: 'Body',
+    actor: 'Actor',
+    action: 'Action',
+    target: 'Target',
+    outcome: 'Outcome',
   },
   notFound: { title: 'No such page', home: 'Back to the overview' },
 }

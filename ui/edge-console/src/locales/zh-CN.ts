@@ -1,7 +1,7 @@
 // The edge console's words in zh-CN: the schema that en.ts must match key for key.
 export default {
   app: { title: '楼宇边缘控制台' },
-  nav: { doors: '门禁', parking: '停车场', alarms: '告警', overview: '总览', points: '设备与点位', menu: '菜单', skip: '跳到正文' },
+  nav: { rules: '规则', logs: '日志', doors: '门禁', parking: '停车场', alarms: '告警', overview: '总览', points: '设备与点位', menu: '菜单', skip: '跳到正文' },
   links: {
     lanUp: '本地网络正常',
     lanDown: '本地网络中断',
@@ -148,6 +148,33 @@ export default {
     kinds: { monthly: '月卡', allowance: '企业额度', visitor: '临时' },
     due: '应付',
     paid: '已付',
+  },
+  rules: {
+    file: '规则文件',
+    noFile: '未配置规则文件',
+    loaded: '加载时间',
+    count: '规则数',
+    watching: '监视',
+    watchingText: '{sources} 个来源，{instances} 个实例',
+    lastError: '规则文件有误，仍在运行之前的规则',
+    reload: '重新加载规则文件',
+    reloaded: '已加载 {n} 条规则',
+    id: '规则',
+    watches: '监视对象',
+    condition: '条件',
+    enabled: '启用',
+  },
+  logs: {
+    events: '事件日志',
+    audit: '审计日志',
+    kind: '类型（如 access、parking.exit）',
+    subject: '对象（门、车道、点位）',
+    time: '时间',
+    body: '内容',
+    actor: '操作人',
+    action: '操作',
+    target: '对象',
+    outcome: '结果',
   },
   notFound: { title: '页面不存在', home: '返回总览' },
 }

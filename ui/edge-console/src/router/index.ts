@@ -46,6 +46,16 @@ const routes: RouteRecordRaw[] = [
     meta: { permission: 'telemetry.read', title: 'nav.parking' },
   },
   {
+    path: '/rules',
+    component: () => import('@/views/RulesView.vue'),
+    meta: { permission: 'telemetry.read', title: 'nav.rules' },
+  },
+  {
+    path: '/logs',
+    component: () => import('@/views/LogsView.vue'),
+    meta: { title: 'nav.logs' },
+  },
+  {
     path: '/account',
     component: () => import('@/views/AccountView.vue'),
     meta: { title: 'account.title' },
