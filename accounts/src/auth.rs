@@ -642,6 +642,26 @@ pub struct LoginOk {
     pub expires_at: i64,
 }
 
+/// An account as the users list shows it (never a secret).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountView {
+    pub id: String,
+    pub username: String,
+    pub display_name: String,
+    /// `local` (made on this edge) or `hub`.
+    pub source: String,
+    /// `role@scope`.
+    pub grants: Vec<String>,
+    pub disabled: bool,
+    /// Whether a second factor is set up.
+    pub second_factor: bool,
+    /// Sessions open now.
+    pub sessions: usize,
+    /// Until when wrong passwords keep it locked (microseconds since 1970).
+    pub locked_until: Option<i64>,
+}
+
 /// A second factor being set up: the secret for the authenticator app, and its
 /// `otpauth://` URI (for a QR code). Shown once; confirmed with a code from it.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -1507,24 +1527,25 @@ impl Auth {
     }
 
     /// The accounts that may log in here, for people who manage users.
-    pub fn accounts_json(&self) -> Json {
+    /// The accounts that may log in here, by username, with their sessions and lockout.
+    pub fn accounts(&self) -> Vec<AccountView> {
         let st = self.read();
         let mut list: Vec<&Account> = st.accounts.values().collect();
         list.sort_by(|a, b| a.username.cmp(&b.username));
         let now = now_micros();
-        Json::Array(
-            list.iter()
-                .map(|a| {
-                    let sessions = st.sessions.values().filter(|s| s.user_id == a.id).count();
-                    json!({
-                        "id": a.id, "username": a.username, "displayName": a.display_name,
-                        "source": a.source.as_str(), "grants": a.grants, "disabled": a.disabled,
-                        "secondFactor": a.totp.is_some(), "sessions": sessions,
-                        "lockedUntil": a.failures.locked(now),
-                    })
-                })
-                .collect(),
-        )
+        list.iter()
+            .map(|a| AccountView {
+                id: a.id.clone(),
+                username: a.username.clone(),
+                display_name: a.display_name.clone(),
+                source: a.source.as_str().to_string(),
+                grants: a.grants.iter().map(|g| g.to_string()).collect(),
+                disabled: a.disabled,
+                second_factor: a.totp.is_some(),
+                sessions: st.sessions.values().filter(|s| s.user_id == a.id).count(),
+                locked_until: a.failures.locked(now),
+            })
+            .collect()
     }
 
     /// The hub generation of accounts this edge has.

@@ -110,7 +110,7 @@ fn routes() -> Routes<ApiState> {
         .get("/api/v1/openapi.json", Public, openapi)
         .doc(doc("node", "This document"))
         .get("/api/v1/users", Allowed(UsersManage), list_users)
-        .doc(doc("users", "The accounts that may log in here, with their roles in this building"))
+        .doc(doc("users", "The accounts that may log in here, with their roles in this building").returns::<views::UserList>())
         .get("/api/v1/site", Allowed(TelemetryRead), site)
         .doc(doc("node", "The park, the building and what the node reads").returns::<views::Site>())
         .get("/api/v1/devices", Allowed(TelemetryRead), list_devices)
@@ -307,8 +307,10 @@ async fn count_requests(State(s): State<ApiState>, req: Request, next: Next) -> 
     res
 }
 
-async fn list_users(State(s): State<ApiState>) -> Json<Json_> {
-    Json(json!({"users": s.auth.accounts_json()}))
+async fn list_users(State(s): State<ApiState>) -> Json<views::UserList> {
+    Json(views::UserList {
+        users: s.auth.accounts(),
+    })
 }
 
 async fn ready(State(s): State<ApiState>) -> Response {

@@ -436,3 +436,9 @@ pub struct Reloaded {
     pub reloaded: bool,
     pub rules: usize,
 }
+
+/// The accounts that may log in at this building.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    pub users: Vec<accounts::auth::AccountView>,
+}

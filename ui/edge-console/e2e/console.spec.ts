@@ -130,6 +130,18 @@ test('the logs page pages the event and audit logs and exports them as CSV', asy
   await screenshots(page, 'logs')
 })
 
+test('the users page lists who may log in here, and is not offered to a role without users.manage', async ({ page }) => {
+  await logIn(page, engineer)
+  await page.getByRole('menuitem', { name: '用户' }).click()
+  await expect(page.getByTestId('users-table')).toContainText(engineer.username)
+  await expect(page.getByTestId('users-table')).toContainText(viewer.username)
+  await screenshots(page, 'users')
+  await logIn(page, viewer)
+  await expect(page.getByRole('menuitem', { name: '用户' })).toHaveCount(0)
+  const status = await page.evaluate(async () => (await fetch('/api/v1/users')).status)
+  expect(status).toBe(403)
+})
+
 test('the console switches to English and back, and the choice is kept', async ({ page }) => {
   await logIn(page, engineer)
   // By keyboard: focus the language box, open it, pick.

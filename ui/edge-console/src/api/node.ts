@@ -311,3 +311,7 @@ export function useAudit(before: MaybeRefOrGetter<number | undefined>, limit = 5
     placeholderData: keepPreviousData,
   })
 }
+
+export function useUsers() {
+  return useQuery({ queryKey: ['users'], queryFn: () => unwrap(api.GET('/api/v1/users')), refetchInterval: 15_000 })
+}

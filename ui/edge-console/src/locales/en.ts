@@ -4,7 +4,7 @@ import type zhCN from './zh-CN'
 // The edge console's words in English: every key of zh-CN.ts, no other.
 const en: Shape<typeof zhCN> = {
   app: { title: 'Building edge console' },
-  nav: { rules: 'Rules', logs: 'Logs', doors: 'Doors', parking: 'Car park', alarms: 'Alarms', overview: 'Overview', points: 'Devices and points', menu: 'Menu', skip: 'Skip to content' },
+  nav: { users: 'Users', rules: 'Rules', logs: 'Logs', doors: 'Doors', parking: 'Car park', alarms: 'Alarms', overview: 'Overview', points: 'Devices and points', menu: 'Menu', skip: 'Skip to content' },
   links: {
     lanUp: 'LAN up',
     lanDown: 'LAN down',
@@ -178,6 +178,17 @@ const en: Shape<typeof zhCN> = {
     action: 'Action',
     target: 'Target',
     outcome: 'Outcome',
+  },
+  users: {
+    managed: 'Accounts are managed on the hub, or with smartpark edge user on this building’s host; these may log in here.',
+    source: 'Source',
+    sources: { hub: 'Hub', local: 'This building' },
+    grants: 'Roles',
+    sessions: 'Sessions',
+    state: 'State',
+    disabled: 'Disabled',
+    locked: 'Locked until {until}',
+    active: 'Active',
   },
   notFound: { title: 'No such page', home: 'Back to the overview' },
 }

@@ -1,7 +1,7 @@
 // The edge console's words in zh-CN: the schema that en.ts must match key for key.
 export default {
   app: { title: '楼宇边缘控制台' },
-  nav: { rules: '规则', logs: '日志', doors: '门禁', parking: '停车场', alarms: '告警', overview: '总览', points: '设备与点位', menu: '菜单', skip: '跳到正文' },
+  nav: { users: '用户', rules: '规则', logs: '日志', doors: '门禁', parking: '停车场', alarms: '告警', overview: '总览', points: '设备与点位', menu: '菜单', skip: '跳到正文' },
   links: {
     lanUp: '本地网络正常',
     lanDown: '本地网络中断',
@@ -175,6 +175,17 @@ export default {
     action: '操作',
     target: '对象',
     outcome: '结果',
+  },
+  users: {
+    managed: '账号在云端或本楼宇主机上用 smartpark edge user 管理；这里列出可在本楼宇登录的账号。',
+    source: '来源',
+    sources: { hub: '云端', local: '本楼宇' },
+    grants: '角色',
+    sessions: '会话',
+    state: '状态',
+    disabled: '已停用',
+    locked: '锁定至 {until}',
+    active: '正常',
   },
   notFound: { title: '页面不存在', home: '返回总览' },
 }

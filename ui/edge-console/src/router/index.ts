@@ -56,6 +56,11 @@ const routes: RouteRecordRaw[] = [
     meta: { title: 'nav.logs' },
   },
   {
+    path: '/users',
+    component: () => import('@/views/UsersView.vue'),
+    meta: { permission: 'users.manage', title: 'nav.users' },
+  },
+  {
     path: '/account',
     component: () => import('@/views/AccountView.vue'),
     meta: { title: 'account.title' },
