@@ -198,6 +198,56 @@ fn any_object() -> RefOr<Schema> {
     ))
 }
 
+/// The error answers every operation may give: status, name under `components/responses`,
+/// and what it means. 401 and 403 only where a caller is needed, 415 only where a body is
+/// read.
+const STANDARD_ERRORS: &[(&str, &str, &str)] = &[
+    (
+        "400",
+        "Malformed",
+        "The request was malformed: the message names what was wrong.",
+    ),
+    ("401", "Unauthenticated", "No valid session or token."),
+    (
+        "403",
+        "Forbidden",
+        "The caller may not do this here (or a write came without its CSRF token).",
+    ),
+    ("404", "NotFound", "No such thing (or no such route)."),
+    (
+        "405",
+        "MethodNotAllowed",
+        "The path does not take this method; `Allow` lists those it takes.",
+    ),
+    (
+        "409",
+        "Conflict",
+        "The request conflicts with the state of what it names.",
+    ),
+    ("413", "TooLarge", "The body is larger than the API takes."),
+    ("415", "NotJson", "The body is not JSON."),
+    (
+        "422",
+        "Unusable",
+        "A value is out of range or unusable: the message names it.",
+    ),
+    (
+        "429",
+        "TooMany",
+        "Too many attempts; `details.retryAfterSeconds` says when to try again.",
+    ),
+    (
+        "500",
+        "Failed",
+        "The node failed; the trace id finds it in the log.",
+    ),
+    (
+        "503",
+        "Unavailable",
+        "A part the request needs is not running.",
+    ),
+];
+
 fn error_response(description: &str) -> utoipa::openapi::Response {
     ResponseBuilder::new()
         .description(description)
@@ -297,45 +347,23 @@ fn operation(spec: &RouteSpec, doc: &Doc) -> Operation {
             .content(media, ContentBuilder::new().schema(Some(schema)).build())
             .build(),
     );
-    let mut errors: Vec<(&str, &str)> = vec![
-        (
-            "400",
-            "The request was malformed: the message names what was wrong.",
-        ),
-        ("404", "No such thing (or no such route)."),
-        (
-            "405",
-            "The path does not take this method; `Allow` lists those it takes.",
-        ),
-        (
-            "409",
-            "The request conflicts with the state of what it names.",
-        ),
-        ("413", "The body is larger than the API takes."),
-        (
-            "422",
-            "A value is out of range or unusable: the message names it.",
-        ),
-        (
-            "429",
-            "Too many attempts; `details.retryAfterSeconds` says when to try again.",
-        ),
-        ("500", "The node failed; the trace id finds it in the log."),
-        ("503", "A part the request needs is not running."),
-    ];
-    if !matches!(spec.access, Access::Public) {
-        errors.push(("401", "No valid session or token."));
-        errors.push((
-            "403",
-            "The caller may not do this here (or a write came without its CSRF token).",
-        ));
+    let mut errors: Vec<&(&str, &str, &str)> = STANDARD_ERRORS
+        .iter()
+        .filter(|(code, _, _)| match *code {
+            "401" | "403" => !matches!(spec.access, Access::Public),
+            "415" => write || matches!(spec.access, Access::Public),
+            _ => true,
+        })
+        .collect();
+    errors.sort_by_key(|(code, _, _)| *code);
+    for (code, name, _) in errors {
+        op = op.response(
+            *code,
+            RefOr::Ref(Ref::new(format!("#/components/responses/{name}"))),
+        );
     }
-    if write || matches!(spec.access, Access::Public) {
-        errors.push(("415", "The body is not JSON."));
-    }
-    errors.extend(doc.statuses.iter().copied());
-    for (code, text) in errors {
-        op = op.response(code, error_response(text));
+    for (code, text) in &doc.statuses {
+        op = op.response(*code, error_response(text));
     }
     match spec.access {
         Access::Public => {}
@@ -444,6 +472,9 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
             );
         for (name, schema) in schemas {
             components = components.schema(name, schema);
+        }
+        for (_, name, text) in STANDARD_ERRORS {
+            components = components.response(*name, error_response(text));
         }
         OpenApiBuilder::new()
             .info(
