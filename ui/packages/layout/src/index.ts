@@ -1,4 +1,5 @@
 export { default as AppShell } from './AppShell.vue'
 export { default as ErrorNotice } from './ErrorNotice.vue'
 export { default as StatusDot } from './StatusDot.vue'
+export { default as LogPager } from './LogPager.vue'
 export type { NavItem, LinkState } from './types'
