@@ -31,28 +31,37 @@ async fn edge(dir: &Path) -> anyhow::Result<EdgeNode> {
     EdgeNode::start(EdgeSettings::load(&config)?).await
 }
 
+/// Adds a facility engineer of the benchmark's building `bench/b1` to a started edge, with
+/// the edge's own password cost, and lets the edge pick the account up.
+pub(crate) async fn add_engineer(
+    node: &EdgeNode,
+    username: &str,
+    password: &str,
+) -> anyhow::Result<()> {
+    let db = node.settings.data_dir.join("edge.sqlite");
+    let c = edge_node::store::open_for_admin(&db)?;
+    manage::create(
+        &c,
+        &manage::host_actor("bench"),
+        Mirror::Events,
+        Source::Local,
+        manage::NewAccount {
+            username,
+            display_name: "Bench engineer",
+            verifier: manage::verifier_for(username, password, node.settings.auth.cost)?,
+            grants: &["facility_engineer@building:bench/b1".parse()?],
+            department: None,
+        },
+    )?;
+    node.auth.reload().await
+}
+
 pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let node = edge(dir.path()).await?;
     let db = dir.path().join("data/edge.sqlite");
     let cost = node.settings.auth.cost;
-    {
-        let c = edge_node::store::open_for_admin(&db)?;
-        manage::create(
-            &c,
-            &manage::host_actor("bench"),
-            Mirror::Events,
-            Source::Local,
-            manage::NewAccount {
-                username: "bench-engineer",
-                display_name: "Bench",
-                verifier: manage::verifier_for("bench-engineer", PASSWORD, cost)?,
-                grants: &["facility_engineer@building:bench/b1".parse()?],
-                department: None,
-            },
-        )?;
-    }
-    node.auth.reload().await?;
+    add_engineer(&node, "bench-engineer", PASSWORD).await?;
 
     // Logins at the configured cost; the sessions they make are the ones checked below.
     let mut login_ms = Vec::new();

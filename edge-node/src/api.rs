@@ -186,26 +186,28 @@ fn routes() -> Routes<ApiState> {
             resolve_review,
         )
         .doc(doc("parking", "Admit (with the plate as read by a person) or reject a queued read").body::<Review>())
+        .get("/api/v1/people", Allowed(CredentialsEdit), list_people)
+        .doc(doc("doors", "People of the park's directory with their access groups and credentials (masked), a page at a time").query::<PeopleQuery>().returns::<views::PeoplePage>())
         .post(
             "/api/v1/credentials",
             Allowed(CredentialsEdit),
             put_credential,
         )
-        .doc(doc("doors", "Issue a credential (a visitor's card) within this building's own access groups").body::<NewCredential>())
+        .doc(doc("doors", "Issue a credential (a visitor's card) within this building's own access groups").body::<NewCredential>().returns::<views::CredentialIssued>())
         .post(
             "/api/v1/credentials/{id}/status",
             Allowed(CredentialsEdit),
             credential_status,
         )
-        .doc(doc("doors", "Suspend, restore or report lost a credential").body::<CredentialStatusChange>())
+        .doc(doc("doors", "Suspend, restore or report lost a credential").body::<CredentialStatusChange>().returns::<views::CredentialStatusSet>())
         .post("/api/v1/passes", Allowed(CredentialsEdit), put_pass)
-        .doc(doc("parking", "Issue a parking pass").body::<NewPass>())
+        .doc(doc("parking", "Issue a parking pass").body::<NewPass>().returns::<views::PassIssued>())
         .post(
             "/api/v1/passes/{id}/status",
             Allowed(CredentialsEdit),
             pass_status,
         )
-        .doc(doc("parking", "Suspend or restore a parking pass").body::<PassStatusChange>())
+        .doc(doc("parking", "Suspend or restore a parking pass").body::<PassStatusChange>().returns::<views::PassStatusSet>())
         .get("/api/v1/store", Allowed(TelemetryRead), store_stats)
         .doc(doc("node", "The store: what it committed, its size against its disk budget").returns::<views::StoreState>())
         .get("/api/v1/alarms", Allowed(TelemetryRead), list_alarms)
@@ -1148,9 +1150,45 @@ impl From<crate::park::ParkError> for ApiError {
                 "owned_by_hub",
                 format!("{m}; make this change on the hub"),
             ),
+            crate::park::ParkError::Unavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            }
             crate::park::ParkError::Store(e) => ApiError::internal(e),
         }
     }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct PeopleQuery {
+    /// People whose id or name contains this (case-insensitive).
+    #[param(max_length = 128)]
+    q: Option<String>,
+    #[param(minimum = 0)]
+    offset: Option<usize>,
+    /// At most 200; 50 when left out.
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<usize>,
+}
+
+async fn list_people(
+    State(s): State<ApiState>,
+    q: Result<Query<PeopleQuery>, QueryRejection>,
+) -> ApiResult<Json<views::PeoplePage>> {
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > 200 {
+        return Err(ApiError::bad_request("limit must be between 1 and 200"));
+    }
+    let needle = q.q.unwrap_or_default();
+    if needle.chars().count() > 128 {
+        return Err(ApiError::bad_request("q takes at most 128 characters"));
+    }
+    Ok(Json(
+        park(&s)?
+            .people(&needle, q.offset.unwrap_or(0), limit)
+            .await?,
+    ))
 }
 
 async fn list_doors(State(s): State<ApiState>) -> ApiResult<Json<views::DoorList>> {
@@ -1310,7 +1348,7 @@ async fn put_credential(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     body: Result<Json<NewCredential>, JsonRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::CredentialIssued>> {
     let Json(b) = body?;
     need_id("id", &b.id, 128)?;
     need_id("person_id", &b.person_id, 128)?;
@@ -1370,7 +1408,7 @@ async fn credential_status(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<CredentialStatusChange>, JsonRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::CredentialStatusSet>> {
     let Json(b) = body?;
     let status = b
         .status
@@ -1423,7 +1461,7 @@ async fn put_pass(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     body: Result<Json<NewPass>, JsonRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::PassIssued>> {
     let Json(b) = body?;
     need_id("id", &b.id, 128)?;
     need_id("plate", &b.plate, 32)?;
@@ -1473,7 +1511,7 @@ async fn pass_status(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<PassStatusChange>, JsonRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::PassStatusSet>> {
     let Json(b) = body?;
     let status = b
         .status

@@ -70,6 +70,13 @@ fn versions(c: &Connection, doc_id: &str) -> rusqlite::Result<(i64, Option<i64>,
     .unwrap_or((0, None, None)))
 }
 
+/// Whether the document's row copy matches its stored bytes and is in the current format.
+pub fn cache_is_current(c: &Connection, doc_id: &str) -> rusqlite::Result<bool> {
+    let (version, cache_version, cache_format) = versions(c, doc_id)?;
+    Ok(cache_version == Some(version)
+        && cache_format.as_deref() == Some(park_model::cache::CACHE_FORMAT))
+}
+
 /// Counts up the document's version; the copy follows when `delta` is given and the copy
 /// matched the bytes before this write.
 fn bump(c: &Connection, doc_id: &str, delta: Option<&CacheDelta>) -> rusqlite::Result<()> {

@@ -1386,7 +1386,11 @@ impl ParkService {
     /// Adds (or replaces) a credential in the directory, as a local edit that merges with
     /// the hub's edits later. Only the value's digest under the park's key and its visible
     /// suffix are stored; the answer shows the suffix.
-    pub async fn put_credential(&self, c: RawCredential, audit: Audit) -> Result<Json, ParkError> {
+    pub async fn put_credential(
+        &self,
+        c: RawCredential,
+        audit: Audit,
+    ) -> Result<views::CredentialIssued, ParkError> {
         let credential = c
             .digest(&self.key)
             .map_err(|e| ParkError::Invalid(e.to_string()))?;
@@ -1396,7 +1400,10 @@ impl ParkService {
             d.upsert(&credential)
         })
         .await?;
-        Ok(json!({"credential": id, "suffix": suffix}))
+        Ok(views::CredentialIssued {
+            credential: id,
+            suffix,
+        })
     }
 
     /// Suspends or reactivates a credential.
@@ -1405,7 +1412,7 @@ impl ParkService {
         id: &str,
         status: CredentialStatus,
         audit: Audit,
-    ) -> Result<Json, ParkError> {
+    ) -> Result<views::CredentialStatusSet, ParkError> {
         let id2 = id.to_string();
         self.edit_directory(
             &format!("set credential {id} {}", status.as_str()),
@@ -1413,15 +1420,18 @@ impl ParkService {
             move |d| d.set_credential_status(&id2, status),
         )
         .await?;
-        Ok(json!({"credential": id, "status": status.as_str()}))
+        Ok(views::CredentialStatusSet {
+            credential: id.to_string(),
+            status: status.as_str().into(),
+        })
     }
 
     /// Adds (or replaces) a parking pass.
-    pub async fn put_pass(&self, p: Pass, audit: Audit) -> Result<Json, ParkError> {
+    pub async fn put_pass(&self, p: Pass, audit: Audit) -> Result<views::PassIssued, ParkError> {
         let id = p.id.clone();
         self.edit_parking(&format!("put pass {id}"), audit, move |d| d.upsert(&p))
             .await?;
-        Ok(json!({"pass": id}))
+        Ok(views::PassIssued { pass: id })
     }
 
     /// Suspends or reactivates a pass.
@@ -1430,13 +1440,16 @@ impl ParkService {
         id: &str,
         status: PassStatus,
         audit: Audit,
-    ) -> Result<Json, ParkError> {
+    ) -> Result<views::PassStatusSet, ParkError> {
         let id2 = id.to_string();
         self.edit_parking(&format!("set pass {id}"), audit, move |d| {
             d.set_pass_status(&id2, status)
         })
         .await?;
-        Ok(json!({"pass": id, "status": status.as_str()}))
+        Ok(views::PassStatusSet {
+            pass: id.to_string(),
+            status: status.as_str().into(),
+        })
     }
 
     async fn edit_directory(
@@ -1583,6 +1596,28 @@ impl ParkService {
     }
 
     /// Doors with their configuration and live status.
+    /// People of the park's directory whose id or name contains `q` (case-insensitive), in id
+    /// order, `limit` from `offset`, with their credentials masked. Read from the
+    /// directory's row copy in the store, so a park of 100,000 people pages without reading
+    /// the document.
+    pub async fn people(
+        &self,
+        q: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<views::PeoplePage, ParkError> {
+        let needle = q.to_lowercase();
+        self.store
+            .read(move |c| people_page(c, &needle, offset, limit))
+            .await
+            .map_err(ParkError::Store)?
+            .ok_or_else(|| {
+                ParkError::Unavailable(
+                    "the directory is being loaded on this node; try again in a moment".into(),
+                )
+            })
+    }
+
     pub fn doors(&self) -> views::DoorList {
         let s = self.lock();
         let building = s.building.doc.snapshot().ok();
@@ -1865,6 +1900,9 @@ pub enum ParkError {
     /// An edit this building may not make: the park's master data is the hub's.
     #[error("{0}")]
     Forbidden(String),
+    /// Not there yet (the directory's row copy being rewritten after a start); try again.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("the store failed: {0:#}")]
     Store(anyhow::Error),
 }
@@ -1873,6 +1911,105 @@ impl From<park_model::DocError> for ParkError {
     fn from(e: park_model::DocError) -> Self {
         ParkError::Invalid(e.to_string())
     }
+}
+
+/// A page of people from the directory's row copy, or `None` when the copy does not match
+/// the stored document.
+fn people_page(
+    c: &rusqlite::Connection,
+    needle: &str,
+    offset: usize,
+    limit: usize,
+) -> rusqlite::Result<Option<views::PeoplePage>> {
+    use park_model::directory::{AccessGroup, Credential, Enterprise, Person};
+    use rusqlite::OptionalExtension as _;
+    if !crate::docs::cache_is_current(c, DIRECTORY)? {
+        return Ok(None);
+    }
+    let filter = "doc_id = ?1 AND collection = 'people' AND (?2 = '' OR instr(lower(id), ?2) > 0 \
+                  OR instr(lower(CASE WHEN json_valid(value) THEN json_extract(value, '$.name') END), ?2) > 0)";
+    let total: i64 = c.query_row(
+        &format!("SELECT count(*) FROM doc_cache WHERE {filter}"),
+        rusqlite::params![DIRECTORY, needle],
+        |r| r.get(0),
+    )?;
+    let rows: Vec<(String, String)> = c
+        .prepare_cached(&format!(
+            "SELECT id, value FROM doc_cache WHERE {filter} ORDER BY id LIMIT ?3 OFFSET ?4"
+        ))?
+        .query_map(
+            rusqlite::params![
+                DIRECTORY,
+                needle,
+                limit as i64,
+                offset.min(i64::MAX as usize) as i64
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+        .collect::<Result<_, _>>()?;
+    let row = |collection: &str, id: &str| -> rusqlite::Result<Option<String>> {
+        c.prepare_cached(
+            "SELECT value FROM doc_cache WHERE doc_id = ?1 AND collection = ?2 AND id = ?3",
+        )?
+        .query_row(rusqlite::params![DIRECTORY, collection, id], |r| r.get(0))
+        .optional()
+    };
+    let name_of = |collection: &str, id: &str| -> rusqlite::Result<views::Named> {
+        let name = match collection {
+            "enterprises" => row(collection, id)?
+                .and_then(|v| serde_json::from_str::<Enterprise>(&v).ok())
+                .map(|e| e.name),
+            _ => row(collection, id)?
+                .and_then(|v| serde_json::from_str::<AccessGroup>(&v).ok())
+                .map(|g| g.name),
+        };
+        Ok(views::Named {
+            id: id.to_string(),
+            name: name.unwrap_or_default(),
+        })
+    };
+    let mut people = Vec::with_capacity(rows.len());
+    for (id, value) in rows {
+        // A row that cannot be read is out of decisions too (and counted as such when read).
+        let Ok(p) = serde_json::from_str::<Person>(&value) else {
+            continue;
+        };
+        let credentials = c
+            .prepare_cached(
+                "SELECT value FROM doc_cache WHERE doc_id = ?1 AND collection = 'credentials' \
+                 AND (CASE WHEN json_valid(value) THEN json_extract(value, '$.person_id') END) = ?2 \
+                 ORDER BY id",
+            )?
+            .query_map(rusqlite::params![DIRECTORY, id], |r| r.get::<_, String>(0))?
+            .filter_map(|v| v.ok().and_then(|v| serde_json::from_str::<Credential>(&v).ok()))
+            .map(|c| views::CredentialView {
+                masked: format!("••••{}", c.suffix),
+                id: c.id,
+                kind: c.kind.as_str().into(),
+                status: c.status.as_str().into(),
+                valid_from: c.valid_from,
+                valid_to: c.valid_to,
+            })
+            .collect();
+        people.push(views::PersonView {
+            enterprise: name_of("enterprises", &p.enterprise_id)?,
+            access_groups: p
+                .access_group_ids
+                .iter()
+                .map(|g| name_of("access_groups", g))
+                .collect::<Result<_, _>>()?,
+            id: p.id,
+            name: p.name,
+            status: p.status.as_str().into(),
+            credentials,
+        });
+    }
+    Ok(Some(views::PeoplePage {
+        total: total as usize,
+        offset,
+        limit,
+        people,
+    }))
 }
 
 /// Barrier commands echo the plate read's id, when the camera gave one, so a lane
@@ -3048,6 +3185,74 @@ mod tests {
         b_store.flush().await;
         let b = open(&b_store, &seed).await;
         assert!(!decide(&b, kind, &value, &door).0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn people_page_from_the_row_copy_with_credentials_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("seed");
+        let sample = write_sample_documents(&seed, 40, 4, 2, 5, &key()).unwrap();
+        let store = Store::open(
+            StoreConfig::new(dir.path().join("edge.sqlite")),
+            &[],
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        let svc = open(&store, &seed).await;
+        svc.directory_loaded().await.unwrap();
+        store.flush().await;
+        let all = svc.people("", 0, 200).await.unwrap();
+        assert!(
+            all.total > 0 && all.total == all.people.len(),
+            "{}",
+            all.total
+        );
+        let ids: Vec<&str> = all.people.iter().map(|p| p.id.as_str()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted, "in id order");
+        // Pages of it, in order, add up to the whole.
+        let first = svc.people("", 0, 3).await.unwrap();
+        let second = svc.people("", 3, 3).await.unwrap();
+        assert_eq!((first.total, first.people.len()), (all.total, 3));
+        assert_eq!(first.people[0].id, all.people[0].id);
+        assert_eq!(second.people[0].id, all.people[3].id);
+        // Each credential is there, masked: no value in clear anywhere in the answer.
+        let text = serde_json::to_string(&all).unwrap();
+        for (_, value) in &sample.credentials {
+            assert!(!text.contains(value.as_str()), "{value} is in the answer");
+        }
+        let credentials: usize = all.people.iter().map(|p| p.credentials.len()).sum();
+        assert_eq!(credentials, sample.credentials.len());
+        assert!(
+            all.people
+                .iter()
+                .flat_map(|p| &p.credentials)
+                .all(|c| c.masked.starts_with("••••"))
+        );
+        assert!(all.people.iter().all(|p| !p.enterprise.name.is_empty()));
+        // A search by name or id, case-insensitive.
+        let someone = &all.people[1];
+        let by_name = svc
+            .people(&someone.name.to_uppercase(), 0, 50)
+            .await
+            .unwrap();
+        assert!(by_name.people.iter().any(|p| p.id == someone.id));
+        assert!(by_name.total < all.total || all.total == 1);
+        assert_eq!(svc.people("no such person", 0, 50).await.unwrap().total, 0);
+        // A suspension shows at once.
+        let ((_, _), _, credential, person) = granted_read(&svc, &sample);
+        svc.set_credential_status(&credential, CredentialStatus::Suspended, test_audit())
+            .await
+            .unwrap();
+        let page = svc.people(&person, 0, 50).await.unwrap();
+        let shown = page
+            .people
+            .iter()
+            .flat_map(|p| &p.credentials)
+            .find(|c| c.id == credential)
+            .unwrap();
+        assert_eq!(shown.status, "suspended");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -557,6 +557,12 @@ fn open_writer(path: &Path) -> anyhow::Result<Connection> {
              value TEXT NOT NULL,
              PRIMARY KEY (doc_id, collection, id)
          ) WITHOUT ROWID;
+         -- A person's credentials in the directory's copy (the people view); rows that are
+         -- not JSON are left out rather than refused.
+         CREATE INDEX IF NOT EXISTS doc_cache_credential_person ON doc_cache (
+             doc_id,
+             (CASE WHEN json_valid(value) THEN json_extract(value, '$.person_id') END)
+         ) WHERE collection = 'credentials';
          CREATE TABLE IF NOT EXISTS parking_sessions (
              id TEXT PRIMARY KEY,
              lot TEXT NOT NULL,

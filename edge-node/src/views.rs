@@ -442,3 +442,101 @@ pub struct Reloaded {
 pub struct UserList {
     pub users: Vec<accounts::auth::AccountView>,
 }
+
+fn texts<T: Copy>(all: &[T], text: fn(T) -> &'static str) -> RefOr<Schema> {
+    accounts::openapi::one_of(all.iter().map(|v| text(*v)))
+}
+
+fn person_statuses() -> RefOr<Schema> {
+    use park_model::directory::PersonStatus;
+    texts(PersonStatus::ALL, PersonStatus::as_str)
+}
+
+fn credential_kinds() -> RefOr<Schema> {
+    use park_model::directory::CredentialKind;
+    texts(CredentialKind::ALL, CredentialKind::as_str)
+}
+
+fn credential_statuses() -> RefOr<Schema> {
+    use park_model::directory::CredentialStatus;
+    texts(CredentialStatus::ALL, CredentialStatus::as_str)
+}
+
+/// An entity named by its id and its name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Named {
+    pub id: String,
+    /// Empty when the directory no longer holds it.
+    pub name: String,
+}
+
+/// A credential as people may see it: never its value, only its kind and the last
+/// characters of a card or plate that tell it apart (`••••A1B2`; a PIN shows none).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CredentialView {
+    pub id: String,
+    #[schema(schema_with = credential_kinds)]
+    pub kind: String,
+    pub masked: String,
+    #[schema(schema_with = credential_statuses)]
+    pub status: String,
+    /// Microseconds since 1970; none for always.
+    pub valid_from: Option<i64>,
+    pub valid_to: Option<i64>,
+}
+
+/// A person of the park's directory as this building holds it, with their enterprise,
+/// access groups and credentials (masked).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PersonView {
+    pub id: String,
+    pub name: String,
+    pub enterprise: Named,
+    #[schema(schema_with = person_statuses)]
+    pub status: String,
+    pub access_groups: Vec<Named>,
+    pub credentials: Vec<CredentialView>,
+}
+
+/// One page of people, in id order, with the total that match.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PeoplePage {
+    pub total: usize,
+    pub offset: usize,
+    pub limit: usize,
+    pub people: Vec<PersonView>,
+}
+
+fn pass_statuses() -> RefOr<Schema> {
+    use park_model::parking::PassStatus;
+    texts(PassStatus::ALL, PassStatus::as_str)
+}
+
+/// A credential issued: its id and the characters of it people will see.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CredentialIssued {
+    pub credential: String,
+    pub suffix: String,
+}
+
+/// A credential's new status.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CredentialStatusSet {
+    pub credential: String,
+    #[schema(schema_with = credential_statuses)]
+    pub status: String,
+}
+
+/// A parking pass issued.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PassIssued {
+    pub pass: String,
+}
+
+/// A parking pass's new status.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PassStatusSet {
+    pub pass: String,
+    #[schema(schema_with = pass_statuses)]
+    pub status: String,
+}

@@ -80,7 +80,7 @@ test('a door opened by hand with a reason shows in the access log and the audit 
   await dialog.getByRole('textbox').fill('delivery at the loading bay')
   await page.getByTestId('confirm-open').click()
   await expect(dialog).toBeHidden()
-  await expect(page.getByTestId('access-log')).toContainText('access.manual_open')
+  await expect(page.getByTestId('access-log')).toContainText('远程开门')
   await expect(page.getByTestId('access-log')).toContainText('delivery at the loading bay')
   await screenshots(page, 'doors')
   const audit = await page.evaluate(async () => {
@@ -88,6 +88,37 @@ test('a door opened by hand with a reason shows in the access log and the audit 
     return (a.entries as { action: string; target: string }[]).map((e) => `${e.action} ${e.target}`)
   })
   expect(audit).toContain('door_manual_open d1')
+})
+
+test('a security officer finds people with their credentials masked, suspends a card with a reason and restores it', async ({ page }) => {
+  await logIn(page, viewer)
+  await page.getByRole('menuitem', { name: '人员与凭证' }).click()
+  const table = page.getByTestId('people-table')
+  await expect(table).toContainText('Enterprise e1')
+  await expect(table).toContainText('Enterprise e2')
+  await expect(page.getByTestId('people-total')).toHaveText('共 2 人')
+  // Only the card's last characters, never its value.
+  const card = page.getByTestId('credential-c-p2')
+  await expect(card).toContainText('••••')
+  await expect(page.locator('body')).not.toContainText('CARD-2')
+  await page.getByLabel('搜索').fill('p2')
+  await expect(page.getByTestId('people-total')).toHaveText('共 1 人')
+  await card.getByRole('button', { name: '挂起' }).click()
+  const dialog = page.getByRole('dialog')
+  await dialog.getByRole('textbox').fill('card left at reception')
+  await page.getByTestId('confirm-status').click()
+  await expect(dialog).toBeHidden()
+  await expect(card).toContainText('已挂起')
+  await screenshots(page, 'people')
+  await card.getByRole('button', { name: '恢复' }).click()
+  await dialog.getByRole('textbox').fill('card collected by its holder')
+  await page.getByTestId('confirm-status').click()
+  await expect(card).toContainText('有效')
+  const audit = await page.evaluate(async () => {
+    const a = await (await fetch('/api/v1/audit?limit=50')).json()
+    return (a.entries as { action: string; target: string }[]).map((e) => `${e.action} ${e.target}`)
+  })
+  expect(audit.filter((e) => e === 'credential_status c-p2')).toHaveLength(2)
 })
 
 test('a low-confidence plate is admitted with the plate a person read', async ({ page }) => {
@@ -116,7 +147,7 @@ test('the rules page shows the loaded rule and reloads the file', async ({ page 
 test('the logs page pages the event and audit logs and exports them as CSV', async ({ page }) => {
   await logIn(page, engineer)
   await page.getByRole('menuitem', { name: '日志' }).click()
-  await expect(page.getByTestId('events-table')).toContainText('access.manual_open')
+  await expect(page.getByTestId('events-table')).toContainText('远程开门')
   const [events] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-events').click()])
   const csv = await (await events.createReadStream()).toArray()
   const text = Buffer.concat(csv).toString('utf8')

@@ -10,7 +10,6 @@ export const keys = {
   store: ['store'] as const,
   devices: ['devices'] as const,
   alarms: ['alarms'] as const,
-  points: (q: object) => ['points', q] as const,
   point: (device: string, point: string) => ['point', device, point] as const,
   history: (device: string, point: string, q: object) => ['history', device, point, q] as const,
 }
@@ -55,36 +54,6 @@ export function useActiveAlarms(enabled: MaybeRefOrGetter<boolean> = true) {
     queryFn: () => unwrap(api.GET('/api/v1/alarms')),
     enabled: computed(() => toValue(enabled)),
     refetchInterval: 5_000,
-  })
-}
-
-export interface PointQuery {
-  q?: string
-  device?: string
-  offset: number
-  limit: number
-}
-
-/** One page of points, filtered on the node. */
-export function usePointPage(query: MaybeRefOrGetter<PointQuery>) {
-  return useQuery({
-    queryKey: computed(() => keys.points(toValue(query))),
-    queryFn: () => {
-      const q = toValue(query)
-      return unwrap(
-        api.GET('/api/v1/points', {
-          params: {
-            query: {
-              q: q.q || undefined,
-              device: q.device || undefined,
-              offset: q.offset,
-              limit: q.limit,
-            },
-          },
-        }),
-      )
-    },
-    placeholderData: keepPreviousData,
   })
 }
 
@@ -314,4 +283,37 @@ export function useAudit(before: MaybeRefOrGetter<number | undefined>, limit = 5
 
 export function useUsers() {
   return useQuery({ queryKey: ['users'], queryFn: () => unwrap(api.GET('/api/v1/users')), refetchInterval: 15_000 })
+}
+
+export interface PeopleQuery {
+  q: string
+  offset: number
+  limit: number
+}
+
+/** One page of the park's people with their credentials (masked), filtered on the node. */
+export function usePeople(query: MaybeRefOrGetter<PeopleQuery>) {
+  return useQuery({
+    queryKey: computed(() => ['people', toValue(query)] as const),
+    queryFn: () => {
+      const q = toValue(query)
+      return unwrap(api.GET('/api/v1/people', { params: { query: { q: q.q || undefined, offset: q.offset, limit: q.limit } } }))
+    },
+    placeholderData: keepPreviousData,
+  })
+}
+
+/** Suspends, restores or reports lost a credential (audited on the node). */
+export function useCredentialStatus() {
+  const client = useQueryClient()
+  return useMutation({
+    mutationFn: (c: { id: string; status: 'active' | 'suspended' | 'lost'; reason: string }) =>
+      unwrap(
+        api.POST('/api/v1/credentials/{id}/status', {
+          params: { path: { id: c.id } },
+          body: { status: c.status, reason: c.reason || null },
+        }),
+      ),
+    onSuccess: () => void client.invalidateQueries({ queryKey: ['people'] }),
+  })
 }

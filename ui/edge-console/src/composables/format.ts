@@ -12,9 +12,25 @@ export function bytes(n: number): string {
   return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`
 }
 
+const formats = new Map<string, Intl.DateTimeFormat>()
+
 /** A time from microseconds since 1970, in the user's language and time zone. */
 export function dateTime(micros: number): string {
-  return new Date(micros / 1000).toLocaleString(currentLocale(), { hour12: false })
+  const locale = currentLocale()
+  let f = formats.get(locale)
+  if (!f) {
+    f = new Intl.DateTimeFormat(locale, {
+      year: 'numeric',
+      month: 'numeric',
+      day: 'numeric',
+      hour: 'numeric',
+      minute: 'numeric',
+      second: 'numeric',
+      hour12: false,
+    })
+    formats.set(locale, f)
+  }
+  return f.format(new Date(micros / 1000))
 }
 
 /** A sample's value for display: numbers with at most 3 decimals, booleans as on/off. */

@@ -41,6 +41,11 @@ const routes: RouteRecordRaw[] = [
     meta: { permission: 'telemetry.read', title: 'nav.doors' },
   },
   {
+    path: '/people',
+    component: () => import('@/views/PeopleView.vue'),
+    meta: { permission: 'credentials.edit', title: 'nav.people' },
+  },
+  {
     path: '/parking',
     component: () => import('@/views/ParkingView.vue'),
     meta: { permission: 'telemetry.read', title: 'nav.parking' },
