@@ -34,6 +34,7 @@ pub async fn run(samples: usize, events: usize) -> anyhow::Result<()> {
         edge_cert_days: 30,
         renew_before: Duration::from_secs(10 * 86_400),
         documents_seed_dir: None,
+        influx: None,
     };
     let db = settings.db_path();
     let hub = cloud_hub::Hub::start(settings).await?;

@@ -96,6 +96,7 @@ pub async fn run(data_dir: Option<PathBuf>, profiles: PathBuf, port: u16) -> any
         edge_cert_days: 30,
         renew_before: Duration::from_secs(10 * 86_400),
         documents_seed_dir: Some(hub_seed),
+        influx: None,
     };
     let db = hub_settings.db_path();
     let hub = cloud_hub::Hub::start(hub_settings).await?;

@@ -28,6 +28,36 @@ pub struct HubConfig {
     pub retention: RetentionSection,
     #[serde(default)]
     pub documents: DocumentsSection,
+    pub influx: Option<InfluxSection>,
+}
+
+/// Telemetry to an InfluxDB v2 write API (InfluxDB 2.x, or VictoriaMetrics).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxSection {
+    pub url: String,
+    #[serde(default = "default_influx_name")]
+    pub org: String,
+    #[serde(default = "default_influx_bucket")]
+    pub bucket: String,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_influx_name")]
+    pub measurement: String,
+    #[serde(default = "default_influx_batch")]
+    pub batch_samples: usize,
+}
+
+fn default_influx_name() -> String {
+    "smartpark".into()
+}
+
+fn default_influx_bucket() -> String {
+    "telemetry".into()
+}
+
+fn default_influx_batch() -> usize {
+    5000
 }
 
 /// The park documents the hub starts from.
@@ -189,6 +219,8 @@ pub struct HubSettings {
     pub renew_before: Duration,
     /// Park documents merged in at start (`[documents] seed_dir`).
     pub documents_seed_dir: Option<PathBuf>,
+    /// Where telemetry goes besides the hub's own store (`[influx]`).
+    pub influx: Option<crate::influx::InfluxSettings>,
 }
 
 impl HubSettings {
@@ -252,6 +284,49 @@ impl HubSettings {
                 "must be between 1 and 3650".into(),
             ));
         }
+        let influx = match &config.influx {
+            None => None,
+            Some(i) => {
+                let scheme_ok = i.url.starts_with("http://") || i.url.starts_with("https://");
+                if !scheme_ok || i.url.contains(['?', '#', ' ']) {
+                    return Err(invalid(
+                        "influx.url",
+                        format!("{:?} is not a base URL like http://127.0.0.1:8086", i.url),
+                    ));
+                }
+                if i.batch_samples == 0 || i.batch_samples > 100_000 {
+                    return Err(invalid(
+                        "influx.batch_samples",
+                        "must be between 1 and 100000".into(),
+                    ));
+                }
+                let measurement_ok = !i.measurement.is_empty()
+                    && i.measurement
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if !measurement_ok {
+                    return Err(invalid(
+                        "influx.measurement",
+                        "must be letters, digits and underscores".into(),
+                    ));
+                }
+                if i.org.trim().is_empty() || i.bucket.trim().is_empty() {
+                    return Err(invalid(
+                        "influx.bucket",
+                        "org and bucket must not be empty".into(),
+                    ));
+                }
+                Some(crate::influx::InfluxSettings {
+                    url: i.url.clone(),
+                    org: i.org.clone(),
+                    bucket: i.bucket.clone(),
+                    token_file: i.token_file.as_deref().map(resolve),
+                    ca_file: i.ca_file.as_deref().map(resolve),
+                    measurement: i.measurement.clone(),
+                    batch_samples: i.batch_samples,
+                })
+            }
+        };
         let http_listen = addr("http.listen", &config.http.listen)?;
         let http_tls = http_tls(&config.http, http_listen, file, text, &resolve)?;
         let h = &config.http;
@@ -280,6 +355,7 @@ impl HubSettings {
             edge_cert_days: e.edge_cert_days,
             renew_before: Duration::from_secs(u64::from(renew_before_days) * 86_400),
             documents_seed_dir: config.documents.seed_dir.as_deref().map(resolve),
+            influx,
         })
     }
 
@@ -302,6 +378,7 @@ impl HubSettings {
             edge_cert_days: 365,
             renew_before: Duration::from_secs(30 * 86_400),
             documents_seed_dir: None,
+            influx: None,
         }
     }
 

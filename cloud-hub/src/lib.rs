@@ -19,6 +19,7 @@ pub mod api;
 pub mod audit;
 pub mod config;
 pub mod enroll;
+pub mod influx;
 pub mod metrics;
 pub mod people;
 pub mod store;
@@ -287,6 +288,14 @@ impl Hub {
                     }
                 }
             }));
+        }
+        if let Some(influx) = settings.influx.clone() {
+            tracing::info!(url = %influx.url, bucket = %influx.bucket, "Exporting telemetry to the time-series engine.");
+            tasks.push(tokio::spawn(influx::run(
+                store.clone(),
+                influx,
+                metrics.clone(),
+            )));
         }
         tracing::info!(quic = %quic_addr, api = %api_addr, tls = api_trust_pem.is_some(), "Hub listening.");
         Ok(Hub {

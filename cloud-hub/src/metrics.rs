@@ -58,6 +58,11 @@ metrics! {
     enrollments_refused_total: "counter", "Enrollment requests refused.";
     protocol_errors_total: "counter", "Sync sessions ended by a protocol violation or an undecodable frame.";
     http_requests_total: "counter", "HTTP API requests.";
+    influx_samples_written_total: "counter", "Raw samples the time-series engine acknowledged.";
+    influx_samples_refused_total: "counter", "Raw samples the time-series engine refused as malformed (400); skipped.";
+    influx_requests_total: "counter", "Write requests the time-series engine acknowledged.";
+    influx_errors_total: "counter", "Write requests that failed (engine away, token refused, server error); retried.";
+    influx_backlog_samples: "gauge", "Raw samples stored but not yet acknowledged by the time-series engine.";
     http_client_errors_total: "counter", "HTTP API requests answered with a 4xx.";
     tls_handshake_failures_total: "counter", "TLS handshakes on the HTTP API that failed (plain HTTP on the HTTPS port, a refused certificate, a timeout).";
 }

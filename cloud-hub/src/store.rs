@@ -511,6 +511,12 @@ CREATE TABLE IF NOT EXISTS documents (
     updated INTEGER NOT NULL,
     PRIMARY KEY (park, doc_id)
 ) WITHOUT ROWID;
+-- How far each export of the hub's data has been acknowledged (the time-series engine:
+-- the last `raw` rowid it took).
+CREATE TABLE IF NOT EXISTS export_cursors (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS doc_chunks (
     park TEXT NOT NULL,
     doc_id TEXT NOT NULL,

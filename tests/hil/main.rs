@@ -13,6 +13,7 @@ mod console;
 mod crash;
 mod credential_secrecy;
 mod demo;
+mod influx;
 mod lab;
 mod modbus;
 mod mqtt;

@@ -13,20 +13,20 @@ use crate::support::{
     Edge, Proc, edge_binary, eventually, http_as, mosquitto_pub, smartpark, token_for,
 };
 
-struct Hub {
-    proc: Proc,
-    quic: String,
-    api: String,
+pub(crate) struct Hub {
+    pub(crate) proc: Proc,
+    pub(crate) quic: String,
+    pub(crate) api: String,
     config: std::path::PathBuf,
     /// A token of the park's manager, for reading the hub's API.
-    token: String,
+    pub(crate) token: String,
 }
 
 const MONITOR: &str = "hil-monitor";
 const MONITOR_PASSWORD: &str = "quiet-harbor-lamp-77";
 
 impl Hub {
-    fn start(config: &Path) -> Hub {
+    pub(crate) fn start(config: &Path) -> Hub {
         let cfg = config.to_str().unwrap();
         let (ok, out) = smartpark(&["hub", "user", "list", "--config", cfg], "");
         if ok && !out.contains(MONITOR) {
@@ -88,7 +88,7 @@ impl Hub {
     }
 }
 
-fn hub_config(dir: &Path, quic_port: u16) -> std::path::PathBuf {
+pub(crate) fn hub_config(dir: &Path, quic_port: u16) -> std::path::PathBuf {
     let file = dir.join("hub.toml");
     std::fs::write(
         &file,
@@ -156,7 +156,7 @@ fn offline_root(config: &Path, dir: &Path) -> String {
 
 /// `hub enroll` for building b1, then `edge-enroll` into `dir/identity`; returns the token
 /// (now used) and the identity folder.
-fn enroll(config: &Path, hub: &Hub, dir: &Path) -> (String, std::path::PathBuf) {
+pub(crate) fn enroll(config: &Path, hub: &Hub, dir: &Path) -> (String, std::path::PathBuf) {
     let out = Command::new(edge_binary())
         .args(["hub", "enroll", "--config"])
         .arg(config)
