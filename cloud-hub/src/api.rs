@@ -17,6 +17,7 @@ use accounts::auth::manage;
 use accounts::http::{
     self, ApiAuth, ApiError, ApiResult, RouteIndex, RouteScope, RouteSpec, Routes, audit_outcome,
 };
+use accounts::openapi::{self, Doc};
 use accounts::{Auth, Caller};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
@@ -28,10 +29,12 @@ use park_model::identity::{Access, Grant, Permission, Principal, Scope};
 use rusqlite::{OptionalExtension, params};
 use serde::Deserialize;
 use serde_json::{Value as Json_, json};
+use utoipa::openapi::{RefOr, Schema};
 
 use crate::metrics::Metrics;
 use crate::store::{BuildingKey, HubStore, now_micros, sample_json};
 use crate::sync::{Documents, Registry};
+use crate::views;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -83,103 +86,202 @@ pub fn scope_of(path: &str, params: &[(&str, &str)]) -> RouteScope {
 fn routes() -> Routes<ApiState> {
     use Access::{Allowed, Public};
     use Permission::*;
-    http::auth_routes(Routes::default())
+    let doc = Doc::new;
+    crate::master::routes(http::auth_routes(Routes::default()))
         .get("/health", Public, || async {
-            Json(json!({"status": "ok"}))
+            Json(views::Status {
+                status: "ok".into(),
+            })
         })
+        .doc(doc("hub", "Liveness: the process answers").returns::<views::Status>())
         .get("/ready", Public, ready)
+        .doc(doc("hub", "Readiness: the store commits (503 while it does not)").returns::<views::Status>())
         .get("/metrics", Allowed(TelemetryRead), metrics)
+        .doc(doc("hub", "Metrics in the Prometheus text format").text())
+        .get("/api/v1/openapi.json", Public, openapi)
+        .doc(doc("hub", "This document"))
         .get("/api/v1/parks", Allowed(TelemetryRead), list_parks)
+        .doc(doc("parks", "The parks where the caller may read telemetry, with their buildings counted").returns::<views::ParkList>())
         .get(
             "/api/v1/parks/{park}/buildings",
             Allowed(TelemetryRead),
             list_buildings,
+        )
+        .doc(
+            doc("parks", "The buildings of a park the caller may read, each with its edge's connection, backlog and freshness")
+                .returns::<views::BuildingList>()
+                .describe("404 when the caller sees no building of the park."),
         )
         .get(
             "/api/v1/parks/{park}/buildings/{building}",
             Allowed(TelemetryRead),
             get_building,
         )
+        .doc(doc("parks", "One building with its edge and how far its uploads are stored").returns::<views::BuildingDetail>())
         .get(
             "/api/v1/parks/{park}/buildings/{building}/points",
             Allowed(TelemetryRead),
             list_points,
         )
+        .doc(doc("telemetry", "A building's points with their latest samples").returns::<views::PointList>())
         .get(
             "/api/v1/parks/{park}/buildings/{building}/points/{device}/{point}/history",
             Allowed(TelemetryRead),
             history,
+        )
+        .doc(
+            doc("telemetry", "A point's history: raw samples or rollups over a range")
+                .query::<HistoryQuery>()
+                .returns::<views::HistoryPage>()
+                .describe("`auto` picks raw samples up to 2 hours, 1-minute rollups up to 2 days, 15-minute rollups up to 31 days and hourly ones beyond. A range the wrong way round is a 422."),
         )
         .get(
             "/api/v1/parks/{park}/buildings/{building}/events",
             Allowed(EventsRead),
             list_events,
         )
+        .doc(
+            doc("telemetry", "A building's uploaded events in the order stored, a page at a time")
+                .query::<EventsQuery>()
+                .returns::<views::EventList>(),
+        )
         .get(
             "/api/v1/parks/{park}/buildings/{building}/audit",
             Allowed(AuditRead),
             building_audit,
+        )
+        .doc(
+            doc("audit", "A building's audit log as its edge uploaded it, newest first, with whether its chain holds")
+                .query::<AuditQuery>()
+                .returns::<views::BuildingAudit>(),
         )
         .get(
             "/api/v1/parks/{park}/people/{person}/private",
             Allowed(EnterpriseRead),
             get_private,
         )
+        .doc(doc("people", "A person's phone and ID numbers, masked unless the caller may read personal data in the park").returns::<views::PrivateFields>())
         .put(
             "/api/v1/parks/{park}/people/{person}/private",
             Allowed(PersonalRead),
             put_private,
+        )
+        .doc(
+            doc("people", "Set a person's phone and ID numbers (sealed at rest; audited without the values)")
+                .body::<PrivateBody>()
+                .returns::<views::PrivateFields>()
+                .describe("The park's directory says which enterprise a person is in: `enterpriseId` counts only for a person it does not know yet, and must agree with it otherwise (422). A field left out or null is removed."),
         )
         .get(
             "/api/v1/parks/{park}/enterprises/{enterprise}/people/{person}/private",
             Allowed(EnterpriseRead),
             get_enterprise_private,
         )
+        .doc(doc("people", "The same for a person of the enterprise the path names (another enterprise's people are not found)").returns::<views::PrivateFields>())
         .put(
             "/api/v1/parks/{park}/enterprises/{enterprise}/people/{person}/private",
             Allowed(PersonalRead),
             put_enterprise_private,
         )
+        .doc(
+            doc("people", "Set the phone and ID numbers of a person of the enterprise the path names")
+                .body::<PrivateBody>()
+                .returns::<views::PrivateFields>()
+                .describe("A person the directory files under another enterprise is not found here (404); `enterpriseId`, if given, must be the path's."),
+        )
         .get("/api/v1/edges", Allowed(EdgesManage), list_edges)
+        .doc(doc("edges", "Every building's edge: certificate, connection, backlog and data freshness").returns::<views::EdgeList>())
         .get("/api/v1/audit", Allowed(AuditRead), hub_audit)
+        .doc(
+            doc("audit", "The hub's own audit log, newest first, a page at a time")
+                .query::<AuditQuery>()
+                .returns::<views::AuditPage>(),
+        )
         .get("/api/v1/users", Allowed(UsersManage), list_users)
+        .doc(doc("users", "The users the caller may see: those holding a grant the caller could give").returns::<views::UserList>())
         .post("/api/v1/users", Allowed(UsersManage), create_user)
+        .doc(
+            doc("users", "Make a user with roles the caller could give")
+                .body::<NewUser>()
+                .returns::<views::UserView>()
+                .describe("A grant the caller could not give is refused (403); a malformed grant, a weak password, a username taken or an unknown department is a 422 that names it."),
+        )
         .get("/api/v1/users/{id}", Allowed(UsersManage), get_user)
+        .doc(doc("users", "One user the caller may see").returns::<views::UserView>())
         .put(
             "/api/v1/users/{id}/grants",
             Allowed(UsersManage),
             set_grants,
+        )
+        .doc(
+            doc("users", "Replace a user's grants (their sessions end)")
+                .body::<GrantsBody>()
+                .returns::<views::UserView>()
+                .describe("Nobody changes their own grants here, nor a user holding a role they could not give (403)."),
         )
         .post(
             "/api/v1/users/{id}/disable",
             Allowed(UsersManage),
             disable_user,
         )
+        .doc(doc("users", "Disable a user: their sessions and tokens stop working at once").returns::<views::UserView>())
         .post(
             "/api/v1/users/{id}/enable",
             Allowed(UsersManage),
             enable_user,
         )
+        .doc(doc("users", "Enable a disabled user again").returns::<views::UserView>())
         .post(
             "/api/v1/users/{id}/password",
             Allowed(UsersManage),
             reset_password,
         )
+        .doc(doc("users", "Set a user's password (their sessions end)").body::<PasswordReset>().returns::<views::UserView>())
         .post(
             "/api/v1/users/{id}/reset-second-factor",
             Allowed(UsersManage),
             reset_second_factor,
         )
+        .doc(doc("users", "Remove a user's second factor (a lost phone): they set one up again at their next login").returns::<views::UserView>())
         .get(
             "/api/v1/departments",
             Allowed(UsersManage),
             list_departments,
         )
+        .doc(doc("users", "The departments where the caller manages users").returns::<views::DepartmentList>())
         .post(
             "/api/v1/departments",
             Allowed(UsersManage),
             create_department,
         )
+        .doc(
+            doc("users", "Make a department, the operator's own or a park's")
+                .body::<NewDepartment>()
+                .returns::<views::DepartmentCreated>()
+                .describe("An id already taken or an unknown parent is a 422 that names it."),
+        )
+}
+
+/// The OpenAPI document of this API, built once from [`routes`].
+pub fn openapi_document() -> &'static Json_ {
+    static DOC: OnceLock<Json_> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let doc = routes().openapi(
+            "smartpark hub API",
+            env!("CARGO_PKG_VERSION"),
+            "The operator's API over every park: buildings and their edges, telemetry and events uploaded by the edges, audit logs, users, departments and the private fields of the parks' people. Every route but login, health and this document needs a session or an API token, and the permission it names (x-permission) at the park, building or enterprise its path names, at the operator for the rest; lists show only the rows the caller may see.",
+        );
+        serde_json::to_value(&doc).unwrap_or_else(|e| json!({"error": e.to_string()}))
+    })
+}
+
+async fn openapi() -> Json<&'static Json_> {
+    Json(openapi_document())
+}
+
+/// The routes that have no documentation (a test keeps this empty).
+pub fn undocumented_routes() -> Vec<RouteSpec> {
+    routes().undocumented()
 }
 
 /// The route table, for tests and documentation.
@@ -208,7 +310,10 @@ async fn count_requests(State(s): State<ApiState>, req: Request, next: Next) -> 
 
 async fn ready(State(s): State<ApiState>) -> Response {
     match s.store.health() {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Ok(()) => Json(views::Status {
+            status: "ready".into(),
+        })
+        .into_response(),
         Err(reason) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
@@ -236,8 +341,9 @@ const EDGE_COLUMNS: &str = "b.park, b.building, e.serial, e.edge_id, e.enrolled_
     e.last_seen, e.last_error, e.remote, e.health_at, e.backlog_events, e.backlog_rollups, e.backlog_raw,
     e.newest_event_ts, e.newest_sample_ts, (SELECT 1 FROM revocations r WHERE r.serial = e.serial)";
 
-/// An edge row as JSON, with the live connection (if any) overriding what was stored.
-fn edge_json(r: &rusqlite::Row<'_>, registry: &Registry) -> rusqlite::Result<Json_> {
+/// An edge row as the API shows it, with the live connection (if any) overriding what was
+/// stored.
+fn edge_view(r: &rusqlite::Row<'_>, registry: &Registry) -> rusqlite::Result<views::EdgeView> {
     let key = BuildingKey {
         park: r.get(0)?,
         building: r.get(1)?,
@@ -264,41 +370,45 @@ fn edge_json(r: &rusqlite::Row<'_>, registry: &Registry) -> rusqlite::Result<Jso
             r.get::<_, Option<String>>(10)?,
         ),
     };
-    Ok(json!({
-        "park": key.park,
-        "building": key.building,
-        "edgeId": live.as_ref().and_then(|l| l.edge_id.lock().ok().and_then(|g| g.clone())).or(r.get::<_, Option<String>>(3)?),
-        "certificate": {
-            "serial": r.get::<_, Option<String>>(2)?,
-            "enrolledAt": r.get::<_, Option<i64>>(4)?,
-            "notAfter": r.get::<_, Option<i64>>(5)?,
-            "revoked": r.get::<_, Option<i64>>(17)?.is_some(),
+    let edge_id = live
+        .as_ref()
+        .and_then(|l| l.edge_id.lock().ok().and_then(|g| g.clone()))
+        .or(r.get::<_, Option<String>>(3)?);
+    Ok(views::EdgeView {
+        park: key.park,
+        building: key.building,
+        edge_id,
+        certificate: views::CertificateView {
+            serial: r.get(2)?,
+            enrolled_at: r.get(4)?,
+            not_after: r.get(5)?,
+            revoked: r.get::<_, Option<i64>>(17)?.is_some(),
         },
-        "connection": {
-            "state": state,
-            "since": since,
-            "lastSeen": last_seen,
-            "remote": remote,
-            "lastError": r.get::<_, Option<String>>(9)?,
+        connection: views::ConnectionView {
+            state,
+            since,
+            last_seen,
+            remote,
+            last_error: r.get(9)?,
         },
-        "backlog": {
-            "events": r.get::<_, Option<i64>>(12)?,
-            "rollups": r.get::<_, Option<i64>>(13)?,
-            "raw": r.get::<_, Option<i64>>(14)?,
-            "reportedAt": r.get::<_, Option<i64>>(11)?,
+        backlog: views::BacklogView {
+            events: r.get(12)?,
+            rollups: r.get(13)?,
+            raw: r.get(14)?,
+            reported_at: r.get(11)?,
         },
-        "freshness": {
-            "newestEvent": r.get::<_, Option<i64>>(15)?,
-            "newestSample": r.get::<_, Option<i64>>(16)?,
+        freshness: views::FreshnessView {
+            newest_event: r.get(15)?,
+            newest_sample: r.get(16)?,
         },
-    }))
+    })
 }
 
 async fn edges_where(
     s: &ApiState,
     filter: &'static str,
     args: Vec<String>,
-) -> ApiResult<Vec<Json_>> {
+) -> ApiResult<Vec<views::EdgeView>> {
     let registry = s.registry.clone();
     s.store
         .read(move |c| {
@@ -306,25 +416,28 @@ async fn edges_where(
                 "SELECT {EDGE_COLUMNS} FROM edges e JOIN buildings b ON b.id = e.building_id {filter} ORDER BY b.park, b.building"
             );
             let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| edge_json(r, &registry))?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| edge_view(r, &registry))?;
             rows.collect()
         })
         .await
         .map_err(ApiError::internal)
 }
 
-async fn list_edges(State(s): State<ApiState>) -> ApiResult<Json<Json_>> {
+async fn list_edges(State(s): State<ApiState>) -> ApiResult<Json<views::EdgeList>> {
     let edges = edges_where(&s, "", Vec::new()).await?;
-    Ok(Json(json!({"edges": edges, "now": now_micros()})))
+    Ok(Json(views::EdgeList {
+        edges,
+        now: now_micros(),
+    }))
 }
 
 /// The parks where the caller may read telemetry somewhere.
 async fn list_parks(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::ParkList>> {
     let p = &caller.principal;
-    let edges: Vec<Json_> = edges_where(&s, "", Vec::new())
+    let edges: Vec<views::EdgeView> = edges_where(&s, "", Vec::new())
         .await?
         .into_iter()
         .filter(|e| building_visible(p, e))
@@ -338,30 +451,31 @@ async fn list_parks(
         })
         .await
         .map_err(ApiError::internal)?;
-    let parks: Vec<Json_> = parks
+    let parks = parks
         .into_iter()
         .filter(|park| p.can_somewhere_in(Permission::TelemetryRead, park))
         .map(|park| {
-            let of_park: Vec<&Json_> = edges
-                .iter()
-                .filter(|e| e["park"] == park.as_str())
-                .collect();
+            let of_park: Vec<&views::EdgeView> = edges.iter().filter(|e| e.park == park).collect();
             let connected = of_park
                 .iter()
-                .filter(|e| e["connection"]["state"] == "connected")
+                .filter(|e| e.connection.state == "connected")
                 .count();
-            json!({"park": park, "buildings": of_park.len(), "edgesConnected": connected})
+            views::ParkSummary {
+                park,
+                buildings: of_park.len(),
+                edges_connected: connected,
+            }
         })
         .collect();
-    Ok(Json(json!({"parks": parks})))
+    Ok(Json(views::ParkList { parks }))
 }
 
 /// Whether the caller may read telemetry of the building an edge row is of.
-fn building_visible(p: &Principal, edge: &Json_) -> bool {
-    match (edge["park"].as_str(), edge["building"].as_str()) {
-        (Some(park), Some(b)) => p.can(Permission::TelemetryRead, &Scope::building(park, b)),
-        _ => false,
-    }
+fn building_visible(p: &Principal, edge: &views::EdgeView) -> bool {
+    p.can(
+        Permission::TelemetryRead,
+        &Scope::building(&edge.park, &edge.building),
+    )
 }
 
 /// The buildings of a park whose telemetry the caller may read.
@@ -369,7 +483,7 @@ async fn list_buildings(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(park): Path<String>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::BuildingList>> {
     if !caller
         .principal
         .can_somewhere_in(Permission::TelemetryRead, &park)
@@ -382,21 +496,21 @@ async fn list_buildings(
             ),
         ));
     }
-    let edges: Vec<Json_> = edges_where(&s, "WHERE b.park = ?1", vec![park.clone()])
+    let buildings: Vec<views::EdgeView> = edges_where(&s, "WHERE b.park = ?1", vec![park.clone()])
         .await?
         .into_iter()
         .filter(|e| building_visible(&caller.principal, e))
         .collect();
-    if edges.is_empty() {
+    if buildings.is_empty() {
         return Err(ApiError::not_found(format!("no park {park:?}")));
     }
-    Ok(Json(json!({"park": park, "buildings": edges})))
+    Ok(Json(views::BuildingList { park, buildings }))
 }
 
 async fn get_building(
     State(s): State<ApiState>,
     Path((park, building)): Path<(String, String)>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::BuildingDetail>> {
     let mut edges = edges_where(
         &s,
         "WHERE b.park = ?1 AND b.building = ?2",
@@ -407,12 +521,15 @@ async fn get_building(
         .pop()
         .ok_or_else(|| ApiError::not_found(format!("no building {park}/{building}")))?;
     let key = BuildingKey::new(&park, &building);
-    let cursors = json!({
-        "events": s.store.durable(&key, sync_protocol::UploadStream::Events),
-        "rollups": s.store.durable(&key, sync_protocol::UploadStream::Rollups),
-        "raw": s.store.durable(&key, sync_protocol::UploadStream::Raw),
-    });
-    Ok(Json(json!({"building": edge, "durableCursors": cursors})))
+    let durable_cursors = views::DurableCursors {
+        events: s.store.durable(&key, sync_protocol::UploadStream::Events),
+        rollups: s.store.durable(&key, sync_protocol::UploadStream::Rollups),
+        raw: s.store.durable(&key, sync_protocol::UploadStream::Raw),
+    };
+    Ok(Json(views::BuildingDetail {
+        building: edge,
+        durable_cursors,
+    }))
 }
 
 async fn building_id(s: &ApiState, park: &str, building: &str) -> ApiResult<i64> {
@@ -434,9 +551,9 @@ async fn building_id(s: &ApiState, park: &str, building: &str) -> ApiResult<i64>
 async fn list_points(
     State(s): State<ApiState>,
     Path((park, building)): Path<(String, String)>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::PointList>> {
     let bid = building_id(&s, &park, &building).await?;
-    let points: Vec<Json_> = s
+    let points = s
         .store
         .read(move |c| {
             let mut stmt = c.prepare(
@@ -445,46 +562,82 @@ async fn list_points(
             )?;
             let rows = stmt.query_map([bid], |r| {
                 let latest = match r.get::<_, Option<i64>>(1)? {
-                    Some(ts) => sample_json(ts, r.get_ref(2)?, r.get(3)?, r.get(4)?),
-                    None => Json_::Null,
+                    Some(ts) => Some(views::SampleView::from_json(sample_json(
+                        ts,
+                        r.get_ref(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                    ))),
+                    None => None,
                 };
-                Ok(json!({"point": r.get::<_, String>(0)?, "latest": latest}))
+                Ok(views::PointLatest {
+                    point: r.get(0)?,
+                    latest,
+                })
             })?;
             rows.collect()
         })
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(
-        json!({"park": park, "building": building, "points": points}),
-    ))
+    Ok(Json(views::PointList {
+        park,
+        building,
+        points,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// The latest time a query may name: the end of the year 9999, the last a four-digit
+/// year names, in microseconds since 1970. Any range a person means fits below it, and no
+/// arithmetic on times within it overflows.
+const MAX_TIME: i64 = 253_402_300_799_999_999;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct HistoryQuery {
+    /// Microseconds since 1970; defaults to one hour before `to`.
+    #[param(minimum = 0, maximum = 253_402_300_799_999_999_i64)]
     from: Option<i64>,
+    /// Microseconds since 1970; defaults to now.
+    #[param(minimum = 0, maximum = 253_402_300_799_999_999_i64)]
     to: Option<i64>,
+    /// `raw`, `1m`, `15m`, `1h` or `auto` (the default).
+    #[param(schema_with = history_resolutions)]
     resolution: Option<String>,
+    /// At most 100000; 10000 when left out.
+    #[param(minimum = 1, maximum = 100_000)]
     limit: Option<usize>,
+}
+
+fn history_resolutions() -> RefOr<Schema> {
+    openapi::one_of(["raw", "1m", "15m", "1h", "auto"])
 }
 
 async fn history(
     State(s): State<ApiState>,
     Path((park, building, device, point)): Path<(String, String, String, String)>,
     q: Result<Query<HistoryQuery>, QueryRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::HistoryPage>> {
     let Query(q) = q?;
-    let bid = building_id(&s, &park, &building).await?;
-    let to = q.to.unwrap_or_else(now_micros);
-    let from = q.from.unwrap_or(to - 3_600_000_000);
-    if from >= to {
-        return Err(ApiError::bad_request(format!(
-            "from ({from}) must be before to ({to})"
-        )));
+    for (name, t) in [("from", q.from), ("to", q.to)] {
+        if let Some(t) = t
+            && !(0..=MAX_TIME).contains(&t)
+        {
+            return Err(ApiError::bad_request(format!(
+                "{name} must be microseconds since 1970 (0 to {MAX_TIME}), not {t}"
+            )));
+        }
     }
     let limit = q.limit.unwrap_or(10_000);
     if limit == 0 || limit > 100_000 {
         return Err(ApiError::bad_request("limit must be between 1 and 100000"));
+    }
+    let bid = building_id(&s, &park, &building).await?;
+    let to = q.to.unwrap_or_else(now_micros);
+    let from = q.from.unwrap_or(to - 3_600_000_000);
+    if from >= to {
+        return Err(ApiError::invalid(format!(
+            "from ({from}) must be before to ({to})"
+        )));
     }
     let span = to - from;
     let resolution: &'static str = match q.resolution.as_deref().unwrap_or("auto") {
@@ -504,7 +657,7 @@ async fn history(
     };
     let key = format!("{device}/{point}");
     let point_key = key.clone();
-    let rows: Option<Vec<Json_>> = s
+    let rows: Option<Vec<views::HistoryRow>> = s
         .store
         .read(move |c| {
             let Some(pid) = c
@@ -522,7 +675,8 @@ async fn history(
                     "SELECT ts, value, q, reason FROM raw WHERE point_id = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts LIMIT ?4",
                 )?;
                 let rows = stmt.query_map(params![pid, from, to, limit as i64], |r| {
-                    Ok(sample_json(r.get(0)?, r.get_ref(1)?, r.get(2)?, r.get(3)?))
+                    let sample = sample_json(r.get(0)?, r.get_ref(1)?, r.get(2)?, r.get(3)?);
+                    Ok(views::HistoryRow::Raw(views::SampleView::from_json(sample)))
                 })?;
                 rows.collect::<Result<Vec<_>, _>>()?
             } else {
@@ -540,8 +694,16 @@ async fn history(
                     let sum: Option<f64> = r.get(3)?;
                     let count: i64 = r.get(4)?;
                     let avg = sum.filter(|_| count > 0).map(|s| s / count as f64);
-                    Ok(json!({"bucket": r.get::<_, i64>(0)?, "min": r.get::<_, Option<f64>>(1)?, "max": r.get::<_, Option<f64>>(2)?,
-                        "avg": avg, "last": r.get::<_, Option<f64>>(5)?, "count": count, "delta": r.get::<_, Option<f64>>(6)?, "bad": r.get::<_, i64>(7)?}))
+                    Ok(views::HistoryRow::Rollup(views::RollupRow {
+                        bucket: r.get(0)?,
+                        min: r.get(1)?,
+                        max: r.get(2)?,
+                        avg,
+                        last: r.get(5)?,
+                        count,
+                        delta: r.get(6)?,
+                        bad: r.get(7)?,
+                    }))
                 })?;
                 rows.collect::<Result<Vec<_>, _>>()?
             };
@@ -551,16 +713,25 @@ async fn history(
         .map_err(ApiError::internal)?;
     let rows =
         rows.ok_or_else(|| ApiError::not_found(format!("no point {key} in {park}/{building}")))?;
-    Ok(Json(
-        json!({"park": park, "building": building, "point": key, "from": from, "to": to, "resolution": resolution, "rows": rows}),
-    ))
+    Ok(Json(views::HistoryPage {
+        park,
+        building,
+        point: key,
+        from,
+        to,
+        resolution: resolution.to_string(),
+        rows,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
-    /// Events with sequence numbers above this one.
-    after: Option<u64>,
+    /// Events with sequence numbers above this one (0, the default: from the first).
+    #[param(minimum = 0)]
+    after: Option<i64>,
+    /// At most 10000; 100 when left out.
+    #[param(minimum = 1, maximum = 10_000)]
     limit: Option<usize>,
 }
 
@@ -568,15 +739,15 @@ async fn list_events(
     State(s): State<ApiState>,
     Path((park, building)): Path<(String, String)>,
     q: Result<Query<EventsQuery>, QueryRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::EventList>> {
     let Query(q) = q?;
-    let bid = building_id(&s, &park, &building).await?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > 10_000 {
         return Err(ApiError::bad_request("limit must be between 1 and 10000"));
     }
-    let after = q.after.unwrap_or(0) as i64;
-    let events: Vec<Json_> = s
+    let after = sequence("after", q.after)?.unwrap_or(0) as i64;
+    let bid = building_id(&s, &park, &building).await?;
+    let events = s
         .store
         .read(move |c| {
             let mut stmt = c.prepare(
@@ -592,15 +763,23 @@ async fn list_events(
                     Ok(t) => serde_json::from_str(t).unwrap_or_else(|_| json!(t)),
                     Err(_) => Json_::Null,
                 };
-                Ok(json!({"seq": r.get::<_, i64>(0)?, "id": uuid_text(&id), "ts": r.get::<_, Option<i64>>(2)?, "body": body, "received": r.get::<_, i64>(4)?}))
+                Ok(views::EventView {
+                    seq: r.get(0)?,
+                    id: uuid_text(&id),
+                    ts: r.get(2)?,
+                    body,
+                    received: r.get(4)?,
+                })
             })?;
             rows.collect()
         })
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(
-        json!({"park": park, "building": building, "events": events}),
-    ))
+    Ok(Json(views::EventList {
+        park,
+        building,
+        events,
+    }))
 }
 
 fn uuid_text(id: &[u8]) -> String {
@@ -618,12 +797,26 @@ fn uuid_text(id: &[u8]) -> String {
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
+    /// At most 10000; 100 when left out.
+    #[param(minimum = 1, maximum = 10_000)]
     limit: Option<usize>,
     /// Page backwards: only records before this sequence number.
-    before: Option<u64>,
+    #[param(minimum = 0)]
+    before: Option<i64>,
+}
+
+/// A sequence number a query names: 0 or more (they are SQLite integers, so the type
+/// bounds them above).
+fn sequence(name: &str, n: Option<i64>) -> ApiResult<Option<u64>> {
+    match n {
+        Some(n) if n < 0 => Err(ApiError::bad_request(format!(
+            "{name} must be a sequence number (0 or more), not {n}"
+        ))),
+        n => Ok(n.map(|n| n as u64)),
+    }
 }
 
 fn audit_limit(q: &AuditQuery) -> ApiResult<usize> {
@@ -638,17 +831,17 @@ fn audit_limit(q: &AuditQuery) -> ApiResult<usize> {
 async fn hub_audit(
     State(s): State<ApiState>,
     q: Result<Query<AuditQuery>, QueryRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::AuditPage>> {
     let Query(q) = q?;
     let limit = audit_limit(&q)?;
-    let before = q.before;
-    let rows = s
+    let before = sequence("before", q.before)?;
+    let entries = s
         .store
         .read(move |c| accounts::audit::list(c, before, limit))
         .await
         .map_err(ApiError::internal)?;
-    let next = rows.last().and_then(|r| r["seq"].as_u64());
-    Ok(Json(json!({"entries": rows, "before": next})))
+    let before = entries.last().and_then(|r| r["seq"].as_u64());
+    Ok(Json(views::AuditPage { entries, before }))
 }
 
 /// A building's audit log as its edge uploaded it, newest first, with whether its chain
@@ -657,9 +850,10 @@ async fn building_audit(
     State(s): State<ApiState>,
     Path((park, building)): Path<(String, String)>,
     q: Result<Query<AuditQuery>, QueryRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::BuildingAudit>> {
     let Query(q) = q?;
     let limit = audit_limit(&q)?;
+    let before = sequence("before", q.before)?;
     let bid = building_id(&s, &park, &building).await?;
     let chain = s
         .store
@@ -667,20 +861,32 @@ async fn building_audit(
         .await
         .map_err(ApiError::internal)?;
     let verdict = match park_model::audit::verify(&chain, None) {
-        Ok((n, _)) => json!({"intact": true, "records": n}),
-        Err(e) => json!({"intact": false, "break": e.to_string()}),
+        Ok((n, _)) => views::ChainVerdict {
+            intact: true,
+            records: Some(n),
+            broken_at: None,
+        },
+        Err(e) => views::ChainVerdict {
+            intact: false,
+            records: None,
+            broken_at: Some(e.to_string()),
+        },
     };
     let entries: Vec<Json_> = chain
         .iter()
         .rev()
-        .filter(|r| q.before.is_none_or(|b| r.record.seq < b))
+        .filter(|r| before.is_none_or(|b| r.record.seq < b))
         .take(limit)
         .map(accounts::audit::record_json)
         .collect();
     let next = entries.last().and_then(|r| r["seq"].as_u64());
-    Ok(Json(
-        json!({"park": park, "building": building, "chain": verdict, "entries": entries, "before": next}),
-    ))
+    Ok(Json(views::BuildingAudit {
+        park,
+        building,
+        chain: verdict,
+        entries,
+        before: next,
+    }))
 }
 
 /// The enterprise a person of the park's directory belongs to, read from the hub's copy.
@@ -726,14 +932,14 @@ async fn get_private(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path((park, person)): Path<(String, String)>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::PrivateFields>> {
     let row = private_row(&s, &park, &person).await?.ok_or_else(|| {
         ApiError::not_found(format!("no private fields kept for {park}/{person}"))
     })?;
     let unmasked = caller
         .principal
         .can(Permission::PersonalRead, &Scope::park(&park));
-    Ok(Json(crate::people::private_json(
+    Ok(Json(crate::people::private_view(
         &s.auth, &park, &person, &row, unmasked,
     )))
 }
@@ -744,7 +950,7 @@ async fn get_enterprise_private(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path((park, enterprise, person)): Path<(String, String, String)>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::PrivateFields>> {
     let not_here = || ApiError::not_found(format!("no person {person} in enterprise {enterprise}"));
     if person_enterprise(&s, &park, &person).await?.as_deref() != Some(enterprise.as_str()) {
         return Err(not_here());
@@ -756,18 +962,23 @@ async fn get_enterprise_private(
         Permission::PersonalRead,
         &Scope::enterprise(&park, &enterprise),
     );
-    Ok(Json(crate::people::private_json(
+    Ok(Json(crate::people::private_view(
         &s.auth, &park, &person, &row, unmasked,
     )))
 }
 
-#[derive(Debug, Deserialize)]
+/// A person's private fields, replaced as a whole: a field left out or `null` is removed.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PrivateBody {
     /// The person's enterprise, for a person the hub's directory does not know yet.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{2,64}$")]
     enterprise_id: Option<String>,
-    /// `null` removes the field.
+    /// 5 to 20 digits, spaces, `+` or `-`.
+    #[schema(pattern = "^[0-9 +-]{5,20}$")]
     phone: Option<String>,
+    /// An ID card or passport number: 6 to 32 letters or digits.
+    #[schema(pattern = "^[A-Za-z0-9]{6,32}$")]
     id_number: Option<String>,
 }
 
@@ -843,7 +1054,7 @@ async fn put_private(
     Extension(caller): Extension<Caller>,
     Path((park, person)): Path<(String, String)>,
     body: Result<Json<PrivateBody>, JsonRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::PrivateFields>> {
     let Json(b) = body?;
     // The directory says which enterprise a person is in; a claim in the body counts only
     // for people it does not know yet.
@@ -856,7 +1067,12 @@ async fn put_private(
         }
         (Some(k), _) => k.clone(),
         (None, Some(c)) if park_model::identity::valid_username(c) => c.clone(),
-        (None, _) => {
+        (None, Some(c)) => {
+            return Err(ApiError::invalid(format!(
+                "enterpriseId {c:?} is not an enterprise id (2 to 64 letters, digits, '.', '_', '-' or '@')"
+            )));
+        }
+        (None, None) => {
             return Err(ApiError::invalid(
                 "the directory does not know this person: give enterpriseId",
             ));
@@ -872,8 +1088,15 @@ async fn put_enterprise_private(
     Extension(caller): Extension<Caller>,
     Path((park, enterprise, person)): Path<(String, String, String)>,
     body: Result<Json<PrivateBody>, JsonRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::PrivateFields>> {
     let Json(b) = body?;
+    // An enterprise's people are filed under its id: a name no enterprise can have names
+    // none.
+    if !park_model::identity::valid_username(&enterprise) {
+        return Err(ApiError::not_found(format!(
+            "no enterprise {enterprise:?} in park {park}"
+        )));
+    }
     if b.enterprise_id.as_ref().is_some_and(|e| *e != enterprise) {
         return Err(ApiError::invalid(
             "enterpriseId must be the enterprise of the path",
@@ -897,47 +1120,60 @@ async fn put_enterprise_private(
 }
 
 /// The users the caller may see: those holding a grant the caller could give.
-fn visible_user(p: &Principal, user: &Json_) -> bool {
-    let grants: Vec<Grant> = serde_json::from_value(user["grants"].clone()).unwrap_or_default();
-    grants.iter().any(|g| p.may_grant(g)) || user["id"] == p.user_id.as_str()
+fn visible_user(p: &Principal, user: &views::UserView) -> bool {
+    user.grants().iter().any(|g| p.may_grant(g)) || user.id == p.user_id
 }
 
-fn user_grants(user: &Json_) -> Vec<Grant> {
-    serde_json::from_value(user["grants"].clone()).unwrap_or_default()
+async fn all_users(s: &ApiState) -> ApiResult<Vec<views::UserView>> {
+    let rows = s
+        .store
+        .read(manage::list)
+        .await
+        .map_err(ApiError::internal)?;
+    rows.into_iter()
+        .map(|row| {
+            serde_json::from_value(row)
+                .map_err(|e| ApiError::internal(anyhow::anyhow!("an account row: {e}")))
+        })
+        .collect()
 }
 
-async fn all_users(s: &ApiState) -> ApiResult<Vec<Json_>> {
-    s.store.read(manage::list).await.map_err(ApiError::internal)
+/// A user as the caller sees it: with whether the caller may change it.
+fn as_seen_by(caller: &Caller, mut u: views::UserView) -> views::UserView {
+    u.manageable = caller.principal.may_manage(&u.grants());
+    u
 }
 
 async fn list_users(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
-) -> ApiResult<Json<Json_>> {
-    let users: Vec<Json_> = all_users(&s)
+) -> ApiResult<Json<views::UserList>> {
+    let users = all_users(&s)
         .await?
         .into_iter()
         .filter(|u| visible_user(&caller.principal, u))
-        .map(|mut u| {
-            u["manageable"] = json!(caller.principal.may_manage(&user_grants(&u)));
-            u
-        })
+        .map(|u| as_seen_by(&caller, u))
         .collect();
-    Ok(Json(json!({"users": users})))
+    Ok(Json(views::UserList { users }))
 }
 
 /// A user the caller may see, or 404 (never telling whether others exist).
-async fn visible(s: &ApiState, caller: &Caller, id: &str) -> ApiResult<Json_> {
+async fn visible(s: &ApiState, caller: &Caller, id: &str) -> ApiResult<views::UserView> {
     all_users(s)
         .await?
         .into_iter()
-        .find(|u| u["id"] == id && visible_user(&caller.principal, u))
+        .find(|u| u.id == id && visible_user(&caller.principal, u))
         .ok_or_else(|| ApiError::not_found(format!("no user {id}")))
 }
 
 /// A user the caller may change: every grant it holds is one the caller could give, and
 /// it is not the caller (nobody changes their own roles or locks themselves out).
-async fn manageable(s: &ApiState, caller: &Caller, id: &str, action: &str) -> ApiResult<Json_> {
+async fn manageable(
+    s: &ApiState,
+    caller: &Caller,
+    id: &str,
+    action: &str,
+) -> ApiResult<views::UserView> {
     let checked = async {
         let u = visible(s, caller, id).await?;
         if id == caller.principal.user_id {
@@ -947,7 +1183,7 @@ async fn manageable(s: &ApiState, caller: &Caller, id: &str, action: &str) -> Ap
                 "you cannot change your own account here; ask another administrator",
             ));
         }
-        if !caller.principal.may_manage(&user_grants(&u)) {
+        if !caller.principal.may_manage(&u.grants()) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -968,10 +1204,9 @@ async fn get_user(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Json_>> {
-    let mut u = visible(&s, &caller, &id).await?;
-    u["manageable"] = json!(caller.principal.may_manage(&user_grants(&u)));
-    Ok(Json(u))
+) -> ApiResult<Json<views::UserView>> {
+    let u = visible(&s, &caller, &id).await?;
+    Ok(Json(as_seen_by(&caller, u)))
 }
 
 fn parse_grants(p: &Principal, list: &[String]) -> ApiResult<Vec<Grant>> {
@@ -1003,14 +1238,65 @@ fn parse_grants(p: &Principal, list: &[String]) -> ApiResult<Vec<Grant>> {
     Ok(grants)
 }
 
-#[derive(Debug, Deserialize)]
+/// A user to make. The password is checked against the password policy (length, common
+/// passwords, the username in it); each grant is `role@scope`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct NewUser {
+    #[schema(pattern = "^[A-Za-z0-9._@-]{2,64}$")]
     username: String,
+    /// At most 200 bytes of UTF-8, not only spaces.
+    #[schema(min_length = 1, max_length = 200)]
     display_name: String,
+    /// 12 to 128 characters, none of them control characters (the password policy also
+    /// refuses common passwords, the username within it and fewer than 5 different
+    /// characters).
+    #[schema(
+        min_length = 12,
+        max_length = 128,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     password: String,
+    #[schema(schema_with = grant_list)]
     grants: Vec<String>,
+    /// The id of a department the user belongs to.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{2,64}$")]
     department: Option<String>,
+}
+
+/// 1 to 64 grants, each `role@scope`: an enterprise's roles at an enterprise
+/// (`enterprise:P/E`), the others at the operator, a park or a building (`operator`,
+/// `park:P`, `building:P/B`), as `Grant` parses them.
+fn grant_list() -> RefOr<Schema> {
+    use park_model::identity::Role;
+    use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
+    let (of_enterprises, others): (Vec<Role>, Vec<Role>) = Role::ALL
+        .into_iter()
+        .partition(|r| r.fits(&Scope::enterprise("p", "e")));
+    let names = |roles: &[Role]| {
+        roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join("|")
+    };
+    const ID: &str = "[A-Za-z0-9._-]{1,64}";
+    let grant = format!(
+        "^(({})@(operator|park:{ID}|building:{ID}/{ID})|({})@enterprise:{ID}/{ID})$",
+        names(&others),
+        names(&of_enterprises),
+    );
+    RefOr::T(Schema::Array(
+        ArrayBuilder::new()
+            .items(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(grant)),
+            )
+            .min_items(Some(1))
+            .max_items(Some(64))
+            .build(),
+    ))
 }
 
 /// Runs an account change in an immediate transaction, audits a refusal, and reads the
@@ -1038,7 +1324,7 @@ async fn create_user(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     body: Result<Json<NewUser>, JsonRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::UserView>> {
     let Json(b) = body?;
     let audit = s
         .auth
@@ -1098,9 +1384,11 @@ async fn create_user(
     get_user(State(s), Extension(caller), Path(id)).await
 }
 
-#[derive(Debug, Deserialize)]
+/// A user's new grants, replacing all they hold.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct GrantsBody {
+    #[schema(schema_with = grant_list)]
     grants: Vec<String>,
 }
 
@@ -1109,7 +1397,7 @@ async fn set_grants(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<GrantsBody>, JsonRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::UserView>> {
     let Json(b) = body?;
     let audit = s
         .auth
@@ -1142,7 +1430,7 @@ async fn set_disabled(
     caller: Caller,
     id: String,
     disabled: bool,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::UserView>> {
     let action = if disabled {
         "user_disable"
     } else {
@@ -1151,12 +1439,7 @@ async fn set_disabled(
     let u = manageable(&s, &caller, &id, action).await?;
     let audit = s
         .auth
-        .audit(
-            &caller.actor(),
-            action,
-            u["username"].as_str().unwrap_or(""),
-            json!({"id": id}),
-        )
+        .audit(&caller.actor(), action, &u.username, json!({"id": id}))
         .unmirrored();
     let (actor, id2) = (caller.actor(), id.clone());
     account_change(&s, audit, move |tx| {
@@ -1177,7 +1460,7 @@ async fn disable_user(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::UserView>> {
     set_disabled(s, caller, id, true).await
 }
 
@@ -1185,13 +1468,20 @@ async fn enable_user(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::UserView>> {
     set_disabled(s, caller, id, false).await
 }
 
-#[derive(Debug, Deserialize)]
+/// A user's new password, checked against the password policy.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PasswordReset {
+    /// 12 to 128 characters, none of them control characters.
+    #[schema(
+        min_length = 12,
+        max_length = 128,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     password: String,
 }
 
@@ -1200,10 +1490,10 @@ async fn reset_password(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Json<PasswordReset>, JsonRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::UserView>> {
     let Json(b) = body?;
     let u = manageable(&s, &caller, &id, "password_reset").await?;
-    let username = u["username"].as_str().unwrap_or("").to_string();
+    let username = u.username.clone();
     let cost = s.auth.settings().cost;
     let name2 = username.clone();
     let verifier =
@@ -1239,14 +1529,14 @@ async fn reset_second_factor(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::UserView>> {
     let u = manageable(&s, &caller, &id, "second_factor_reset").await?;
     let audit = s
         .auth
         .audit(
             &caller.actor(),
             "second_factor_reset",
-            u["username"].as_str().unwrap_or(""),
+            &u.username,
             json!({"id": id}),
         )
         .unmirrored();
@@ -1267,43 +1557,54 @@ async fn reset_second_factor(
 async fn list_departments(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
-) -> ApiResult<Json<Json_>> {
-    let rows: Vec<Json_> = s
+) -> ApiResult<Json<views::DepartmentList>> {
+    let rows: Vec<views::Department> = s
         .store
         .read(|c| {
             let mut stmt = c.prepare(
                 "SELECT id, name, park, parent_id, created, created_by, updated, updated_by FROM departments ORDER BY name",
             )?;
             let rows = stmt.query_map([], |r| {
-                Ok(json!({
-                    "id": r.get::<_, String>(0)?, "name": r.get::<_, String>(1)?,
-                    "park": r.get::<_, Option<String>>(2)?, "parent": r.get::<_, Option<String>>(3)?,
-                    "created": r.get::<_, i64>(4)?, "createdBy": r.get::<_, String>(5)?,
-                    "updated": r.get::<_, i64>(6)?, "updatedBy": r.get::<_, String>(7)?,
-                }))
+                Ok(views::Department {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    park: r.get(2)?,
+                    parent: r.get(3)?,
+                    created: r.get(4)?,
+                    created_by: r.get(5)?,
+                    updated: r.get(6)?,
+                    updated_by: r.get(7)?,
+                })
             })?;
             rows.collect()
         })
         .await
         .map_err(ApiError::internal)?;
     let p = &caller.principal;
-    let rows = rows
+    let departments = rows
         .into_iter()
-        .filter(|d| match d["park"].as_str() {
+        .filter(|d| match &d.park {
             Some(park) => p.can_somewhere_in(Permission::UsersManage, park),
             None => p.can(Permission::UsersManage, &Scope::Operator),
         })
-        .collect::<Vec<_>>();
-    Ok(Json(json!({"departments": rows})))
+        .collect();
+    Ok(Json(views::DepartmentList { departments }))
 }
 
-#[derive(Debug, Deserialize)]
+/// A department to make.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewDepartment {
+    #[schema(pattern = "^[A-Za-z0-9._@-]{2,64}$")]
     id: String,
+    /// Not only spaces.
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     /// The park the department belongs to; none for the operator's own.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     park: Option<String>,
+    /// The id of the department it is part of.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{2,64}$")]
     parent: Option<String>,
 }
 
@@ -1311,15 +1612,24 @@ async fn create_department(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     body: Result<Json<NewDepartment>, JsonRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<views::DepartmentCreated>> {
     let Json(b) = body?;
     if !park_model::identity::valid_username(&b.id) {
         return Err(ApiError::invalid(
-            "id takes 2 to 64 letters, digits, '.', '_', '-'",
+            "id takes 2 to 64 letters, digits, '.', '_', '-' or '@'",
         ));
     }
-    if b.name.trim().is_empty() || b.name.len() > 200 {
-        return Err(ApiError::invalid("name must be 1 to 200 characters"));
+    if b.name.trim().is_empty() || b.name.chars().count() > 200 {
+        return Err(ApiError::invalid(
+            "name must be 1 to 200 characters, not only spaces",
+        ));
+    }
+    if let Some(p) = &b.park
+        && !sync_protocol::transport::is_valid_id(p)
+    {
+        return Err(ApiError::invalid(format!(
+            "park {p:?} is not a park id (1 to 64 letters, digits, '.', '_' or '-')"
+        )));
     }
     let at = match &b.park {
         Some(p) => Scope::park(p),
@@ -1360,5 +1670,5 @@ async fn create_department(
         Ok(())
     })
     .await?;
-    Ok(Json(json!({"id": id})))
+    Ok(Json(views::DepartmentCreated { id }))
 }

@@ -20,10 +20,12 @@ pub mod audit;
 pub mod config;
 pub mod enroll;
 pub mod influx;
+pub mod master;
 pub mod metrics;
 pub mod people;
 pub mod store;
 pub mod sync;
+pub mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -13,7 +13,9 @@ use accounts::auth::{Keyring, new_key, write_key};
 use anyhow::Context as _;
 use park_model::identity::secret::{mask_id_number, mask_phone};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::{Value as Json, json};
+use serde_json::json;
+
+use crate::views::PrivateFields;
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS departments (
@@ -171,38 +173,36 @@ pub fn rotate_key(db: &Path, key_file: &Path) -> anyhow::Result<(usize, String)>
 }
 
 /// A person's private fields as the API shows them: masked unless `unmasked`.
-pub fn private_json(
+pub fn private_view(
     keys: &accounts::Auth,
     park: &str,
     person: &str,
     row: &PrivateRow,
     unmasked: bool,
-) -> Json {
-    let show = |field: &str, sealed: &Option<String>, mask: fn(&str) -> String| -> Json {
-        let Some(sealed) = sealed else {
-            return Json::Null;
-        };
-        match keys.open_sealed(&aad(park, person, field), sealed) {
+) -> PrivateFields {
+    let show = |field: &str, sealed: &Option<String>, mask: fn(&str) -> String| {
+        let sealed = sealed.as_ref()?;
+        Some(match keys.open_sealed(&aad(park, person, field), sealed) {
             Ok(plain) => {
                 let text = String::from_utf8_lossy(&plain).into_owned();
-                json!(if unmasked { text } else { mask(&text) })
+                if unmasked { text } else { mask(&text) }
             }
             Err(e) => {
                 tracing::error!(%park, %person, field, error = %e, "A sealed field does not open.");
-                json!("(unreadable)")
+                "(unreadable)".to_string()
             }
-        }
+        })
     };
-    json!({
-        "park": park,
-        "person": person,
-        "enterprise": row.enterprise_id,
-        "phone": show("phone", &row.phone, mask_phone),
-        "idNumber": show("id_number", &row.id_number, mask_id_number),
-        "masked": !unmasked,
-        "updated": row.updated,
-        "updatedBy": row.updated_by,
-    })
+    PrivateFields {
+        park: park.to_string(),
+        person: person.to_string(),
+        enterprise: row.enterprise_id.clone(),
+        phone: show("phone", &row.phone, mask_phone),
+        id_number: show("id_number", &row.id_number, mask_id_number),
+        masked: !unmasked,
+        updated: row.updated,
+        updated_by: row.updated_by.clone(),
+    }
 }
 
 #[derive(Debug, Clone)]

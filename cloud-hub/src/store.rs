@@ -511,6 +511,17 @@ CREATE TABLE IF NOT EXISTS documents (
     updated INTEGER NOT NULL,
     PRIMARY KEY (park, doc_id)
 ) WITHOUT ROWID;
+-- Who made and last changed each master data record of a park's documents, and when.
+CREATE TABLE IF NOT EXISTS master_meta (
+    park TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    updated_by TEXT NOT NULL,
+    PRIMARY KEY (park, collection, id)
+) WITHOUT ROWID;
 -- How far each export of the hub's data has been acknowledged (the time-series engine:
 -- the last `raw` rowid it took).
 CREATE TABLE IF NOT EXISTS export_cursors (

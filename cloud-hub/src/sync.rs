@@ -95,6 +95,8 @@ type StoredDoc = (Vec<u8>, Vec<Vec<u8>>);
 
 /// Chunks after which a document is saved whole again.
 const COMPACT_AFTER_CHUNKS: u64 = 64;
+/// The id of a park's directory document.
+const DIRECTORY: &str = "directory";
 
 /// One document's replica. Readers take the current version (an `Arc`) and work on it with
 /// no lock held; a writer makes a copy, applies and checks the edge's changes on the copy,
@@ -143,6 +145,10 @@ impl std::fmt::Display for DocRefusal {
 /// parks document and one document per building: edges cannot add others.
 pub struct Documents {
     replicas: Mutex<BTreeMap<DocKey, Arc<Replica>>>,
+    /// Per park, an editable copy of its directory for the hub's own edits (master data),
+    /// brought up to the replica with the changes since, so that an edit never loads the
+    /// whole document again.
+    editors: Mutex<HashMap<String, park_model::ParkDirectory>>,
     changed: broadcast::Sender<DocChanged>,
     limits: sync_protocol::docguard::DocLimits,
 }
@@ -193,6 +199,7 @@ impl Documents {
         let (changed, _) = broadcast::channel(1024);
         Ok(Documents {
             replicas: Mutex::new(replicas),
+            editors: Mutex::new(HashMap::new()),
             changed,
             limits: sync_protocol::docguard::DocLimits::FROM_EDGE,
         })
@@ -248,6 +255,82 @@ impl Documents {
         }
         self.install(store, park, doc_id, &replica, &before, after, 0);
         Ok(true)
+    }
+
+    /// The park's directory as it is now, for reading (the hub's editing copy, brought up
+    /// to date); `None` when the park has no directory.
+    pub fn read_directory<T>(
+        &self,
+        park: &str,
+        read: impl FnOnce(&park_model::ParkDirectory) -> T,
+    ) -> Option<T> {
+        let replica = self.replica(park, DIRECTORY)?;
+        let _writer = lock(&replica.writer);
+        let before = replica.snapshot();
+        let editor = self.editor(park, &before).ok()?;
+        let out = read(&editor);
+        lock(&self.editors).insert(park.to_string(), editor);
+        Some(out)
+    }
+
+    /// The hub's own edit of a park's directory (its master data): made on a copy of the
+    /// editing copy, committed as one change, swapped in, queued for the store and sent to
+    /// the park's edges. An edit that fails changes nothing. The caller waits for the store
+    /// ([`HubStore::flush`]) before it reports the edit done. Blocking: call it off the
+    /// async workers.
+    pub fn edit_directory<T, E: From<park_model::DocError>>(
+        &self,
+        store: &HubStore,
+        park: &str,
+        message: &str,
+        edit: impl FnOnce(&mut park_model::ParkDirectory) -> Result<T, E>,
+    ) -> Option<Result<T, E>> {
+        let replica = self.replica(park, DIRECTORY)?;
+        let _writer = lock(&replica.writer);
+        let before = replica.snapshot();
+        let mut editor = match self.editor(park, &before) {
+            Ok(e) => e,
+            Err(e) => return Some(Err(e.into())),
+        };
+        // Whatever the copy holds beyond the replica goes with the edit (a schema migration
+        // made when the copy was loaded, which later changes depend on).
+        let heads = before.get_heads();
+        let mut trial = editor.duplicate();
+        let out = match edit(&mut trial) {
+            Ok(out) => out,
+            Err(e) => {
+                lock(&self.editors).insert(park.to_string(), editor);
+                return Some(Err(e));
+            }
+        };
+        trial.commit(message, now_micros());
+        let chunk = trial.save_after(&heads);
+        let mut after = (*before).clone();
+        if let Err(e) = after.load_incremental(&chunk) {
+            lock(&self.editors).insert(park.to_string(), editor);
+            return Some(Err(park_model::DocError::from(e).into()));
+        }
+        editor = trial;
+        lock(&self.editors).insert(park.to_string(), editor);
+        self.install(store, park, DIRECTORY, &replica, &before, after, 0);
+        Some(Ok(out))
+    }
+
+    /// The park's editing copy, taken out of the cache and brought up to `current`.
+    fn editor(
+        &self,
+        park: &str,
+        current: &automerge::Automerge,
+    ) -> Result<park_model::ParkDirectory, park_model::DocError> {
+        let cached = lock(&self.editors).remove(park);
+        match cached {
+            Some(mut e) => {
+                let heads = e.heads();
+                e.load_incremental(&current.save_after(&heads))?;
+                Ok(e)
+            }
+            None => park_model::ParkDirectory::load(&current.save()),
+        }
     }
 
     /// Swaps in a new version and stores what it added.
@@ -496,7 +579,8 @@ pub async fn run_connection(
     mut channel: FrameChannel,
 ) {
     let key = BuildingKey::new(&identity.park, &identity.building);
-    let id = cx.registry.next_id.fetch_add(1, Relaxed);
+    // Connections count from 1: origin 0 is the hub's own writes, which every edge gets.
+    let id = cx.registry.next_id.fetch_add(1, Relaxed) + 1;
     let remote = channel.remote_address().to_string();
     let live = Arc::new(LiveEdge {
         id,

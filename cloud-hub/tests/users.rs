@@ -86,6 +86,8 @@ fn concrete(path: &str) -> (String, Vec<(&'static str, &'static str)>) {
         ("device", "meter"),
         ("point", "power"),
         ("id", "x"),
+        ("group", "g1"),
+        ("credential", "c1"),
     ];
     let mut p = path.to_string();
     let mut used = Vec::new();

@@ -78,6 +78,7 @@ impl Role {
                 PersonalRead,
                 AuditRead,
                 EnterpriseRead,
+                MasterDataEdit,
             ],
             Role::Finance => &[TelemetryRead, EventsRead, EnterpriseRead, BillingManage],
             Role::SecurityOfficer => &[
@@ -178,10 +179,14 @@ pub enum Permission {
     /// manager) can make someone finance.
     #[serde(rename = "billing.manage")]
     BillingManage,
+    /// The park's master data: enterprises, people, access groups and the rest of the
+    /// directory (credentials' status is `credentials.edit`).
+    #[serde(rename = "master.edit")]
+    MasterDataEdit,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 14] = [
+    pub const ALL: [Permission; 15] = [
         Permission::TelemetryRead,
         Permission::EventsRead,
         Permission::PointsWrite,
@@ -196,6 +201,7 @@ impl Permission {
         Permission::EdgesManage,
         Permission::EnterpriseRead,
         Permission::BillingManage,
+        Permission::MasterDataEdit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -214,6 +220,7 @@ impl Permission {
             Permission::EdgesManage => "edges.manage",
             Permission::EnterpriseRead => "enterprise.read",
             Permission::BillingManage => "billing.manage",
+            Permission::MasterDataEdit => "master.edit",
         }
     }
 

@@ -1,0 +1,371 @@
+//! The park's master data edited over the hub's real HTTP API: enterprises, people, access
+//! groups and credentials' status written into the park's directory document, with
+//! refusals that name the field, who made each record, the audit, the role checks, and the
+//! edits still there after a restart.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use accounts::audit::Mirror;
+use accounts::auth::{Source, manage};
+use cloud_hub::{Hub, HubSettings};
+use park_model::ParkDirectory;
+use park_model::directory::{
+    AccessGroup, Credential, CredentialKey, CredentialKind, CredentialStatus, Enterprise,
+    EnterpriseKind, EnterpriseStatus, Person, PersonStatus,
+};
+use park_model::identity::password::Cost;
+use park_model::identity::{Grant, PermissionSet, Role, Scope};
+use serde_json::{Value, json};
+
+/// A park `p1` with an enterprise, a group, a person and her card.
+fn seed(dir: &Path) {
+    let mut d = ParkDirectory::new("p1", 480, 1).unwrap();
+    d.upsert(&Enterprise {
+        id: "acme".into(),
+        name: "Acme".into(),
+        status: EnterpriseStatus::Active,
+        kind: EnterpriseKind::Operator,
+    })
+    .unwrap();
+    d.upsert(&AccessGroup {
+        id: "lobby".into(),
+        name: "Lobby".into(),
+        door_ids: vec!["d1".into()],
+        schedule_id: None,
+    })
+    .unwrap();
+    d.upsert(&Person {
+        id: "ann".into(),
+        name: "Ann".into(),
+        enterprise_id: "acme".into(),
+        status: PersonStatus::Active,
+        access_group_ids: vec!["lobby".into()],
+    })
+    .unwrap();
+    let key = CredentialKey::new(&[7; 32]);
+    d.upsert(
+        &Credential::from_secret(&key, "c-ann", "ann", CredentialKind::Card, "CARD-0001-ANN")
+            .unwrap(),
+    )
+    .unwrap();
+    d.commit("seed", 1);
+    std::fs::create_dir_all(dir.join("p1")).unwrap();
+    std::fs::write(dir.join("p1/directory.automerge"), d.save()).unwrap();
+}
+
+fn account(db: &Path, username: &str, grants: &[Grant]) -> String {
+    let c = cloud_hub::store::open_db(db).unwrap();
+    let actor = manage::host_actor("test");
+    manage::create(
+        &c,
+        &actor,
+        Mirror::None,
+        Source::Hub,
+        manage::NewAccount {
+            username,
+            display_name: username,
+            verifier: manage::verifier_for(username, "tall-cedar-river-42", Cost::TEST).unwrap(),
+            grants,
+            department: None,
+        },
+    )
+    .unwrap();
+    let held = grants
+        .iter()
+        .fold(PermissionSet::EMPTY, |a, g| a.union(g.role.permissions()));
+    manage::create_token(&c, &actor, Mirror::None, username, "test", held, 1).unwrap()
+}
+
+fn call(
+    addr: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let req = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("Authorization", format!("Bearer {token}"));
+    let mut res = match body {
+        Some(b) => agent.run(
+            req.header("Content-Type", "application/json")
+                .body(b.to_string())
+                .unwrap(),
+        ),
+        None => agent.run(req.body(()).unwrap()),
+    }
+    .unwrap();
+    let text = res.body_mut().read_to_string().unwrap_or_default();
+    (
+        res.status().as_u16(),
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn hub(dir: &Path) -> Hub {
+    let mut settings = HubSettings::for_dir(dir);
+    settings.documents_seed_dir = Some(dir.join("seed"));
+    Hub::start(settings).await.unwrap()
+}
+
+/// The directory as the hub holds it now.
+fn directory(h: &Hub) -> ParkDirectory {
+    ParkDirectory::load(&h.documents.get("p1", "directory").unwrap().save()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_park_manager_edits_the_directory_with_checked_fields_and_the_edits_last() {
+    let dir = tempfile::tempdir().unwrap();
+    seed(&dir.path().join("seed"));
+    let h = hub(dir.path()).await;
+    let db = h.store.path().to_path_buf();
+    let manager = account(
+        &db,
+        "manager",
+        &[Grant::new(Role::ParkManager, Scope::park("p1")).unwrap()],
+    );
+    let engineer = account(
+        &db,
+        "engineer",
+        &[Grant::new(Role::FacilityEngineer, Scope::building("p1", "b1")).unwrap()],
+    );
+    let officer = account(
+        &db,
+        "officer",
+        &[Grant::new(Role::SecurityOfficer, Scope::park("p1")).unwrap()],
+    );
+    h.auth.reload().await.unwrap();
+    let a = h.api_addr;
+
+    // A new enterprise, then a person in it with the park's group.
+    let (st, e) = call(
+        a,
+        &manager,
+        "PUT",
+        "/api/v1/parks/p1/enterprises/globex",
+        Some(json!({"name": " Globex 科技 ", "status": "active", "kind": "tenant"})),
+    );
+    assert_eq!(st, 200, "{e}");
+    assert_eq!(e["name"], "Globex 科技");
+    assert!(
+        e["meta"]["created_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("manager"),
+        "{e}"
+    );
+    assert!(e["meta"]["created_at"].as_i64().unwrap() > 0);
+    let (st, p) = call(
+        a,
+        &manager,
+        "PUT",
+        "/api/v1/parks/p1/people/bob",
+        Some(
+            json!({"name": "Bob", "enterprise_id": "globex", "status": "active", "access_group_ids": ["lobby"]}),
+        ),
+    );
+    assert_eq!(st, 200, "{p}");
+    let d = directory(&h);
+    assert_eq!(
+        d.get::<Person>("bob").unwrap().unwrap().enterprise_id,
+        "globex"
+    );
+    assert_eq!(
+        d.get::<Enterprise>("globex").unwrap().unwrap().kind,
+        EnterpriseKind::Tenant
+    );
+
+    // Refusals name the field, and change nothing.
+    let heads = directory(&h).heads();
+    for (path, body, field) in [
+        (
+            "/api/v1/parks/p1/people/carl",
+            json!({"name": "Carl", "enterprise_id": "nobody", "status": "active"}),
+            "enterprise_id",
+        ),
+        (
+            "/api/v1/parks/p1/people/carl",
+            json!({"name": "Carl", "enterprise_id": "acme", "status": "active", "access_group_ids": ["vault"]}),
+            "access_group_ids",
+        ),
+        (
+            "/api/v1/parks/p1/people/carl",
+            json!({"name": "", "enterprise_id": "acme", "status": "active"}),
+            "name",
+        ),
+        (
+            "/api/v1/parks/p1/people/carl",
+            json!({"name": "Carl", "enterprise_id": "acme", "status": "gone"}),
+            "status",
+        ),
+        (
+            "/api/v1/parks/p1/enterprises/bad%20id",
+            json!({"name": "X", "status": "active", "kind": "tenant"}),
+            "id",
+        ),
+        (
+            "/api/v1/parks/p1/enterprises/initech",
+            json!({"name": "X", "status": "active", "kind": "landlord"}),
+            "kind",
+        ),
+        (
+            "/api/v1/parks/p1/access-groups/night",
+            json!({"name": "Night", "schedule_id": "nights"}),
+            "schedule_id",
+        ),
+    ] {
+        let (st, body) = call(a, &manager, "PUT", path, Some(body));
+        assert_eq!(st, 422, "{path}: {body}");
+        let message = body["error"]["message"]
+            .as_str()
+            .or(body["message"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        assert!(message.starts_with(&format!("{field}:")), "{path}: {body}");
+    }
+    let (st, body) = call(
+        a,
+        &manager,
+        "PUT",
+        "/api/v1/parks/p1/people/carl",
+        Some(json!({"name": "Carl"})),
+    );
+    assert_eq!(st, 422, "{body}");
+    assert!(
+        body.to_string().contains("enterprise_id"),
+        "the missing field is named: {body}"
+    );
+    let (st, _) = call(
+        a,
+        &manager,
+        "PUT",
+        "/api/v1/parks/nowhere/enterprises/x",
+        Some(json!({"name": "X", "status": "active", "kind": "tenant"})),
+    );
+    assert_eq!(st, 403, "another park is not the manager's");
+    assert_eq!(
+        directory(&h).heads(),
+        heads,
+        "a refused edit changes nothing"
+    );
+
+    // Lists page and filter.
+    let (st, page) = call(
+        a,
+        &manager,
+        "GET",
+        "/api/v1/parks/p1/people?of=globex",
+        None,
+    );
+    assert_eq!(st, 200, "{page}");
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["people"][0]["id"], "bob");
+    let (_, page) = call(
+        a,
+        &manager,
+        "GET",
+        "/api/v1/parks/p1/enterprises?limit=1&offset=1",
+        None,
+    );
+    assert_eq!(
+        (
+            page["total"].as_u64(),
+            page["enterprises"].as_array().unwrap().len()
+        ),
+        (Some(2), 1)
+    );
+    let (st, _) = call(a, &manager, "GET", "/api/v1/parks/p1/people?limit=0", None);
+    assert_eq!(st, 400);
+
+    // A card suspended with a reason; its value never appears, only its last characters.
+    let (st, c) = call(
+        a,
+        &officer,
+        "POST",
+        "/api/v1/parks/p1/credentials/c-ann/status",
+        Some(json!({"status": "suspended", "reason": "left at reception"})),
+    );
+    assert_eq!(st, 200, "{c}");
+    assert_eq!(c["status"], "suspended");
+    assert!(c["masked"].as_str().unwrap().starts_with("••••"));
+    assert!(!c.to_string().contains("CARD-0001-ANN"));
+    assert_eq!(
+        directory(&h)
+            .get::<Credential>("c-ann")
+            .unwrap()
+            .unwrap()
+            .status,
+        CredentialStatus::Suspended
+    );
+    let (st, _) = call(
+        a,
+        &officer,
+        "POST",
+        "/api/v1/parks/p1/credentials/c-nobody/status",
+        Some(json!({"status": "suspended", "reason": "x"})),
+    );
+    assert_eq!(st, 404);
+
+    // Roles: an engineer may read but not edit; an officer may not edit enterprises.
+    let (st, _) = call(
+        a,
+        &engineer,
+        "PUT",
+        "/api/v1/parks/p1/enterprises/x",
+        Some(json!({"name": "X", "status": "active", "kind": "tenant"})),
+    );
+    assert_eq!(st, 403);
+    let (st, _) = call(
+        a,
+        &officer,
+        "PUT",
+        "/api/v1/parks/p1/enterprises/x",
+        Some(json!({"name": "X", "status": "active", "kind": "tenant"})),
+    );
+    assert_eq!(st, 403);
+
+    // Every edit is in the hub's audit chain, refusals with their reason, and the chain
+    // holds.
+    let chain = accounts::audit::read_chain(&cloud_hub::store::open_db(&db).unwrap()).unwrap();
+    let has = |action: &str, target: &str, outcome: &str| {
+        chain.iter().any(|r| {
+            r.record.action == action
+                && r.record.target == target
+                && r.record.outcome.starts_with(outcome)
+        })
+    };
+    assert!(has("enterprise_put", "p1/globex", "ok"));
+    assert!(has("person_put", "p1/bob", "ok"));
+    assert!(has("credential_status", "p1/c-ann", "ok"));
+    assert!(has("person_put", "p1/carl", "refused"));
+    assert!(park_model::audit::verify(&chain, None).is_ok());
+
+    // A restart keeps every edit, with who made it.
+    h.shutdown().await;
+    let h = hub(dir.path()).await;
+    let d = directory(&h);
+    assert!(d.get::<Person>("bob").unwrap().is_some());
+    assert_eq!(
+        d.get::<Credential>("c-ann").unwrap().unwrap().status,
+        CredentialStatus::Suspended
+    );
+    let (_, page) = call(
+        h.api_addr,
+        &manager,
+        "GET",
+        "/api/v1/parks/p1/enterprises?q=globex",
+        None,
+    );
+    assert!(
+        page["enterprises"][0]["meta"]["created_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("manager")
+    );
+}

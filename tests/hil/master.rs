@@ -1,0 +1,134 @@
+//! Master data edited on the hub reaching a real edge's decisions over real sync: a card
+//! suspended through the hub's API is refused at the building's door once the edge has
+//! synced the park's directory (the time it takes is printed), and restored the same way.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Edge, eventually, http_as, mosquitto_pub};
+use crate::sync::{Hub, enroll, hub_config};
+
+fn read(edge: &Edge, card: &str) {
+    mosquitto_pub(
+        edge.mqtt,
+        &[
+            "-q",
+            "1",
+            "-t",
+            "door/d1/read",
+            "-m",
+            &json!({"type": "card", "value": card, "reader": "in"}).to_string(),
+        ],
+    );
+}
+
+/// The newest access decision at the edge.
+fn last_decision(edge: &Edge) -> Option<Value> {
+    let (_, body) = edge.get("/api/v1/events?kind=access.decision&limit=1");
+    body["events"]
+        .as_array()?
+        .first()
+        .map(|e| e["body"].clone())
+}
+
+/// The status of credential `id` as the edge holds it (its people view).
+fn edge_status(edge: &Edge, person: &str, id: &str) -> Option<String> {
+    let (status, page) = edge.get(&format!("/api/v1/people?q={person}"));
+    if status != 200 {
+        eprintln!("people at the edge: {status} {page}");
+    }
+    page["people"]
+        .as_array()?
+        .iter()
+        .flat_map(|p| p["credentials"].as_array().cloned().unwrap_or_default())
+        .find(|c| c["id"] == id)
+        .and_then(|c| c["status"].as_str().map(str::to_string))
+}
+
+#[test]
+fn a_card_suspended_on_the_hub_is_refused_at_the_door_once_the_edge_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    // The park's documents: the edge's seed, and the same files as the hub's master data.
+    crate::park::seed(&dir.path().join("seed"));
+    let hub_seed = dir.path().join("hub-seed/hil");
+    std::fs::create_dir_all(&hub_seed).unwrap();
+    for f in [
+        "directory.automerge",
+        "building-b1.automerge",
+        "parking.automerge",
+    ] {
+        std::fs::copy(dir.path().join("seed").join(f), hub_seed.join(f)).unwrap();
+    }
+    let config = hub_config(dir.path(), 0);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[documents]\nseed_dir = \"{}\"\n",
+        dir.path().join("hub-seed").display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let hub = Hub::start(&config);
+    let (_, identity) = enroll(&config, &hub, dir.path());
+    let edge = Edge::start(
+        dir.path(),
+        &format!(
+            "[business]\nseed_dir = \"{}\"\n[sync]\nhub = \"{}\"\nidentity_dir = \"{}\"\n",
+            dir.path().join("seed").display(),
+            hub.quic,
+            identity.display()
+        ),
+    );
+    eventually("connected to the hub", Duration::from_secs(30), || {
+        let (_, s) = edge.get("/api/v1/sync");
+        (s["connected"] == true).then_some(())
+    });
+    read(&edge, "CARD-1");
+    let first = eventually("the first decision", Duration::from_secs(10), || {
+        last_decision(&edge)
+    });
+    assert_eq!(first["granted"], true, "{first}");
+
+    // The park's manager suspends the card on the hub.
+    let path = format!("{}/api/v1/parks/hil/credentials/c-p1/status", hub.api);
+    let (status, body) = http_as(
+        &hub.token,
+        "POST",
+        &path,
+        Some(json!({"status": "suspended", "reason": "reported stolen"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let suspended_at = Instant::now();
+    eventually(
+        "the suspension at the edge",
+        Duration::from_secs(30),
+        || (edge_status(&edge, "p1", "c-p1")? == "suspended").then_some(()),
+    );
+    let took = suspended_at.elapsed();
+    read(&edge, "CARD-1");
+    let refused = eventually("a refusal at the door", Duration::from_secs(10), || {
+        last_decision(&edge).filter(|d| d["granted"] == false)
+    });
+    assert_eq!(refused["reason"], "credential_suspended", "{refused}");
+    println!(
+        "master_suspend_to_edge_ms: {} ms (hub API answer to the edge holding the change)",
+        took.as_millis()
+    );
+
+    // Restored the same way; the door opens again.
+    let (status, body) = http_as(
+        &hub.token,
+        "POST",
+        &path,
+        Some(json!({"status": "active", "reason": "found in the lobby"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        "the restored card at the edge",
+        Duration::from_secs(30),
+        || (edge_status(&edge, "p1", "c-p1")? == "active").then_some(()),
+    );
+    read(&edge, "CARD-1");
+    eventually("the door opens again", Duration::from_secs(10), || {
+        last_decision(&edge).filter(|d| d["granted"] == true && d != &first)
+    });
+}
