@@ -131,6 +131,67 @@ pub fn one_of(values: impl IntoIterator<Item = &'static str>) -> RefOr<Schema> {
     ))
 }
 
+/// The schema of a sample's value: a number, a boolean or a text; null for a failed read.
+pub fn sample_value() -> RefOr<Schema> {
+    RefOr::T(Schema::OneOf(
+        utoipa::openapi::OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .item(ObjectBuilder::new().schema_type(Type::Boolean))
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .build(),
+    ))
+}
+
+/// The strings of one of the park model's enumerations (every value, as stored).
+pub fn texts<T: Copy>(all: &[T], text: fn(T) -> &'static str) -> RefOr<Schema> {
+    one_of(all.iter().map(|v| text(*v)))
+}
+
+/// The schemas of the park model's enumerated strings, shared by both APIs' documents.
+pub mod schemas {
+    use park_model::directory::{
+        CredentialKind, CredentialStatus, EnterpriseKind, EnterpriseStatus, PersonStatus,
+    };
+    use park_model::parking::{PassKind, PassStatus};
+    use utoipa::openapi::{RefOr, Schema};
+
+    use super::{one_of, texts};
+
+    pub fn person_statuses() -> RefOr<Schema> {
+        texts(PersonStatus::ALL, PersonStatus::as_str)
+    }
+
+    pub fn credential_kinds() -> RefOr<Schema> {
+        texts(CredentialKind::ALL, CredentialKind::as_str)
+    }
+
+    pub fn credential_statuses() -> RefOr<Schema> {
+        texts(CredentialStatus::ALL, CredentialStatus::as_str)
+    }
+
+    pub fn enterprise_statuses() -> RefOr<Schema> {
+        texts(EnterpriseStatus::ALL, EnterpriseStatus::as_str)
+    }
+
+    pub fn enterprise_kinds() -> RefOr<Schema> {
+        texts(EnterpriseKind::ALL, EnterpriseKind::as_str)
+    }
+
+    pub fn pass_kinds() -> RefOr<Schema> {
+        texts(PassKind::ALL, PassKind::as_str)
+    }
+
+    pub fn pass_statuses() -> RefOr<Schema> {
+        texts(PassStatus::ALL, PassStatus::as_str)
+    }
+
+    /// A sample's quality.
+    pub fn qualities() -> RefOr<Schema> {
+        one_of(["good", "uncertain", "bad", "stale"])
+    }
+}
+
 /// Whole numbers from JSON as JSON Schema counts them: `5` and `5.0` alike (a body field
 /// documented as an integer), anything with a fraction or out of range refused.
 pub mod whole {

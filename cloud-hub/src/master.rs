@@ -9,14 +9,11 @@
 
 use accounts::Caller;
 use accounts::http::{ApiError, ApiResult, Routes, audit_outcome};
-use accounts::openapi::{Doc, one_of};
+use accounts::openapi::{Doc, schemas};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
-use park_model::directory::{
-    AccessGroup, Credential, CredentialStatus, Enterprise, EnterpriseKind, EnterpriseStatus,
-    Person, PersonStatus,
-};
+use park_model::directory::{AccessGroup, Credential, CredentialStatus, Enterprise, Person};
 use park_model::document::Entity;
 use park_model::identity::Access;
 use park_model::identity::Permission::{CredentialsEdit, MasterDataEdit, TelemetryRead};
@@ -24,7 +21,6 @@ use park_model::{DocError, ParkDirectory};
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::openapi::{RefOr, Schema};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::ApiState;
@@ -125,26 +121,6 @@ pub fn routes(r: Routes<ApiState>) -> Routes<ApiState> {
 
 // ---- what the API takes and gives ----
 
-fn texts<T: Copy>(all: &[T], text: fn(T) -> &'static str) -> RefOr<Schema> {
-    one_of(all.iter().map(|v| text(*v)))
-}
-
-fn enterprise_statuses() -> RefOr<Schema> {
-    texts(EnterpriseStatus::ALL, EnterpriseStatus::as_str)
-}
-
-fn enterprise_kinds() -> RefOr<Schema> {
-    texts(EnterpriseKind::ALL, EnterpriseKind::as_str)
-}
-
-fn person_statuses() -> RefOr<Schema> {
-    texts(PersonStatus::ALL, PersonStatus::as_str)
-}
-
-fn credential_statuses() -> RefOr<Schema> {
-    texts(CredentialStatus::ALL, CredentialStatus::as_str)
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
@@ -176,9 +152,9 @@ pub struct RecordMeta {
 pub struct EnterpriseBody {
     #[schema(max_length = 200)]
     name: String,
-    #[schema(schema_with = enterprise_statuses)]
+    #[schema(schema_with = schemas::enterprise_statuses)]
     status: String,
-    #[schema(schema_with = enterprise_kinds)]
+    #[schema(schema_with = schemas::enterprise_kinds)]
     kind: String,
 }
 
@@ -186,9 +162,9 @@ pub struct EnterpriseBody {
 pub struct EnterpriseView {
     pub id: String,
     pub name: String,
-    #[schema(schema_with = enterprise_statuses)]
+    #[schema(schema_with = schemas::enterprise_statuses)]
     pub status: String,
-    #[schema(schema_with = enterprise_kinds)]
+    #[schema(schema_with = schemas::enterprise_kinds)]
     pub kind: String,
     pub meta: RecordMeta,
 }
@@ -207,7 +183,7 @@ pub struct PersonBody {
     name: String,
     #[schema(max_length = 128)]
     enterprise_id: String,
-    #[schema(schema_with = person_statuses)]
+    #[schema(schema_with = schemas::person_statuses)]
     status: String,
     #[serde(default)]
     access_group_ids: Vec<String>,
@@ -218,7 +194,7 @@ pub struct PersonView {
     pub id: String,
     pub name: String,
     pub enterprise_id: String,
-    #[schema(schema_with = person_statuses)]
+    #[schema(schema_with = schemas::person_statuses)]
     pub status: String,
     pub access_group_ids: Vec<String>,
     pub meta: RecordMeta,
@@ -260,7 +236,7 @@ pub struct AccessGroupPage {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialStatusBody {
-    #[schema(schema_with = credential_statuses)]
+    #[schema(schema_with = schemas::credential_statuses)]
     status: String,
     /// Why: kept in the audit log.
     #[schema(max_length = 500)]
@@ -275,7 +251,7 @@ pub struct CredentialView {
     pub person_id: String,
     pub kind: String,
     pub masked: String,
-    #[schema(schema_with = credential_statuses)]
+    #[schema(schema_with = schemas::credential_statuses)]
     pub status: String,
     pub valid_from: Option<i64>,
     pub valid_to: Option<i64>,
@@ -393,13 +369,14 @@ fn matches(needle: &str, id: &str, name: &str) -> bool {
     needle.is_empty() || id.to_lowercase().contains(needle) || name.to_lowercase().contains(needle)
 }
 
-/// The meta rows of `ids` in `collection`.
+/// The meta rows of `ids` in `collection`, in the same order (empty for records from a
+/// seed file).
 async fn metas(
     s: &ApiState,
     park: &str,
     collection: &'static str,
     ids: Vec<String>,
-) -> ApiResult<std::collections::HashMap<String, RecordMeta>> {
+) -> ApiResult<Vec<RecordMeta>> {
     let park = park.to_string();
     s.store
         .read(move |c| {
@@ -407,10 +384,10 @@ async fn metas(
                 "SELECT created_at, created_by, updated_at, updated_by FROM master_meta
                  WHERE park = ?1 AND collection = ?2 AND id = ?3",
             )?;
-            let mut out = std::collections::HashMap::new();
-            for id in ids {
-                let meta = stmt
-                    .query_row(params![park, collection, id], |r| {
+            Ok(ids
+                .iter()
+                .map(|id| {
+                    stmt.query_row(params![park, collection, id], |r| {
                         Ok(RecordMeta {
                             created_at: r.get(0)?,
                             created_by: r.get(1)?,
@@ -418,92 +395,118 @@ async fn metas(
                             updated_by: r.get(3)?,
                         })
                     })
-                    .ok()
-                    .unwrap_or_default();
-                out.insert(id, meta);
-            }
-            Ok(out)
+                    .unwrap_or_default()
+                })
+                .collect())
         })
         .await
         .map_err(ApiError::internal)
 }
 
-/// Reads a collection of the park's directory, filtered and paged.
-async fn read_page<E, F>(
+/// A page of a collection of the park's directory: the records `keep` takes (given the
+/// lowercased search text and the `of` filter), in id order, as views with their meta.
+/// Returns the total that match and the page.
+async fn list<E, V>(
     s: &ApiState,
     park: &str,
-    keep: F,
-    offset: usize,
-    limit: usize,
-) -> ApiResult<(usize, Vec<E>)>
+    q: ListQuery,
+    keep: fn(&E, &str, Option<&str>) -> bool,
+    view: fn(E, RecordMeta) -> V,
+) -> ApiResult<(usize, usize, Vec<V>)>
 where
     E: Entity<Schema = park_model::directory::DirectorySchema> + Send + 'static,
-    F: Fn(&E) -> bool + Send + 'static,
 {
+    let (needle, offset, limit) = page_args(&q)?;
     let documents = s.documents.clone();
     let park2 = park.to_string();
     let read = tokio::task::spawn_blocking(move || {
         documents.read_directory(&park2, |d| {
             d.entities::<E>().map(|all| {
-                let matching: Vec<E> = all.items.into_values().filter(|e| keep(e)).collect();
+                let matching: Vec<E> = all
+                    .items
+                    .into_values()
+                    .filter(|e| keep(e, &needle, q.of.as_deref()))
+                    .collect();
                 let total = matching.len();
-                (
-                    total,
-                    matching.into_iter().skip(offset).take(limit).collect(),
-                )
+                let page: Vec<E> = matching.into_iter().skip(offset).take(limit).collect();
+                (total, page)
             })
         })
     })
     .await
     .map_err(|e| ApiError::internal(e.into()))?;
-    match read {
-        None => Err(no_park(park)),
-        Some(r) => r.map_err(|e| ApiError::internal(e.into())),
-    }
+    let (total, items) = match read {
+        None => return Err(no_park(park)),
+        Some(r) => r.map_err(|e| ApiError::internal(e.into()))?,
+    };
+    let ids = items.iter().map(|e| e.id().to_string()).collect();
+    let meta = metas(s, park, E::COLLECTION.as_str(), ids).await?;
+    Ok((
+        total,
+        offset,
+        items
+            .into_iter()
+            .zip(meta)
+            .map(|(e, m)| view(e, m))
+            .collect(),
+    ))
 }
 
 /// Makes an edit of the park's directory, records it in the audit chain and who made it,
-/// and waits until all of it is stored.
-async fn edit<T: Send + 'static>(
+/// waits until all of it is stored, and answers the record as it now is (or the refusal,
+/// audited too).
+async fn put<E, V>(
     s: &ApiState,
     caller: &Caller,
-    audit: &accounts::Audit,
     park: &str,
-    (collection, id): (&'static str, &str),
-    message: String,
-    f: impl FnOnce(&mut ParkDirectory) -> Result<T, EditError> + Send + 'static,
-) -> ApiResult<T> {
-    let (documents, store, park2) = (s.documents.clone(), s.store.clone(), park.to_string());
-    let done =
-        tokio::task::spawn_blocking(move || documents.edit_directory(&store, &park2, &message, f))
-            .await
-            .map_err(|e| ApiError::internal(e.into()))?;
-    let out = match done {
-        None => return Err(no_park(park)),
-        Some(r) => r?,
-    };
-    s.auth
-        .record(audit.clone())
+    id: &str,
+    audit: accounts::Audit,
+    edit: impl FnOnce(&mut ParkDirectory) -> Result<E, EditError> + Send + 'static,
+    view: fn(E, RecordMeta) -> V,
+) -> ApiResult<Json<V>>
+where
+    E: Entity<Schema = park_model::directory::DirectorySchema> + Send + 'static,
+{
+    let collection = E::COLLECTION.as_str();
+    let result = async {
+        check_id("id", id)?;
+        let (documents, store, park2) = (s.documents.clone(), s.store.clone(), park.to_string());
+        let message = format!("hub: {} {collection}/{id}", audit.action);
+        let done = tokio::task::spawn_blocking(move || {
+            documents.edit_directory(&store, &park2, &message, edit)
+        })
         .await
-        .map_err(ApiError::internal)?;
-    let (p, i, by, now) = (
-        park.to_string(),
-        id.to_string(),
-        caller.actor().name,
-        now_micros(),
-    );
-    s.store.write_nowait(Box::new(move |c| {
-        c.execute(
-            "INSERT INTO master_meta (park, collection, id, created_at, created_by, updated_at, updated_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?4, ?5)
-             ON CONFLICT (park, collection, id) DO UPDATE SET updated_at = excluded.updated_at,
-                 updated_by = excluded.updated_by",
-            params![p, collection, i, now, by],
-        )?;
-        Ok(())
-    }));
-    s.store.flush().await;
-    Ok(out)
+        .map_err(|e| ApiError::internal(e.into()))?;
+        let record = match done {
+            None => return Err(no_park(park)),
+            Some(r) => r?,
+        };
+        s.auth
+            .record(audit.clone())
+            .await
+            .map_err(ApiError::internal)?;
+        let (p, i, by, now) = (
+            park.to_string(),
+            id.to_string(),
+            caller.actor().name,
+            now_micros(),
+        );
+        s.store.write_nowait(Box::new(move |c| {
+            c.execute(
+                "INSERT INTO master_meta (park, collection, id, created_at, created_by, updated_at, updated_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?4, ?5)
+                 ON CONFLICT (park, collection, id) DO UPDATE SET updated_at = excluded.updated_at,
+                     updated_by = excluded.updated_by",
+                params![p, collection, i, now, by],
+            )?;
+            Ok(())
+        }));
+        s.store.flush().await;
+        let meta = metas(s, park, collection, vec![id.to_string()]).await?;
+        Ok::<_, ApiError>(view(record, meta.into_iter().next().unwrap_or_default()))
+    }
+    .await;
+    Ok(Json(audit_outcome(&s.auth, audit, result).await?))
 }
 
 async fn list_enterprises(
@@ -512,38 +515,18 @@ async fn list_enterprises(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<EnterprisePage>> {
     let Query(q) = q?;
-    let (needle, offset, limit) = page_args(&q)?;
-    let (total, items) = read_page::<Enterprise, _>(
-        &s,
-        &park,
-        move |e| matches(&needle, &e.id, &e.name),
-        offset,
-        limit,
-    )
-    .await?;
-    let mut meta = metas(
-        &s,
-        &park,
-        "enterprises",
-        items.iter().map(|e| e.id.clone()).collect(),
-    )
-    .await?;
+    let keep = |e: &Enterprise, needle: &str, _: Option<&str>| matches(needle, &e.id, &e.name);
+    let (total, offset, enterprises) = list(&s, &park, q, keep, enterprise_view).await?;
     Ok(Json(EnterprisePage {
         total,
         offset,
-        enterprises: items
-            .into_iter()
-            .map(|e| enterprise_view(e, &mut meta))
-            .collect(),
+        enterprises,
     }))
 }
 
-fn enterprise_view(
-    e: Enterprise,
-    meta: &mut std::collections::HashMap<String, RecordMeta>,
-) -> EnterpriseView {
+fn enterprise_view(e: Enterprise, meta: RecordMeta) -> EnterpriseView {
     EnterpriseView {
-        meta: meta.remove(&e.id).unwrap_or_default(),
+        meta,
         status: e.status.as_str().into(),
         kind: e.kind.as_str().into(),
         id: e.id,
@@ -564,33 +547,18 @@ async fn put_enterprise(
         &format!("{park}/{id}"),
         json!({"name": b.name, "status": b.status, "kind": b.kind}),
     );
-    let result = async {
-        check_id("id", &id)?;
+    let id2 = id.clone();
+    let edit = move |d: &mut ParkDirectory| {
         let e = Enterprise {
-            id: id.clone(),
+            id: id2,
             name: check_name("name", &b.name)?,
             status: parse("status", &b.status, &["active", "suspended"])?,
             kind: parse("kind", &b.kind, &["tenant", "operator"])?,
         };
-        let stored = e.clone();
-        edit(
-            &s,
-            &caller,
-            &audit,
-            &park,
-            ("enterprises", &id),
-            format!("hub: put enterprise {id}"),
-            move |d| {
-                d.upsert(&e)?;
-                Ok(())
-            },
-        )
-        .await?;
-        let mut meta = metas(&s, &park, "enterprises", vec![id.clone()]).await?;
-        Ok::<_, ApiError>(enterprise_view(stored, &mut meta))
-    }
-    .await;
-    Ok(Json(audit_outcome(&s.auth, audit, result).await?))
+        d.upsert(&e)?;
+        Ok(e)
+    };
+    put(&s, &caller, &park, &id, audit, edit, enterprise_view).await
 }
 
 async fn list_people(
@@ -599,38 +567,20 @@ async fn list_people(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<PersonPage>> {
     let Query(q) = q?;
-    let (needle, offset, limit) = page_args(&q)?;
-    let of = q.of.clone();
-    let (total, items) = read_page::<Person, _>(
-        &s,
-        &park,
-        move |p| {
-            of.as_deref().is_none_or(|e| p.enterprise_id == e) && matches(&needle, &p.id, &p.name)
-        },
-        offset,
-        limit,
-    )
-    .await?;
-    let mut meta = metas(
-        &s,
-        &park,
-        "people",
-        items.iter().map(|p| p.id.clone()).collect(),
-    )
-    .await?;
+    let keep = |p: &Person, needle: &str, of: Option<&str>| {
+        of.is_none_or(|e| p.enterprise_id == e) && matches(needle, &p.id, &p.name)
+    };
+    let (total, offset, people) = list(&s, &park, q, keep, person_view).await?;
     Ok(Json(PersonPage {
         total,
         offset,
-        people: items
-            .into_iter()
-            .map(|p| person_view(p, &mut meta))
-            .collect(),
+        people,
     }))
 }
 
-fn person_view(p: Person, meta: &mut std::collections::HashMap<String, RecordMeta>) -> PersonView {
+fn person_view(p: Person, meta: RecordMeta) -> PersonView {
     PersonView {
-        meta: meta.remove(&p.id).unwrap_or_default(),
+        meta,
         status: p.status.as_str().into(),
         id: p.id,
         name: p.name,
@@ -652,45 +602,32 @@ async fn put_person(
         &format!("{park}/{id}"),
         json!({"enterprise": b.enterprise_id, "status": b.status, "groups": b.access_group_ids}),
     );
-    let result = async {
-        check_id("id", &id)?;
+    let id2 = id.clone();
+    let edit = move |d: &mut ParkDirectory| {
         check_id("enterprise_id", &b.enterprise_id)?;
         if b.access_group_ids.len() > 100 {
-            return Err(EditError::Field("access_group_ids: at most 100 groups".into()).into());
+            return Err(EditError::Field(
+                "access_group_ids: at most 100 groups".into(),
+            ));
         }
         for g in &b.access_group_ids {
             check_id("access_group_ids", g)?;
         }
         let p = Person {
-            id: id.clone(),
+            id: id2,
             name: check_name("name", &b.name)?,
-            enterprise_id: b.enterprise_id.clone(),
+            enterprise_id: b.enterprise_id,
             status: parse("status", &b.status, &["active", "suspended"])?,
-            access_group_ids: b.access_group_ids.clone(),
+            access_group_ids: b.access_group_ids,
         };
-        let stored = p.clone();
-        edit(
-            &s,
-            &caller,
-            &audit,
-            &park,
-            ("people", &id),
-            format!("hub: put person {id}"),
-            move |d| {
-                exists::<Enterprise>(d, "enterprise_id", &p.enterprise_id, "enterprise")?;
-                for g in &p.access_group_ids {
-                    exists::<AccessGroup>(d, "access_group_ids", g, "access group")?;
-                }
-                d.upsert(&p)?;
-                Ok(())
-            },
-        )
-        .await?;
-        let mut meta = metas(&s, &park, "people", vec![id.clone()]).await?;
-        Ok::<_, ApiError>(person_view(stored, &mut meta))
-    }
-    .await;
-    Ok(Json(audit_outcome(&s.auth, audit, result).await?))
+        exists::<Enterprise>(d, "enterprise_id", &p.enterprise_id, "enterprise")?;
+        for g in &p.access_group_ids {
+            exists::<AccessGroup>(d, "access_group_ids", g, "access group")?;
+        }
+        d.upsert(&p)?;
+        Ok(p)
+    };
+    put(&s, &caller, &park, &id, audit, edit, person_view).await
 }
 
 async fn list_groups(
@@ -699,38 +636,18 @@ async fn list_groups(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<AccessGroupPage>> {
     let Query(q) = q?;
-    let (needle, offset, limit) = page_args(&q)?;
-    let (total, items) = read_page::<AccessGroup, _>(
-        &s,
-        &park,
-        move |g| matches(&needle, &g.id, &g.name),
-        offset,
-        limit,
-    )
-    .await?;
-    let mut meta = metas(
-        &s,
-        &park,
-        "access_groups",
-        items.iter().map(|g| g.id.clone()).collect(),
-    )
-    .await?;
+    let keep = |g: &AccessGroup, needle: &str, _: Option<&str>| matches(needle, &g.id, &g.name);
+    let (total, offset, access_groups) = list(&s, &park, q, keep, group_view).await?;
     Ok(Json(AccessGroupPage {
         total,
         offset,
-        access_groups: items
-            .into_iter()
-            .map(|g| group_view(g, &mut meta))
-            .collect(),
+        access_groups,
     }))
 }
 
-fn group_view(
-    g: AccessGroup,
-    meta: &mut std::collections::HashMap<String, RecordMeta>,
-) -> AccessGroupView {
+fn group_view(g: AccessGroup, meta: RecordMeta) -> AccessGroupView {
     AccessGroupView {
-        meta: meta.remove(&g.id).unwrap_or_default(),
+        meta,
         id: g.id,
         name: g.name,
         door_ids: g.door_ids,
@@ -751,58 +668,33 @@ async fn put_group(
         &format!("{park}/{id}"),
         json!({"doors": b.door_ids, "schedule": b.schedule_id}),
     );
-    let result = async {
-        check_id("id", &id)?;
+    let id2 = id.clone();
+    let edit = move |d: &mut ParkDirectory| {
         if b.door_ids.len() > 1000 {
-            return Err(EditError::Field("door_ids: at most 1000 doors".into()).into());
+            return Err(EditError::Field("door_ids: at most 1000 doors".into()));
         }
         for door in &b.door_ids {
             check_id("door_ids", door)?;
         }
         if let Some(sch) = &b.schedule_id {
             check_id("schedule_id", sch)?;
+            exists::<park_model::directory::WeeklySchedule>(d, "schedule_id", sch, "schedule")?;
         }
         let g = AccessGroup {
-            id: id.clone(),
+            id: id2,
             name: check_name("name", &b.name)?,
-            door_ids: b.door_ids.clone(),
-            schedule_id: b.schedule_id.clone(),
+            door_ids: b.door_ids,
+            schedule_id: b.schedule_id,
         };
-        let stored = g.clone();
-        edit(
-            &s,
-            &caller,
-            &audit,
-            &park,
-            ("access_groups", &id),
-            format!("hub: put access group {id}"),
-            move |d| {
-                if let Some(sch) = &g.schedule_id {
-                    exists::<park_model::directory::WeeklySchedule>(
-                        d,
-                        "schedule_id",
-                        sch,
-                        "schedule",
-                    )?;
-                }
-                d.upsert(&g)?;
-                Ok(())
-            },
-        )
-        .await?;
-        let mut meta = metas(&s, &park, "access_groups", vec![id.clone()]).await?;
-        Ok::<_, ApiError>(group_view(stored, &mut meta))
-    }
-    .await;
-    Ok(Json(audit_outcome(&s.auth, audit, result).await?))
+        d.upsert(&g)?;
+        Ok(g)
+    };
+    put(&s, &caller, &park, &id, audit, edit, group_view).await
 }
 
-fn credential_view(
-    c: Credential,
-    meta: &mut std::collections::HashMap<String, RecordMeta>,
-) -> CredentialView {
+fn credential_view(c: Credential, meta: RecordMeta) -> CredentialView {
     CredentialView {
-        meta: meta.remove(&c.id).unwrap_or_default(),
+        meta,
         masked: format!("••••{}", c.suffix),
         kind: c.kind.as_str().into(),
         status: c.status.as_str().into(),
@@ -819,32 +711,14 @@ async fn list_credentials(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<CredentialPage>> {
     let Query(q) = q?;
-    let (needle, offset, limit) = page_args(&q)?;
-    let of = q.of.clone();
-    let (total, items) = read_page::<Credential, _>(
-        &s,
-        &park,
-        move |c| {
-            of.as_deref().is_none_or(|p| c.person_id == p) && matches(&needle, &c.id, &c.person_id)
-        },
-        offset,
-        limit,
-    )
-    .await?;
-    let mut meta = metas(
-        &s,
-        &park,
-        "credentials",
-        items.iter().map(|c| c.id.clone()).collect(),
-    )
-    .await?;
+    let keep = |c: &Credential, needle: &str, of: Option<&str>| {
+        of.is_none_or(|p| c.person_id == p) && matches(needle, &c.id, &c.person_id)
+    };
+    let (total, offset, credentials) = list(&s, &park, q, keep, credential_view).await?;
     Ok(Json(CredentialPage {
         total,
         offset,
-        credentials: items
-            .into_iter()
-            .map(|c| credential_view(c, &mut meta))
-            .collect(),
+        credentials,
     }))
 }
 
@@ -861,34 +735,22 @@ async fn credential_status(
         &format!("{park}/{id}"),
         json!({"status": b.status, "reason": b.reason}),
     );
-    let result = async {
+    let id2 = id.clone();
+    let edit = move |d: &mut ParkDirectory| {
         let status: CredentialStatus =
             parse("status", &b.status, &["active", "suspended", "lost"])?;
         if b.reason.trim().is_empty() || b.reason.chars().count() > 500 {
-            return Err(EditError::Field("reason: must be 1 to 500 characters".into()).into());
+            return Err(EditError::Field(
+                "reason: must be 1 to 500 characters".into(),
+            ));
         }
-        let id2 = id.clone();
-        let changed = edit(
-            &s,
-            &caller,
-            &audit,
-            &park,
-            ("credentials", &id),
-            format!("hub: set credential {id} {}", status.as_str()),
-            move |d| {
-                if d.get::<Credential>(&id2)?.is_none() {
-                    return Err(EditError::NotFound(format!(
-                        "no credential {id2} in this park"
-                    )));
-                }
-                d.set_credential_status(&id2, status)?;
-                Ok(d.require::<Credential>(&id2)?)
-            },
-        )
-        .await?;
-        let mut meta = metas(&s, &park, "credentials", vec![id.clone()]).await?;
-        Ok::<_, ApiError>(credential_view(changed, &mut meta))
-    }
-    .await;
-    Ok(Json(audit_outcome(&s.auth, audit, result).await?))
+        if d.get::<Credential>(&id2)?.is_none() {
+            return Err(EditError::NotFound(format!(
+                "no credential {id2} in this park"
+            )));
+        }
+        d.set_credential_status(&id2, status)?;
+        Ok(d.require::<Credential>(&id2)?)
+    };
+    put(&s, &caller, &park, &id, audit, edit, credential_view).await
 }

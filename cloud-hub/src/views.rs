@@ -7,7 +7,7 @@ use accounts::openapi::one_of;
 use park_model::identity::Grant;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa::openapi::{ObjectBuilder, OneOfBuilder, RefOr, Schema, Type};
+use utoipa::openapi::{RefOr, Schema};
 
 /// `{"status": "ok"}` from `/health`, `{"status": "ready"}` from `/ready`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -131,29 +131,13 @@ pub struct BuildingDetail {
     pub durable_cursors: DurableCursors,
 }
 
-/// A sample's value: a number, a boolean or a text; null for a failed read.
-fn sample_value() -> RefOr<Schema> {
-    RefOr::T(Schema::OneOf(
-        OneOfBuilder::new()
-            .item(ObjectBuilder::new().schema_type(Type::Number))
-            .item(ObjectBuilder::new().schema_type(Type::Boolean))
-            .item(ObjectBuilder::new().schema_type(Type::String))
-            .item(ObjectBuilder::new().schema_type(Type::Null))
-            .build(),
-    ))
-}
-
-fn qualities() -> RefOr<Schema> {
-    one_of(["good", "uncertain", "bad", "stale"])
-}
-
 /// One sample as uploaded: time (microseconds since 1970), value and quality.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SampleView {
     pub ts: i64,
-    #[schema(schema_with = sample_value)]
+    #[schema(schema_with = accounts::openapi::sample_value)]
     pub value: serde_json::Value,
-    #[schema(schema_with = qualities)]
+    #[schema(schema_with = accounts::openapi::schemas::qualities)]
     pub quality: String,
     /// Why the quality is not good.
     pub reason: Option<String>,

@@ -1302,7 +1302,7 @@ struct NewCredential {
     id: String,
     #[schema(min_length = 1, max_length = 128, pattern = "^[^\\x00-\\x1F\\x7F]*$")]
     person_id: String,
-    #[schema(schema_with = credential_kinds)]
+    #[schema(schema_with = openapi::schemas::credential_kinds)]
     kind: String,
     #[schema(min_length = 1, max_length = 256, pattern = "^[^\\x00-\\x1F\\x7F]*$")]
     value: String,
@@ -1310,38 +1310,6 @@ struct NewCredential {
     valid_from: Option<i64>,
     #[serde(default, deserialize_with = "openapi::whole::opt_i64")]
     valid_to: Option<i64>,
-}
-
-fn credential_kinds() -> RefOr<Schema> {
-    openapi::one_of(
-        park_model::directory::CredentialKind::ALL
-            .iter()
-            .map(|k| k.as_str()),
-    )
-}
-
-fn credential_statuses() -> RefOr<Schema> {
-    openapi::one_of(
-        park_model::directory::CredentialStatus::ALL
-            .iter()
-            .map(|k| k.as_str()),
-    )
-}
-
-fn pass_kinds() -> RefOr<Schema> {
-    openapi::one_of(
-        park_model::parking::PassKind::ALL
-            .iter()
-            .map(|k| k.as_str()),
-    )
-}
-
-fn pass_statuses() -> RefOr<Schema> {
-    openapi::one_of(
-        park_model::parking::PassStatus::ALL
-            .iter()
-            .map(|k| k.as_str()),
-    )
 }
 
 async fn put_credential(
@@ -1388,7 +1356,7 @@ async fn put_credential(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CredentialStatusChange {
-    #[schema(schema_with = credential_statuses)]
+    #[schema(schema_with = openapi::schemas::credential_statuses)]
     status: String,
     #[schema(max_length = 500)]
     reason: Option<String>,
@@ -1397,7 +1365,7 @@ struct CredentialStatusChange {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PassStatusChange {
-    #[schema(schema_with = pass_statuses)]
+    #[schema(schema_with = openapi::schemas::pass_statuses)]
     status: String,
     #[schema(max_length = 500)]
     reason: Option<String>,
@@ -1445,7 +1413,7 @@ struct NewPass {
     id: String,
     #[schema(min_length = 1, max_length = 32, pattern = "^[^\\x00-\\x1F\\x7F]*$")]
     plate: String,
-    #[schema(schema_with = pass_kinds)]
+    #[schema(schema_with = openapi::schemas::pass_kinds)]
     kind: String,
     #[schema(max_items = 64)]
     lot_ids: Vec<String>,

@@ -6,7 +6,6 @@ use device_drivers::{DeviceStatus, PointKey, Sample};
 use serde::Serialize;
 use serde_json::Value as Json;
 use utoipa::ToSchema;
-use utoipa::openapi::{ObjectBuilder, OneOfBuilder, RefOr, Schema, Type};
 
 use crate::node::{DeviceEntry, point_source};
 use crate::store::Store;
@@ -24,23 +23,11 @@ pub struct Site {
     pub now: i64,
 }
 
-/// A sample's value: a number, a boolean or a text; null for a failed read.
-fn sample_value() -> RefOr<Schema> {
-    RefOr::T(Schema::OneOf(
-        OneOfBuilder::new()
-            .item(ObjectBuilder::new().schema_type(Type::Number))
-            .item(ObjectBuilder::new().schema_type(Type::Boolean))
-            .item(ObjectBuilder::new().schema_type(Type::String))
-            .item(ObjectBuilder::new().schema_type(Type::Null))
-            .build(),
-    ))
-}
-
 /// One committed sample: time (microseconds since 1970), value and quality.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SampleView {
     pub ts: i64,
-    #[schema(schema_with = sample_value)]
+    #[schema(schema_with = accounts::openapi::sample_value)]
     pub value: Json,
     /// `good`, `uncertain`, `bad` or `stale`.
     pub quality: String,
@@ -280,7 +267,7 @@ pub struct HistoryPage {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WriteAnswer {
     pub point: String,
-    #[schema(schema_with = sample_value)]
+    #[schema(schema_with = accounts::openapi::sample_value)]
     pub value: Json,
     /// Always true: an unverified write is an error, not an answer.
     pub verified: bool,
@@ -443,25 +430,6 @@ pub struct UserList {
     pub users: Vec<accounts::auth::AccountView>,
 }
 
-fn texts<T: Copy>(all: &[T], text: fn(T) -> &'static str) -> RefOr<Schema> {
-    accounts::openapi::one_of(all.iter().map(|v| text(*v)))
-}
-
-fn person_statuses() -> RefOr<Schema> {
-    use park_model::directory::PersonStatus;
-    texts(PersonStatus::ALL, PersonStatus::as_str)
-}
-
-fn credential_kinds() -> RefOr<Schema> {
-    use park_model::directory::CredentialKind;
-    texts(CredentialKind::ALL, CredentialKind::as_str)
-}
-
-fn credential_statuses() -> RefOr<Schema> {
-    use park_model::directory::CredentialStatus;
-    texts(CredentialStatus::ALL, CredentialStatus::as_str)
-}
-
 /// An entity named by its id and its name.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Named {
@@ -475,10 +443,10 @@ pub struct Named {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CredentialView {
     pub id: String,
-    #[schema(schema_with = credential_kinds)]
+    #[schema(schema_with = accounts::openapi::schemas::credential_kinds)]
     pub kind: String,
     pub masked: String,
-    #[schema(schema_with = credential_statuses)]
+    #[schema(schema_with = accounts::openapi::schemas::credential_statuses)]
     pub status: String,
     /// Microseconds since 1970; none for always.
     pub valid_from: Option<i64>,
@@ -492,7 +460,7 @@ pub struct PersonView {
     pub id: String,
     pub name: String,
     pub enterprise: Named,
-    #[schema(schema_with = person_statuses)]
+    #[schema(schema_with = accounts::openapi::schemas::person_statuses)]
     pub status: String,
     pub access_groups: Vec<Named>,
     pub credentials: Vec<CredentialView>,
@@ -507,11 +475,6 @@ pub struct PeoplePage {
     pub people: Vec<PersonView>,
 }
 
-fn pass_statuses() -> RefOr<Schema> {
-    use park_model::parking::PassStatus;
-    texts(PassStatus::ALL, PassStatus::as_str)
-}
-
 /// A credential issued: its id and the characters of it people will see.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CredentialIssued {
@@ -523,7 +486,7 @@ pub struct CredentialIssued {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CredentialStatusSet {
     pub credential: String,
-    #[schema(schema_with = credential_statuses)]
+    #[schema(schema_with = accounts::openapi::schemas::credential_statuses)]
     pub status: String,
 }
 
@@ -537,6 +500,6 @@ pub struct PassIssued {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PassStatusSet {
     pub pass: String,
-    #[schema(schema_with = pass_statuses)]
+    #[schema(schema_with = accounts::openapi::schemas::pass_statuses)]
     pub status: String,
 }
