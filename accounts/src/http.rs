@@ -168,6 +168,16 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         self
     }
 
+    /// Lets the route added last take request bodies of up to `bytes` (the API's other
+    /// routes take at most 64 KiB): for a file people upload.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        if let Some((spec, mr)) = self.list.pop() {
+            self.list
+                .push((spec, mr.layer(axum::extract::DefaultBodyLimit::max(bytes))));
+        }
+        self
+    }
+
     pub fn get<H: Handler<T, S>, T: 'static>(
         self,
         path: &'static str,

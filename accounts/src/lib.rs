@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod csv;
 pub mod http;
 pub mod metrics;
 pub mod openapi;

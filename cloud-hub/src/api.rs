@@ -87,7 +87,7 @@ fn routes() -> Routes<ApiState> {
     use Access::{Allowed, Public};
     use Permission::*;
     let doc = Doc::new;
-    crate::master::routes(http::auth_routes(Routes::default()))
+    crate::import::routes(crate::master::routes(http::auth_routes(Routes::default())))
         .get("/health", Public, || async {
             Json(views::Status {
                 status: "ok".into(),

@@ -19,6 +19,7 @@ pub mod api;
 pub mod audit;
 pub mod config;
 pub mod enroll;
+pub mod import;
 pub mod influx;
 pub mod master;
 pub mod metrics;

@@ -269,10 +269,19 @@ pub struct CredentialPage {
 
 /// A refused edit: 422 naming the field, or a document error.
 #[derive(Debug)]
-enum EditError {
-    Field(String),
+pub(crate) enum EditError {
+    Field { field: String, message: String },
     NotFound(String),
     Doc(DocError),
+}
+
+impl EditError {
+    pub(crate) fn field(field: &str, message: impl Into<String>) -> EditError {
+        EditError::Field {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
 }
 
 impl From<DocError> for EditError {
@@ -284,7 +293,7 @@ impl From<DocError> for EditError {
 impl From<EditError> for ApiError {
     fn from(e: EditError) -> Self {
         match e {
-            EditError::Field(m) => ApiError::invalid(m),
+            EditError::Field { field, message } => ApiError::invalid(format!("{field}: {message}")),
             EditError::NotFound(m) => ApiError::not_found(m),
             EditError::Doc(e) => ApiError::invalid(e.to_string()),
         }
@@ -292,7 +301,7 @@ impl From<EditError> for ApiError {
 }
 
 /// An id as the documents take them: 1 to 128 letters, digits, `-`, `_`, `.`.
-fn check_id(field: &str, id: &str) -> Result<(), EditError> {
+pub(crate) fn check_id(field: &str, id: &str) -> Result<(), EditError> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && id
@@ -301,29 +310,28 @@ fn check_id(field: &str, id: &str) -> Result<(), EditError> {
     if ok {
         Ok(())
     } else {
-        Err(EditError::Field(format!(
-            "{field}: {id:?} is not an id (1 to 128 letters, digits, '-', '_' or '.')"
-        )))
+        Err(EditError::field(
+            field,
+            format!("{id:?} is not an id (1 to 128 letters, digits, '-', '_' or '.')"),
+        ))
     }
 }
 
 fn check_name(field: &str, name: &str) -> Result<String, EditError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(EditError::Field(format!(
-            "{field}: must be 1 to 200 characters without control characters"
-        )));
+        return Err(EditError::field(
+            field,
+            "must be 1 to 200 characters without control characters",
+        ));
     }
     Ok(name.to_string())
 }
 
 fn parse<T: std::str::FromStr>(field: &str, value: &str, all: &[&str]) -> Result<T, EditError> {
-    value.parse().map_err(|_| {
-        EditError::Field(format!(
-            "{field}: {value:?} is not one of {}",
-            all.join(", ")
-        ))
-    })
+    value
+        .parse()
+        .map_err(|_| EditError::field(field, format!("{value:?} is not one of {}", all.join(", "))))
 }
 
 fn exists<E: Entity<Schema = park_model::directory::DirectorySchema>>(
@@ -334,15 +342,67 @@ fn exists<E: Entity<Schema = park_model::directory::DirectorySchema>>(
 ) -> Result<(), EditError> {
     match d.get::<E>(id)? {
         Some(_) => Ok(()),
-        None => Err(EditError::Field(format!(
-            "{field}: no {what} {id:?} in this park"
-        ))),
+        None => Err(EditError::field(
+            field,
+            format!("no {what} {id:?} in this park"),
+        )),
     }
+}
+
+/// An enterprise from its fields as people give them, checked.
+pub(crate) fn enterprise_from(
+    id: &str,
+    name: &str,
+    status: &str,
+    kind: &str,
+) -> Result<Enterprise, EditError> {
+    check_id("id", id)?;
+    Ok(Enterprise {
+        id: id.to_string(),
+        name: check_name("name", name)?,
+        status: parse("status", status, &["active", "suspended"])?,
+        kind: parse("kind", kind, &["tenant", "operator"])?,
+    })
+}
+
+/// A person from their fields as people give them, checked on their own (see
+/// [`person_refs`] for what they name).
+pub(crate) fn person_from(
+    id: &str,
+    name: &str,
+    enterprise_id: &str,
+    status: &str,
+    access_group_ids: Vec<String>,
+) -> Result<Person, EditError> {
+    check_id("id", id)?;
+    check_id("enterprise_id", enterprise_id)?;
+    if access_group_ids.len() > 100 {
+        return Err(EditError::field("access_group_ids", "at most 100 groups"));
+    }
+    for g in &access_group_ids {
+        check_id("access_group_ids", g)?;
+    }
+    Ok(Person {
+        id: id.to_string(),
+        name: check_name("name", name)?,
+        enterprise_id: enterprise_id.to_string(),
+        status: parse("status", status, &["active", "suspended"])?,
+        access_group_ids,
+    })
+}
+
+/// That the enterprise and groups a person names are the park's.
+pub(crate) fn person_refs(d: &ParkDirectory, p: &Person) -> Result<(), EditError> {
+    exists::<Enterprise>(d, "enterprise_id", &p.enterprise_id, "enterprise")?;
+    for g in &p.access_group_ids {
+        exists::<AccessGroup>(d, "access_group_ids", g, "access group")?;
+    }
+    Ok(())
 }
 
 // ---- handlers ----
 
-fn no_park(park: &str) -> ApiError {
+pub(crate) fn no_park(park: &str) -> ApiError {
     ApiError::not_found(format!("park {park} has no directory on this hub"))
 }
 
@@ -371,7 +431,7 @@ fn matches(needle: &str, id: &str, name: &str) -> bool {
 
 /// The meta rows of `ids` in `collection`, in the same order (empty for records from a
 /// seed file).
-async fn metas(
+pub(crate) async fn metas(
     s: &ApiState,
     park: &str,
     collection: &'static str,
@@ -401,6 +461,30 @@ async fn metas(
         })
         .await
         .map_err(ApiError::internal)
+}
+
+/// Queues who made (or last changed) `ids` of `collection`, and when, in `master_meta`
+/// (the caller flushes the store): the first writer stays the record's creator.
+pub(crate) fn record_meta(
+    s: &ApiState,
+    park: &str,
+    collection: &'static str,
+    ids: Vec<String>,
+    caller: &Caller,
+) {
+    let (park, by, now) = (park.to_string(), caller.actor().name, now_micros());
+    s.store.write_nowait(Box::new(move |c| {
+        let mut stmt = c.prepare_cached(
+            "INSERT INTO master_meta (park, collection, id, created_at, created_by, updated_at, updated_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?4, ?5)
+             ON CONFLICT (park, collection, id) DO UPDATE SET updated_at = excluded.updated_at,
+                 updated_by = excluded.updated_by",
+        )?;
+        for id in &ids {
+            stmt.execute(params![park, collection, id, now, by])?;
+        }
+        Ok(())
+    }));
 }
 
 /// A page of a collection of the park's directory: the records `keep` takes (given the
@@ -485,22 +569,7 @@ where
             .record(audit.clone())
             .await
             .map_err(ApiError::internal)?;
-        let (p, i, by, now) = (
-            park.to_string(),
-            id.to_string(),
-            caller.actor().name,
-            now_micros(),
-        );
-        s.store.write_nowait(Box::new(move |c| {
-            c.execute(
-                "INSERT INTO master_meta (park, collection, id, created_at, created_by, updated_at, updated_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?4, ?5)
-                 ON CONFLICT (park, collection, id) DO UPDATE SET updated_at = excluded.updated_at,
-                     updated_by = excluded.updated_by",
-                params![p, collection, i, now, by],
-            )?;
-            Ok(())
-        }));
+        record_meta(s, park, collection, vec![id.to_string()], caller);
         s.store.flush().await;
         let meta = metas(s, park, collection, vec![id.to_string()]).await?;
         Ok::<_, ApiError>(view(record, meta.into_iter().next().unwrap_or_default()))
@@ -549,12 +618,7 @@ async fn put_enterprise(
     );
     let id2 = id.clone();
     let edit = move |d: &mut ParkDirectory| {
-        let e = Enterprise {
-            id: id2,
-            name: check_name("name", &b.name)?,
-            status: parse("status", &b.status, &["active", "suspended"])?,
-            kind: parse("kind", &b.kind, &["tenant", "operator"])?,
-        };
+        let e = enterprise_from(&id2, &b.name, &b.status, &b.kind)?;
         d.upsert(&e)?;
         Ok(e)
     };
@@ -604,26 +668,14 @@ async fn put_person(
     );
     let id2 = id.clone();
     let edit = move |d: &mut ParkDirectory| {
-        check_id("enterprise_id", &b.enterprise_id)?;
-        if b.access_group_ids.len() > 100 {
-            return Err(EditError::Field(
-                "access_group_ids: at most 100 groups".into(),
-            ));
-        }
-        for g in &b.access_group_ids {
-            check_id("access_group_ids", g)?;
-        }
-        let p = Person {
-            id: id2,
-            name: check_name("name", &b.name)?,
-            enterprise_id: b.enterprise_id,
-            status: parse("status", &b.status, &["active", "suspended"])?,
-            access_group_ids: b.access_group_ids,
-        };
-        exists::<Enterprise>(d, "enterprise_id", &p.enterprise_id, "enterprise")?;
-        for g in &p.access_group_ids {
-            exists::<AccessGroup>(d, "access_group_ids", g, "access group")?;
-        }
+        let p = person_from(
+            &id2,
+            &b.name,
+            &b.enterprise_id,
+            &b.status,
+            b.access_group_ids,
+        )?;
+        person_refs(d, &p)?;
         d.upsert(&p)?;
         Ok(p)
     };
@@ -671,7 +723,7 @@ async fn put_group(
     let id2 = id.clone();
     let edit = move |d: &mut ParkDirectory| {
         if b.door_ids.len() > 1000 {
-            return Err(EditError::Field("door_ids: at most 1000 doors".into()));
+            return Err(EditError::field("door_ids", "at most 1000 doors"));
         }
         for door in &b.door_ids {
             check_id("door_ids", door)?;
@@ -740,9 +792,7 @@ async fn credential_status(
         let status: CredentialStatus =
             parse("status", &b.status, &["active", "suspended", "lost"])?;
         if b.reason.trim().is_empty() || b.reason.chars().count() > 500 {
-            return Err(EditError::Field(
-                "reason: must be 1 to 500 characters".into(),
-            ));
+            return Err(EditError::field("reason", "must be 1 to 500 characters"));
         }
         if d.get::<Credential>(&id2)?.is_none() {
             return Err(EditError::NotFound(format!(

@@ -108,6 +108,19 @@ fn call(
     )
 }
 
+/// A hub over the seeded park, with a park manager (their token).
+async fn with_manager(dir: &Path) -> (Hub, std::path::PathBuf, String) {
+    seed(&dir.join("seed"));
+    let h = hub(dir).await;
+    let db = h.store.path().to_path_buf();
+    let manager = account(
+        &db,
+        "manager",
+        &[Grant::new(Role::ParkManager, Scope::park("p1")).unwrap()],
+    );
+    (h, db, manager)
+}
+
 async fn hub(dir: &Path) -> Hub {
     let mut settings = HubSettings::for_dir(dir);
     settings.documents_seed_dir = Some(dir.join("seed"));
@@ -122,14 +135,7 @@ fn directory(h: &Hub) -> ParkDirectory {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_park_manager_edits_the_directory_with_checked_fields_and_the_edits_last() {
     let dir = tempfile::tempdir().unwrap();
-    seed(&dir.path().join("seed"));
-    let h = hub(dir.path()).await;
-    let db = h.store.path().to_path_buf();
-    let manager = account(
-        &db,
-        "manager",
-        &[Grant::new(Role::ParkManager, Scope::park("p1")).unwrap()],
-    );
+    let (h, db, manager) = with_manager(dir.path()).await;
     let engineer = account(
         &db,
         "engineer",
@@ -367,5 +373,149 @@ async fn a_park_manager_edits_the_directory_with_checked_fields_and_the_edits_la
             .as_str()
             .unwrap()
             .starts_with("manager")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_import_as_a_dry_run_then_all_or_nothing_and_export_in_the_same_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, db, manager) = with_manager(dir.path()).await;
+    h.auth.reload().await.unwrap();
+    let a = h.api_addr;
+    let import = |kind: &str, csv: String, dry_run: bool| {
+        call(
+            a,
+            &manager,
+            "POST",
+            &format!("/api/v1/parks/p1/import/{kind}"),
+            Some(json!({"csv": csv, "dry_run": dry_run})),
+        )
+    };
+
+    // Two thousand people of the park's enterprise, one of them naming a group the park
+    // does not have and one with a bad status: the dry run names both by line and column.
+    let mut csv = String::from("人员编号,姓名,企业编号,门禁组,状态\n");
+    for i in 0..2000 {
+        let group = if i == 700 { "vault" } else { "lobby" };
+        let status = if i == 1500 { "retired" } else { "active" };
+        csv.push_str(&format!("emp-{i:04},员工 {i},acme,{group},{status}\n"));
+    }
+    let (st, r) = import("people", csv.clone(), true);
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(
+        (
+            r["rows"].as_u64(),
+            r["applied"].as_bool(),
+            r["error_count"].as_u64()
+        ),
+        (Some(2000), Some(false), Some(2))
+    );
+    assert_eq!(
+        r["errors"][0],
+        json!({"line": 702, "column": "门禁组", "message": "no access group \"vault\" in this park"})
+    );
+    assert_eq!(r["errors"][1]["line"], 1502);
+    assert_eq!(r["errors"][1]["column"], "状态");
+    // The import itself with the same file changes nothing at all.
+    let heads = directory(&h).heads();
+    let (st, r) = import("people", csv.clone(), false);
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(
+        (r["applied"].as_bool(), r["error_count"].as_u64()),
+        (Some(false), Some(2))
+    );
+    assert_eq!(directory(&h).heads(), heads);
+    assert!(directory(&h).get::<Person>("emp-0001").unwrap().is_none());
+
+    // Corrected, the dry run counts what would be new, and the import takes every row.
+    let fixed = csv
+        .replace(",vault,", ",lobby,")
+        .replace(",retired\n", ",active\n");
+    let (_, r) = import("people", fixed.clone(), true);
+    assert_eq!(
+        (r["created"].as_u64(), r["error_count"].as_u64()),
+        (Some(2000), Some(0))
+    );
+    let (st, r) = import("people", fixed, false);
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(
+        (r["applied"].as_bool(), r["created"].as_u64()),
+        (Some(true), Some(2000))
+    );
+    let d = directory(&h);
+    assert_eq!(
+        d.get::<Person>("emp-1999").unwrap().unwrap().name,
+        "员工 1999"
+    );
+    let (_, page) = call(
+        a,
+        &manager,
+        "GET",
+        "/api/v1/parks/p1/people?of=acme&limit=1",
+        None,
+    );
+    assert_eq!(page["total"], 2001);
+
+    // The export has the import's columns and imports again, changing nothing new.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut res = agent
+        .get(&format!("http://{a}/api/v1/parks/p1/export/people"))
+        .header("Authorization", &format!("Bearer {manager}"))
+        .call()
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let text = res
+        .body_mut()
+        .with_config()
+        .limit(10_000_000)
+        .read_to_string()
+        .unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "id,name,enterprise_id,status,access_group_ids,created_at,created_by,updated_at,updated_by"
+        )
+    );
+    assert_eq!(text.lines().count(), 2002);
+    let (_, r) = import("people", text, true);
+    assert_eq!(
+        (
+            r["created"].as_u64(),
+            r["updated"].as_u64(),
+            r["error_count"].as_u64()
+        ),
+        (Some(0), Some(2001), Some(0))
+    );
+
+    // Enterprises the same way; an unknown kind is not found.
+    let (_, r) = import(
+        "enterprises",
+        "id,name,kind\ninitech,Initech,tenant\n".into(),
+        false,
+    );
+    assert_eq!(
+        (r["applied"].as_bool(), r["created"].as_u64()),
+        (Some(true), Some(1))
+    );
+    let (st, _) = import("spaceships", "id\nx\n".into(), true);
+    assert_eq!(st, 404);
+    // A file without a required column says which.
+    let (_, r) = import("people", "id,name\nx,X\n".into(), true);
+    assert_eq!(r["errors"][0]["column"], "enterprise_id");
+    // The import is in the audit chain.
+    let chain = accounts::audit::read_chain(&cloud_hub::store::open_db(&db).unwrap()).unwrap();
+    assert!(
+        chain
+            .iter()
+            .any(|r| r.record.action == "import_people" && r.record.outcome == "ok")
+    );
+    assert!(
+        chain
+            .iter()
+            .any(|r| r.record.action == "import_people" && r.record.outcome.starts_with("refused"))
     );
 }

@@ -911,47 +911,6 @@ struct EventsExportQuery {
     to: Option<i64>,
 }
 
-/// A CSV field: quoted when it needs to be, and never read as a formula by a spreadsheet.
-fn csv_field(v: &str) -> String {
-    let v = if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{v}")
-    } else {
-        v.to_string()
-    };
-    if v.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", v.replace('"', "\"\""))
-    } else {
-        v
-    }
-}
-
-/// A time for people reading a CSV: UTC, to the second.
-fn utc_text(micros: i64) -> String {
-    let secs = micros.div_euclid(1_000_000);
-    let day = park_model::time::format_date(secs.div_euclid(86_400) as i32);
-    let rest = secs.rem_euclid(86_400);
-    format!(
-        "{day}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
-fn csv_download(name: &str, body: String) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}\""),
-            ),
-        ],
-        body,
-    )
-        .into_response()
-}
-
 /// The event log as CSV, newest first, at most [`EXPORT_ROWS`] rows.
 async fn export_events(
     State(s): State<ApiState>,
@@ -991,16 +950,16 @@ async fn export_events(
     for (seq, e) in rows {
         let line = [
             seq.to_string(),
-            utc_text(e.ts),
-            csv_field(&e.kind),
-            csv_field(&e.subject),
-            csv_field(&e.body.to_string()),
+            accounts::csv::utc_text(e.ts),
+            accounts::csv::field(&e.kind),
+            accounts::csv::field(&e.subject),
+            accounts::csv::field(&e.body.to_string()),
         ]
         .join(",");
         out.push_str(&line);
         out.push('\n');
     }
-    Ok(csv_download("events.csv", out))
+    Ok(accounts::csv::download("events.csv", out))
 }
 
 /// The audit log as CSV, newest first, at most [`EXPORT_ROWS`] rows, with each record's
@@ -1020,19 +979,22 @@ async fn export_audit(State(s): State<ApiState>) -> ApiResult<Response> {
     for r in rows {
         let line = [
             text(&r["seq"]),
-            r["ts"].as_i64().map(utc_text).unwrap_or_default(),
-            csv_field(&text(&r["actor"])),
-            csv_field(&text(&r["action"])),
-            csv_field(&text(&r["target"])),
-            csv_field(&text(&r["outcome"])),
-            csv_field(&text(&r["detail"])),
+            r["ts"]
+                .as_i64()
+                .map(accounts::csv::utc_text)
+                .unwrap_or_default(),
+            accounts::csv::field(&text(&r["actor"])),
+            accounts::csv::field(&text(&r["action"])),
+            accounts::csv::field(&text(&r["target"])),
+            accounts::csv::field(&text(&r["outcome"])),
+            accounts::csv::field(&text(&r["detail"])),
             text(&r["hash"]),
         ]
         .join(",");
         out.push_str(&line);
         out.push('\n');
     }
-    Ok(csv_download("audit.csv", out))
+    Ok(accounts::csv::download("audit.csv", out))
 }
 
 /// Access and parking logs, newest first, with filters.
@@ -1775,26 +1737,4 @@ async fn reload_rules(
         reloaded: true,
         rules: n,
     }))
-}
-
-#[cfg(test)]
-mod csv_tests {
-    use super::{csv_field, utc_text};
-
-    #[test]
-    fn csv_fields_are_quoted_when_needed_and_never_read_as_formulas() {
-        assert_eq!(csv_field("d1"), "d1");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("line\nbreak"), "\"line\nbreak\"");
-        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(csv_field("-1+2"), "'-1+2");
-        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
-    }
-
-    #[test]
-    fn csv_times_are_utc_to_the_second() {
-        assert_eq!(utc_text(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc_text(1_796_658_353_091_238), "2026-12-07T15:45:53Z");
-    }
 }

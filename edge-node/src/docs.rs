@@ -70,6 +70,12 @@ fn versions(c: &Connection, doc_id: &str) -> rusqlite::Result<(i64, Option<i64>,
     .unwrap_or((0, None, None)))
 }
 
+/// How many writes of the document's bytes there have been (0 for none).
+pub async fn version(store: &Store, doc_id: &str) -> anyhow::Result<i64> {
+    let doc_id = doc_id.to_string();
+    store.read(move |c| Ok(versions(c, &doc_id)?.0)).await
+}
+
 /// Whether the document's row copy matches its stored bytes and is in the current format.
 pub fn cache_is_current(c: &Connection, doc_id: &str) -> rusqlite::Result<bool> {
     let (version, cache_version, cache_format) = versions(c, doc_id)?;

@@ -1607,15 +1607,49 @@ impl ParkService {
         limit: usize,
     ) -> Result<views::PeoplePage, ParkError> {
         let needle = q.to_lowercase();
-        self.store
-            .read(move |c| people_page(c, &needle, offset, limit))
-            .await
-            .map_err(ParkError::Store)?
-            .ok_or_else(|| {
-                ParkError::Unavailable(
-                    "the directory is being loaded on this node; try again in a moment".into(),
-                )
-            })
+        for attempt in 0..2 {
+            let n = needle.clone();
+            let page = self
+                .store
+                .read(move |c| people_page(c, &n, offset, limit))
+                .await
+                .map_err(ParkError::Store)?;
+            if let Some(page) = page {
+                return Ok(page);
+            }
+            // The copy fell behind the document (a change came before the copy of this
+            // start was written): write it again from the document, once.
+            if attempt == 0 {
+                self.rewrite_directory_copy()
+                    .await
+                    .map_err(ParkError::Store)?;
+            }
+        }
+        Err(ParkError::Unavailable(
+            "the directory is being loaded on this node; try again in a moment".into(),
+        ))
+    }
+
+    /// Writes the directory's row copy again from the document, when the document in memory
+    /// is the stored one (so that the rows match the stored bytes). Returns whether it was
+    /// written.
+    async fn rewrite_directory_copy(&self) -> anyhow::Result<bool> {
+        // No save runs meanwhile, so the stored version stays the one the rows are of.
+        let _saving = self.saving.lock().await;
+        let snapshot = {
+            let mut s = self.lock();
+            let unsaved = !s.directory_unsaved.is_empty();
+            let Some(d) = s.directory.as_mut() else {
+                return Ok(false);
+            };
+            if unsaved || d.doc.heads() != d.stored_heads {
+                return Ok(false);
+            }
+            d.doc.snapshot()?
+        };
+        let version = crate::docs::version(&self.store, DIRECTORY).await?;
+        let rows = tokio::task::spawn_blocking(move || snapshot.cache_rows()).await?;
+        crate::docs::write_cache(&self.store, DIRECTORY, version, rows).await
     }
 
     pub fn doors(&self) -> views::DoorList {
