@@ -34,6 +34,7 @@ pub async fn run(samples: usize, events: usize) -> anyhow::Result<()> {
         edge_cert_days: 30,
         renew_before: Duration::from_secs(10 * 86_400),
         documents_seed_dir: None,
+        credential_keys: Default::default(),
         influx: None,
     };
     let db = settings.db_path();

@@ -96,6 +96,7 @@ pub async fn run(data_dir: Option<PathBuf>, profiles: PathBuf, port: u16) -> any
         edge_cert_days: 30,
         renew_before: Duration::from_secs(10 * 86_400),
         documents_seed_dir: Some(hub_seed),
+        credential_keys: [("demo-park".to_string(), data_dir.join("credential.key"))].into(),
         influx: None,
     };
     let db = hub_settings.db_path();

@@ -38,6 +38,9 @@ use crate::views;
 
 #[derive(Clone)]
 pub struct ApiState {
+    /// Each park's credential key, by park id (those the config names).
+    pub credential_keys:
+        Arc<std::collections::HashMap<String, park_model::directory::CredentialKey>>,
     pub store: HubStore,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,

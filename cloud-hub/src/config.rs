@@ -68,6 +68,10 @@ pub struct DocumentsSection {
     /// `parking.automerge` and `building-ID.automerge`, merged into the hub's documents at
     /// every start (merging the same file again changes nothing).
     pub seed_dir: Option<PathBuf>,
+    /// Each park's credential key file (the one its edges read), by park id: the hub
+    /// digests the card numbers, QR values and PINs it is given with it.
+    #[serde(default)]
+    pub credential_keys: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// How long the hub keeps what is personal data.
@@ -219,6 +223,8 @@ pub struct HubSettings {
     pub renew_before: Duration,
     /// Park documents merged in at start (`[documents] seed_dir`).
     pub documents_seed_dir: Option<PathBuf>,
+    /// Each park's credential key file, by park id (`[documents.credential_keys]`).
+    pub credential_keys: std::collections::BTreeMap<String, PathBuf>,
     /// Where telemetry goes besides the hub's own store (`[influx]`).
     pub influx: Option<crate::influx::InfluxSettings>,
 }
@@ -355,6 +361,12 @@ impl HubSettings {
             edge_cert_days: e.edge_cert_days,
             renew_before: Duration::from_secs(u64::from(renew_before_days) * 86_400),
             documents_seed_dir: config.documents.seed_dir.as_deref().map(resolve),
+            credential_keys: config
+                .documents
+                .credential_keys
+                .iter()
+                .map(|(park, file)| (park.clone(), resolve(file)))
+                .collect(),
             influx,
         })
     }
@@ -378,6 +390,7 @@ impl HubSettings {
             edge_cert_days: 365,
             renew_before: Duration::from_secs(30 * 86_400),
             documents_seed_dir: None,
+            credential_keys: Default::default(),
             influx: None,
         }
     }

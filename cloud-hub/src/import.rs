@@ -19,7 +19,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::{Extension, Json};
 use park_model::ParkDirectory;
-use park_model::directory::{Enterprise, Person};
+use park_model::directory::{Credential, CredentialKey, Enterprise, Person};
 use park_model::document::Entity;
 use park_model::identity::Access;
 use park_model::identity::Permission::{MasterDataEdit, TelemetryRead};
@@ -29,7 +29,8 @@ use utoipa::ToSchema;
 
 use crate::api::ApiState;
 use crate::master::{
-    EditError, check_id, enterprise_from, metas, no_park, person_from, person_refs, record_meta,
+    EditError, check_id, credential_from, enterprise_from, metas, no_park, park_key, person_from,
+    person_refs, record_meta,
 };
 
 /// The most rows one import takes.
@@ -48,8 +49,8 @@ pub fn routes(r: Routes<ApiState>) -> Routes<ApiState> {
     )
     .body_limit(MAX_BODY)
     .doc(
-        Doc::new("master data", "Import enterprises or people from CSV, all or nothing")
-            .describe("`kind` is `enterprises` or `people`. With `dry_run` nothing changes; either way the answer lists every bad row by line and column, and an import with any bad row changes nothing.")
+        Doc::new("master data", "Import enterprises, people or credentials from CSV, all or nothing")
+            .describe("`kind` is `enterprises`, `people` or `credentials` (values in clear, kept only as keyed digests). With `dry_run` nothing changes; either way the answer lists every bad row by line and column, and an import with any bad row changes nothing.")
             .body::<ImportBody>()
             .returns::<ImportReport>(),
     )
@@ -59,7 +60,7 @@ pub fn routes(r: Routes<ApiState>) -> Routes<ApiState> {
         export,
     )
     .doc(
-        Doc::new("master data", "Export enterprises or people as CSV (the import's columns)")
+        Doc::new("master data", "Export enterprises, people or credentials (masked) as CSV")
             .csv(),
     )
 }
@@ -105,6 +106,7 @@ pub struct ImportReport {
 enum Kind {
     Enterprises,
     People,
+    Credentials,
 }
 
 impl Kind {
@@ -112,8 +114,9 @@ impl Kind {
         match kind {
             "enterprises" => Ok(Kind::Enterprises),
             "people" => Ok(Kind::People),
+            "credentials" => Ok(Kind::Credentials),
             other => Err(ApiError::not_found(format!(
-                "no import or export of {other:?} (enterprises or people)"
+                "no import or export of {other:?} (enterprises, people or credentials)"
             ))),
         }
     }
@@ -143,6 +146,20 @@ impl Kind {
                     Some(""),
                 ),
             ],
+            Kind::Credentials => &[
+                ("id", &["id", "编号", "凭证编号"], None),
+                ("person_id", &["person_id", "人员编号", "人员"], None),
+                ("kind", &["kind", "类型"], Some("card")),
+                ("value", &["value", "卡号", "值"], None),
+            ],
+        }
+    }
+
+    fn collection(self) -> &'static str {
+        match self {
+            Kind::Enterprises => Enterprise::COLLECTION.as_str(),
+            Kind::People => Person::COLLECTION.as_str(),
+            Kind::Credentials => Credential::COLLECTION.as_str(),
         }
     }
 }
@@ -151,6 +168,7 @@ impl Kind {
 enum Record {
     Enterprise(Enterprise),
     Person(Person),
+    Credential(Credential),
 }
 
 impl Record {
@@ -158,13 +176,18 @@ impl Record {
         match self {
             Record::Enterprise(e) => &e.id,
             Record::Person(p) => &p.id,
+            Record::Credential(c) => &c.id,
         }
     }
 }
 
 /// Reads the file: every row checked on its own; the rows that pass, with their lines, and
 /// the errors of those that do not.
-fn read_rows(kind: Kind, text: &str) -> (usize, Vec<(u64, Record)>, Vec<RowError>) {
+fn read_rows(
+    kind: Kind,
+    text: &str,
+    key: Option<&CredentialKey>,
+) -> (usize, Vec<(u64, Record)>, Vec<RowError>) {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
@@ -275,6 +298,21 @@ fn read_rows(kind: Kind, text: &str) -> (usize, Vec<(u64, Record)>, Vec<RowError
                 )
                 .map(Record::Person)
             }
+            Kind::Credentials => match key {
+                Some(key) => credential_from(
+                    key,
+                    &get("id"),
+                    &get("person_id"),
+                    &get("kind"),
+                    &get("value"),
+                    (None, None),
+                )
+                .map(Record::Credential),
+                None => Err(EditError::field(
+                    "value",
+                    "this hub holds no credential key for the park",
+                )),
+            },
         };
         match checked {
             Ok(r) => {
@@ -315,6 +353,19 @@ fn check_refs(
     for (line, r) in rows {
         let existed = match r {
             Record::Enterprise(e) => d.get::<Enterprise>(&e.id)?.is_some(),
+            Record::Credential(c) => {
+                if d.get::<Person>(&c.person_id)?.is_none() {
+                    errors.push(RowError {
+                        line: *line,
+                        column: columns
+                            .get("person_id")
+                            .cloned()
+                            .unwrap_or_else(|| "person_id".into()),
+                        message: format!("no person {:?} in this park", c.person_id),
+                    });
+                }
+                d.get::<Credential>(&c.id)?.is_some()
+            }
             Record::Person(p) => {
                 if let Err(EditError::Field { field, message }) = person_refs(d, p) {
                     errors.push(RowError {
@@ -385,7 +436,11 @@ async fn import(
     let Json(b) = body?;
     let kind = Kind::parse(&kind_text)?;
     check_id("park", &park)?;
-    let (rows, good, mut errors) = read_rows(kind, &b.csv);
+    let key = match kind {
+        Kind::Credentials => Some(park_key(&s, &park)?),
+        _ => None,
+    };
+    let (rows, good, mut errors) = read_rows(kind, &b.csv, key.as_ref());
     let columns = header_names(kind, &b.csv);
     let dry_run = b.dry_run || !errors.is_empty();
     let audit = s.auth.audit(
@@ -410,6 +465,7 @@ async fn import(
                 match r {
                     Record::Enterprise(e) => d.upsert(e)?,
                     Record::Person(p) => d.upsert(p)?,
+                    Record::Credential(c) => d.upsert(c)?,
                 }
             }
             Ok((created, updated))
@@ -447,11 +503,7 @@ async fn import(
                 .record(audit.clone())
                 .await
                 .map_err(ApiError::internal)?;
-            let collection = match kind {
-                Kind::Enterprises => Enterprise::COLLECTION.as_str(),
-                Kind::People => Person::COLLECTION.as_str(),
-            };
-            record_meta(&s, &park, collection, ids, &caller);
+            record_meta(&s, &park, kind.collection(), ids, &caller);
             s.store.flush().await;
             Ok(Json(report(created, updated, true, Vec::new())))
         }
@@ -496,6 +548,22 @@ async fn export(
                     })
                     .collect::<Vec<_>>()
             }),
+            // Never a value: its kind, the characters people see, and its status.
+            Kind::Credentials => d.entities::<Credential>().map(|c| {
+                c.items
+                    .into_values()
+                    .map(|c| {
+                        let cells = vec![
+                            c.id.clone(),
+                            c.person_id,
+                            c.kind.as_str().into(),
+                            format!("••••{}", c.suffix),
+                            c.status.as_str().into(),
+                        ];
+                        (c.id, cells)
+                    })
+                    .collect::<Vec<_>>()
+            }),
         })
     })
     .await
@@ -504,21 +572,19 @@ async fn export(
         None => return Err(no_park(&park)),
         Some(r) => r.map_err(|e| ApiError::internal(e.into()))?,
     };
-    let collection = match kind {
-        Kind::Enterprises => Enterprise::COLLECTION.as_str(),
-        Kind::People => Person::COLLECTION.as_str(),
-    };
     let meta = metas(
         &s,
         &park,
-        collection,
+        kind.collection(),
         rows.iter().map(|(id, _)| id.clone()).collect(),
     )
     .await?;
-    let mut out: String = kind
-        .columns()
-        .iter()
-        .map(|(f, _, _)| *f)
+    let columns: Vec<&str> = match kind {
+        Kind::Credentials => vec!["id", "person_id", "kind", "masked", "status"],
+        _ => kind.columns().iter().map(|(f, _, _)| *f).collect(),
+    };
+    let mut out: String = columns
+        .into_iter()
         .chain(["created_at", "created_by", "updated_at", "updated_by"])
         .collect::<Vec<_>>()
         .join(",");
@@ -553,7 +619,7 @@ mod tests {
     #[test]
     fn rows_are_checked_with_their_line_and_column() {
         let text = "\u{feff}编号,名称,状态\nacme,Acme,active\nbad id,X,active\nglobex,,active\nacme,Again,active\ninitech,Initech,closed\n\n";
-        let (rows, good, errors) = read_rows(Kind::Enterprises, text);
+        let (rows, good, errors) = read_rows(Kind::Enterprises, text, None);
         assert_eq!(rows, 5);
         assert_eq!(good.len(), 1);
         assert_eq!(
@@ -586,7 +652,7 @@ mod tests {
 
     #[test]
     fn a_missing_required_column_is_named_and_nothing_is_read() {
-        let (rows, good, errors) = read_rows(Kind::People, "id,name\np1,Ann\n");
+        let (rows, good, errors) = read_rows(Kind::People, "id,name\np1,Ann\n", None);
         assert_eq!((rows, good.len()), (0, 0));
         assert_eq!(errors.len(), 1);
         assert_eq!(
@@ -600,13 +666,14 @@ mod tests {
         let (_, good, errors) = read_rows(
             Kind::People,
             "name,id,enterprise_id,access_group_ids\nAnn,ann,acme,lobby; lab\n\"Li, Wei\",li,acme,\n",
+            None,
         );
         assert!(errors.is_empty(), "{errors:?}");
         let people: Vec<&Person> = good
             .iter()
             .map(|(_, r)| match r {
                 Record::Person(p) => p,
-                Record::Enterprise(_) => unreachable!(),
+                _ => unreachable!(),
             })
             .collect();
         assert_eq!(people[0].access_group_ids, ["lobby", "lab"]);

@@ -219,7 +219,18 @@ impl Hub {
             .await
             .with_context(|| format!("cannot listen for HTTP on {}", settings.http_listen))?;
         let api_addr = listener.local_addr()?;
+        let mut credential_keys = std::collections::HashMap::new();
+        for (park, file) in &settings.credential_keys {
+            let (key, loose) = park_model::directory::CredentialKey::read_file(file)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("[documents.credential_keys] {park}"))?;
+            if loose {
+                tracing::warn!(file = %file.display(), "The credential key file can be read by other users than its owner: chmod 600 it.");
+            }
+            credential_keys.insert(park.clone(), key);
+        }
         let router = api::router(api::ApiState {
+            credential_keys: Arc::new(credential_keys),
             store: store.clone(),
             registry: registry.clone(),
             metrics: metrics.clone(),

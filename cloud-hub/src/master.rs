@@ -103,6 +103,17 @@ pub fn routes(r: Routes<ApiState>) -> Routes<ApiState> {
         .query::<ListQuery>()
         .returns::<CredentialPage>(),
     )
+    .put(
+        "/api/v1/parks/{park}/credentials/{credential}",
+        Allowed(CredentialsEdit),
+        put_credential,
+    )
+    .doc(
+        doc("master data", "Issue a credential (card, QR code, PIN or plate) to a person")
+            .describe("The hub keeps only the value's keyed digest under the park's credential key and its last characters; the value is never stored, logged or answered.")
+            .body::<CredentialBody>()
+            .returns::<CredentialView>(),
+    )
     .post(
         "/api/v1/parks/{park}/credentials/{credential}/status",
         Allowed(CredentialsEdit),
@@ -231,6 +242,24 @@ pub struct AccessGroupPage {
     pub total: usize,
     pub offset: usize,
     pub access_groups: Vec<AccessGroupView>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialBody {
+    #[schema(max_length = 128)]
+    person_id: String,
+    #[schema(schema_with = schemas::credential_kinds)]
+    kind: String,
+    /// The card's number, the QR code's text, the PIN or the plate, in clear: only its
+    /// keyed digest is kept.
+    #[schema(min_length = 1, max_length = 256)]
+    value: String,
+    /// Microseconds since 1970; none for always.
+    #[serde(default, deserialize_with = "accounts::openapi::whole::opt_i64")]
+    valid_from: Option<i64>,
+    #[serde(default, deserialize_with = "accounts::openapi::whole::opt_i64")]
+    valid_to: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -388,6 +417,56 @@ pub(crate) fn person_from(
         enterprise_id: enterprise_id.to_string(),
         status: parse("status", status, &["active", "suspended"])?,
         access_group_ids,
+    })
+}
+
+/// A credential from its fields as people give them, digested under the park's key: the
+/// value in clear goes no further than this.
+pub(crate) fn credential_from(
+    key: &park_model::directory::CredentialKey,
+    id: &str,
+    person_id: &str,
+    kind: &str,
+    value: &str,
+    valid: (Option<i64>, Option<i64>),
+) -> Result<Credential, EditError> {
+    check_id("id", id)?;
+    check_id("person_id", person_id)?;
+    let kind = parse("kind", kind, &["card", "qr", "pin", "plate"])?;
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > 256 || value.chars().any(char::is_control) {
+        return Err(EditError::field(
+            "value",
+            "must be 1 to 256 characters without control characters",
+        ));
+    }
+    if let (Some(from), Some(to)) = valid
+        && from >= to
+    {
+        return Err(EditError::field("valid_to", "must be after valid_from"));
+    }
+    park_model::directory::RawCredential {
+        id: id.to_string(),
+        person_id: person_id.to_string(),
+        kind,
+        value: value.to_string(),
+        status: CredentialStatus::Active,
+        valid_from: valid.0,
+        valid_to: valid.1,
+    }
+    .digest(key)
+    .map_err(|e| EditError::field("value", e.to_string()))
+}
+
+/// The park's credential key, or why the hub cannot issue credentials for the park.
+pub(crate) fn park_key(
+    s: &ApiState,
+    park: &str,
+) -> Result<park_model::directory::CredentialKey, ApiError> {
+    s.credential_keys.get(park).cloned().ok_or_else(|| {
+        ApiError::invalid(format!(
+            "this hub holds no credential key for park {park} (add it under [documents.credential_keys] in the hub's config)"
+        ))
     })
 }
 
@@ -772,6 +851,40 @@ async fn list_credentials(
         offset,
         credentials,
     }))
+}
+
+async fn put_credential(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((park, id)): Path<(String, String)>,
+    body: Result<Json<CredentialBody>, JsonRejection>,
+) -> ApiResult<Json<CredentialView>> {
+    let Json(b) = body?;
+    let audit = s.auth.audit(
+        &caller.actor(),
+        "credential_put",
+        &format!("{park}/{id}"),
+        json!({"person": b.person_id, "kind": b.kind, "validFrom": b.valid_from, "validTo": b.valid_to}),
+    );
+    let key = match park_key(&s, &park) {
+        Ok(k) => k,
+        Err(e) => return Ok(Json(audit_outcome(&s.auth, audit, Err(e)).await?)),
+    };
+    let id2 = id.clone();
+    let edit = move |d: &mut ParkDirectory| {
+        let c = credential_from(
+            &key,
+            &id2,
+            &b.person_id,
+            &b.kind,
+            &b.value,
+            (b.valid_from, b.valid_to),
+        )?;
+        exists::<Person>(d, "person_id", &c.person_id, "person")?;
+        d.upsert(&c)?;
+        Ok(c)
+    };
+    put(&s, &caller, &park, &id, audit, edit, credential_view).await
 }
 
 async fn credential_status(

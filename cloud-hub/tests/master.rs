@@ -124,6 +124,9 @@ async fn with_manager(dir: &Path) -> (Hub, std::path::PathBuf, String) {
 async fn hub(dir: &Path) -> Hub {
     let mut settings = HubSettings::for_dir(dir);
     settings.documents_seed_dir = Some(dir.join("seed"));
+    let key = dir.join("p1-credential.key");
+    std::fs::write(&key, "07".repeat(32)).unwrap();
+    settings.credential_keys.insert("p1".into(), key);
     Hub::start(settings).await.unwrap()
 }
 
@@ -517,5 +520,128 @@ async fn people_import_as_a_dry_run_then_all_or_nothing_and_export_in_the_same_c
         chain
             .iter()
             .any(|r| r.record.action == "import_people" && r.record.outcome.starts_with("refused"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_issued_and_imported_on_the_hub_as_keyed_digests_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, db, manager) = with_manager(dir.path()).await;
+    h.auth.reload().await.unwrap();
+    let a = h.api_addr;
+    let key = CredentialKey::new(&[7; 32]);
+
+    let (st, c) = call(
+        a,
+        &manager,
+        "PUT",
+        "/api/v1/parks/p1/credentials/c-ann-2",
+        Some(json!({"person_id": "ann", "kind": "card", "value": "CARD-7777-0001"})),
+    );
+    assert_eq!(st, 200, "{c}");
+    assert!(!c.to_string().contains("CARD-7777-0001"), "{c}");
+    let stored = directory(&h).get::<Credential>("c-ann-2").unwrap().unwrap();
+    assert_eq!(
+        stored.digest,
+        key.present(CredentialKind::Card, "CARD-7777-0001").digest
+    );
+    assert_eq!(c["masked"], format!("••••{}", stored.suffix));
+    // Refusals name the field; a person the park does not have is refused.
+    for (body, field) in [
+        (
+            json!({"person_id": "nobody", "kind": "card", "value": "X-1"}),
+            "person_id",
+        ),
+        (
+            json!({"person_id": "ann", "kind": "badge", "value": "X-1"}),
+            "kind",
+        ),
+        (
+            json!({"person_id": "ann", "kind": "card", "value": " "}),
+            "value",
+        ),
+        (
+            json!({"person_id": "ann", "kind": "card", "value": "X-1", "valid_from": 5, "valid_to": 4}),
+            "valid_to",
+        ),
+    ] {
+        let (st, r) = call(
+            a,
+            &manager,
+            "PUT",
+            "/api/v1/parks/p1/credentials/c-x",
+            Some(body),
+        );
+        assert_eq!(st, 422, "{r}");
+        assert!(
+            r["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(&format!("{field}:")),
+            "{r}"
+        );
+    }
+
+    // An import of cards: a bad person named by line and column, then the whole file.
+    let csv = "凭证编号,人员编号,卡号\nc-1,ann,CARD-1111\nc-2,ghost,CARD-2222\n";
+    let (_, r) = call(
+        a,
+        &manager,
+        "POST",
+        "/api/v1/parks/p1/import/credentials",
+        Some(json!({"csv": csv, "dry_run": false})),
+    );
+    assert_eq!(r["applied"], false);
+    assert_eq!(
+        r["errors"][0],
+        json!({"line": 3, "column": "人员编号", "message": "no person \"ghost\" in this park"})
+    );
+    let (_, r) = call(
+        a,
+        &manager,
+        "POST",
+        "/api/v1/parks/p1/import/credentials",
+        Some(json!({"csv": csv.replace("ghost", "ann"), "dry_run": false})),
+    );
+    assert_eq!(
+        (r["applied"].as_bool(), r["created"].as_u64()),
+        (Some(true), Some(2)),
+        "{r}"
+    );
+    // The export lists them masked, never with a value.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let text = agent
+        .get(&format!("http://{a}/api/v1/parks/p1/export/credentials"))
+        .header("Authorization", &format!("Bearer {manager}"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        text.starts_with("id,person_id,kind,masked,status,"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 5, "{text}");
+    for secret in ["CARD-1111", "CARD-2222", "CARD-7777-0001", "CARD-0001-ANN"] {
+        assert!(!text.contains(secret), "{secret} in the export");
+    }
+    // Nor is any value in the audit chain.
+    let chain = accounts::audit::read_chain(&cloud_hub::store::open_db(&db).unwrap()).unwrap();
+    let all = format!(
+        "{:?}",
+        chain
+            .iter()
+            .map(|r| (&r.record.detail, &r.record.target))
+            .collect::<Vec<_>>()
+    );
+    assert!(!all.contains("CARD-7777-0001") && !all.contains("CARD-1111"));
+    assert!(
+        chain
+            .iter()
+            .any(|r| r.record.action == "credential_put" && r.record.outcome == "ok")
     );
 }

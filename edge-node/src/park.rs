@@ -2592,29 +2592,12 @@ pub fn generate_credential_key_file(path: &Path) -> anyhow::Result<CredentialKey
 /// A file that other users may read is used, with a warning in the log: the key is as secret
 /// as the card numbers and PINs it protects.
 pub fn read_credential_key_file(path: &Path) -> anyhow::Result<CredentialKey> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| {
-        anyhow::anyhow!(
-            "{} is not a credential key: it is not text (64 hexadecimal characters)",
-            path.display()
-        )
-    })?;
-    let key = CredentialKey::from_hex(text)
-        .with_context(|| format!("{} is not a credential key", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            tracing::warn!(
-                file = %path.display(),
-                mode = %format!("{:o}", mode & 0o777),
-                "The credential key file can be read by other users than its owner: chmod 600 it."
-            );
-        }
+    let (key, loose) = CredentialKey::read_file(path).map_err(anyhow::Error::msg)?;
+    if loose {
+        tracing::warn!(
+            file = %path.display(),
+            "The credential key file can be read by other users than its owner: chmod 600 it."
+        );
     }
     Ok(key)
 }

@@ -345,6 +345,34 @@ impl CredentialKey {
         }
     }
 
+    /// Reads a key file: 64 hexadecimal digits, one line break after them allowed. Also
+    /// says whether users other than the file's owner may read it (the key is as secret as
+    /// the card numbers and PINs it protects: the caller warns). Errors name the file.
+    pub fn read_file(path: &std::path::Path) -> Result<(CredentialKey, bool), String> {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            format!(
+                "{} is not a credential key: it is not text (64 hexadecimal characters)",
+                path.display()
+            )
+        })?;
+        let key = CredentialKey::from_hex(text)
+            .map_err(|e| format!("{} is not a credential key: {e}", path.display()))?;
+        #[cfg(unix)]
+        let loose = {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .permissions()
+                .mode();
+            mode & 0o077 != 0
+        };
+        #[cfg(not(unix))]
+        let loose = false;
+        Ok((key, loose))
+    }
+
     /// Reads a key written as 64 hexadecimal characters (either case), as in a key file: one
     /// line break at the end is allowed, nothing else.
     pub fn from_hex(text: &str) -> Result<CredentialKey, CredentialKeyError> {

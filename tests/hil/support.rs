@@ -386,20 +386,18 @@ pub fn http(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
 /// A request with an API token (none when `token` is empty).
 pub fn http_as(token: &str, method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
     let agent = agent();
-    let bearer = format!("Bearer {token}");
-    let res = match (method, body) {
-        ("GET", _) if token.is_empty() => agent.get(url).call(),
-        ("GET", _) => agent.get(url).header("Authorization", &bearer).call(),
-        (_, Some(b)) if token.is_empty() => agent.post(url).send_json(b),
-        (_, Some(b)) => agent
-            .post(url)
-            .header("Authorization", &bearer)
-            .send_json(b),
-        (_, None) if token.is_empty() => agent.post(url).send_empty(),
-        (_, None) => agent
-            .post(url)
-            .header("Authorization", &bearer)
-            .send_empty(),
+    let mut req = ureq::http::Request::builder().method(method).uri(url);
+    if !token.is_empty() {
+        req = req.header("Authorization", format!("Bearer {token}"));
+    }
+    let res = match body {
+        Some(b) => agent.run(
+            req.header("Content-Type", "application/json")
+                .body(b.to_string())
+                .unwrap(),
+        ),
+        None if method == "GET" => agent.run(req.body(()).unwrap()),
+        None => agent.run(req.body(String::new()).unwrap()),
     };
     let mut res = res.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
     let status = res.status().as_u16();
