@@ -7,13 +7,18 @@
 //! Who made and changed each record, and when, is kept beside the document in
 //! `master_meta` (the documents carry what the doors need, not their history).
 
+use std::collections::BTreeMap;
+
 use accounts::Caller;
 use accounts::http::{ApiError, ApiResult, Routes, audit_outcome};
 use accounts::openapi::{Doc, schemas};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
-use park_model::directory::{AccessGroup, Credential, CredentialStatus, Enterprise, Person};
+
+use park_model::directory::{
+    AccessGroup, Credential, CredentialStatus, Directory, Enterprise, Person,
+};
 use park_model::document::Entity;
 use park_model::identity::Access;
 use park_model::identity::Permission::{CredentialsEdit, MasterDataEdit, TelemetryRead};
@@ -566,42 +571,41 @@ pub(crate) fn record_meta(
     }));
 }
 
-/// A page of a collection of the park's directory: the records `keep` takes (given the
+/// A page of a collection of the park's directory (the one `pick` names in the park's
+/// snapshot, read again only after a change): the records `keep` takes (given the
 /// lowercased search text and the `of` filter), in id order, as views with their meta.
 /// Returns the total that match and the page.
 async fn list<E, V>(
     s: &ApiState,
     park: &str,
     q: ListQuery,
+    pick: fn(&Directory) -> &BTreeMap<String, E>,
     keep: fn(&E, &str, Option<&str>) -> bool,
     view: fn(E, RecordMeta) -> V,
 ) -> ApiResult<(usize, usize, Vec<V>)>
 where
-    E: Entity<Schema = park_model::directory::DirectorySchema> + Send + 'static,
+    E: Entity<Schema = park_model::directory::DirectorySchema> + Clone + Send + 'static,
 {
     let (needle, offset, limit) = page_args(&q)?;
     let documents = s.documents.clone();
     let park2 = park.to_string();
-    let read = tokio::task::spawn_blocking(move || {
-        documents.read_directory(&park2, |d| {
-            d.entities::<E>().map(|all| {
-                let matching: Vec<E> = all
-                    .items
-                    .into_values()
-                    .filter(|e| keep(e, &needle, q.of.as_deref()))
-                    .collect();
-                let total = matching.len();
-                let page: Vec<E> = matching.into_iter().skip(offset).take(limit).collect();
-                (total, page)
-            })
-        })
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.into()))?;
-    let (total, items) = match read {
+    let read = tokio::task::spawn_blocking(move || documents.directory_snapshot(&park2))
+        .await
+        .map_err(|e| ApiError::internal(e.into()))?;
+    let snapshot = match read {
         None => return Err(no_park(park)),
         Some(r) => r.map_err(|e| ApiError::internal(e.into()))?,
     };
+    let mut total = 0;
+    let mut items: Vec<E> = Vec::new();
+    for e in pick(&snapshot).values() {
+        if keep(e, &needle, q.of.as_deref()) {
+            if total >= offset && items.len() < limit {
+                items.push(e.clone());
+            }
+            total += 1;
+        }
+    }
     let ids = items.iter().map(|e| e.id().to_string()).collect();
     let meta = metas(s, park, E::COLLECTION.as_str(), ids).await?;
     Ok((
@@ -664,7 +668,8 @@ async fn list_enterprises(
 ) -> ApiResult<Json<EnterprisePage>> {
     let Query(q) = q?;
     let keep = |e: &Enterprise, needle: &str, _: Option<&str>| matches(needle, &e.id, &e.name);
-    let (total, offset, enterprises) = list(&s, &park, q, keep, enterprise_view).await?;
+    let (total, offset, enterprises) =
+        list(&s, &park, q, |d| &d.enterprises, keep, enterprise_view).await?;
     Ok(Json(EnterprisePage {
         total,
         offset,
@@ -713,7 +718,7 @@ async fn list_people(
     let keep = |p: &Person, needle: &str, of: Option<&str>| {
         of.is_none_or(|e| p.enterprise_id == e) && matches(needle, &p.id, &p.name)
     };
-    let (total, offset, people) = list(&s, &park, q, keep, person_view).await?;
+    let (total, offset, people) = list(&s, &park, q, |d| &d.people, keep, person_view).await?;
     Ok(Json(PersonPage {
         total,
         offset,
@@ -768,7 +773,8 @@ async fn list_groups(
 ) -> ApiResult<Json<AccessGroupPage>> {
     let Query(q) = q?;
     let keep = |g: &AccessGroup, needle: &str, _: Option<&str>| matches(needle, &g.id, &g.name);
-    let (total, offset, access_groups) = list(&s, &park, q, keep, group_view).await?;
+    let (total, offset, access_groups) =
+        list(&s, &park, q, |d| &d.access_groups, keep, group_view).await?;
     Ok(Json(AccessGroupPage {
         total,
         offset,
@@ -845,7 +851,8 @@ async fn list_credentials(
     let keep = |c: &Credential, needle: &str, of: Option<&str>| {
         of.is_none_or(|p| c.person_id == p) && matches(needle, &c.id, &c.person_id)
     };
-    let (total, offset, credentials) = list(&s, &park, q, keep, credential_view).await?;
+    let (total, offset, credentials) =
+        list(&s, &park, q, |d| &d.credentials, keep, credential_view).await?;
     Ok(Json(CredentialPage {
         total,
         offset,

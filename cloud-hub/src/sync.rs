@@ -95,6 +95,12 @@ type StoredDoc = (Vec<u8>, Vec<Vec<u8>>);
 
 /// Chunks after which a document is saved whole again.
 const COMPACT_AFTER_CHUNKS: u64 = 64;
+/// A directory read whole, with the heads it was read at.
+type DirectorySnapshot = (
+    Vec<automerge::ChangeHash>,
+    Arc<park_model::directory::Directory>,
+);
+
 /// The id of a park's directory document.
 const DIRECTORY: &str = "directory";
 
@@ -149,6 +155,9 @@ pub struct Documents {
     /// brought up to the replica with the changes since, so that an edit never loads the
     /// whole document again.
     editors: Mutex<HashMap<String, park_model::ParkDirectory>>,
+    /// Per park, the directory read whole as of some heads, for lists: read again only
+    /// after the document changed.
+    snapshots: Mutex<HashMap<String, DirectorySnapshot>>,
     changed: broadcast::Sender<DocChanged>,
     limits: sync_protocol::docguard::DocLimits,
 }
@@ -200,6 +209,7 @@ impl Documents {
         Ok(Documents {
             replicas: Mutex::new(replicas),
             editors: Mutex::new(HashMap::new()),
+            snapshots: Mutex::new(HashMap::new()),
             changed,
             limits: sync_protocol::docguard::DocLimits::FROM_EDGE,
         })
@@ -255,6 +265,30 @@ impl Documents {
         }
         self.install(store, park, doc_id, &replica, &before, after, 0);
         Ok(true)
+    }
+
+    /// The park's directory read whole as it is now (shared until it changes), for lists;
+    /// `None` when the park has no directory. Blocking: call it off the async workers.
+    pub fn directory_snapshot(
+        &self,
+        park: &str,
+    ) -> Option<Result<Arc<park_model::directory::Directory>, park_model::DocError>> {
+        let heads = self.replica(park, DIRECTORY)?.snapshot().get_heads();
+        if let Some((at, d)) = lock(&self.snapshots).get(park)
+            && *at == heads
+        {
+            return Some(Ok(d.clone()));
+        }
+        // Read from the editing copy, which may be newer than `heads`: the next call then
+        // sees other heads and reads again, so a list is never older than the document.
+        match self.read_directory(park, |d| d.snapshot())? {
+            Ok(d) => {
+                let d = Arc::new(d);
+                lock(&self.snapshots).insert(park.to_string(), (heads, d.clone()));
+                Some(Ok(d))
+            }
+            Err(e) => Some(Err(e)),
+        }
     }
 
     /// The park's directory as it is now, for reading (the hub's editing copy, brought up
