@@ -3,19 +3,19 @@
 //! refusals that name the field, who made each record, the audit, the role checks, and the
 //! edits still there after a restart.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 
-use accounts::audit::Mirror;
-use accounts::auth::{Source, manage};
 use cloud_hub::{Hub, HubSettings};
+use common::account;
 use park_model::ParkDirectory;
 use park_model::directory::{
     AccessGroup, Credential, CredentialKey, CredentialKind, CredentialStatus, Enterprise,
     EnterpriseKind, EnterpriseStatus, Person, PersonStatus,
 };
-use park_model::identity::password::Cost;
-use park_model::identity::{Grant, PermissionSet, Role, Scope};
+use park_model::identity::{Grant, Role, Scope};
 use serde_json::{Value, json};
 
 /// A park `p1` with an enterprise, a group, a person and her card.
@@ -54,29 +54,7 @@ fn seed(dir: &Path) {
     std::fs::write(dir.join("p1/directory.automerge"), d.save()).unwrap();
 }
 
-fn account(db: &Path, username: &str, grants: &[Grant]) -> String {
-    let c = cloud_hub::store::open_db(db).unwrap();
-    let actor = manage::host_actor("test");
-    manage::create(
-        &c,
-        &actor,
-        Mirror::None,
-        Source::Hub,
-        manage::NewAccount {
-            username,
-            display_name: username,
-            verifier: manage::verifier_for(username, "tall-cedar-river-42", Cost::TEST).unwrap(),
-            grants,
-            department: None,
-        },
-    )
-    .unwrap();
-    let held = grants
-        .iter()
-        .fold(PermissionSet::EMPTY, |a, g| a.union(g.role.permissions()));
-    manage::create_token(&c, &actor, Mirror::None, username, "test", held, 1).unwrap()
-}
-
+/// A request with a token, over real HTTP.
 fn call(
     addr: SocketAddr,
     token: &str,
@@ -84,28 +62,7 @@ fn call(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let req = ureq::http::Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"))
-        .header("Authorization", format!("Bearer {token}"));
-    let mut res = match body {
-        Some(b) => agent.run(
-            req.header("Content-Type", "application/json")
-                .body(b.to_string())
-                .unwrap(),
-        ),
-        None => agent.run(req.body(()).unwrap()),
-    }
-    .unwrap();
-    let text = res.body_mut().read_to_string().unwrap_or_default();
-    (
-        res.status().as_u16(),
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    common::call(addr, Some(token), method, path, body)
 }
 
 /// A hub over the seeded park, with a park manager (their token).
