@@ -131,6 +131,49 @@ pub fn one_of(values: impl IntoIterator<Item = &'static str>) -> RefOr<Schema> {
     ))
 }
 
+/// What a served document lacks against the route table it was built from: a route
+/// missing, without a summary, or without one of its path parameters; an operation id used
+/// twice; a requirement (public, a session, a permission) not as the table says. Empty
+/// when the document describes every route. For the APIs' tests.
+pub fn check_document(doc: &serde_json::Value, routes: &[RouteSpec]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    for route in routes {
+        let at = format!("{} {}", route.method, route.path);
+        let op = &doc["paths"][route.path][route.method.as_str().to_ascii_lowercase()];
+        if !op.is_object() {
+            problems.push(format!("{at} is missing from the document"));
+            continue;
+        }
+        if !op["summary"].is_string() {
+            problems.push(format!("{at} has no summary"));
+        }
+        match op["operationId"].as_str() {
+            Some(id) if ids.insert(id.to_string()) => {}
+            _ => problems.push(format!("{at}: no operation id, or one used twice")),
+        }
+        for name in route.path.split('/').filter_map(|s| s.strip_prefix('{')) {
+            let name = name.trim_end_matches('}');
+            let has = op["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["name"] == name && p["in"] == "path"));
+            if !has {
+                problems.push(format!("{at}: path parameter {name} is not described"));
+            }
+        }
+        let secured = op["security"].is_array();
+        let right = match route.access {
+            Access::Public => op.get("security").is_none(),
+            Access::Allowed(p) => secured && op["x-permission"] == p.as_str(),
+            _ => secured,
+        };
+        if !right {
+            problems.push(format!("{at}: the requirement is not {:?}", route.access));
+        }
+    }
+    problems
+}
+
 /// The schema of a sample's value: a number, a boolean or a text; null for a failed read.
 pub fn sample_value() -> RefOr<Schema> {
     RefOr::T(Schema::OneOf(
@@ -553,6 +596,38 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_document_missing_a_route_or_its_requirement_is_reported() {
+        use park_model::identity::Permission;
+        let route = |m: Method, path: &'static str, access| RouteSpec {
+            method: m,
+            path,
+            access,
+        };
+        let doc = serde_json::json!({"paths": {"/api/v1/doors/{id}/open": {"post": {
+            "summary": "Open", "operationId": "open",
+            "parameters": [{"name": "id", "in": "path"}],
+            "security": [{}], "x-permission": "doors.open"
+        }}}});
+        let open = route(
+            Method::POST,
+            "/api/v1/doors/{id}/open",
+            Access::Allowed(Permission::DoorsOpen),
+        );
+        assert!(check_document(&doc, std::slice::from_ref(&open)).is_empty());
+        let wrong = route(
+            Method::POST,
+            "/api/v1/doors/{id}/open",
+            Access::Allowed(Permission::PointsWrite),
+        );
+        assert_eq!(check_document(&doc, &[wrong]).len(), 1);
+        let missing = route(Method::GET, "/api/v1/doors", Access::Public);
+        assert_eq!(
+            check_document(&doc, &[open, missing]),
+            ["GET /api/v1/doors is missing from the document"]
+        );
+    }
 
     #[test]
     fn operation_ids_are_unique_per_method_and_path() {

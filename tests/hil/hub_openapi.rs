@@ -7,14 +7,11 @@
 //! them; every answer must be a documented status with the documented shape, never a
 //! server error.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{
-    Edge, eventually, http_as, modbus_tcp_device, mosquitto_pub, python, repo, smartpark,
-};
+use crate::support::{Edge, eventually, http_as, modbus_tcp_device, mosquitto_pub, smartpark};
 use crate::sync::{Hub, enroll, hub_config};
 
 const ADMIN: &str = "hil-root";
@@ -129,30 +126,12 @@ fn schemathesis_finds_no_fault_in_the_hub_api() {
         },
     );
 
-    let schemathesis = python().with_file_name("schemathesis");
-    let out = Command::new(&schemathesis)
-        // Its cache of found failures goes to the test's folder, not the checkout.
-        .current_dir(dir.path())
-        .arg("--config-file")
-        .arg(repo().join("tests/hil/schemathesis-hub.toml"))
-        .arg("run")
-        .arg(format!("{}/api/v1/openapi.json", hub.api))
-        .args(["--checks", "all"])
-        .args(["--max-examples", "30"])
-        // One worker: hypothesis under threads has failed inside itself here.
-        .args(["--workers", "1"])
-        .args(["--seed", "1"])
-        .env("SMARTPARK_API_TOKEN", &token)
-        .env("SMARTPARK_USER", &target)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    crate::support::schemathesis(
+        dir.path(),
+        "schemathesis-hub.toml",
+        &hub.api,
+        &[("SMARTPARK_API_TOKEN", &token), ("SMARTPARK_USER", &target)],
     );
-    assert!(out.status.success(), "schemathesis found faults:\n{text}");
-    println!("{text}");
     // The hub is still up, storing and answering, and the edge still connected to it.
     let (status, _) = hub_get("/ready");
     assert_eq!(status, 200);

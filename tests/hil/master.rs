@@ -7,21 +7,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Edge, eventually, http_as, mosquitto_pub};
+use crate::support::{Edge, eventually, http_as};
 use crate::sync::{Hub, enroll, hub_config};
 
 fn read(edge: &Edge, card: &str) {
-    mosquitto_pub(
-        edge.mqtt,
-        &[
-            "-q",
-            "1",
-            "-t",
-            "door/d1/read",
-            "-m",
-            &json!({"type": "card", "value": card, "reader": "in"}).to_string(),
-        ],
-    );
+    crate::park::read(edge, "d1", card);
 }
 
 /// The newest access decision at the edge.

@@ -189,7 +189,7 @@ impl Sub {
     }
 }
 
-fn read(edge: &Edge, door: &str, card: &str) {
+pub(crate) fn read(edge: &Edge, door: &str, card: &str) {
     mosquitto_pub(
         edge.mqtt,
         &[

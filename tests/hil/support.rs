@@ -538,3 +538,31 @@ impl Drop for MqttSub {
         let _ = self.child.wait();
     }
 }
+
+/// Fuzzes the API at `api` from its own OpenAPI document with schemathesis (every check,
+/// 30 examples an operation, one worker: hypothesis under threads has failed inside itself
+/// here), with the settings of `config` (in `tests/hil`) and `env` for its placeholders;
+/// fails the test with schemathesis's report when it finds a fault, prints it otherwise.
+/// Its cache of found failures goes to `dir`, not the checkout.
+pub fn schemathesis(dir: &Path, config: &str, api: &str, env: &[(&str, &str)]) {
+    let out = Command::new(python().with_file_name("schemathesis"))
+        .current_dir(dir)
+        .arg("--config-file")
+        .arg(repo().join("tests/hil").join(config))
+        .arg("run")
+        .arg(format!("{api}/api/v1/openapi.json"))
+        .args(["--checks", "all"])
+        .args(["--max-examples", "30"])
+        .args(["--workers", "1"])
+        .args(["--seed", "1"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "schemathesis found faults:\n{text}");
+    println!("{text}");
+}
