@@ -331,7 +331,11 @@ mqtt = {{ topic_id = "lab-env" }}
         node_b2.api_addr
     );
     println!(
-        "  Hub dashboard API: http://{}/api/v1/parks/demo-park/buildings (QUIC for edges at {})",
+        "  Hub console:    http://{}/   (the park manager's console; log in with a login below)",
+        hub.api_addr
+    );
+    println!(
+        "  Hub API:        http://{}/api/v1/parks/demo-park/buildings (QUIC for edges at {})",
         hub.api_addr, hub.quic_addr
     );
     println!("  Uplink state:   http://{a}/api/v1/sync");

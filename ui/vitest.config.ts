@@ -8,6 +8,6 @@ export default defineConfig({
   resolve: { alias: { '@': fileURLToPath(new URL('./edge-console/src', import.meta.url)) } },
   test: {
     environment: 'jsdom',
-    include: ['packages/*/src/**/*.test.ts', 'edge-console/src/**/*.test.ts'],
+    include: ['packages/*/src/**/*.test.ts', 'edge-console/src/**/*.test.ts', 'hub-console/src/**/*.test.ts'],
   },
 })

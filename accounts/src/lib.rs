@@ -17,6 +17,7 @@ pub mod csv;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
+pub mod webapp;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -144,9 +144,10 @@ fn routes() -> Routes<ApiState> {
             list_events,
         )
         .doc(
-            doc("telemetry", "A building's uploaded events in the order stored, a page at a time")
+            doc("telemetry", "A building's uploaded events in the order stored (or newest first with `before`), a page at a time")
                 .query::<EventsQuery>()
-                .returns::<views::EventList>(),
+                .returns::<views::EventList>()
+                .describe("Both `after` and `before` is a 422."),
         )
         .get(
             "/api/v1/parks/{park}/buildings/{building}/audit",
@@ -194,6 +195,16 @@ fn routes() -> Routes<ApiState> {
         )
         .get("/api/v1/edges", Allowed(EdgesManage), list_edges)
         .doc(doc("edges", "Every building's edge: certificate, connection, backlog and data freshness").returns::<views::EdgeList>())
+        .get(
+            "/api/v1/parks/{park}/audit",
+            Allowed(AuditRead),
+            park_audit,
+        )
+        .doc(
+            doc("audit", "The hub's audit records of a park (master data, imports, personal data), newest first, a page at a time")
+                .query::<AuditQuery>()
+                .returns::<views::AuditPage>(),
+        )
         .get("/api/v1/audit", Allowed(AuditRead), hub_audit)
         .doc(
             doc("audit", "The hub's own audit log, newest first, a page at a time")
@@ -294,7 +305,7 @@ pub fn route_table() -> Vec<RouteSpec> {
 
 pub fn router(state: ApiState) -> Router {
     routes()
-        .into_api_router(state.clone())
+        .into_api_router_with(state.clone(), crate::console::serve)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -733,6 +744,10 @@ struct EventsQuery {
     /// Events with sequence numbers above this one (0, the default: from the first).
     #[param(minimum = 0)]
     after: Option<i64>,
+    /// Newest first instead: events with sequence numbers below this one (not with
+    /// `after`); a number above the last sequence number reads from the newest.
+    #[param(minimum = 0)]
+    before: Option<i64>,
     /// At most 10000; 100 when left out.
     #[param(minimum = 1, maximum = 10_000)]
     limit: Option<usize>,
@@ -749,16 +764,24 @@ async fn list_events(
         return Err(ApiError::bad_request("limit must be between 1 and 10000"));
     }
     let after = sequence("after", q.after)?.unwrap_or(0) as i64;
+    let before = sequence("before", q.before)?.map(|b| b as i64);
+    if before.is_some() && q.after.is_some() {
+        return Err(ApiError::invalid("give after or before, not both"));
+    }
     let bid = building_id(&s, &park, &building).await?;
     let events = s
         .store
         .read(move |c| {
-            let mut stmt = c.prepare(
+            let (order, bound) = match before {
+                Some(b) => ("seq < ?2 ORDER BY seq DESC", b),
+                None => ("seq > ?2 ORDER BY seq", after),
+            };
+            let mut stmt = c.prepare_cached(&format!(
                 "SELECT seq, id, ts, body, received FROM events
-                 WHERE building_id = ?1 AND seq > ?2 AND coalesce(json_extract(CAST(body AS TEXT), '$.kind'), '') <> 'audit'
-                 ORDER BY seq LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(params![bid, after, limit as i64], |r| {
+                 WHERE building_id = ?1 AND coalesce(json_extract(CAST(body AS TEXT), '$.kind'), '') <> 'audit'
+                 AND {order} LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![bid, bound, limit as i64], |r| {
                 let id: Vec<u8> = r.get(1)?;
                 let body: Vec<u8> = r.get(3)?;
                 // Event bodies are opaque to the protocol; the edge sends JSON.
@@ -835,12 +858,31 @@ async fn hub_audit(
     State(s): State<ApiState>,
     q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> ApiResult<Json<views::AuditPage>> {
-    let Query(q) = q?;
+    audit_page(&s, q?.0, None).await
+}
+
+/// The hub's own audit records of one park: those whose target is the park or in it.
+async fn park_audit(
+    State(s): State<ApiState>,
+    Path(park): Path<String>,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> ApiResult<Json<views::AuditPage>> {
+    audit_page(&s, q?.0, Some(park)).await
+}
+
+async fn audit_page(
+    s: &ApiState,
+    q: AuditQuery,
+    park: Option<String>,
+) -> ApiResult<Json<views::AuditPage>> {
     let limit = audit_limit(&q)?;
     let before = sequence("before", q.before)?;
     let entries = s
         .store
-        .read(move |c| accounts::audit::list(c, before, limit))
+        .read(move |c| match &park {
+            Some(p) => accounts::audit::list_within(c, p, before, limit),
+            None => accounts::audit::list(c, before, limit),
+        })
         .await
         .map_err(ApiError::internal)?;
     let before = entries.last().and_then(|r| r["seq"].as_u64());

@@ -18,6 +18,7 @@
 pub mod api;
 pub mod audit;
 pub mod config;
+pub mod console;
 pub mod enroll;
 pub mod import;
 pub mod influx;

@@ -21,7 +21,9 @@ use park_model::directory::{
 };
 use park_model::document::Entity;
 use park_model::identity::Access;
-use park_model::identity::Permission::{CredentialsEdit, MasterDataEdit, TelemetryRead};
+use park_model::identity::Permission::{
+    CredentialsEdit, EnterpriseRead, MasterDataEdit, TelemetryRead,
+};
 use park_model::{DocError, ParkDirectory};
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
@@ -132,6 +134,37 @@ pub fn routes(r: Routes<ApiState>) -> Routes<ApiState> {
         .describe("Edges refuse a suspended or lost credential once they have synced the change.")
         .body::<CredentialStatusBody>()
         .returns::<CredentialView>(),
+    )
+    .get(
+        "/api/v1/parks/{park}/enterprises/{enterprise}",
+        Allowed(EnterpriseRead),
+        get_enterprise,
+    )
+    .doc(doc("enterprise", "One enterprise, for its own people and anyone above them").returns::<EnterpriseView>())
+    .get(
+        "/api/v1/parks/{park}/enterprises/{enterprise}/people",
+        Allowed(EnterpriseRead),
+        list_enterprise_people,
+    )
+    .doc(
+        doc("enterprise", "The enterprise's people, a page at a time")
+            .describe("`of` is ignored: the path names the enterprise.")
+            .query::<ListQuery>()
+            .returns::<PersonPage>(),
+    )
+    .get(
+        "/api/v1/parks/{park}/enterprises/{enterprise}/credentials",
+        Allowed(EnterpriseRead),
+        list_enterprise_credentials,
+    )
+    .doc(
+        doc(
+            "enterprise",
+            "The credentials of the enterprise's people, masked, a page at a time",
+        )
+        .describe("`of` names one of the enterprise's people.")
+        .query::<ListQuery>()
+        .returns::<CredentialPage>(),
     )
 }
 
@@ -572,15 +605,15 @@ pub(crate) fn record_meta(
 }
 
 /// A page of a collection of the park's directory (the one `pick` names in the park's
-/// snapshot, read again only after a change): the records `keep` takes (given the
-/// lowercased search text and the `of` filter), in id order, as views with their meta.
-/// Returns the total that match and the page.
+/// snapshot, read again only after a change): the records `keep` takes (given the whole
+/// directory, the lowercased search text and the `of` filter), in id order, as views with
+/// their meta. Returns the total that match and the page.
 async fn list<E, V>(
     s: &ApiState,
     park: &str,
     q: ListQuery,
     pick: fn(&Directory) -> &BTreeMap<String, E>,
-    keep: fn(&E, &str, Option<&str>) -> bool,
+    keep: impl Fn(&E, &Directory, &str, Option<&str>) -> bool,
     view: fn(E, RecordMeta) -> V,
 ) -> ApiResult<(usize, usize, Vec<V>)>
 where
@@ -599,7 +632,7 @@ where
     let mut total = 0;
     let mut items: Vec<E> = Vec::new();
     for e in pick(&snapshot).values() {
-        if keep(e, &needle, q.of.as_deref()) {
+        if keep(e, &snapshot, &needle, q.of.as_deref()) {
             if total >= offset && items.len() < limit {
                 items.push(e.clone());
             }
@@ -667,7 +700,9 @@ async fn list_enterprises(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<EnterprisePage>> {
     let Query(q) = q?;
-    let keep = |e: &Enterprise, needle: &str, _: Option<&str>| matches(needle, &e.id, &e.name);
+    let keep = |e: &Enterprise, _: &Directory, needle: &str, _: Option<&str>| {
+        matches(needle, &e.id, &e.name)
+    };
     let (total, offset, enterprises) =
         list(&s, &park, q, |d| &d.enterprises, keep, enterprise_view).await?;
     Ok(Json(EnterprisePage {
@@ -715,7 +750,7 @@ async fn list_people(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<PersonPage>> {
     let Query(q) = q?;
-    let keep = |p: &Person, needle: &str, of: Option<&str>| {
+    let keep = |p: &Person, _: &Directory, needle: &str, of: Option<&str>| {
         of.is_none_or(|e| p.enterprise_id == e) && matches(needle, &p.id, &p.name)
     };
     let (total, offset, people) = list(&s, &park, q, |d| &d.people, keep, person_view).await?;
@@ -772,7 +807,9 @@ async fn list_groups(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<AccessGroupPage>> {
     let Query(q) = q?;
-    let keep = |g: &AccessGroup, needle: &str, _: Option<&str>| matches(needle, &g.id, &g.name);
+    let keep = |g: &AccessGroup, _: &Directory, needle: &str, _: Option<&str>| {
+        matches(needle, &g.id, &g.name)
+    };
     let (total, offset, access_groups) =
         list(&s, &park, q, |d| &d.access_groups, keep, group_view).await?;
     Ok(Json(AccessGroupPage {
@@ -848,7 +885,7 @@ async fn list_credentials(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<CredentialPage>> {
     let Query(q) = q?;
-    let keep = |c: &Credential, needle: &str, of: Option<&str>| {
+    let keep = |c: &Credential, _: &Directory, needle: &str, of: Option<&str>| {
         of.is_none_or(|p| c.person_id == p) && matches(needle, &c.id, &c.person_id)
     };
     let (total, offset, credentials) =
@@ -923,4 +960,66 @@ async fn credential_status(
         Ok(d.require::<Credential>(&id2)?)
     };
     put(&s, &caller, &park, &id, audit, edit, credential_view).await
+}
+
+// ---- one enterprise's own view (its admins and users, and anyone above them) ----
+
+async fn get_enterprise(
+    State(s): State<ApiState>,
+    Path((park, id)): Path<(String, String)>,
+) -> ApiResult<Json<EnterpriseView>> {
+    let q = ListQuery {
+        q: None,
+        of: None,
+        offset: None,
+        limit: Some(1),
+    };
+    let id2 = id.clone();
+    let keep = move |e: &Enterprise, _: &Directory, _: &str, _: Option<&str>| e.id == id2;
+    let (_, _, found) = list(&s, &park, q, |d| &d.enterprises, keep, enterprise_view).await?;
+    found
+        .into_iter()
+        .next()
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no enterprise {id} in park {park}")))
+}
+
+async fn list_enterprise_people(
+    State(s): State<ApiState>,
+    Path((park, enterprise)): Path<(String, String)>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<PersonPage>> {
+    let Query(q) = q?;
+    // The path names the enterprise; `of` cannot widen it, and is ignored.
+    let keep = move |p: &Person, _: &Directory, needle: &str, _: Option<&str>| {
+        p.enterprise_id == enterprise && matches(needle, &p.id, &p.name)
+    };
+    let (total, offset, people) = list(&s, &park, q, |d| &d.people, keep, person_view).await?;
+    Ok(Json(PersonPage {
+        total,
+        offset,
+        people,
+    }))
+}
+
+async fn list_enterprise_credentials(
+    State(s): State<ApiState>,
+    Path((park, enterprise)): Path<(String, String)>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<CredentialPage>> {
+    let Query(q) = q?;
+    let keep = move |c: &Credential, d: &Directory, needle: &str, of: Option<&str>| {
+        d.people
+            .get(&c.person_id)
+            .is_some_and(|p| p.enterprise_id == enterprise)
+            && of.is_none_or(|p| c.person_id == p)
+            && matches(needle, &c.id, &c.person_id)
+    };
+    let (total, offset, credentials) =
+        list(&s, &park, q, |d| &d.credentials, keep, credential_view).await?;
+    Ok(Json(CredentialPage {
+        total,
+        offset,
+        credentials,
+    }))
 }

@@ -23,13 +23,32 @@ fn the_demo_serves_live_values_from_every_device_and_stops_on_ctrl_c() {
         .find_map(|w| w.strip_prefix("api="))
         .unwrap()
         .to_string();
-    let hub_line = demo.wait_line("  Hub dashboard API:", Duration::from_secs(10));
+    let console_line = demo.wait_line("  Hub console:", Duration::from_secs(10));
+    let hub_console = console_line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    let hub_line = demo.wait_line("  Hub API:", Duration::from_secs(10));
     let buildings_url = hub_line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
         .unwrap()
         .to_string();
     let hub_api = buildings_url.split("/api/").next().unwrap().to_string();
+    assert_eq!(hub_console.trim_end_matches('/'), hub_api);
+    if cloud_hub::console::is_built() {
+        // The hub serves its console at the printed address, and the console's own routes.
+        for path in ["/", "/overview"] {
+            let (status, page) = http("GET", &format!("{hub_api}{path}"), None);
+            assert_eq!(status, 200, "{path}");
+            assert!(
+                page.as_str()
+                    .is_some_and(|p| p.contains("<div id=\"app\">")),
+                "{path}: {page}"
+            );
+        }
+    }
     // The demo prints a login for every role.
     let password_of = |line: String| line.split_whitespace().nth(1).unwrap().to_string();
     let manager = password_of(demo.wait_line("    manager ", Duration::from_secs(10)));

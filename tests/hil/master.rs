@@ -37,36 +37,37 @@ fn edge_status(edge: &Edge, person: &str, id: &str) -> Option<String> {
         .and_then(|c| c["status"].as_str().map(str::to_string))
 }
 
-#[test]
-fn master_data_edited_on_the_hub_decides_at_a_real_edges_door() {
-    let dir = tempfile::tempdir().unwrap();
+/// A hub holding park `hil`'s documents (with its credential key, so that it can issue
+/// cards) and building b1's edge enrolled with it and connected, deciding door `d1` from
+/// the same seed (see `park::seed`).
+pub(crate) fn hub_and_edge(dir: &std::path::Path) -> (Hub, Edge) {
     // The park's documents: the edge's seed, and the same files as the hub's master data.
-    crate::park::seed(&dir.path().join("seed"));
-    let hub_seed = dir.path().join("hub-seed/hil");
+    crate::park::seed(&dir.join("seed"));
+    let hub_seed = dir.join("hub-seed/hil");
     std::fs::create_dir_all(&hub_seed).unwrap();
     for f in [
         "directory.automerge",
         "building-b1.automerge",
         "parking.automerge",
     ] {
-        std::fs::copy(dir.path().join("seed").join(f), hub_seed.join(f)).unwrap();
+        std::fs::copy(dir.join("seed").join(f), hub_seed.join(f)).unwrap();
     }
-    let config = hub_config(dir.path(), 0);
+    let config = hub_config(dir, 0);
     let mut text = std::fs::read_to_string(&config).unwrap();
     // The park's credential key, the edge's own file, so that the hub can issue cards.
     text.push_str(&format!(
         "[documents]\nseed_dir = \"{}\"\n[documents.credential_keys]\nhil = \"{}\"\n",
-        dir.path().join("hub-seed").display(),
-        dir.path().join("credential.key").display()
+        dir.join("hub-seed").display(),
+        dir.join("credential.key").display()
     ));
     std::fs::write(&config, text).unwrap();
     let hub = Hub::start(&config);
-    let (_, identity) = enroll(&config, &hub, dir.path());
+    let (_, identity) = enroll(&config, &hub, dir);
     let edge = Edge::start(
-        dir.path(),
+        dir,
         &format!(
             "[business]\nseed_dir = \"{}\"\n[sync]\nhub = \"{}\"\nidentity_dir = \"{}\"\n",
-            dir.path().join("seed").display(),
+            dir.join("seed").display(),
             hub.quic,
             identity.display()
         ),
@@ -75,6 +76,13 @@ fn master_data_edited_on_the_hub_decides_at_a_real_edges_door() {
         let (_, s) = edge.get("/api/v1/sync");
         (s["connected"] == true).then_some(())
     });
+    (hub, edge)
+}
+
+#[test]
+fn master_data_edited_on_the_hub_decides_at_a_real_edges_door() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, edge) = hub_and_edge(dir.path());
     read(&edge, "CARD-1");
     let first = eventually("the first decision", Duration::from_secs(10), || {
         last_decision(&edge)

@@ -17,7 +17,7 @@ pub(crate) struct Hub {
     pub(crate) proc: Proc,
     pub(crate) quic: String,
     pub(crate) api: String,
-    config: std::path::PathBuf,
+    pub(crate) config: std::path::PathBuf,
     /// A token of the park's manager, for reading the hub's API.
     pub(crate) token: String,
 }

@@ -1,15 +1,14 @@
 import { computed, createApp } from 'vue'
 import { createPinia } from 'pinia'
 import { QueryClient, VueQueryPlugin } from '@tanstack/vue-query'
-import { ApiError, onUnauthenticated } from '@smartpark/api'
+import { ApiError, onUnauthenticated, useSessionStore } from '@smartpark/api'
 import { setupI18n } from '@smartpark/i18n'
 import { installAccess } from '@smartpark/access'
 import 'element-plus/theme-chalk/base.css'
 import App from './App.vue'
 import { router } from './router'
 import { messages } from './locales'
-import { useSessionStore } from './stores/session'
-import './style.css'
+import '@smartpark/layout/src/base.css'
 
 const app = createApp(App)
 const pinia = createPinia()

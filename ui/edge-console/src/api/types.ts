@@ -2,7 +2,6 @@ import type { EdgeComponents } from '@smartpark/api'
 
 type Schemas = EdgeComponents['schemas']
 
-export type Me = Schemas['Me']
 export type Site = Schemas['Site']
 export type SyncState = Schemas['SyncState']
 export type StoreState = Schemas['StoreState']

@@ -3,7 +3,7 @@ import type zhCN from './zh-CN'
 
 // The edge console's words in English: every key of zh-CN.ts, no other.
 const en: Shape<typeof zhCN> = {
-  app: { title: 'Building edge console' },
+  app: { title: 'Building edge console', offlineLogin: 'Logging in works with the internet down: accounts are kept in this building.' },
   nav: { people: 'People and credentials', users: 'Users', rules: 'Rules', logs: 'Logs', doors: 'Doors', parking: 'Car park', alarms: 'Alarms', overview: 'Overview', points: 'Devices and points', menu: 'Menu', skip: 'Skip to content' },
   links: {
     lanUp: 'LAN up',
@@ -11,14 +11,6 @@ const en: Shape<typeof zhCN> = {
     hubUp: 'Hub connected',
     hubDown: 'Hub unreachable',
     hubNone: 'No hub configured',
-  },
-  login: {
-    title: 'Log in',
-    username: 'Username',
-    password: 'Password',
-    code: 'One-time code',
-    submit: 'Log in',
-    offline: 'Logging in works with the internet down: accounts are kept in this building.',
   },
   overview: {
     devicesOnline: 'Devices online',
@@ -62,24 +54,6 @@ const en: Shape<typeof zhCN> = {
     confirmTitle: 'Confirm the write',
     confirmText: 'Change {point} from {old} to {new}?',
     readBack: 'The device read back {value}',
-  },
-  account: {
-    title: 'My account',
-    logout: 'Log out',
-    name: 'Name',
-    scope: 'Scope',
-    permissions: 'Permissions',
-    password: 'Change password',
-    currentPassword: 'Current password',
-    newPassword: 'New password',
-    again: 'New password again',
-    mismatch: 'The two new passwords differ',
-    changed: 'Password changed',
-    secondFactor: 'Second factor',
-    factorState: { none: 'Off', enabled: 'On', enrollment_required: 'Your role requires a second factor' },
-    setUp: 'Set up',
-    scan: 'Add this key to your authenticator app, then enter the code it shows:',
-    recovery: 'Recovery codes (each works once; keep them safe, they are shown only now):',
   },
   alarms: {
     sound: 'Sound',

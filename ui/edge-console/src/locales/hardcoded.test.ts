@@ -31,7 +31,7 @@ function hardCoded(source: string): string[] {
 
 describe('hard-coded text', () => {
   const root = join(__dirname, '..', '..', '..')
-  const files = [...vueFiles(join(root, 'edge-console', 'src')), ...vueFiles(join(root, 'packages'))]
+  const files = ['edge-console', 'hub-console'].flatMap((app) => vueFiles(join(root, app, 'src'))).concat(vueFiles(join(root, 'packages')))
 
   it('finds the Vue files, and words in them', () => {
     expect(files.length).toBeGreaterThan(10)

@@ -1,6 +1,6 @@
 // The edge console's words in zh-CN: the schema that en.ts must match key for key.
 export default {
-  app: { title: '楼宇边缘控制台' },
+  app: { title: '楼宇边缘控制台', offlineLogin: '断网时也可登录：账号已同步到本楼宇。' },
   nav: { people: '人员与凭证', users: '用户', rules: '规则', logs: '日志', doors: '门禁', parking: '停车场', alarms: '告警', overview: '总览', points: '设备与点位', menu: '菜单', skip: '跳到正文' },
   links: {
     lanUp: '本地网络正常',
@@ -8,14 +8,6 @@ export default {
     hubUp: '云端已连接',
     hubDown: '云端未连接',
     hubNone: '未配置云端',
-  },
-  login: {
-    title: '登录',
-    username: '用户名',
-    password: '密码',
-    code: '动态验证码',
-    submit: '登录',
-    offline: '断网时也可登录：账号已同步到本楼宇。',
   },
   overview: {
     devicesOnline: '在线设备',
@@ -59,24 +51,6 @@ export default {
     confirmTitle: '确认写入',
     confirmText: '将 {point} 从 {old} 改为 {new}？',
     readBack: '设备回读：{value}',
-  },
-  account: {
-    title: '我的账号',
-    logout: '退出登录',
-    name: '姓名',
-    scope: '范围',
-    permissions: '权限',
-    password: '修改密码',
-    currentPassword: '当前密码',
-    newPassword: '新密码',
-    again: '再次输入新密码',
-    mismatch: '两次输入的新密码不一致',
-    changed: '密码已修改',
-    secondFactor: '双因素认证',
-    factorState: { none: '未开启', enabled: '已开启', enrollment_required: '您的角色要求开启双因素认证' },
-    setUp: '开启',
-    scan: '在身份验证器中添加以下密钥，然后输入它生成的验证码：',
-    recovery: '恢复码（每个只能使用一次，请妥善保存，只显示这一次）：',
   },
   alarms: {
     sound: '声音提示',

@@ -1,5 +1,5 @@
+import { useSessionStore } from '@smartpark/api'
 import { createRouter, createWebHistory, type RouteRecordRaw } from 'vue-router'
-import { useSessionStore } from '@/stores/session'
 
 declare module 'vue-router' {
   interface RouteMeta {

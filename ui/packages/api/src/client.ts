@@ -1,5 +1,6 @@
 import createClient, { type Middleware } from 'openapi-fetch'
 import type { paths } from './generated/edge'
+import type { paths as HubPaths } from './generated/hub'
 import { ApiError, errorFrom, networkError } from './errors'
 import { csrfToken, notifyUnauthenticated } from './session'
 
@@ -35,6 +36,15 @@ export type EdgeClient = ReturnType<typeof createClient<paths>>
 /** A client of the edge's LAN API on this page's origin. */
 export function createEdgeClient(locale: () => string, baseUrl = ''): EdgeClient {
   const client = createClient<paths>({ baseUrl, credentials: 'same-origin' })
+  client.use(sessionMiddleware(locale))
+  return client
+}
+
+export type HubClient = ReturnType<typeof createClient<HubPaths>>
+
+/** A client of the hub's API on this page's origin. */
+export function createHubClient(locale: () => string, baseUrl = ''): HubClient {
+  const client = createClient<HubPaths>({ baseUrl, credentials: 'same-origin' })
   client.use(sessionMiddleware(locale))
   return client
 }

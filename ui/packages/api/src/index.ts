@@ -1,4 +1,6 @@
 export { ApiError, errorFrom, networkError, type ErrorBody } from './errors'
 export { csrfToken, onUnauthenticated, setCsrfToken } from './session'
-export { createEdgeClient, sessionMiddleware, unwrap, type EdgeClient } from './client'
+export { createEdgeClient, createHubClient, sessionMiddleware, unwrap, type EdgeClient, type HubClient } from './client'
 export type { components as EdgeComponents, paths as EdgePaths } from './generated/edge'
+export type { components as HubComponents, paths as HubPaths } from './generated/hub'
+export { authApi, useSessionStore, type Me } from './sessionStore'

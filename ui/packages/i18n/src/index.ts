@@ -56,3 +56,4 @@ export function useLocale() {
 export function currentLocale(): Locale {
   return current.value
 }
+export { bytes, dateTime, value } from './format'

@@ -1,4 +1,4 @@
-import { currentLocale } from '@smartpark/i18n'
+import { currentLocale } from './index'
 
 /** Bytes for people: 1.2 GB. */
 export function bytes(n: number): string {

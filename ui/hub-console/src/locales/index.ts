@@ -1,0 +1,4 @@
+import zhCN from './zh-CN'
+import en from './en'
+
+export const messages = { 'zh-CN': zhCN, en }
