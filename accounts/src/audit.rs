@@ -246,8 +246,8 @@ pub fn list(c: &Connection, before: Option<u64>, limit: usize) -> rusqlite::Resu
     rows.map(|r| r.map(|r| record_json(&r))).collect()
 }
 
-/// The same, of the records whose target is `scope` itself or lies under it
-/// (`scope/...`): a park's records on the hub, whose acts name their targets `park/id`.
+/// The same, of the records whose target lies under `scope` (`scope/...`): a park's
+/// records on the hub, whose acts name their targets `park/id`.
 pub fn list_within(
     c: &Connection,
     scope: &str,
@@ -256,7 +256,7 @@ pub fn list_within(
 ) -> rusqlite::Result<Vec<Json>> {
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM audit_log WHERE (?1 IS NULL OR seq < ?1)
-         AND (target = ?3 OR substr(target, 1, length(?3) + 1) = ?3 || '/')
+         AND substr(target, 1, length(?3) + 1) = ?3 || '/'
          ORDER BY seq DESC LIMIT ?2"
     ))?;
     let rows = stmt.query_map(params![before.map(|b| b as i64), limit as i64, scope], row)?;

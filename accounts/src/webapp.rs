@@ -114,3 +114,28 @@ pub fn serve(
     );
     response
 }
+
+/// The module of an app embedded by `ui_embed::embed(app, FILE)` in the crate's build
+/// script: its `FILES`, `is_built()`, and `serve`, the router's fallback; `missing` is what
+/// a binary built without the app answers at `/`.
+#[macro_export]
+macro_rules! embedded_app {
+    ($file:literal, $missing:literal) => {
+        use $crate::webapp::WebFile;
+
+        include!(concat!(env!("OUT_DIR"), "/", $file));
+
+        /// Whether the app was built into this binary.
+        pub fn is_built() -> bool {
+            $crate::webapp::is_built(FILES)
+        }
+
+        pub async fn serve(
+            method: axum::http::Method,
+            uri: axum::http::Uri,
+            headers: axum::http::HeaderMap,
+        ) -> axum::response::Response {
+            $crate::webapp::serve(FILES, $missing, &method, &uri, &headers)
+        }
+    };
+}

@@ -90,7 +90,9 @@ fn routes() -> Routes<ApiState> {
     use Access::{Allowed, Public};
     use Permission::*;
     let doc = Doc::new;
-    crate::import::routes(crate::master::routes(http::auth_routes(Routes::default())))
+    crate::carparks::routes(crate::import::routes(crate::master::routes(
+        http::auth_routes(Routes::default()),
+    )))
         .get("/health", Public, || async {
             Json(views::Status {
                 status: "ok".into(),
@@ -861,7 +863,7 @@ async fn hub_audit(
     audit_page(&s, q?.0, None).await
 }
 
-/// The hub's own audit records of one park: those whose target is the park or in it.
+/// The hub's own audit records of one park: those whose target lies in it (`park/...`).
 async fn park_audit(
     State(s): State<ApiState>,
     Path(park): Path<String>,

@@ -446,7 +446,7 @@ async fn import(
     let audit = s.auth.audit(
         &caller.actor(),
         &format!("import_{kind_text}"),
-        &park,
+        &format!("{park}/{kind_text}"),
         json!({"rows": rows, "dryRun": b.dry_run}),
     );
     let ids: Vec<String> = good.iter().map(|(_, r)| r.id().to_string()).collect();

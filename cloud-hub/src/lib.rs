@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod carparks;
 pub mod config;
 pub mod console;
 pub mod enroll;

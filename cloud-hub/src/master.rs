@@ -31,7 +31,8 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::ApiState;
-use crate::store::now_micros;
+use crate::store::{HubStore, now_micros};
+use crate::sync::Documents;
 
 /// The routes of the park's master data.
 pub fn routes(r: Routes<ApiState>) -> Routes<ApiState> {
@@ -175,10 +176,11 @@ pub fn routes(r: Routes<ApiState>) -> Routes<ApiState> {
 pub struct ListQuery {
     /// Records whose id or name contains this (case-insensitive).
     #[param(max_length = 128)]
-    q: Option<String>,
-    /// Only this enterprise's people (people), this person's credentials (credentials).
+    pub(crate) q: Option<String>,
+    /// Only this enterprise's people (people), this person's credentials (credentials),
+    /// this lot's lanes (lanes), this enterprise's passes and allowances.
     #[param(max_length = 128)]
-    of: Option<String>,
+    pub(crate) of: Option<String>,
     #[param(minimum = 0)]
     offset: Option<usize>,
     /// At most 500; 50 when left out.
@@ -384,7 +386,7 @@ pub(crate) fn check_id(field: &str, id: &str) -> Result<(), EditError> {
     }
 }
 
-fn check_name(field: &str, name: &str) -> Result<String, EditError> {
+pub(crate) fn check_name(field: &str, name: &str) -> Result<String, EditError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
         return Err(EditError::field(
@@ -395,14 +397,18 @@ fn check_name(field: &str, name: &str) -> Result<String, EditError> {
     Ok(name.to_string())
 }
 
-fn parse<T: std::str::FromStr>(field: &str, value: &str, all: &[&str]) -> Result<T, EditError> {
+pub(crate) fn parse<T: std::str::FromStr>(
+    field: &str,
+    value: &str,
+    all: &[&str],
+) -> Result<T, EditError> {
     value
         .parse()
         .map_err(|_| EditError::field(field, format!("{value:?} is not one of {}", all.join(", "))))
 }
 
-fn exists<E: Entity<Schema = park_model::directory::DirectorySchema>>(
-    d: &ParkDirectory,
+pub(crate) fn exists<E: Entity>(
+    d: &park_model::Document<E::Schema>,
     field: &str,
     id: &str,
     what: &str,
@@ -542,7 +548,7 @@ fn page_args(q: &ListQuery) -> ApiResult<(String, usize, usize)> {
     ))
 }
 
-fn matches(needle: &str, id: &str, name: &str) -> bool {
+pub(crate) fn matches(needle: &str, id: &str, name: &str) -> bool {
     needle.is_empty() || id.to_lowercase().contains(needle) || name.to_lowercase().contains(needle)
 }
 
@@ -605,9 +611,7 @@ pub(crate) fn record_meta(
 }
 
 /// A page of a collection of the park's directory (the one `pick` names in the park's
-/// snapshot, read again only after a change): the records `keep` takes (given the whole
-/// directory, the lowercased search text and the `of` filter), in id order, as views with
-/// their meta. Returns the total that match and the page.
+/// snapshot, read again only after a change): see [`page_of`].
 async fn list<E, V>(
     s: &ApiState,
     park: &str,
@@ -619,7 +623,6 @@ async fn list<E, V>(
 where
     E: Entity<Schema = park_model::directory::DirectorySchema> + Clone + Send + 'static,
 {
-    let (needle, offset, limit) = page_args(&q)?;
     let documents = s.documents.clone();
     let park2 = park.to_string();
     let read = tokio::task::spawn_blocking(move || documents.directory_snapshot(&park2))
@@ -629,10 +632,36 @@ where
         None => return Err(no_park(park)),
         Some(r) => r.map_err(|e| ApiError::internal(e.into()))?,
     };
+    page_of(
+        s,
+        park,
+        &q,
+        pick(&snapshot).values(),
+        |e, needle, of| keep(e, &snapshot, needle, of),
+        view,
+    )
+    .await
+}
+
+/// The records of `all` that `keep` takes (given the lowercased search text and the `of`
+/// filter), in the order given, paged as `q` asks, as views with their meta. Returns the
+/// total that match, the offset and the page.
+pub(crate) async fn page_of<'a, E, V>(
+    s: &ApiState,
+    park: &str,
+    q: &ListQuery,
+    all: impl Iterator<Item = &'a E>,
+    keep: impl Fn(&E, &str, Option<&str>) -> bool,
+    view: fn(E, RecordMeta) -> V,
+) -> ApiResult<(usize, usize, Vec<V>)>
+where
+    E: Entity + Clone + 'a,
+{
+    let (needle, offset, limit) = page_args(q)?;
     let mut total = 0;
     let mut items: Vec<E> = Vec::new();
-    for e in pick(&snapshot).values() {
-        if keep(e, &snapshot, &needle, q.of.as_deref()) {
+    for e in all {
+        if keep(e, &needle, q.of.as_deref()) {
             if total >= offset && items.len() < limit {
                 items.push(e.clone());
             }
@@ -652,9 +681,7 @@ where
     ))
 }
 
-/// Makes an edit of the park's directory, records it in the audit chain and who made it,
-/// waits until all of it is stored, and answers the record as it now is (or the refusal,
-/// audited too).
+/// Makes an edit of the park's directory (see [`edit`]).
 async fn put<E, V>(
     s: &ApiState,
     caller: &Caller,
@@ -667,18 +694,44 @@ async fn put<E, V>(
 where
     E: Entity<Schema = park_model::directory::DirectorySchema> + Send + 'static,
 {
+    let apply = move |d: &Documents, store: &HubStore, park: &str, message: &str| {
+        d.edit_directory(store, park, message, edit)
+    };
+    edit_record::<E, V>(s, caller, park, id, audit, apply, view).await
+}
+
+/// Makes an edit of one of the park's documents (`apply`, given the documents, the store,
+/// the park and the change's message), records it in the audit chain and who made it,
+/// waits until all of it is stored, and answers the record as it now is (or the refusal,
+/// audited too).
+pub(crate) async fn edit_record<E, V>(
+    s: &ApiState,
+    caller: &Caller,
+    park: &str,
+    id: &str,
+    audit: accounts::Audit,
+    apply: impl FnOnce(&Documents, &HubStore, &str, &str) -> Option<Result<E, EditError>>
+    + Send
+    + 'static,
+    view: fn(E, RecordMeta) -> V,
+) -> ApiResult<Json<V>>
+where
+    E: Entity + Send + 'static,
+{
     let collection = E::COLLECTION.as_str();
     let result = async {
         check_id("id", id)?;
         let (documents, store, park2) = (s.documents.clone(), s.store.clone(), park.to_string());
         let message = format!("hub: {} {collection}/{id}", audit.action);
-        let done = tokio::task::spawn_blocking(move || {
-            documents.edit_directory(&store, &park2, &message, edit)
-        })
-        .await
-        .map_err(|e| ApiError::internal(e.into()))?;
+        let done = tokio::task::spawn_blocking(move || apply(&documents, &store, &park2, &message))
+            .await
+            .map_err(|e| ApiError::internal(e.into()))?;
         let record = match done {
-            None => return Err(no_park(park)),
+            None => {
+                return Err(ApiError::not_found(format!(
+                    "park {park} has no document of {collection} on this hub"
+                )));
+            }
             Some(r) => r?,
         };
         s.auth

@@ -350,6 +350,48 @@ impl Documents {
         Some(Ok(out))
     }
 
+    /// One of a park's other documents (its car parks) as it is now, read from the replica
+    /// (they are small: no editing copy is kept); `None` when the park has none.
+    pub fn read_document<S: park_model::document::Schema, T>(
+        &self,
+        park: &str,
+        doc_id: &str,
+        read: impl FnOnce(&park_model::document::Document<S>) -> T,
+    ) -> Option<Result<T, park_model::DocError>> {
+        let current = self.replica(park, doc_id)?.snapshot();
+        Some(park_model::document::Document::<S>::load(&current.save()).map(|d| read(&d)))
+    }
+
+    /// The hub's own edit of one of a park's other documents, as [`Self::edit_directory`]
+    /// makes one of the directory: one change, swapped in, queued for the store and sent to
+    /// the park's edges; an edit that fails changes nothing. Blocking.
+    pub fn edit_document<S: park_model::document::Schema, T, E: From<park_model::DocError>>(
+        &self,
+        store: &HubStore,
+        park: &str,
+        doc_id: &str,
+        message: &str,
+        edit: impl FnOnce(&mut park_model::document::Document<S>) -> Result<T, E>,
+    ) -> Option<Result<T, E>> {
+        let replica = self.replica(park, doc_id)?;
+        let _writer = lock(&replica.writer);
+        let before = replica.snapshot();
+        let result = (|| {
+            let mut doc = park_model::document::Document::<S>::load(&before.save())?;
+            let out = edit(&mut doc)?;
+            doc.commit(message, now_micros());
+            let mut after = (*before).clone();
+            after
+                .load_incremental(&doc.save_after(&before.get_heads()))
+                .map_err(park_model::DocError::from)?;
+            Ok::<_, E>((out, after))
+        })();
+        Some(result.map(|(out, after)| {
+            self.install(store, park, doc_id, &replica, &before, after, 0);
+            out
+        }))
+    }
+
     /// The park's editing copy, taken out of the cache and brought up to `current`.
     fn editor(
         &self,

@@ -10,12 +10,13 @@ use std::path::Path;
 
 use cloud_hub::{Hub, HubSettings};
 use common::account;
-use park_model::ParkDirectory;
 use park_model::directory::{
     AccessGroup, Credential, CredentialKey, CredentialKind, CredentialStatus, Enterprise,
     EnterpriseKind, EnterpriseStatus, Person, PersonStatus,
 };
 use park_model::identity::{Grant, Role, Scope};
+use park_model::parking::{Lot, Tariff};
+use park_model::{ParkDirectory, ParkingDoc};
 use serde_json::{Value, json};
 
 /// A park `p1` with an enterprise, a group, a person and her card.
@@ -52,6 +53,30 @@ fn seed(dir: &Path) {
     d.commit("seed", 1);
     std::fs::create_dir_all(dir.join("p1")).unwrap();
     std::fs::write(dir.join("p1/directory.automerge"), d.save()).unwrap();
+    // Its car park: one lot with a tariff.
+    let mut p = ParkingDoc::new("p1", 480, 1).unwrap();
+    p.upsert(&Tariff {
+        id: "std".into(),
+        currency: "CNY".into(),
+        free_minutes: 15,
+        period_minutes: 60,
+        day_rate_fen: 500,
+        night_start_minute: 0,
+        night_end_minute: 0,
+        night_rate_fen: 500,
+        daily_cap_fen: None,
+        lost_ticket_fen: 5000,
+    })
+    .unwrap();
+    p.upsert(&Lot {
+        id: "lot-a".into(),
+        name: "Lot A".into(),
+        capacity: 10,
+        tariff_id: Some("std".into()),
+    })
+    .unwrap();
+    p.commit("seed", 1);
+    std::fs::write(dir.join("p1/parking.automerge"), p.save()).unwrap();
 }
 
 /// A request with a token, over real HTTP.
@@ -601,4 +626,260 @@ async fn credentials_are_issued_and_imported_on_the_hub_as_keyed_digests_only() 
             .iter()
             .any(|r| r.record.action == "credential_put" && r.record.outcome == "ok")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enterprise_sees_its_own_people_and_cards_only_and_a_park_its_own_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, db, manager) = with_manager(dir.path()).await;
+    h.auth.reload().await.unwrap();
+    let a = h.api_addr;
+    // A second enterprise with a person and a card, made over the API.
+    let put = |path: &str, body: Value| {
+        let (status, answer) = call(a, &manager, "PUT", path, Some(body));
+        assert_eq!(status, 200, "{path}: {answer}");
+    };
+    put(
+        "/api/v1/parks/p1/enterprises/beta",
+        json!({"name": "Beta", "status": "active", "kind": "tenant"}),
+    );
+    put(
+        "/api/v1/parks/p1/people/bob",
+        json!({"name": "Bob", "enterprise_id": "beta", "status": "active", "access_group_ids": ["lobby"]}),
+    );
+    put(
+        "/api/v1/parks/p1/credentials/c-bob",
+        json!({"person_id": "bob", "kind": "card", "value": "CARD-0002-BOB"}),
+    );
+    let admin = account(
+        &db,
+        "acme-admin",
+        &[Grant::new(Role::EnterpriseAdmin, Scope::enterprise("p1", "acme")).unwrap()],
+    );
+    h.auth.reload().await.unwrap();
+    let get = |token: &str, path: &str| call(a, token, "GET", path, None);
+
+    // Acme's admin: Acme, its person and her card, masked.
+    let (status, e) = get(&admin, "/api/v1/parks/p1/enterprises/acme");
+    assert_eq!((status, e["name"].as_str()), (200, Some("Acme")), "{e}");
+    let (_, people) = get(&admin, "/api/v1/parks/p1/enterprises/acme/people");
+    assert_eq!(people["total"], 1, "{people}");
+    assert_eq!(people["people"][0]["id"], "ann");
+    // `of` does not reach another enterprise's people.
+    let (_, people) = get(&admin, "/api/v1/parks/p1/enterprises/acme/people?of=beta");
+    assert_eq!(people["people"][0]["id"], "ann", "{people}");
+    let (_, cards) = get(&admin, "/api/v1/parks/p1/enterprises/acme/credentials");
+    assert_eq!(cards["total"], 1, "{cards}");
+    assert_eq!(cards["credentials"][0]["id"], "c-ann");
+    assert!(!cards.to_string().contains("CARD-0001"), "{cards}");
+    let (_, cards) = get(
+        &admin,
+        "/api/v1/parks/p1/enterprises/acme/credentials?of=bob",
+    );
+    assert_eq!(cards["total"], 0, "{cards}");
+    // Nothing of Beta's, nor the park's lists, nor a park's audit.
+    for path in [
+        "/api/v1/parks/p1/enterprises/beta",
+        "/api/v1/parks/p1/enterprises/beta/people",
+        "/api/v1/parks/p1/enterprises/beta/credentials",
+        "/api/v1/parks/p1/people",
+        "/api/v1/parks/p1/credentials",
+        "/api/v1/parks/p1/enterprises",
+        "/api/v1/parks/p1/audit",
+    ] {
+        assert_eq!(get(&admin, path).0, 403, "{path}");
+    }
+    // The park's manager reads any enterprise's page from above; an unknown one is a 404.
+    let (_, people) = get(&manager, "/api/v1/parks/p1/enterprises/beta/people");
+    assert_eq!(people["people"][0]["id"], "bob", "{people}");
+    assert_eq!(get(&manager, "/api/v1/parks/p1/enterprises/nobody").0, 404);
+
+    // The park's audit records: the three edits above, newest first, and only the park's
+    // (the accounts made on the host are the operator's).
+    let (status, audit) = get(&manager, "/api/v1/parks/p1/audit?limit=10");
+    assert_eq!(status, 200, "{audit}");
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["credential_put", "person_put", "enterprise_put"],
+        "{audit}"
+    );
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["target"].as_str().unwrap().starts_with("p1/")),
+        "{audit}"
+    );
+    // A park whose name is a prefix of another's sees none of the other's.
+    assert_eq!(
+        get(&manager, "/api/v1/parks/p/audit").0,
+        403,
+        "a manager of p1 holds nothing at park p"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn car_parks_are_edited_with_checked_fields_and_an_enterprise_sees_its_own_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, db, manager) = with_manager(dir.path()).await;
+    let admin = account(
+        &db,
+        "acme-admin",
+        &[Grant::new(Role::EnterpriseAdmin, Scope::enterprise("p1", "acme")).unwrap()],
+    );
+    h.auth.reload().await.unwrap();
+    let a = h.api_addr;
+    let put = |path: &str, body: Value| call(a, &manager, "PUT", path, Some(body));
+    let refused = |path: &str, body: Value, field: &str| {
+        let (status, answer) = put(path, body);
+        assert_eq!(status, 422, "{path}: {answer}");
+        let message = answer["message"].as_str().unwrap();
+        assert!(message.starts_with(field), "{path}: {message}");
+    };
+    let tariff = json!({"currency": "CNY", "free_minutes": 0, "period_minutes": 30,
+        "day_rate_fen": 800, "night_start_minute": 1320, "night_end_minute": 420,
+        "night_rate_fen": 400, "daily_cap_fen": 6000, "lost_ticket_fen": 9000});
+    let with = |base: &Value, k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    refused(
+        "/api/v1/parks/p1/tariffs/t2",
+        with(&tariff, "currency", json!("yuan")),
+        "currency",
+    );
+    refused(
+        "/api/v1/parks/p1/tariffs/t2",
+        with(&tariff, "period_minutes", json!(0)),
+        "period_minutes",
+    );
+    refused(
+        "/api/v1/parks/p1/tariffs/t2",
+        with(&tariff, "night_end_minute", json!(1440)),
+        "night_end_minute",
+    );
+    refused(
+        "/api/v1/parks/p1/tariffs/t2",
+        with(&tariff, "daily_cap_fen", json!(200_000_000)),
+        "daily_cap_fen",
+    );
+    assert_eq!(
+        put(
+            "/api/v1/parks/p1/tariffs/t2",
+            with(&tariff, "day_rate_fen", json!(-1))
+        )
+        .0,
+        422
+    );
+    let (status, t) = put("/api/v1/parks/p1/tariffs/t2", tariff.clone());
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(
+        (t["day_rate_fen"].as_i64(), t["meta"]["created_by"].as_str()),
+        (Some(800), Some("manager (token test)"))
+    );
+
+    refused(
+        "/api/v1/parks/p1/lots/lot-b",
+        json!({"name": "B", "capacity": 5, "tariff_id": "nope"}),
+        "tariff_id",
+    );
+    assert_eq!(
+        put(
+            "/api/v1/parks/p1/lots/lot-b",
+            json!({"name": "B", "capacity": 5, "tariff_id": "t2"})
+        )
+        .0,
+        200
+    );
+    refused(
+        "/api/v1/parks/p1/lanes/b-in",
+        json!({"lot_id": "nope", "direction": "in", "name": "B in"}),
+        "lot_id",
+    );
+    refused(
+        "/api/v1/parks/p1/lanes/b-in",
+        json!({"lot_id": "lot-b", "direction": "up", "name": "B in"}),
+        "direction",
+    );
+    assert_eq!(
+        put(
+            "/api/v1/parks/p1/lanes/b-in",
+            json!({"lot_id": "lot-b", "direction": "in", "name": "B in"})
+        )
+        .0,
+        200
+    );
+
+    let pass = json!({"plate": "湘a 12345", "kind": "monthly", "lot_ids": ["lot-b"],
+        "valid_from": 1_000_000, "valid_to": 2_000_000, "status": "active", "enterprise_id": "acme"});
+    refused(
+        "/api/v1/parks/p1/passes/m1",
+        with(&pass, "lot_ids", json!(["nope"])),
+        "lot_ids",
+    );
+    refused(
+        "/api/v1/parks/p1/passes/m1",
+        with(&pass, "enterprise_id", json!("globex")),
+        "enterprise_id",
+    );
+    refused(
+        "/api/v1/parks/p1/passes/m1",
+        with(&pass, "valid_to", json!(1_000_000)),
+        "valid_to",
+    );
+    let (status, p) = put("/api/v1/parks/p1/passes/m1", pass.clone());
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["plate"], "湘A12345", "kept normalized");
+    refused(
+        "/api/v1/parks/p1/allowances/acme-b",
+        json!({"enterprise_id": "globex", "lot_id": "lot-b", "quota": 3}),
+        "enterprise_id",
+    );
+    assert_eq!(
+        put(
+            "/api/v1/parks/p1/allowances/acme-b",
+            json!({"enterprise_id": "acme", "lot_id": "lot-b", "quota": 3})
+        )
+        .0,
+        200
+    );
+
+    // Lists, filtered by `of`.
+    let get = |token: &str, path: &str| call(a, token, "GET", path, None);
+    let (_, lanes) = get(&manager, "/api/v1/parks/p1/lanes?of=lot-b");
+    assert_eq!(lanes["total"], 1, "{lanes}");
+    let (_, lots) = get(&manager, "/api/v1/parks/p1/lots");
+    assert_eq!(lots["total"], 2, "{lots}");
+    let (_, allowances) = get(&manager, "/api/v1/parks/p1/allowances?of=acme");
+    assert_eq!(allowances["allowances"][0]["quota"], 3, "{allowances}");
+    // The enterprise sees its pass; not the park's list.
+    let (status, mine) = get(&admin, "/api/v1/parks/p1/enterprises/acme/passes");
+    assert_eq!((status, mine["total"].as_u64()), (200, Some(1)), "{mine}");
+    assert_eq!(get(&admin, "/api/v1/parks/p1/passes").0, 403);
+    assert_eq!(
+        get(&admin, "/api/v1/parks/p1/enterprises/globex/passes").0,
+        403
+    );
+
+    // The parking document holds it all, and the audit holds the plate's tail only.
+    let doc = ParkingDoc::load(&h.documents.get("p1", "parking").unwrap().save()).unwrap();
+    let snap = doc.snapshot().unwrap();
+    assert_eq!(snap.lots["lot-b"].tariff_id.as_deref(), Some("t2"));
+    assert_eq!(snap.passes["m1"].plate, "湘A12345");
+    let (_, audit) = get(&manager, "/api/v1/parks/p1/audit?limit=100");
+    let text = audit.to_string();
+    assert!(
+        text.contains("pass_put") && !text.contains("12345"),
+        "{audit}"
+    );
+    h.shutdown().await;
 }

@@ -3,23 +3,17 @@
 //! `ui/edge-console/e2e` log in by keyboard, watch a live value change, write a setpoint
 //! and see it read back, switch language, and check that a role without `points.write`
 //! sees no write control and is refused by the API. Screenshots of every page at 768,
-//! 1024 and 1440 px are kept in `target/console-e2e`.
+//! 1024 and 1440 px are kept in `target/tmp/edge-console-e2e`.
 
-use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{ADMIN, ADMIN_PASSWORD, add_local_user, eventually, login, repo};
+use crate::support::{ADMIN, ADMIN_PASSWORD, add_local_user, eventually, login, playwright};
 
 const VIEWER: &str = "hil-viewer";
 const VIEWER_PASSWORD: &str = "hil-quiet-larch-meadow";
 
 #[test]
 fn the_console_runs_the_building_in_chromium() {
-    let ui = repo().join("ui");
-    assert!(
-        ui.join("node_modules/@playwright/test").exists(),
-        "ui/node_modules is missing: run the tests through scripts/test, which installs it"
-    );
     assert!(
         edge_node::console::is_built(),
         "this binary has no console built in: run the tests through scripts/test, which builds ui/ first"
@@ -49,29 +43,14 @@ fn the_console_runs_the_building_in_chromium() {
             (q["waiting"].as_array()?.len() == 1).then_some(())
         },
     );
-    let output = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-e2e");
-    let _ = std::fs::remove_dir_all(&output);
-    let run = Command::new("npx")
-        .current_dir(&ui)
-        .args([
-            "playwright",
-            "test",
-            "-c",
-            "edge-console/playwright.config.ts",
-        ])
-        .env("SMARTPARK_CONSOLE_URL", &edge.api)
-        .env("SMARTPARK_ENGINEER", ADMIN)
-        .env("SMARTPARK_ENGINEER_PASSWORD", ADMIN_PASSWORD)
-        .env("SMARTPARK_VIEWER", VIEWER)
-        .env("SMARTPARK_VIEWER_PASSWORD", VIEWER_PASSWORD)
-        .env("SMARTPARK_E2E_OUTPUT", &output)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
+    playwright(
+        "edge-console",
+        &[
+            ("SMARTPARK_CONSOLE_URL", &edge.api),
+            ("SMARTPARK_ENGINEER", ADMIN),
+            ("SMARTPARK_ENGINEER_PASSWORD", ADMIN_PASSWORD),
+            ("SMARTPARK_VIEWER", VIEWER),
+            ("SMARTPARK_VIEWER_PASSWORD", VIEWER_PASSWORD),
+        ],
     );
-    assert!(run.status.success(), "Playwright failed:\n{text}");
-    println!("{text}\nscreenshots in {}", output.display());
 }

@@ -5,54 +5,30 @@
 //! edge's granted decision arrive back in the building's events on the hub; suspend a card
 //! with a reason and find it in the audit log; and log in as an enterprise's admin, who
 //! sees that enterprise's people and cards only and whom the API refuses the rest.
-//! Screenshots of every page at 768, 1024 and 1440 px are kept in `target/hub-console-e2e`.
+//! Screenshots of every page at 768, 1024 and 1440 px are kept in `target/tmp/hub-console-e2e`.
 
-use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{eventually, login, repo, smartpark};
+use crate::support::{add_hub_user, eventually, login, playwright};
 
 const MANAGER: &str = "hil-manager";
 const ENTERPRISE_ADMIN: &str = "hil-e1-admin";
 const PASSWORD: &str = "copper-lantern-river-58";
 
-fn add_user(config: &std::path::Path, username: &str, grant: &str) {
-    let (ok, out) = smartpark(
-        &[
-            "hub",
-            "user",
-            "add",
-            "--config",
-            config.to_str().unwrap(),
-            "--username",
-            username,
-            "--grant",
-            grant,
-            "--password-stdin",
-        ],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(ok, "hub user add {username}: {out}");
-}
-
 #[test]
 fn the_hub_console_runs_the_park_in_chromium() {
-    let ui = repo().join("ui");
-    assert!(
-        ui.join("node_modules/@playwright/test").exists(),
-        "ui/node_modules is missing: run the tests through scripts/test, which installs it"
-    );
     assert!(
         cloud_hub::console::is_built(),
         "this binary has no hub console built in: run the tests through scripts/test, which builds ui/ first"
     );
     let dir = tempfile::tempdir().unwrap();
     let (hub, edge) = crate::master::hub_and_edge(dir.path());
-    add_user(&hub.config, MANAGER, "park_manager@park:hil");
-    add_user(
+    add_hub_user(&hub.config, MANAGER, "park_manager@park:hil", PASSWORD);
+    add_hub_user(
         &hub.config,
         ENTERPRISE_ADMIN,
         "enterprise_admin@enterprise:hil/e1",
+        PASSWORD,
     );
     // The running hub picks the accounts up within seconds.
     for user in [MANAGER, ENTERPRISE_ADMIN] {
@@ -62,31 +38,17 @@ fn the_hub_console_runs_the_park_in_chromium() {
             || (login(&hub.api, user, PASSWORD, None).0 == 200).then_some(()),
         );
     }
-    let output = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("hub-console-e2e");
-    let _ = std::fs::remove_dir_all(&output);
-    let run = Command::new("npx")
-        .current_dir(&ui)
-        .args([
-            "playwright",
-            "test",
-            "-c",
-            "hub-console/playwright.config.ts",
-        ])
-        .env("SMARTPARK_HUB_URL", &hub.api)
-        .env("SMARTPARK_EDGE_MQTT", edge.mqtt.to_string())
-        .env("SMARTPARK_MANAGER", MANAGER)
-        .env("SMARTPARK_ENTERPRISE_ADMIN", ENTERPRISE_ADMIN)
-        .env("SMARTPARK_PASSWORD", PASSWORD)
-        .env("SMARTPARK_E2E_OUTPUT", &output)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
+    let mqtt = edge.mqtt.to_string();
+    playwright(
+        "hub-console",
+        &[
+            ("SMARTPARK_HUB_URL", &hub.api),
+            ("SMARTPARK_EDGE_MQTT", &mqtt),
+            ("SMARTPARK_MANAGER", MANAGER),
+            ("SMARTPARK_ENTERPRISE_ADMIN", ENTERPRISE_ADMIN),
+            ("SMARTPARK_PASSWORD", PASSWORD),
+        ],
     );
-    assert!(run.status.success(), "Playwright failed:\n{text}");
-    println!("{text}\nscreenshots in {}", output.display());
     // What the browser did reached the edge: the card it issued is granted at the door in
     // the edge's own log, and the suspension it made is held there.
     let (_, events) = edge.get("/api/v1/events?kind=access.decision&limit=100");

@@ -18,30 +18,8 @@ const ADMIN: &str = "hil-root";
 const TARGET: &str = "hil-target";
 const PASSWORD: &str = "amber-valley-stone-31";
 
-/// `smartpark hub user add` as an operator runs it; returns the new account's id.
 fn add_user(config: &std::path::Path, username: &str, grant: &str) -> String {
-    let (ok, out) = smartpark(
-        &[
-            "hub",
-            "user",
-            "add",
-            "--config",
-            config.to_str().unwrap(),
-            "--username",
-            username,
-            "--grant",
-            grant,
-            "--password-stdin",
-        ],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(ok, "hub user add {username}: {out}");
-    // `created NAME (ID)`
-    out.lines()
-        .find_map(|l| l.strip_prefix(&format!("created {username} (")))
-        .and_then(|rest| rest.strip_suffix(')'))
-        .unwrap_or_else(|| panic!("no id in {out:?}"))
-        .to_string()
+    crate::support::add_hub_user(config, username, grant, PASSWORD)
 }
 
 /// An API token with every permission for `username`, made on the host: the operator's

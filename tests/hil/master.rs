@@ -1,7 +1,8 @@
 //! Master data edited on the hub reaching a real edge's decisions over real sync: a card
 //! suspended through the hub's API is refused at the building's door once the edge has
 //! synced the park's directory, and restored the same way; an enterprise, a person and a
-//! card made on the hub open the door (the times it takes are printed).
+//! card made on the hub open the door; a tariff and a lot changed on the hub set the fee at
+//! the exit lane (the times it takes are printed).
 
 use std::time::{Duration, Instant};
 
@@ -167,4 +168,80 @@ fn master_data_edited_on_the_hub_decides_at_a_real_edges_door() {
         issued_at.elapsed().as_millis()
     );
     assert_eq!(opened["person"], "p9", "{opened}");
+}
+
+/// A car park's tariff made on the hub charges at the building's exit lane: a new tariff
+/// and the lot switched to it through the hub's API; once the edge has synced, a visitor
+/// who came in 50 minutes earlier is shown two started half hours at the new rate at the
+/// exit lane (the time the change takes to reach the edge is printed).
+#[test]
+fn a_tariff_made_on_the_hub_sets_the_fee_at_the_exit_lane() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, edge) = hub_and_edge(dir.path());
+    let put = |path: &str, body: Value| {
+        let (status, answer) =
+            http_as(&hub.token, "PUT", &format!("{}{path}", hub.api), Some(body));
+        assert_eq!(status, 200, "{path}: {answer}");
+        answer
+    };
+    // A tariff the API refuses names its field.
+    let (status, answer) = http_as(
+        &hub.token,
+        "PUT",
+        &format!("{}/api/v1/parks/hil/tariffs/bad", hub.api),
+        Some(
+            json!({"currency": "CNY", "free_minutes": 0, "period_minutes": 30, "day_rate_fen": 800,
+            "night_start_minute": 1440, "night_end_minute": 0, "night_rate_fen": 0, "lost_ticket_fen": 0}),
+        ),
+    );
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("night_start_minute"),
+        "{answer}"
+    );
+
+    let entered = device_drivers::now_micros() - 50 * 60_000_000;
+    crate::park::plate(&edge, "a-in", "湘A77777", "in", 0.95, entered);
+    let changed_at = Instant::now();
+    put(
+        "/api/v1/parks/hil/tariffs/peak",
+        json!({"currency": "CNY", "free_minutes": 0, "period_minutes": 30, "day_rate_fen": 800,
+            "night_start_minute": 0, "night_end_minute": 0, "night_rate_fen": 800,
+            "daily_cap_fen": null, "lost_ticket_fen": 9000}),
+    );
+    let lot = put(
+        "/api/v1/parks/hil/lots/lot-a",
+        json!({"name": "Lot A", "capacity": 12, "tariff_id": "peak"}),
+    );
+    assert_eq!(lot["tariff_id"], "peak");
+    assert!(lot["meta"]["updated_by"].is_string(), "{lot}");
+    // The edge has both changes once it shows the lot's new capacity (the lot's change
+    // comes after the tariff's in the same document, and changes apply in order).
+    eventually(
+        "the changed lot at the edge",
+        Duration::from_secs(30),
+        || {
+            let (_, lots) = edge.get("/api/v1/lots");
+            (lots["lots"][0]["capacity"] == 12).then_some(())
+        },
+    );
+    println!(
+        "master_tariff_to_lane_ms: {} ms (tariff and lot changed on the hub to the lot changed at the edge)",
+        changed_at.elapsed().as_millis()
+    );
+    let display = crate::park::Sub::start(edge.mqtt, "lane/a-out/display");
+    crate::park::plate(
+        &edge,
+        "a-out",
+        "湘A77777",
+        "out",
+        0.93,
+        device_drivers::now_micros(),
+    );
+    // Two started half hours at 8 yuan (the seed's tariff would charge one started hour at 5).
+    let shown = display.collect(1);
+    assert_eq!(shown[0].1["fee_fen"], 1600, "{shown:?}");
 }

@@ -158,15 +158,15 @@ fn start(dir: &Path) -> Edge {
 }
 
 /// A `mosquitto_sub` of `topic` (anonymous: the tests' broker is in lab mode).
-struct Sub(MqttSub);
+pub(crate) struct Sub(MqttSub);
 
 impl Sub {
-    fn start(broker: SocketAddr, topic: &str) -> Sub {
+    pub(crate) fn start(broker: SocketAddr, topic: &str) -> Sub {
         Sub(MqttSub::start(broker, &[], &[topic]))
     }
 
     /// Waits for at least `at_least` messages and returns their topics and JSON payloads.
-    fn collect(self, at_least: usize) -> Vec<(String, Value)> {
+    pub(crate) fn collect(self, at_least: usize) -> Vec<(String, Value)> {
         eventually(
             &format!("{at_least} commands"),
             Duration::from_secs(20),

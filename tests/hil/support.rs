@@ -566,3 +566,58 @@ pub fn schemathesis(dir: &Path, config: &str, api: &str, env: &[(&str, &str)]) {
     assert!(out.status.success(), "schemathesis found faults:\n{text}");
     println!("{text}");
 }
+
+/// `smartpark hub user add` as an operator runs it, for the hub of `config`: an account with
+/// one grant and `password`; returns its id.
+pub fn add_hub_user(config: &Path, username: &str, grant: &str, password: &str) -> String {
+    let (ok, out) = smartpark(
+        &[
+            "hub",
+            "user",
+            "add",
+            "--config",
+            config.to_str().unwrap(),
+            "--username",
+            username,
+            "--grant",
+            grant,
+            "--password-stdin",
+        ],
+        &format!("{password}\n"),
+    );
+    assert!(ok, "hub user add {username}: {out}");
+    // `created NAME (ID)`
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("created {username} (")))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no id in {out:?}"))
+        .to_string()
+}
+
+/// Runs a console's Playwright specs (`ui/APP/playwright.config.ts`) in Debian's Chromium
+/// with `env`, keeping their screenshots in `target/tmp/APP-e2e`; fails the test with
+/// Playwright's report when a spec fails.
+pub fn playwright(app: &str, env: &[(&str, &str)]) {
+    let ui = repo().join("ui");
+    assert!(
+        ui.join("node_modules/@playwright/test").exists(),
+        "ui/node_modules is missing: run the tests through scripts/test, which installs it"
+    );
+    let output = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{app}-e2e"));
+    let _ = std::fs::remove_dir_all(&output);
+    let run = Command::new("npx")
+        .current_dir(&ui)
+        .args(["playwright", "test", "-c"])
+        .arg(format!("{app}/playwright.config.ts"))
+        .envs(env.iter().copied())
+        .env("SMARTPARK_E2E_OUTPUT", &output)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "Playwright failed:\n{text}");
+    println!("{text}\nscreenshots in {}", output.display());
+}

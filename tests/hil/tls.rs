@@ -78,22 +78,12 @@ fn start_hub(dir: &Path) -> (Proc, String, String) {
     )
     .unwrap();
     // Someone to read the hub's metrics as.
-    let (ok, out) = crate::support::smartpark(
-        &[
-            "hub",
-            "user",
-            "add",
-            "--config",
-            config.to_str().unwrap(),
-            "--username",
-            "monitor",
-            "--grant",
-            "operator_admin@operator",
-            "--password-stdin",
-        ],
-        "quiet-harbor-lamp-77\n",
+    crate::support::add_hub_user(
+        &config,
+        "monitor",
+        "operator_admin@operator",
+        "quiet-harbor-lamp-77",
     );
-    assert!(ok, "{out}");
     let mut proc = Proc::spawn(
         "smartpark hub",
         Command::new(edge_binary())

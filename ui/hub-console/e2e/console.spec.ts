@@ -101,6 +101,47 @@ test('an import with a bad row is checked, reported by line and column, and cann
   await page.getByRole('menuitem', { name: '企业', exact: true }).click()
   await page.getByRole('textbox', { name: '搜索' }).fill('imp-')
   await expect(page.getByTestId('enterprises-table')).toContainText('暂无数据')
+
+  // A user for the enterprise, with a grant the manager may give; one they may not give is
+  // refused with the reason.
+  await page.getByRole('menuitem', { name: '用户与角色', exact: true }).click()
+  await page.getByTestId('add-user').click()
+  const dialog = page.getByRole('dialog', { name: '新增用户' })
+  await dialog.locator('input[name="new-username"]').fill('e1-staff')
+  await dialog.getByRole('textbox').nth(1).fill('E1 员工')
+  await dialog.locator('input[type="password"]').fill('violet-harbor-stone-93')
+  await dialog.locator('textarea').fill('operator_admin@operator')
+  await dialog.getByRole('button', { name: '保存' }).click()
+  await expect(dialog.getByRole('alert')).toBeVisible()
+  await dialog.locator('textarea').fill('enterprise_user@enterprise:hil/e1')
+  await dialog.getByRole('button', { name: '保存' }).click()
+  await expect(dialog).toBeHidden()
+  await expect(page.getByTestId('users-table').locator('tr', { hasText: 'e1-staff' })).toContainText('enterprise_user@enterprise:hil/e1')
+  await screenshots(page, 'users')
+
+  // A tariff typed in yuan, kept in fen, and a car park switched to it.
+  await page.getByRole('menuitem', { name: '停车场', exact: true }).click()
+  await page.getByTestId('add-tariff').click()
+  const tariff = page.getByRole('dialog', { name: '收费标准' })
+  await tariff.locator('input[name="tariff-id"]').fill('e2e-rate')
+  await tariff.locator('input[name="period"]').fill('30')
+  await tariff.locator('input[name="day"]').fill('6.5')
+  await tariff.locator('input[name="night"]').fill('3')
+  await tariff.locator('input[name="lost"]').fill('x')
+  await tariff.getByRole('button', { name: '保存' }).click()
+  await expect(tariff.getByRole('alert')).toContainText('无入场记录收费')
+  await tariff.locator('input[name="lost"]').fill('80')
+  await tariff.getByRole('button', { name: '保存' }).click()
+  await expect(tariff).toBeHidden()
+  await expect(page.getByTestId('tariffs-table').locator('tr', { hasText: 'e2e-rate' })).toContainText('¥6.50')
+  await page.getByRole('tab', { name: '停车场' }).click()
+  await page.getByTestId('edit-lot-lot-a').click()
+  await page.getByTestId('lot-tariff').click()
+  await page.getByRole('option', { name: 'e2e-rate' }).click()
+  await page.getByRole('dialog', { name: '停车场' }).getByRole('button', { name: '保存' }).click()
+  await expect(page.getByRole('dialog', { name: '停车场' })).toBeHidden()
+  await expect(page.getByTestId('lots-table').locator('tr', { hasText: 'lot-a' })).toContainText('e2e-rate')
+  await screenshots(page, 'car-parks')
 })
 
 test('the enterprise admin sees only their own enterprise', async ({ page }) => {
@@ -110,11 +151,18 @@ test('the enterprise admin sees only their own enterprise', async ({ page }) => 
   await expect(page.getByTestId('my-people')).not.toContainText('p2')
   await expect(page.getByTestId('my-credentials')).toContainText('c-p1')
   await expect(page.getByTestId('my-credentials')).not.toContainText('c-p2')
+  await expect(page.getByTestId('my-passes')).toBeVisible()
   // No park-wide page is offered, and the API refuses them anyway.
   await expect(page.getByRole('menuitem', { name: '本企业', exact: true })).toBeVisible()
   await expect(page.getByRole('menuitem', { name: '企业', exact: true })).toHaveCount(0)
   await expect(page.getByRole('menuitem', { name: '园区总览', exact: true })).toHaveCount(0)
-  for (const path of ['/api/v1/parks/hil/people', '/api/v1/parks/hil/enterprises/e2/people', '/api/v1/parks/hil/enterprises/e2/credentials']) {
+  for (const path of [
+    '/api/v1/parks/hil/people',
+    '/api/v1/parks/hil/passes',
+    '/api/v1/parks/hil/enterprises/e2/people',
+    '/api/v1/parks/hil/enterprises/e2/credentials',
+    '/api/v1/parks/hil/enterprises/e2/passes',
+  ]) {
     const answer = await page.request.get(path)
     expect(answer.status(), path).toBe(403)
   }

@@ -234,7 +234,6 @@ const en: Shape<typeof zhCN> = {
     locked: 'Locked until {until}',
     active: 'Active',
   },
-  notFound: { title: 'No such page', home: 'Back to the overview' },
 }
 
 export default en

@@ -231,5 +231,4 @@ export default {
     locked: '锁定至 {until}',
     active: '正常',
   },
-  notFound: { title: '页面不存在', home: '返回总览' },
 }

@@ -1,16 +1,4 @@
-import { useSessionStore } from '@smartpark/api'
 import { createRouter, createWebHistory, type RouteRecordRaw } from 'vue-router'
-
-declare module 'vue-router' {
-  interface RouteMeta {
-    /** Shown without a login. */
-    public?: boolean
-    /** The permission the page needs (the API checks it again on every request). */
-    permission?: string
-    /** i18n key of the page's title. */
-    title?: string
-  }
-}
 
 const routes: RouteRecordRaw[] = [
   { path: '/login', component: () => import('@/views/LoginView.vue'), meta: { public: true, title: 'login.title' } },
@@ -67,20 +55,11 @@ const routes: RouteRecordRaw[] = [
   },
   {
     path: '/account',
-    component: () => import('@/views/AccountView.vue'),
+    component: () => import('@smartpark/layout').then((m) => m.AccountPage),
     meta: { title: 'account.title' },
   },
-  { path: '/:rest(.*)*', component: () => import('@/views/NotFoundView.vue'), meta: { title: 'notFound.title' } },
+  { path: '/:rest(.*)*', component: () => import('@smartpark/layout').then((m) => m.NotFoundPage), meta: { title: 'notFound.title' } },
 ]
 
+/** The guard (a login, a second factor, the page's permission) is added at the start. */
 export const router = createRouter({ history: createWebHistory(), routes })
-
-router.beforeEach(async (to) => {
-  const session = useSessionStore()
-  if (!session.checked) await session.restore()
-  if (to.meta.public) return true
-  if (!session.loggedIn) return { path: '/login', query: { next: to.fullPath } }
-  if (session.needsSecondFactor && to.path !== '/account') return '/account'
-  if (to.meta.permission && !session.permissions.includes(to.meta.permission)) return '/account'
-  return true
-})

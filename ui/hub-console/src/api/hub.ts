@@ -215,6 +215,91 @@ export function useCredentialStatus(park: MaybeRefOrGetter<string>) {
   )
 }
 
+// ---- car parks ----
+
+export function useTariffs(park: MaybeRefOrGetter<string>, args: MaybeRefOrGetter<ListArgs>) {
+  return useQuery({
+    queryKey: listKey('tariffs', park, args),
+    queryFn: () => unwrap(api.GET('/api/v1/parks/{park}/tariffs', { params: { path: { park: toValue(park) }, query: toValue(args) } })),
+    enabled: computed(() => toValue(park) !== ''),
+    placeholderData: keepPreviousData,
+  })
+}
+
+export function useLots(park: MaybeRefOrGetter<string>, args: MaybeRefOrGetter<ListArgs>) {
+  return useQuery({
+    queryKey: listKey('lots', park, args),
+    queryFn: () => unwrap(api.GET('/api/v1/parks/{park}/lots', { params: { path: { park: toValue(park) }, query: toValue(args) } })),
+    enabled: computed(() => toValue(park) !== ''),
+    placeholderData: keepPreviousData,
+  })
+}
+
+export function useLanes(park: MaybeRefOrGetter<string>, args: MaybeRefOrGetter<ListArgs>) {
+  return useQuery({
+    queryKey: listKey('lanes', park, args),
+    queryFn: () => unwrap(api.GET('/api/v1/parks/{park}/lanes', { params: { path: { park: toValue(park) }, query: toValue(args) } })),
+    enabled: computed(() => toValue(park) !== ''),
+    placeholderData: keepPreviousData,
+  })
+}
+
+export function usePasses(park: MaybeRefOrGetter<string>, args: MaybeRefOrGetter<ListArgs>) {
+  return useQuery({
+    queryKey: listKey('passes', park, args),
+    queryFn: () => unwrap(api.GET('/api/v1/parks/{park}/passes', { params: { path: { park: toValue(park) }, query: toValue(args) } })),
+    enabled: computed(() => toValue(park) !== ''),
+    placeholderData: keepPreviousData,
+  })
+}
+
+export type TariffFields = Omit<Body<'TariffBody'>, 'daily_cap_fen'> & { id: string; daily_cap_fen: number | null }
+
+export function usePutTariff(park: MaybeRefOrGetter<string>) {
+  return useMasterWrite(park, (p, { id, ...body }: TariffFields) =>
+    unwrap(api.PUT('/api/v1/parks/{park}/tariffs/{tariff}', { params: { path: { park: p, tariff: id } }, body })),
+  )
+}
+
+export function usePutLot(park: MaybeRefOrGetter<string>) {
+  return useMasterWrite(park, (p, { id, ...body }: { id: string; name: string; capacity: number; tariff_id: string | null }) =>
+    unwrap(api.PUT('/api/v1/parks/{park}/lots/{lot}', { params: { path: { park: p, lot: id } }, body })),
+  )
+}
+
+export function usePutLane(park: MaybeRefOrGetter<string>) {
+  return useMasterWrite(park, (p, { id, direction, ...rest }: { id: string; lot_id: string; direction: string; name: string }) =>
+    unwrap(
+      api.PUT('/api/v1/parks/{park}/lanes/{lane}', {
+        params: { path: { park: p, lane: id } },
+        body: { ...rest, direction: direction as Body<'LaneBody'>['direction'] },
+      }),
+    ),
+  )
+}
+
+export interface PassFields {
+  id: string
+  plate: string
+  kind: string
+  lot_ids: string[]
+  valid_from: number
+  valid_to: number
+  status: string
+  enterprise_id: string | null
+}
+
+export function usePutPass(park: MaybeRefOrGetter<string>) {
+  return useMasterWrite(park, (p, { id, kind, status, ...rest }: PassFields) =>
+    unwrap(
+      api.PUT('/api/v1/parks/{park}/passes/{pass}', {
+        params: { path: { park: p, pass: id } },
+        body: { ...rest, kind: kind as Body<'PassBody'>['kind'], status: status as Body<'PassBody'>['status'] },
+      }),
+    ),
+  )
+}
+
 export type ImportKind = 'enterprises' | 'people' | 'credentials'
 
 export function useImport(park: MaybeRefOrGetter<string>) {
@@ -263,6 +348,20 @@ export function useEnterpriseCredentials(park: MaybeRefOrGetter<string>, enterpr
     queryFn: () =>
       unwrap(
         api.GET('/api/v1/parks/{park}/enterprises/{enterprise}/credentials', {
+          params: { path: { park: toValue(park), enterprise: toValue(enterprise) }, query: toValue(args) },
+        }),
+      ),
+    enabled: computed(() => toValue(enterprise) !== ''),
+    placeholderData: keepPreviousData,
+  })
+}
+
+export function useEnterprisePasses(park: MaybeRefOrGetter<string>, enterprise: MaybeRefOrGetter<string>, args: MaybeRefOrGetter<ListArgs>) {
+  return useQuery({
+    queryKey: computed(() => ['enterprise', toValue(park), toValue(enterprise), 'passes', toValue(args)]),
+    queryFn: () =>
+      unwrap(
+        api.GET('/api/v1/parks/{park}/enterprises/{enterprise}/passes', {
           params: { path: { park: toValue(park), enterprise: toValue(enterprise) }, query: toValue(args) },
         }),
       ),

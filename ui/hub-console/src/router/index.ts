@@ -1,21 +1,11 @@
 import { useSessionStore } from '@smartpark/api'
 import { createRouter, createWebHistory, type RouteRecordRaw } from 'vue-router'
 
-declare module 'vue-router' {
-  interface RouteMeta {
-    /** Shown without a login. */
-    public?: boolean
-    /** The permission the page needs (the API checks it again on every request). */
-    permission?: string
-    /** i18n key of the page's title. */
-    title?: string
-  }
-}
 
 const page = (permission: string | undefined, title: string) => ({ permission, title })
 
 const routes: RouteRecordRaw[] = [
-  { path: '/login', component: () => import('@/views/LoginView.vue'), meta: { public: true, title: 'login.title' } },
+  { path: '/login', component: () => import('@smartpark/layout').then((m) => m.LoginPage), meta: { public: true, title: 'login.title' } },
   {
     path: '/',
     redirect: () => {
@@ -33,22 +23,14 @@ const routes: RouteRecordRaw[] = [
   { path: '/people', component: () => import('@/views/PeopleView.vue'), meta: page('telemetry.read', 'nav.people') },
   { path: '/credentials', component: () => import('@/views/CredentialsView.vue'), meta: page('credentials.edit', 'nav.credentials') },
   { path: '/access-groups', component: () => import('@/views/AccessGroupsView.vue'), meta: page('telemetry.read', 'nav.groups') },
+  { path: '/car-parks', component: () => import('@/views/CarParksView.vue'), meta: page('telemetry.read', 'nav.carparks') },
   { path: '/import', component: () => import('@/views/ImportView.vue'), meta: page('telemetry.read', 'nav.import') },
   { path: '/users', component: () => import('@/views/UsersView.vue'), meta: page('users.manage', 'nav.users') },
   { path: '/audit', component: () => import('@/views/AuditView.vue'), meta: page('audit.read', 'nav.audit') },
   { path: '/enterprise', component: () => import('@/views/EnterpriseView.vue'), meta: page('enterprise.read', 'nav.myEnterprise') },
-  { path: '/account', component: () => import('@/views/AccountView.vue'), meta: { title: 'account.title' } },
-  { path: '/:rest(.*)*', component: () => import('@/views/NotFoundView.vue'), meta: { title: 'notFound.title' } },
+  { path: '/account', component: () => import('@smartpark/layout').then((m) => m.AccountPage), meta: { title: 'account.title' } },
+  { path: '/:rest(.*)*', component: () => import('@smartpark/layout').then((m) => m.NotFoundPage), meta: { title: 'notFound.title' } },
 ]
 
+/** The guard (a login, a second factor, the page's permission) is added at the start. */
 export const router = createRouter({ history: createWebHistory(), routes })
-
-router.beforeEach(async (to) => {
-  const session = useSessionStore()
-  if (!session.checked) await session.restore()
-  if (to.meta.public) return true
-  if (!session.loggedIn) return { path: '/login', query: { next: to.fullPath } }
-  if (session.needsSecondFactor && to.path !== '/account') return '/account'
-  if (to.meta.permission && !session.permissions.includes(to.meta.permission)) return '/account'
-  return true
-})

@@ -43,6 +43,7 @@ export const zhCN = {
       P2: '一般',
     },
   },
+  notFound: { title: '页面不存在', home: '回到首页' },
   login: {
     title: '登录',
     username: '用户名',
@@ -114,6 +115,7 @@ export const en: Messages = {
       P2: 'Minor',
     },
   },
+  notFound: { title: 'No such page', home: 'Back to the start' },
   login: {
     title: 'Log in',
     username: 'Username',
