@@ -355,7 +355,10 @@ async fn metrics(State(s): State<ApiState>) -> Response {
 
 const EDGE_COLUMNS: &str = "b.park, b.building, e.serial, e.edge_id, e.enrolled_at, e.cert_not_after, e.state, e.state_since,
     e.last_seen, e.last_error, e.remote, e.health_at, e.backlog_events, e.backlog_rollups, e.backlog_raw,
-    e.newest_event_ts, e.newest_sample_ts, (SELECT 1 FROM revocations r WHERE r.serial = e.serial)";
+    e.newest_event_ts, e.newest_sample_ts, (SELECT 1 FROM revocations r WHERE r.serial = e.serial),
+    (SELECT count(*) FROM alarms a WHERE a.building_id = e.building_id AND a.state IN ('active_unacked', 'active_acked')),
+    (SELECT count(*) FROM alarms a WHERE a.building_id = e.building_id AND a.state IN ('active_unacked', 'cleared_unacked')),
+    (SELECT count(*) FROM alarms a WHERE a.building_id = e.building_id AND a.state IN ('active_unacked', 'active_acked') AND a.severity = 'P0')";
 
 /// An edge row as the API shows it, with the live connection (if any) overriding what was
 /// stored.
@@ -416,6 +419,11 @@ fn edge_view(r: &rusqlite::Row<'_>, registry: &Registry) -> rusqlite::Result<vie
         freshness: views::FreshnessView {
             newest_event: r.get(15)?,
             newest_sample: r.get(16)?,
+        },
+        alarms: views::AlarmCounts {
+            active: r.get(18)?,
+            unacknowledged: r.get(19)?,
+            critical: r.get(20)?,
         },
     })
 }

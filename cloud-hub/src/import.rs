@@ -49,8 +49,8 @@ pub fn routes(r: Routes<ApiState>) -> Routes<ApiState> {
     )
     .body_limit(MAX_BODY)
     .doc(
-        Doc::new("master data", "Import enterprises, people or credentials from CSV, all or nothing")
-            .describe("`kind` is `enterprises`, `people` or `credentials` (values in clear, kept only as keyed digests). With `dry_run` nothing changes; either way the answer lists every bad row by line and column, and an import with any bad row changes nothing.")
+        Doc::new("master data", "Import enterprises, people or credentials from CSV or XLSX, all or nothing")
+            .describe("`kind` is `enterprises`, `people` or `credentials` (values in clear, kept only as keyed digests). The body holds `csv` (the text) or `xlsx` (the workbook, base64; its first sheet is read), not both. With `dry_run` nothing changes; either way the answer lists every bad row by line and column, and an import with any bad row changes nothing.")
             .body::<ImportBody>()
             .returns::<ImportReport>(),
     )
@@ -68,9 +68,14 @@ pub fn routes(r: Routes<ApiState>) -> Routes<ApiState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportBody {
-    /// The file's text: a header row, then one row per record.
+    /// A CSV file's text: a header row, then one row per record.
     #[schema(max_length = 4_000_000)]
-    csv: String,
+    #[serde(default)]
+    csv: Option<String>,
+    /// Or an XLSX workbook, base64: its first sheet, the same columns (rows are lines).
+    #[schema(max_length = 4_000_000)]
+    #[serde(default)]
+    xlsx: Option<String>,
     /// Check every row and report, changing nothing.
     #[serde(default)]
     dry_run: bool,
@@ -387,6 +392,80 @@ fn check_refs(
     Ok((created, updated))
 }
 
+/// The first sheet of an XLSX workbook as CSV text, one line per row (so that a CSV line is
+/// the sheet's row: a line break inside a cell becomes a space), with numbers as people
+/// typed them (`1001`, not `1001.0`); a cell holding a formula error is reported by its
+/// row and column, and left empty.
+fn xlsx_to_csv(bytes: &[u8]) -> Result<(String, Vec<RowError>), String> {
+    use calamine::{Data, Reader, Xlsx};
+    let mut book = Xlsx::new(std::io::Cursor::new(bytes))
+        .map_err(|e| format!("the workbook cannot be read: {e}"))?;
+    let sheet = book
+        .worksheet_range_at(0)
+        .ok_or("the workbook has no sheet")?
+        .map_err(|e| format!("the first sheet cannot be read: {e}"))?;
+    if sheet.height() > MAX_ROWS + 1 {
+        return Err(format!("a file takes at most {MAX_ROWS} rows"));
+    }
+    // Rows and columns as the sheet numbers them, even when it starts below A1.
+    let (top, left) = sheet.start().unwrap_or((0, 0));
+    let mut out = csv::WriterBuilder::new()
+        .flexible(true)
+        .from_writer(Vec::new());
+    let mut errors = Vec::new();
+    // Rows above the used range stay empty, so that line numbers are the sheet's rows.
+    for _ in 0..top {
+        out.write_record([""]).map_err(|e| e.to_string())?;
+    }
+    for (r, row) in sheet.rows().enumerate() {
+        let line = u64::from(top) + r as u64 + 1;
+        let mut cells: Vec<String> = vec![String::new(); left as usize];
+        for (c, cell) in row.iter().enumerate() {
+            let text = match cell {
+                Data::Empty => String::new(),
+                Data::String(t) => t.replace(['\r', '\n'], " "),
+                Data::Int(i) => i.to_string(),
+                Data::Float(f) if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => {
+                    format!("{}", *f as i64)
+                }
+                Data::Float(f) => f.to_string(),
+                Data::Bool(b) => b.to_string(),
+                Data::DateTime(d) => d.to_string(),
+                Data::DateTimeIso(t) | Data::DurationIso(t) => t.clone(),
+                Data::Error(e) => {
+                    errors.push(RowError {
+                        line,
+                        column: column_letters(left as usize + c),
+                        message: format!("the cell holds an error ({e:?})"),
+                    });
+                    String::new()
+                }
+            };
+            cells.push(text);
+        }
+        if cells.is_empty() {
+            cells.push(String::new());
+        }
+        out.write_record(&cells).map_err(|e| e.to_string())?;
+    }
+    let text = out.into_inner().map_err(|e| e.to_string())?;
+    Ok((String::from_utf8_lossy(&text).into_owned(), errors))
+}
+
+/// A sheet's column as spreadsheets name it: 0 is `A`, 26 is `AA`.
+fn column_letters(mut n: usize) -> String {
+    let mut s = Vec::new();
+    loop {
+        s.push(b'A' + (n % 26) as u8);
+        if n < 26 {
+            break;
+        }
+        n = n / 26 - 1;
+    }
+    s.reverse();
+    String::from_utf8(s).unwrap_or_default()
+}
+
 /// The headers the file gave each field, for reference errors.
 fn header_names(kind: Kind, text: &str) -> HashMap<String, String> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -440,8 +519,29 @@ async fn import(
         Kind::Credentials => Some(park_key(&s, &park)?),
         _ => None,
     };
-    let (rows, good, mut errors) = read_rows(kind, &b.csv, key.as_ref());
-    let columns = header_names(kind, &b.csv);
+    let (text, cell_errors) = match (&b.csv, &b.xlsx) {
+        (Some(csv), None) => (csv.clone(), Vec::new()),
+        (None, Some(xlsx)) => {
+            let bytes = data_encoding::BASE64
+                .decode(xlsx.as_bytes())
+                .map_err(|e| ApiError::invalid(format!("xlsx: not base64 ({e})")))?;
+            tokio::task::spawn_blocking(move || xlsx_to_csv(&bytes))
+                .await
+                .map_err(|e| ApiError::internal(e.into()))?
+                .map_err(|e| ApiError::invalid(format!("xlsx: {e}")))?
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "give the file as csv or as xlsx, one of them",
+            ));
+        }
+    };
+    let (rows, good, mut errors) = read_rows(kind, &text, key.as_ref());
+    if !cell_errors.is_empty() {
+        errors.extend(cell_errors);
+        errors.sort_by_key(|e| e.line);
+    }
+    let columns = header_names(kind, &text);
     let dry_run = b.dry_run || !errors.is_empty();
     let audit = s.auth.audit(
         &caller.actor(),
@@ -647,6 +747,14 @@ mod tests {
                     message: "\"closed\" is not one of active, suspended".into()
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn columns_are_named_as_spreadsheets_name_them() {
+        assert_eq!(
+            [0, 1, 25, 26, 27, 51, 52, 701, 702].map(column_letters),
+            ["A", "B", "Z", "AA", "AB", "AZ", "BA", "ZZ", "AAA"]
         );
     }
 

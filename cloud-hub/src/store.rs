@@ -370,6 +370,7 @@ pub fn open_db(path: &Path) -> anyhow::Result<Connection> {
         .context("cannot create the account tables")?;
     conn.execute_batch(crate::people::SCHEMA)
         .context("cannot create the people tables")?;
+    backfill_alarms(&conn).context("cannot fill the alarm table from the stored events")?;
     let version: Option<i64> = conn
         .query_row(
             "SELECT value FROM meta WHERE key = 'schema_version'",
@@ -400,6 +401,87 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     )?;
     c.busy_timeout(Duration::from_secs(5))?;
     Ok(c)
+}
+
+/// An alarm transition an edge uploaded (an `alarm.*` event): which alarm, the state it
+/// went to, its severity and when.
+struct AlarmTransition {
+    alarm: String,
+    state: String,
+    severity: String,
+    ts: i64,
+}
+
+/// The transition an event body holds, if it is one (the edge writes them as
+/// `{"kind": "alarm.raised", "body": {"alarm": .., "to": .., "severity": .., "ts": ..}}`).
+fn alarm_transition(body: &[u8]) -> Option<AlarmTransition> {
+    // Most events are not alarms: look before parsing.
+    const KIND: &[u8] = b"\"alarm.";
+    if !body.windows(KIND.len()).any(|w| w == KIND) {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if !v["kind"].as_str()?.starts_with("alarm.") {
+        return None;
+    }
+    let t = &v["body"];
+    let alarm = match &t["alarm"] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    Some(AlarmTransition {
+        alarm,
+        state: t["to"].as_str()?.to_string(),
+        severity: t["severity"].as_str().unwrap_or("").to_string(),
+        ts: t["ts"].as_i64().unwrap_or(0),
+    })
+}
+
+/// Keeps the building's alarm as its newest transition left it (events are stored in the
+/// edge's order, so a later sequence number is a later transition).
+fn record_alarm(tx: &Connection, bid: i64, seq: i64, t: &AlarmTransition) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO alarms (building_id, alarm, state, severity, ts, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (building_id, alarm) DO UPDATE SET state = excluded.state,
+             severity = excluded.severity, ts = excluded.ts, seq = excluded.seq
+         WHERE excluded.seq > alarms.seq",
+    )?
+    .execute(params![bid, t.alarm, t.state, t.severity, t.ts, seq])?;
+    Ok(())
+}
+
+/// Fills `alarms` from the alarm events stored before the table existed (once).
+fn backfill_alarms(conn: &Connection) -> rusqlite::Result<()> {
+    let done: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'alarms_backfilled'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if done.is_some() {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    {
+        let mut stmt = tx.prepare(
+            "SELECT building_id, seq, body FROM events
+             WHERE instr(CAST(body AS TEXT), '\"alarm.') > 0 ORDER BY building_id, seq",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let body: Vec<u8> = r.get(2)?;
+            if let Some(t) = alarm_transition(&body) {
+                record_alarm(&tx, r.get(0)?, r.get(1)?, &t)?;
+            }
+        }
+    }
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('alarms_backfilled', 1)",
+        [],
+    )?;
+    tx.commit()
 }
 
 const SCHEMA: &str = "
@@ -467,6 +549,17 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (building_id, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS events_id ON events (id);
+-- Each alarm of a building as its newest uploaded transition left it (from the alarm.*
+-- events), for the overview's counts.
+CREATE TABLE IF NOT EXISTS alarms (
+    building_id INTEGER NOT NULL,
+    alarm TEXT NOT NULL,
+    state TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (building_id, alarm)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS gaps (
     building_id INTEGER NOT NULL,
     stream INTEGER NOT NULL,
@@ -861,6 +954,9 @@ fn apply_upload(
                 "INSERT OR IGNORE INTO events (building_id, seq, id, ts, body, received) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![bid, seq as i64, &e.id[..], ts, e.body, now])?;
+            if let Some(t) = alarm_transition(&e.body) {
+                record_alarm(tx, bid, seq as i64, &t)?;
+            }
             if let Some(ts) = ts {
                 tx.prepare_cached(
                     "UPDATE edges SET newest_event_ts = max(coalesce(newest_event_ts, ?2), ?2) WHERE building_id = ?1",

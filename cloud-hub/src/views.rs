@@ -52,6 +52,18 @@ fn connection_states() -> RefOr<Schema> {
     one_of(["connected", "disconnected", "never_connected"])
 }
 
+/// The building's alarms as its edge last uploaded their transitions.
+#[derive(Debug, Default, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlarmCounts {
+    /// Active now, acknowledged or not.
+    pub active: i64,
+    /// Waiting for a person: active or cleared, not yet acknowledged.
+    pub unacknowledged: i64,
+    /// Active with the most urgent severity (P0).
+    pub critical: i64,
+}
+
 /// The edge's connection: live while a session runs, else what the hub last recorded.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -98,6 +110,7 @@ pub struct EdgeView {
     pub connection: ConnectionView,
     pub backlog: BacklogView,
     pub freshness: FreshnessView,
+    pub alarms: AlarmCounts,
 }
 
 /// Every building's edge, with the hub's clock to judge the times by.

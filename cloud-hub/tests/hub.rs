@@ -1183,3 +1183,66 @@ async fn document_bombs_are_refused_with_bounded_memory_and_the_connection_goes_
     );
     println!("peak RSS growth while refusing the bombs: {grown_mib} MiB");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_counts_a_buildings_alarms_from_their_uploaded_transitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_hub(dir.path()).await;
+    let tls = enroll_edge(&hub, "park-1", "b-1", &dir.path().join("edge")).await;
+    let mut o = outbox(20);
+    // Transitions as the edge's rules write them: alarm 7 (P0) raised then cleared, not
+    // acknowledged; alarm 9 (P2) raised then acknowledged; alarm 11 (P0) raised.
+    let transitions = [
+        (3, 7, "raised", "active_unacked", "P0"),
+        (5, 9, "raised", "active_unacked", "P2"),
+        (8, 9, "acknowledged", "active_acked", "P2"),
+        (12, 7, "cleared", "cleared_unacked", "P0"),
+        (16, 11, "raised", "active_unacked", "P0"),
+    ];
+    for (seq, alarm, kind, to, severity) in transitions {
+        o.events[seq - 1].1.body = serde_json::to_vec(&serde_json::json!({
+            "kind": format!("alarm.{kind}"),
+            "subject": "meter/p0",
+            "body": {"alarm": alarm, "kind": kind, "to": to, "severity": severity, "ts": seq},
+        }))
+        .unwrap();
+    }
+    let mut edge = TestEdge::new(tls, "b-1", o);
+    // Cut mid-upload: what is sent again is stored once, and counted once.
+    edge.run(&hub, Stop::CutAfter(14)).await.unwrap();
+    edge.run(&hub, Stop::Drained).await.unwrap();
+    hub.store.flush().await;
+
+    let (_, list) = get_json(&hub, "/api/v1/parks/park-1/buildings").await;
+    let alarms = &list["buildings"][0]["alarms"];
+    assert_eq!(alarms["active"], 2, "{list}");
+    assert_eq!(alarms["unacknowledged"], 2, "{list}");
+    assert_eq!(alarms["critical"], 1, "{list}");
+
+    // The events newest first, a page at a time backwards.
+    let (_, newest) = get_json(
+        &hub,
+        "/api/v1/parks/park-1/buildings/b-1/events?before=9999999&limit=3",
+    )
+    .await;
+    let seqs: Vec<i64> = newest["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, [20, 19, 18], "{newest}");
+    let (_, older) = get_json(
+        &hub,
+        "/api/v1/parks/park-1/buildings/b-1/events?before=18&limit=3",
+    )
+    .await;
+    assert_eq!(older["events"][0]["seq"], 17, "{older}");
+    let (status, _) = get_json(
+        &hub,
+        "/api/v1/parks/park-1/buildings/b-1/events?before=5&after=1",
+    )
+    .await;
+    assert_eq!(status, 422);
+    hub.shutdown().await;
+}

@@ -883,3 +883,96 @@ async fn car_parks_are_edited_with_checked_fields_and_an_enterprise_sees_its_own
     );
     h.shutdown().await;
 }
+
+/// An XLSX workbook, made with a real writer, with `rows` on its first sheet from A1.
+fn workbook(rows: &[&[Cell]]) -> String {
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    for (r, row) in rows.iter().enumerate() {
+        for (c, cell) in row.iter().enumerate() {
+            let (r, c) = (r as u32, c as u16);
+            match cell {
+                Cell::Text(t) => sheet.write_string(r, c, *t).map(drop),
+                Cell::Number(n) => sheet.write_number(r, c, *n).map(drop),
+            }
+            .unwrap();
+        }
+    }
+    data_encoding::BASE64.encode(&book.save_to_buffer().unwrap())
+}
+
+enum Cell {
+    Text(&'static str),
+    Number(f64),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enterprises_import_from_an_xlsx_workbook_with_rows_as_lines() {
+    use Cell::{Number as N, Text as T};
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _, manager) = with_manager(dir.path()).await;
+    h.auth.reload().await.unwrap();
+    let a = h.api_addr;
+    let import = |body: Value| {
+        call(
+            a,
+            &manager,
+            "POST",
+            "/api/v1/parks/p1/import/enterprises",
+            Some(body),
+        )
+    };
+    // Chinese headers, a number typed as an id, and a bad status on the sheet's row 3.
+    let bad = workbook(&[
+        &[T("编号"), T("企业名称"), T("状态")],
+        &[N(1001.0), T("一零零一科技"), T("active")],
+        &[T("x-2"), T("Second"), T("sleeping")],
+    ]);
+    let (status, report) = import(json!({"xlsx": bad, "dry_run": true}));
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        (report["rows"].as_u64(), report["error_count"].as_u64()),
+        (Some(2), Some(1)),
+        "{report}"
+    );
+    assert_eq!(report["errors"][0]["line"], 3, "{report}");
+    assert_eq!(report["errors"][0]["column"], "状态", "{report}");
+    // The same without dry run changes nothing either.
+    let (_, report) = import(json!({"xlsx": bad}));
+    assert_eq!(report["applied"], false, "{report}");
+    assert!(directory(&h).get::<Enterprise>("1001").unwrap().is_none());
+
+    let good = workbook(&[
+        &[T("编号"), T("企业名称"), T("状态")],
+        &[N(1001.0), T("一零零一科技"), T("active")],
+        &[T("x-2"), T("Second"), T("suspended")],
+    ]);
+    let (status, report) = import(json!({"xlsx": good}));
+    assert_eq!(
+        (status, report["applied"].as_bool()),
+        (200, Some(true)),
+        "{report}"
+    );
+    let d = directory(&h);
+    assert_eq!(
+        d.get::<Enterprise>("1001").unwrap().unwrap().name,
+        "一零零一科技"
+    );
+    assert_eq!(
+        d.get::<Enterprise>("x-2").unwrap().unwrap().status,
+        EnterpriseStatus::Suspended
+    );
+
+    // One file at a time, and what is not a workbook is named.
+    let (status, answer) = import(json!({"xlsx": good, "csv": "id,name\n"}));
+    assert_eq!(status, 422, "{answer}");
+    let (status, answer) = import(json!({"xlsx": "not base64!"}));
+    assert_eq!(status, 422, "{answer}");
+    let (status, answer) = import(json!({"xlsx": data_encoding::BASE64.encode(b"id,name\n")}));
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().starts_with("xlsx:"),
+        "{answer}"
+    );
+    h.shutdown().await;
+}

@@ -38,6 +38,25 @@ fn the_hub_console_runs_the_park_in_chromium() {
             || (login(&hub.api, user, PASSWORD, None).0 == 200).then_some(()),
         );
     }
+    // A park's list of enterprises as a spreadsheet brings it: Chinese headers, an id typed
+    // as a number.
+    let xlsx = dir.path().join("enterprises.xlsx");
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    for (c, h) in ["编号", "企业名称", "企业类型"].into_iter().enumerate() {
+        sheet.write_string(0, c as u16, h).unwrap();
+    }
+    for (r, (id, name)) in [(2001.0, "表格导入一"), (2002.0, "表格导入二")]
+        .into_iter()
+        .enumerate()
+    {
+        let r = r as u32 + 1;
+        sheet.write_number(r, 0, id).unwrap();
+        sheet.write_string(r, 1, name).unwrap();
+        sheet.write_string(r, 2, "tenant").unwrap();
+    }
+    book.save(&xlsx).unwrap();
+    let xlsx = xlsx.to_str().unwrap().to_string();
     let mqtt = edge.mqtt.to_string();
     playwright(
         "hub-console",
@@ -47,6 +66,7 @@ fn the_hub_console_runs_the_park_in_chromium() {
             ("SMARTPARK_MANAGER", MANAGER),
             ("SMARTPARK_ENTERPRISE_ADMIN", ENTERPRISE_ADMIN),
             ("SMARTPARK_PASSWORD", PASSWORD),
+            ("SMARTPARK_XLSX", &xlsx),
         ],
     );
     // What the browser did reached the edge: the card it issued is granted at the door in

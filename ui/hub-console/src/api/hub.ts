@@ -303,13 +303,8 @@ export function usePutPass(park: MaybeRefOrGetter<string>) {
 export type ImportKind = 'enterprises' | 'people' | 'credentials'
 
 export function useImport(park: MaybeRefOrGetter<string>) {
-  return useMasterWrite(park, (p, a: { kind: ImportKind; csv: string; dry_run: boolean }) =>
-    unwrap(
-      api.POST('/api/v1/parks/{park}/import/{kind}', {
-        params: { path: { park: p, kind: a.kind } },
-        body: { csv: a.csv, dry_run: a.dry_run },
-      }),
-    ),
+  return useMasterWrite(park, (p, { kind, ...body }: { kind: ImportKind; csv?: string; xlsx?: string; dry_run: boolean }) =>
+    unwrap(api.POST('/api/v1/parks/{park}/import/{kind}', { params: { path: { park: p, kind } }, body })),
   )
 }
 
