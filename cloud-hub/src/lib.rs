@@ -26,6 +26,7 @@ pub mod influx;
 pub mod master;
 pub mod metrics;
 pub mod people;
+pub mod spaces;
 pub mod store;
 pub mod sync;
 pub mod views;

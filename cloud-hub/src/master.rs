@@ -612,7 +612,7 @@ pub(crate) fn record_meta(
 
 /// A page of a collection of the park's directory (the one `pick` names in the park's
 /// snapshot, read again only after a change): see [`page_of`].
-async fn list<E, V>(
+pub(crate) async fn list<E, V>(
     s: &ApiState,
     park: &str,
     q: ListQuery,
@@ -681,8 +681,8 @@ where
     ))
 }
 
-/// Makes an edit of the park's directory (see [`edit`]).
-async fn put<E, V>(
+/// Makes an edit of the park's directory (see [`edit_record`]).
+pub(crate) async fn put<E, V>(
     s: &ApiState,
     caller: &Caller,
     park: &str,

@@ -738,12 +738,8 @@ async fn car_parks_are_edited_with_checked_fields_and_an_enterprise_sees_its_own
     h.auth.reload().await.unwrap();
     let a = h.api_addr;
     let put = |path: &str, body: Value| call(a, &manager, "PUT", path, Some(body));
-    let refused = |path: &str, body: Value, field: &str| {
-        let (status, answer) = put(path, body);
-        assert_eq!(status, 422, "{path}: {answer}");
-        let message = answer["message"].as_str().unwrap();
-        assert!(message.starts_with(field), "{path}: {message}");
-    };
+    let refused =
+        |path: &str, body: Value, field: &str| refused_naming(a, &manager, path, body, field);
     let tariff = json!({"currency": "CNY", "free_minutes": 0, "period_minutes": 30,
         "day_rate_fen": 800, "night_start_minute": 1320, "night_end_minute": 420,
         "night_rate_fen": 400, "daily_cap_fen": 6000, "lost_ticket_fen": 9000});
@@ -884,6 +880,14 @@ async fn car_parks_are_edited_with_checked_fields_and_an_enterprise_sees_its_own
     h.shutdown().await;
 }
 
+/// A PUT the API refuses with a 422 whose message starts with the field's name.
+fn refused_naming(a: SocketAddr, token: &str, path: &str, body: Value, field: &str) {
+    let (status, answer) = call(a, token, "PUT", path, Some(body));
+    assert_eq!(status, 422, "{path}: {answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(message.starts_with(field), "{path}: {message}");
+}
+
 /// An XLSX workbook, made with a real writer, with `rows` on its first sheet from A1.
 fn workbook(rows: &[&[Cell]]) -> String {
     let mut book = rust_xlsxwriter::Workbook::new();
@@ -974,5 +978,111 @@ async fn enterprises_import_from_an_xlsx_workbook_with_rows_as_lines() {
         answer["message"].as_str().unwrap().starts_with("xlsx:"),
         "{answer}"
     );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spaces_schedules_and_calendars_are_edited_with_checked_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _, manager) = with_manager(dir.path()).await;
+    h.auth.reload().await.unwrap();
+    let a = h.api_addr;
+    let put = |path: &str, body: Value| call(a, &manager, "PUT", path, Some(body));
+    let refused =
+        |path: &str, body: Value, field: &str| refused_naming(a, &manager, path, body, field);
+    let space = json!({"building_id": "b1", "floor": 3, "area_m2": 128.456, "name": "301",
+        "kind": "room", "state": "vacant"});
+    let with = |k: &str, v: Value| {
+        let mut b = space.clone();
+        b[k] = v;
+        b
+    };
+    refused(
+        "/api/v1/parks/p1/spaces/s1",
+        with("floor", json!(400)),
+        "floor",
+    );
+    refused(
+        "/api/v1/parks/p1/spaces/s1",
+        with("area_m2", json!(-1)),
+        "area_m2",
+    );
+    refused(
+        "/api/v1/parks/p1/spaces/s1",
+        with("kind", json!("hall")),
+        "kind",
+    );
+    refused(
+        "/api/v1/parks/p1/spaces/s1",
+        with("state", json!("sold")),
+        "state",
+    );
+    let (status, s1) = put("/api/v1/parks/p1/spaces/s1", space.clone());
+    assert_eq!(status, 200, "{s1}");
+    assert_eq!(s1["area_m2"], 128.46, "kept to the hundredth");
+
+    refused(
+        "/api/v1/parks/p1/holiday-calendars/cn",
+        json!({"name": "CN", "dates": ["2027-02-30"]}),
+        "dates",
+    );
+    let (status, cal) = put(
+        "/api/v1/parks/p1/holiday-calendars/cn",
+        json!({"name": "CN", "dates": ["2027-10-01", "2027-01-01", "2027-01-01"]}),
+    );
+    assert_eq!(status, 200, "{cal}");
+    assert_eq!(
+        cal["dates"],
+        json!(["2027-01-01", "2027-10-01"]),
+        "sorted, once each"
+    );
+
+    let week = |monday: Value| {
+        json!({"name": "Office", "weekdays": [monday, [], [], [], [], [], []],
+            "holiday_calendar_id": "cn", "allow_on_holidays": false})
+    };
+    refused(
+        "/api/v1/parks/p1/schedules/office",
+        week(json!([{"start_minute": 600, "end_minute": 540}])),
+        "weekdays",
+    );
+    let mut six_days = week(json!([]));
+    six_days["weekdays"].as_array_mut().unwrap().pop();
+    refused("/api/v1/parks/p1/schedules/office", six_days, "weekdays");
+    let mut no_calendar = week(json!([]));
+    no_calendar["holiday_calendar_id"] = json!("nope");
+    refused(
+        "/api/v1/parks/p1/schedules/office",
+        no_calendar,
+        "holiday_calendar_id",
+    );
+    let (status, w) = put(
+        "/api/v1/parks/p1/schedules/office",
+        week(
+            json!([{"start_minute": 780, "end_minute": 1080}, {"start_minute": 480, "end_minute": 720}]),
+        ),
+    );
+    assert_eq!(status, 200, "{w}");
+    assert_eq!(w["weekdays"][0][0]["start_minute"], 480, "sorted: {w}");
+
+    let d = directory(&h);
+    let space = d
+        .get::<park_model::directory::Space>("s1")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (space.kind, space.state),
+        (
+            park_model::directory::SpaceKind::Room,
+            park_model::directory::SpaceState::Vacant
+        )
+    );
+    let schedule = d
+        .get::<park_model::directory::WeeklySchedule>("office")
+        .unwrap()
+        .unwrap();
+    assert_eq!(schedule.weekdays.0[0].len(), 2);
+    let (_, list) = call(a, &manager, "GET", "/api/v1/parks/p1/spaces?of=b1", None);
+    assert_eq!(list["total"], 1, "{list}");
     h.shutdown().await;
 }

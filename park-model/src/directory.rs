@@ -171,7 +171,20 @@ impl Entity for Enterprise {
     }
 }
 
-/// A leasable space (an office, a workshop) in a building.
+text_enum! {
+    /// What a space is: a whole floor, a room (an office, a workshop) or a workstation in
+    /// an open office.
+    #[derive(Default)]
+    pub enum SpaceKind { Floor => "floor", #[default] Room => "room", Workstation => "workstation" }
+}
+
+text_enum! {
+    /// Whether a space can be leased: free, held for a lease being made, or leased.
+    #[derive(Default)]
+    pub enum SpaceState { #[default] Vacant => "vacant", Reserved => "reserved", Leased => "leased" }
+}
+
+/// A leasable space (a floor, an office, a workshop, a workstation) in a building.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Space {
     pub id: String,
@@ -179,6 +192,11 @@ pub struct Space {
     pub floor: i32,
     pub area_m2: f64,
     pub name: String,
+    /// Spaces written before kinds and states existed read as vacant rooms.
+    #[serde(default)]
+    pub kind: SpaceKind,
+    #[serde(default)]
+    pub state: SpaceState,
 }
 
 entity_codec!(Space {
@@ -186,6 +204,8 @@ entity_codec!(Space {
     floor: "floor",
     area_m2: "area_m2",
     name: "name" = String::new(),
+    kind: "kind" = SpaceKind::Room,
+    state: "state" = SpaceState::Vacant,
 });
 
 impl Entity for Space {

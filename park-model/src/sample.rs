@@ -14,7 +14,7 @@ use crate::building::{BuildingDoc, DEFAULT_UNLOCK_DURATION_MS, Door, DoorDirecti
 use crate::directory::{
     AccessGroup, Credential, CredentialKey, CredentialKind, CredentialStatus, Enterprise,
     EnterpriseKind, EnterpriseStatus, HolidayCalendar, Interval, Lease, LeaseStatus, ParkDirectory,
-    Person, PersonStatus, Space, Week, WeeklySchedule,
+    Person, PersonStatus, Space, SpaceKind, SpaceState, Week, WeeklySchedule,
 };
 use crate::document::{DocError, Entity};
 use crate::parking::{
@@ -253,6 +253,8 @@ pub fn sample_directory(
             floor: (e % 20) as i32 + 1,
             area_m2: 80.0 + (rng.below(4000) as f64) / 10.0,
             name: format!("Unit {e}"),
+            kind: SpaceKind::Room,
+            state: SpaceState::Leased,
         });
         let expired = rng.percent(5);
         leases.push(Lease {

@@ -80,6 +80,13 @@ pub(crate) fn hub_and_edge(dir: &std::path::Path) -> (Hub, Edge) {
     (hub, edge)
 }
 
+/// A PUT to the hub's API as the park's manager, which must succeed; its answer.
+fn hub_put(hub: &Hub, path: &str, body: Value) -> Value {
+    let (status, answer) = http_as(&hub.token, "PUT", &format!("{}{path}", hub.api), Some(body));
+    assert_eq!(status, 200, "{path}: {answer}");
+    answer
+}
+
 #[test]
 fn master_data_edited_on_the_hub_decides_at_a_real_edges_door() {
     let dir = tempfile::tempdir().unwrap();
@@ -136,11 +143,7 @@ fn master_data_edited_on_the_hub_decides_at_a_real_edges_door() {
 
     // A new enterprise of the park's own staff, a person in the lobby group and a card,
     // all made on the hub: the card opens the building's door.
-    let put = |path: &str, body: Value| {
-        let (status, answer) =
-            http_as(&hub.token, "PUT", &format!("{}{path}", hub.api), Some(body));
-        assert_eq!(status, 200, "{path}: {answer}");
-    };
+    let put = |path: &str, body: Value| hub_put(&hub, path, body);
     put(
         "/api/v1/parks/hil/enterprises/facilities",
         json!({"name": "物业服务", "status": "active", "kind": "operator"}),
@@ -178,12 +181,7 @@ fn master_data_edited_on_the_hub_decides_at_a_real_edges_door() {
 fn a_tariff_made_on_the_hub_sets_the_fee_at_the_exit_lane() {
     let dir = tempfile::tempdir().unwrap();
     let (hub, edge) = hub_and_edge(dir.path());
-    let put = |path: &str, body: Value| {
-        let (status, answer) =
-            http_as(&hub.token, "PUT", &format!("{}{path}", hub.api), Some(body));
-        assert_eq!(status, 200, "{path}: {answer}");
-        answer
-    };
+    let put = |path: &str, body: Value| hub_put(&hub, path, body);
     // A tariff the API refuses names its field.
     let (status, answer) = http_as(
         &hub.token,
@@ -244,4 +242,37 @@ fn a_tariff_made_on_the_hub_sets_the_fee_at_the_exit_lane() {
     // Two started half hours at 8 yuan (the seed's tariff would charge one started hour at 5).
     let shown = display.collect(1);
     assert_eq!(shown[0].1["fee_fen"], 1600, "{shown:?}");
+}
+
+/// A weekly schedule made on the hub decides at the door: the lobby's group put on a
+/// schedule with no open hours shuts the door to its cards once the edge has synced, and
+/// back on the seed's round-the-clock schedule opens it again.
+#[test]
+fn a_schedule_made_on_the_hub_shuts_the_door_outside_its_hours() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, edge) = hub_and_edge(dir.path());
+    let put = |path: &str, body: Value| hub_put(&hub, path, body);
+    put(
+        "/api/v1/parks/hil/schedules/closed",
+        json!({"name": "Closed", "weekdays": [[], [], [], [], [], [], []]}),
+    );
+    let group =
+        |schedule: &str| json!({"name": "Lobby", "door_ids": ["d1"], "schedule_id": schedule});
+    put("/api/v1/parks/hil/access-groups/g1", group("closed"));
+    let denied = eventually(
+        "the door shut by the schedule",
+        Duration::from_secs(30),
+        || {
+            read(&edge, "CARD-1");
+            std::thread::sleep(Duration::from_millis(200));
+            last_decision(&edge).filter(|d| d["granted"] == false)
+        },
+    );
+    assert_eq!(denied["reason"], "outside_schedule", "{denied}");
+    put("/api/v1/parks/hil/access-groups/g1", group("always"));
+    eventually("the door open again", Duration::from_secs(30), || {
+        read(&edge, "CARD-1");
+        std::thread::sleep(Duration::from_millis(200));
+        last_decision(&edge).filter(|d| d["granted"] == true)
+    });
 }

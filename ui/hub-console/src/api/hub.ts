@@ -215,6 +215,71 @@ export function useCredentialStatus(park: MaybeRefOrGetter<string>) {
   )
 }
 
+// ---- spaces, schedules and calendars ----
+
+export function useSpaces(park: MaybeRefOrGetter<string>, args: MaybeRefOrGetter<ListArgs>) {
+  return useQuery({
+    queryKey: listKey('spaces', park, args),
+    queryFn: () => unwrap(api.GET('/api/v1/parks/{park}/spaces', { params: { path: { park: toValue(park) }, query: toValue(args) } })),
+    enabled: computed(() => toValue(park) !== ''),
+    placeholderData: keepPreviousData,
+  })
+}
+
+export function useSchedules(park: MaybeRefOrGetter<string>, args: MaybeRefOrGetter<ListArgs>) {
+  return useQuery({
+    queryKey: listKey('schedules', park, args),
+    queryFn: () => unwrap(api.GET('/api/v1/parks/{park}/schedules', { params: { path: { park: toValue(park) }, query: toValue(args) } })),
+    enabled: computed(() => toValue(park) !== ''),
+    placeholderData: keepPreviousData,
+  })
+}
+
+export function useCalendars(park: MaybeRefOrGetter<string>, args: MaybeRefOrGetter<ListArgs>) {
+  return useQuery({
+    queryKey: listKey('calendars', park, args),
+    queryFn: () =>
+      unwrap(api.GET('/api/v1/parks/{park}/holiday-calendars', { params: { path: { park: toValue(park) }, query: toValue(args) } })),
+    enabled: computed(() => toValue(park) !== ''),
+    placeholderData: keepPreviousData,
+  })
+}
+
+export interface SpaceFields {
+  id: string
+  building_id: string
+  floor: number
+  area_m2: number
+  name: string
+  kind: string
+  state: string
+}
+
+export function usePutSpace(park: MaybeRefOrGetter<string>) {
+  return useMasterWrite(park, (p, { id, kind, state, ...rest }: SpaceFields) =>
+    unwrap(
+      api.PUT('/api/v1/parks/{park}/spaces/{space}', {
+        params: { path: { park: p, space: id } },
+        body: { ...rest, kind: kind as Body<'SpaceBody'>['kind'], state: state as Body<'SpaceBody'>['state'] },
+      }),
+    ),
+  )
+}
+
+export type ScheduleFields = Body<'ScheduleBody'> & { id: string }
+
+export function usePutSchedule(park: MaybeRefOrGetter<string>) {
+  return useMasterWrite(park, (p, { id, ...body }: ScheduleFields) =>
+    unwrap(api.PUT('/api/v1/parks/{park}/schedules/{schedule}', { params: { path: { park: p, schedule: id } }, body })),
+  )
+}
+
+export function usePutCalendar(park: MaybeRefOrGetter<string>) {
+  return useMasterWrite(park, (p, { id, ...body }: { id: string; name: string; dates: string[] }) =>
+    unwrap(api.PUT('/api/v1/parks/{park}/holiday-calendars/{calendar}', { params: { path: { park: p, calendar: id } }, body })),
+  )
+}
+
 // ---- car parks ----
 
 export function useTariffs(park: MaybeRefOrGetter<string>, args: MaybeRefOrGetter<ListArgs>) {

@@ -23,6 +23,7 @@ const routes: RouteRecordRaw[] = [
   { path: '/people', component: () => import('@/views/PeopleView.vue'), meta: page('telemetry.read', 'nav.people') },
   { path: '/credentials', component: () => import('@/views/CredentialsView.vue'), meta: page('credentials.edit', 'nav.credentials') },
   { path: '/access-groups', component: () => import('@/views/AccessGroupsView.vue'), meta: page('telemetry.read', 'nav.groups') },
+  { path: '/spaces', component: () => import('@/views/SpacesView.vue'), meta: page('telemetry.read', 'nav.spaces') },
   { path: '/car-parks', component: () => import('@/views/CarParksView.vue'), meta: page('telemetry.read', 'nav.carparks') },
   { path: '/import', component: () => import('@/views/ImportView.vue'), meta: page('telemetry.read', 'nav.import') },
   { path: '/users', component: () => import('@/views/UsersView.vue'), meta: page('users.manage', 'nav.users') },
