@@ -34,7 +34,7 @@ use rusqlite::OptionalExtension as _;
 use rusqlite::types::ValueRef;
 
 use crate::metrics::Metrics;
-use crate::store::HubStore;
+use crate::store::{HubStore, VK_BOOL, VK_FLOAT, VK_INT, VK_TEXT};
 
 /// The cursor's name in `export_cursors`.
 const CURSOR: &str = "influx";
@@ -119,8 +119,8 @@ fn backlog(c: &rusqlite::Connection, after: i64) -> rusqlite::Result<i64> {
     )
 }
 
-/// One line of line protocol. Values are typed as stored (`q >> 4`: 0 bool, 1 int, 2
-/// float, 3 text); a sample without a value carries its quality alone.
+/// One line of line protocol. Values are typed as stored (`q >> 4`, the store's `VK_*`
+/// codes); a sample without a value carries its quality alone.
 fn line(measurement: &str, tags: &[(&str, &str)], value: ValueRef<'_>, q: i64, ts: i64) -> String {
     let mut out = String::with_capacity(128);
     escape(&mut out, measurement, &[',', ' ']);
@@ -135,17 +135,17 @@ fn line(measurement: &str, tags: &[(&str, &str)], value: ValueRef<'_>, q: i64, t
     }
     out.push(' ');
     match (q >> 4, value) {
-        (0, ValueRef::Integer(i)) => out.push_str(if i != 0 { "value=1," } else { "value=0," }),
-        (1, ValueRef::Integer(i)) => {
-            let _ = write!(out, "value={},", i as f64);
+        (VK_BOOL, ValueRef::Integer(i)) => {
+            out.push_str(if i != 0 { "value=1.0," } else { "value=0.0," })
         }
-        (2, ValueRef::Real(f)) if f.is_finite() => {
+        // One type per field: every number goes as a float.
+        (VK_INT, ValueRef::Integer(i)) | (VK_FLOAT, ValueRef::Integer(i)) => {
+            let _ = write!(out, "value={:?},", i as f64);
+        }
+        (VK_FLOAT, ValueRef::Real(f)) if f.is_finite() => {
             let _ = write!(out, "value={f:?},");
         }
-        (2, ValueRef::Integer(i)) => {
-            let _ = write!(out, "value={},", i as f64);
-        }
-        (3, ValueRef::Text(t)) => {
+        (VK_TEXT, ValueRef::Text(t)) => {
             out.push_str("text=\"");
             for ch in String::from_utf8_lossy(t).chars() {
                 match ch {
@@ -398,49 +398,59 @@ mod tests {
 
     #[test]
     fn lines_escape_names_and_type_values() {
+        use sync_protocol::Value;
+        // Each value as the store keeps it (`encode_value`), then as the engine gets it.
+        let stored = |v: Option<Value>, quality: i64| {
+            let (sql, kind) = crate::store::encode_value(&v);
+            let value = match sql {
+                rusqlite::types::ToSqlOutput::Owned(o) => o,
+                rusqlite::types::ToSqlOutput::Borrowed(ValueRef::Text(t)) => {
+                    rusqlite::types::Value::Text(String::from_utf8_lossy(t).into_owned())
+                }
+                _ => unreachable!("the store encodes owned values and borrowed text"),
+            };
+            (value, (kind << 4) | quality)
+        };
         let tags = [
             ("park", "p 1"),
             ("building", "b,1"),
             ("device", "m=1"),
             ("point", "kw"),
         ];
+        let line_of = |v: Option<Value>, quality: i64, tags: &[(&str, &str)]| {
+            let (value, q) = stored(v, quality);
+            line("smartpark", tags, (&value).into(), q, 5)
+        };
         assert_eq!(
-            line("smartpark", &tags, ValueRef::Real(1.5), 2 << 4, 17),
-            r"smartpark,park=p\ 1,building=b\,1,device=m\=1,point=kw value=1.5,quality=0i 17"
+            line_of(Some(Value::Float(1.5)), 0, &tags),
+            r"smartpark,park=p\ 1,building=b\,1,device=m\=1,point=kw value=1.5,quality=0i 5"
+        );
+        // One type per field: integers, whole floats and booleans all go as floats.
+        assert_eq!(
+            line_of(Some(Value::Int(7)), 1, &tags[3..]),
+            "smartpark,point=kw value=7.0,quality=1i 5"
         );
         assert_eq!(
-            line("smartpark", &tags[3..], ValueRef::Integer(1), 0, 5),
-            "smartpark,point=kw value=1,quality=0i 5"
+            line_of(Some(Value::Float(3.0)), 0, &tags[3..]),
+            "smartpark,point=kw value=3.0,quality=0i 5"
         );
         assert_eq!(
-            line(
-                "smartpark",
-                &tags[3..],
-                ValueRef::Integer(7),
-                (1 << 4) | 1,
-                5
-            ),
-            "smartpark,point=kw value=7,quality=1i 5"
+            line_of(Some(Value::Bool(true)), 0, &tags[3..]),
+            "smartpark,point=kw value=1.0,quality=0i 5"
         );
         assert_eq!(
-            line(
-                "smartpark",
-                &tags[3..],
-                ValueRef::Text(b"say \"hi\"\n"),
-                3 << 4,
-                5
-            ),
+            line_of(Some(Value::Text("say \"hi\"\n".into())), 0, &tags[3..]),
             r#"smartpark,point=kw text="say \"hi\" ",quality=0i 5"#
         );
         // A bad sample without a value still tells its quality.
         assert_eq!(
-            line("smartpark", &tags[3..], ValueRef::Null, (2 << 4) | 2, 5),
+            line_of(None, 2, &tags[3..]),
             "smartpark,point=kw quality=2i 5"
         );
-        // A float that is whole stays a float for the engine (one type per field).
+        // A value that is not finite is left out, its quality kept.
         assert_eq!(
-            line("m", &[], ValueRef::Real(3.0), 2 << 4, 1),
-            "m value=3.0,quality=0i 1"
+            line_of(Some(Value::Float(f64::NAN)), 2, &tags[3..]),
+            "smartpark,point=kw quality=2i 5"
         );
     }
 }

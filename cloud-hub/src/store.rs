@@ -649,13 +649,15 @@ pub fn building_id(c: &Connection, park: &str, building: &str) -> rusqlite::Resu
 
 // Values are stored in a column without type affinity, with their kind and the quality
 // packed into `q`, as the edge's store does.
-const VK_NONE: i64 = 0;
-const VK_BOOL: i64 = 1;
-const VK_INT: i64 = 2;
-const VK_FLOAT: i64 = 3;
-const VK_TEXT: i64 = 4;
+// What a stored value is, in the high bits of `raw.q` (`q >> 4`); the low four are the
+// quality. The export to a time-series engine reads the same codes.
+pub(crate) const VK_NONE: i64 = 0;
+pub(crate) const VK_BOOL: i64 = 1;
+pub(crate) const VK_INT: i64 = 2;
+pub(crate) const VK_FLOAT: i64 = 3;
+pub(crate) const VK_TEXT: i64 = 4;
 
-fn encode_value(v: &Option<Value>) -> (ToSqlOutput<'_>, i64) {
+pub(crate) fn encode_value(v: &Option<Value>) -> (ToSqlOutput<'_>, i64) {
     use rusqlite::types::Value as V;
     match v {
         None => (ToSqlOutput::Owned(V::Null), VK_NONE),

@@ -41,15 +41,15 @@ fn victoria_metrics(dir: &Path, port: u16) -> Proc {
     proc
 }
 
-/// Every sample VictoriaMetrics holds, as point → timestamps (ms), from the `quality` field
-/// that every exported sample carries.
-fn engine_samples(port: u16) -> BTreeMap<String, Vec<i64>> {
+/// Every sample of field `field` VictoriaMetrics holds, as point → (timestamp in ms,
+/// value); every exported sample carries `quality`, a number's samples `value` too.
+fn engine_series(port: u16, field: &str) -> BTreeMap<String, Vec<(i64, f64)>> {
     let base = format!("http://127.0.0.1:{port}");
     ureq::get(&format!("{base}/internal/force_flush"))
         .call()
         .unwrap();
     let text = ureq::post(&format!("{base}/api/v1/export"))
-        .send_form([("match[]", "smartpark_quality")])
+        .send_form([("match[]", format!("smartpark_{field}").as_str())])
         .unwrap()
         .body_mut()
         .read_to_string()
@@ -67,15 +67,23 @@ fn engine_samples(port: u16) -> BTreeMap<String, Vec<i64>> {
             m["device"].as_str().unwrap(),
             m["point"].as_str().unwrap()
         );
-        let ts: Vec<i64> = v["timestamps"]
+        let samples = v["timestamps"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|t| t.as_i64().unwrap())
-            .collect();
-        out.entry(key).or_insert_with(Vec::new).extend(ts);
+            .zip(v["values"].as_array().unwrap())
+            .map(|(t, x)| (t.as_i64().unwrap(), x.as_f64().unwrap()));
+        out.entry(key).or_insert_with(Vec::new).extend(samples);
     }
     out
+}
+
+/// Every sample's timestamps (ms) by point, from the `quality` field.
+fn engine_samples(port: u16) -> BTreeMap<String, Vec<i64>> {
+    engine_series(port, "quality")
+        .into_iter()
+        .map(|(k, v)| (k, v.into_iter().map(|(t, _)| t).collect()))
+        .collect()
 }
 
 /// The hub's export as its database holds it: (samples acknowledged by the engine, samples
@@ -197,6 +205,8 @@ fn victoria_metrics_gets_every_sample_once_across_a_killed_hub_and_a_restarted_e
         .unwrap()
         .as_micros() as i64;
     let mut hub_samples: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    // The numbers among them, as (ms, value): the engine must hold the values too.
+    let mut hub_numbers: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
     for name in &names {
         let (status, body) = http_as(
             &hub.token,
@@ -210,12 +220,18 @@ fn victoria_metrics_gets_every_sample_once_across_a_killed_hub_and_a_restarted_e
             None,
         );
         assert_eq!(status, 200, "{name}: {body}");
-        let ts: Vec<i64> = body["rows"]
-            .as_array()
-            .unwrap()
+        let rows = body["rows"].as_array().unwrap();
+        let ts: Vec<i64> = rows
             .iter()
             .map(|r| r["ts"].as_i64().unwrap() / 1000)
             .collect();
+        let numbers: BTreeMap<i64, f64> = rows
+            .iter()
+            .filter_map(|r| Some((r["ts"].as_i64()? / 1000, r["value"].as_f64()?)))
+            .collect();
+        if !numbers.is_empty() {
+            hub_numbers.insert(name.clone(), numbers);
+        }
         if !ts.is_empty() {
             hub_samples.insert(name.clone(), ts);
         }
@@ -250,5 +266,17 @@ fn victoria_metrics_gets_every_sample_once_across_a_killed_hub_and_a_restarted_e
         engine.keys().collect::<BTreeSet<_>>(),
         hub_samples.keys().collect::<BTreeSet<_>>()
     );
+    // And every number with its value, as the hub stored it.
+    assert!(hub_numbers.contains_key("dev/voltage"), "{hub_numbers:?}");
+    let values = engine_series(vm_port, "value");
+    for (name, numbers) in &hub_numbers {
+        let got: BTreeMap<i64, f64> = values
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        assert_eq!(&got, numbers, "{name}: the engine's values are the hub's");
+    }
     drop(vm);
 }
