@@ -41,7 +41,7 @@ pub(crate) async fn add_engineer(
     let db = node.settings.data_dir.join("edge.sqlite");
     let c = edge_node::store::open_for_admin(&db)?;
     manage::create(
-        &c,
+        &park_db::Connection::sqlite(&c),
         &manage::host_actor("bench"),
         Mirror::Events,
         Source::Local,
@@ -79,7 +79,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let token = {
         let c = edge_node::store::open_for_admin(&db)?;
         manage::create_token(
-            &c,
+            &park_db::Connection::sqlite(&c),
             &manage::host_actor("bench"),
             Mirror::Events,
             "bench-engineer",

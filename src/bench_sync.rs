@@ -36,8 +36,9 @@ pub async fn run(samples: usize, events: usize) -> anyhow::Result<()> {
         documents_seed_dir: None,
         credential_keys: Default::default(),
         influx: None,
+        database: park_db::Target::Sqlite(hub_dir.join("hub.sqlite")),
     };
-    let db = settings.db_path();
+    let db = settings.database.clone();
     let hub = cloud_hub::Hub::start(settings).await?;
     let identity = dir.path().join("identity");
     let token =
@@ -375,7 +376,7 @@ async fn edges_against(
     for i in 0..n {
         let building = format!("b{i:03}");
         let token = cloud_hub::create_token(
-            &settings.db_path(),
+            &settings.database,
             &ca,
             "bench-park",
             &building,

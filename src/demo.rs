@@ -98,8 +98,9 @@ pub async fn run(data_dir: Option<PathBuf>, profiles: PathBuf, port: u16) -> any
         documents_seed_dir: Some(hub_seed),
         credential_keys: [("demo-park".to_string(), data_dir.join("credential.key"))].into(),
         influx: None,
+        database: park_db::Target::Sqlite(hub_dir.join("hub.sqlite")),
     };
-    let db = hub_settings.db_path();
+    let db = hub_settings.database.clone();
     let hub = cloud_hub::Hub::start(hub_settings).await?;
     // People for every role; the building roles reach b1's edge by sync.
     let logins = crate::demo_users::ensure(&db, &data_dir)?;

@@ -63,7 +63,7 @@ pub struct Login {
 }
 
 /// Makes the demo accounts in the hub's database (once), and returns their logins.
-pub fn ensure(hub_db: &Path, data_dir: &Path) -> anyhow::Result<Vec<Login>> {
+pub fn ensure(hub_db: &park_db::Target, data_dir: &Path) -> anyhow::Result<Vec<Login>> {
     let file = data_dir.join("demo-logins.txt");
     let mut logins = Vec::new();
     if let Ok(text) = std::fs::read_to_string(&file) {
@@ -82,7 +82,8 @@ pub fn ensure(hub_db: &Path, data_dir: &Path) -> anyhow::Result<Vec<Login>> {
     if logins.len() == PEOPLE.len() {
         return Ok(logins);
     }
-    let c = cloud_hub::store::open_db(hub_db)?;
+    let handle = cloud_hub::store::open_db(hub_db)?;
+    let c = handle.conn();
     let actor = manage::host_actor("demo");
     logins.clear();
     for (username, grant, about) in PEOPLE {

@@ -226,7 +226,7 @@ pub async fn run_hub(args: HubArgs) -> anyhow::Result<()> {
                 Some(h) => std::time::Duration::from_secs(u64::from(h) * 3600),
                 None => settings.token_ttl,
             };
-            let created = cloud_hub::create_token(&settings.db_path(), &ca, &park, &building, ttl)?;
+            let created = cloud_hub::create_token(&settings.database, &ca, &park, &building, ttl)?;
             // The token alone on standard output, for scripts; guidance on standard error.
             println!("{}", created.token);
             eprintln!(
@@ -238,7 +238,7 @@ pub async fn run_hub(args: HubArgs) -> anyhow::Result<()> {
         }
         (Some(HubAction::Tokens { config }), _) => {
             let settings = HubSettings::load(&config)?;
-            let tokens = cloud_hub::list_tokens(&settings.db_path())?;
+            let tokens = cloud_hub::list_tokens(&settings.database)?;
             println!("id            building             expires (UTC)        state");
             for t in tokens {
                 println!(
@@ -253,7 +253,7 @@ pub async fn run_hub(args: HubArgs) -> anyhow::Result<()> {
         }
         (Some(HubAction::CancelToken { config, id }), _) => {
             let settings = HubSettings::load(&config)?;
-            let t = cloud_hub::cancel_token(&settings.db_path(), &id)?;
+            let t = cloud_hub::cancel_token(&settings.database, &id)?;
             println!("cancelled {} ({}/{})", t.id, t.park, t.building);
             Ok(())
         }
@@ -294,7 +294,7 @@ pub async fn run_hub(args: HubArgs) -> anyhow::Result<()> {
             let settings = HubSettings::load(&config)?;
             let building = park.as_deref().zip(building.as_deref());
             let serials =
-                cloud_hub::revoke(&settings.db_path(), serial.as_deref(), building, &reason)?;
+                cloud_hub::revoke(&settings.database, serial.as_deref(), building, &reason)?;
             for s in serials {
                 println!("revoked {s}");
             }

@@ -138,7 +138,7 @@ pub enum AuditAction {
 /// Where an account change is made: the store file, whose accounts it keeps, the scope
 /// `--role` grants at, and whether audit records travel as events.
 struct Target {
-    db: PathBuf,
+    db: park_db::Target,
     own: Source,
     scope: Scope,
     mirror: Mirror,
@@ -148,7 +148,7 @@ struct Target {
 fn edge_target(config: &Path) -> anyhow::Result<Target> {
     let s = edge_node::EdgeSettings::load(config)?;
     Ok(Target {
-        db: s.data_dir.join("edge.sqlite"),
+        db: park_db::Target::Sqlite(s.data_dir.join("edge.sqlite")),
         own: Source::Local,
         scope: Scope::building(&s.park, &s.building),
         mirror: Mirror::Events,
@@ -159,7 +159,7 @@ fn edge_target(config: &Path) -> anyhow::Result<Target> {
 fn hub_target(config: &Path) -> anyhow::Result<Target> {
     let s = cloud_hub::HubSettings::load(config)?;
     Ok(Target {
-        db: s.db_path(),
+        db: s.database.clone(),
         own: Source::Hub,
         scope: Scope::Operator,
         mirror: Mirror::None,
@@ -167,10 +167,15 @@ fn hub_target(config: &Path) -> anyhow::Result<Target> {
     })
 }
 
-fn open(t: &Target) -> anyhow::Result<rusqlite::Connection> {
-    match t.own {
-        Source::Local => edge_node::store::open_for_admin(&t.db),
-        Source::Hub => cloud_hub::store::open_db(&t.db),
+fn open(t: &Target) -> anyhow::Result<park_db::Handle> {
+    match (t.own, &t.db) {
+        (Source::Local, park_db::Target::Sqlite(path)) => Ok(park_db::Handle::Sqlite(
+            edge_node::store::open_for_admin(path)?,
+        )),
+        (Source::Local, other) => {
+            anyhow::bail!("an edge keeps its accounts in SQLite, not {other}")
+        }
+        (Source::Hub, db) => cloud_hub::store::open_db(db),
     }
 }
 
@@ -206,7 +211,7 @@ fn password(stdin: bool) -> anyhow::Result<(String, bool)> {
     }
 }
 
-fn id_of(c: &rusqlite::Connection, username: &str) -> anyhow::Result<String> {
+fn id_of(c: &park_db::Connection, username: &str) -> anyhow::Result<String> {
     Ok(manage::find(c, username)?
         .with_context(|| format!("no account {username:?}"))?
         .0)
@@ -215,11 +220,12 @@ fn id_of(c: &rusqlite::Connection, username: &str) -> anyhow::Result<String> {
 /// In an immediate transaction: an account change with its audit record.
 fn change<T>(
     t: &Target,
-    f: impl FnOnce(&rusqlite::Transaction<'_>, &accounts::Actor) -> anyhow::Result<T>,
+    f: impl FnOnce(&park_db::Connection<'_>, &accounts::Actor) -> anyhow::Result<T>,
     command: &str,
 ) -> anyhow::Result<T> {
-    let mut c = open(t)?;
-    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let handle = open(t)?;
+    let c = handle.conn();
+    let tx = c.transaction()?;
     let out = f(&tx, &manage::host_actor(command))?;
     tx.commit()?;
     Ok(out)
@@ -290,8 +296,8 @@ fn users(t: Target, action: UserAction, command: &str) -> anyhow::Result<()> {
             Ok(())
         }
         UserAction::List { .. } => {
-            let c = open(&t)?;
-            for u in manage::list(&c)? {
+            let handle = open(&t)?;
+            for u in manage::list(&handle.conn())? {
                 let grants: Vec<String> = u["grants"]
                     .as_array()
                     .map(|a| {
@@ -434,7 +440,7 @@ pub fn rotate_key(config: &Path) -> anyhow::Result<()> {
     let s = cloud_hub::HubSettings::load(config)?;
     let _lock =
         cloud_hub::HubLock::take(&s.data_dir).context("stop the hub before rotating its key")?;
-    let (n, id) = cloud_hub::people::rotate_key(&s.db_path(), &s.key_file)?;
+    let (n, id) = cloud_hub::people::rotate_key(&s.database, &s.key_file)?;
     println!(
         "re-sealed {n} values under key {id}; {} holds the new key",
         s.key_file.display()

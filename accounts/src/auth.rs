@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use park_db::{Connection, OptionalExtension, params};
 use park_model::identity::lockout::{Failures, LockoutPolicy};
 use park_model::identity::password::{self, Cost};
 use park_model::identity::secret::{self, SealKey};
@@ -37,7 +38,6 @@ use park_model::identity::{
 };
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value as Json, json};
 
 use crate::audit::{Actor, Audit, Mirror};
@@ -85,6 +85,51 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     created INTEGER NOT NULL,
     expires INTEGER NOT NULL
 ) WITHOUT ROWID;
+";
+
+/// The same tables on PostgreSQL (a username is unique without regard to case).
+pub const PG_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS accounts (
+    id TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    source TEXT NOT NULL CHECK (source IN ('hub', 'local')),
+    verifier TEXT NOT NULL,
+    totp TEXT,
+    totp_pending TEXT,
+    totp_last_step BIGINT,
+    recovery TEXT NOT NULL DEFAULT '[]',
+    grants TEXT NOT NULL,
+    disabled BIGINT NOT NULL DEFAULT 0,
+    epoch BIGINT NOT NULL DEFAULT 0,
+    failures BIGINT NOT NULL DEFAULT 0,
+    failed_at BIGINT NOT NULL DEFAULT 0,
+    locked_until BIGINT NOT NULL DEFAULT 0,
+    department TEXT,
+    created BIGINT,
+    created_by TEXT,
+    updated BIGINT NOT NULL,
+    updated_by TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS accounts_username ON accounts (lower(username));
+CREATE TABLE IF NOT EXISTS sessions (
+    hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    last_seen BIGINT NOT NULL,
+    client TEXT NOT NULL,
+    pending BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    permissions TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    expires BIGINT NOT NULL
+);
 ";
 
 /// How an API authenticates; from the edge's `[api]` or the hub's `[http]` config table.
@@ -322,7 +367,7 @@ struct Inner {
     own: Source,
     /// Whether audit records are also written as events (on an edge).
     mirror: Mirror,
-    db: PathBuf,
+    db: Arc<park_db::Pool>,
     writer: Writer,
     seal: Keyring,
     csrf: hmac::Key,
@@ -419,7 +464,7 @@ fn principal_of(
 }
 
 /// Reads every account, session and token.
-fn load_state(c: &Connection, now: i64, policy: &SessionPolicy) -> rusqlite::Result<State> {
+fn load_state(c: &Connection, now: i64, policy: &SessionPolicy) -> park_db::Result<State> {
     let mut st = State::default();
     {
         let mut stmt = c.prepare(
@@ -510,7 +555,7 @@ fn load_state(c: &Connection, now: i64, policy: &SessionPolicy) -> rusqlite::Res
             st.tokens.insert(Arc::from(hash), token);
         }
     }
-    let meta = |key: &str| -> rusqlite::Result<i64> {
+    let meta = |key: &str| -> park_db::Result<i64> {
         Ok(
             c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
                 .optional()?
@@ -531,7 +576,7 @@ pub struct AuthConfig {
     pub own: Source,
     pub mirror: Mirror,
     /// The store's database file (read on connections of this crate's own).
-    pub db: PathBuf,
+    pub db: park_db::Target,
     pub writer: Writer,
     /// The process's key file, outside the database (see [`Keyring`]).
     pub key_file: PathBuf,
@@ -616,20 +661,13 @@ pub fn read_key(path: &Path) -> anyhow::Result<[u8; 32]> {
     Ok(k)
 }
 
-/// Runs `f` on a read-only connection to `db`, on a blocking thread.
+/// Runs `f` on a read connection of `db`'s pool, on a blocking thread.
 pub async fn read_db<T: Send + 'static>(
-    db: &Path,
-    f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    db: &Arc<park_db::Pool>,
+    f: impl FnOnce(&Connection) -> park_db::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
-    let db = db.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let c = Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .with_context(|| format!("cannot open {}", db.display()))?;
-        c.busy_timeout(Duration::from_secs(5))?;
-        f(&c).context("reading the accounts failed")
-    })
-    .await
-    .context("the accounts read task failed")?
+    db.run(move |c| f(&c).context("reading the accounts failed"))
+        .await
 }
 
 /// A successful login.
@@ -702,7 +740,7 @@ impl Auth {
     pub async fn open(config: AuthConfig) -> anyhow::Result<Auth> {
         let keys = Keyring::load(&config.key_file)?;
         let policy = config.settings.session;
-        let db = config.db.clone();
+        let db = park_db::Pool::new(config.db.clone(), park_db::pool::Access::ReadOnly, 4);
         let state = read_db(&db, move |c| load_state(c, now_micros(), &policy))
             .await
             .context("cannot read the accounts")?;
@@ -755,7 +793,7 @@ impl Auth {
 
     async fn read_db<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Connection) -> park_db::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
         read_db(&self.inner.db, f).await
     }
@@ -1771,7 +1809,7 @@ impl Auth {
             .write_op(Box::new(move |c| {
                 for (h, t) in &seen {
                     c.prepare_cached(
-                        "UPDATE sessions SET last_seen = max(last_seen, ?2) WHERE hash = ?1",
+                        "UPDATE sessions SET last_seen = CASE WHEN last_seen > ?2 THEN last_seen ELSE ?2 END WHERE hash = ?1",
                     )?
                     .execute(params![h, t])?;
                 }
@@ -1798,7 +1836,7 @@ impl Auth {
     }
 }
 
-fn remove_recovery(c: &Connection, user_id: &str, hash: &str) -> rusqlite::Result<()> {
+fn remove_recovery(c: &Connection, user_id: &str, hash: &str) -> park_db::Result<()> {
     let text: String = c.query_row(
         "SELECT recovery FROM accounts WHERE id = ?1",
         [user_id],
@@ -1842,10 +1880,10 @@ pub mod manage {
     }
 
     /// Announces a change of the accounts (or of what is sealed) to running processes.
-    pub fn bump(c: &Connection) -> rusqlite::Result<()> {
+    pub fn bump(c: &Connection) -> park_db::Result<()> {
         c.execute(
             "INSERT INTO meta (key, value) VALUES ('accounts_generation', 1)
-             ON CONFLICT (key) DO UPDATE SET value = value + 1",
+             ON CONFLICT (key) DO UPDATE SET value = meta.value + 1",
             [],
         )?;
         Ok(())
@@ -1861,9 +1899,9 @@ pub mod manage {
     pub fn find(
         c: &Connection,
         username: &str,
-    ) -> rusqlite::Result<Option<(String, Source, Vec<Grant>)>> {
+    ) -> park_db::Result<Option<(String, Source, Vec<Grant>)>> {
         c.query_row(
-            "SELECT id, source, grants FROM accounts WHERE username = ?1",
+            "SELECT id, source, grants FROM accounts WHERE lower(username) = lower(?1)",
             [username],
             |r| {
                 Ok((
@@ -2068,7 +2106,7 @@ pub mod manage {
         permissions: &str,
         created: i64,
         expires: i64,
-    ) -> rusqlite::Result<()> {
+    ) -> park_db::Result<()> {
         c.execute(
             "INSERT INTO api_tokens (id, hash, user_id, name, permissions, created, expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![id, hash, user_id, name, permissions, created, expires],
@@ -2142,7 +2180,7 @@ pub mod manage {
 
     /// Every account as rows for lists: id, username, display name, source, grants,
     /// disabled, department, whether it has a second factor.
-    pub fn list(c: &Connection) -> rusqlite::Result<Vec<Json>> {
+    pub fn list(c: &Connection) -> park_db::Result<Vec<Json>> {
         let mut stmt = c.prepare(
             "SELECT id, username, display_name, source, grants, disabled, department, totp IS NOT NULL, created, created_by, updated, updated_by
              FROM accounts ORDER BY username",

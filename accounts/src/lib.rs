@@ -29,7 +29,7 @@ pub use metrics::AuthMetrics;
 
 /// A write to the store, run in a transaction (possibly more than once if the
 /// transaction is retried, hence `FnMut`).
-pub type WriteOp = Box<dyn FnMut(&rusqlite::Connection) -> rusqlite::Result<()> + Send>;
+pub type WriteOp = Box<dyn FnMut(&park_db::Connection) -> park_db::Result<()> + Send>;
 
 /// How this crate writes to the binary's store: the edge queues the op for its writer
 /// thread's next group commit, the hub runs it in an immediate transaction.

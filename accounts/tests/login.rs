@@ -89,7 +89,7 @@ async fn start(own: Source, policy: SessionPolicy) -> Api {
             tokio::task::spawn_blocking(move || {
                 let mut c = open_db(&path);
                 let tx = c.transaction()?;
-                op(&tx)?;
+                op(&park_db::Connection::sqlite(&tx))?;
                 tx.commit()?;
                 Ok(())
             })
@@ -105,7 +105,7 @@ async fn start(own: Source, policy: SessionPolicy) -> Api {
         },
         own,
         mirror: Mirror::Events,
-        db: db.clone(),
+        db: park_db::Target::Sqlite(db.clone()),
         writer,
         key_file: dir.path().join("secrets.key"),
         metrics: Default::default(),
@@ -140,7 +140,7 @@ impl Api {
         let grants: Vec<Grant> = grants.iter().map(|g| g.parse().unwrap()).collect();
         let c = open_db(&self.db);
         manage::create(
-            &c,
+            &park_db::Connection::sqlite(&c),
             &manage::host_actor("test"),
             Mirror::Events,
             Source::Local,
@@ -156,7 +156,7 @@ impl Api {
     }
 
     fn chain(&self) -> Vec<park_model::audit::ChainedRecord> {
-        accounts::audit::read_chain(&open_db(&self.db)).unwrap()
+        accounts::audit::read_chain(&park_db::Connection::sqlite(&open_db(&self.db))).unwrap()
     }
 }
 

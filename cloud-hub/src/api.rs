@@ -25,8 +25,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
+use park_db::{OptionalExtension, params};
 use park_model::identity::{Access, Grant, Permission, Principal, Scope};
-use rusqlite::{OptionalExtension, params};
 use serde::Deserialize;
 use serde_json::{Value as Json_, json};
 use utoipa::openapi::{RefOr, Schema};
@@ -362,7 +362,7 @@ const EDGE_COLUMNS: &str = "b.park, b.building, e.serial, e.edge_id, e.enrolled_
 
 /// An edge row as the API shows it, with the live connection (if any) overriding what was
 /// stored.
-fn edge_view(r: &rusqlite::Row<'_>, registry: &Registry) -> rusqlite::Result<views::EdgeView> {
+fn edge_view(r: &park_db::Row, registry: &Registry) -> park_db::Result<views::EdgeView> {
     let key = BuildingKey {
         park: r.get(0)?,
         building: r.get(1)?,
@@ -440,7 +440,7 @@ async fn edges_where(
                 "SELECT {EDGE_COLUMNS} FROM edges e JOIN buildings b ON b.id = e.building_id {filter} ORDER BY b.park, b.building"
             );
             let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| edge_view(r, &registry))?;
+            let rows = stmt.query_map(park_db::params_from_iter(args), |r| edge_view(r, &registry))?;
             rows.collect()
         })
         .await
@@ -788,8 +788,9 @@ async fn list_events(
             };
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT seq, id, ts, body, received FROM events
-                 WHERE building_id = ?1 AND coalesce(json_extract(CAST(body AS TEXT), '$.kind'), '') <> 'audit'
-                 AND {order} LIMIT ?3"
+                 WHERE building_id = ?1 AND coalesce({kind}, '') <> 'audit'
+                 AND {order} LIMIT ?3",
+                kind = crate::store::event_kind(c.dialect())
             ))?;
             let rows = stmt.query_map(params![bid, bound, limit as i64], |r| {
                 let id: Vec<u8> = r.get(1)?;
@@ -1359,12 +1360,12 @@ fn grant_list() -> RefOr<Schema> {
 async fn account_change<T: Send + 'static>(
     s: &ApiState,
     audit: accounts::Audit,
-    f: impl FnOnce(&rusqlite::Transaction<'_>) -> anyhow::Result<T> + Send + 'static,
+    f: impl FnOnce(&park_db::Connection<'_>) -> anyhow::Result<T> + Send + 'static,
 ) -> ApiResult<T> {
     let result = s.store.admin(f).await.map_err(|e| {
         // Refusals of the rules in `manage` are the caller's mistakes; the store's are ours.
         let text = format!("{e:#}");
-        if e.downcast_ref::<rusqlite::Error>().is_some() {
+        if e.downcast_ref::<park_db::Error>().is_some() {
             ApiError::internal(e)
         } else {
             ApiError::invalid(text)
@@ -1717,7 +1718,8 @@ async fn create_department(
         }
         let now = now_micros();
         let n = tx.execute(
-            "INSERT OR IGNORE INTO departments (id, name, park, parent_id, created, created_by, updated, updated_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?6)",
+            "INSERT INTO departments (id, name, park, parent_id, created, created_by, updated, updated_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?6)
+             ON CONFLICT DO NOTHING",
             params![b.id, b.name, b.park, b.parent, now, by],
         )?;
         anyhow::ensure!(n == 1, "id: there is already a department {:?}", b.id);

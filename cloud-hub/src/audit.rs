@@ -4,19 +4,15 @@
 //! written with, so the hub's copy verifies on its own and shows any record that was
 //! altered, lost or reordered on the way or at the edge after upload.
 
-use std::path::Path;
-
-use anyhow::Context as _;
+use park_db::Connection;
 use park_model::audit::{ChainBreak, ChainedRecord};
-use rusqlite::Connection;
 
 /// A building's audit records as uploaded, in upload order.
-pub fn edge_chain(c: &Connection, building_id: i64) -> rusqlite::Result<Vec<ChainedRecord>> {
-    let mut stmt = c.prepare(
-        "SELECT body FROM events
-         WHERE building_id = ?1 AND json_extract(CAST(body AS TEXT), '$.kind') = 'audit'
-         ORDER BY seq",
-    )?;
+pub fn edge_chain(c: &Connection, building_id: i64) -> park_db::Result<Vec<ChainedRecord>> {
+    let mut stmt = c.prepare(&format!(
+        "SELECT body FROM events WHERE building_id = ?1 AND {} = 'audit' ORDER BY seq",
+        crate::store::event_kind(c.dialect())
+    ))?;
     let rows = stmt.query_map([building_id], |r| r.get::<_, Vec<u8>>(0))?;
     let mut out = Vec::new();
     for body in rows {
@@ -42,9 +38,9 @@ pub struct ChainReport {
 }
 
 /// Verifies the hub's own chain and every building's chain in the database at `db`.
-pub fn verify_all(db: &Path) -> anyhow::Result<Vec<ChainReport>> {
-    let c = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("cannot open {}", db.display()))?;
+pub fn verify_all(db: impl Into<park_db::Target>) -> anyhow::Result<Vec<ChainReport>> {
+    let handle = park_db::Handle::open(&db.into(), park_db::pool::Access::ReadOnly)?;
+    let c = handle.conn();
     let mut reports = vec![ChainReport {
         name: "hub".into(),
         result: park_model::audit::verify(&accounts::audit::read_chain(&c)?, None).map(|r| r.0),

@@ -29,6 +29,18 @@ pub struct HubConfig {
     #[serde(default)]
     pub documents: DocumentsSection,
     pub influx: Option<InfluxSection>,
+    #[serde(default)]
+    pub database: DatabaseSection,
+}
+
+/// Where the hub keeps its data: SQLite in `data_dir` unless a PostgreSQL server is named.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// `postgresql://user@host:port/database` (a password belongs in `url_file`).
+    pub url: Option<String>,
+    /// A file holding the connection string, kept out of the config (0600).
+    pub url_file: Option<PathBuf>,
 }
 
 /// Telemetry to an InfluxDB v2 write API (InfluxDB 2.x, or VictoriaMetrics).
@@ -227,6 +239,8 @@ pub struct HubSettings {
     pub credential_keys: std::collections::BTreeMap<String, PathBuf>,
     /// Where telemetry goes besides the hub's own store (`[influx]`).
     pub influx: Option<crate::influx::InfluxSettings>,
+    /// The hub's database (`[database]`): SQLite in `data_dir` by default.
+    pub database: park_db::Target,
 }
 
 impl HubSettings {
@@ -333,6 +347,40 @@ impl HubSettings {
                 })
             }
         };
+        let data_dir = resolve(&config.hub.data_dir);
+        let database = match (&config.database.url, &config.database.url_file) {
+            (None, None) => park_db::Target::Sqlite(data_dir.join("hub.sqlite")),
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "database.url_file",
+                    "give url or url_file, not both".into(),
+                ));
+            }
+            (url, file) => {
+                let url = match (url, file) {
+                    (Some(u), _) => u.trim().to_string(),
+                    (None, Some(f)) => std::fs::read_to_string(resolve(f))
+                        .map_err(|e| {
+                            invalid(
+                                "database.url_file",
+                                format!("cannot read {}: {e}", resolve(f).display()),
+                            )
+                        })?
+                        .trim()
+                        .to_string(),
+                    (None, None) => unreachable!("matched above"),
+                };
+                match park_db::Target::parse(&url) {
+                    t @ park_db::Target::Postgres(_) => t,
+                    park_db::Target::Sqlite(_) => {
+                        return Err(invalid(
+                            if file.is_some() { "database.url_file" } else { "database.url" },
+                            "must be a postgresql:// connection string (SQLite is the default and needs none)".into(),
+                        ));
+                    }
+                }
+            }
+        };
         let http_listen = addr("http.listen", &config.http.listen)?;
         let http_tls = http_tls(&config.http, http_listen, file, text, &resolve)?;
         let h = &config.http;
@@ -347,7 +395,7 @@ impl HubSettings {
         .map_err(|(key, reason)| invalid(&format!("http.{key}"), reason))?;
         Ok(HubSettings {
             operator: config.hub.operator.clone(),
-            data_dir: resolve(&config.hub.data_dir),
+            data_dir,
             quic_listen: addr("quic.listen", &config.quic.listen)?,
             server_names: config.quic.server_names.clone(),
             http_listen,
@@ -368,6 +416,7 @@ impl HubSettings {
                 .map(|(park, file)| (park.clone(), resolve(file)))
                 .collect(),
             influx,
+            database,
         })
     }
 
@@ -392,12 +441,8 @@ impl HubSettings {
             documents_seed_dir: None,
             credential_keys: Default::default(),
             influx: None,
+            database: park_db::Target::Sqlite(dir.join("hub").join("hub.sqlite")),
         }
-    }
-
-    /// The hub's database file.
-    pub fn db_path(&self) -> PathBuf {
-        self.data_dir.join("hub.sqlite")
     }
 
     /// Whether the HTTP API is served over TLS (cookies get the `Secure` flag).

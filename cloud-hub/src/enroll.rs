@@ -6,12 +6,11 @@
 //! both by the running hub and by `smartpark hub enroll|revoke` beside it (SQLite
 //! serialises the two).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rusqlite::{OptionalExtension, params};
+use park_db::{OptionalExtension, params};
 use sync_protocol::transport::{
     EnrollFuture, Enroller, EnrollmentRequest, EnrollmentToken, OperatorCa, Validity, is_valid_id,
 };
@@ -29,7 +28,7 @@ pub struct CreatedToken {
 
 /// Makes a one-time token for `park`/`building`, valid for `ttl`, and stores its hash.
 pub fn create_token(
-    db: &Path,
+    db: &park_db::Target,
     ca: &OperatorCa,
     park: &str,
     building: &str,
@@ -76,7 +75,7 @@ pub fn token_id(hash: &str) -> String {
 
 /// An act on enrollment, in the hub's audit chain, by whoever runs the command on the host.
 fn audit(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &park_db::Connection<'_>,
     action: &str,
     target: &str,
     detail: serde_json::Value,
@@ -101,8 +100,9 @@ pub struct TokenInfo {
 }
 
 /// Every enrollment token the hub knows, newest first.
-pub fn list_tokens(db: &Path) -> anyhow::Result<Vec<TokenInfo>> {
-    let c = crate::store::open_db(db)?;
+pub fn list_tokens(db: &park_db::Target) -> anyhow::Result<Vec<TokenInfo>> {
+    let handle = crate::store::open_db(db)?;
+    let c = handle.conn();
     let mut stmt = c.prepare(
         "SELECT t.hash, b.park, b.building, t.created, t.expires, t.used_at, t.used_by_serial
          FROM tokens t JOIN buildings b ON b.id = t.building_id ORDER BY t.created DESC",
@@ -132,7 +132,7 @@ pub fn list_tokens(db: &Path) -> anyhow::Result<Vec<TokenInfo>> {
 
 /// Cancels the unused token whose id (or the start of it, at least 6 characters) is `id`:
 /// it can no longer enroll anything.
-pub fn cancel_token(db: &Path, id: &str) -> anyhow::Result<TokenInfo> {
+pub fn cancel_token(db: &park_db::Target, id: &str) -> anyhow::Result<TokenInfo> {
     anyhow::ensure!(
         id.len() >= 6 && id.bytes().all(|b| b.is_ascii_hexdigit()),
         "a token id is at least 6 hexadecimal digits, as `smartpark hub tokens` lists them"
@@ -175,7 +175,7 @@ pub fn cancel_token(db: &Path, id: &str) -> anyhow::Result<TokenInfo> {
 /// `park`/`building`. Returns the serials revoked. A running hub refuses them at the next
 /// handshake and closes their live connections within a few seconds.
 pub fn revoke(
-    db: &Path,
+    db: &park_db::Target,
     serial: Option<&str>,
     building: Option<(&str, &str)>,
     reason: &str,
@@ -201,7 +201,7 @@ pub fn revoke(
         );
         for s in &serials {
             tx.execute(
-                "INSERT OR IGNORE INTO revocations (serial, revoked_at, reason) VALUES (?1, ?2, ?3)",
+                "INSERT INTO revocations (serial, revoked_at, reason) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
                 params![s, now_micros(), reason],
             )?;
         }
@@ -216,7 +216,7 @@ pub fn revoke(
 }
 
 /// Every revoked serial.
-pub fn revoked_serials(c: &rusqlite::Connection) -> rusqlite::Result<Vec<String>> {
+pub fn revoked_serials(c: &park_db::Connection) -> park_db::Result<Vec<String>> {
     let mut stmt = c.prepare_cached("SELECT serial FROM revocations")?;
     let rows = stmt.query_map([], |r| r.get(0))?;
     rows.collect()
@@ -296,9 +296,10 @@ impl Enroller for HubEnroller {
                     // Enrolling a building again ends its earlier certificates: a lost or
                     // stolen edge is replaced by enrolling the new one.
                     let replaced = tx.execute(
-                        "INSERT OR IGNORE INTO revocations (serial, revoked_at, reason)
+                        "INSERT INTO revocations (serial, revoked_at, reason)
                          SELECT serial, ?2, 'replaced by a new enrollment of the building'
-                         FROM certificates WHERE building_id = ?1 AND serial != ?3",
+                         FROM certificates WHERE building_id = ?1 AND serial != ?3
+                         ON CONFLICT DO NOTHING",
                         params![bid, now, serial],
                     )?;
                     accounts::Audit::new(

@@ -30,11 +30,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rusqlite::OptionalExtension as _;
-use rusqlite::types::ValueRef;
+use park_db::OptionalExtension as _;
+use park_db::ValueRef;
 
 use crate::metrics::Metrics;
-use crate::store::{HubStore, VK_BOOL, VK_FLOAT, VK_INT, VK_TEXT};
+use crate::store::{HubStore, VK_BOOL, VK_FLOAT, VK_INT, VK_TEXT, stored_float, stored_int};
 
 /// The cursor's name in `export_cursors`.
 const CURSOR: &str = "influx";
@@ -62,17 +62,17 @@ pub struct InfluxSettings {
 /// The samples stored after `after` (a `raw` row id), at most `limit`, in the order they
 /// were stored, as line protocol; with the last row id they cover.
 pub fn read_batch(
-    c: &rusqlite::Connection,
+    c: &park_db::Connection,
     measurement: &str,
     after: i64,
     limit: usize,
-) -> rusqlite::Result<Option<(i64, Vec<String>)>> {
+) -> park_db::Result<Option<(i64, Vec<String>)>> {
     let mut stmt = c.prepare_cached(
         "SELECT r.rowid, b.park, b.building, p.point, r.ts, r.value, r.q
          FROM raw r JOIN points p ON p.id = r.point_id JOIN buildings b ON b.id = p.building_id
          WHERE r.rowid > ?1 ORDER BY r.rowid LIMIT ?2",
     )?;
-    let mut rows = stmt.query(rusqlite::params![after, limit as i64])?;
+    let mut rows = stmt.query(park_db::params![after, limit as i64])?;
     let mut lines = Vec::new();
     let mut last = None;
     while let Some(r) = rows.next()? {
@@ -97,7 +97,7 @@ pub fn read_batch(
 
 /// The row id after which export goes on: the stored cursor, or the start when the table
 /// was emptied and begun again below it.
-pub fn cursor(c: &rusqlite::Connection) -> rusqlite::Result<i64> {
+pub fn cursor(c: &park_db::Connection) -> park_db::Result<i64> {
     let stored: i64 = c
         .query_row(
             "SELECT position FROM export_cursors WHERE name = ?1",
@@ -111,7 +111,7 @@ pub fn cursor(c: &rusqlite::Connection) -> rusqlite::Result<i64> {
 }
 
 /// Samples stored but not yet acknowledged by the engine.
-fn backlog(c: &rusqlite::Connection, after: i64) -> rusqlite::Result<i64> {
+fn backlog(c: &park_db::Connection, after: i64) -> park_db::Result<i64> {
     c.query_row(
         "SELECT coalesce(max(rowid), 0) - ?1 FROM raw",
         [after],
@@ -135,15 +135,21 @@ fn line(measurement: &str, tags: &[(&str, &str)], value: ValueRef<'_>, q: i64, t
     }
     out.push(' ');
     match (q >> 4, value) {
-        (VK_BOOL, ValueRef::Integer(i)) => {
-            out.push_str(if i != 0 { "value=1.0," } else { "value=0.0," })
+        (VK_BOOL, v) => {
+            if let Some(i) = stored_int(v) {
+                out.push_str(if i != 0 { "value=1.0," } else { "value=0.0," });
+            }
         }
         // One type per field: every number goes as a float.
-        (VK_INT, ValueRef::Integer(i)) | (VK_FLOAT, ValueRef::Integer(i)) => {
-            let _ = write!(out, "value={:?},", i as f64);
+        (VK_INT, v) => {
+            if let Some(i) = stored_int(v) {
+                let _ = write!(out, "value={:?},", i as f64);
+            }
         }
-        (VK_FLOAT, ValueRef::Real(f)) if f.is_finite() => {
-            let _ = write!(out, "value={f:?},");
+        (VK_FLOAT, v) => {
+            if let Some(f) = stored_float(v).filter(|f| f.is_finite()) {
+                let _ = write!(out, "value={f:?},");
+            }
         }
         (VK_TEXT, ValueRef::Text(t)) => {
             out.push_str("text=\"");
@@ -362,7 +368,7 @@ pub async fn run(store: HubStore, settings: InfluxSettings, metrics: Arc<Metrics
                         tx.execute(
                             "INSERT INTO export_cursors (name, position) VALUES (?1, ?2)
                              ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                            rusqlite::params![CURSOR, last],
+                            park_db::params![CURSOR, last],
                         )?;
                         Ok(())
                     })
@@ -401,14 +407,7 @@ mod tests {
         use sync_protocol::Value;
         // Each value as the store keeps it (`encode_value`), then as the engine gets it.
         let stored = |v: Option<Value>, quality: i64| {
-            let (sql, kind) = crate::store::encode_value(&v);
-            let value = match sql {
-                rusqlite::types::ToSqlOutput::Owned(o) => o,
-                rusqlite::types::ToSqlOutput::Borrowed(ValueRef::Text(t)) => {
-                    rusqlite::types::Value::Text(String::from_utf8_lossy(t).into_owned())
-                }
-                _ => unreachable!("the store encodes owned values and borrowed text"),
-            };
+            let (value, kind) = crate::store::encode_value(&v);
             (value, (kind << 4) | quality)
         };
         let tags = [
@@ -419,7 +418,7 @@ mod tests {
         ];
         let line_of = |v: Option<Value>, quality: i64, tags: &[(&str, &str)]| {
             let (value, q) = stored(v, quality);
-            line("smartpark", tags, (&value).into(), q, 5)
+            line("smartpark", tags, value.as_ref(), q, 5)
         };
         assert_eq!(
             line_of(Some(Value::Float(1.5)), 0, &tags),

@@ -118,7 +118,7 @@ async fn open_auth(
         },
         own: accounts::auth::Source::Hub,
         mirror: accounts::audit::Mirror::None,
-        db: settings.db_path(),
+        db: settings.database.clone(),
         writer,
         key_file: settings.key_file.clone(),
         metrics: metrics.auth.clone(),
@@ -185,7 +185,7 @@ impl Hub {
         let ca = Arc::new(ca);
         let lock = HubLock::take(&settings.data_dir)?;
         let metrics = Arc::new(metrics::Metrics::default());
-        let store = HubStore::open(&settings.db_path(), metrics.clone())?;
+        let store = HubStore::open(&settings.database, metrics.clone())?;
         let revoked = store.read(enroll::revoked_serials).await?;
         let revocations = RevocationList::new(revoked);
         let tls = HubTlsConfig::new(&ca, &settings.server_names, revocations.clone())?;
@@ -290,10 +290,12 @@ impl Hub {
                     let cutoff = store::now_micros() - i64::from(days) * 86_400_000_000;
                     let deleted = store
                         .admin(move |tx| {
+                            let kind = store::event_kind(tx.dialect());
                             Ok(tx.execute(
-                                "DELETE FROM events WHERE ts < ?1 AND (
-                                   json_extract(CAST(body AS TEXT), '$.kind') LIKE 'access.%'
-                                   OR json_extract(CAST(body AS TEXT), '$.kind') LIKE 'parking.%')",
+                                &format!(
+                                    "DELETE FROM events WHERE ts < ?1 AND (
+                                       {kind} LIKE 'access.%' OR {kind} LIKE 'parking.%')"
+                                ),
                                 [cutoff],
                             )?)
                         })

@@ -16,6 +16,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 
+use park_db::params;
 use park_model::directory::{
     AccessGroup, Credential, CredentialStatus, Directory, Enterprise, Person,
 };
@@ -25,7 +26,6 @@ use park_model::identity::Permission::{
     CredentialsEdit, EnterpriseRead, MasterDataEdit, TelemetryRead,
 };
 use park_model::{DocError, ParkDirectory};
-use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use accounts::auth::{Keyring, new_key, write_key};
 use anyhow::Context as _;
+use park_db::{Connection, OptionalExtension, params};
 use park_model::identity::secret::{mask_id_number, mask_phone};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
 use crate::views::PrivateFields;
@@ -42,6 +42,32 @@ CREATE TABLE IF NOT EXISTS person_private (
 ) WITHOUT ROWID;
 ";
 
+/// The same tables on PostgreSQL.
+pub const PG_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS departments (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    park TEXT,
+    parent_id TEXT,
+    created BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    updated BIGINT NOT NULL,
+    updated_by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS person_private (
+    park TEXT NOT NULL,
+    person_id TEXT NOT NULL,
+    enterprise_id TEXT NOT NULL,
+    phone TEXT,
+    id_number TEXT,
+    created BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    updated BIGINT NOT NULL,
+    updated_by TEXT NOT NULL,
+    PRIMARY KEY (park, person_id)
+);
+";
+
 /// The associated data a private field is sealed with: a value moved to another person or
 /// field does not open there.
 pub fn aad(park: &str, person: &str, field: &str) -> String {
@@ -53,7 +79,7 @@ struct SealedColumn {
     table: &'static str,
     column: &'static str,
     key: &'static str,
-    aad: fn(&rusqlite::Row<'_>) -> rusqlite::Result<String>,
+    aad: fn(&park_db::Row) -> park_db::Result<String>,
 }
 
 const SEALED: [SealedColumn; 4] = [
@@ -100,7 +126,10 @@ const SEALED: [SealedColumn; 4] = [
 /// are re-sealed in one transaction, and only then are the files swapped, so a crash at
 /// any point leaves every value openable (the hub loads `.new` and `.old` too). Returns
 /// the number of values re-sealed and the new key's id.
-pub fn rotate_key(db: &Path, key_file: &Path) -> anyhow::Result<(usize, String)> {
+pub fn rotate_key(
+    db: impl Into<park_db::Target>,
+    key_file: &Path,
+) -> anyhow::Result<(usize, String)> {
     let old = Keyring::load(key_file)?;
     let new_path = key_file.with_extension("new");
     // A rotation that stopped before its files were swapped is finished with its own new
@@ -113,9 +142,9 @@ pub fn rotate_key(db: &Path, key_file: &Path) -> anyhow::Result<(usize, String)>
         raw
     };
     let new = Keyring::from_raw(raw);
-    let mut conn = Connection::open(db).with_context(|| format!("cannot open {}", db.display()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let handle = crate::store::open_db(db)?;
+    let conn = handle.conn();
+    let tx = conn.transaction()?;
     let mut n = 0;
     for col in &SEALED {
         let rows: Vec<(String, String, String, String)> = {
@@ -218,7 +247,7 @@ pub fn read_private(
     c: &Connection,
     park: &str,
     person: &str,
-) -> rusqlite::Result<Option<PrivateRow>> {
+) -> park_db::Result<Option<PrivateRow>> {
     c.query_row(
         "SELECT enterprise_id, phone, id_number, updated, updated_by FROM person_private WHERE park = ?1 AND person_id = ?2",
         [park, person],

@@ -1,5 +1,6 @@
-//! The hub's SQLite store: one file in WAL mode with `synchronous = FULL`, one writer
-//! thread with group commit for everything the edges upload, read connections for the API.
+//! The hub's store, on SQLite (one file in WAL mode with `synchronous = FULL`, the
+//! default) or PostgreSQL (when configured), through [`park_db`]: one writer thread with
+//! group commit for everything the edges upload, pooled read connections for the API.
 //!
 //! Upload records are stored idempotently by (building, stream, sequence): the store keeps
 //! a durable cursor per building and stream, advances it in the same transaction that
@@ -8,23 +9,26 @@
 //! committed (the connection tasks are woken by [`HubStore::subscribe_commits`]).
 //!
 //! Administrative writes that need an answer (enrollment tokens, certificates,
-//! revocations) are rare and run in their own short immediate transactions on their own
+//! revocations) are rare and run in their own short transactions on their own
 //! connection, so that `smartpark hub enroll` can run beside a live hub; SQLite
 //! serialises them with the writer.
+//!
+//! The schema is a list of versioned migrations, each with a text for either engine,
+//! applied at start; a database newer than the build is refused.
 //!
 //! One edge per building: the key of everything uploaded is (park, building), the
 //! identity the edge's certificate names, so a re-enrolled edge continues its building's
 //! streams.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use park_db::migrate::Migration;
+use park_db::pool::Access;
+use park_db::{Connection, Dialect, Handle, OptionalExtension, Pool, Target, ValueRef, params};
 use sync_protocol::{
     EdgeIdentity, EventRecord, HubSink, Quality, RawBatch, Record, RollupBatch, SinkBusy,
     UploadStream, Value,
@@ -33,7 +37,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::Metrics;
 
-const SCHEMA_VERSION: i64 = 1;
 /// The most items (events, rollup rows, raw samples) queued for the writer; beyond it the
 /// sink answers busy and the edge resends later.
 const MAX_QUEUED_ITEMS: u64 = 1_000_000;
@@ -89,7 +92,7 @@ impl OwnedRecord {
 
 /// A write that rides along in the next group commit, without an answer. It may run again
 /// if the commit fails and is retried, so it must be idempotent.
-pub type WriteOp = Box<dyn FnMut(&Connection) -> rusqlite::Result<()> + Send>;
+pub type WriteOp = accounts::WriteOp;
 
 enum WriterMsg {
     Upload {
@@ -114,8 +117,9 @@ struct Shared {
     commits: watch::Sender<u64>,
     healthy: AtomicBool,
     last_error: Mutex<Option<String>>,
-    path: PathBuf,
-    readers: Mutex<Vec<Connection>>,
+    target: Target,
+    readers: Arc<Pool>,
+    admin: Arc<Pool>,
 }
 
 /// The hub's store. Cheap to clone.
@@ -130,9 +134,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl HubStore {
-    /// Opens (or creates) the database and starts the writer thread.
-    pub fn open(path: &Path, metrics: Arc<Metrics>) -> anyhow::Result<HubStore> {
-        let conn = open_db(path)?;
+    /// Opens (or creates) the database, brings its schema up to date, and starts the
+    /// writer thread.
+    pub fn open(target: impl Into<Target>, metrics: Arc<Metrics>) -> anyhow::Result<HubStore> {
+        let target = target.into();
+        let handle = open_db(&target)?;
+        let conn = handle.conn();
         let mut durable = CursorMap::new();
         {
             let mut stmt = conn.prepare(
@@ -169,20 +176,29 @@ impl HubStore {
             commits,
             healthy: AtomicBool::new(true),
             last_error: Mutex::new(None),
-            path: path.to_path_buf(),
-            readers: Mutex::new(Vec::new()),
+            readers: Pool::new(target.clone(), Access::ReadOnly, 16),
+            admin: Pool::new(target.clone(), Access::ReadWrite, 4),
+            target,
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut writer = Writer::new(conn, shared.clone())?;
+        let mut writer = Writer::new(handle, shared.clone())?;
         std::thread::Builder::new()
             .name("hub-store-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                park_db::mark_blocking_thread();
+                writer.run(rx)
+            })
             .context("cannot start the store writer thread")?;
         Ok(HubStore { tx, shared })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.shared.path
+    /// The database the store is on.
+    pub fn target(&self) -> &Target {
+        &self.shared.target
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.shared.target.dialect()
     }
 
     /// Ticks after every commit; connection tasks wait on it to acknowledge.
@@ -231,47 +247,33 @@ impl HubStore {
     /// Runs `f` on a read connection, on a blocking thread.
     pub async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Connection) -> park_db::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = lock(&shared.readers).pop();
-            let conn = match conn {
-                Some(c) => c,
-                None => open_reader(&shared.path)?,
-            };
-            let result = f(&conn).context("store read failed");
-            let mut pool = lock(&shared.readers);
-            if pool.len() < 4 {
-                pool.push(conn);
-            }
-            result
-        })
-        .await
-        .context("store read task failed")?
+        self.shared
+            .readers
+            .run(move |c| f(&c).context("store read failed"))
+            .await
     }
 
-    /// Runs `f` in an immediate transaction on a connection of its own (administrative
-    /// writes that need an answer), on a blocking thread.
+    /// Runs `f` in a transaction that takes the write lock at once, on a connection of
+    /// its own (administrative writes that need an answer), on a blocking thread.
     pub async fn admin<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> anyhow::Result<T> + Send + 'static,
+        f: impl FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let path = self.shared.path.clone();
-        tokio::task::spawn_blocking(move || admin_transaction(&path, f))
-            .await
-            .context("store admin task failed")?
+        self.shared.admin.transaction(f).await
     }
 }
 
-/// Runs `f` in an immediate transaction on a new connection to the database at `path`:
-/// for the hub's administrative writes and for CLI commands beside a running hub.
+/// Runs `f` in a transaction that takes the write lock at once, on a new connection to
+/// the database: for CLI commands beside a running hub.
 pub fn admin_transaction<T>(
-    path: &Path,
-    f: impl FnOnce(&rusqlite::Transaction<'_>) -> anyhow::Result<T>,
+    target: impl Into<Target>,
+    f: impl FnOnce(&Connection) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let mut conn = open_db(path)?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let handle = open_db(target)?;
+    let conn = handle.conn();
+    let tx = conn.transaction()?;
     let out = f(&tx)?;
     tx.commit()?;
     Ok(out)
@@ -347,30 +349,61 @@ fn stream_of(code: i64) -> Option<UploadStream> {
     UploadStream::ALL.into_iter().find(|s| *s as i64 == code)
 }
 
-/// Opens the database read-write, creating the schema if needed.
-pub fn open_db(path: &Path) -> anyhow::Result<Connection> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+/// The hub's schema, in order. A new table or column is a new migration at the end; a
+/// released one is never edited.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "uploads, documents and master data",
+        sqlite: SCHEMA,
+        postgres: PG_SCHEMA,
+    },
+    Migration {
+        version: 2,
+        name: "audit log",
+        sqlite: accounts::audit::SCHEMA,
+        postgres: accounts::audit::PG_SCHEMA,
+    },
+    Migration {
+        version: 3,
+        name: "accounts",
+        sqlite: accounts::auth::SCHEMA,
+        postgres: accounts::auth::PG_SCHEMA,
+    },
+    Migration {
+        version: 4,
+        name: "people's private data",
+        sqlite: crate::people::SCHEMA,
+        postgres: crate::people::PG_SCHEMA,
+    },
+];
+
+/// Opens the database read-write and brings its schema up to date.
+pub fn open_db(target: impl Into<Target>) -> anyhow::Result<Handle> {
+    let target = target.into();
+    let handle = Handle::open(&target, Access::ReadWrite)
+        .with_context(|| format!("cannot open the hub database {target}"))?;
+    let conn = handle.conn();
+    if conn.dialect() == Dialect::Sqlite {
+        legacy_version_check(&conn, &target)?;
     }
-    let conn = Connection::open(path)
-        .with_context(|| format!("cannot open the hub database {}", path.display()))?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = FULL;
-         PRAGMA foreign_keys = ON;
-         PRAGMA busy_timeout = 10000;
-         PRAGMA cache_size = -32000;",
-    )
-    .context("cannot configure the hub database")?;
-    conn.execute_batch(SCHEMA)
-        .context("cannot create the hub schema")?;
-    conn.execute_batch(accounts::audit::SCHEMA)
-        .context("cannot create the audit log")?;
-    conn.execute_batch(accounts::auth::SCHEMA)
-        .context("cannot create the account tables")?;
-    conn.execute_batch(crate::people::SCHEMA)
-        .context("cannot create the people tables")?;
+    park_db::migrate::run(&conn, "hub", MIGRATIONS)
+        .with_context(|| format!("cannot bring the hub database {target} up to date"))?;
     backfill_alarms(&conn).context("cannot fill the alarm table from the stored events")?;
+    Ok(handle)
+}
+
+/// Databases made before the migrations table kept their version in `meta`; version 1
+/// is the first migration, anything else is not ours to open.
+fn legacy_version_check(conn: &Connection, target: &Target) -> anyhow::Result<()> {
+    let has_meta: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_meta == 0 {
+        return Ok(());
+    }
     let version: Option<i64> = conn
         .query_row(
             "SELECT value FROM meta WHERE key = 'schema_version'",
@@ -379,28 +412,11 @@ pub fn open_db(path: &Path) -> anyhow::Result<Connection> {
         )
         .optional()?;
     match version {
-        None => {
-            conn.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?1)",
-                [SCHEMA_VERSION],
-            )?;
+        None | Some(1) => Ok(()),
+        Some(v) => {
+            anyhow::bail!("the hub database {target} has schema version {v}; this build knows 1")
         }
-        Some(SCHEMA_VERSION) => {}
-        Some(v) => anyhow::bail!(
-            "the hub database {} has schema version {v}; this build knows {SCHEMA_VERSION}",
-            path.display()
-        ),
     }
-    Ok(conn)
-}
-
-fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
-    let c = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    c.busy_timeout(Duration::from_secs(5))?;
-    Ok(c)
 }
 
 /// An alarm transition an edge uploaded (an `alarm.*` event): which alarm, the state it
@@ -440,7 +456,7 @@ fn alarm_transition(body: &[u8]) -> Option<AlarmTransition> {
 
 /// Keeps the building's alarm as its newest transition left it (events are stored in the
 /// edge's order, so a later sequence number is a later transition).
-fn record_alarm(tx: &Connection, bid: i64, seq: i64, t: &AlarmTransition) -> rusqlite::Result<()> {
+fn record_alarm(tx: &Connection, bid: i64, seq: i64, t: &AlarmTransition) -> park_db::Result<()> {
     tx.prepare_cached(
         "INSERT INTO alarms (building_id, alarm, state, severity, ts, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (building_id, alarm) DO UPDATE SET state = excluded.state,
@@ -452,7 +468,7 @@ fn record_alarm(tx: &Connection, bid: i64, seq: i64, t: &AlarmTransition) -> rus
 }
 
 /// Fills `alarms` from the alarm events stored before the table existed (once).
-fn backfill_alarms(conn: &Connection) -> rusqlite::Result<()> {
+fn backfill_alarms(conn: &Connection) -> park_db::Result<()> {
     let done: Option<i64> = conn
         .query_row(
             "SELECT value FROM meta WHERE key = 'alarms_backfilled'",
@@ -465,10 +481,16 @@ fn backfill_alarms(conn: &Connection) -> rusqlite::Result<()> {
     }
     let tx = conn.unchecked_transaction()?;
     {
-        let mut stmt = tx.prepare(
-            "SELECT building_id, seq, body FROM events
-             WHERE instr(CAST(body AS TEXT), '\"alarm.') > 0 ORDER BY building_id, seq",
-        )?;
+        let mut stmt = tx.prepare(match tx.dialect() {
+            Dialect::Sqlite => {
+                "SELECT building_id, seq, body FROM events
+                 WHERE instr(CAST(body AS TEXT), '\"alarm.') > 0 ORDER BY building_id, seq"
+            }
+            Dialect::Postgres => {
+                "SELECT building_id, seq, body FROM events
+                 WHERE position(convert_to('\"alarm.', 'UTF8') in body) > 0 ORDER BY building_id, seq"
+            }
+        })?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let body: Vec<u8> = r.get(2)?;
@@ -630,19 +652,171 @@ CREATE TABLE IF NOT EXISTS doc_chunks (
 ) WITHOUT ROWID;
 ";
 
+/// The same tables on PostgreSQL: integers are 64-bit, a value column is text (read
+/// back by its kind), and `raw` numbers its rows for the telemetry export's cursor.
+const PG_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS parks (park TEXT PRIMARY KEY, created BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS buildings (
+    id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    park TEXT NOT NULL REFERENCES parks (park),
+    building TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    UNIQUE (park, building)
+);
+CREATE TABLE IF NOT EXISTS edges (
+    building_id BIGINT PRIMARY KEY REFERENCES buildings (id),
+    serial TEXT,
+    edge_id TEXT,
+    enrolled_at BIGINT,
+    cert_not_after BIGINT,
+    state TEXT NOT NULL DEFAULT 'never_connected',
+    state_since BIGINT,
+    last_seen BIGINT,
+    last_error TEXT,
+    remote TEXT,
+    health TEXT,
+    health_at BIGINT,
+    backlog_events BIGINT,
+    backlog_rollups BIGINT,
+    backlog_raw BIGINT,
+    newest_event_ts BIGINT,
+    newest_sample_ts BIGINT
+);
+CREATE TABLE IF NOT EXISTS certificates (
+    serial TEXT PRIMARY KEY,
+    building_id BIGINT NOT NULL REFERENCES buildings (id),
+    issued_at BIGINT NOT NULL,
+    not_after BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY,
+    building_id BIGINT NOT NULL REFERENCES buildings (id),
+    created BIGINT NOT NULL,
+    expires BIGINT NOT NULL,
+    used_at BIGINT,
+    used_by_serial TEXT
+);
+CREATE TABLE IF NOT EXISTS revocations (
+    serial TEXT PRIMARY KEY,
+    revoked_at BIGINT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    building_id BIGINT NOT NULL REFERENCES buildings (id),
+    stream BIGINT NOT NULL,
+    durable BIGINT NOT NULL,
+    PRIMARY KEY (building_id, stream)
+);
+CREATE TABLE IF NOT EXISTS events (
+    building_id BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    id BYTEA NOT NULL,
+    ts BIGINT,
+    body BYTEA NOT NULL,
+    received BIGINT NOT NULL,
+    PRIMARY KEY (building_id, seq)
+);
+CREATE INDEX IF NOT EXISTS events_id ON events (id);
+CREATE TABLE IF NOT EXISTS alarms (
+    building_id BIGINT NOT NULL,
+    alarm TEXT NOT NULL,
+    state TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    ts BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    PRIMARY KEY (building_id, alarm)
+);
+CREATE TABLE IF NOT EXISTS gaps (
+    building_id BIGINT NOT NULL,
+    stream BIGINT NOT NULL,
+    from_seq BIGINT NOT NULL,
+    through BIGINT NOT NULL,
+    recorded BIGINT NOT NULL,
+    PRIMARY KEY (building_id, stream, from_seq)
+);
+CREATE TABLE IF NOT EXISTS points (
+    id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    building_id BIGINT NOT NULL,
+    point TEXT NOT NULL,
+    UNIQUE (building_id, point)
+);
+CREATE TABLE IF NOT EXISTS raw (
+    rowid BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    point_id BIGINT NOT NULL,
+    ts BIGINT NOT NULL,
+    value TEXT,
+    q BIGINT NOT NULL,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS raw_point_ts ON raw (point_id, ts);
+CREATE TABLE IF NOT EXISTS rollups (
+    point_id BIGINT NOT NULL,
+    period BIGINT NOT NULL,
+    bucket BIGINT NOT NULL,
+    count BIGINT NOT NULL, bad BIGINT NOT NULL,
+    min DOUBLE PRECISION, max DOUBLE PRECISION, sum DOUBLE PRECISION, last DOUBLE PRECISION,
+    last_ts BIGINT NOT NULL, delta DOUBLE PRECISION,
+    PRIMARY KEY (point_id, period, bucket)
+);
+CREATE TABLE IF NOT EXISTS latest (
+    point_id BIGINT PRIMARY KEY,
+    ts BIGINT NOT NULL,
+    value TEXT,
+    q BIGINT NOT NULL,
+    reason TEXT
+);
+CREATE TABLE IF NOT EXISTS documents (
+    park TEXT NOT NULL,
+    doc_id TEXT NOT NULL,
+    snapshot BYTEA NOT NULL,
+    updated BIGINT NOT NULL,
+    PRIMARY KEY (park, doc_id)
+);
+CREATE TABLE IF NOT EXISTS master_meta (
+    park TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    updated_by TEXT NOT NULL,
+    PRIMARY KEY (park, collection, id)
+);
+CREATE TABLE IF NOT EXISTS export_cursors (
+    name TEXT PRIMARY KEY,
+    position BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS doc_chunks (
+    park TEXT NOT NULL,
+    doc_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (park, doc_id, seq)
+);
+";
+
+/// The SQL expression of an uploaded event's kind (its JSON body's `kind`).
+pub fn event_kind(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Sqlite => "json_extract(CAST(body AS TEXT), '$.kind')",
+        Dialect::Postgres => "(convert_from(body, 'UTF8')::jsonb ->> 'kind')",
+    }
+}
+
 /// The id of a building, creating the park and building rows if needed.
-pub fn building_id(c: &Connection, park: &str, building: &str) -> rusqlite::Result<i64> {
+pub fn building_id(c: &Connection, park: &str, building: &str) -> park_db::Result<i64> {
     let now = now_micros();
-    c.prepare_cached("INSERT OR IGNORE INTO parks (park, created) VALUES (?1, ?2)")?
+    c.prepare_cached("INSERT INTO parks (park, created) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?
         .execute(params![park, now])?;
     c.prepare_cached(
-        "INSERT OR IGNORE INTO buildings (park, building, created) VALUES (?1, ?2, ?3)",
+        "INSERT INTO buildings (park, building, created) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
     )?
     .execute(params![park, building, now])?;
     let id: i64 = c
         .prepare_cached("SELECT id FROM buildings WHERE park = ?1 AND building = ?2")?
         .query_row(params![park, building], |r| r.get(0))?;
-    c.prepare_cached("INSERT OR IGNORE INTO edges (building_id) VALUES (?1)")?
+    c.prepare_cached("INSERT INTO edges (building_id) VALUES (?1) ON CONFLICT DO NOTHING")?
         .execute([id])?;
     Ok(id)
 }
@@ -657,14 +831,36 @@ pub(crate) const VK_INT: i64 = 2;
 pub(crate) const VK_FLOAT: i64 = 3;
 pub(crate) const VK_TEXT: i64 = 4;
 
-pub(crate) fn encode_value(v: &Option<Value>) -> (ToSqlOutput<'_>, i64) {
-    use rusqlite::types::Value as V;
+// On PostgreSQL the column is text: numbers are bound as their shortest exact decimal
+// form and read back by their kind.
+pub(crate) fn encode_value(v: &Option<Value>) -> (park_db::Value, i64) {
+    use park_db::Value as V;
     match v {
-        None => (ToSqlOutput::Owned(V::Null), VK_NONE),
-        Some(Value::Bool(b)) => (ToSqlOutput::Owned(V::Integer(*b as i64)), VK_BOOL),
-        Some(Value::Int(i)) => (ToSqlOutput::Owned(V::Integer(*i)), VK_INT),
-        Some(Value::Float(f)) => (ToSqlOutput::Owned(V::Real(*f)), VK_FLOAT),
-        Some(Value::Text(t)) => (ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())), VK_TEXT),
+        None => (V::Null, VK_NONE),
+        Some(Value::Bool(b)) => (V::Integer(*b as i64), VK_BOOL),
+        Some(Value::Int(i)) => (V::Integer(*i), VK_INT),
+        Some(Value::Float(f)) => (V::Real(*f), VK_FLOAT),
+        Some(Value::Text(t)) => (V::Text(t.clone()), VK_TEXT),
+    }
+}
+
+/// A stored integer or boolean by its kind (SQLite keeps numbers as numbers, PostgreSQL
+/// as their decimal text).
+pub(crate) fn stored_int(v: ValueRef<'_>) -> Option<i64> {
+    match v {
+        ValueRef::Integer(i) => Some(i),
+        ValueRef::Text(t) => std::str::from_utf8(t).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A stored float, the same way.
+pub(crate) fn stored_float(v: ValueRef<'_>) -> Option<f64> {
+    match v {
+        ValueRef::Real(f) => Some(f),
+        ValueRef::Integer(i) => Some(i as f64),
+        ValueRef::Text(t) => std::str::from_utf8(t).ok()?.parse().ok(),
+        _ => None,
     }
 }
 
@@ -685,10 +881,13 @@ pub fn sample_json(
     reason: Option<String>,
 ) -> serde_json::Value {
     let value = match (q >> 4, value) {
-        (VK_BOOL, ValueRef::Integer(i)) => serde_json::json!(i != 0),
-        (VK_INT, ValueRef::Integer(i)) => serde_json::json!(i),
-        (VK_FLOAT, ValueRef::Real(f)) if f.is_finite() => serde_json::json!(f),
-        (VK_FLOAT, ValueRef::Integer(i)) => serde_json::json!(i as f64),
+        (VK_BOOL, v) => {
+            stored_int(v).map_or(serde_json::Value::Null, |i| serde_json::json!(i != 0))
+        }
+        (VK_INT, v) => stored_int(v).map_or(serde_json::Value::Null, |i| serde_json::json!(i)),
+        (VK_FLOAT, v) => stored_float(v)
+            .filter(|f| f.is_finite())
+            .map_or(serde_json::Value::Null, |f| serde_json::json!(f)),
         (VK_TEXT, ValueRef::Text(t)) => serde_json::json!(String::from_utf8_lossy(t)),
         _ => serde_json::Value::Null,
     };
@@ -713,7 +912,7 @@ fn uuid7_micros(id: &[u8; 16]) -> Option<i64> {
 }
 
 struct Writer {
-    conn: Connection,
+    handle: Handle,
     shared: Arc<Shared>,
     buildings: HashMap<BuildingKey, i64>,
     points: HashMap<(i64, String), i64>,
@@ -734,10 +933,10 @@ struct Outcome {
 }
 
 impl Writer {
-    fn new(conn: Connection, shared: Arc<Shared>) -> anyhow::Result<Writer> {
+    fn new(handle: Handle, shared: Arc<Shared>) -> anyhow::Result<Writer> {
         let cursors = lock(&shared.durable).clone();
         Ok(Writer {
-            conn,
+            handle,
             shared,
             buildings: HashMap::new(),
             points: HashMap::new(),
@@ -824,7 +1023,8 @@ impl Writer {
     }
 
     fn commit(&mut self, pending: &mut [WriterMsg]) -> anyhow::Result<Outcome> {
-        let tx = self.conn.transaction()?;
+        let conn = self.handle.conn();
+        let tx = conn.transaction()?;
         let mut outcome = Outcome::default();
         for m in pending.iter_mut() {
             match m {
@@ -892,7 +1092,7 @@ fn point_id(
     points: &mut HashMap<(i64, String), i64>,
     bid: i64,
     point: &str,
-) -> rusqlite::Result<Option<i64>> {
+) -> park_db::Result<Option<i64>> {
     if let Some(id) = points.get(&(bid, point.to_string())) {
         return Ok(Some(*id));
     }
@@ -912,9 +1112,10 @@ fn point_id(
             if count >= MAX_POINTS_PER_BUILDING {
                 return Ok(None);
             }
-            tx.prepare_cached("INSERT INTO points (building_id, point) VALUES (?1, ?2)")?
-                .execute(params![bid, point])?;
-            tx.last_insert_rowid()
+            tx.prepare_cached(
+                "INSERT INTO points (building_id, point) VALUES (?1, ?2) RETURNING id",
+            )?
+            .query_row(params![bid, point], |r| r.get(0))?
         }
     };
     points.insert((bid, point.to_string()), id);
@@ -931,7 +1132,7 @@ fn apply_upload(
     seq: u64,
     record: &OwnedRecord,
     outcome: &mut Outcome,
-) -> rusqlite::Result<()> {
+) -> park_db::Result<()> {
     let cursor = cursors.get(&(key.clone(), stream)).copied().unwrap_or(0);
     let through = match record {
         OwnedRecord::Gap { through } => *through,
@@ -953,7 +1154,8 @@ fn apply_upload(
         OwnedRecord::Event(e) => {
             let ts = uuid7_micros(&e.id);
             tx.prepare_cached(
-                "INSERT OR IGNORE INTO events (building_id, seq, id, ts, body, received) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO events (building_id, seq, id, ts, body, received) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT DO NOTHING",
             )?
             .execute(params![bid, seq as i64, &e.id[..], ts, e.body, now])?;
             if let Some(t) = alarm_transition(&e.body) {
@@ -961,7 +1163,8 @@ fn apply_upload(
             }
             if let Some(ts) = ts {
                 tx.prepare_cached(
-                    "UPDATE edges SET newest_event_ts = max(coalesce(newest_event_ts, ?2), ?2) WHERE building_id = ?1",
+                    "UPDATE edges SET newest_event_ts = CASE WHEN newest_event_ts > ?2 THEN newest_event_ts ELSE ?2 END
+                     WHERE building_id = ?1",
                 )?
                 .execute(params![bid, ts])?;
             }
@@ -976,8 +1179,11 @@ fn apply_upload(
                 };
                 let f = |v: f64| v.is_finite().then_some(v);
                 tx.prepare_cached(
-                    "INSERT OR REPLACE INTO rollups (point_id, period, bucket, count, bad, min, max, sum, last, last_ts, delta)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    "INSERT INTO rollups (point_id, period, bucket, count, bad, min, max, sum, last, last_ts, delta)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     ON CONFLICT (point_id, period, bucket) DO UPDATE SET count = excluded.count,
+                         bad = excluded.bad, min = excluded.min, max = excluded.max, sum = excluded.sum,
+                         last = excluded.last, last_ts = excluded.last_ts, delta = excluded.delta",
                 )?
                 .execute(params![
                     pid,
@@ -1031,7 +1237,8 @@ fn apply_upload(
         }
         OwnedRecord::Gap { through } => {
             tx.prepare_cached(
-                "INSERT OR IGNORE INTO gaps (building_id, stream, from_seq, through, recorded) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO gaps (building_id, stream, from_seq, through, recorded) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO NOTHING",
             )?
             .execute(params![bid, stream as i64, seq as i64, *through as i64, now])?;
             outcome.gaps += through - seq.max(cursor + 1) + 1;
@@ -1052,7 +1259,7 @@ fn upsert_latest(
     ts: i64,
     value: &Option<Value>,
     quality: &Quality,
-) -> rusqlite::Result<()> {
+) -> park_db::Result<()> {
     let (v, vk) = encode_value(value);
     let (q, reason) = quality_code(quality);
     tx.prepare_cached(
@@ -1064,10 +1271,11 @@ fn upsert_latest(
     Ok(())
 }
 
-fn update_sample_freshness(tx: &Connection, bid: i64, newest: i64) -> rusqlite::Result<()> {
+fn update_sample_freshness(tx: &Connection, bid: i64, newest: i64) -> park_db::Result<()> {
     if newest > i64::MIN {
         tx.prepare_cached(
-            "UPDATE edges SET newest_sample_ts = max(coalesce(newest_sample_ts, ?2), ?2) WHERE building_id = ?1",
+            "UPDATE edges SET newest_sample_ts = CASE WHEN newest_sample_ts > ?2 THEN newest_sample_ts ELSE ?2 END
+             WHERE building_id = ?1",
         )?
         .execute(params![bid, newest])?;
     }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use automerge::sync::SyncDoc as _;
-use rusqlite::params;
+use park_db::params;
 use sync_protocol::transport::{CloseCode, FrameChannel, PeerIdentity, TransportError};
 use sync_protocol::{
     DocumentMessage, HubEvent, HubSession, LostReason, SessionConfig, Time, UploadStream,
@@ -442,8 +442,9 @@ impl Documents {
                 }
                 None => {
                     c.execute(
-                        "INSERT OR IGNORE INTO documents (park, doc_id, snapshot, updated) VALUES (?1, ?2, x'', ?3)",
-                        params![p, d, now_micros()],
+                        "INSERT INTO documents (park, doc_id, snapshot, updated) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT DO NOTHING",
+                        params![p, d, Vec::<u8>::new(), now_micros()],
                     )?;
                     c.execute(
                         "INSERT INTO doc_chunks (park, doc_id, seq, data)
@@ -1051,10 +1052,11 @@ fn revoke_replaced(cx: &SyncContext, key: &BuildingKey, serial: &str) {
     cx.store.write_nowait(Box::new(move |c| {
         let bid = building_id(c, &k.park, &k.building)?;
         let revoked = c.execute(
-            "INSERT OR IGNORE INTO revocations (serial, revoked_at, reason)
+            "INSERT INTO revocations (serial, revoked_at, reason)
              SELECT serial, ?3, 'replaced by a renewed certificate' FROM certificates
              WHERE building_id = ?1 AND serial != ?2
-               AND issued_at < (SELECT issued_at FROM certificates WHERE serial = ?2)",
+               AND issued_at < (SELECT issued_at FROM certificates WHERE serial = ?2)
+             ON CONFLICT DO NOTHING",
             params![bid, s, now_micros()],
         )?;
         if revoked > 0 {

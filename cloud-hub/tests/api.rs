@@ -3,12 +3,14 @@
 //! generated from; and the query limits it states, enforced with answers that name the
 //! parameter.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use accounts::audit::Mirror;
 use accounts::auth::{Source, manage};
-use cloud_hub::{Hub, HubSettings};
+use cloud_hub::Hub;
 use park_model::identity::password::Cost;
 use serde_json::Value;
 
@@ -33,7 +35,8 @@ fn get(addr: SocketAddr, token: Option<&str>, path: &str) -> (u16, Value) {
 /// An operator's administrator with a token for every permission (made on the host, as
 /// `smartpark hub user token` does).
 async fn operator_token(hub: &Hub) -> String {
-    let c = cloud_hub::store::open_db(hub.store.path()).unwrap();
+    let handle = cloud_hub::store::open_db(hub.store.target()).unwrap();
+    let c = handle.conn();
     let actor = manage::host_actor("test");
     let grants = ["operator_admin@operator".parse().unwrap()];
     manage::create(
@@ -61,7 +64,7 @@ async fn operator_token(hub: &Hub) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_describes_every_route() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = Hub::start(HubSettings::for_dir(dir.path())).await.unwrap();
+    let hub = Hub::start(common::settings(dir.path())).await.unwrap();
     let addr = hub.api_addr;
     let (status, doc) =
         tokio::task::spawn_blocking(move || get(addr, None, "/api/v1/openapi.json"))
@@ -148,10 +151,10 @@ fn the_document_the_web_apps_are_typed_from_is_current() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_limits_are_enforced_with_answers_that_name_the_parameter() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = Hub::start(HubSettings::for_dir(dir.path())).await.unwrap();
+    let hub = Hub::start(common::settings(dir.path())).await.unwrap();
     // A building the hub knows (an enrollment token names it).
     cloud_hub::create_token(
-        hub.store.path(),
+        hub.store.target(),
         &hub.ca,
         "p1",
         "b1",

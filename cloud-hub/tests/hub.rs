@@ -3,16 +3,18 @@
 //! stored exactly once across a broken connection, two buildings at once, a building that
 //! claims to be another, refused certificates and tokens, and the API.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use automerge::ReadDoc as _;
 use automerge::sync::SyncDoc as _;
 use automerge::transaction::Transactable as _;
+use cloud_hub::Hub;
 use cloud_hub::transport::{
     EdgeKey, EdgeTlsConfig, OperatorCa, TransportError, Validity, connect, enroll,
 };
-use cloud_hub::{Hub, HubSettings};
 use sync_protocol::{
     ConnectionState, EdgeEvent, EdgeIdentity, EdgeOutbox, EdgeSession, EventRecord, Health,
     Quality, RawBatch, RawSample, RawSeries, ReadLimit, RollupBatch, RollupRow, SessionConfig,
@@ -31,12 +33,13 @@ fn session_config() -> SessionConfig {
 }
 
 async fn start_hub(dir: &std::path::Path) -> Hub {
-    let hub = Hub::start_with(HubSettings::for_dir(dir), session_config())
+    let hub = Hub::start_with(common::settings(dir), session_config())
         .await
         .unwrap();
     // The tests read the API as an operator's monitoring token.
     let token = {
-        let c = cloud_hub::store::open_db(hub.store.path()).unwrap();
+        let handle = cloud_hub::store::open_db(hub.store.target()).unwrap();
+        let c = handle.conn();
         let actor = accounts::auth::manage::host_actor("test");
         let grants = ["operator_admin@operator".parse().unwrap()];
         accounts::auth::manage::create(
@@ -92,7 +95,7 @@ async fn enroll_edge(
     dir: &std::path::Path,
 ) -> EdgeTlsConfig {
     let created = cloud_hub::create_token(
-        hub.store.path(),
+        hub.store.target(),
         &hub.ca,
         park,
         building,
@@ -367,7 +370,7 @@ impl TestEdge {
 }
 
 /// The one value a query of the hub's database gives.
-async fn scalar<T: rusqlite::types::FromSql + Send + 'static>(hub: &Hub, sql: &'static str) -> T {
+async fn scalar<T: park_db::FromSql + Send + 'static>(hub: &Hub, sql: &'static str) -> T {
     hub.store
         .read(move |c| c.query_row(sql, [], |r| r.get(0)))
         .await
@@ -377,19 +380,19 @@ async fn scalar<T: rusqlite::types::FromSql + Send + 'static>(hub: &Hub, sql: &'
 async fn count(hub: &Hub, sql: &'static str, park: &str, building: &str) -> i64 {
     let (p, b) = (park.to_string(), building.to_string());
     hub.store
-        .read(move |c| c.query_row(sql, rusqlite_params(&p, &b), |r| r.get(0)))
+        .read(move |c| c.query_row(sql, pair(&p, &b), |r| r.get(0)))
         .await
         .unwrap()
 }
 
-fn rusqlite_params<'a>(p: &'a str, b: &'a str) -> [&'a str; 2] {
+fn pair<'a>(p: &'a str, b: &'a str) -> [&'a str; 2] {
     [p, b]
 }
 
 const EVENTS: &str = "SELECT count(*) FROM events e JOIN buildings b ON b.id = e.building_id WHERE b.park = ?1 AND b.building = ?2";
 const DISTINCT_EVENTS: &str = "SELECT count(DISTINCT e.id) FROM events e JOIN buildings b ON b.id = e.building_id WHERE b.park = ?1 AND b.building = ?2";
 const RAW: &str = "SELECT count(*) FROM raw r JOIN points p ON p.id = r.point_id JOIN buildings b ON b.id = p.building_id WHERE b.park = ?1 AND b.building = ?2";
-const DISTINCT_RAW: &str = "SELECT count(*) FROM (SELECT DISTINCT r.point_id, r.ts FROM raw r JOIN points p ON p.id = r.point_id JOIN buildings b ON b.id = p.building_id WHERE b.park = ?1 AND b.building = ?2)";
+const DISTINCT_RAW: &str = "SELECT count(*) FROM (SELECT DISTINCT r.point_id, r.ts FROM raw r JOIN points p ON p.id = r.point_id JOIN buildings b ON b.id = p.building_id WHERE b.park = ?1 AND b.building = ?2) d";
 const ROLLUPS: &str = "SELECT count(*) FROM rollups r JOIN points p ON p.id = r.point_id JOIN buildings b ON b.id = p.building_id WHERE b.park = ?1 AND b.building = ?2";
 
 async fn get_json(hub: &Hub, path: &str) -> (u16, serde_json::Value) {
@@ -518,7 +521,7 @@ async fn the_hub_refuses_a_reused_or_expired_token_and_a_foreign_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let hub = start_hub(dir.path()).await;
     let created = cloud_hub::create_token(
-        hub.store.path(),
+        hub.store.target(),
         &hub.ca,
         "park-1",
         "b-1",
@@ -534,7 +537,7 @@ async fn the_hub_refuses_a_reused_or_expired_token_and_a_foreign_certificate() {
     assert!(err.to_string().contains("already used"), "{err}");
 
     let expired =
-        cloud_hub::create_token(hub.store.path(), &hub.ca, "park-1", "b-3", Duration::ZERO)
+        cloud_hub::create_token(hub.store.target(), &hub.ca, "park-1", "b-3", Duration::ZERO)
             .unwrap();
     let err = enroll(hub.quic_addr, &expired.token, &dir.path().join("three"))
         .await
@@ -576,7 +579,7 @@ async fn revoking_an_edge_closes_its_connection_and_refuses_it_after() {
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let revoked =
-        cloud_hub::revoke(hub.store.path(), None, Some(("park-1", "b-1")), "test").unwrap();
+        cloud_hub::revoke(hub.store.target(), None, Some(("park-1", "b-1")), "test").unwrap();
     assert_eq!(revoked, vec![tls.identity().serial.clone()]);
     let (out, _) = tokio::time::timeout(Duration::from_secs(10), running)
         .await

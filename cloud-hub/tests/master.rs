@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use cloud_hub::{Hub, HubSettings};
+use cloud_hub::Hub;
 use common::account;
 use park_model::directory::{
     AccessGroup, Credential, CredentialKey, CredentialKind, CredentialStatus, Enterprise,
@@ -91,10 +91,10 @@ fn call(
 }
 
 /// A hub over the seeded park, with a park manager (their token).
-async fn with_manager(dir: &Path) -> (Hub, std::path::PathBuf, String) {
+async fn with_manager(dir: &Path) -> (Hub, park_db::Target, String) {
     seed(&dir.join("seed"));
     let h = hub(dir).await;
-    let db = h.store.path().to_path_buf();
+    let db = h.store.target().clone();
     let manager = account(
         &db,
         "manager",
@@ -104,7 +104,7 @@ async fn with_manager(dir: &Path) -> (Hub, std::path::PathBuf, String) {
 }
 
 async fn hub(dir: &Path) -> Hub {
-    let mut settings = HubSettings::for_dir(dir);
+    let mut settings = common::settings(dir);
     settings.documents_seed_dir = Some(dir.join("seed"));
     let key = dir.join("p1-credential.key");
     std::fs::write(&key, "07".repeat(32)).unwrap();
@@ -323,7 +323,8 @@ async fn a_park_manager_edits_the_directory_with_checked_fields_and_the_edits_la
 
     // Every edit is in the hub's audit chain, refusals with their reason, and the chain
     // holds.
-    let chain = accounts::audit::read_chain(&cloud_hub::store::open_db(&db).unwrap()).unwrap();
+    let chain =
+        accounts::audit::read_chain(&cloud_hub::store::open_db(&db).unwrap().conn()).unwrap();
     let has = |action: &str, target: &str, outcome: &str| {
         chain.iter().any(|r| {
             r.record.action == action
@@ -492,7 +493,8 @@ async fn people_import_as_a_dry_run_then_all_or_nothing_and_export_in_the_same_c
     let (_, r) = import("people", "id,name\nx,X\n".into(), true);
     assert_eq!(r["errors"][0]["column"], "enterprise_id");
     // The import is in the audit chain.
-    let chain = accounts::audit::read_chain(&cloud_hub::store::open_db(&db).unwrap()).unwrap();
+    let chain =
+        accounts::audit::read_chain(&cloud_hub::store::open_db(&db).unwrap().conn()).unwrap();
     assert!(
         chain
             .iter()
@@ -612,7 +614,8 @@ async fn credentials_are_issued_and_imported_on_the_hub_as_keyed_digests_only() 
         assert!(!text.contains(secret), "{secret} in the export");
     }
     // Nor is any value in the audit chain.
-    let chain = accounts::audit::read_chain(&cloud_hub::store::open_db(&db).unwrap()).unwrap();
+    let chain =
+        accounts::audit::read_chain(&cloud_hub::store::open_db(&db).unwrap().conn()).unwrap();
     let all = format!(
         "{:?}",
         chain

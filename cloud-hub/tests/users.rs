@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use cloud_hub::{Hub, HubSettings};
+use cloud_hub::Hub;
 use park_model::identity::{Access, Grant, Principal, Role, Scope, SecondFactor};
 use serde_json::json;
 
@@ -14,7 +14,7 @@ mod common;
 use common::{PW, account, call};
 
 async fn hub(dir: &Path) -> Hub {
-    Hub::start(HubSettings::for_dir(dir)).await.unwrap()
+    Hub::start(common::settings(dir)).await.unwrap()
 }
 
 fn concrete(path: &str) -> (String, Vec<(&'static str, &'static str)>) {
@@ -45,7 +45,7 @@ fn concrete(path: &str) -> (String, Vec<(&'static str, &'static str)>) {
 async fn every_route_with_every_role_and_without_login_is_allowed_exactly_as_the_table_says() {
     let dir = tempfile::tempdir().unwrap();
     let h = hub(dir.path()).await;
-    let db = h.store.path().to_path_buf();
+    let db = h.store.target().clone();
     // Each role at the scope it is usually given.
     let mut people: Vec<(String, Vec<Grant>, String)> = Vec::new();
     for role in Role::ALL {
@@ -133,7 +133,7 @@ async fn every_route_with_every_role_and_without_login_is_allowed_exactly_as_the
 async fn nobody_gives_a_role_they_could_not_hold_and_a_disabled_user_is_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let h = hub(dir.path()).await;
-    let db = h.store.path().to_path_buf();
+    let db = h.store.target().clone();
     let manager = account(&db, "manager", &["park_manager@park:p1".parse().unwrap()]);
     let admin = account(&db, "root", &["operator_admin@operator".parse().unwrap()]);
     let tenant = account(
@@ -189,7 +189,8 @@ async fn nobody_gives_a_role_they_could_not_hold_and_a_disabled_user_is_refused_
     .await
     .unwrap();
     // Every change is in the hub's chain, which holds.
-    let chain = accounts::audit::read_chain(&cloud_hub::store::open_db(&db).unwrap()).unwrap();
+    let chain =
+        accounts::audit::read_chain(&cloud_hub::store::open_db(&db).unwrap().conn()).unwrap();
     for action in ["user_create", "user_disable", "user_grants", "user_enable"] {
         let r = chain
             .iter()
@@ -215,9 +216,9 @@ async fn nobody_gives_a_role_they_could_not_hold_and_a_disabled_user_is_refused_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_and_id_numbers_are_sealed_at_rest_masked_for_most_and_survive_a_key_rotation() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = HubSettings::for_dir(dir.path());
+    let settings = common::settings(dir.path());
     let h = Hub::start(settings.clone()).await.unwrap();
-    let db = h.store.path().to_path_buf();
+    let db = h.store.target().clone();
     let manager = account(&db, "manager", &["park_manager@park:p1".parse().unwrap()]);
     let guard = account(&db, "guard", &["security_officer@park:p1".parse().unwrap()]);
     let acme = account(
@@ -280,7 +281,7 @@ async fn phone_and_id_numbers_are_sealed_at_rest_masked_for_most_and_survive_a_k
     assert!(err.to_string().contains("holds"), "{err}");
     h.shutdown().await;
     let old_key = std::fs::read_to_string(&settings.key_file).unwrap();
-    let (n, _) = cloud_hub::people::rotate_key(&settings.db_path(), &settings.key_file).unwrap();
+    let (n, _) = cloud_hub::people::rotate_key(&settings.database, &settings.key_file).unwrap();
     assert_eq!(n, 2);
     assert_ne!(
         std::fs::read_to_string(&settings.key_file).unwrap(),
@@ -308,11 +309,14 @@ async fn phone_and_id_numbers_are_sealed_at_rest_masked_for_most_and_survive_a_k
     })
     .await
     .unwrap();
-    let reports = cloud_hub::audit::verify_all(&settings.db_path()).unwrap();
+    let reports = cloud_hub::audit::verify_all(&settings.database).unwrap();
     assert!(reports.iter().all(|r| r.result.is_ok()), "{reports:?}");
-    let chain =
-        accounts::audit::read_chain(&cloud_hub::store::open_db(&settings.db_path()).unwrap())
-            .unwrap();
+    let chain = accounts::audit::read_chain(
+        &cloud_hub::store::open_db(&settings.database)
+            .unwrap()
+            .conn(),
+    )
+    .unwrap();
     assert!(chain.iter().any(|r| r.record.action == "key_rotate"));
     assert!(
         !chain.iter().any(|r| r.record.detail.contains("5678")),

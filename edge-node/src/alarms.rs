@@ -322,7 +322,7 @@ impl Alarms {
                 .execute([state])?;
             }
             if let Some(a) = &audit {
-                a.append(c)?;
+                a.append(&park_db::Connection::sqlite(c))?;
             }
             Ok(())
         });

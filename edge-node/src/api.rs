@@ -967,7 +967,13 @@ async fn export_events(
 async fn export_audit(State(s): State<ApiState>) -> ApiResult<Response> {
     let rows = s
         .store
-        .read(move |c| accounts::audit::list(c, None, EXPORT_ROWS))
+        .read(move |c| {
+            Ok(accounts::audit::list(
+                &park_db::Connection::sqlite(c),
+                None,
+                EXPORT_ROWS,
+            )?)
+        })
         .await
         .map_err(ApiError::internal)?;
     let mut out = String::from("seq,time_utc,actor,action,target,outcome,detail,hash\n");
@@ -1066,7 +1072,13 @@ async fn audit(
     };
     let rows = s
         .store
-        .read(move |c| accounts::audit::list(c, before, limit))
+        .read(move |c| {
+            Ok(accounts::audit::list(
+                &park_db::Connection::sqlite(c),
+                before,
+                limit,
+            )?)
+        })
         .await
         .map_err(ApiError::internal)?;
     let next = rows.last().and_then(|r| r["seq"].as_u64());

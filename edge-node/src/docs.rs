@@ -158,7 +158,7 @@ pub async fn append(
             .execute(params![doc_id, chunk])?;
             bump(c, &doc_id, delta.as_ref())?;
             match &audit {
-                Some(a) => a.append(c),
+                Some(a) => Ok(a.append(&park_db::Connection::sqlite(c))?),
                 None => Ok(()),
             }
         }))

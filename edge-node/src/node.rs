@@ -321,7 +321,7 @@ impl EdgeNode {
             let store = store.clone();
             Arc::new(move |op| {
                 let store = store.clone();
-                Box::pin(async move { store.write(op).await })
+                Box::pin(async move { store.write(crate::store::account_op(op)).await })
             })
         };
         let auth = accounts::Auth::open(accounts::auth::AuthConfig {
@@ -332,7 +332,7 @@ impl EdgeNode {
             },
             own: accounts::auth::Source::Local,
             mirror: accounts::audit::Mirror::Events,
-            db: settings.data_dir.join("edge.sqlite"),
+            db: park_db::Target::Sqlite(settings.data_dir.join("edge.sqlite")),
             writer,
             key_file: accounts::auth::key_path(&settings.data_dir),
             metrics: metrics.auth.clone(),

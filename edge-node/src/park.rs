@@ -736,7 +736,7 @@ impl ParkService {
         // A person's act is answered once it is durable, with its audit record.
         let op: crate::store::WriteOp = Box::new(move |c| {
             write(c)?;
-            audit.append(c)
+            Ok(audit.append(&park_db::Connection::sqlite(c))?)
         });
         let (done, stored) = tokio::sync::oneshot::channel();
         let after = move |outcome: Result<(), String>| {

@@ -85,7 +85,12 @@ pub struct PointInfo {
 /// A write that rides along in the writer's next group commit. It runs in a savepoint of
 /// its own, so an op that fails is rolled back alone and told so; the others commit. It may
 /// run more than once if the whole commit fails and is retried, hence `FnMut`.
-pub type WriteOp = accounts::WriteOp;
+pub type WriteOp = Box<dyn FnMut(&rusqlite::Connection) -> rusqlite::Result<()> + Send>;
+
+/// An op of the accounts (written against [`park_db`]) as one of this store's.
+pub fn account_op(mut op: accounts::WriteOp) -> WriteOp {
+    Box::new(move |c| Ok(op(&park_db::Connection::sqlite(c))?))
+}
 
 /// Runs on the writer's thread once the op it follows is committed (`Ok`) or refused (`Err`).
 /// It must be quick and must not block: the next commit waits for it.
@@ -273,7 +278,7 @@ impl Store {
 
     /// Records an audited act that writes nothing else; returns once it is committed.
     pub async fn audit(&self, entry: accounts::Audit) -> anyhow::Result<()> {
-        self.write(entry.op()).await
+        self.write(account_op(entry.op())).await
     }
 
     pub fn shared(&self) -> &Arc<StoreShared> {
@@ -643,7 +648,7 @@ fn open_writer(path: &Path) -> anyhow::Result<Connection> {
             if v == 1 {
                 // The first schema kept an audit table without a chain: its rows join the
                 // chain, marked as unverified.
-                let n = accounts::audit::migrate_unchained(&tx)
+                let n = accounts::audit::migrate_unchained(&park_db::Connection::sqlite(&tx))
                     .context("cannot bring the audit log into its chained form")?;
                 tracing::info!(rows = n, "The store's audit log is now hash-chained.");
             }

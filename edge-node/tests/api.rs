@@ -21,7 +21,7 @@ fn add_account(dir: &Path, username: &str, grants: &[Grant]) {
     let db = dir.join("data/edge.sqlite");
     let c = edge_node::store::open_for_admin(&db).unwrap();
     manage::create(
-        &c,
+        &park_db::Connection::sqlite(&c),
         &manage::host_actor("test"),
         accounts::audit::Mirror::Events,
         accounts::auth::Source::Local,
@@ -602,7 +602,7 @@ async fn the_acting_user_comes_from_the_session_and_every_act_is_in_the_chain() 
     );
     assert!(!body.contains("mallory"));
     node.store.flush().await;
-    let verdict = accounts::audit::verify_store(&dir.path().join("data/edge.sqlite")).unwrap();
+    let verdict = accounts::audit::verify_store(dir.path().join("data/edge.sqlite")).unwrap();
     assert!(verdict.is_ok(), "{verdict:?}");
 }
 

@@ -92,7 +92,7 @@ fn export_state(db: &Path) -> Option<(i64, i64)> {
     let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .ok()?;
     c.busy_timeout(Duration::from_secs(5)).ok()?;
-    let after = cloud_hub::influx::cursor(&c).ok()?;
+    let after = cloud_hub::influx::cursor(&park_db::Connection::sqlite(&c)).ok()?;
     let newest: i64 = c
         .query_row("SELECT coalesce(max(rowid), 0) FROM raw", [], |r| r.get(0))
         .ok()?;

@@ -14,10 +14,23 @@ use serde_json::Value;
 
 pub const PW: &str = "tall-cedar-river-42";
 
+/// A hub's settings for a test under `dir`: on SQLite, or on a schema of `dir`'s own on
+/// the PostgreSQL server `SMARTPARK_TEST_PG_URL` names when it is set (the test command
+/// runs the hub's tests both ways).
+pub fn settings(dir: &Path) -> cloud_hub::HubSettings {
+    let mut s = cloud_hub::HubSettings::for_dir(dir);
+    if let Ok(url) = std::env::var("SMARTPARK_TEST_PG_URL") {
+        s.database = park_db::scratch_schema(&url, &dir.display().to_string())
+            .expect("a schema on the test server");
+    }
+    s
+}
+
 /// Adds an account with `grants` and a token carrying all its permissions (tokens from
 /// the host stand in for a logged-in browser here: logging in is tested in `accounts`).
-pub fn account(db: &Path, username: &str, grants: &[Grant]) -> String {
-    let c = cloud_hub::store::open_db(db).unwrap();
+pub fn account(db: &park_db::Target, username: &str, grants: &[Grant]) -> String {
+    let handle = cloud_hub::store::open_db(db).unwrap();
+    let c = handle.conn();
     let actor = manage::host_actor("test");
     manage::create(
         &c,
