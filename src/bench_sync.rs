@@ -82,6 +82,7 @@ pub async fn run(samples: usize, events: usize) -> anyhow::Result<()> {
     let t = Instant::now();
     let task = tokio::spawn(edge_node::sync::run(
         SyncSettings {
+            other_hubs: Vec::new(),
             hub: hub.quic_addr,
             identity_dir: identity.clone(),
             raw_block_samples: edge_node::outbox::RAW_BLOCK,
@@ -172,6 +173,7 @@ pub async fn run(samples: usize, events: usize) -> anyhow::Result<()> {
     let doc_status = Arc::new(SyncStatus::default());
     let doc_task = tokio::spawn(edge_node::sync::run(
         SyncSettings {
+            other_hubs: Vec::new(),
             hub: hub.quic_addr,
             identity_dir: identity.clone(),
             raw_block_samples: edge_node::outbox::RAW_BLOCK,
@@ -334,9 +336,21 @@ pub async fn edges(n: usize, seconds: u64) -> anyhow::Result<()> {
          [http]\nlisten = \"127.0.0.1:0\"\nplain_http = true\n[ca]\ncert = \"ca/ca-cert.pem\"\nkey = \"ca/ca-key.pem\"\n\
          [enrollment]\ntoken_ttl_hours = 1\nedge_cert_days = 30\n",
     )?;
+    let (mut child, quic, api) = spawn_hub(&config)?;
+    let result = edges_against(dir.path(), &config, child.id(), quic, &api, n, seconds).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+/// Starts `smartpark hub --config CONFIG` in a process of its own; answers the process and
+/// the QUIC and HTTP addresses it printed.
+pub(crate) fn spawn_hub(
+    config: &std::path::Path,
+) -> anyhow::Result<(std::process::Child, std::net::SocketAddr, String)> {
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .args(["hub", "--config"])
-        .arg(&config)
+        .arg(config)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .spawn()?;
@@ -354,10 +368,7 @@ pub async fn edges(n: usize, seconds: u64) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("the hub printed {line:?}"))?
         .parse()?;
     let api = field("api").unwrap_or_default();
-    let result = edges_against(dir.path(), &config, child.id(), quic, &api, n, seconds).await;
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+    Ok((child, quic, api))
 }
 
 async fn edges_against(
@@ -369,51 +380,7 @@ async fn edges_against(
     n: usize,
     seconds: u64,
 ) -> anyhow::Result<()> {
-    let settings = cloud_hub::HubSettings::load(config)?;
-    let ca = sync_protocol::transport::OperatorCa::load(&settings.ca_cert, &settings.ca_key)?;
-    let mut tasks = Vec::new();
-    let mut statuses = Vec::new();
-    for i in 0..n {
-        let building = format!("b{i:03}");
-        let token = cloud_hub::create_token(
-            &settings.database,
-            &ca,
-            "bench-park",
-            &building,
-            Duration::from_secs(3600),
-        )?;
-        let identity = dir.join(format!("identity-{building}"));
-        sync_protocol::transport::enroll(quic, &token.token, &identity).await?;
-        let status = Arc::new(SyncStatus::default());
-        let points: Vec<String> = (0..10).map(|p| format!("sensor/p{p}")).collect();
-        let open = move || {
-            Ok(GeneratedOutbox {
-                start: Instant::now(),
-                points: points.clone(),
-                acked: [0; 3],
-            })
-        };
-        tasks.push(tokio::spawn(edge_node::sync::run_with(
-            SyncSettings {
-                hub: quic,
-                identity_dir: identity,
-                raw_block_samples: edge_node::outbox::RAW_BLOCK,
-            },
-            open,
-            None,
-            status.clone(),
-        )));
-        statuses.push(status);
-    }
-    let t = Instant::now();
-    while statuses.iter().any(|s| !s.is_connected()) {
-        anyhow::ensure!(
-            t.elapsed() < Duration::from_secs(120),
-            "not every edge connected"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (tasks, statuses) = start_edges(dir, config, quic, n).await?;
     let cpu0 = cpu_ticks(pid)?;
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -441,6 +408,64 @@ async fn edges_against(
     println!("hub_cpu_pct: {:.1} % of one core", cpu_s / elapsed * 100.0);
     println!("hub_rss_mb: {:.1} MB", rss_mb(pid)?);
     Ok(())
+}
+
+/// Enrolls `n` simulated edges (buildings b000, b001, … of `bench-park`, 10 points each,
+/// 10 samples/s) with the hub of `config` and starts their sync; returns once every one is
+/// connected and has synced for a moment.
+pub(crate) async fn start_edges(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    quic: std::net::SocketAddr,
+    n: usize,
+) -> anyhow::Result<(Vec<tokio::task::JoinHandle<()>>, Vec<Arc<SyncStatus>>)> {
+    let settings = cloud_hub::HubSettings::load(config)?;
+    let ca = sync_protocol::transport::OperatorCa::load(&settings.ca_cert, &settings.ca_key)?;
+    let mut tasks = Vec::new();
+    let mut statuses = Vec::new();
+    for i in 0..n {
+        let building = format!("b{i:03}");
+        let token = cloud_hub::create_token(
+            &settings.database,
+            &ca,
+            "bench-park",
+            &building,
+            Duration::from_secs(3600),
+        )?;
+        let identity = dir.join(format!("identity-{building}"));
+        sync_protocol::transport::enroll(quic, &token.token, &identity).await?;
+        let status = Arc::new(SyncStatus::default());
+        let points: Vec<String> = (0..10).map(|p| format!("sensor/p{p}")).collect();
+        let open = move || {
+            Ok(GeneratedOutbox {
+                start: Instant::now(),
+                points: points.clone(),
+                acked: [0; 3],
+            })
+        };
+        tasks.push(tokio::spawn(edge_node::sync::run_with(
+            SyncSettings {
+                hub: quic,
+                other_hubs: Vec::new(),
+                identity_dir: identity,
+                raw_block_samples: edge_node::outbox::RAW_BLOCK,
+            },
+            open,
+            None,
+            status.clone(),
+        )));
+        statuses.push(status);
+    }
+    let t = Instant::now();
+    while statuses.iter().any(|s| !s.is_connected()) {
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(120),
+            "not every edge connected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    Ok((tasks, statuses))
 }
 
 /// User plus system CPU time of a process, in clock ticks (100 per second on Linux).

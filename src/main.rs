@@ -5,6 +5,7 @@ mod bench;
 mod bench_auth;
 mod bench_bacnet;
 mod bench_console;
+mod bench_hub;
 mod bench_park;
 mod bench_rules;
 mod bench_sync;

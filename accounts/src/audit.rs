@@ -127,6 +127,11 @@ impl Audit {
     /// its `audit` event beside it. Safe to run again after a rolled-back attempt: the
     /// chain's end is read inside the transaction.
     pub fn append(&self, c: &Connection) -> park_db::Result<()> {
+        if c.dialect() == park_db::Dialect::Postgres {
+            // Processes sharing the store (hubs on one PostgreSQL) append in turn, each
+            // reading the end the last one left.
+            c.execute("SELECT pg_advisory_xact_lock(hashtext('audit_log'))", ())?;
+        }
         let last: Option<(i64, Vec<u8>)> = c
             .prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")?
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))

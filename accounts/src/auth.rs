@@ -23,7 +23,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -378,6 +378,12 @@ struct Inner {
     metrics: Arc<AuthMetrics>,
     /// The generation of the accounts managed here, announced after every change.
     generation: tokio::sync::watch::Sender<i64>,
+    /// Other processes (hubs on one PostgreSQL) write the same store: a session or token
+    /// not known here may have been made there (see [`Auth::follow_store`]).
+    shared: AtomicBool,
+    /// When the accounts were last read again for a credential not known here, and the
+    /// connection that reads them then.
+    miss: Mutex<(Option<std::time::Instant>, Option<park_db::Handle>)>,
 }
 
 /// The most client addresses whose failures are remembered; beyond it the oldest go.
@@ -771,6 +777,8 @@ impl Auth {
                 dummy_verifier,
                 metrics: config.metrics,
                 generation,
+                shared: AtomicBool::new(false),
+                miss: Mutex::new((None, None)),
             }),
         })
     }
@@ -906,8 +914,80 @@ impl Auth {
 
     /// The caller of a request with a session cookie `cookie` or a bearer token `bearer`
     /// (the bearer wins). `None` when neither is valid now. Updates the session's idle
-    /// clock.
+    /// clock. On a store shared with other processes, a credential not known here makes
+    /// the accounts be read again first (at most twice a second).
     pub fn check(
+        &self,
+        cookie: Option<&str>,
+        bearer: Option<&str>,
+        client: Option<IpAddr>,
+        now: i64,
+    ) -> Option<Caller> {
+        if let Some(c) = self.check_known(cookie, bearer, client, now) {
+            return Some(c);
+        }
+        if self.inner.shared.load(Relaxed)
+            && (cookie.is_some() || bearer.is_some())
+            && self.reload_for_miss(now)
+        {
+            return self.check_known(cookie, bearer, client, now);
+        }
+        None
+    }
+
+    /// Reads the accounts again on a connection of this process's own, unless that was
+    /// done within the last half second. Answers whether it was done.
+    fn reload_for_miss(&self, now: i64) -> bool {
+        let mut miss = self.inner.miss.lock().unwrap_or_else(|e| e.into_inner());
+        if miss
+            .0
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(500))
+        {
+            return false;
+        }
+        miss.0 = Some(std::time::Instant::now());
+        if miss.1.is_none() {
+            miss.1 = park_db::Handle::open(self.inner.db.target(), park_db::pool::Access::ReadOnly)
+                .map_err(|e| tracing::warn!(error = %format!("{e:#}"), "Cannot read the shared accounts."))
+                .ok();
+        }
+        let Some(handle) = &miss.1 else {
+            return false;
+        };
+        let policy = self.inner.settings.session;
+        match load_state(&handle.conn(), now, &policy) {
+            Ok(fresh) => {
+                drop(miss);
+                self.install(fresh);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot read the shared accounts.");
+                miss.1 = None;
+                false
+            }
+        }
+    }
+
+    /// Follows what other processes sharing the store (hubs on one PostgreSQL) change:
+    /// reads the accounts again every `every`, and checks credentials not known here
+    /// against the store. A session ended on another hub ends here within `every`.
+    pub fn follow_store(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        self.inner.shared.store(true, Relaxed);
+        let auth = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                if let Err(e) = auth.reload().await {
+                    tracing::warn!(error = %format!("{e:#}"), "Cannot read the shared accounts.");
+                }
+            }
+        })
+    }
+
+    fn check_known(
         &self,
         cookie: Option<&str>,
         bearer: Option<&str>,
@@ -1714,6 +1794,13 @@ impl Auth {
         let fresh = self
             .read_db(move |c| load_state(c, now_micros(), &policy))
             .await?;
+        self.install(fresh);
+        Ok(())
+    }
+
+    /// Puts accounts read from the store in place, keeping the idle clocks of live
+    /// sessions and the failure counts of this process.
+    fn install(&self, fresh: State) {
         let mut st = self.write();
         for (hash, s) in &fresh.sessions {
             if let Some(old) = st.sessions.get(hash) {
@@ -1740,7 +1827,6 @@ impl Auth {
             *g = generation;
             changed
         });
-        Ok(())
     }
 
     /// Keeps sessions' idle clocks on disk, forgets expired sessions and tokens, and picks

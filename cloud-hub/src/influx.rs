@@ -318,7 +318,8 @@ impl Engine {
 
 /// Runs the export until the task is dropped: reads a batch after the cursor, writes it,
 /// moves the cursor; waits for new commits when there is nothing left.
-pub async fn run(store: HubStore, settings: InfluxSettings, metrics: Arc<Metrics>) {
+/// Exports while this hub holds the export's lease (hubs sharing a database export once).
+pub async fn run(store: HubStore, settings: InfluxSettings, metrics: Arc<Metrics>, hub_id: String) {
     let engine = match Engine::new(&settings) {
         Ok(e) => Arc::new(e),
         Err(e) => {
@@ -329,7 +330,24 @@ pub async fn run(store: HubStore, settings: InfluxSettings, metrics: Arc<Metrics
     let mut commits = store.subscribe_commits();
     let mut backoff = Duration::from_millis(500);
     let (measurement, limit) = (settings.measurement.clone(), settings.batch_samples.max(1));
+    let mut lease_checked: Option<std::time::Instant> = None;
     loop {
+        if lease_checked.is_none_or(|t| t.elapsed() >= crate::store::LEASE_RENEWAL) {
+            match store.take_lease("job/influx-export".into(), &hub_id).await {
+                Ok(true) => lease_checked = Some(std::time::Instant::now()),
+                Ok(false) => {
+                    lease_checked = None;
+                    tokio::time::sleep(crate::store::LEASE_RENEWAL).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "Cannot take the export's lease; trying again.");
+                    lease_checked = None;
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            }
+        }
         let m = measurement.clone();
         let read = store
             .read(move |c| {

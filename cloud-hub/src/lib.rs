@@ -126,6 +126,66 @@ async fn open_auth(
     .await
 }
 
+/// Document changes another hub sharing the database stored: every second, each document
+/// whose version moved is read from the database and merged into this hub's replica (which
+/// tells this hub's edges of the park).
+async fn follow_documents(store: HubStore, documents: Arc<sync::Documents>) {
+    let mut seen: std::collections::HashMap<(String, String), i64> = Default::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let versions = store
+            .read(|c| {
+                c.query_all("SELECT park, doc_id, version FROM doc_versions", [], |r| {
+                    Ok((
+                        (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+            })
+            .await;
+        let versions = match versions {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "Cannot read the document versions.");
+                continue;
+            }
+        };
+        for ((park, doc_id), version) in versions {
+            if seen.get(&(park.clone(), doc_id.clone())) == Some(&version) {
+                continue;
+            }
+            let (p, d) = (park.clone(), doc_id.clone());
+            let parts = match store.read(move |c| sync::stored_parts(c, &p, &d)).await {
+                Ok(parts) => parts,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "Cannot read a stored document.");
+                    continue;
+                }
+            };
+            let (docs, p, d) = (documents.clone(), park.clone(), doc_id.clone());
+            let merged = tokio::task::spawn_blocking(move || {
+                let parts: Vec<Vec<u8>> = parts.into_iter().map(|(_, b)| b).collect();
+                docs.merge_stored(&p, &d, &parts)
+            })
+            .await;
+            match merged {
+                Ok(Ok(changed)) => {
+                    if changed {
+                        tracing::debug!(%park, doc = %doc_id, "Merged a document change another hub stored.");
+                    }
+                    seen.insert((park, doc_id), version);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%park, doc = %doc_id, error = %format!("{e:#}"), "A stored document does not merge.")
+                }
+                Err(e) => tracing::warn!(error = %e, "The document merge task failed."),
+            }
+        }
+    }
+}
+
 /// Merges the seed documents under `dir` (one folder per park) into the hub's replicas.
 fn import_seed(
     documents: &sync::Documents,
@@ -186,6 +246,8 @@ impl Hub {
         let lock = HubLock::take(&settings.data_dir)?;
         let metrics = Arc::new(metrics::Metrics::default());
         let store = HubStore::open(&settings.database, metrics.clone())?;
+        // This process among the hubs that may share the database (on PostgreSQL).
+        let hub_id = format!("hub-{:016x}", fastrand::u64(..));
         let revoked = store.read(enroll::revoked_serials).await?;
         let revocations = RevocationList::new(revoked);
         let tls = HubTlsConfig::new(&ca, &settings.server_names, revocations.clone())?;
@@ -215,6 +277,7 @@ impl Hub {
             metrics: metrics.clone(),
             session,
             epoch: Instant::now(),
+            hub_id: hub_id.clone(),
         });
         let http_tls = http_tls(&settings, &ca)?;
         let api_trust_pem = http_tls.as_ref().map(|t| t.trust_pem().to_string());
@@ -280,6 +343,28 @@ impl Hub {
                 }
             }));
         }
+        if store.dialect() == park_db::Dialect::Postgres {
+            // Other hubs may share the database: their logins, logouts and account changes
+            // apply here within two seconds, and the buildings of a hub that died are
+            // marked disconnected once its leases run out.
+            tasks.push(auth.follow_store(Duration::from_secs(2)));
+            tasks.push(tokio::spawn(follow_documents(
+                store.clone(),
+                documents.clone(),
+            )));
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(store::LEASE_RENEWAL);
+                loop {
+                    tick.tick().await;
+                    match store.sweep_leases().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(buildings = n, "Buildings whose hub stopped renewing their connection are disconnected."),
+                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "Cannot sweep the building leases."),
+                    }
+                }
+            }));
+        }
         {
             // Access and parking logs past their retention, every hour.
             let (store, days) = (store.clone(), settings.log_retention_days);
@@ -314,6 +399,7 @@ impl Hub {
                 store.clone(),
                 influx,
                 metrics.clone(),
+                hub_id.clone(),
             )));
         }
         tracing::info!(quic = %quic_addr, api = %api_addr, tls = api_trust_pem.is_some(), "Hub listening.");

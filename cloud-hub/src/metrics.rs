@@ -37,6 +37,7 @@ metrics! {
     connections_total: "counter", "Sync connections accepted.";
     connections_refused_total: "counter", "Sync connections refused by the hub after TLS (policy, replaced).";
     connections_replaced_total: "counter", "Sync connections closed because a newer one of the same building arrived.";
+    connections_elsewhere_total: "counter", "Sync connections refused because another hub holds the building's lease.";
     frames_received_total: "counter", "Sync frames received.";
     bytes_received_total: "counter", "Sync frame bytes received.";
     frames_sent_total: "counter", "Sync frames sent.";

@@ -103,6 +103,9 @@ enum WriterMsg {
     },
     Op(WriteOp),
     Flush(oneshot::Sender<()>),
+    /// Reads a building's cursors again from the database (another hub may have advanced
+    /// them while it held the building).
+    Reload(BuildingKey, oneshot::Sender<()>),
 }
 
 type CursorMap = HashMap<(BuildingKey, UploadStream), u64>;
@@ -162,10 +165,20 @@ impl HubStore {
                 }
             }
         }
-        // Edges that were connected when the hub stopped are not connected now.
+        // A SQLite file has one hub (its lock file says so): no lease of an earlier run
+        // holds. On PostgreSQL other hubs' leases stand until they end.
+        if conn.dialect() == Dialect::Sqlite {
+            conn.execute("DELETE FROM leases", [])?;
+        }
+        // Edges that were connected when the hub stopped are not connected now, unless
+        // another hub holds them.
         conn.execute(
-            "UPDATE edges SET state = 'disconnected' WHERE state NOT IN ('disconnected', 'never_connected')",
-            [],
+            &format!(
+                "UPDATE edges SET state = 'disconnected' WHERE state NOT IN ('disconnected', 'never_connected')
+                 AND building_id NOT IN (SELECT b.id FROM buildings b JOIN leases l ON l.name = {LEASE_OF_BUILDING}
+                                         WHERE l.expires >= ?1)"
+            ),
+            [now_micros()],
         )?;
         let (commits, _) = watch::channel(0);
         let shared = Arc::new(Shared {
@@ -215,6 +228,78 @@ impl HubStore {
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(WriterMsg::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Takes (or renews) lease `name` for hub `hub`: answers `false` while another hub
+    /// holds it.
+    pub async fn take_lease(&self, name: String, hub: &str) -> anyhow::Result<bool> {
+        if self.dialect() == Dialect::Sqlite {
+            // One hub per SQLite file (its lock file says so): nobody to share with.
+            return Ok(true);
+        }
+        let hub = hub.to_string();
+        self.admin(move |c| {
+            let now = now_micros();
+            let n = c.execute(
+                "INSERT INTO leases (name, hub, expires) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET hub = excluded.hub, expires = excluded.expires
+                 WHERE leases.hub = excluded.hub OR leases.expires < ?4",
+                params![name, hub, now + LEASE.as_micros() as i64, now],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// Gives up lease `name`, if hub `hub` holds it.
+    pub async fn release_lease(&self, name: String, hub: &str) -> anyhow::Result<()> {
+        if self.dialect() == Dialect::Sqlite {
+            // One hub per SQLite file (its lock file says so): nobody to share with.
+            return Ok(());
+        }
+        let hub = hub.to_string();
+        self.admin(move |c| {
+            c.execute(
+                "DELETE FROM leases WHERE name = ?1 AND hub = ?2",
+                params![name, hub],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Marks disconnected the buildings whose hub let their lease run out (it died), and
+    /// forgets every lease that ran out. Answers how many buildings.
+    pub async fn sweep_leases(&self) -> anyhow::Result<usize> {
+        if self.dialect() == Dialect::Sqlite {
+            // One hub per SQLite file (its lock file says so): nobody to share with.
+            return Ok(0);
+        }
+        self.admin(|c| {
+            let now = now_micros();
+            let n = c.execute(
+                &format!(
+                    "UPDATE edges SET state = 'disconnected', state_since = ?1,
+                         last_error = 'its hub stopped renewing the connection'
+                     WHERE building_id IN (SELECT b.id FROM buildings b
+                                           JOIN leases l ON l.name = {LEASE_OF_BUILDING}
+                                           WHERE l.expires < ?1)"
+                ),
+                [now],
+            )?;
+            c.execute("DELETE FROM leases WHERE expires < ?1", [now])?;
+            Ok(n)
+        })
+        .await
+    }
+
+    /// Reads a building's cursors again from the database, in order with the uploads
+    /// queued before it; returns once they are in place.
+    pub async fn reload_building(&self, key: &BuildingKey) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(WriterMsg::Reload(key.clone(), tx)).is_ok() {
             let _ = rx.await;
         }
     }
@@ -376,7 +461,52 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: crate::people::SCHEMA,
         postgres: crate::people::PG_SCHEMA,
     },
+    Migration {
+        version: 5,
+        name: "leases",
+        sqlite: "CREATE TABLE IF NOT EXISTS leases (
+            name TEXT PRIMARY KEY,
+            hub TEXT NOT NULL,
+            expires INTEGER NOT NULL
+        );",
+        postgres: "CREATE TABLE IF NOT EXISTS leases (
+            name TEXT PRIMARY KEY,
+            hub TEXT NOT NULL,
+            expires BIGINT NOT NULL
+        );",
+    },
+    Migration {
+        version: 6,
+        name: "document versions",
+        sqlite: "CREATE TABLE IF NOT EXISTS doc_versions (
+            park TEXT NOT NULL,
+            doc_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            PRIMARY KEY (park, doc_id)
+        );",
+        postgres: "CREATE TABLE IF NOT EXISTS doc_versions (
+            park TEXT NOT NULL,
+            doc_id TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            PRIMARY KEY (park, doc_id)
+        );",
+    },
 ];
+
+/// How long a hub holds a lease (a building's connection, a job that runs once for all
+/// hubs) without renewing it: after a hub dies, its buildings may connect to another hub
+/// this much later.
+pub const LEASE: Duration = Duration::from_secs(15);
+/// The name of a building's lease: `building/PARK/BUILDING`.
+pub fn building_lease(key: &BuildingKey) -> String {
+    format!("building/{}/{}", key.park, key.building)
+}
+
+/// The same in SQL, of a `buildings` row `b`.
+const LEASE_OF_BUILDING: &str = "'building/' || b.park || '/' || b.building";
+
+/// How often a hub renews its leases.
+pub const LEASE_RENEWAL: Duration = Duration::from_secs(5);
 
 /// Opens the database read-write and brings its schema up to date.
 pub fn open_db(target: impl Into<Target>) -> anyhow::Result<Handle> {
@@ -930,6 +1060,8 @@ struct Outcome {
     gaps: u64,
     points_refused: u64,
     holes: Vec<(BuildingKey, UploadStream)>,
+    /// Cursors read again from the database.
+    reloaded: Vec<(BuildingKey, UploadStream)>,
 }
 
 impl Writer {
@@ -969,7 +1101,7 @@ impl Writer {
                 Ok(outcome) => {
                     self.after_commit(outcome, items);
                     for m in pending.drain(..) {
-                        if let WriterMsg::Flush(done) = m {
+                        if let WriterMsg::Flush(done) | WriterMsg::Reload(_, done) = m {
                             let _ = done.send(());
                         }
                     }
@@ -1012,9 +1144,9 @@ impl Writer {
             .queued_items
             .fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(items)));
         *lock(&self.shared.durable) = self.cursors.clone();
-        if !outcome.holes.is_empty() {
+        if !outcome.holes.is_empty() || !outcome.reloaded.is_empty() {
             let mut accepted = lock(&self.shared.accepted);
-            for key in outcome.holes {
+            for key in outcome.holes.into_iter().chain(outcome.reloaded) {
                 let durable = self.cursors.get(&key).copied().unwrap_or(0);
                 accepted.insert(key, durable);
             }
@@ -1025,6 +1157,12 @@ impl Writer {
     fn commit(&mut self, pending: &mut [WriterMsg]) -> anyhow::Result<Outcome> {
         let conn = self.handle.conn();
         let tx = conn.transaction()?;
+        if tx.dialect() == Dialect::Postgres {
+            // Hubs sharing the database commit their uploads one at a time, so that `raw`
+            // rows are numbered in commit order (the telemetry export reads past a number
+            // and must not pass one still being written).
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext('uploads'))", ())?;
+        }
         let mut outcome = Outcome::default();
         for m in pending.iter_mut() {
             match m {
@@ -1062,6 +1200,21 @@ impl Writer {
                             tracing::warn!(error = %e, "A store write failed; it was rolled back alone.");
                             tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
                         }
+                    }
+                }
+                WriterMsg::Reload(key, _) => {
+                    let bid = building_id(&tx, &key.park, &key.building)?;
+                    for stream in UploadStream::ALL {
+                        let durable: i64 = tx
+                            .query_row(
+                                "SELECT durable FROM cursors WHERE building_id = ?1 AND stream = ?2",
+                                params![bid, stream as i64],
+                                |r| r.get(0),
+                            )
+                            .optional()?
+                            .unwrap_or(0);
+                        self.cursors.insert((key.clone(), stream), durable as u64);
+                        outcome.reloaded.push((key.clone(), stream));
                     }
                 }
                 WriterMsg::Flush(_) => {}

@@ -88,6 +88,26 @@ struct DocChanged {
     origin: u64,
 }
 
+/// What the database holds of a document: its snapshot (sequence 0) and its chunks, with
+/// their sequence numbers.
+pub fn stored_parts(
+    c: &park_db::Connection,
+    park: &str,
+    doc_id: &str,
+) -> park_db::Result<Vec<(i64, Vec<u8>)>> {
+    let mut parts: Vec<(i64, Vec<u8>)> = c.query_all(
+        "SELECT snapshot FROM documents WHERE park = ?1 AND doc_id = ?2",
+        params![park, doc_id],
+        |r| Ok((0, r.get(0)?)),
+    )?;
+    parts.extend(c.query_all(
+        "SELECT seq, data FROM doc_chunks WHERE park = ?1 AND doc_id = ?2 ORDER BY seq",
+        params![park, doc_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?);
+    Ok(parts)
+}
+
 /// A document of a park: (park, document id).
 type DocKey = (String, String);
 /// A stored document: its snapshot and the incremental chunks after it.
@@ -267,6 +287,35 @@ impl Documents {
         Ok(true)
     }
 
+    /// Merges what the database holds of a document (stored by another hub sharing it)
+    /// into the replica without storing it again, and tells the connected edges of the
+    /// park. Answers whether anything was new here. Blocking: call it off the async workers.
+    pub fn merge_stored(
+        &self,
+        park: &str,
+        doc_id: &str,
+        parts: &[Vec<u8>],
+    ) -> anyhow::Result<bool> {
+        let replica = self.replica_or_new(park, doc_id);
+        let _writer = lock(&replica.writer);
+        let before = replica.snapshot();
+        let mut after = (*before).clone();
+        for part in parts.iter().filter(|p| !p.is_empty()) {
+            after.load_incremental(part)?;
+        }
+        if after.get_heads() == before.get_heads() {
+            return Ok(false);
+        }
+        let old = std::mem::replace(&mut *lock(&replica.current), Arc::new(after));
+        drop(old);
+        let _ = self.changed.send(DocChanged {
+            park: park.to_string(),
+            doc_id: doc_id.to_string(),
+            origin: 0,
+        });
+        Ok(true)
+    }
+
     /// The park's directory read whole as it is now (shared until it changes), for lists;
     /// `None` when the park has no directory. Blocking: call it off the async workers.
     pub fn directory_snapshot(
@@ -431,7 +480,37 @@ impl Documents {
         drop(old);
         let (p, d) = (park.to_string(), doc_id.to_string());
         store.write_nowait(Box::new(move |c| {
+            let shared = c.dialect() == park_db::Dialect::Postgres;
+            if shared {
+                // Hubs sharing the database write a document's chunks one at a time.
+                c.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(?1))",
+                    [format!("document {p}/{d}")],
+                )?;
+            }
             match &snapshot {
+                Some(snapshot) if shared => {
+                    // Another hub may have stored changes this one has not merged yet: the
+                    // new snapshot takes in what is stored before replacing it, and only
+                    // the chunks read here are deleted.
+                    let stored = stored_parts(c, &p, &d)?;
+                    let mut doc = automerge::Automerge::load(snapshot)
+                        .map_err(|e| park_db::Error::Conversion(e.to_string()))?;
+                    for part in stored.iter().filter(|b| !b.1.is_empty()) {
+                        doc.load_incremental(&part.1)
+                            .map_err(|e| park_db::Error::Conversion(e.to_string()))?;
+                    }
+                    let through = stored.iter().map(|b| b.0).max().unwrap_or(0);
+                    c.execute(
+                        "INSERT INTO documents (park, doc_id, snapshot, updated) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (park, doc_id) DO UPDATE SET snapshot = excluded.snapshot, updated = excluded.updated",
+                        params![p, d, doc.save(), now_micros()],
+                    )?;
+                    c.execute(
+                        "DELETE FROM doc_chunks WHERE park = ?1 AND doc_id = ?2 AND seq <= ?3",
+                        params![p, d, through],
+                    )?;
+                }
                 Some(snapshot) => {
                     c.execute(
                         "INSERT INTO documents (park, doc_id, snapshot, updated) VALUES (?1, ?2, ?3, ?4)
@@ -453,6 +532,11 @@ impl Documents {
                     )?;
                 }
             }
+            c.execute(
+                "INSERT INTO doc_versions (park, doc_id, version) VALUES (?1, ?2, 1)
+                 ON CONFLICT (park, doc_id) DO UPDATE SET version = doc_versions.version + 1",
+                params![p, d],
+            )?;
             Ok(())
         }));
         let _ = self.changed.send(DocChanged {
@@ -622,6 +706,9 @@ pub struct SyncContext {
     pub metrics: Arc<Metrics>,
     pub session: SessionConfig,
     pub epoch: Instant,
+    /// This hub process among those sharing the database: the holder of its buildings'
+    /// leases.
+    pub hub_id: String,
 }
 
 impl SyncContext {
@@ -656,6 +743,26 @@ pub async fn run_connection(
     mut channel: FrameChannel,
 ) {
     let key = BuildingKey::new(&identity.park, &identity.building);
+    // One hub at a time serves a building: the lease is taken before anything else, and
+    // the building's cursors are read again (another hub may have advanced them).
+    let lease_name = crate::store::building_lease(&key);
+    match cx.store.take_lease(lease_name.clone(), &cx.hub_id).await {
+        Ok(true) => cx.store.reload_building(&key).await,
+        Ok(false) => {
+            Metrics::add(&cx.metrics.connections_elsewhere_total, 1);
+            tracing::info!(building = %key, "The building is connected to another hub; refused until that hub's lease ends.");
+            channel.close(CloseCode::SessionEnded, "connected to another hub");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(building = %key, error = %format!("{e:#}"), "Cannot take the building's lease; refused.");
+            channel.close(CloseCode::SessionEnded, "the hub cannot reach its database");
+            return;
+        }
+    }
+    let mut lease = tokio::time::interval(crate::store::LEASE_RENEWAL);
+    lease.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    lease.tick().await;
     // Connections count from 1: origin 0 is the hub's own writes, which every edge gets.
     let id = cx.registry.next_id.fetch_add(1, Relaxed) + 1;
     let remote = channel.remote_address().to_string();
@@ -910,6 +1017,14 @@ pub async fn run_connection(
                 }
             },
             _ = commits.changed() => session.handle_durable(cx.now(), &sink),
+            _ = lease.tick() => match cx.store.take_lease(lease_name.clone(), &cx.hub_id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    session.handle_disconnected(cx.now());
+                    end.get_or_insert("another hub holds this building now".into());
+                }
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "Cannot renew the building's lease; trying again."),
+            },
             changed = accounts_changed.changed() => {
                 if changed.is_ok() && session.state() == sync_protocol::ConnectionState::Connected {
                     push_accounts(&cx, &key, &mut session);
@@ -963,13 +1078,16 @@ pub async fn run_connection(
     let still_live = cx.registry.get(&key).is_some();
     if !still_live {
         set_state(&cx.store, &key, "disconnected", None, None, Some(&reason));
+        if let Err(e) = cx.store.release_lease(lease_name, &cx.hub_id).await {
+            tracing::warn!(error = %format!("{e:#}"), "Cannot give up the building's lease; it ends on its own.");
+        }
     }
     let k = key.clone();
     let seen = live.last_seen.load(Relaxed);
     cx.store.write_nowait(Box::new(move |c| {
         let bid = building_id(c, &k.park, &k.building)?;
         c.execute(
-            "UPDATE edges SET last_seen = max(coalesce(last_seen, 0), ?2) WHERE building_id = ?1",
+            "UPDATE edges SET last_seen = CASE WHEN last_seen > ?2 THEN last_seen ELSE ?2 END WHERE building_id = ?1",
             params![bid, seen],
         )?;
         Ok(())

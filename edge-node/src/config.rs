@@ -117,6 +117,10 @@ pub struct RulesConfig {
 pub struct SyncConfig {
     /// The hub's QUIC address, `host:port`.
     pub hub: String,
+    /// Other hubs sharing the first one's database, `host:port` each: after a connection
+    /// fails or ends, the edge tries the next.
+    #[serde(default)]
+    pub other_hubs: Vec<String>,
     /// The folder with the key, certificate and CA from enrollment.
     pub identity_dir: PathBuf,
     /// Raw samples per uploaded raw record: larger records compress better, smaller ones
@@ -714,8 +718,23 @@ impl EdgeConfig {
                         "must be between 100 and 1000000".into(),
                     ));
                 }
+                let mut other_hubs = Vec::new();
+                for (i, h) in c.other_hubs.iter().enumerate() {
+                    other_hubs.push(
+                        std::net::ToSocketAddrs::to_socket_addrs(&h.as_str())
+                            .ok()
+                            .and_then(|mut a| a.next())
+                            .ok_or_else(|| {
+                                invalid(
+                                    &format!("sync.other_hubs[{i}]"),
+                                    format!("{h:?} is not a reachable host:port"),
+                                )
+                            })?,
+                    );
+                }
                 Some(crate::sync::SyncSettings {
                     hub,
+                    other_hubs,
                     identity_dir: resolve(&c.identity_dir),
                     raw_block_samples: c.raw_block_samples,
                 })

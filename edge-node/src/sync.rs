@@ -30,6 +30,9 @@ use crate::park::ParkService;
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
     pub hub: SocketAddr,
+    /// Other hubs sharing the first one's database, tried in turn after a connection fails
+    /// or ends (one of them has died, or holds the building still).
+    pub other_hubs: Vec<SocketAddr>,
     /// The folder `smartpark edge-enroll` wrote the key, certificate and CA into.
     pub identity_dir: PathBuf,
     /// Raw samples per uploaded raw record (see `outbox.rs`).
@@ -146,12 +149,19 @@ async fn run_inner<O: EdgeOutbox>(
     auth: Option<Auth>,
     status: Arc<SyncStatus>,
 ) {
-    status.update(|d| d.hub = Some(settings.hub.to_string()));
+    let hubs: Vec<SocketAddr> = std::iter::once(settings.hub)
+        .chain(settings.other_hubs.iter().copied())
+        .collect();
+    // Each attempt goes to the next hub of the list (with one hub, always the same).
+    let mut next = 0;
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
     loop {
+        let hub = hubs[next % hubs.len()];
+        next += 1;
+        status.update(|d| d.hub = Some(hub.to_string()));
         let result = async {
             let tls = EdgeTlsConfig::load(&settings.identity_dir)?;
-            let channel = transport::connect(&tls, settings.hub).await?;
+            let channel = transport::connect(&tls, hub).await?;
             Ok::<_, transport::TransportError>((tls, channel))
         }
         .await;
@@ -164,7 +174,7 @@ async fn run_inner<O: EdgeOutbox>(
                     park: id.park.clone(),
                     building: id.building.clone(),
                 };
-                tracing::info!(hub = %settings.hub, park = %identity.park, building = %identity.building, "Connected to the hub.");
+                tracing::info!(%hub, park = %identity.park, building = %identity.building, "Connected to the hub.");
                 let reason = match open() {
                     Ok(mut outbox) => {
                         connection(
@@ -181,12 +191,12 @@ async fn run_inner<O: EdgeOutbox>(
                     Err(e) => format!("cannot open the outbox: {e:#}"),
                 };
                 status.connected.store(false, Relaxed);
-                tracing::warn!(hub = %settings.hub, %reason, "The hub connection ended.");
+                tracing::warn!(%hub, %reason, "The hub connection ended.");
                 status.update(|d| d.last_error = Some(reason));
             }
             Err(e) => {
                 status.update(|d| d.last_error = Some(e.to_string()));
-                tracing::warn!(hub = %settings.hub, error = %e, "Cannot sync with the hub.");
+                tracing::warn!(%hub, error = %e, "Cannot sync with the hub.");
             }
         }
         tokio::time::sleep(backoff.next_delay()).await;

@@ -7,6 +7,7 @@ use std::error::Error as StdError;
 
 use bytes::BytesMut;
 use postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::value::Value;
 use crate::{Error, Result};
@@ -46,8 +47,29 @@ pub struct PgConn {
 }
 
 impl PgConn {
+    /// Connects to `url`. With `sslmode=require` the session is TLS (rustls), the server's
+    /// certificate checked against the CA file `sslrootcert=PATH` names and against the
+    /// host's name; without it, plain TCP (a server on the same host or a private link).
     pub fn connect(url: &str) -> Result<PgConn> {
-        let client = off_runtime(|| postgres::Client::connect(url, postgres::NoTls))?;
+        let (url, root_file) = take_param(url, "sslrootcert");
+        let tls = url.contains("sslmode=require") || url.contains("sslmode=verify");
+        let client = match (tls, root_file) {
+            (true, Some(file)) => {
+                let tls = MakeRustlsConnect::new(tls_config(&file)?);
+                off_runtime(|| postgres::Client::connect(&url, tls))?
+            }
+            (true, None) => {
+                return Err(Error::Conversion(
+                    "sslmode=require needs sslrootcert=PATH, the CA certificate (PEM) that signed the server's".into(),
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(Error::Conversion(
+                    "sslrootcert is given but sslmode=require is not: the connection would not use it".into(),
+                ));
+            }
+            (false, None) => off_runtime(|| postgres::Client::connect(&url, postgres::NoTls))?,
+        };
         Ok(PgConn {
             client: RefCell::new(Some(client)),
             statements: RefCell::new(HashMap::new()),
@@ -128,6 +150,71 @@ impl Drop for PgConn {
             off_runtime(move || drop(client));
         }
     }
+}
+
+/// A client TLS configuration (ring) trusting the certificates in the PEM file `file`.
+fn tls_config(file: &str) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let bad = |e: String| Error::Conversion(format!("sslrootcert {file}: {e}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(file).map_err(|e| bad(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("holds no certificate".into()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// `url` without its query parameter `name`, and that parameter's value (percent-decoded).
+fn take_param(url: &str, name: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let mut value = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.split_once('=') {
+            Some((k, v)) if k == name => {
+                value = Some(percent_decode(v));
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (url, value)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn check_count(stmt: &postgres::Statement, params: &[Value]) -> Result<()> {
@@ -313,6 +400,31 @@ fn numeric(raw: &[u8]) -> std::result::Result<Value, BoxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parameter_is_taken_out_of_the_url() {
+        assert_eq!(
+            take_param(
+                "postgresql://u@h/db?sslmode=require&sslrootcert=%2Fca%20dir%2Fca.pem&x=1",
+                "sslrootcert"
+            ),
+            (
+                "postgresql://u@h/db?sslmode=require&x=1".to_string(),
+                Some("/ca dir/ca.pem".to_string())
+            )
+        );
+        assert_eq!(
+            take_param("postgresql://u@h/db?sslrootcert=ca.pem", "sslrootcert"),
+            (
+                "postgresql://u@h/db".to_string(),
+                Some("ca.pem".to_string())
+            )
+        );
+        assert_eq!(
+            take_param("postgresql://u@h/db", "x"),
+            ("postgresql://u@h/db".to_string(), None)
+        );
+    }
 
     #[test]
     fn placeholders_become_numbered_outside_quotes() {

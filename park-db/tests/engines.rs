@@ -148,3 +148,52 @@ fn statements_answer_alike_on_both_engines() {
         drop_schema(cleanup);
     }
 }
+
+/// TLS to PostgreSQL: when the test server runs TLS with a certificate file this machine
+/// can read (Debian's PostgreSQL does, for `localhost`), a connection with
+/// `sslmode=require` and that certificate as its root is encrypted; `sslmode=require`
+/// without a root is refused with a clear error.
+#[test]
+fn postgres_connections_use_tls_when_asked() {
+    let Ok(url) = std::env::var("SMARTPARK_TEST_PG_URL") else {
+        eprintln!("SMARTPARK_TEST_PG_URL is not set");
+        return;
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let err = Handle::open(
+        &Target::Postgres(format!("{url}{sep}sslmode=require")),
+        Access::ReadWrite,
+    )
+    .err()
+    .expect("a TLS connection without a root to check the server by");
+    assert!(format!("{err:#}").contains("sslrootcert"), "{err:#}");
+
+    let plain = Handle::open(&Target::Postgres(url.clone()), Access::ReadWrite).unwrap();
+    let (ssl, cert): (String, String) = plain
+        .conn()
+        .query_row(
+            "SELECT current_setting('ssl'), current_setting('ssl_cert_file')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let local = url.contains("@127.0.0.1") || url.contains("@localhost");
+    if ssl != "on" || !local || std::fs::metadata(&cert).is_err() {
+        eprintln!("the test server has no TLS certificate readable here; TLS not tried");
+        return;
+    }
+    let tls_url = format!(
+        "{}{sep}sslmode=require&sslrootcert={cert}",
+        url.replace("@127.0.0.1", "@localhost")
+    );
+    let tls = Handle::open(&Target::Postgres(tls_url), Access::ReadWrite).unwrap();
+    let encrypted: bool = tls
+        .conn()
+        .query_row(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(encrypted);
+}
