@@ -228,9 +228,14 @@ fn request(i: usize, now_us: i64) -> String {
     }
 }
 
+/// The kinds of request, in the order [`request`] cycles through them.
+const KINDS: [&str; 4] = ["overview", "latest", "history", "people"];
+
 struct Measured {
     /// Milliseconds from each request's slot to its answer.
     latencies_ms: Vec<f64>,
+    /// The same per kind of request.
+    by_kind: [Vec<f64>; 4],
     errors: usize,
     sent: usize,
     elapsed_s: f64,
@@ -271,7 +276,7 @@ fn load(api: &str, sessions: &[String], length: Duration) -> Measured {
                         }
                         Err(_) => false,
                     };
-                    mine.push(slot.elapsed().as_secs_f64() * 1000.0);
+                    mine.push((i % 4, slot.elapsed().as_secs_f64() * 1000.0));
                     if !ok {
                         errors.fetch_add(1, Relaxed);
                     }
@@ -284,11 +289,20 @@ fn load(api: &str, sessions: &[String], length: Duration) -> Measured {
         }
     });
     let elapsed_s = start.elapsed().as_secs_f64();
-    let mut latencies_ms =
+    let all: Vec<(usize, f64)> =
         std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut by_kind: [Vec<f64>; 4] = Default::default();
+    for (kind, ms) in &all {
+        by_kind[*kind].push(*ms);
+    }
+    for k in &mut by_kind {
+        k.sort_by(f64::total_cmp);
+    }
+    let mut latencies_ms: Vec<f64> = all.into_iter().map(|(_, ms)| ms).collect();
     latencies_ms.sort_by(f64::total_cmp);
     Measured {
         latencies_ms,
+        by_kind,
         errors: errors.load(Relaxed),
         sent: total,
         elapsed_s,
@@ -304,6 +318,10 @@ fn print_figures(store: &str, m: &Measured) {
         "hub_api_max_ms_{store}: {:.1} ms",
         l.last().copied().unwrap_or(0.0)
     );
+    for (kind, l) in KINDS.iter().zip(&m.by_kind) {
+        println!("hub_api_{kind}_p50_ms_{store}: {:.1} ms", quantile(l, 0.50));
+        println!("hub_api_{kind}_p99_ms_{store}: {:.1} ms", quantile(l, 0.99));
+    }
     println!("hub_api_errors_{store}: {} requests", m.errors);
     println!(
         "hub_api_rps_{store}: {:.0} requests/s",

@@ -13,6 +13,7 @@ mod console;
 mod crash;
 mod credential_secrecy;
 mod demo;
+mod failover;
 mod hub_console;
 mod hub_openapi;
 mod influx;
