@@ -557,16 +557,8 @@ async fn get_building(
 }
 
 async fn building_id(s: &ApiState, park: &str, building: &str) -> ApiResult<i64> {
-    let (p, b) = (park.to_string(), building.to_string());
     s.store
-        .read(move |c| {
-            c.query_row(
-                "SELECT id FROM buildings WHERE park = ?1 AND building = ?2",
-                params![p, b],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()
-        })
+        .existing_building_id(&BuildingKey::new(park, building))
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("no building {park}/{building}")))
