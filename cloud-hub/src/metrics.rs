@@ -50,6 +50,7 @@ metrics! {
     sink_busy_total: "counter", "Upload records refused because the writer queue was full (resent by the edge).";
     commits_total: "counter", "Store transactions committed.";
     commit_errors_total: "counter", "Store transactions that failed (retried).";
+    write_ops_failed_total: "counter", "Queued store writes that failed and were rolled back alone (each a bug to look into).";
     documents_messages_total: "counter", "Automerge sync messages received from edges.";
     documents_changed_total: "counter", "Document changes taken from edges and stored.";
     documents_refused_total: "counter", "Document messages refused because their building may not make what they change (or name a document it may not have); audited.";

@@ -1088,6 +1088,8 @@ struct Outcome {
     holes: Vec<(BuildingKey, UploadStream)>,
     /// Cursors read again from the database.
     reloaded: Vec<(BuildingKey, UploadStream)>,
+    /// Queued writes that failed and were rolled back alone.
+    ops_failed: u64,
 }
 
 impl Writer {
@@ -1164,6 +1166,7 @@ impl Writer {
             );
         }
         Metrics::add(&m.records_gap_total, outcome.gaps);
+        Metrics::add(&m.write_ops_failed_total, outcome.ops_failed);
         self.shared.healthy.store(true, Relaxed);
         let _ = self
             .shared
@@ -1225,6 +1228,7 @@ impl Writer {
                         Err(e) => {
                             tracing::warn!(error = %e, "A store write failed; it was rolled back alone.");
                             tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
+                            outcome.ops_failed += 1;
                         }
                     }
                 }
@@ -1571,6 +1575,35 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 10);
+    }
+
+    #[tokio::test]
+    async fn a_queued_write_that_fails_is_rolled_back_alone_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let store = HubStore::open(dir.path().join("hub.sqlite"), metrics.clone()).unwrap();
+        store.write_nowait(Box::new(|c| {
+            c.execute("INSERT INTO meta (key, value) VALUES ('kept', 1)", ())?;
+            Ok(())
+        }));
+        store.write_nowait(Box::new(|c| {
+            c.execute("INSERT INTO meta (key, value) VALUES ('lost', 1)", ())?;
+            c.execute("INSERT INTO no_such_table VALUES (1)", ())?;
+            Ok(())
+        }));
+        store.flush().await;
+        let keys: Vec<String> = store
+            .read(|c| {
+                c.query_all(
+                    "SELECT key FROM meta WHERE key IN ('kept', 'lost')",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(keys, ["kept"]);
+        assert_eq!(metrics.write_ops_failed_total.load(Relaxed), 1);
     }
 
     #[test]
