@@ -25,10 +25,6 @@ use std::rc::Rc;
 pub use pool::{Handle, Pool, Target, scratch_schema};
 pub use value::{FromSql, ToSql, Value, ValueRef};
 
-pub mod types {
-    pub use crate::value::{FromSql, ToSql, Value, ValueRef};
-}
-
 /// What went wrong with a statement.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -78,21 +74,6 @@ impl Error {
             _ => false,
         }
     }
-
-    /// Whether another writer held the database (SQLite busy, PostgreSQL serialization).
-    pub fn is_busy(&self) -> bool {
-        match self {
-            Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
-                e.code == rusqlite::ErrorCode::DatabaseBusy
-                    || e.code == rusqlite::ErrorCode::DatabaseLocked
-            }
-            Error::Postgres(e) => {
-                e.code() == Some(&postgres::error::SqlState::T_R_SERIALIZATION_FAILURE)
-                    || e.code() == Some(&postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
-            }
-            _ => false,
-        }
-    }
 }
 
 /// For code on rusqlite calling through this layer (the edge's store).
@@ -137,14 +118,6 @@ impl<'a> Connection<'a> {
         match self.inner {
             Inner::Sqlite(_) => Dialect::Sqlite,
             Inner::Pg(_) => Dialect::Postgres,
-        }
-    }
-
-    /// The SQLite connection underneath, if this is one.
-    pub fn as_sqlite(&self) -> Option<&'a rusqlite::Connection> {
-        match self.inner {
-            Inner::Sqlite(c) => Some(c),
-            Inner::Pg(_) => None,
         }
     }
 
