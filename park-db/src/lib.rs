@@ -63,17 +63,6 @@ impl Error {
             _ => false,
         }
     }
-
-    /// Whether the database's disk is full.
-    pub fn is_disk_full(&self) -> bool {
-        match self {
-            Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
-                e.code == rusqlite::ErrorCode::DiskFull
-            }
-            Error::Postgres(e) => e.code() == Some(&postgres::error::SqlState::DISK_FULL),
-            _ => false,
-        }
-    }
 }
 
 /// For code on rusqlite calling through this layer (the edge's store).
