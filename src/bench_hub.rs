@@ -6,10 +6,14 @@
 //! each. 1,000 browser sessions (logins of 50 park managers) then read at 1,000
 //! requests/s, open loop (each request has its time slot; a late answer counts from its
 //! slot), cycling through the building overview, a building's latest values, a day's
-//! history of a point and a page of the 10,000 people. PostgreSQL is the server
+//! history of a point and a page of the 10,000 people. Meanwhile a real edge node (building
+//! `bdoor`, connected to the same hub) is read a card every 20 ms while the card is
+//! suspended and restored through the hub's API, timing each edit to the first answer at
+//! the door that follows it (`hub_edit_to_door_ms`). PostgreSQL is the server
 //! `SMARTPARK_BENCH_PG_URL` names, or this machine's (127.0.0.1:5432, user postgres), in a
 //! schema made for the run and dropped after it.
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -81,35 +85,341 @@ async fn one_store(
              [enrollment]\ntoken_ttl_hours = 1\nedge_cert_days = 30\n[documents]\nseed_dir = \"seed\"\n{database}"
         ),
     )?;
-    // The park's directory, empty, for the import to fill.
-    let mut directory = park_model::ParkDirectory::new("bench-park", 480, 1)?;
-    directory.commit("bench", 1);
-    std::fs::create_dir_all(dir.join("seed/bench-park"))?;
-    std::fs::write(
-        dir.join("seed/bench-park/directory.automerge"),
-        directory.save(),
-    )?;
+    seed_documents(dir)?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&config)?
+        .write_all(
+            format!(
+                "[documents.credential_keys]\nbench-park = \"{}\"\n",
+                dir.join("credential.key").display()
+            )
+            .as_bytes(),
+        )?;
     let token = accounts_made(&config)?;
     let (mut child, quic, api) = crate::bench_sync::spawn_hub(&config)?;
     let result = async {
         let (edges, _statuses) = crate::bench_sync::start_edges(dir, &config, quic, EDGES).await?;
-        let api = api.clone();
-        let measured = tokio::task::spawn_blocking(move || {
-            seed_people(&api, &token)?;
-            let sessions = log_in(&api)?;
-            Ok::<_, anyhow::Error>(load(&api, &sessions, Duration::from_secs(seconds)))
+        let mut door = door_edge(dir, &config, quic).await?;
+        let (api2, token2) = (api.clone(), token.clone());
+        let sessions = tokio::task::spawn_blocking(move || {
+            seed_people(&api2, &token2)?;
+            log_in(&api2)
         })
         .await??;
+        let api2 = api.clone();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done2 = done.clone();
+        let load = tokio::task::spawn_blocking(move || {
+            let m = load(&api2, &sessions, Duration::from_secs(seconds));
+            done2.store(true, Relaxed);
+            m
+        });
+        let edits = door.edits(&api, &token, &done).await;
+        let measured = load.await?;
+        door.node.node.shutdown().await;
         for e in edges {
             e.abort();
         }
         print_figures(store, &measured);
+        print_door_figures(store, &edits?);
         Ok::<_, anyhow::Error>(())
     }
     .await;
     let _ = child.kill();
     let _ = child.wait();
     result
+}
+
+const DOOR_BUILDING: &str = "bdoor";
+const DOOR_CARD: &str = "BENCH-DOOR-CARD";
+const DOOR_CREDENTIAL: &str = "c-door";
+
+/// The park's documents, in `dir/seed/bench-park` for the hub and in `dir/edge-seed` for the
+/// door's edge: the directory (empty but for the door's schedule, group, operator enterprise,
+/// person and card, digested under `dir/credential.key`; the import fills the rest) and
+/// building `bdoor` with door `d1`.
+fn seed_documents(dir: &std::path::Path) -> anyhow::Result<()> {
+    use park_model::building::{Door, DoorDirection, DoorStatus};
+    use park_model::directory::{
+        AccessGroup, Credential, CredentialKind, Enterprise, EnterpriseKind, EnterpriseStatus,
+        Interval, Person, PersonStatus, Week, WeeklySchedule,
+    };
+    let key = crate::bench_park::credential_key(dir)?;
+    let mut d = park_model::ParkDirectory::new("bench-park", 480, 1)?;
+    d.upsert(&WeeklySchedule {
+        id: "always".into(),
+        name: "Always".into(),
+        weekdays: Week::every_day(&[Interval::new(0, 1440)]),
+        holiday_calendar_id: None,
+        allow_on_holidays: true,
+    })?;
+    d.upsert(&AccessGroup {
+        id: "g-door".into(),
+        name: "Door".into(),
+        door_ids: vec!["d1".into()],
+        schedule_id: Some("always".into()),
+    })?;
+    d.upsert(&Enterprise {
+        id: "operator".into(),
+        name: "Park operator".into(),
+        status: EnterpriseStatus::Active,
+        kind: EnterpriseKind::Operator,
+    })?;
+    d.upsert(&Person {
+        id: "p-door".into(),
+        name: "Door tester".into(),
+        enterprise_id: "operator".into(),
+        status: PersonStatus::Active,
+        access_group_ids: vec!["g-door".into()],
+    })?;
+    d.upsert(&Credential::from_secret(
+        &key,
+        DOOR_CREDENTIAL,
+        "p-door",
+        CredentialKind::Card,
+        DOOR_CARD,
+    )?)?;
+    d.commit("bench", 1);
+    let mut b = park_model::BuildingDoc::new("bench-park", DOOR_BUILDING, 1)?;
+    b.upsert(&Door {
+        id: "d1".into(),
+        name: "Lobby".into(),
+        building_id: DOOR_BUILDING.into(),
+        anti_passback: false,
+        direction: DoorDirection::Both,
+        area_id: None,
+        unlock_duration_ms: 4000,
+        status: DoorStatus::Enabled,
+    })?;
+    b.commit("bench", 1);
+    let building_file = format!("building-{DOOR_BUILDING}.automerge");
+    for seed in [dir.join("seed/bench-park"), dir.join("edge-seed")] {
+        std::fs::create_dir_all(&seed)?;
+        std::fs::write(seed.join("directory.automerge"), d.save())?;
+        std::fs::write(seed.join(&building_file), b.save())?;
+    }
+    Ok(())
+}
+
+/// A real edge node for building `bdoor`, enrolled with the hub and syncing, and an MQTT
+/// client of its broker playing the door's reader and watching the door's commands.
+struct DoorEdge {
+    node: crate::bench_park::BenchEdge,
+    reader: rumqttc::AsyncClient,
+    /// The door's answers as they come: the read id and whether it unlocked.
+    answers: tokio::sync::mpsc::UnboundedReceiver<(u64, bool)>,
+}
+
+async fn door_edge(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    quic: std::net::SocketAddr,
+) -> anyhow::Result<DoorEdge> {
+    use rumqttc::{Event, MqttOptions, Packet, QoS};
+    let settings = cloud_hub::HubSettings::load(config)?;
+    let ca = sync_protocol::transport::OperatorCa::load(&settings.ca_cert, &settings.ca_key)?;
+    let token = cloud_hub::create_token(
+        &settings.database,
+        &ca,
+        "bench-park",
+        DOOR_BUILDING,
+        Duration::from_secs(3600),
+    )?;
+    let identity = dir.join("identity-door");
+    sync_protocol::transport::enroll(quic, &token.token, &identity).await?;
+    let extra = format!(
+        "[sync]\nhub = \"{quic}\"\nidentity_dir = \"{}\"\n",
+        identity.display()
+    );
+    let node = crate::bench_park::edge(
+        dir,
+        crate::bench_park::Place {
+            park: "bench-park",
+            building: DOOR_BUILDING,
+            extra: &extra,
+        },
+        &dir.join("edge-seed"),
+        crate::bench_park::BrokerAuth::Anonymous,
+        &[],
+        &[],
+    )
+    .await?;
+    let broker = node
+        .node
+        .mqtt
+        .ok_or_else(|| anyhow::anyhow!("the door's edge has no broker"))?;
+    let mut options = MqttOptions::new("bench-door", broker.ip().to_string(), broker.port());
+    options.set_keep_alive(Duration::from_secs(30));
+    let (reader, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
+    reader
+        .subscribe("door/d1/command", QoS::AtLeastOnce)
+        .await?;
+    let (tx, answers) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload) else {
+                        continue;
+                    };
+                    let id = v["read"].as_str().and_then(|r| r.parse().ok());
+                    if let Some(id) = id
+                        && tx.send((id, v["command"] == "unlock")).is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    Ok(DoorEdge {
+        node,
+        reader,
+        answers,
+    })
+}
+
+/// The times of the suspensions (and restorations) measured, in ms.
+struct Edits {
+    suspend_ms: Vec<f64>,
+    restore_ms: Vec<f64>,
+    /// The API's answers to the edits.
+    answer_ms: Vec<f64>,
+}
+
+impl DoorEdge {
+    /// Suspends and restores the door's card through the hub's API until `done` (at least
+    /// three times): each edit timed from just before its request to the first answer at the
+    /// door that shows it, with a read every 20 ms.
+    async fn edits(
+        &mut self,
+        api: &str,
+        token: &str,
+        done: &std::sync::atomic::AtomicBool,
+    ) -> anyhow::Result<Edits> {
+        let mut edits = Edits {
+            suspend_ms: Vec::new(),
+            restore_ms: Vec::new(),
+            answer_ms: Vec::new(),
+        };
+        let mut read_id = 0u64;
+        // The edge decides from its seed at first; the card opens the door once it is
+        // connected and the import has reached it.
+        let opened = self
+            .until(&mut read_id, Instant::now(), true, Duration::from_secs(60))
+            .await;
+        anyhow::ensure!(opened.is_some(), "the card never opened the door's edge");
+        while edits.suspend_ms.len() < 3 || !done.load(Relaxed) {
+            for (status, unlock, times) in [
+                ("suspended", false, &mut edits.suspend_ms),
+                ("active", true, &mut edits.restore_ms),
+            ] {
+                let at = Instant::now();
+                let answered = tokio::spawn(set_status(api.to_string(), token.to_string(), status));
+                let took = self
+                    .until(&mut read_id, at, unlock, Duration::from_secs(30))
+                    .await
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("the door never answered the card as {status}")
+                    })?;
+                times.push(took.as_secs_f64() * 1000.0);
+                edits
+                    .answer_ms
+                    .push(answered.await??.as_secs_f64() * 1000.0);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(edits)
+    }
+
+    /// Reads the card every 20 ms until the door answers `unlock` (or not) to a read sent
+    /// after `since`; how long after `since` that answer came.
+    async fn until(
+        &mut self,
+        read_id: &mut u64,
+        since: Instant,
+        unlock: bool,
+        limit: Duration,
+    ) -> Option<Duration> {
+        let first = *read_id + 1;
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while since.elapsed() < limit {
+            tokio::select! {
+                _ = tick.tick() => {
+                    *read_id += 1;
+                    let read = serde_json::json!({
+                        "type": "card", "value": DOOR_CARD, "reader": "in", "id": read_id.to_string()
+                    });
+                    let _ = self
+                        .reader
+                        .publish("door/d1/read", rumqttc::QoS::AtLeastOnce, false, read.to_string())
+                        .await;
+                }
+                answer = self.answers.recv() => {
+                    let (id, unlocked) = answer?;
+                    if id >= first && unlocked == unlock {
+                        return Some(since.elapsed());
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Sets the door card's status through the hub's API; answers how long the API took.
+async fn set_status(api: String, token: String, status: &'static str) -> anyhow::Result<Duration> {
+    let url = format!("{api}/api/v1/parks/bench-park/credentials/{DOOR_CREDENTIAL}/status");
+    let auth = format!("Bearer {token}");
+    tokio::task::spawn_blocking(move || {
+        let at = Instant::now();
+        let mut res = agent()
+            .post(&url)
+            .header("Authorization", &auth)
+            .send_json(serde_json::json!({"status": status, "reason": "benchmark"}))?;
+        let body = res.body_mut().read_to_string()?;
+        anyhow::ensure!(
+            res.status().is_success(),
+            "setting the card {status} answered {}: {body}",
+            res.status()
+        );
+        Ok(at.elapsed())
+    })
+    .await?
+}
+
+fn print_door_figures(store: &str, edits: &Edits) {
+    let mut all: Vec<f64> = edits.suspend_ms.clone();
+    all.sort_by(f64::total_cmp);
+    let mut restore = edits.restore_ms.clone();
+    restore.sort_by(f64::total_cmp);
+    println!(
+        "hub_edit_to_door_ms_{store}: {:.0} ms (slowest of {} suspensions; a card suspended on the hub to its refusal at a connected edge's door)",
+        all.last().copied().unwrap_or(0.0),
+        all.len()
+    );
+    println!(
+        "hub_edit_to_door_p50_ms_{store}: {:.0} ms",
+        quantile(&all, 0.5)
+    );
+    println!(
+        "hub_restore_to_door_ms_{store}: {:.0} ms (slowest of {} restorations)",
+        restore.last().copied().unwrap_or(0.0),
+        restore.len()
+    );
+    let mut answers = edits.answer_ms.clone();
+    answers.sort_by(f64::total_cmp);
+    println!(
+        "hub_edit_answer_p50_ms_{store}: {:.0} ms (the API's answer to those edits, stored and audited)",
+        quantile(&answers, 0.5)
+    );
+    println!(
+        "hub_edit_answer_max_ms_{store}: {:.0} ms",
+        answers.last().copied().unwrap_or(0.0)
+    );
 }
 
 /// The park managers who log in, and an operator token for the seeding, made on the host

@@ -21,7 +21,7 @@ use crate::bench::{peak_rss_mb, quantile};
 
 /// The park's credential key in `dir/credential.key`, the file the edge of [`edge`] reads:
 /// made on first use, read after.
-fn credential_key(dir: &Path) -> anyhow::Result<CredentialKey> {
+pub(crate) fn credential_key(dir: &Path) -> anyhow::Result<CredentialKey> {
     let file = dir.join("credential.key");
     if file.exists() {
         edge_node::park::read_credential_key_file(&file)
@@ -34,7 +34,7 @@ fn credential_key(dir: &Path) -> anyhow::Result<CredentialKey> {
 /// as in a building, or anonymously (`mqtt.allow_anonymous`, a lab), to show what the
 /// checks cost.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum BrokerAuth {
+pub(crate) enum BrokerAuth {
     Accounts,
     Anonymous,
 }
@@ -45,16 +45,31 @@ enum BrokerAuth {
 const PROBE_USERS: [&str; 3] = ["bench-reader", "bench-actuator", "bench-one-link"];
 
 /// A started edge and the password of its probe accounts (none when anonymous).
-struct BenchEdge {
-    node: EdgeNode,
+pub(crate) struct BenchEdge {
+    pub(crate) node: EdgeNode,
     password: Option<String>,
 }
+
+/// Which building an edge of [`edge`] is, and config tables added to its own (`[sync]`).
+pub(crate) struct Place<'a> {
+    pub(crate) park: &'a str,
+    pub(crate) building: &'a str,
+    pub(crate) extra: &'a str,
+}
+
+/// Building b1 of the sample park, with no uplink.
+const SAMPLE: Place<'static> = Place {
+    park: "sample-park",
+    building: "b1",
+    extra: "",
+};
 
 /// Starts an edge node with no devices whose documents come from `seed`, with the credential
 /// key of `dir` (see [`credential_key`]); with `auth`, the probes' accounts control `doors`
 /// and `lanes`.
-async fn edge(
+pub(crate) async fn edge(
     dir: &Path,
+    place: Place<'_>,
     seed: &Path,
     auth: BrokerAuth,
     doors: &[String],
@@ -89,15 +104,18 @@ async fn edge(
     std::fs::write(
         &config,
         format!(
-            "[node]\npark = \"sample-park\"\nbuilding = \"b1\"\ndata_dir = \"data\"\nprofiles_dir = \"{}\"\n\
+            "[node]\npark = \"{}\"\nbuilding = \"{}\"\ndata_dir = \"data\"\nprofiles_dir = \"{}\"\n\
              [api]\nlisten = \"127.0.0.1:0\"\nplain_http = true\n\
              [business]\nseed_dir = \"{}\"\ncredential_key_file = \"credential.key\"\n\
-             [mqtt]\nlisten = \"127.0.0.1:0\"\n{mqtt}",
+             [mqtt]\nlisten = \"127.0.0.1:0\"\n{mqtt}{}",
+            place.park,
+            place.building,
             Path::new("firmware-configs/profiles")
                 .canonicalize()
                 .context("run benchmarks from the repository root")?
                 .display(),
-            seed.display()
+            seed.display(),
+            place.extra
         ),
     )?;
     Ok(BenchEdge {
@@ -361,7 +379,18 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
     std::fs::write(seed.join("directory.automerge"), &bytes)?;
     std::fs::write(seed.join("building-b1.automerge"), &building_bytes)?;
     let t = Instant::now();
-    let edge1 = edge(dir.path(), &seed, BrokerAuth::Accounts, &sample.doors, &[]).await?;
+    // The same edge, started twice: on a fresh store, then again on the same one.
+    let start = || {
+        edge(
+            dir.path(),
+            SAMPLE,
+            &seed,
+            BrokerAuth::Accounts,
+            &sample.doors,
+            &[],
+        )
+    };
+    let edge1 = start().await?;
     println!(
         "edge_start_with_directory_ms: {:.0} ms",
         t.elapsed().as_secs_f64() * 1000.0
@@ -413,7 +442,7 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
 
     // A restart: the edge decides from the directory's row copy while the document loads.
     let t = Instant::now();
-    let edge2 = edge(dir.path(), &seed, BrokerAuth::Accounts, &sample.doors, &[]).await?;
+    let edge2 = start().await?;
     let restart_ms = t.elapsed().as_secs_f64() * 1000.0;
     let park = edge2
         .node
@@ -452,7 +481,7 @@ pub async fn access(seconds: u64, credentials: usize) -> anyhow::Result<()> {
     edge2.node.shutdown().await;
 
     // ...and again with anonymous probes (a lab broker), to show what the checks cost.
-    let edge3 = edge(dir.path(), &seed, BrokerAuth::Anonymous, &[], &[]).await?;
+    let edge3 = edge(dir.path(), SAMPLE, &seed, BrokerAuth::Anonymous, &[], &[]).await?;
     edge3
         .node
         .park
@@ -589,7 +618,7 @@ pub async fn parking(seconds: u64) -> anyhow::Result<()> {
         let seed = dir.path().join("seed");
         std::fs::create_dir_all(&seed)?;
         std::fs::write(seed.join("parking.automerge"), &saved)?;
-        let bench = edge(dir.path(), &seed, auth, &[], &lanes).await?;
+        let bench = edge(dir.path(), SAMPLE, &seed, auth, &[], &lanes).await?;
         let prober = Prober::connect(&bench, &answers, false).await?;
         // Cars enter, and each leaves again 50 reads later, so both decisions are measured.
         let rate = paced(seconds, 50.0, async |n| {

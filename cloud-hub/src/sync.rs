@@ -116,10 +116,14 @@ type StoredDoc = (Vec<u8>, Vec<Vec<u8>>);
 /// Chunks after which a document is saved whole again.
 const COMPACT_AFTER_CHUNKS: u64 = 64;
 /// A directory read whole, with the heads it was read at.
-type DirectorySnapshot = (
-    Vec<automerge::ChangeHash>,
-    Arc<park_model::directory::Directory>,
-);
+struct DirectorySnapshot {
+    /// The replica's heads when it was read.
+    heads: Vec<automerge::ChangeHash>,
+    directory: Arc<park_model::directory::Directory>,
+    /// Whether the park's editing copy has recorded its changes since (a copy loaded
+    /// afresh has not: the next read is a whole one).
+    tracked: bool,
+}
 
 /// The id of a park's directory document.
 const DIRECTORY: &str = "directory";
@@ -317,27 +321,71 @@ impl Documents {
     }
 
     /// The park's directory read whole as it is now (shared until it changes), for lists;
-    /// `None` when the park has no directory. Blocking: call it off the async workers.
+    /// `None` when the park has no directory. After a change only the changed entities are
+    /// read again (the editing copy records what changed since the last read), and callers
+    /// that arrive together wait for one read. Blocking: call it off the async workers.
     pub fn directory_snapshot(
         &self,
         park: &str,
     ) -> Option<Result<Arc<park_model::directory::Directory>, park_model::DocError>> {
-        let heads = self.replica(park, DIRECTORY)?.snapshot().get_heads();
-        if let Some((at, d)) = lock(&self.snapshots).get(park)
-            && *at == heads
-        {
-            return Some(Ok(d.clone()));
+        let replica = self.replica(park, DIRECTORY)?;
+        let cached = |heads: &[automerge::ChangeHash]| {
+            lock(&self.snapshots)
+                .get(park)
+                .filter(|s| s.heads == heads)
+                .map(|s| s.directory.clone())
+        };
+        if let Some(d) = cached(&replica.snapshot().get_heads()) {
+            return Some(Ok(d));
+        }
+        let _writer = lock(&replica.writer);
+        // Another caller may have read it while this one waited for the writer.
+        let before = replica.snapshot();
+        let heads = before.get_heads();
+        if let Some(d) = cached(&heads) {
+            return Some(Ok(d));
         }
         // Read from the editing copy, which may be newer than `heads`: the next call then
         // sees other heads and reads again, so a list is never older than the document.
-        match self.read_directory(park, |d| d.snapshot())? {
-            Ok(d) => {
-                let d = Arc::new(d);
-                lock(&self.snapshots).insert(park.to_string(), (heads, d.clone()));
-                Some(Ok(d))
+        let mut editor = match self.editor(park, &before) {
+            Ok(e) => e,
+            Err(e) => return Some(Err(e)),
+        };
+        let previous = lock(&self.snapshots)
+            .get(park)
+            .filter(|s| s.tracked)
+            .map(|s| s.directory.clone());
+        let read = match previous {
+            Some(previous) => {
+                let changes = editor.take_changes();
+                let mut d = (*previous).clone();
+                editor.refresh(&mut d, &changes).map(|()| d)
             }
-            Err(e) => Some(Err(e)),
-        }
+            None => {
+                let d = editor.snapshot();
+                editor.track_changes();
+                d
+            }
+        };
+        lock(&self.editors).insert(park.to_string(), editor);
+        Some(match read {
+            Ok(d) => {
+                let directory = Arc::new(d);
+                lock(&self.snapshots).insert(
+                    park.to_string(),
+                    DirectorySnapshot {
+                        heads,
+                        directory: directory.clone(),
+                        tracked: true,
+                    },
+                );
+                Ok(directory)
+            }
+            Err(e) => {
+                lock(&self.snapshots).remove(park);
+                Err(e)
+            }
+        })
     }
 
     /// The park's directory as it is now, for reading (the hub's editing copy, brought up
@@ -454,7 +502,12 @@ impl Documents {
                 e.load_incremental(&current.save_after(&heads))?;
                 Ok(e)
             }
-            None => park_model::ParkDirectory::load(&current.save()),
+            None => {
+                if let Some(s) = lock(&self.snapshots).get_mut(park) {
+                    s.tracked = false;
+                }
+                park_model::ParkDirectory::load(&current.save())
+            }
         }
     }
 

@@ -20,6 +20,8 @@
 //! - [`identity`]: roles, permissions, scopes and grants, and the pure parts of logging in
 //!   (Argon2id verifiers, TOTP, tokens, lockout, sealing and masking of personal data).
 //! - [`audit`]: the audit log's hash chain and its verification.
+//! - [`billing`]: lease contracts, utility tariffs and what a month's bill run bills, in
+//!   integer fen rounded once per line.
 //! - [`ownership`]: which documents a building reads and writes, and the check of what an
 //!   edge changed in the park's documents.
 
@@ -27,6 +29,7 @@ pub mod compat;
 
 pub mod access;
 pub mod audit;
+pub mod billing;
 pub mod building;
 pub mod cache;
 pub mod directory;

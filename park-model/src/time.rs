@@ -117,11 +117,23 @@ pub fn format_date(day: i32) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date, or `None` when it is not a real date.
+pub fn day_number(year: i32, month: u32, day: u32) -> Option<i32> {
+    ((1..=12).contains(&month) && day >= 1 && day <= days_in_month(year, month))
+        .then(|| days_from_civil(year, month, day))
+}
+
+/// The (year, month, day) of a day number.
+pub fn civil_date(day: i32) -> (i32, u32, u32) {
+    civil_from_days(day)
+}
+
 fn is_leap(year: i32) -> bool {
     (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
 }
 
-fn days_in_month(year: i32, month: u32) -> u32 {
+/// Days in a month (1 to 12) of a year.
+pub fn days_in_month(year: i32, month: u32) -> u32 {
     match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
