@@ -1090,6 +1090,8 @@ struct Outcome {
     reloaded: Vec<(BuildingKey, UploadStream)>,
     /// Queued writes that failed and were rolled back alone.
     ops_failed: u64,
+    /// Upload rows written together at the commit's end (PostgreSQL).
+    deferred: Deferred,
 }
 
 impl Writer {
@@ -1250,6 +1252,7 @@ impl Writer {
                 WriterMsg::Flush(_) => {}
             }
         }
+        outcome.deferred.write(&tx)?;
         tx.commit()?;
         Ok(outcome)
     }
@@ -1384,6 +1387,7 @@ fn apply_upload(
                 if row.count > 0 && row.last.is_finite() {
                     upsert_latest(
                         tx,
+                        &mut outcome.deferred,
                         pid,
                         row.last_ts,
                         &Some(Value::Float(row.last)),
@@ -1393,7 +1397,7 @@ fn apply_upload(
                 }
                 outcome.rollup_rows += 1;
             }
-            update_sample_freshness(tx, bid, newest)?;
+            update_sample_freshness(tx, &mut outcome.deferred, bid, newest)?;
         }
         OwnedRecord::Raw(batch) => {
             let mut newest = i64::MIN;
@@ -1403,7 +1407,17 @@ fn apply_upload(
                     continue;
                 };
                 if tx.dialect() == Dialect::Postgres {
-                    insert_raw_rows(tx, pid, &series.samples)?;
+                    for s in &series.samples {
+                        let (value, vk) = encode_value(&s.value);
+                        let (q, reason) = quality_code(&s.quality);
+                        outcome.deferred.raw.push(vec![
+                            park_db::Value::Integer(pid),
+                            park_db::Value::Integer(s.ts),
+                            value,
+                            park_db::Value::Integer((vk << 4) | q),
+                            text_or_null(reason),
+                        ]);
+                    }
                 } else {
                     // In process, one prepared row at a time is the fastest.
                     let mut insert = tx.prepare_cached(
@@ -1416,12 +1430,19 @@ fn apply_upload(
                     }
                 }
                 if let Some(last) = series.samples.iter().max_by_key(|s| s.ts) {
-                    upsert_latest(tx, pid, last.ts, &last.value, &last.quality)?;
+                    upsert_latest(
+                        tx,
+                        &mut outcome.deferred,
+                        pid,
+                        last.ts,
+                        &last.value,
+                        &last.quality,
+                    )?;
                     newest = newest.max(last.ts);
                 }
                 outcome.raw_samples += series.samples.len() as u64;
             }
-            update_sample_freshness(tx, bid, newest)?;
+            update_sample_freshness(tx, &mut outcome.deferred, bid, newest)?;
         }
         OwnedRecord::Gap { through } => {
             tx.prepare_cached(
@@ -1432,59 +1453,128 @@ fn apply_upload(
             outcome.gaps += through - seq.max(cursor + 1) + 1;
         }
     }
-    tx.prepare_cached(
-        "INSERT INTO cursors (building_id, stream, durable) VALUES (?1, ?2, ?3)
-         ON CONFLICT (building_id, stream) DO UPDATE SET durable = excluded.durable",
-    )?
-    .execute(params![bid, stream as i64, through as i64])?;
+    if tx.dialect() == Dialect::Postgres {
+        outcome
+            .deferred
+            .cursors
+            .insert((bid, stream as i64), through as i64);
+    } else {
+        tx.prepare_cached(
+            "INSERT INTO cursors (building_id, stream, durable) VALUES (?1, ?2, ?3)
+             ON CONFLICT (building_id, stream) DO UPDATE SET durable = excluded.durable",
+        )?
+        .execute(params![bid, stream as i64, through as i64])?;
+    }
     cursors.insert((key.clone(), stream), through);
     Ok(())
 }
 
-/// A series' samples into `raw` as multi-row inserts of up to [`RAW_ROWS_PER_INSERT`]
-/// rows: over a network each statement is a round trip, and the server parses one
-/// statement instead of a hundred.
-fn insert_raw_rows(
+fn text_or_null(text: Option<&str>) -> park_db::Value {
+    text.map_or(park_db::Value::Null, |t| {
+        park_db::Value::Text(t.to_string())
+    })
+}
+
+/// The rows of a commit's uploads that PostgreSQL takes together at the commit's end, as
+/// multi-row statements: over a network each statement is a round trip, and the server
+/// parses one statement of a hundred rows instead of a hundred. The newest value and
+/// freshness of a point or building, and a stream's cursor, are kept once per commit.
+#[derive(Default)]
+struct Deferred {
+    raw: Vec<Vec<park_db::Value>>,
+    /// By point: its newest time and row.
+    latest: HashMap<i64, (i64, Vec<park_db::Value>)>,
+    /// By building: its newest sample's time.
+    freshness: HashMap<i64, i64>,
+    /// By building and stream: the durable cursor.
+    cursors: HashMap<(i64, i64), i64>,
+}
+
+impl Deferred {
+    fn write(&mut self, tx: &Connection) -> park_db::Result<()> {
+        multi_row(
+            tx,
+            "INSERT INTO raw (point_id, ts, value, q, reason) VALUES ",
+            "",
+            5,
+            std::mem::take(&mut self.raw),
+        )?;
+        let mut latest: Vec<(i64, (i64, Vec<park_db::Value>))> = self.latest.drain().collect();
+        latest.sort_by_key(|(pid, _)| *pid);
+        multi_row(
+            tx,
+            "INSERT INTO latest (point_id, ts, value, q, reason) VALUES ",
+            " ON CONFLICT (point_id) DO UPDATE SET ts = excluded.ts, value = excluded.value, q = excluded.q, reason = excluded.reason
+             WHERE excluded.ts >= latest.ts",
+            5,
+            latest.into_iter().map(|(_, (_, row))| row).collect(),
+        )?;
+        let mut cursors: Vec<((i64, i64), i64)> = self.cursors.drain().collect();
+        cursors.sort();
+        multi_row(
+            tx,
+            "INSERT INTO cursors (building_id, stream, durable) VALUES ",
+            " ON CONFLICT (building_id, stream) DO UPDATE SET durable = excluded.durable",
+            3,
+            cursors
+                .into_iter()
+                .map(|((bid, stream), durable)| {
+                    vec![
+                        park_db::Value::Integer(bid),
+                        park_db::Value::Integer(stream),
+                        park_db::Value::Integer(durable),
+                    ]
+                })
+                .collect(),
+        )?;
+        let mut fresh: Vec<(i64, i64)> = self.freshness.drain().collect();
+        fresh.sort();
+        for (bid, newest) in fresh {
+            freshness_statement(tx, bid, newest)?;
+        }
+        Ok(())
+    }
+}
+
+/// `rows` (each `width` values) as statements `head (…), (…) tail` of up to
+/// [`ROWS_PER_STATEMENT`] rows.
+fn multi_row(
     tx: &Connection,
-    pid: i64,
-    samples: &[sync_protocol::RawSample],
+    head: &str,
+    tail: &str,
+    width: usize,
+    rows: Vec<Vec<park_db::Value>>,
 ) -> park_db::Result<()> {
-    for chunk in samples.chunks(RAW_ROWS_PER_INSERT) {
-        let mut sql = String::from("INSERT INTO raw (point_id, ts, value, q, reason) VALUES ");
-        let mut values = Vec::with_capacity(chunk.len() * 5);
-        for (i, s) in chunk.iter().enumerate() {
-            let n = i * 5;
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from(head);
+        for i in 0..chunk.len() {
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!(
-                "(?{}, ?{}, ?{}, ?{}, ?{})",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5
-            ));
-            let (value, vk) = encode_value(&s.value);
-            let (q, reason) = quality_code(&s.quality);
-            values.push(park_db::Value::Integer(pid));
-            values.push(park_db::Value::Integer(s.ts));
-            values.push(value);
-            values.push(park_db::Value::Integer((vk << 4) | q));
-            values.push(reason.map_or(park_db::Value::Null, |r| {
-                park_db::Value::Text(r.to_string())
-            }));
+            sql.push('(');
+            for k in 0..width {
+                if k > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("?{}", i * width + k + 1));
+            }
+            sql.push(')');
         }
-        tx.execute(&sql, park_db::params_from_iter(values))?;
+        sql.push_str(tail);
+        tx.execute(
+            &sql,
+            park_db::params_from_iter(chunk.iter().flatten().cloned()),
+        )?;
     }
     Ok(())
 }
 
-/// Rows per multi-row insert of raw samples on PostgreSQL.
-const RAW_ROWS_PER_INSERT: usize = 100;
+/// Rows per multi-row statement on PostgreSQL.
+const ROWS_PER_STATEMENT: usize = 100;
 
 fn upsert_latest(
     tx: &Connection,
+    deferred: &mut Deferred,
     pid: i64,
     ts: i64,
     value: &Option<Value>,
@@ -1492,6 +1582,22 @@ fn upsert_latest(
 ) -> park_db::Result<()> {
     let (v, vk) = encode_value(value);
     let (q, reason) = quality_code(quality);
+    if tx.dialect() == Dialect::Postgres {
+        let row = vec![
+            park_db::Value::Integer(pid),
+            park_db::Value::Integer(ts),
+            v,
+            park_db::Value::Integer((vk << 4) | q),
+            text_or_null(reason),
+        ];
+        match deferred.latest.get(&pid) {
+            Some((newest, _)) if *newest > ts => {}
+            _ => {
+                deferred.latest.insert(pid, (ts, row));
+            }
+        }
+        return Ok(());
+    }
     tx.prepare_cached(
         "INSERT INTO latest (point_id, ts, value, q, reason) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (point_id) DO UPDATE SET ts = excluded.ts, value = excluded.value, q = excluded.q, reason = excluded.reason
@@ -1501,8 +1607,25 @@ fn upsert_latest(
     Ok(())
 }
 
-fn update_sample_freshness(tx: &Connection, bid: i64, newest: i64) -> park_db::Result<()> {
-    if newest > i64::MIN {
+fn update_sample_freshness(
+    tx: &Connection,
+    deferred: &mut Deferred,
+    bid: i64,
+    newest: i64,
+) -> park_db::Result<()> {
+    if newest == i64::MIN {
+        return Ok(());
+    }
+    if tx.dialect() == Dialect::Postgres {
+        let e = deferred.freshness.entry(bid).or_insert(newest);
+        *e = (*e).max(newest);
+        return Ok(());
+    }
+    freshness_statement(tx, bid, newest)
+}
+
+fn freshness_statement(tx: &Connection, bid: i64, newest: i64) -> park_db::Result<()> {
+    {
         tx.prepare_cached(
             "UPDATE edges SET newest_sample_ts = CASE WHEN newest_sample_ts > ?2 THEN newest_sample_ts ELSE ?2 END
              WHERE building_id = ?1",
