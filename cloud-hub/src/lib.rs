@@ -23,6 +23,7 @@ pub mod console;
 pub mod enroll;
 pub mod import;
 pub mod influx;
+pub mod leasing;
 pub mod master;
 pub mod metrics;
 pub mod people;

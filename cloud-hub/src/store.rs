@@ -517,6 +517,12 @@ pub const MIGRATIONS: &[Migration] = &[
             PRIMARY KEY (park, doc_id)
         );",
     },
+    Migration {
+        version: 7,
+        name: "lease contracts",
+        sqlite: crate::leasing::SCHEMA,
+        postgres: crate::leasing::PG_SCHEMA,
+    },
 ];
 
 /// How long a hub holds a lease (a building's connection, a job that runs once for all
