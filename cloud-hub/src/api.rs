@@ -90,8 +90,10 @@ fn routes() -> Routes<ApiState> {
     use Access::{Allowed, Public};
     use Permission::*;
     let doc = Doc::new;
-    crate::leasing::routes(crate::spaces::routes(crate::carparks::routes(
-        crate::import::routes(crate::master::routes(http::auth_routes(Routes::default()))),
+    crate::billing::routes(crate::leasing::routes(crate::spaces::routes(
+        crate::carparks::routes(crate::import::routes(crate::master::routes(
+            http::auth_routes(Routes::default()),
+        ))),
     )))
         .get("/health", Public, || async {
             Json(views::Status {

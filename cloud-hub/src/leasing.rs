@@ -595,7 +595,9 @@ fn view(r: Row, history: Vec<HistoryView>) -> ContractView {
     }
 }
 
-fn store_error(e: anyhow::Error) -> ApiError {
+/// A store transaction's failure as the API answers it: a [`Refusal`] as itself, a
+/// database error as a 500, anything else (a broken rule) as a 422.
+pub(crate) fn store_error(e: anyhow::Error) -> ApiError {
     if e.downcast_ref::<park_db::Error>().is_some() {
         ApiError::internal(e)
     } else if let Some(api) = e.downcast_ref::<Refusal>() {
@@ -605,9 +607,9 @@ fn store_error(e: anyhow::Error) -> ApiError {
     }
 }
 
-/// A refusal from inside a store transaction.
+/// A refusal from inside a store transaction: its status, code and message.
 #[derive(Debug)]
-struct Refusal(StatusCode, &'static str, String);
+pub(crate) struct Refusal(pub StatusCode, pub &'static str, pub String);
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

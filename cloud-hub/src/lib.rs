@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod billing;
 pub mod carparks;
 pub mod config;
 pub mod console;

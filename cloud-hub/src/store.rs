@@ -523,6 +523,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: crate::leasing::SCHEMA,
         postgres: crate::leasing::PG_SCHEMA,
     },
+    Migration {
+        version: 8,
+        name: "bills",
+        sqlite: crate::billing::SCHEMA,
+        postgres: crate::billing::PG_SCHEMA,
+    },
 ];
 
 /// How long a hub holds a lease (a building's connection, a job that runs once for all

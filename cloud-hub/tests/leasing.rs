@@ -316,3 +316,296 @@ async fn a_contract_is_drafted_reviewed_by_another_user_activated_and_terminated
     );
     assert_eq!((st, all["total"].as_u64()), (200, Some(1)), "{all}");
 }
+
+/// A hub over the seeded park with two park managers, finance and acme's admin (their
+/// tokens, in that order).
+async fn park_with_people(dir: &Path) -> (Hub, [String; 4]) {
+    seed(&dir.join("seed"));
+    let mut settings = common::settings(dir);
+    settings.documents_seed_dir = Some(dir.join("seed"));
+    let h = Hub::start(settings).await.unwrap();
+    let db = h.store.target().clone();
+    let park = |role| [Grant::new(role, Scope::park("p1")).unwrap()];
+    let tokens = [
+        account(&db, "lee", &park(Role::ParkManager)),
+        account(&db, "wang", &park(Role::ParkManager)),
+        account(&db, "zhou", &park(Role::Finance)),
+        account(
+            &db,
+            "acme-admin",
+            &[Grant::new(Role::EnterpriseAdmin, Scope::enterprise("p1", "acme")).unwrap()],
+        ),
+    ];
+    h.auth.reload().await.unwrap();
+    (h, tokens)
+}
+
+/// Two active contracts (acme's monthly one on r101 from 15 January 2026, globex's
+/// quarterly fixed rent on r102 from 1 February), then the March run twice; answers each
+/// bill's id and digest.
+async fn two_contracts_and_the_march_run(h: &Hub, t: &[String; 4]) -> Vec<(String, String)> {
+    let a = h.api_addr;
+    let call = |token: &str, method: &str, path: &str, body: Option<Value>| {
+        common::call(a, Some(token), method, path, body)
+    };
+    let mut globex = contract("globex", "r102");
+    globex["start"] = json!("2026-02-01");
+    globex["rent"] = json!({"fixed_month_fen": 500_000});
+    globex["property_fee"] = json!({"fixed_month_fen": 60_000});
+    globex["free_rent"] = json!([]);
+    globex["cycle"] = json!("quarterly");
+    globex["electricity_tariff"] = Value::Null;
+    for (id, body) in [("k1", contract("acme", "r101")), ("k3", globex)] {
+        let (st, v) = call(
+            &t[0],
+            "PUT",
+            &format!("/api/v1/parks/p1/contracts/{id}"),
+            Some(body),
+        );
+        assert_eq!(st, 200, "{v}");
+        for (who, action) in [(0, "submit"), (1, "approve"), (0, "activate")] {
+            let (st, v) = call(
+                &t[who],
+                "POST",
+                &format!("/api/v1/parks/p1/contracts/{id}/actions"),
+                Some(json!({"action": action})),
+            );
+            assert_eq!(st, 200, "{action}: {v}");
+        }
+    }
+    // Park managers do not run bills; finance does.
+    let run = |month: &str| {
+        call(
+            &t[2],
+            "POST",
+            "/api/v1/parks/p1/bill-runs",
+            Some(json!({"month": month})),
+        )
+    };
+    let (st, _) = call(
+        &t[0],
+        "POST",
+        "/api/v1/parks/p1/bill-runs",
+        Some(json!({"month": "2026-03"})),
+    );
+    assert_eq!(st, 403);
+    let (st, body) = run("2026-13");
+    assert_eq!(st, 422, "{body}");
+    let (st, march) = run("2026-03");
+    assert_eq!(st, 200, "{march}");
+    assert_eq!(
+        march["bills"],
+        json!(["202603-acme-1", "202603-globex-1"]),
+        "{march}"
+    );
+    // Energy waits for the tariff the contract names (electricity and its common share,
+    // January and February).
+    assert_eq!(march["pending"].as_array().unwrap().len(), 4, "{march}");
+    assert!(
+        march["pending"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("power")
+    );
+    // A second run of the month bills nothing.
+    let (st, again) = run("2026-03");
+    assert_eq!((st, again["lines"].as_i64()), (200, Some(0)), "{again}");
+    assert_eq!(again["bills"], json!([]));
+    let (_, bills) = call(&t[2], "GET", "/api/v1/parks/p1/bills?month=2026-03", None);
+    bills["bills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["id"].as_str().unwrap().to_string(),
+                b["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bill_runs_bill_each_day_once_reproducibly_with_late_fees_and_credits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, t) = park_with_people(dir.path()).await;
+    let a = h.api_addr;
+    let call = |token: &str, method: &str, path: &str, body: Option<Value>| {
+        common::call(a, Some(token), method, path, body)
+    };
+    let digests = two_contracts_and_the_march_run(&h, &t).await;
+
+    // The same inputs on another hub give byte-identical bills.
+    let other = tempfile::tempdir().unwrap();
+    let (h2, t2) = park_with_people(other.path()).await;
+    assert_eq!(two_contracts_and_the_march_run(&h2, &t2).await, digests);
+
+    // acme's March bill: the deposit, rent and fee from the start (January wholly rent-free,
+    // half of February), each line explained, the total the sum of its lines.
+    let (st, bill) = call(&t[2], "GET", "/api/v1/parks/p1/bills/202603-acme-1", None);
+    assert_eq!(st, 200, "{bill}");
+    let lines: Vec<(String, String, i64)> = bill["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["charge"].as_str().unwrap().to_string(),
+                l["from"].as_str().unwrap().to_string(),
+                l["amount_fen"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let expect = |v: &[(&str, &str, i64)]| -> Vec<(String, String, i64)> {
+        v.iter()
+            .map(|(c, f, a)| (c.to_string(), f.to_string(), *a))
+            .collect()
+    };
+    assert_eq!(
+        lines,
+        expect(&[
+            ("deposit", "2026-01-15", 2_000_000),
+            ("rent", "2026-01-15", 0),
+            ("rent", "2026-02-01", 482_000),
+            ("rent", "2026-03-01", 964_000),
+            // 144,600 a month: 17 of 31 days in January.
+            ("property_fee", "2026-01-15", 79_297),
+            ("property_fee", "2026-02-01", 144_600),
+            ("property_fee", "2026-03-01", 144_600),
+        ])
+    );
+    let sum: i64 = lines.iter().map(|l| l.2).sum();
+    assert_eq!(bill["total_fen"].as_i64(), Some(sum));
+    assert_eq!(bill["lines"][2]["detail"]["free_days"], 14);
+    assert_eq!(bill["state"], "draft");
+    // globex pays a quarter in advance: February to April.
+    let (_, g) = call(&t[2], "GET", "/api/v1/parks/p1/bills/202603-globex-1", None);
+    let months: Vec<&str> = g["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["charge"] == "rent")
+        .map(|l| l["from"].as_str().unwrap())
+        .collect();
+    assert_eq!(months, ["2026-02-01", "2026-03-01", "2026-04-01"]);
+
+    // Drafts are finance's: the enterprise sees its bills once issued, and only its own.
+    let (_, own) = call(
+        &t[3],
+        "GET",
+        "/api/v1/parks/p1/enterprises/acme/bills",
+        None,
+    );
+    assert_eq!(own["total"], 0, "{own}");
+    let (st, issued) = call(
+        &t[2],
+        "POST",
+        "/api/v1/parks/p1/bills/202603-acme-1/issue",
+        Some(json!({"date": "2026-03-01"})),
+    );
+    assert_eq!(st, 200, "{issued}");
+    assert_eq!(
+        (issued["state"].as_str(), issued["due_date"].as_str()),
+        (Some("issued"), Some("2026-03-16"))
+    );
+    let (st, _) = call(
+        &t[2],
+        "POST",
+        "/api/v1/parks/p1/bills/202603-acme-1/issue",
+        Some(json!({})),
+    );
+    assert_eq!(st, 409);
+    let (_, own) = call(
+        &t[3],
+        "GET",
+        "/api/v1/parks/p1/enterprises/acme/bills",
+        None,
+    );
+    assert_eq!(own["total"], 1, "{own}");
+    assert_eq!(own["bills"][0]["lines"].as_array().unwrap().len(), 7);
+    assert_eq!(
+        call(
+            &t[3],
+            "GET",
+            "/api/v1/parks/p1/enterprises/globex/bills",
+            None
+        )
+        .0,
+        403
+    );
+    assert_eq!(call(&t[3], "GET", "/api/v1/parks/p1/bills", None).0, 403);
+
+    // April: acme's rent and fee, and a late fee on the unpaid March bill from the end of
+    // its grace (26 March) to the month's start: 5 days at 0.05 % a day.
+    let total = bill["total_fen"].as_i64().unwrap();
+    let (_, april) = call(
+        &t[2],
+        "POST",
+        "/api/v1/parks/p1/bill-runs",
+        Some(json!({"month": "2026-04"})),
+    );
+    assert_eq!(april["bills"], json!(["202604-acme-1"]), "{april}");
+    let (_, b) = call(&t[2], "GET", "/api/v1/parks/p1/bills/202604-acme-1", None);
+    let late: Vec<&Value> = b["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["charge"] == "late_fee")
+        .collect();
+    assert_eq!(late.len(), 1, "{b}");
+    assert_eq!(late[0]["key"], "202603-acme-1");
+    assert_eq!(late[0]["from"], "2026-03-27");
+    let exact = total as i128 * 5 * 5;
+    assert_eq!(
+        late[0]["amount_fen"].as_i64().unwrap() as i128,
+        (exact + 5_000) / 10_000
+    );
+
+    // acme leaves on 20 April: May credits the ten days of April billed in advance.
+    let (st, v) = call(
+        &t[0],
+        "POST",
+        "/api/v1/parks/p1/contracts/k1/actions",
+        Some(json!({"action": "terminate", "last_day": "2026-04-20", "reason": "moving out"})),
+    );
+    assert_eq!(st, 200, "{v}");
+    let (_, may) = call(
+        &t[2],
+        "POST",
+        "/api/v1/parks/p1/bill-runs",
+        Some(json!({"month": "2026-05"})),
+    );
+    let (_, b) = call(&t[2], "GET", "/api/v1/parks/p1/bills/202605-acme-1", None);
+    let credits: Vec<(String, String, i64)> = b["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["credit"] == true)
+        .map(|l| {
+            (
+                l["charge"].as_str().unwrap().to_string(),
+                l["from"].as_str().unwrap().to_string(),
+                l["amount_fen"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    // 10 of 30 days: 964,000 → 321,333.3 and 144,600 → 48,200.
+    assert_eq!(
+        credits,
+        expect(&[
+            ("rent", "2026-04-21", -321_333),
+            ("property_fee", "2026-04-21", -48_200)
+        ]),
+        "{may} {b}"
+    );
+    // Every run is in the park's audit, the refused month's too (a caller without the
+    // permission never reaches the run).
+    let (_, audit) = call(&t[0], "GET", "/api/v1/parks/p1/audit?limit=200", None);
+    let runs = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "bill_run")
+        .count();
+    assert_eq!(runs, 5, "{audit}");
+}

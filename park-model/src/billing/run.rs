@@ -355,11 +355,19 @@ pub fn plan(
         if arrears.is_empty() {
             continue;
         }
-        let tariff = cx
-            .tariffs
-            .get(tariff_id)
-            .ok_or_else(|| err(format!("tariff {tariff_id} does not exist")))?;
         let have = covered(cx.ledger, contract_id, charge, "");
+        let Some(tariff) = cx.tariffs.get(tariff_id) else {
+            // Billed once the park has the tariff the contract names.
+            for days in by_month(&subtract(arrears, &have)) {
+                plan.pending.push(Pending {
+                    contract_id: contract_id.to_string(),
+                    charge,
+                    days,
+                    reason: format!("the park has no tariff {tariff_id}"),
+                });
+            }
+            continue;
+        };
         for days in by_month(&subtract(arrears, &have)) {
             let metered = meters
                 .usage(contract_id, terms, utility, common, days)

@@ -1,0 +1,856 @@
+//! Bill runs and bills on the hub.
+//!
+//! A run of a month plans every billable contract of the park with
+//! [`park_model::billing::run::plan`] against the **ledger**, which is the park's bill lines
+//! themselves (each bills a charge of a contract over a range of days; a credit line takes
+//! days back), and writes the new lines as one draft bill per enterprise, all in one
+//! transaction. A second run of the same month finds everything covered and writes nothing;
+//! the database refuses a second line for the same contract, charge and first day whatever
+//! the code above it does. A bill's body (its lines and total, nothing of when or by whom)
+//! is canonical JSON with its SHA-256, so the same inputs give byte-identical bills.
+//!
+//! A bill is `draft` until finance issues it (its due date then follows from the contracts'
+//! due days), then `issued`; issued bills unpaid past their due date and grace carry late
+//! fees in later runs. An issued bill is never edited: a correction is a credit line in a
+//! later bill.
+
+use std::collections::BTreeMap;
+
+use accounts::Caller;
+use accounts::http::{ApiError, ApiResult, Routes, audit_outcome};
+use accounts::openapi::Doc;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use park_db::{Connection, OptionalExtension, params};
+use park_model::billing::contract::{State as CState, Terms};
+use park_model::billing::energy::Utility;
+use park_model::billing::period::{Days, Month};
+use park_model::billing::run::{self, Charge, Entry, Metered, Meters, Overdue, Pending};
+use park_model::identity::Access;
+use park_model::identity::Permission::{BillingManage, EnterpriseRead};
+use park_model::identity::secret::sha256_hex;
+use park_model::time::{LocalTime, Weekday, format_date, parse_date};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::ApiState;
+use crate::leasing::{Refusal, store_error};
+use crate::store::now_micros;
+
+/// The bills' tables (migration 8).
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS bill_runs (
+    park TEXT NOT NULL,
+    month TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    contracts INTEGER NOT NULL,
+    bills INTEGER NOT NULL,
+    lines INTEGER NOT NULL,
+    total_fen INTEGER NOT NULL,
+    pending TEXT NOT NULL,
+    PRIMARY KEY (park, month, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bills (
+    park TEXT NOT NULL,
+    id TEXT NOT NULL,
+    enterprise_id TEXT NOT NULL,
+    month TEXT NOT NULL,
+    state TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    total_fen INTEGER NOT NULL,
+    paid_fen INTEGER NOT NULL,
+    issue_day INTEGER,
+    due_day INTEGER,
+    body TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    updated INTEGER NOT NULL,
+    updated_by TEXT NOT NULL,
+    PRIMARY KEY (park, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bill_lines (
+    park TEXT NOT NULL,
+    bill_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    contract_id TEXT NOT NULL,
+    charge TEXT NOT NULL,
+    key TEXT NOT NULL,
+    from_day INTEGER NOT NULL,
+    to_day INTEGER NOT NULL,
+    credit INTEGER NOT NULL,
+    amount_fen INTEGER NOT NULL,
+    estimated INTEGER NOT NULL,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (park, bill_id, n),
+    UNIQUE (park, contract_id, charge, key, from_day, credit)
+) WITHOUT ROWID;
+";
+
+/// The same tables on PostgreSQL.
+pub const PG_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS bill_runs (
+    park TEXT NOT NULL,
+    month TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    contracts BIGINT NOT NULL,
+    bills BIGINT NOT NULL,
+    lines BIGINT NOT NULL,
+    total_fen BIGINT NOT NULL,
+    pending TEXT NOT NULL,
+    PRIMARY KEY (park, month, seq)
+);
+CREATE TABLE IF NOT EXISTS bills (
+    park TEXT NOT NULL,
+    id TEXT NOT NULL,
+    enterprise_id TEXT NOT NULL,
+    month TEXT NOT NULL,
+    state TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    total_fen BIGINT NOT NULL,
+    paid_fen BIGINT NOT NULL,
+    issue_day BIGINT,
+    due_day BIGINT,
+    body TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    updated BIGINT NOT NULL,
+    updated_by TEXT NOT NULL,
+    PRIMARY KEY (park, id)
+);
+CREATE TABLE IF NOT EXISTS bill_lines (
+    park TEXT NOT NULL,
+    bill_id TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    contract_id TEXT NOT NULL,
+    charge TEXT NOT NULL,
+    key TEXT NOT NULL,
+    from_day BIGINT NOT NULL,
+    to_day BIGINT NOT NULL,
+    credit BIGINT NOT NULL,
+    amount_fen BIGINT NOT NULL,
+    estimated BIGINT NOT NULL,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (park, bill_id, n),
+    UNIQUE (park, contract_id, charge, key, from_day, credit)
+);
+";
+
+/// The routes of bill runs and bills.
+pub fn routes(r: Routes<ApiState>) -> Routes<ApiState> {
+    use Access::Allowed;
+    let doc = Doc::new;
+    r.post(
+        "/api/v1/parks/{park}/bill-runs",
+        Allowed(BillingManage),
+        start_run,
+    )
+    .doc(
+        doc(
+            "billing",
+            "Run a month's bills: every contract's new lines, as draft bills per enterprise",
+        )
+        .body::<RunBody>()
+        .returns::<RunView>()
+        .describe("Running a month again bills only what was not billed before (usually nothing)."),
+    )
+    .get(
+        "/api/v1/parks/{park}/bill-runs",
+        Allowed(BillingManage),
+        list_runs,
+    )
+    .doc(doc("billing", "The park's bill runs, newest first").returns::<RunPage>())
+    .get(
+        "/api/v1/parks/{park}/bills",
+        Allowed(BillingManage),
+        list_bills,
+    )
+    .doc(
+        doc("billing", "The park's bills, newest first")
+            .query::<BillQuery>()
+            .returns::<BillPage>(),
+    )
+    .get(
+        "/api/v1/parks/{park}/bills/{bill}",
+        Allowed(BillingManage),
+        get_bill,
+    )
+    .doc(doc("billing", "A bill with its lines and where each came from").returns::<BillView>())
+    .post(
+        "/api/v1/parks/{park}/bills/{bill}/issue",
+        Allowed(BillingManage),
+        issue_bill,
+    )
+    .doc(
+        doc(
+            "billing",
+            "Issue a draft bill: its due date follows from its contracts' due days",
+        )
+        .body::<IssueBody>()
+        .returns::<BillView>(),
+    )
+    .get(
+        "/api/v1/parks/{park}/enterprises/{enterprise}/bills",
+        Allowed(EnterpriseRead),
+        list_enterprise_bills,
+    )
+    .doc(
+        doc("billing", "One enterprise's issued bills, with their lines")
+            .query::<BillQuery>()
+            .returns::<BillPage>(),
+    )
+}
+
+fn bill_states() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    accounts::openapi::one_of(["draft", "issued", "partly_paid", "paid", "overdue"])
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunBody {
+    /// The month, `YYYY-MM`.
+    #[schema(max_length = 7)]
+    month: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueBody {
+    /// The issue date, `YYYY-MM-DD`; today when left out.
+    #[serde(default)]
+    #[schema(max_length = 10)]
+    date: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BillQuery {
+    /// Only this month's, `YYYY-MM`.
+    #[param(max_length = 7)]
+    month: Option<String>,
+    #[param(schema_with = bill_states)]
+    state: Option<String>,
+    #[param(minimum = 0)]
+    offset: Option<usize>,
+    /// At most 500; 50 when left out.
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<usize>,
+}
+
+/// A charge left for a later run, and why.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PendingView {
+    pub contract_id: String,
+    pub charge: String,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunView {
+    pub month: String,
+    pub seq: i64,
+    pub at: i64,
+    pub actor: String,
+    pub contracts: i64,
+    /// The bills the run made (listed only in the run's own answer; see the month's bills).
+    pub bills: Vec<String>,
+    pub lines: i64,
+    pub total_fen: i64,
+    pub pending: Vec<PendingView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunPage {
+    pub runs: Vec<RunView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LineView {
+    pub n: i64,
+    pub contract_id: String,
+    pub charge: String,
+    pub key: String,
+    /// The first day billed, `YYYY-MM-DD`.
+    pub from: String,
+    /// The last day billed.
+    pub to: String,
+    pub credit: bool,
+    pub amount_fen: i64,
+    /// Some of the consumption behind it is estimated.
+    pub estimated: bool,
+    /// Where the amount came from.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BillView {
+    pub id: String,
+    pub enterprise_id: String,
+    pub month: String,
+    #[schema(schema_with = bill_states)]
+    pub state: String,
+    pub currency: String,
+    pub total_fen: i64,
+    pub paid_fen: i64,
+    pub issue_date: Option<String>,
+    pub due_date: Option<String>,
+    /// SHA-256 of the bill's canonical body (its lines and total).
+    pub digest: String,
+    pub lines: Vec<LineView>,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BillPage {
+    pub total: usize,
+    pub offset: usize,
+    pub bills: Vec<BillView>,
+}
+
+/// What a bill says, canonically: serialized with its fields in this order, it is the
+/// same bytes for the same lines.
+#[derive(Serialize, Deserialize)]
+struct Body {
+    id: String,
+    park: String,
+    enterprise_id: String,
+    month: String,
+    currency: String,
+    lines: Vec<LineView>,
+    total_fen: i64,
+}
+
+/// No meters are mapped to spaces yet: energy waits (and is reported) until they are.
+struct NoMeters;
+
+impl Meters for NoMeters {
+    fn usage(
+        &mut self,
+        _: &str,
+        _: &Terms,
+        _: Utility,
+        _: bool,
+        _: Days,
+    ) -> Result<Option<Metered>, String> {
+        Ok(None)
+    }
+}
+
+fn refusal(status: StatusCode, code: &'static str, message: String) -> anyhow::Error {
+    anyhow::Error::new(Refusal(status, code, message))
+}
+
+/// The ledger: every line of the park's bills.
+fn ledger(c: &Connection, park: &str) -> park_db::Result<Vec<Entry>> {
+    c.query_all(
+        "SELECT contract_id, charge, key, from_day, to_day, credit FROM bill_lines WHERE park = ?1",
+        params![park],
+        |r| {
+            let charge: String = r.get(1)?;
+            Ok(Entry {
+                contract_id: r.get(0)?,
+                charge: Charge::parse(&charge)
+                    .ok_or_else(|| park_db::Error::Conversion(format!("charge {charge:?}")))?,
+                key: r.get(2)?,
+                days: Days::new(r.get(3)?, r.get(4)?),
+                credit: r.get::<_, i64>(5)? != 0,
+            })
+        },
+    )
+}
+
+/// Each contract's share of the issued bills still unpaid after their due date, as the
+/// late fee rule needs it: the bill, its due day and the contract's unpaid lines.
+fn overdue(
+    c: &Connection,
+    park: &str,
+    first_day: i32,
+) -> park_db::Result<BTreeMap<String, Vec<Overdue>>> {
+    let rows: Vec<(String, String, i64, i64, i64, i64)> = c.query_all(
+        "SELECT l.contract_id, b.id, b.due_day, SUM(l.amount_fen), b.total_fen, b.paid_fen
+         FROM bills b JOIN bill_lines l ON l.park = b.park AND l.bill_id = b.id
+         WHERE b.park = ?1 AND b.state IN ('issued', 'partly_paid', 'overdue') AND b.due_day < ?2
+           AND l.charge <> 'late_fee'
+         GROUP BY l.contract_id, b.id, b.due_day, b.total_fen, b.paid_fen
+         ORDER BY b.id, l.contract_id",
+        params![park, first_day],
+        |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        },
+    )?;
+    let mut out: BTreeMap<String, Vec<Overdue>> = BTreeMap::new();
+    for (contract, bill, due, share, total, paid) in rows {
+        // What is paid goes to the bill as a whole: each contract's share of what is left.
+        let unpaid = if total > 0 {
+            ((i128::from(share) * i128::from(total - paid)) / i128::from(total)) as i64
+        } else {
+            0
+        };
+        out.entry(contract).or_default().push(Overdue {
+            bill_id: bill,
+            due_day: due as i32,
+            balances: vec![(due as i32, unpaid)],
+        });
+    }
+    Ok(out)
+}
+
+fn is_workday(day: i32) -> bool {
+    !matches!(
+        LocalTime::at(i64::from(day) * park_model::time::MICROS_PER_DAY, 0).weekday,
+        Weekday::Sat | Weekday::Sun
+    )
+}
+
+async fn start_run(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(park): Path<String>,
+    body: Result<Json<RunBody>, JsonRejection>,
+) -> ApiResult<Json<RunView>> {
+    let Json(b) = body?;
+    let audit = s.auth.audit(
+        &caller.actor(),
+        "bill_run",
+        &format!("{park}/bill-run/{}", b.month),
+        json!({"month": b.month}),
+    );
+    let result = async {
+        let month = Month::parse(&b.month).ok_or_else(|| {
+            ApiError::invalid(format!("month: {:?} is not a month YYYY-MM", b.month))
+        })?;
+        let offset = s
+            .documents
+            .read_directory(&park, |d| d.utc_offset_minutes())
+            .ok_or_else(|| {
+                ApiError::not_found(format!("park {park} has no directory on this hub"))
+            })?
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let (p2, by, a2) = (
+            park.clone(),
+            caller.principal.username.clone(),
+            audit.clone(),
+        );
+        s.store
+            .admin(move |tx| run_month(tx, &p2, month, offset, &by, &a2))
+            .await
+            .map_err(store_error)
+    }
+    .await;
+    Ok(Json(audit_outcome(&s.auth, audit, result).await?))
+}
+
+/// The run itself, in the caller's transaction.
+fn run_month(
+    tx: &Connection,
+    park: &str,
+    month: Month,
+    offset: i32,
+    by: &str,
+    audit: &accounts::Audit,
+) -> anyhow::Result<RunView> {
+    let contracts: Vec<(String, String, String)> = tx.query_all(
+        "SELECT id, state, terms FROM contracts WHERE park = ?1 ORDER BY id",
+        params![park],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let ledger = ledger(tx, park)?;
+    let overdue = overdue(tx, park, month.first_day())?;
+    let tariffs = BTreeMap::new();
+    let cx = run::Context {
+        month,
+        ledger: &ledger,
+        tariffs: &tariffs,
+        utc_offset_minutes: offset,
+        is_workday: &is_workday,
+    };
+    // Lines by enterprise, in the order of contracts and their charges.
+    let mut by_enterprise: BTreeMap<(String, String), Vec<run::Line>> = BTreeMap::new();
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut billable = 0i64;
+    for (id, state, terms) in &contracts {
+        let state = CState::parse(state)
+            .ok_or_else(|| anyhow::anyhow!("contract {id}: state {state:?}"))?;
+        if !state.billable() {
+            continue;
+        }
+        billable += 1;
+        let terms: Terms = serde_json::from_str(terms)?;
+        let none = Vec::new();
+        let plan = run::plan(
+            id,
+            &terms,
+            state,
+            overdue.get(id).unwrap_or(&none),
+            &mut NoMeters,
+            &cx,
+        )
+        .map_err(|e| refusal(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()))?;
+        pending.extend(plan.pending);
+        if !plan.lines.is_empty() {
+            by_enterprise
+                .entry((terms.enterprise_id.clone(), terms.currency.clone()))
+                .or_default()
+                .extend(plan.lines);
+        }
+    }
+    let seq: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(seq), 0) + 1 FROM bill_runs WHERE park = ?1 AND month = ?2",
+        params![park, month.to_string()],
+        |r| r.get(0),
+    )?;
+    let now = now_micros();
+    let mut bill_ids = Vec::new();
+    let (mut line_count, mut grand_total) = (0i64, 0i64);
+    for ((enterprise, currency), lines) in by_enterprise {
+        let n: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM bills WHERE park = ?1 AND enterprise_id = ?2 AND month = ?3",
+            params![park, enterprise, month.to_string()],
+            |r| r.get(0),
+        )?;
+        let id = format!(
+            "{}-{}-{}",
+            month.to_string().replace('-', ""),
+            enterprise,
+            n + 1
+        );
+        let views: Vec<LineView> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LineView {
+                n: i as i64 + 1,
+                contract_id: l.contract_id.clone(),
+                charge: l.charge.as_str().into(),
+                key: l.key.clone(),
+                from: format_date(l.days.from),
+                to: format_date(l.days.to - 1),
+                credit: l.credit,
+                amount_fen: l.amount_fen,
+                estimated: l.estimated,
+                detail: l.detail.clone(),
+            })
+            .collect();
+        let total = lines
+            .iter()
+            .try_fold(0i64, |t, l| t.checked_add(l.amount_fen))
+            .ok_or_else(|| anyhow::anyhow!("a bill's total is out of range"))?;
+        let body = Body {
+            id: id.clone(),
+            park: park.to_string(),
+            enterprise_id: enterprise.clone(),
+            month: month.to_string(),
+            currency: currency.clone(),
+            lines: views,
+            total_fen: total,
+        };
+        let text = serde_json::to_string(&body)?;
+        tx.execute(
+            "INSERT INTO bills (park, id, enterprise_id, month, state, currency, total_fen, paid_fen, body, digest, created, created_by, updated, updated_by)
+             VALUES (?1, ?2, ?3, ?4, 'draft', ?5, ?6, 0, ?7, ?8, ?9, ?10, ?9, ?10)",
+            params![park, id, enterprise, month.to_string(), currency, total, text, sha256_hex(text.as_bytes()), now, by],
+        )?;
+        for (i, l) in lines.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO bill_lines (park, bill_id, n, contract_id, charge, key, from_day, to_day, credit, amount_fen, estimated, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    park,
+                    id,
+                    i as i64 + 1,
+                    l.contract_id,
+                    l.charge.as_str(),
+                    l.key,
+                    l.days.from,
+                    l.days.to,
+                    i64::from(l.credit),
+                    l.amount_fen,
+                    i64::from(l.estimated),
+                    l.detail.to_string()
+                ],
+            )?;
+        }
+        line_count += lines.len() as i64;
+        grand_total += total;
+        bill_ids.push(id);
+    }
+    let pending_views: Vec<PendingView> = pending
+        .iter()
+        .map(|p| PendingView {
+            contract_id: p.contract_id.clone(),
+            charge: p.charge.as_str().into(),
+            from: format_date(p.days.from),
+            to: format_date(p.days.to - 1),
+            reason: p.reason.clone(),
+        })
+        .collect();
+    tx.execute(
+        "INSERT INTO bill_runs (park, month, seq, at, actor, contracts, bills, lines, total_fen, pending)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            park,
+            month.to_string(),
+            seq,
+            now,
+            by,
+            billable,
+            bill_ids.len() as i64,
+            line_count,
+            grand_total,
+            serde_json::to_string(&pending_views)?
+        ],
+    )?;
+    audit.append(tx)?;
+    Ok(RunView {
+        month: month.to_string(),
+        seq,
+        at: now,
+        actor: by.to_string(),
+        contracts: billable,
+        bills: bill_ids,
+        lines: line_count,
+        total_fen: grand_total,
+        pending: pending_views,
+    })
+}
+
+async fn list_runs(
+    State(s): State<ApiState>,
+    Path(park): Path<String>,
+) -> ApiResult<Json<RunPage>> {
+    let runs = s
+        .store
+        .read(move |c| {
+            c.query_all(
+                "SELECT month, seq, at, actor, contracts, bills, lines, total_fen, pending FROM bill_runs
+                 WHERE park = ?1 ORDER BY at DESC, month DESC, seq DESC LIMIT 200",
+                params![park],
+                |r| {
+                    let pending: String = r.get(8)?;
+                    Ok(RunView {
+                        month: r.get(0)?,
+                        seq: r.get(1)?,
+                        at: r.get(2)?,
+                        actor: r.get(3)?,
+                        contracts: r.get(4)?,
+                        bills: Vec::new(),
+                        lines: r.get(6)?,
+                        total_fen: r.get(7)?,
+                        pending: serde_json::from_str(&pending).unwrap_or_default(),
+                    })
+                },
+            )
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(RunPage { runs }))
+}
+
+const BILL_COLUMNS: &str = "id, enterprise_id, month, state, currency, total_fen, paid_fen, issue_day, due_day, body, digest, created, created_by";
+
+fn bill_row(r: &park_db::Row) -> park_db::Result<BillView> {
+    let body: String = r.get(9)?;
+    let body: Body = serde_json::from_str(&body)
+        .map_err(|e| park_db::Error::Conversion(format!("bill body: {e}")))?;
+    let day = |i: usize| -> park_db::Result<Option<String>> {
+        Ok(r.get::<_, Option<i64>>(i)?.map(|d| format_date(d as i32)))
+    };
+    Ok(BillView {
+        id: r.get(0)?,
+        enterprise_id: r.get(1)?,
+        month: r.get(2)?,
+        state: r.get(3)?,
+        currency: r.get(4)?,
+        total_fen: r.get(5)?,
+        paid_fen: r.get(6)?,
+        issue_date: day(7)?,
+        due_date: day(8)?,
+        digest: r.get(10)?,
+        lines: body.lines,
+        created_at: r.get(11)?,
+        created_by: r.get(12)?,
+    })
+}
+
+async fn bills(
+    s: &ApiState,
+    park: String,
+    enterprise: Option<String>,
+    q: BillQuery,
+) -> ApiResult<Json<BillPage>> {
+    let offset = q.offset.unwrap_or(0);
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("limit: from 1 to 500"));
+    }
+    let mut sql = format!("SELECT {BILL_COLUMNS} FROM bills WHERE park = ?1");
+    let mut values = vec![park_db::Value::Text(park)];
+    if let Some(m) = &q.month
+        && Month::parse(m).is_none()
+    {
+        return Err(ApiError::invalid(format!(
+            "month: {m:?} is not a month YYYY-MM"
+        )));
+    }
+    if let Some(st) = &q.state
+        && !["draft", "issued", "partly_paid", "paid", "overdue"].contains(&st.as_str())
+    {
+        return Err(ApiError::invalid(format!(
+            "state: {st:?} is not a bill state"
+        )));
+    }
+    let enterprise_view = enterprise.is_some();
+    for (column, value) in [
+        ("enterprise_id", enterprise),
+        ("month", q.month),
+        ("state", q.state),
+    ] {
+        if let Some(v) = value {
+            values.push(park_db::Value::Text(v));
+            sql.push_str(&format!(" AND {column} = ?{}", values.len()));
+        }
+    }
+    if enterprise_view {
+        // Drafts are finance's own until issued.
+        sql.push_str(" AND state <> 'draft'");
+    }
+    sql.push_str(" ORDER BY month DESC, id");
+    let rows = s
+        .store
+        .read(move |c| c.query_all(&sql, park_db::params_from_iter(values), bill_row))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(BillPage {
+        total: rows.len(),
+        offset,
+        bills: rows.into_iter().skip(offset).take(limit).collect(),
+    }))
+}
+
+async fn list_bills(
+    State(s): State<ApiState>,
+    Path(park): Path<String>,
+    q: Result<Query<BillQuery>, QueryRejection>,
+) -> ApiResult<Json<BillPage>> {
+    bills(&s, park, None, q?.0).await
+}
+
+async fn list_enterprise_bills(
+    State(s): State<ApiState>,
+    Path((park, enterprise)): Path<(String, String)>,
+    q: Result<Query<BillQuery>, QueryRejection>,
+) -> ApiResult<Json<BillPage>> {
+    bills(&s, park, Some(enterprise), q?.0).await
+}
+
+async fn get_bill(
+    State(s): State<ApiState>,
+    Path((park, id)): Path<(String, String)>,
+) -> ApiResult<Json<BillView>> {
+    let (p2, i2) = (park.clone(), id.clone());
+    s.store
+        .read(move |c| {
+            c.query_row(
+                &format!("SELECT {BILL_COLUMNS} FROM bills WHERE park = ?1 AND id = ?2"),
+                params![p2, i2],
+                bill_row,
+            )
+            .optional()
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no bill {id} in park {park}")))
+}
+
+async fn issue_bill(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((park, id)): Path<(String, String)>,
+    body: Result<Json<IssueBody>, JsonRejection>,
+) -> ApiResult<Json<BillView>> {
+    let Json(b) = body?;
+    let audit = s.auth.audit(
+        &caller.actor(),
+        "bill_issue",
+        &format!("{park}/bill/{id}"),
+        json!({"date": b.date}),
+    );
+    let result = async {
+        let offset = s
+            .documents
+            .read_directory(&park, |d| d.utc_offset_minutes())
+            .ok_or_else(|| ApiError::not_found(format!("park {park} has no directory on this hub")))?
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let day = match &b.date {
+            Some(text) => parse_date(text)
+                .ok_or_else(|| ApiError::invalid(format!("date: {text:?} is not a date YYYY-MM-DD")))?,
+            None => LocalTime::at(now_micros(), offset).day,
+        };
+        let (p2, i2, by, a2) = (park.clone(), id.clone(), caller.principal.username.clone(), audit.clone());
+        s.store
+            .admin(move |tx| {
+                let state: Option<String> = tx
+                    .query_row(
+                        "SELECT state FROM bills WHERE park = ?1 AND id = ?2",
+                        params![p2, i2],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match state.as_deref() {
+                    None => return Err(refusal(StatusCode::NOT_FOUND, "not_found", format!("no bill {i2} in park {p2}"))),
+                    Some("draft") => {}
+                    Some(other) => {
+                        return Err(refusal(
+                            StatusCode::CONFLICT,
+                            "conflict",
+                            format!("a bill that is {other} cannot be issued again"),
+                        ));
+                    }
+                }
+                // The shortest due days among the bill's contracts.
+                let terms: Vec<String> = tx.query_all(
+                    "SELECT DISTINCT c.terms FROM bill_lines l JOIN contracts c ON c.park = l.park AND c.id = l.contract_id
+                     WHERE l.park = ?1 AND l.bill_id = ?2",
+                    params![p2, i2],
+                    |r| r.get(0),
+                )?;
+                let mut due_days = u32::MAX;
+                for t in &terms {
+                    let t: Terms = serde_json::from_str(t)?;
+                    due_days = due_days.min(t.due_days);
+                }
+                let due_days = if due_days == u32::MAX { 0 } else { due_days };
+                tx.execute(
+                    "UPDATE bills SET state = 'issued', issue_day = ?3, due_day = ?4, updated = ?5, updated_by = ?6
+                     WHERE park = ?1 AND id = ?2 AND state = 'draft'",
+                    params![p2, i2, day, day + due_days as i32, now_micros(), by],
+                )?;
+                a2.append(tx)?;
+                Ok(())
+            })
+            .await
+            .map_err(store_error)
+    }
+    .await;
+    audit_outcome(&s.auth, audit, result).await?;
+    get_bill(State(s), Path((park, id))).await
+}
