@@ -144,6 +144,42 @@ CREATE TABLE IF NOT EXISTS bill_lines (
 );
 ";
 
+/// Payments received (migration 9).
+pub const PAYMENTS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS payments (
+    park TEXT NOT NULL,
+    id TEXT NOT NULL,
+    bill_id TEXT NOT NULL,
+    enterprise_id TEXT NOT NULL,
+    amount_fen INTEGER NOT NULL,
+    method TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    received_day INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    PRIMARY KEY (park, id),
+    UNIQUE (park, method, reference)
+) WITHOUT ROWID;
+";
+
+/// The same table on PostgreSQL.
+pub const PAYMENTS_PG_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS payments (
+    park TEXT NOT NULL,
+    id TEXT NOT NULL,
+    bill_id TEXT NOT NULL,
+    enterprise_id TEXT NOT NULL,
+    amount_fen BIGINT NOT NULL,
+    method TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    received_day BIGINT NOT NULL,
+    created BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    PRIMARY KEY (park, id),
+    UNIQUE (park, method, reference)
+);
+";
+
 /// The routes of bill runs and bills.
 pub fn routes(r: Routes<ApiState>) -> Routes<ApiState> {
     use Access::Allowed;
@@ -197,6 +233,27 @@ pub fn routes(r: Routes<ApiState>) -> Routes<ApiState> {
         .body::<IssueBody>()
         .returns::<BillView>(),
     )
+    .post(
+        "/api/v1/parks/{park}/bills/{bill}/payments",
+        Allowed(BillingManage),
+        record_payment,
+    )
+    .doc(
+        doc("billing", "Record a payment received for an issued bill")
+            .body::<PaymentBody>()
+            .returns::<BillView>()
+            .describe("The same method and reference twice is a 409 (a payment is recorded once); more than is owed is a 422."),
+    )
+    .get(
+        "/api/v1/parks/{park}/payments",
+        Allowed(BillingManage),
+        list_payments,
+    )
+    .doc(
+        doc("billing", "Payments received, newest first")
+            .query::<PaymentQuery>()
+            .returns::<PaymentPage>(),
+    )
     .get(
         "/api/v1/parks/{park}/enterprises/{enterprise}/bills",
         Allowed(EnterpriseRead),
@@ -219,6 +276,52 @@ pub struct RunBody {
     /// The month, `YYYY-MM`.
     #[schema(max_length = 7)]
     month: String,
+}
+
+fn methods() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    accounts::openapi::one_of(["transfer", "cash", "card", "other"])
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentBody {
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
+    amount_fen: i64,
+    #[schema(schema_with = methods)]
+    method: String,
+    /// The bank's or the receipt's reference: a method and reference are recorded once.
+    #[schema(min_length = 1, max_length = 128)]
+    reference: String,
+    /// The day it was received, `YYYY-MM-DD`.
+    #[schema(max_length = 10)]
+    received_date: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentQuery {
+    /// Only this bill's.
+    #[param(max_length = 128)]
+    bill: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentView {
+    pub id: String,
+    pub bill_id: String,
+    pub enterprise_id: String,
+    pub amount_fen: i64,
+    #[schema(schema_with = methods)]
+    pub method: String,
+    pub reference: String,
+    pub received_date: String,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentPage {
+    pub payments: Vec<PaymentView>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -378,37 +481,54 @@ fn overdue(
     park: &str,
     first_day: i32,
 ) -> park_db::Result<BTreeMap<String, Vec<Overdue>>> {
-    let rows: Vec<(String, String, i64, i64, i64, i64)> = c.query_all(
-        "SELECT l.contract_id, b.id, b.due_day, SUM(l.amount_fen), b.total_fen, b.paid_fen
+    // Bills past due: unpaid, or paid after their due date (their late days may still be
+    // uncharged).
+    let rows: Vec<(String, String, i64, i64, i64)> = c.query_all(
+        "SELECT l.contract_id, b.id, b.due_day, SUM(l.amount_fen), b.total_fen
          FROM bills b JOIN bill_lines l ON l.park = b.park AND l.bill_id = b.id
-         WHERE b.park = ?1 AND b.state IN ('issued', 'partly_paid', 'overdue') AND b.due_day < ?2
+         WHERE b.park = ?1 AND b.state IN ('issued', 'partly_paid', 'paid') AND b.due_day < ?2
            AND l.charge <> 'late_fee'
-         GROUP BY l.contract_id, b.id, b.due_day, b.total_fen, b.paid_fen
+           AND (b.state <> 'paid' OR EXISTS (SELECT 1 FROM payments p
+                WHERE p.park = b.park AND p.bill_id = b.id AND p.received_day > b.due_day))
+         GROUP BY l.contract_id, b.id, b.due_day, b.total_fen
          ORDER BY b.id, l.contract_id",
         params![park, first_day],
-        |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        },
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
     )?;
+    let mut paid: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    for (bill, day, amount) in c.query_all(
+        "SELECT bill_id, received_day, amount_fen FROM payments WHERE park = ?1 ORDER BY bill_id, received_day, id",
+        params![park],
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+    )? {
+        paid.entry(bill).or_default().push((day, amount));
+    }
     let mut out: BTreeMap<String, Vec<Overdue>> = BTreeMap::new();
-    for (contract, bill, due, share, total, paid) in rows {
-        // What is paid goes to the bill as a whole: each contract's share of what is left.
-        let unpaid = if total > 0 {
-            ((i128::from(share) * i128::from(total - paid)) / i128::from(total)) as i64
-        } else {
-            0
+    for (contract, bill, due, share, total) in rows {
+        // A payment goes to the bill as a whole: each contract owes its share of what is
+        // left, from the day the payment came (by the due day: from the start).
+        let owed = |cum: i64| -> i64 {
+            if total > 0 {
+                ((i128::from(share) * i128::from((total - cum).max(0))) / i128::from(total)) as i64
+            } else {
+                0
+            }
         };
+        let payments = paid.get(&bill).map(Vec::as_slice).unwrap_or(&[]);
+        let mut cum: i64 = payments
+            .iter()
+            .filter(|(d, _)| *d <= due)
+            .map(|(_, a)| a)
+            .sum();
+        let mut balances = vec![(due as i32, owed(cum))];
+        for (day, amount) in payments.iter().filter(|(d, _)| *d > due) {
+            cum += amount;
+            balances.push((*day as i32, owed(cum)));
+        }
         out.entry(contract).or_default().push(Overdue {
             bill_id: bill,
             due_day: due as i32,
-            balances: vec![(due as i32, unpaid)],
+            balances,
         });
     }
     Ok(out)
@@ -419,6 +539,31 @@ fn is_workday(day: i32) -> bool {
         LocalTime::at(i64::from(day) * park_model::time::MICROS_PER_DAY, 0).weekday,
         Weekday::Sat | Weekday::Sun
     )
+}
+
+/// The park's offset from UTC in minutes, and today on its wall clock.
+async fn park_clock(s: &ApiState, park: &str) -> ApiResult<(i32, i32)> {
+    let (s2, p2) = (s.clone(), park.to_string());
+    let offset = tokio::task::spawn_blocking(move || {
+        s2.documents.read_directory(&p2, |d| d.utc_offset_minutes())
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.into()))?
+    .ok_or_else(|| ApiError::not_found(format!("park {park} has no directory on this hub")))?
+    .map_err(|e| ApiError::invalid(e.to_string()))?;
+    Ok((offset, LocalTime::at(now_micros(), offset).day))
+}
+
+/// A bill issued and not fully paid after its due date shows as overdue.
+fn shown(mut b: BillView, today: i32) -> BillView {
+    if matches!(b.state.as_str(), "issued" | "partly_paid")
+        && b.due_date
+            .as_deref()
+            .is_some_and(|d| d < format_date(today).as_str())
+    {
+        b.state = "overdue".into();
+    }
+    b
 }
 
 async fn start_run(
@@ -438,13 +583,7 @@ async fn start_run(
         let month = Month::parse(&b.month).ok_or_else(|| {
             ApiError::invalid(format!("month: {:?} is not a month YYYY-MM", b.month))
         })?;
-        let offset = s
-            .documents
-            .read_directory(&park, |d| d.utc_offset_minutes())
-            .ok_or_else(|| {
-                ApiError::not_found(format!("park {park} has no directory on this hub"))
-            })?
-            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let (offset, _) = park_clock(&s, &park).await?;
         let (p2, by, a2) = (
             park.clone(),
             caller.principal.username.clone(),
@@ -702,7 +841,7 @@ async fn bills(
         return Err(ApiError::bad_request("limit: from 1 to 500"));
     }
     let mut sql = format!("SELECT {BILL_COLUMNS} FROM bills WHERE park = ?1");
-    let mut values = vec![park_db::Value::Text(park)];
+    let mut values = vec![park_db::Value::Text(park.clone())];
     if let Some(m) = &q.month
         && Month::parse(m).is_none()
     {
@@ -733,6 +872,7 @@ async fn bills(
         sql.push_str(" AND state <> 'draft'");
     }
     sql.push_str(" ORDER BY month DESC, id");
+    let (_, today) = park_clock(s, &park).await?;
     let rows = s
         .store
         .read(move |c| c.query_all(&sql, park_db::params_from_iter(values), bill_row))
@@ -741,7 +881,12 @@ async fn bills(
     Ok(Json(BillPage {
         total: rows.len(),
         offset,
-        bills: rows.into_iter().skip(offset).take(limit).collect(),
+        bills: rows
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|b| shown(b, today))
+            .collect(),
     }))
 }
 
@@ -765,6 +910,7 @@ async fn get_bill(
     State(s): State<ApiState>,
     Path((park, id)): Path<(String, String)>,
 ) -> ApiResult<Json<BillView>> {
+    let (_, today) = park_clock(&s, &park).await?;
     let (p2, i2) = (park.clone(), id.clone());
     s.store
         .read(move |c| {
@@ -777,7 +923,7 @@ async fn get_bill(
         })
         .await
         .map_err(ApiError::internal)?
-        .map(Json)
+        .map(|b| Json(shown(b, today)))
         .ok_or_else(|| ApiError::not_found(format!("no bill {id} in park {park}")))
 }
 
@@ -795,15 +941,11 @@ async fn issue_bill(
         json!({"date": b.date}),
     );
     let result = async {
-        let offset = s
-            .documents
-            .read_directory(&park, |d| d.utc_offset_minutes())
-            .ok_or_else(|| ApiError::not_found(format!("park {park} has no directory on this hub")))?
-            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let (_, today) = park_clock(&s, &park).await?;
         let day = match &b.date {
             Some(text) => parse_date(text)
                 .ok_or_else(|| ApiError::invalid(format!("date: {text:?} is not a date YYYY-MM-DD")))?,
-            None => LocalTime::at(now_micros(), offset).day,
+            None => today,
         };
         let (p2, i2, by, a2) = (park.clone(), id.clone(), caller.principal.username.clone(), audit.clone());
         s.store
@@ -853,4 +995,143 @@ async fn issue_bill(
     .await;
     audit_outcome(&s.auth, audit, result).await?;
     get_bill(State(s), Path((park, id))).await
+}
+
+async fn record_payment(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((park, bill)): Path<(String, String)>,
+    body: Result<Json<PaymentBody>, JsonRejection>,
+) -> ApiResult<Json<BillView>> {
+    let Json(b) = body?;
+    let audit = s.auth.audit(
+        &caller.actor(),
+        "payment_record",
+        &format!("{park}/bill/{bill}"),
+        json!({"amount_fen": b.amount_fen, "method": b.method, "reference": b.reference, "received_date": b.received_date}),
+    );
+    let result = async {
+        if !(1..=park_model::billing::contract::MAX_FEN).contains(&b.amount_fen) {
+            return Err(ApiError::invalid("amount_fen: from 1 to 10^12"));
+        }
+        if !["transfer", "cash", "card", "other"].contains(&b.method.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "method: {:?} is not one of transfer, cash, card, other",
+                b.method
+            )));
+        }
+        let reference = b.reference.trim().to_string();
+        if reference.is_empty() || reference.chars().count() > 128 {
+            return Err(ApiError::invalid("reference: 1 to 128 characters"));
+        }
+        let day = parse_date(&b.received_date).ok_or_else(|| {
+            ApiError::invalid(format!("received_date: {:?} is not a date YYYY-MM-DD", b.received_date))
+        })?;
+        let (p2, i2, by, a2) = (park.clone(), bill.clone(), caller.principal.username.clone(), audit.clone());
+        let (amount, method) = (b.amount_fen, b.method.clone());
+        s.store
+            .admin(move |tx| {
+                let found: Option<(String, String, i64, i64)> = tx
+                    .query_row(
+                        "SELECT state, enterprise_id, total_fen, paid_fen FROM bills WHERE park = ?1 AND id = ?2",
+                        params![p2, i2],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    )
+                    .optional()?;
+                let Some((state, enterprise, total, paid)) = found else {
+                    return Err(refusal(StatusCode::NOT_FOUND, "not_found", format!("no bill {i2} in park {p2}")));
+                };
+                if !matches!(state.as_str(), "issued" | "partly_paid") {
+                    return Err(refusal(
+                        StatusCode::CONFLICT,
+                        "conflict",
+                        format!("a bill that is {state} takes no payment"),
+                    ));
+                }
+                let earlier: Option<String> = tx
+                    .query_row(
+                        "SELECT id FROM payments WHERE park = ?1 AND method = ?2 AND reference = ?3",
+                        params![p2, method, reference],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(id) = earlier {
+                    return Err(refusal(
+                        StatusCode::CONFLICT,
+                        "conflict",
+                        format!("this {method} reference is already recorded, as payment {id}"),
+                    ));
+                }
+                if amount > total - paid {
+                    return Err(refusal(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid",
+                        format!("amount_fen: {amount} is more than the {} fen owed", total - paid),
+                    ));
+                }
+                let n: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM payments WHERE park = ?1 AND bill_id = ?2",
+                    params![p2, i2],
+                    |r| r.get(0),
+                )?;
+                let id = format!("{i2}-p{}", n + 1);
+                let now = now_micros();
+                tx.execute(
+                    "INSERT INTO payments (park, id, bill_id, enterprise_id, amount_fen, method, reference, received_day, created, created_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![p2, id, i2, enterprise, amount, method, reference, day, now, by],
+                )?;
+                let paid = paid + amount;
+                let state = if paid == total { "paid" } else { "partly_paid" };
+                tx.execute(
+                    "UPDATE bills SET paid_fen = ?3, state = ?4, updated = ?5, updated_by = ?6 WHERE park = ?1 AND id = ?2",
+                    params![p2, i2, paid, state, now, by],
+                )?;
+                a2.append(tx)?;
+                Ok(())
+            })
+            .await
+            .map_err(store_error)
+    }
+    .await;
+    audit_outcome(&s.auth, audit, result).await?;
+    get_bill(State(s), Path((park, bill))).await
+}
+
+async fn list_payments(
+    State(s): State<ApiState>,
+    Path(park): Path<String>,
+    q: Result<Query<PaymentQuery>, QueryRejection>,
+) -> ApiResult<Json<PaymentPage>> {
+    let Query(q) = q?;
+    if let Some(bill) = &q.bill
+        && (bill.is_empty() || bill.len() > 128)
+    {
+        return Err(ApiError::bad_request("bill: 1 to 128 characters"));
+    }
+    let payments = s
+        .store
+        .read(move |c| {
+            c.query_all(
+                "SELECT id, bill_id, enterprise_id, amount_fen, method, reference, received_day, created, created_by
+                 FROM payments WHERE park = ?1 AND (bill_id = ?2 OR ?3 = 1) ORDER BY created DESC, id LIMIT 1000",
+                params![park, q.bill.clone().unwrap_or_default(), i64::from(q.bill.is_none())],
+                |r| {
+                    Ok(PaymentView {
+                        id: r.get(0)?,
+                        bill_id: r.get(1)?,
+                        enterprise_id: r.get(2)?,
+                        amount_fen: r.get(3)?,
+                        method: r.get(4)?,
+                        reference: r.get(5)?,
+                        received_date: format_date(r.get::<_, i64>(6)? as i32),
+                        created_at: r.get(7)?,
+                        created_by: r.get(8)?,
+                    })
+                },
+            )
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(PaymentPage { payments }))
 }

@@ -529,6 +529,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: crate::billing::SCHEMA,
         postgres: crate::billing::PG_SCHEMA,
     },
+    Migration {
+        version: 9,
+        name: "payments",
+        sqlite: crate::billing::PAYMENTS_SCHEMA,
+        postgres: crate::billing::PAYMENTS_PG_SCHEMA,
+    },
 ];
 
 /// How long a hub holds a lease (a building's connection, a job that runs once for all

@@ -504,9 +504,10 @@ async fn bill_runs_bill_each_day_once_reproducibly_with_late_fees_and_credits() 
         Some(json!({"date": "2026-03-01"})),
     );
     assert_eq!(st, 200, "{issued}");
+    // Issued, and (the month is a past one) already past its due date.
     assert_eq!(
         (issued["state"].as_str(), issued["due_date"].as_str()),
-        (Some("issued"), Some("2026-03-16"))
+        (Some("overdue"), Some("2026-03-16"))
     );
     let (st, _) = call(
         &t[2],
@@ -598,6 +599,69 @@ async fn bill_runs_bill_each_day_once_reproducibly_with_late_fees_and_credits() 
         ]),
         "{may} {b}"
     );
+    // Payments on the March bill: part on 10 May, the rest on 20 May; a reference is
+    // recorded once, nobody pays more than is owed, and a draft takes no payment.
+    let pay = |bill: &str, amount: i64, reference: &str, date: &str| {
+        call(
+            &t[2],
+            "POST",
+            &format!("/api/v1/parks/p1/bills/{bill}/payments"),
+            Some(
+                json!({"amount_fen": amount, "method": "transfer", "reference": reference, "received_date": date}),
+            ),
+        )
+    };
+    let (st, v) = pay("202603-acme-1", 1_000_000, "BANK-0001", "2026-05-10");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["state"].as_str(), v["paid_fen"].as_i64()),
+        (Some("overdue"), Some(1_000_000))
+    );
+    let (st, v) = pay("202603-acme-1", 1_000_000, "BANK-0001", "2026-05-10");
+    assert_eq!(st, 409, "{v}");
+    let (st, v) = pay("202603-acme-1", total, "BANK-0002", "2026-05-20");
+    assert_eq!(st, 422, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().starts_with("amount_fen"),
+        "{v}"
+    );
+    assert_eq!(pay("202605-acme-1", 100, "BANK-0003", "2026-05-20").0, 409);
+    let (st, v) = pay(
+        "202603-acme-1",
+        total - 1_000_000,
+        "BANK-0004",
+        "2026-05-20",
+    );
+    assert_eq!((st, v["state"].as_str()), (200, Some("paid")), "{v}");
+    let (_, listed) = call(
+        &t[2],
+        "GET",
+        "/api/v1/parks/p1/payments?bill=202603-acme-1",
+        None,
+    );
+    assert_eq!(listed["payments"].as_array().unwrap().len(), 2, "{listed}");
+    // June charges May's late days on each day's balance: 9 days owing all of it, 10 days
+    // owing what the first payment left, nothing after the second.
+    let (_, june) = call(
+        &t[2],
+        "POST",
+        "/api/v1/parks/p1/bill-runs",
+        Some(json!({"month": "2026-06"})),
+    );
+    let (_, b) = call(&t[2], "GET", "/api/v1/parks/p1/bills/202606-acme-1", None);
+    let late: Vec<&Value> = b["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["charge"] == "late_fee")
+        .collect();
+    assert_eq!(late.len(), 1, "{june} {b}");
+    let balance_days = 9 * total as i128 + 10 * (total as i128 - 1_000_000);
+    assert_eq!(
+        late[0]["amount_fen"].as_i64().unwrap() as i128,
+        (balance_days * 5 + 5_000) / 10_000
+    );
+
     // Every run is in the park's audit, the refused month's too (a caller without the
     // permission never reaches the run).
     let (_, audit) = call(&t[0], "GET", "/api/v1/parks/p1/audit?limit=200", None);
@@ -607,5 +671,5 @@ async fn bill_runs_bill_each_day_once_reproducibly_with_late_fees_and_credits() 
         .iter()
         .filter(|e| e["action"] == "bill_run")
         .count();
-    assert_eq!(runs, 5, "{audit}");
+    assert_eq!(runs, 6, "{audit}");
 }
