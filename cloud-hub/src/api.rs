@@ -90,11 +90,11 @@ fn routes() -> Routes<ApiState> {
     use Access::{Allowed, Public};
     use Permission::*;
     let doc = Doc::new;
-    crate::billing::routes(crate::leasing::routes(crate::spaces::routes(
+    crate::energy::routes(crate::billing::routes(crate::leasing::routes(crate::spaces::routes(
         crate::carparks::routes(crate::import::routes(crate::master::routes(
             http::auth_routes(Routes::default()),
         ))),
-    )))
+    ))))
         .get("/health", Public, || async {
             Json(views::Status {
                 status: "ok".into(),

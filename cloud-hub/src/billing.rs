@@ -25,9 +25,8 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use park_db::{Connection, OptionalExtension, params};
 use park_model::billing::contract::{State as CState, Terms};
-use park_model::billing::energy::Utility;
 use park_model::billing::period::{Days, Month};
-use park_model::billing::run::{self, Charge, Entry, Metered, Meters, Overdue, Pending};
+use park_model::billing::run::{self, Charge, Entry, Overdue, Pending};
 use park_model::identity::Access;
 use park_model::identity::Permission::{BillingManage, EnterpriseRead};
 use park_model::identity::secret::sha256_hex;
@@ -435,22 +434,6 @@ struct Body {
     total_fen: i64,
 }
 
-/// No meters are mapped to spaces yet: energy waits (and is reported) until they are.
-struct NoMeters;
-
-impl Meters for NoMeters {
-    fn usage(
-        &mut self,
-        _: &str,
-        _: &Terms,
-        _: Utility,
-        _: bool,
-        _: Days,
-    ) -> Result<Option<Metered>, String> {
-        Ok(None)
-    }
-}
-
 fn refusal(status: StatusCode, code: &'static str, message: String) -> anyhow::Error {
     anyhow::Error::new(Refusal(status, code, message))
 }
@@ -542,7 +525,7 @@ fn is_workday(day: i32) -> bool {
 }
 
 /// The park's offset from UTC in minutes, and today on its wall clock.
-async fn park_clock(s: &ApiState, park: &str) -> ApiResult<(i32, i32)> {
+pub(crate) async fn park_clock(s: &ApiState, park: &str) -> ApiResult<(i32, i32)> {
     let (s2, p2) = (s.clone(), park.to_string());
     let offset = tokio::task::spawn_blocking(move || {
         s2.documents.read_directory(&p2, |d| d.utc_offset_minutes())
@@ -584,13 +567,29 @@ async fn start_run(
             ApiError::invalid(format!("month: {:?} is not a month YYYY-MM", b.month))
         })?;
         let (offset, _) = park_clock(&s, &park).await?;
+        // Which building each space is in (for the common meters' shares).
+        let (s2, p2) = (s.clone(), park.clone());
+        let buildings = tokio::task::spawn_blocking(move || {
+            s2.documents.directory_snapshot(&p2).map(|d| {
+                d.map(|d| {
+                    d.spaces
+                        .values()
+                        .map(|sp| (sp.id.clone(), sp.building_id.clone()))
+                        .collect::<std::collections::HashMap<_, _>>()
+                })
+            })
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.into()))?
+        .ok_or_else(|| ApiError::not_found(format!("park {park} has no directory on this hub")))?
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
         let (p2, by, a2) = (
             park.clone(),
             caller.principal.username.clone(),
             audit.clone(),
         );
         s.store
-            .admin(move |tx| run_month(tx, &p2, month, offset, &by, &a2))
+            .admin(move |tx| run_month(tx, &p2, month, offset, buildings, &by, &a2))
             .await
             .map_err(store_error)
     }
@@ -604,6 +603,7 @@ fn run_month(
     park: &str,
     month: Month,
     offset: i32,
+    buildings: std::collections::HashMap<String, String>,
     by: &str,
     audit: &accounts::Audit,
 ) -> anyhow::Result<RunView> {
@@ -614,7 +614,18 @@ fn run_month(
     )?;
     let ledger = ledger(tx, park)?;
     let overdue = overdue(tx, park, month.first_day())?;
-    let tariffs = BTreeMap::new();
+    let tariffs = crate::energy::tariffs(tx, park)?;
+    let mut parsed = Vec::new();
+    for (id, state, terms) in &contracts {
+        let state = CState::parse(state)
+            .ok_or_else(|| anyhow::anyhow!("contract {id}: state {state:?}"))?;
+        if state.billable() {
+            let terms: Terms = serde_json::from_str(terms)?;
+            parsed.push((id.clone(), state, terms));
+        }
+    }
+    let leased: Vec<Terms> = parsed.iter().map(|(_, _, t)| t.clone()).collect();
+    let mut meters = crate::energy::HubMeters::new(tx, park, offset, buildings, leased)?;
     let cx = run::Context {
         month,
         ledger: &ledger,
@@ -626,21 +637,15 @@ fn run_month(
     let mut by_enterprise: BTreeMap<(String, String), Vec<run::Line>> = BTreeMap::new();
     let mut pending: Vec<Pending> = Vec::new();
     let mut billable = 0i64;
-    for (id, state, terms) in &contracts {
-        let state = CState::parse(state)
-            .ok_or_else(|| anyhow::anyhow!("contract {id}: state {state:?}"))?;
-        if !state.billable() {
-            continue;
-        }
+    for (id, state, terms) in &parsed {
         billable += 1;
-        let terms: Terms = serde_json::from_str(terms)?;
         let none = Vec::new();
         let plan = run::plan(
             id,
-            &terms,
-            state,
+            terms,
+            *state,
             overdue.get(id).unwrap_or(&none),
-            &mut NoMeters,
+            &mut meters,
             &cx,
         )
         .map_err(|e| refusal(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()))?;

@@ -21,6 +21,7 @@ pub mod billing;
 pub mod carparks;
 pub mod config;
 pub mod console;
+pub mod energy;
 pub mod enroll;
 pub mod import;
 pub mod influx;

@@ -535,6 +535,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: crate::billing::PAYMENTS_SCHEMA,
         postgres: crate::billing::PAYMENTS_PG_SCHEMA,
     },
+    Migration {
+        version: 10,
+        name: "utility tariffs and meters",
+        sqlite: crate::energy::SCHEMA,
+        postgres: crate::energy::PG_SCHEMA,
+    },
 ];
 
 /// How long a hub holds a lease (a building's connection, a job that runs once for all

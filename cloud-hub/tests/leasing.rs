@@ -673,3 +673,251 @@ async fn bill_runs_bill_each_day_once_reproducibly_with_late_fees_and_credits() 
         .count();
     assert_eq!(runs, 6, "{audit}");
 }
+
+/// 15-minute counter rollups of building b1's `points` from 15 January to 1 March 2026,
+/// 0.25 kWh each, uploaded as an edge uploads them, leaving out `missing` (a point and a
+/// local day whose buckets never came).
+async fn upload_meter_rollups(h: &Hub, points: &[&str], missing: (&str, &str)) {
+    use sync_protocol::{EdgeIdentity, HubSink, Record, RollupBatch, RollupRow, UploadStream};
+    let edge = EdgeIdentity {
+        edge_id: "e-b1".into(),
+        park: "p1".into(),
+        building: "b1".into(),
+    };
+    let at = |d: &str| park_model::time::local_timestamp(d, 0, 0, 480).unwrap();
+    let (gap_from, gap_to) = (at(missing.1), at(missing.1) + 86_400_000_000);
+    let mut rows = Vec::new();
+    for point in points {
+        let mut bucket = at("2026-01-15");
+        let mut reading = 1000.0;
+        while bucket < at("2026-03-01") {
+            reading += 0.25;
+            if !(*point == missing.0 && (gap_from..gap_to).contains(&bucket)) {
+                rows.push(RollupRow {
+                    point: point.to_string(),
+                    period_s: 900,
+                    bucket,
+                    count: 15,
+                    bad: 0,
+                    min: reading - 0.25,
+                    max: reading,
+                    sum: reading * 15.0,
+                    last: reading,
+                    last_ts: bucket + 899_000_000,
+                    delta: 0.25,
+                });
+            }
+            bucket += 900_000_000;
+        }
+    }
+    let mut sink = h.store.sink(cloud_hub::store::BuildingKey::new("p1", "b1"));
+    for (seq, chunk) in rows.chunks(2000).enumerate() {
+        let batch = RollupBatch {
+            rows: chunk.to_vec(),
+        };
+        sink.accept(
+            &edge,
+            UploadStream::Rollups,
+            seq as u64 + 1,
+            Record::Rollups(&batch),
+        )
+        .unwrap();
+    }
+    h.store.flush().await;
+}
+
+/// Energy from meters to bills: a time-of-use tariff, a room's own meter, a meter that
+/// changes hands mid-February, the building's common meter shared by area, a day of
+/// readings that never came (estimated, and marked), and a past tariff version that
+/// cannot change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn energy_lines_follow_the_meters_that_fed_each_space_at_each_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, t) = park_with_people(dir.path()).await;
+    let a = h.api_addr;
+    let call = |token: &str, method: &str, path: &str, body: Option<Value>| {
+        common::call(a, Some(token), method, path, body)
+    };
+    // Peak from 8:00 to 12:00 on workdays at 1.1104 yuan, flat otherwise at 0.6532.
+    let span = |m: u16, band: &str| json!({"start_minute": m, "band": band});
+    let version = |from: &str, flat: i64| {
+        json!({"valid_from": from, "seasons": [{"months": [1,2,3,4,5,6,7,8,9,10,11,12],
+            "workday": [span(0, "flat"), span(480, "peak"), span(720, "flat")],
+            "non_workday": [span(0, "flat")]}],
+            "prices_e4": {"flat": flat, "peak": 11104}})
+    };
+    let tariff = |versions: Value| json!({"name": "商业电价", "utility": "electricity", "versions": versions});
+    let (st, v) = call(
+        &t[2],
+        "PUT",
+        "/api/v1/parks/p1/utility-tariffs/power",
+        Some(tariff(json!([version("2026-01-01", 6532)]))),
+    );
+    assert_eq!(st, 200, "{v}");
+    let mut bad = version("2026-01-01", 6532);
+    bad["seasons"][0]["workday"][1]["start_minute"] = json!(487);
+    let (st, v) = call(
+        &t[2],
+        "PUT",
+        "/api/v1/parks/p1/utility-tariffs/other",
+        Some(tariff(json!([bad]))),
+    );
+    assert_eq!(st, 422, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("versions[0].seasons[0].workday"),
+        "{v}"
+    );
+    // The version in force cannot change; a later one can be added.
+    let (st, v) = call(
+        &t[2],
+        "PUT",
+        "/api/v1/parks/p1/utility-tariffs/power",
+        Some(tariff(json!([version("2026-01-01", 7000)]))),
+    );
+    assert_eq!(st, 409, "{v}");
+    let (st, v) = call(
+        &t[2],
+        "PUT",
+        "/api/v1/parks/p1/utility-tariffs/power",
+        Some(tariff(json!([
+            version("2026-01-01", 6532),
+            version("2027-01-01", 7000)
+        ]))),
+    );
+    assert_eq!(st, 200, "{v}");
+
+    // Meters: r101's own, the common one, and meter 3 feeding r101 until 14 February and
+    // r102 from the 15th.
+    let meter = |id: &str, point: &str, space: Value, from: &str, to: Value| {
+        call(
+            &t[2],
+            "PUT",
+            &format!("/api/v1/parks/p1/meters/{id}"),
+            Some(
+                json!({"building_id": "b1", "point": point, "utility": "electricity",
+                "space_id": space, "from": from, "to": to}),
+            ),
+        )
+    };
+    assert_eq!(
+        meter("m1", "meter1/kwh", json!("r101"), "2026-01-01", Value::Null).0,
+        200
+    );
+    assert_eq!(
+        meter("m2", "meter2/kwh", Value::Null, "2026-01-01", Value::Null).0,
+        200
+    );
+    assert_eq!(
+        meter(
+            "m3",
+            "meter3/kwh",
+            json!("r101"),
+            "2026-01-01",
+            json!("2026-02-14")
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        meter("m4", "meter3/kwh", json!("r102"), "2026-02-15", Value::Null).0,
+        200
+    );
+    let (st, v) = meter("m5", "meter1/kwh", json!("r102"), "2026-02-01", Value::Null);
+    assert_eq!(st, 409, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("m1"), "{v}");
+    let (st, v) = meter("m6", "meter9/kwh", json!("r999"), "2026-02-01", Value::Null);
+    assert_eq!(st, 422, "{v}");
+
+    // Both contracts on electricity (globex from 1 February), readings uploaded, 10 February
+    // of meter 1 never came.
+    upload_meter_rollups(
+        &h,
+        &["meter1/kwh", "meter2/kwh", "meter3/kwh"],
+        ("meter1/kwh", "2026-02-10"),
+    )
+    .await;
+    let mut globex = contract("globex", "r102");
+    globex["start"] = json!("2026-02-01");
+    globex["free_rent"] = json!([]);
+    for (id, body) in [("k1", contract("acme", "r101")), ("k3", globex)] {
+        assert_eq!(
+            call(
+                &t[0],
+                "PUT",
+                &format!("/api/v1/parks/p1/contracts/{id}"),
+                Some(body)
+            )
+            .0,
+            200
+        );
+        for (who, action) in [(0, "submit"), (1, "approve"), (0, "activate")] {
+            let (st, v) = call(
+                &t[who],
+                "POST",
+                &format!("/api/v1/parks/p1/contracts/{id}/actions"),
+                Some(json!({"action": action})),
+            );
+            assert_eq!(st, 200, "{v}");
+        }
+    }
+    let (st, march) = call(
+        &t[2],
+        "POST",
+        "/api/v1/parks/p1/bill-runs",
+        Some(json!({"month": "2026-03"})),
+    );
+    assert_eq!(st, 200, "{march}");
+    assert_eq!(march["pending"], json!([]), "{march}");
+    let line = |bill: &str, charge: &str, from: &str| -> Value {
+        let (_, b) = call(
+            &t[2],
+            "GET",
+            &format!("/api/v1/parks/p1/bills/{bill}"),
+            None,
+        );
+        b["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["charge"] == charge && l["from"] == from)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {charge} line from {from} in {b}"))
+    };
+    // acme's February: meter 1 all month and meter 3 for 14 days, 96 quarter hours a day
+    // at 0.25 kWh; 10 February estimated from meter 1's other days.
+    let own = line("202603-acme-1", "electricity", "2026-02-01");
+    assert_eq!(own["detail"]["consumption_milli"], (28 + 14) * 96 * 250);
+    assert_eq!(own["detail"]["estimated_milli"], 96 * 250);
+    assert_eq!(own["estimated"], true);
+    // 20 workdays of meter 1 and 10 of meter 3 have 16 peak quarter hours each.
+    let peak = (20 + 10) * 16 * 250;
+    let flat = (28 + 14) * 96 * 250 - peak;
+    let exact = peak as i128 * 11104 + flat as i128 * 6532;
+    assert_eq!(
+        own["amount_fen"].as_i64().unwrap() as i128,
+        (exact + 50_000) / 100_000,
+        "{own}"
+    );
+    // globex gets meter 3 from the 15th.
+    let theirs = line("202603-globex-1", "electricity", "2026-02-01");
+    assert_eq!(theirs["detail"]["consumption_milli"], 14 * 96 * 250);
+    assert_eq!(theirs["estimated"], false);
+    // The common meter by area leased: 120.50 of 200.50 m² for acme in February.
+    let common = line("202603-acme-1", "common_electricity", "2026-02-01");
+    let per_bucket = (250 * 12_050 * 2 + 20_050) / (2 * 20_050);
+    assert_eq!(common["detail"]["consumption_milli"], 28 * 96 * per_bucket);
+    // January: acme alone from the 15th, the whole common meter its own.
+    let january = line("202603-acme-1", "common_electricity", "2026-01-15");
+    assert_eq!(january["detail"]["consumption_milli"], 17 * 96 * 250);
+    // A second run bills no energy again.
+    let (_, again) = call(
+        &t[2],
+        "POST",
+        "/api/v1/parks/p1/bill-runs",
+        Some(json!({"month": "2026-03"})),
+    );
+    assert_eq!(again["lines"], 0, "{again}");
+}
