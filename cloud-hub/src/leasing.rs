@@ -93,6 +93,12 @@ CREATE TABLE IF NOT EXISTS contract_history (
 );
 ";
 
+/// Which contract a contract renews or changes (migration 11).
+pub const SUCCESSION: &str = "
+ALTER TABLE contracts ADD COLUMN follows TEXT;
+ALTER TABLE contracts ADD COLUMN follow_kind TEXT;
+";
+
 /// The routes of contracts.
 pub fn routes(r: Routes<ApiState>) -> Routes<ApiState> {
     use Access::Allowed;
@@ -163,6 +169,10 @@ fn shares() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
 
 fn states() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     accounts::openapi::one_of(park_model::billing::contract::ALL_STATES.map(|s| s.as_str()))
+}
+
+fn follow_kinds() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    accounts::openapi::one_of(["renewal", "change"])
 }
 
 fn actions() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
@@ -258,6 +268,15 @@ pub struct ContractBody {
     #[serde(default = "default_currency")]
     #[schema(max_length = 3)]
     currency: String,
+    /// The active contract this one renews (starting the day after it ends) or changes
+    /// (replacing it from this one's start); it ends where this one begins once this one
+    /// is activated.
+    #[serde(default)]
+    #[schema(max_length = 128)]
+    follows: Option<String>,
+    #[serde(default)]
+    #[schema(schema_with = follow_kinds)]
+    follow_kind: Option<String>,
 }
 
 fn default_due_days() -> u32 {
@@ -461,7 +480,7 @@ fn terms_of(b: &ContractBody, d: &ParkDirectory) -> Result<Terms, EditError> {
     Ok(terms)
 }
 
-fn body_of(t: &Terms) -> ContractBody {
+fn body_of(t: &Terms, follows: &Option<(String, String)>) -> ContractBody {
     let (common_share, common_share_bp) = match t.energy.common_share {
         CommonShare::ByArea => ("by_area", None),
         CommonShare::None => ("none", None),
@@ -497,6 +516,8 @@ fn body_of(t: &Terms) -> ContractBody {
         common_share: common_share.into(),
         common_share_bp,
         currency: t.currency.clone(),
+        follows: follows.as_ref().map(|f| f.0.clone()),
+        follow_kind: follows.as_ref().map(|f| f.1.clone()),
     }
 }
 
@@ -504,14 +525,15 @@ fn body_of(t: &Terms) -> ContractBody {
 struct Row {
     id: String,
     contract: Contract,
+    /// The contract it renews or changes, and which.
+    follows: Option<(String, String)>,
     created: i64,
     created_by: String,
     updated: i64,
     updated_by: String,
 }
 
-const COLUMNS: &str =
-    "id, state, terms, submitted_by, approved_by, created, created_by, updated, updated_by";
+const COLUMNS: &str = "id, state, terms, submitted_by, approved_by, created, created_by, updated, updated_by, follows, follow_kind";
 
 fn row(r: &park_db::Row) -> park_db::Result<Row> {
     let state: String = r.get(1)?;
@@ -529,6 +551,13 @@ fn row(r: &park_db::Row) -> park_db::Result<Row> {
         created_by: r.get(6)?,
         updated: r.get(7)?,
         updated_by: r.get(8)?,
+        follows: match (
+            r.get::<_, Option<String>>(9)?,
+            r.get::<_, Option<String>>(10)?,
+        ) {
+            (Some(f), Some(k)) => Some((f, k)),
+            _ => None,
+        },
     })
 }
 
@@ -581,7 +610,7 @@ fn view(r: Row, history: Vec<HistoryView>) -> ContractView {
     ContractView {
         enterprise_id: t.enterprise_id.clone(),
         state: r.contract.state.as_str().into(),
-        terms: body_of(t),
+        terms: body_of(t, &r.follows),
         area_m2: format!("{}.{:02}", area / 100, area % 100),
         rent_schedule_fen: t.rent_schedule().unwrap_or_default(),
         submitted_by: r.contract.submitted_by.clone(),
@@ -738,21 +767,41 @@ async fn put_contract(
         let terms = tokio::task::spawn_blocking(move || with_directory(&s2, &p2, |d| terms_of(&b2, d)))
             .await
             .map_err(|e| ApiError::internal(e.into()))???;
+        let follows = match (&b.follows, b.follow_kind.as_deref()) {
+            (None, None) => None,
+            (Some(f), Some(kind @ ("renewal" | "change"))) => {
+                check_id("follows", f)?;
+                if *f == id {
+                    return Err(ApiError::invalid("follows: a contract cannot follow itself"));
+                }
+                Some((f.clone(), kind.to_string()))
+            }
+            (Some(_), _) => {
+                return Err(ApiError::invalid("follow_kind: renewal or change, with follows"));
+            }
+            (None, Some(_)) => {
+                return Err(ApiError::invalid("follows: name the contract this one follows"));
+            }
+        };
         let (by, a2, p2, i2) = (caller.principal.username.clone(), audit.clone(), park.clone(), id.clone());
         s.store
             .admin(move |tx| {
+                if let Some((f, kind)) = &follows {
+                    check_follows(tx, &p2, f, kind, &terms)?;
+                }
+                let (follows, kind) = (follows.as_ref().map(|f| &f.0), follows.as_ref().map(|f| &f.1));
                 let now = now_micros();
                 let json = serde_json::to_string(&terms)?;
                 let n = match load(tx, &p2, &i2)? {
                     None => tx.execute(
-                        "INSERT INTO contracts (park, id, enterprise_id, state, terms, created, created_by, updated, updated_by)
-                         VALUES (?1, ?2, ?3, 'draft', ?4, ?5, ?6, ?5, ?6)",
-                        params![p2, i2, terms.enterprise_id, json, now, by],
+                        "INSERT INTO contracts (park, id, enterprise_id, state, terms, created, created_by, updated, updated_by, follows, follow_kind)
+                         VALUES (?1, ?2, ?3, 'draft', ?4, ?5, ?6, ?5, ?6, ?7, ?8)",
+                        params![p2, i2, terms.enterprise_id, json, now, by, follows, kind],
                     )?,
                     Some(r) if r.contract.state.editable() => tx.execute(
-                        "UPDATE contracts SET enterprise_id = ?3, terms = ?4, updated = ?5, updated_by = ?6
+                        "UPDATE contracts SET enterprise_id = ?3, terms = ?4, updated = ?5, updated_by = ?6, follows = ?8, follow_kind = ?9
                          WHERE park = ?1 AND id = ?2 AND state = ?7",
-                        params![p2, i2, terms.enterprise_id, json, now, by, r.contract.state.as_str()],
+                        params![p2, i2, terms.enterprise_id, json, now, by, r.contract.state.as_str(), follows, kind],
                     )?,
                     Some(r) => {
                         return Err(Refusal(
@@ -859,7 +908,7 @@ async fn act(
     let a2 = action.clone();
     // The transition, checked and stored with its history and audit record in one
     // transaction; what it means for the directory follows.
-    let (_, after) = s
+    let (superseded, after) = s
         .store
         .admin(move |tx| {
             let Some(r) = load(tx, &p2, &i2)? else {
@@ -869,7 +918,23 @@ async fn act(
             let mut c = r.contract;
             c.apply(&a2, &by, today)
                 .map_err(|e| Refusal(StatusCode::CONFLICT, "conflict", e.to_string()))?;
+            let mut superseded = None;
             if a2 == Action::Activate {
+                if let Some((f, kind)) = &r.follows {
+                    // The contract this one follows ends where this one begins.
+                    check_follows(tx, &p2, f, kind, &c.terms)?;
+                    let old = load(tx, &p2, f)?.ok_or_else(|| anyhow::anyhow!("contract {f} vanished"))?;
+                    let mut oc = old.contract;
+                    let was = oc.state;
+                    let act = Action::Supersede { by: i2.clone(), renewal: kind == "renewal", from: c.terms.term.from };
+                    oc.apply(&act, &by, today).map_err(|e| Refusal(StatusCode::CONFLICT, "conflict", e.to_string()))?;
+                    tx.execute(
+                        "UPDATE contracts SET state = ?3, terms = ?4, updated = ?5, updated_by = ?6 WHERE park = ?1 AND id = ?2 AND state = ?7",
+                        params![p2, f, oc.state.as_str(), serde_json::to_string(&oc.terms)?, now_micros(), by, was.as_str()],
+                    )?;
+                    record_history(tx, &p2, f, &by, "supersede", oc.state, &json!({"by": i2, "from": format_date(c.terms.term.from)}))?;
+                    superseded = Some((f.clone(), oc));
+                }
                 overlapping(tx, &p2, &i2, &c.terms)?;
             }
             let n = tx.execute(
@@ -895,10 +960,13 @@ async fn act(
             };
             record_history(tx, &p2, &i2, &by, a2.name(), c.state, &detail)?;
             audit.append(tx)?;
-            Ok((before, c))
+            Ok((superseded, c))
         })
         .await
         .map_err(store_error)?;
+    if let Some((old_id, old)) = &superseded {
+        apply_to_directory(s, park, old_id, old, offset, today).await?;
+    }
     if matches!(
         action,
         Action::Activate | Action::Terminate { .. } | Action::Expire
@@ -906,6 +974,48 @@ async fn act(
         apply_to_directory(s, park, id, &after, offset, today).await?;
     }
     Ok(())
+}
+
+/// Checks what a renewal or change says it follows: an active contract of the same
+/// enterprise, renewed from the day after its end, or changed from a day within its term.
+fn check_follows(
+    tx: &Connection,
+    park: &str,
+    follows: &str,
+    kind: &str,
+    terms: &Terms,
+) -> anyhow::Result<()> {
+    let bad = |m: String| -> anyhow::Error {
+        Refusal(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m).into()
+    };
+    let Some(old) = load(tx, park, follows)? else {
+        return Err(bad(format!("follows: no contract {follows} in this park")));
+    };
+    if old.contract.state != CState::Active {
+        return Err(bad(format!(
+            "follows: contract {follows} is {}, not active",
+            old.contract.state.as_str()
+        )));
+    }
+    if old.contract.terms.enterprise_id != terms.enterprise_id {
+        return Err(bad(format!(
+            "follows: contract {follows} is another enterprise's"
+        )));
+    }
+    let old_term = old.contract.terms.term;
+    match kind {
+        "renewal" if terms.term.from != old_term.to => Err(bad(format!(
+            "start: a renewal starts the day after {follows} ends, {}",
+            format_date(old_term.to)
+        ))),
+        "change" if terms.term.from <= old_term.from || terms.term.from >= old_term.to => {
+            Err(bad(format!(
+                "start: a change starts within {follows}'s term, after {}",
+                format_date(old_term.from)
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Refuses an activation whose spaces another active contract lets on overlapping days.

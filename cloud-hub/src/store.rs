@@ -541,6 +541,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: crate::energy::SCHEMA,
         postgres: crate::energy::PG_SCHEMA,
     },
+    Migration {
+        version: 11,
+        name: "contract succession",
+        sqlite: crate::leasing::SUCCESSION,
+        postgres: crate::leasing::SUCCESSION,
+    },
 ];
 
 /// How long a hub holds a lease (a building's connection, a job that runs once for all

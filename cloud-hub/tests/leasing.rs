@@ -921,3 +921,102 @@ async fn energy_lines_follow_the_meters_that_fed_each_space_at_each_time() {
     );
     assert_eq!(again["lines"], 0, "{again}");
 }
+
+/// A renewal follows its contract from the day after it ends, and a change replaces one
+/// from a day within its term: activating either ends the one it follows there, in the
+/// contracts and in the leases the edges decide from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_and_a_change_end_the_contract_they_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, t) = park_with_people(dir.path()).await;
+    let a = h.api_addr;
+    let call = |token: &str, method: &str, path: &str, body: Option<Value>| {
+        common::call(a, Some(token), method, path, body)
+    };
+    let put = |id: &str, body: Value| {
+        call(
+            &t[0],
+            "PUT",
+            &format!("/api/v1/parks/p1/contracts/{id}"),
+            Some(body),
+        )
+    };
+    let activate = |id: &str| {
+        for (who, action) in [(0, "submit"), (1, "approve"), (0, "activate")] {
+            let (st, v) = call(
+                &t[who],
+                "POST",
+                &format!("/api/v1/parks/p1/contracts/{id}/actions"),
+                Some(json!({"action": action})),
+            );
+            assert_eq!(st, 200, "{id} {action}: {v}");
+        }
+    };
+    assert_eq!(put("k1", contract("acme", "r101")).0, 200);
+    activate("k1");
+    // A renewal must start the day after k1's last day, and follow an active contract of
+    // the same enterprise.
+    let mut renewal = contract("acme", "r101");
+    renewal["start"] = json!("2029-01-10");
+    renewal["end"] = json!("2032-01-14");
+    renewal["free_rent"] = json!([]);
+    renewal["follows"] = json!("k1");
+    renewal["follow_kind"] = json!("renewal");
+    let (st, v) = put("k1r", renewal.clone());
+    assert_eq!(st, 422, "{v}");
+    assert!(v["message"].as_str().unwrap().starts_with("start"), "{v}");
+    let mut other = renewal.clone();
+    other["enterprise_id"] = json!("globex");
+    other["start"] = json!("2029-01-15");
+    let (st, v) = put("k1x", other);
+    assert_eq!(st, 422, "{v}");
+    assert!(v["message"].as_str().unwrap().starts_with("follows"), "{v}");
+    renewal["start"] = json!("2029-01-15");
+    let (st, v) = put("k1r", renewal);
+    assert_eq!(
+        (st, v["terms"]["follows"].as_str()),
+        (200, Some("k1")),
+        "{v}"
+    );
+    activate("k1r");
+    let (_, k1) = call(&t[0], "GET", "/api/v1/parks/p1/contracts/k1", None);
+    assert_eq!(
+        (k1["state"].as_str(), k1["terms"]["end"].as_str()),
+        (Some("renewed"), Some("2029-01-14"))
+    );
+    assert_eq!(
+        k1["history"].as_array().unwrap().last().unwrap()["action"],
+        "supersede"
+    );
+
+    // A change of the renewal from 1 January 2030 (a higher rent): the renewal ends the
+    // day before, in its lease too.
+    let mut change = contract("acme", "r101");
+    change["start"] = json!("2030-01-01");
+    change["end"] = json!("2032-01-14");
+    change["free_rent"] = json!([]);
+    change["rent"] = json!({"per_m2_month_fen": 9000});
+    change["follows"] = json!("k1r");
+    change["follow_kind"] = json!("change");
+    assert_eq!(put("k1c", change).0, 200);
+    activate("k1c");
+    let (_, k1r) = call(&t[0], "GET", "/api/v1/parks/p1/contracts/k1r", None);
+    assert_eq!(
+        (k1r["state"].as_str(), k1r["terms"]["end"].as_str()),
+        (Some("changed"), Some("2029-12-31"))
+    );
+    let d = directory(&h);
+    let lease = d.get::<Lease>("k1r").unwrap().unwrap();
+    assert_eq!(
+        lease.valid_to,
+        park_model::time::local_timestamp("2030-01-01", 0, 0, 480).unwrap()
+    );
+    assert_eq!(
+        d.get::<Lease>("k1c").unwrap().unwrap().monthly_rent_fen,
+        1_084_500
+    );
+    assert_eq!(
+        d.get::<Space>("r101").unwrap().unwrap().state,
+        SpaceState::Leased
+    );
+}
