@@ -43,6 +43,10 @@ pub enum BenchName {
     /// same node; on a building of 5,000 points, the point list's frame rate scrolled end to
     /// end (beside a bare list's) and the live view's rate at 1,000 updates a second.
     Console,
+    /// A month's bill run of 1,000 enterprises and 5,000 sub-meters with October's 15-minute
+    /// rollups, run again, and 100,000 bank credits matched and reconciled, on SQLite and
+    /// on PostgreSQL (as `hub`), beside plain scans and inserts of the same sizes.
+    Billing,
 }
 
 pub async fn run(name: BenchName, seconds: u64, credentials: usize) -> anyhow::Result<()> {
@@ -64,6 +68,7 @@ pub async fn run(name: BenchName, seconds: u64, credentials: usize) -> anyhow::R
         BenchName::Auth => crate::bench_auth::run(seconds.max(1)).await,
         BenchName::Console => crate::bench_console::run(5, seconds.max(1)).await,
         BenchName::Hub => crate::bench_hub::run(seconds.max(5)).await,
+        BenchName::Billing => crate::bench_billing::run().await,
     }
 }
 

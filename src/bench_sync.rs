@@ -37,6 +37,8 @@ pub async fn run(samples: usize, events: usize) -> anyhow::Result<()> {
         credential_keys: Default::default(),
         influx: None,
         database: park_db::Target::Sqlite(hub_dir.join("hub.sqlite")),
+        payments: None,
+        notifications: None,
     };
     let db = settings.database.clone();
     let hub = cloud_hub::Hub::start(settings).await?;

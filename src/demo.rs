@@ -80,6 +80,36 @@ pub async fn run(data_dir: Option<PathBuf>, profiles: PathBuf, port: u16) -> any
     // The hub, with its operator CA made on first start, and a one-time enrollment per
     // building, exactly as an operator would do it.
     let hub_dir = data_dir.join("hub");
+    // The online payment provider, simulated: it signs and notifies as WeChat Pay's API v2
+    // does, with a merchant key made on first start.
+    let pay_key_file = data_dir.join("payment.key");
+    if !pay_key_file.exists() {
+        let key: String = (0..32)
+            .map(|_| char::from(b"0123456789abcdef"[fastrand::usize(0..16)]))
+            .collect();
+        std::fs::write(&pay_key_file, &key)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&pay_key_file, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    let merchant = device_sim::Merchant {
+        app_id: "wx0000000000demo0".into(),
+        mch_id: "1900000001".into(),
+        key: std::fs::read_to_string(&pay_key_file)?.trim().to_string(),
+    };
+    let pay_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let pay_addr = pay_listener.local_addr()?;
+    let pay_sim = device_sim::PayProviderSim::new(
+        merchant.clone(),
+        device_sim::pay_provider::provider_retries(),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = pay_sim.serve(pay_listener).await {
+            tracing::error!(error = %e, "The simulated payment provider stopped.");
+        }
+    });
     let hub_settings = cloud_hub::HubSettings {
         operator: "demo-operator".into(),
         data_dir: hub_dir.clone(),
@@ -99,6 +129,15 @@ pub async fn run(data_dir: Option<PathBuf>, profiles: PathBuf, port: u16) -> any
         credential_keys: [("demo-park".to_string(), data_dir.join("credential.key"))].into(),
         influx: None,
         database: park_db::Target::Sqlite(hub_dir.join("hub.sqlite")),
+        payments: Some(cloud_hub::payments::ProviderSettings {
+            url: format!("http://{pay_addr}"),
+            app_id: merchant.app_id.clone(),
+            mch_id: merchant.mch_id.clone(),
+            key_file: pay_key_file.clone(),
+            notify_url: None,
+        }),
+        // The demo prints the emails it would send.
+        notifications: Some(cloud_hub::notify::ChannelSettings::Print),
     };
     let db = hub_settings.database.clone();
     let hub = cloud_hub::Hub::start(hub_settings).await?;
@@ -340,6 +379,9 @@ mqtt = {{ topic_id = "lab-env" }}
         hub.api_addr, hub.quic_addr
     );
     println!("  Uplink state:   http://{a}/api/v1/sync");
+    println!(
+        "  Payments:       simulated WeChat Pay at http://{pay_addr} (POST /sim/pay {{\"out_trade_no\": ...}} pays an order; GET /sim/orders lists them)"
+    );
     println!("  Data:           {}", data_dir.display());
     if port != 0 && a.port() != port {
         println!(

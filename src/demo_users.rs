@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use park_model::identity::Grant;
 
 /// Username, role at its scope, and what the account is for.
-const PEOPLE: [(&str, &str, &str); 8] = [
+const PEOPLE: [(&str, &str, &str); 10] = [
     (
         "admin",
         "operator_admin@operator",
@@ -25,7 +25,17 @@ const PEOPLE: [(&str, &str, &str); 8] = [
     (
         "finance",
         "finance@park:demo-park",
-        "finance (sets up TOTP at first login)",
+        "finance: bill runs, payments (sets up TOTP at first login)",
+    ),
+    (
+        "finance2",
+        "finance@park:demo-park",
+        "a second finance user, who approves refunds (sets up TOTP)",
+    ),
+    (
+        "leasing",
+        "leasing@park:demo-park",
+        "the leasing office: leads and contracts",
     ),
     (
         "security",
@@ -45,7 +55,7 @@ const PEOPLE: [(&str, &str, &str); 8] = [
     (
         "acme-admin",
         "enterprise_admin@enterprise:demo-park/acme",
-        "Acme Robotics' administrator: its own people",
+        "Acme Robotics' administrator: its own people, bills, payments, invoices",
     ),
     (
         "acme-staff",

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_auth;
 mod bench_bacnet;
+mod bench_billing;
 mod bench_console;
 mod bench_hub;
 mod bench_park;

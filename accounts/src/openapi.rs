@@ -36,6 +36,8 @@ pub struct Doc {
     description: Option<&'static str>,
     query: Vec<utoipa::openapi::path::Parameter>,
     body: Option<String>,
+    /// The body is an XML document (a payment provider's message), not JSON.
+    xml_body: bool,
     answer: Answer,
     statuses: Vec<(&'static str, &'static str)>,
     schemas: Vec<(String, RefOr<Schema>)>,
@@ -50,6 +52,7 @@ enum Answer {
     EventStream,
     Text,
     Csv,
+    Xml,
 }
 
 impl Doc {
@@ -102,6 +105,13 @@ impl Doc {
     /// A CSV file (UTF-8 with a header row), as a download.
     pub fn csv(mut self) -> Doc {
         self.answer = Answer::Csv;
+        self
+    }
+
+    /// An XML document in and out: a payment provider's signed messages.
+    pub fn xml(mut self) -> Doc {
+        self.xml_body = true;
+        self.answer = Answer::Xml;
         self
     }
 
@@ -415,6 +425,21 @@ fn operation(spec: &RouteSpec, doc: &Doc) -> Operation {
                 .build(),
         ));
     }
+    if doc.xml_body {
+        op = op.request_body(Some(
+            RequestBodyBuilder::new()
+                .required(Some(Required::True))
+                .content(
+                    "text/xml",
+                    ContentBuilder::new()
+                        .schema(Some(RefOr::T(Schema::Object(
+                            ObjectBuilder::new().schema_type(Type::String).build(),
+                        ))))
+                        .build(),
+                )
+                .build(),
+        ));
+    }
     let (media, schema) = match &doc.answer {
         Answer::Object => ("application/json", any_object()),
         Answer::Json(name) => ("application/json", json_ref(name)),
@@ -433,6 +458,12 @@ fn operation(spec: &RouteSpec, doc: &Doc) -> Operation {
         ),
         Answer::Csv => (
             "text/csv",
+            RefOr::T(Schema::Object(
+                ObjectBuilder::new().schema_type(Type::String).build(),
+            )),
+        ),
+        Answer::Xml => (
+            "text/xml",
             RefOr::T(Schema::Object(
                 ObjectBuilder::new().schema_type(Type::String).build(),
             )),

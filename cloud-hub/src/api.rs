@@ -46,6 +46,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     pub auth: Auth,
     pub documents: Arc<Documents>,
+    /// The online payment provider, when `[payments]` configures one.
+    pub payments: Option<Arc<crate::payments::Provider>>,
 }
 
 impl ApiAuth for ApiState {
@@ -90,11 +92,11 @@ fn routes() -> Routes<ApiState> {
     use Access::{Allowed, Public};
     use Permission::*;
     let doc = Doc::new;
-    crate::energy::routes(crate::billing::routes(crate::leasing::routes(crate::spaces::routes(
+    crate::notify::routes(crate::leads::routes(crate::payments::routes(crate::energy::routes(crate::billing::routes(crate::leasing::routes(crate::spaces::routes(
         crate::carparks::routes(crate::import::routes(crate::master::routes(
             http::auth_routes(Routes::default()),
         ))),
-    ))))
+    )))))))
         .get("/health", Public, || async {
             Json(views::Status {
                 status: "ok".into(),

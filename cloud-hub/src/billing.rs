@@ -281,6 +281,11 @@ fn methods() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     accounts::openapi::one_of(["transfer", "cash", "card", "other"])
 }
 
+/// How a recorded payment came: the manual methods, or through the online provider.
+fn all_methods() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    accounts::openapi::one_of(["transfer", "cash", "card", "other", "wechat_pay"])
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentBody {
@@ -310,7 +315,7 @@ pub struct PaymentView {
     pub bill_id: String,
     pub enterprise_id: String,
     pub amount_fen: i64,
-    #[schema(schema_with = methods)]
+    #[schema(schema_with = all_methods)]
     pub method: String,
     pub reference: String,
     pub received_date: String,
@@ -366,6 +371,8 @@ pub struct RunView {
     pub contracts: i64,
     /// The bills the run made (listed only in the run's own answer; see the month's bills).
     pub bills: Vec<String>,
+    /// How many bills the run made.
+    pub bill_count: i64,
     pub lines: i64,
     pub total_fen: i64,
     pub pending: Vec<PendingView>,
@@ -434,7 +441,7 @@ struct Body {
     total_fen: i64,
 }
 
-fn refusal(status: StatusCode, code: &'static str, message: String) -> anyhow::Error {
+pub(crate) fn refusal(status: StatusCode, code: &'static str, message: String) -> anyhow::Error {
     anyhow::Error::new(Refusal(status, code, message))
 }
 
@@ -769,6 +776,7 @@ fn run_month(
         at: now,
         actor: by.to_string(),
         contracts: billable,
+        bill_count: bill_ids.len() as i64,
         bills: bill_ids,
         lines: line_count,
         total_fen: grand_total,
@@ -796,6 +804,7 @@ async fn list_runs(
                         actor: r.get(3)?,
                         contracts: r.get(4)?,
                         bills: Vec::new(),
+                        bill_count: r.get(5)?,
                         lines: r.get(6)?,
                         total_fen: r.get(7)?,
                         pending: serde_json::from_str(&pending).unwrap_or_default(),
@@ -862,10 +871,31 @@ async fn bills(
         )));
     }
     let enterprise_view = enterprise.is_some();
+    let (_, today) = park_clock(s, &park).await?;
+    // Overdue is issued or partly paid past the due date: a state shown, not stored.
+    let shown_state = q.state.clone();
+    let stored_state = match shown_state.as_deref() {
+        Some("overdue") => None,
+        _ => q.state,
+    };
+    match shown_state.as_deref() {
+        Some("overdue") => {
+            values.push(park_db::Value::Integer(i64::from(today)));
+            sql.push_str(&format!(
+                " AND state IN ('issued', 'partly_paid') AND due_day < ?{}",
+                values.len()
+            ));
+        }
+        Some("issued" | "partly_paid") => {
+            values.push(park_db::Value::Integer(i64::from(today)));
+            sql.push_str(&format!(" AND due_day >= ?{}", values.len()));
+        }
+        _ => {}
+    }
     for (column, value) in [
         ("enterprise_id", enterprise),
         ("month", q.month),
-        ("state", q.state),
+        ("state", stored_state),
     ] {
         if let Some(v) = value {
             values.push(park_db::Value::Text(v));
@@ -877,7 +907,6 @@ async fn bills(
         sql.push_str(" AND state <> 'draft'");
     }
     sql.push_str(" ORDER BY month DESC, id");
-    let (_, today) = park_clock(s, &park).await?;
     let rows = s
         .store
         .read(move |c| c.query_all(&sql, park_db::params_from_iter(values), bill_row))
@@ -991,6 +1020,22 @@ async fn issue_bill(
                      WHERE park = ?1 AND id = ?2 AND state = 'draft'",
                     params![p2, i2, day, day + due_days as i32, now_micros(), by],
                 )?;
+                let (enterprise, month, total): (String, String, i64) = tx.query_row(
+                    "SELECT enterprise_id, month, total_fen FROM bills WHERE park = ?1 AND id = ?2",
+                    params![p2, i2],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
+                crate::notify::enqueue(
+                    tx,
+                    &p2,
+                    &enterprise,
+                    &crate::notify::Event::BillIssued {
+                        bill: i2.clone(),
+                        month,
+                        total_fen: total,
+                        due: format_date(day + due_days as i32),
+                    },
+                )?;
                 a2.append(tx)?;
                 Ok(())
             })
@@ -1030,68 +1075,27 @@ async fn record_payment(
             return Err(ApiError::invalid("reference: 1 to 128 characters"));
         }
         let day = parse_date(&b.received_date).ok_or_else(|| {
-            ApiError::invalid(format!("received_date: {:?} is not a date YYYY-MM-DD", b.received_date))
+            ApiError::invalid(format!(
+                "received_date: {:?} is not a date YYYY-MM-DD",
+                b.received_date
+            ))
         })?;
-        let (p2, i2, by, a2) = (park.clone(), bill.clone(), caller.principal.username.clone(), audit.clone());
-        let (amount, method) = (b.amount_fen, b.method.clone());
+        let (p2, i2, by, a2) = (
+            park.clone(),
+            bill.clone(),
+            caller.principal.username.clone(),
+            audit.clone(),
+        );
+        let received = Received {
+            amount_fen: b.amount_fen,
+            method: b.method.clone(),
+            reference,
+            day,
+            excess: Excess::Refuse,
+        };
         s.store
             .admin(move |tx| {
-                let found: Option<(String, String, i64, i64)> = tx
-                    .query_row(
-                        "SELECT state, enterprise_id, total_fen, paid_fen FROM bills WHERE park = ?1 AND id = ?2",
-                        params![p2, i2],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                    )
-                    .optional()?;
-                let Some((state, enterprise, total, paid)) = found else {
-                    return Err(refusal(StatusCode::NOT_FOUND, "not_found", format!("no bill {i2} in park {p2}")));
-                };
-                if !matches!(state.as_str(), "issued" | "partly_paid") {
-                    return Err(refusal(
-                        StatusCode::CONFLICT,
-                        "conflict",
-                        format!("a bill that is {state} takes no payment"),
-                    ));
-                }
-                let earlier: Option<String> = tx
-                    .query_row(
-                        "SELECT id FROM payments WHERE park = ?1 AND method = ?2 AND reference = ?3",
-                        params![p2, method, reference],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                if let Some(id) = earlier {
-                    return Err(refusal(
-                        StatusCode::CONFLICT,
-                        "conflict",
-                        format!("this {method} reference is already recorded, as payment {id}"),
-                    ));
-                }
-                if amount > total - paid {
-                    return Err(refusal(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid",
-                        format!("amount_fen: {amount} is more than the {} fen owed", total - paid),
-                    ));
-                }
-                let n: i64 = tx.query_row(
-                    "SELECT COUNT(*) FROM payments WHERE park = ?1 AND bill_id = ?2",
-                    params![p2, i2],
-                    |r| r.get(0),
-                )?;
-                let id = format!("{i2}-p{}", n + 1);
-                let now = now_micros();
-                tx.execute(
-                    "INSERT INTO payments (park, id, bill_id, enterprise_id, amount_fen, method, reference, received_day, created, created_by)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    params![p2, id, i2, enterprise, amount, method, reference, day, now, by],
-                )?;
-                let paid = paid + amount;
-                let state = if paid == total { "paid" } else { "partly_paid" };
-                tx.execute(
-                    "UPDATE bills SET paid_fen = ?3, state = ?4, updated = ?5, updated_by = ?6 WHERE park = ?1 AND id = ?2",
-                    params![p2, i2, paid, state, now, by],
-                )?;
+                apply_payment(tx, &p2, &i2, &received, &by)?;
                 a2.append(tx)?;
                 Ok(())
             })
@@ -1103,13 +1107,164 @@ async fn record_payment(
     get_bill(State(s), Path((park, bill))).await
 }
 
+/// What to do with money received beyond what a bill owes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Excess {
+    /// Refuse the payment (a receipt typed by a person: it is a mistake).
+    Refuse,
+    /// Record it whole (the money has arrived, from a provider or a bank): the bill is paid
+    /// and the excess shows in the reconciliation until it is refunded.
+    Keep,
+}
+
+/// A payment to record.
+#[derive(Debug, Clone)]
+pub(crate) struct Received {
+    pub amount_fen: i64,
+    pub method: String,
+    pub reference: String,
+    pub day: i32,
+    pub excess: Excess,
+}
+
+/// Records a payment of an issued bill, once per method and reference, and settles the
+/// bill; the payment's id.
+pub(crate) fn apply_payment(
+    tx: &Connection,
+    park: &str,
+    bill: &str,
+    p: &Received,
+    by: &str,
+) -> anyhow::Result<String> {
+    let found: Option<(String, String, i64, i64)> = tx
+        .query_row(
+            "SELECT state, enterprise_id, total_fen, paid_fen FROM bills WHERE park = ?1 AND id = ?2",
+            params![park, bill],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let Some((state, enterprise, total, paid)) = found else {
+        return Err(refusal(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no bill {bill} in park {park}"),
+        ));
+    };
+    let takes = match p.excess {
+        Excess::Refuse => matches!(state.as_str(), "issued" | "partly_paid"),
+        Excess::Keep => matches!(state.as_str(), "issued" | "partly_paid" | "paid"),
+    };
+    if !takes {
+        return Err(refusal(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("a bill that is {state} takes no payment"),
+        ));
+    }
+    let earlier: Option<String> = tx
+        .query_row(
+            "SELECT id FROM payments WHERE park = ?1 AND method = ?2 AND reference = ?3",
+            params![park, p.method, p.reference],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(id) = earlier {
+        return Err(refusal(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "this {} reference is already recorded, as payment {id}",
+                p.method
+            ),
+        ));
+    }
+    if p.excess == Excess::Refuse && p.amount_fen > total - paid {
+        return Err(refusal(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!(
+                "amount_fen: {} is more than the {} fen owed",
+                p.amount_fen,
+                total - paid
+            ),
+        ));
+    }
+    let n: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM payments WHERE park = ?1 AND bill_id = ?2",
+        params![park, bill],
+        |r| r.get(0),
+    )?;
+    let id = format!("{bill}-p{}", n + 1);
+    tx.execute(
+        "INSERT INTO payments (park, id, bill_id, enterprise_id, amount_fen, method, reference, received_day, created, created_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![park, id, bill, enterprise, p.amount_fen, p.method, p.reference, p.day, now_micros(), by],
+    )?;
+    settle(tx, park, bill, by)?;
+    let (total, paid): (i64, i64) = tx.query_row(
+        "SELECT total_fen, paid_fen FROM bills WHERE park = ?1 AND id = ?2",
+        params![park, bill],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    crate::notify::enqueue(
+        tx,
+        park,
+        &enterprise,
+        &crate::notify::Event::PaymentReceived {
+            bill: bill.to_string(),
+            payment: id.clone(),
+            amount_fen: p.amount_fen,
+            date: format_date(p.day),
+            owed_fen: (total - paid).max(0),
+        },
+    )?;
+    Ok(id)
+}
+
+/// Sets a bill's paid amount and state from its payments less its approved refunds: paid
+/// as far as its total, partly paid, or issued again when a refund takes everything back.
+pub(crate) fn settle(tx: &Connection, park: &str, bill: &str, by: &str) -> anyhow::Result<()> {
+    let (total, received, refunded): (i64, i64, i64) = tx.query_row(
+        "SELECT b.total_fen,
+                (SELECT COALESCE(SUM(p.amount_fen), 0) FROM payments p WHERE p.park = b.park AND p.bill_id = b.id),
+                (SELECT COALESCE(SUM(f.amount_fen), 0) FROM refunds f WHERE f.park = b.park AND f.bill_id = b.id AND f.state = 'approved')
+         FROM bills b WHERE b.park = ?1 AND b.id = ?2",
+        params![park, bill],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let paid = (received - refunded).clamp(0, total.max(0));
+    let state = if paid >= total {
+        "paid"
+    } else if paid > 0 {
+        "partly_paid"
+    } else {
+        "issued"
+    };
+    tx.execute(
+        "UPDATE bills SET paid_fen = ?3, state = ?4, updated = ?5, updated_by = ?6
+         WHERE park = ?1 AND id = ?2 AND state IN ('issued', 'partly_paid', 'paid')",
+        params![park, bill, paid, state, now_micros(), by],
+    )?;
+    Ok(())
+}
+
 async fn list_payments(
     State(s): State<ApiState>,
     Path(park): Path<String>,
     q: Result<Query<PaymentQuery>, QueryRejection>,
 ) -> ApiResult<Json<PaymentPage>> {
     let Query(q) = q?;
-    if let Some(bill) = &q.bill
+    payments_of(&s, park, q.bill, None).await
+}
+
+/// Payments received, newest first: of a bill, of an enterprise, or all the park's.
+pub(crate) async fn payments_of(
+    s: &ApiState,
+    park: String,
+    bill: Option<String>,
+    enterprise: Option<String>,
+) -> ApiResult<Json<PaymentPage>> {
+    if let Some(bill) = &bill
         && (bill.is_empty() || bill.len() > 128)
     {
         return Err(ApiError::bad_request("bill: 1 to 128 characters"));
@@ -1119,8 +1274,15 @@ async fn list_payments(
         .read(move |c| {
             c.query_all(
                 "SELECT id, bill_id, enterprise_id, amount_fen, method, reference, received_day, created, created_by
-                 FROM payments WHERE park = ?1 AND (bill_id = ?2 OR ?3 = 1) ORDER BY created DESC, id LIMIT 1000",
-                params![park, q.bill.clone().unwrap_or_default(), i64::from(q.bill.is_none())],
+                 FROM payments WHERE park = ?1 AND (bill_id = ?2 OR ?3 = 1) AND (enterprise_id = ?4 OR ?5 = 1)
+                 ORDER BY created DESC, id LIMIT 1000",
+                params![
+                    park,
+                    bill.clone().unwrap_or_default(),
+                    i64::from(bill.is_none()),
+                    enterprise.clone().unwrap_or_default(),
+                    i64::from(enterprise.is_none())
+                ],
                 |r| {
                     Ok(PaymentView {
                         id: r.get(0)?,

@@ -15,6 +15,47 @@ use serde::Deserialize;
 /// The config that `smartpark hub generate-config` prints.
 pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
 
+/// `[notifications]`: email through an SMTP server, or `print = true` (the demo).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsSection {
+    #[serde(default)]
+    pub print: bool,
+    pub smtp_host: Option<String>,
+    #[serde(default = "default_smtp_port")]
+    pub smtp_port: u16,
+    /// `implicit` (SMTPS, port 465), `starttls` (587) or `none` (a relay on this host).
+    #[serde(default = "default_smtp_tls")]
+    pub tls: String,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// The sender, such as `园区财务 <finance@park.example.com>`.
+    pub from: Option<String>,
+}
+
+fn default_smtp_port() -> u16 {
+    465
+}
+
+fn default_smtp_tls() -> String {
+    "implicit".into()
+}
+
+/// `[payments]`: the merchant account at the online payment provider (WeChat Pay's API v2).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsSection {
+    /// The provider's API, such as `https://api.mch.weixin.qq.com`.
+    pub url: String,
+    pub app_id: String,
+    pub mch_id: String,
+    /// The merchant's API key, alone in a file (chmod 600).
+    pub key_file: PathBuf,
+    /// Where the provider sends notifications (the hub's public address); the hub's own
+    /// listening address when left out.
+    pub notify_url: Option<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubConfig {
@@ -29,6 +70,10 @@ pub struct HubConfig {
     #[serde(default)]
     pub documents: DocumentsSection,
     pub influx: Option<InfluxSection>,
+    /// The online payment provider's merchant account.
+    pub payments: Option<PaymentsSection>,
+    /// How enterprises are told of bills, payments and contracts' ends.
+    pub notifications: Option<NotificationsSection>,
     #[serde(default)]
     pub database: DatabaseSection,
 }
@@ -241,6 +286,10 @@ pub struct HubSettings {
     pub influx: Option<crate::influx::InfluxSettings>,
     /// The hub's database (`[database]`): SQLite in `data_dir` by default.
     pub database: park_db::Target,
+    /// The online payment provider (`[payments]`).
+    pub payments: Option<crate::payments::ProviderSettings>,
+    /// How notifications leave the hub (`[notifications]`); none are sent without it.
+    pub notifications: Option<crate::notify::ChannelSettings>,
 }
 
 impl HubSettings {
@@ -393,6 +442,79 @@ impl HubSettings {
             http_tls != HttpTls::Plain,
         )
         .map_err(|(key, reason)| invalid(&format!("http.{key}"), reason))?;
+        let payments = match &config.payments {
+            None => None,
+            Some(p) => {
+                let base_url = |v: &str| {
+                    (v.starts_with("http://") || v.starts_with("https://"))
+                        && !v.contains(['?', '#', ' '])
+                };
+                if !base_url(&p.url) {
+                    return Err(invalid(
+                        "payments.url",
+                        format!(
+                            "{:?} is not a base URL like https://api.mch.weixin.qq.com",
+                            p.url
+                        ),
+                    ));
+                }
+                if let Some(n) = &p.notify_url
+                    && !base_url(n)
+                {
+                    return Err(invalid(
+                        "payments.notify_url",
+                        format!(
+                            "{n:?} is not a URL like https://hub.example.com/api/v1/payment-notices/wechat"
+                        ),
+                    ));
+                }
+                if p.app_id.trim().is_empty() || p.mch_id.trim().is_empty() {
+                    return Err(invalid(
+                        "payments.mch_id",
+                        "app_id and mch_id must not be empty".into(),
+                    ));
+                }
+                Some(crate::payments::ProviderSettings {
+                    url: p.url.clone(),
+                    app_id: p.app_id.clone(),
+                    mch_id: p.mch_id.clone(),
+                    key_file: resolve(&p.key_file),
+                    notify_url: p.notify_url.clone(),
+                })
+            }
+        };
+        let notifications = match &config.notifications {
+            None => None,
+            Some(n) if n.print => Some(crate::notify::ChannelSettings::Print),
+            Some(n) => {
+                let Some(host) = n.smtp_host.clone().filter(|h| !h.trim().is_empty()) else {
+                    return Err(invalid(
+                        "notifications.smtp_host",
+                        "name the SMTP server, or set print = true".into(),
+                    ));
+                };
+                if !["implicit", "starttls", "none"].contains(&n.tls.as_str()) {
+                    return Err(invalid(
+                        "notifications.tls",
+                        format!("{:?} is not implicit, starttls or none", n.tls),
+                    ));
+                }
+                let Some(from) = n.from.clone().filter(|f| f.contains('@')) else {
+                    return Err(invalid(
+                        "notifications.from",
+                        "the sender's address, such as \"Park <finance@park.example.com>\"".into(),
+                    ));
+                };
+                Some(crate::notify::ChannelSettings::Smtp {
+                    host,
+                    port: n.smtp_port,
+                    tls: n.tls.clone(),
+                    username: n.username.clone(),
+                    password_file: n.password_file.as_deref().map(resolve),
+                    from,
+                })
+            }
+        };
         Ok(HubSettings {
             operator: config.hub.operator.clone(),
             data_dir,
@@ -417,6 +539,8 @@ impl HubSettings {
                 .collect(),
             influx,
             database,
+            payments,
+            notifications,
         })
     }
 
@@ -442,6 +566,8 @@ impl HubSettings {
             credential_keys: Default::default(),
             influx: None,
             database: park_db::Target::Sqlite(dir.join("hub").join("hub.sqlite")),
+            payments: None,
+            notifications: None,
         }
     }
 

@@ -25,7 +25,7 @@ use park_model::billing::contract::{
 use park_model::billing::period::Days;
 use park_model::directory::{Enterprise, Lease, LeaseStatus, Space, SpaceState};
 use park_model::identity::Access;
-use park_model::identity::Permission::{EnterpriseRead, MasterDataEdit};
+use park_model::identity::Permission::{EnterpriseRead, LeasingManage};
 use park_model::time::{LocalTime, MICROS_PER_DAY, format_date, parse_date};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -124,7 +124,7 @@ pub fn routes(r: Routes<ApiState>) -> Routes<ApiState> {
     )
     .put(
         "/api/v1/parks/{park}/contracts/{contract}",
-        Allowed(MasterDataEdit),
+        Allowed(LeasingManage),
         put_contract,
     )
     .doc(
@@ -135,7 +135,7 @@ pub fn routes(r: Routes<ApiState>) -> Routes<ApiState> {
     )
     .post(
         "/api/v1/parks/{park}/contracts/{contract}/actions",
-        Allowed(MasterDataEdit),
+        Allowed(LeasingManage),
         act_on_contract,
     )
     .doc(
@@ -185,6 +185,23 @@ fn actions() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         "activate",
         "terminate",
         "expire",
+    ])
+}
+
+/// What a history row records: the actions, a draft's edits, and the end of a contract
+/// that a renewal or change superseded.
+fn history_actions() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    accounts::openapi::one_of([
+        "edit",
+        "submit",
+        "approve",
+        "reject",
+        "revise",
+        "cancel",
+        "activate",
+        "terminate",
+        "expire",
+        "supersede",
     ])
 }
 
@@ -319,7 +336,7 @@ pub struct ContractQuery {
 pub struct HistoryView {
     pub at: i64,
     pub actor: String,
-    #[schema(schema_with = actions)]
+    #[schema(schema_with = history_actions)]
     pub action: String,
     #[schema(schema_with = states)]
     pub state: String,

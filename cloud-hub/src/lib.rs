@@ -25,9 +25,12 @@ pub mod energy;
 pub mod enroll;
 pub mod import;
 pub mod influx;
+pub mod leads;
 pub mod leasing;
 pub mod master;
 pub mod metrics;
+pub mod notify;
+pub mod payments;
 pub mod people;
 pub mod spaces;
 pub mod store;
@@ -53,6 +56,9 @@ pub use sync_protocol::transport;
 /// How often the hub reads the revocation list again (revocations written by
 /// `smartpark hub revoke` beside it).
 const REVOCATION_POLL: Duration = Duration::from_secs(2);
+/// How often queued notifications are sent (and overdue bills and ending contracts looked
+/// for).
+const NOTIFY_EVERY: Duration = Duration::from_secs(10);
 
 /// A running hub.
 pub struct Hub {
@@ -298,7 +304,14 @@ impl Hub {
             }
             credential_keys.insert(park.clone(), key);
         }
+        let payments = match &settings.payments {
+            Some(p) => Some(Arc::new(
+                payments::Provider::load(p.clone(), api_addr).context("[payments]")?,
+            )),
+            None => None,
+        };
         let router = api::router(api::ApiState {
+            payments,
             credential_keys: Arc::new(credential_keys),
             store: store.clone(),
             registry: registry.clone(),
@@ -392,6 +405,44 @@ impl Hub {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(events = n, "Access and parking logs past their retention deleted."),
                         Err(e) => tracing::warn!(error = %format!("{e:#}"), "Log retention failed; tried again in an hour."),
+                    }
+                }
+            }));
+        }
+        if let Some(channel_settings) = settings.notifications.clone() {
+            let channel = notify::channel(&channel_settings).context("[notifications]")?;
+            let (store, documents, hub_id) = (store.clone(), documents.clone(), hub_id.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(NOTIFY_EVERY);
+                loop {
+                    tick.tick().await;
+                    // One hub sends for all that share the database.
+                    match store.take_lease("job/notifications".into(), &hub_id).await {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => {
+                            tracing::warn!(error = %format!("{e:#}"), "Cannot take the notification job's lease.");
+                            continue;
+                        }
+                    }
+                    let names = store
+                        .read(|c| c.query_all("SELECT park FROM contracts UNION SELECT park FROM bills", park_db::params![], |r| r.get::<_, String>(0)))
+                        .await
+                        .unwrap_or_default();
+                    let d2 = documents.clone();
+                    let parks: Vec<(String, i32)> = tokio::task::spawn_blocking(move || {
+                        names
+                            .into_iter()
+                            .filter_map(|p| {
+                                let offset = d2.read_directory(&p, |d| d.utc_offset_minutes())?.ok()?;
+                                Some((p, offset))
+                            })
+                            .collect()
+                    })
+                    .await
+                    .unwrap_or_default();
+                    if let Err(e) = notify::send_due(&store, channel.clone(), parks).await {
+                        tracing::warn!(error = %format!("{e:#}"), "The notification round failed; tried again soon.");
                     }
                 }
             }));

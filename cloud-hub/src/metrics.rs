@@ -33,6 +33,10 @@ macro_rules! metrics {
 }
 
 metrics! {
+    payment_notices_total: "counter", "Payment provider notifications received.";
+    payment_notices_refused_total: "counter", "Payment provider notifications refused (unreadable, badly signed, not this merchant's, unknown order, wrong amount).";
+    payment_notices_replayed_total: "counter", "Payment provider notifications of payments already recorded (acknowledged, nothing applied).";
+    bank_rows_refused_total: "counter", "Bank statement rows refused as unreadable.";
     edges_connected: "gauge", "Edges with a sync session up now.";
     connections_total: "counter", "Sync connections accepted.";
     connections_refused_total: "counter", "Sync connections refused by the hub after TLS (policy, replaced).";

@@ -82,7 +82,7 @@ struct SealedColumn {
     aad: fn(&park_db::Row) -> park_db::Result<String>,
 }
 
-const SEALED: [SealedColumn; 4] = [
+const SEALED: [SealedColumn; 5] = [
     SealedColumn {
         table: "person_private",
         column: "phone",
@@ -104,6 +104,17 @@ const SEALED: [SealedColumn; 4] = [
                 &r.get::<_, String>(1)?,
                 &r.get::<_, String>(2)?,
                 "id_number",
+            ))
+        },
+    },
+    SealedColumn {
+        table: "leads",
+        column: "phone",
+        key: "park, id",
+        aad: |r| {
+            Ok(crate::leads::phone_aad(
+                &r.get::<_, String>(1)?,
+                &r.get::<_, String>(2)?,
             ))
         },
     },

@@ -547,6 +547,24 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: crate::leasing::SUCCESSION,
         postgres: crate::leasing::SUCCESSION,
     },
+    Migration {
+        version: 12,
+        name: "online payment orders, bank lines, refunds and invoice requests",
+        sqlite: crate::payments::SCHEMA,
+        postgres: crate::payments::PG_SCHEMA,
+    },
+    Migration {
+        version: 13,
+        name: "leads and their follow-ups",
+        sqlite: crate::leads::SCHEMA,
+        postgres: crate::leads::PG_SCHEMA,
+    },
+    Migration {
+        version: 14,
+        name: "notification contacts and the outbox",
+        sqlite: crate::notify::SCHEMA,
+        postgres: crate::notify::PG_SCHEMA,
+    },
 ];
 
 /// How long a hub holds a lease (a building's connection, a job that runs once for all

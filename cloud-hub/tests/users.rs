@@ -51,7 +51,7 @@ async fn every_route_with_every_role_and_without_login_is_allowed_exactly_as_the
     for role in Role::ALL {
         let scope = match role {
             Role::OperatorAdmin => Scope::Operator,
-            Role::ParkManager | Role::Finance => Scope::park("p1"),
+            Role::ParkManager | Role::Finance | Role::Leasing => Scope::park("p1"),
             Role::SecurityOfficer | Role::FacilityEngineer | Role::Inspector => {
                 Scope::building("p1", "b1")
             }

@@ -3,7 +3,8 @@
 //! sensor over MQTT ([`MqttSensorSim`]), an air-handling unit controller over BACnet/IP
 //! ([`BacnetAhuSim`]), door controllers ([`DoorControllerSim`]) and the plate cameras,
 //! barriers, displays and pay terminals of a car park's lanes ([`PlateCameraSim`]), the last
-//! two following the contract of `docs/mqtt-topics.md` ([`contract`]).
+//! two following the contract of `docs/mqtt-topics.md` ([`contract`]), and an online payment
+//! provider that signs and notifies as WeChat Pay's API v2 does ([`pay_provider`]).
 //!
 //! The models behind them ([`meter`], [`environment`], [`ahu`], [`door`], [`parking`],
 //! [`plate`]) are pure and take time as an argument; only [`modbus_server`], [`mqtt_sensor`],
@@ -25,6 +26,7 @@ pub mod meter;
 pub mod modbus_server;
 pub mod mqtt_sensor;
 pub mod parking;
+pub mod pay_provider;
 pub mod plate;
 pub mod plate_camera;
 pub mod sdm630;
@@ -42,6 +44,7 @@ pub use meter::{MeterState, Readings, daily_power_kw};
 pub use modbus_server::{EnergyMeterSim, serve_energy_meter};
 pub use mqtt_sensor::{MqttSensorSim, run_mqtt_sensor};
 pub use parking::{LaneConfig, LotConfig, LotCounts, PlateConfig, PlateRole, demo_plates};
+pub use pay_provider::{Merchant, PayProviderSim};
 pub use plate::{PlateGenerator, is_valid_plate};
 pub use plate_camera::{LotStats, PlateCameraConfig, PlateCameraSim};
 pub use sdm630::Sdm630;

@@ -129,10 +129,88 @@ pub fn yuan(fen: Fen) -> String {
     format!("{sign}{}.{:02}", a / 100, a % 100)
 }
 
+/// Reads an amount of yuan as banks and people write it (`"12,345.67"`, `"￥1000"`,
+/// `"-0.5"`, `"1 000.00"`) into fen, exactly: at most two decimal places, no exponent, no
+/// rounding.
+pub fn parse_yuan(text: &str) -> Result<Fen, String> {
+    let t = text.trim();
+    let t = t
+        .strip_prefix('￥')
+        .or_else(|| t.strip_prefix('¥'))
+        .or_else(|| t.strip_prefix("CNY"))
+        .unwrap_or(t)
+        .trim();
+    let (neg, t) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let digits: String = t
+        .chars()
+        .filter(|c| !matches!(c, ',' | ' ' | '_'))
+        .collect();
+    let (whole, frac) = digits.split_once('.').unwrap_or((&digits, ""));
+    let ok = !whole.is_empty()
+        && whole.len() <= 15
+        && frac.len() <= 2
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && !(digits.contains('.') && frac.is_empty());
+    if !ok {
+        return Err(format!(
+            "{text:?} is not an amount of yuan with at most two decimals"
+        ));
+    }
+    let whole: i64 = whole
+        .parse()
+        .map_err(|_| format!("{text:?} is out of range"))?;
+    let frac: i64 = match frac.len() {
+        0 => 0,
+        1 => frac.parse::<i64>().unwrap_or(0) * 10,
+        _ => frac.parse().unwrap_or(0),
+    };
+    let fen = whole * 100 + frac;
+    Ok(if neg { -fen } else { fen })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn amounts_of_yuan_are_read_exactly() {
+        for (text, fen) in [
+            ("12,345.67", 1_234_567),
+            ("￥1000", 100_000),
+            ("¥ 0.5", 50),
+            ("-0.05", -5),
+            ("+3", 300),
+            ("1 000.00", 100_000),
+            ("CNY 7.10", 710),
+        ] {
+            assert_eq!(parse_yuan(text), Ok(fen), "{text}");
+        }
+        for text in [
+            "",
+            "1.234",
+            "abc",
+            "1e5",
+            "1.",
+            ".5",
+            "--1",
+            "12.3.4",
+            "1234567890123456",
+        ] {
+            assert!(parse_yuan(text).is_err(), "{text}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn yuan_reads_back_what_it_writes(fen in -1_000_000_000_000i64..1_000_000_000_000) {
+            prop_assert_eq!(parse_yuan(&yuan(fen)), Ok(fen));
+        }
+    }
 
     #[test]
     fn halves_round_away_from_zero_and_nothing_else_does() {

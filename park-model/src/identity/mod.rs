@@ -32,6 +32,7 @@ pub enum Role {
     OperatorAdmin,
     ParkManager,
     Finance,
+    Leasing,
     SecurityOfficer,
     FacilityEngineer,
     Inspector,
@@ -40,10 +41,11 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 8] = [
+    pub const ALL: [Role; 9] = [
         Role::OperatorAdmin,
         Role::ParkManager,
         Role::Finance,
+        Role::Leasing,
         Role::SecurityOfficer,
         Role::FacilityEngineer,
         Role::Inspector,
@@ -56,6 +58,7 @@ impl Role {
             Role::OperatorAdmin => "operator_admin",
             Role::ParkManager => "park_manager",
             Role::Finance => "finance",
+            Role::Leasing => "leasing",
             Role::SecurityOfficer => "security_officer",
             Role::FacilityEngineer => "facility_engineer",
             Role::Inspector => "inspector",
@@ -79,8 +82,10 @@ impl Role {
                 AuditRead,
                 EnterpriseRead,
                 MasterDataEdit,
+                LeasingManage,
             ],
             Role::Finance => &[TelemetryRead, EventsRead, EnterpriseRead, BillingManage],
+            Role::Leasing => &[TelemetryRead, EnterpriseRead, LeasingManage],
             Role::SecurityOfficer => &[
                 TelemetryRead,
                 EventsRead,
@@ -101,7 +106,9 @@ impl Role {
                 RulesEdit,
             ],
             Role::Inspector => &[TelemetryRead],
-            Role::EnterpriseAdmin => &[EnterpriseRead, UsersManage, PersonalRead],
+            Role::EnterpriseAdmin => {
+                &[EnterpriseRead, UsersManage, PersonalRead, EnterpriseBilling]
+            }
             Role::EnterpriseUser => &[EnterpriseRead],
         };
         PermissionSet::of(list)
@@ -183,10 +190,16 @@ pub enum Permission {
     /// directory (credentials' status is `credentials.edit`).
     #[serde(rename = "master.edit")]
     MasterDataEdit,
+    /// Leads, lease contracts and their review: the leasing team's.
+    #[serde(rename = "leasing.manage")]
+    LeasingManage,
+    /// An enterprise's own bills paid online and its invoice requests.
+    #[serde(rename = "enterprise.billing")]
+    EnterpriseBilling,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 15] = [
+    pub const ALL: [Permission; 17] = [
         Permission::TelemetryRead,
         Permission::EventsRead,
         Permission::PointsWrite,
@@ -202,6 +215,8 @@ impl Permission {
         Permission::EnterpriseRead,
         Permission::BillingManage,
         Permission::MasterDataEdit,
+        Permission::LeasingManage,
+        Permission::EnterpriseBilling,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -221,6 +236,8 @@ impl Permission {
             Permission::EnterpriseRead => "enterprise.read",
             Permission::BillingManage => "billing.manage",
             Permission::MasterDataEdit => "master.edit",
+            Permission::LeasingManage => "leasing.manage",
+            Permission::EnterpriseBilling => "enterprise.billing",
         }
     }
 
