@@ -305,7 +305,7 @@ pub struct PaymentBody {
 #[serde(deny_unknown_fields)]
 pub struct PaymentQuery {
     /// Only this bill's.
-    #[param(max_length = 128)]
+    #[param(min_length = 1, max_length = 128)]
     bill: Option<String>,
 }
 

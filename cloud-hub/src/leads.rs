@@ -230,7 +230,7 @@ pub struct LeadAction {
     reason: Option<String>,
     /// The id the company gets as an enterprise of the park (to convert it).
     #[serde(default)]
-    #[schema(max_length = 64)]
+    #[schema(max_length = 128)]
     enterprise_id: Option<String>,
 }
 
@@ -528,6 +528,9 @@ async fn put_lead(
             Some(t) => Some(parse_date(t).ok_or_else(|| ApiError::invalid(format!("need_from: {t:?} is not a date YYYY-MM-DD")))?),
             None => None,
         };
+        if b.space_ids.len() > 200 {
+            return Err(ApiError::invalid("space_ids: at most 200"));
+        }
         let known = spaces(&s, &park).await?;
         for (i, sp) in b.space_ids.iter().enumerate() {
             if !known.contains_key(sp) {
@@ -666,6 +669,9 @@ async fn act_on_lead(
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::not_found(format!("no lead {id} in park {park}")))?
             .view;
+        if b.reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+            return Err(ApiError::invalid("reason: at most 500 characters"));
+        }
         let conflict = |why: String| ApiError::new(StatusCode::CONFLICT, "conflict", why);
         let open = matches!(found.state.as_str(), "new" | "following" | "intent");
         let (to, reason, enterprise) = match b.action.as_str() {

@@ -389,7 +389,7 @@ pub fn routes(r: Routes<ApiState>) -> Routes<ApiState> {
     .doc(
         doc("payments", "The payment provider's signed notification of a paid order")
             .xml()
-            .describe("Checked by its signature under the merchant's key before anything else. Answered SUCCESS once applied or already applied, FAIL (and the provider sends it again later) otherwise."),
+            .describe("Checked by its signature under the merchant's key before anything else. Answered SUCCESS once applied or already applied, FAIL (and the provider sends it again later) otherwise; a body that is not the provider's XML is a 422, and a hub with no provider answers 404."),
     )
     .post(
         "/api/v1/parks/{park}/bank-statements",
@@ -531,7 +531,7 @@ pub struct PayOrderPage {
 #[serde(deny_unknown_fields)]
 pub struct OrderQuery {
     /// Only this bill's.
-    #[param(max_length = 128)]
+    #[param(min_length = 1, max_length = 128)]
     bill: Option<String>,
 }
 
@@ -830,12 +830,29 @@ async fn notice(State(s): State<ApiState>, body: String) -> axum::response::Resp
         tracing::warn!(reason = %why, "A payment notification was refused.");
         xml_answer(false, &why)
     };
-    let Some(provider) = s.payments.clone() else {
-        return refuse("no payment provider is configured on this hub".into());
-    };
+    // Not the provider's XML at all: not a notification (an error, not a protocol answer).
     let f = match from_xml(&body) {
-        Ok(f) => f,
-        Err(e) => return refuse(e.to_string()),
+        Ok(f) if !f.is_empty() => f,
+        Ok(_) => {
+            s.metrics
+                .payment_notices_refused_total
+                .fetch_add(1, Relaxed);
+            return ApiError::invalid("the body is an empty message").into_response();
+        }
+        Err(e) => {
+            s.metrics
+                .payment_notices_refused_total
+                .fetch_add(1, Relaxed);
+            return ApiError::invalid(format!("the body is not a provider's message: {e}"))
+                .into_response();
+        }
+    };
+    let Some(provider) = s.payments.clone() else {
+        s.metrics
+            .payment_notices_refused_total
+            .fetch_add(1, Relaxed);
+        return ApiError::not_found("no payment provider is configured on this hub")
+            .into_response();
     };
     if let Err(e) = provider::verify(&f, &provider.key) {
         return refuse(format!("signature: {e}"));
@@ -1865,6 +1882,9 @@ async fn decide_refund(
             other => return Err(ApiError::invalid(format!("decision: {other:?} is not approve or reject"))),
         };
         let reference = b.reference.clone().unwrap_or_default().trim().to_string();
+        if b.reference.as_ref().is_some_and(|r| r.chars().count() > 128) {
+            return Err(ApiError::invalid("reference: at most 128 characters"));
+        }
         if approve && (reference.is_empty() || reference.chars().count() > 128) {
             return Err(ApiError::invalid("reference: the refund transfer's reference, 1 to 128 characters, to approve"));
         }
@@ -2099,7 +2119,10 @@ async fn request_invoice(
         if title.is_empty() || title.chars().count() > 200 {
             return Err(ApiError::invalid("title: 1 to 200 characters"));
         }
-        let tax = b.tax_number.trim().to_ascii_uppercase();
+        if b.bill_id.is_empty() || b.bill_id.len() > 128 {
+            return Err(ApiError::invalid("bill_id: 1 to 128 characters"));
+        }
+        let tax = b.tax_number.to_ascii_uppercase();
         if !is_credit_code(&tax) {
             return Err(ApiError::invalid(format!(
                 "tax_number: {:?} is not a unified social credit code (18 characters with a valid check character)",
@@ -2221,6 +2244,9 @@ async fn decide_invoice(
             "reject" => false,
             other => return Err(ApiError::invalid(format!("decision: {other:?} is not issue or reject"))),
         };
+        if b.invoice_number.as_ref().is_some_and(|n| n.len() > 20) {
+            return Err(ApiError::invalid("invoice_number: at most 20 digits"));
+        }
         let number = b.invoice_number.clone().unwrap_or_default().trim().to_string();
         if (issue && !(8..=20).contains(&number.len())) || !number.bytes().all(|c| c.is_ascii_digit()) {
             return Err(ApiError::invalid("invoice_number: 8 to 20 digits, to issue"));

@@ -672,12 +672,39 @@ async fn bank_statements_invoices_and_the_reports_close_the_day() {
         None,
     );
     assert_eq!(st, 409, "{v}");
-    let (ok, _) = notify(
-        &h,
-        provider::signed(provider::fields([("return_code", "SUCCESS".into())]), KEY),
-    )
-    .await;
-    assert!(!ok);
+    // A hub with no provider takes no notification; a body that is not the provider's XML
+    // is not one either.
+    let url = format!("http://{}/api/v1/payment-notices/wechat", h.api_addr);
+    let post = |body: String| {
+        let url = url.clone();
+        move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            agent.post(&url).send(body).unwrap().status().as_u16()
+        }
+    };
+    let signed = to_xml(&provider::signed(
+        provider::fields([("return_code", "SUCCESS".into())]),
+        KEY,
+    ));
+    assert_eq!(
+        tokio::task::spawn_blocking(post(signed)).await.unwrap(),
+        404
+    );
+    assert_eq!(
+        tokio::task::spawn_blocking(post("{\"a\": 1}".into()))
+            .await
+            .unwrap(),
+        422
+    );
+    assert_eq!(
+        tokio::task::spawn_blocking(post(String::new()))
+            .await
+            .unwrap(),
+        422
+    );
 
     let statement = format!(
         "交易日期,交易流水号,对方户名,对方账号,贷方金额,摘要\n\
