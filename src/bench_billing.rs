@@ -248,16 +248,8 @@ async fn upload_rollups(h: &cloud_hub::Hub) -> anyhow::Result<usize> {
             .store
             .sink(cloud_hub::store::BuildingKey::new(PARK, &building));
         let mut seq = 0u64;
+        let mut batches: Vec<Vec<RollupRow>> = Vec::new();
         let mut batch = Vec::with_capacity(5_000);
-        let mut flush = |rows: &mut Vec<RollupRow>, seq: &mut u64| -> anyhow::Result<()> {
-            *seq += 1;
-            let b = RollupBatch {
-                rows: std::mem::take(rows),
-            };
-            sink.accept(&edge, UploadStream::Rollups, *seq, Record::Rollups(&b))
-                .map_err(|e| anyhow::anyhow!("rollups refused: {e:?}"))?;
-            Ok(())
-        };
         for (point, per_bucket) in &points {
             let mut reading = 1_000.0;
             let mut bucket = from;
@@ -278,13 +270,25 @@ async fn upload_rollups(h: &cloud_hub::Hub) -> anyhow::Result<usize> {
                 });
                 total += 1;
                 if batch.len() == 5_000 {
-                    flush(&mut batch, &mut seq)?;
+                    batches.push(std::mem::take(&mut batch));
                 }
                 bucket += 900_000_000;
             }
         }
         if !batch.is_empty() {
-            flush(&mut batch, &mut seq)?;
+            batches.push(batch);
+        }
+        for rows in batches {
+            seq += 1;
+            let b = RollupBatch { rows };
+            // The store takes uploads as fast as it commits them: a busy sink is waited
+            // for, as an edge's session waits.
+            while sink
+                .accept(&edge, UploadStream::Rollups, seq, Record::Rollups(&b))
+                .is_err()
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
         h.store.flush().await;
     }

@@ -157,6 +157,15 @@ pub fn routes(r: Routes<ApiState>) -> Routes<ApiState> {
             .query::<ContractQuery>()
             .returns::<ContractPage>(),
     )
+    .get(
+        "/api/v1/parks/{park}/enterprises/{enterprise}/contracts/{contract}",
+        Allowed(EnterpriseRead),
+        get_enterprise_contract,
+    )
+    .doc(
+        doc("leasing", "One of an enterprise's own contracts, with its history")
+            .returns::<ContractView>(),
+    )
 }
 
 fn cycles() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
@@ -738,6 +747,23 @@ async fn get_contract(
     State(s): State<ApiState>,
     Path((park, id)): Path<(String, String)>,
 ) -> ApiResult<Json<ContractView>> {
+    contract_of(&s, park, id, None).await
+}
+
+async fn get_enterprise_contract(
+    State(s): State<ApiState>,
+    Path((park, enterprise, id)): Path<(String, String, String)>,
+) -> ApiResult<Json<ContractView>> {
+    contract_of(&s, park, id, Some(enterprise)).await
+}
+
+/// A contract with its history; with `enterprise`, only that enterprise's.
+async fn contract_of(
+    s: &ApiState,
+    park: String,
+    id: String,
+    enterprise: Option<String>,
+) -> ApiResult<Json<ContractView>> {
     let (p2, i2) = (park.clone(), id.clone());
     let found = s
         .store
@@ -749,8 +775,13 @@ async fn get_contract(
         })
         .await
         .map_err(ApiError::internal)?;
-    let (r, h) =
-        found.ok_or_else(|| ApiError::not_found(format!("no contract {id} in park {park}")))?;
+    let (r, h) = found
+        .filter(|(r, _)| {
+            enterprise
+                .as_ref()
+                .is_none_or(|e| *e == r.contract.terms.enterprise_id)
+        })
+        .ok_or_else(|| ApiError::not_found(format!("no contract {id} in park {park}")))?;
     Ok(Json(view(r, h)))
 }
 
@@ -933,8 +964,16 @@ async fn act(
             };
             let before = r.contract.clone();
             let mut c = r.contract;
-            c.apply(&a2, &by, today)
-                .map_err(|e| Refusal(StatusCode::CONFLICT, "conflict", e.to_string()))?;
+            c.apply(&a2, &by, today).map_err(|e| {
+                // The submitter reviewing their own contract has a code of its own, as a
+                // refund decided by the one who asked for it.
+                let code = if matches!(e, park_model::billing::contract::TransitionError::SameReviewer) {
+                    "second_user"
+                } else {
+                    "conflict"
+                };
+                Refusal(StatusCode::CONFLICT, code, e.to_string())
+            })?;
             let mut superseded = None;
             if a2 == Action::Activate {
                 if let Some((f, kind)) = &r.follows {

@@ -598,17 +598,24 @@ pub fn add_hub_user(config: &Path, username: &str, grant: &str, password: &str) 
 /// with `env`, keeping their screenshots in `target/tmp/APP-e2e`; fails the test with
 /// Playwright's report when a spec fails.
 pub fn playwright(app: &str, env: &[(&str, &str)]) {
+    playwright_specs(app, &[], &format!("{app}-e2e"), env);
+}
+
+/// The same for the specs of `app` whose file names match `specs` (all when empty), keeping
+/// their screenshots in `target/tmp/OUTPUT`, so that two tests of one app keep theirs apart.
+pub fn playwright_specs(app: &str, specs: &[&str], output: &str, env: &[(&str, &str)]) {
     let ui = repo().join("ui");
     assert!(
         ui.join("node_modules/@playwright/test").exists(),
         "ui/node_modules is missing: run the tests through scripts/test, which installs it"
     );
-    let output = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{app}-e2e"));
+    let output = Path::new(env!("CARGO_TARGET_TMPDIR")).join(output);
     let _ = std::fs::remove_dir_all(&output);
     let run = Command::new("npx")
         .current_dir(&ui)
         .args(["playwright", "test", "-c"])
         .arg(format!("{app}/playwright.config.ts"))
+        .args(specs)
         .envs(env.iter().copied())
         .env("SMARTPARK_E2E_OUTPUT", &output)
         .output()

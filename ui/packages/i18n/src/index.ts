@@ -57,4 +57,4 @@ export function currentLocale(): Locale {
   return current.value
 }
 export { bytes, dateTime, value } from './format'
-export { fenOf, yuan } from './money'
+export { fenOf, fixedPoint, trimmed, yuan } from './money'

@@ -13,8 +13,9 @@ declare module 'vue-router' {
   interface RouteMeta {
     /** Shown without a login. */
     public?: boolean
-    /** The permission the page needs (the API checks it again on every request). */
-    permission?: string
+    /** The permission the page needs, or several of which any will do (the API checks
+     * again on every request). */
+    permission?: string | readonly string[]
     /** i18n key of the page's title. */
     title?: string
   }
@@ -29,7 +30,8 @@ export function guardRoutes(router: Router): void {
     if (to.meta.public) return true
     if (!session.loggedIn) return { path: '/login', query: { next: to.fullPath } }
     if (session.needsSecondFactor && to.path !== '/account') return '/account'
-    if (to.meta.permission && !session.permissions.includes(to.meta.permission)) return '/account'
+    const needed = to.meta.permission === undefined ? [] : ([] as string[]).concat(to.meta.permission)
+    if (needed.length > 0 && !needed.some((p) => session.permissions.includes(p))) return '/account'
     return true
   })
 }
