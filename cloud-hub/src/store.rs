@@ -565,6 +565,14 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: crate::notify::SCHEMA,
         postgres: crate::notify::PG_SCHEMA,
     },
+    Migration {
+        version: 15,
+        name: "payments by bill",
+        sqlite: "CREATE INDEX IF NOT EXISTS payments_by_bill ON payments (park, bill_id);
+                 CREATE INDEX IF NOT EXISTS refunds_by_bill ON refunds (park, bill_id);",
+        postgres: "CREATE INDEX IF NOT EXISTS payments_by_bill ON payments (park, bill_id);
+                   CREATE INDEX IF NOT EXISTS refunds_by_bill ON refunds (park, bill_id);",
+    },
 ];
 
 /// How long a hub holds a lease (a building's connection, a job that runs once for all
