@@ -83,6 +83,8 @@ impl Role {
                 EnterpriseRead,
                 MasterDataEdit,
                 LeasingManage,
+                // So that the park's manager can make an enterprise's admin, who holds it.
+                EnterpriseBilling,
             ],
             Role::Finance => &[TelemetryRead, EventsRead, EnterpriseRead, BillingManage],
             Role::Leasing => &[TelemetryRead, EnterpriseRead, LeasingManage],
